@@ -1,0 +1,29 @@
+//! Command-line parsing and dispatch.
+
+mod models;
+
+use clap::{Parser, Subcommand};
+
+/// DeepDream infinite-zoom videos, rendered on one machine or a GPU farm.
+#[derive(Debug, Parser)]
+#[command(name = "dreamfarm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the built-in models, or fetch their weights.
+    Models(models::ModelsArgs),
+    /// List the layers of a model that can be dreamed on.
+    Layers(models::LayersArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Models(args) => models::models(args),
+        Command::Layers(args) => models::layers(args),
+    }
+}

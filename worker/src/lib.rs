@@ -1,0 +1,5 @@
+//! The dreamfarm worker: pretrained networks in libtorch and the dream
+//! gradient steps computed on the tiles it is leased.
+
+pub mod models;
+pub mod weights;

@@ -1,0 +1,253 @@
+//! The built-in networks written as data (blocks of parallel branches of
+//! operations) and one small interpreter that runs them.
+//!
+//! Describing InceptionV3, MobileNetV2 and GoogLeNet as data keeps each
+//! architecture in one readable table, lets the TF.js converter walk the same
+//! description the network is built from, and lets a dream stop at the
+//! deepest layer it needs instead of running the whole network.
+
+use tch::Tensor;
+
+use super::ModelError;
+use super::layers::{Activation, ConvBn, ConvBnNames, ConvShape};
+use super::weights_file::WeightsFile;
+
+/// One operation inside a branch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Convolution + BatchNorm + activation.
+    Conv {
+        /// Name of the OIHW kernel tensor in the weight file.
+        weight: String,
+        /// Prefix of the BatchNorm tensors.
+        bn: String,
+        /// Geometry of the convolution.
+        shape: ConvShape,
+        /// Nonlinearity after the BatchNorm.
+        activation: Activation,
+    },
+    /// Max pooling over a square window.
+    MaxPool {
+        /// Window side.
+        kernel: i64,
+        /// Stride.
+        stride: i64,
+        /// Zero padding on every side (ignored values, as in PyTorch).
+        padding: i64,
+        /// Round the output size up (Caffe-style, GoogLeNet).
+        ceil: bool,
+    },
+    /// 3×3 average pooling, stride 1, padding 1, averaging over real pixels
+    /// only (Keras' `padding="same"`).
+    AvgPool3Same,
+}
+
+impl Op {
+    /// A conv unit stored as torchvision's `BasicConv2d`: `{name}.conv.weight`
+    /// and `{name}.bn.*`.
+    pub fn basic_conv(name: &str, shape: ConvShape) -> Self {
+        Self::Conv {
+            weight: format!("{name}.conv.weight"),
+            bn: format!("{name}.bn"),
+            shape,
+            activation: Activation::Relu,
+        }
+    }
+}
+
+/// A block: branches run on the same input and are concatenated along
+/// channels (one branch: a plain sequence), optionally added to the input.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The exposed layer this block's output is, if any.
+    pub layer: Option<&'static str>,
+    /// Parallel branches, each a sequence of operations.
+    pub branches: Vec<Vec<Op>>,
+    /// Add the block's input to its output (MobileNetV2's skip connection).
+    pub residual: bool,
+}
+
+impl Block {
+    /// A single-branch block.
+    pub fn sequence(layer: Option<&'static str>, ops: Vec<Op>) -> Self {
+        Self {
+            layer,
+            branches: vec![ops],
+            residual: false,
+        }
+    }
+
+    /// A multi-branch (Inception) block.
+    pub fn branches(layer: &'static str, branches: Vec<Vec<Op>>) -> Self {
+        Self {
+            layer: Some(layer),
+            branches,
+            residual: false,
+        }
+    }
+}
+
+/// Every conv of `blocks` in the order the blocks describe them: the order in
+/// which Keras created them, for the InceptionV3 description.
+pub fn conv_units(blocks: &[Block]) -> impl Iterator<Item = (&str, &str, &ConvShape)> {
+    blocks
+        .iter()
+        .flat_map(|b| b.branches.iter().flatten())
+        .filter_map(|op| match op {
+            Op::Conv {
+                weight, bn, shape, ..
+            } => Some((weight.as_str(), bn.as_str(), shape)),
+            _ => None,
+        })
+}
+
+enum LoadedOp {
+    Conv(ConvBn),
+    MaxPool {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        ceil: bool,
+    },
+    AvgPool3Same,
+}
+
+impl LoadedOp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Self::Conv(c) => c.forward(x),
+            Self::MaxPool {
+                kernel,
+                stride,
+                padding,
+                ceil,
+            } => x.max_pool2d(
+                [*kernel, *kernel],
+                [*stride, *stride],
+                [*padding, *padding],
+                [1, 1],
+                *ceil,
+            ),
+            Self::AvgPool3Same => x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None),
+        }
+    }
+}
+
+struct LoadedBlock {
+    branches: Vec<Vec<LoadedOp>>,
+    residual: bool,
+}
+
+impl LoadedBlock {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let run = |ops: &[LoadedOp]| {
+            ops.iter()
+                .fold(x.shallow_clone(), |h, op| op.forward(&h))
+        };
+        let y = match self.branches.as_slice() {
+            [single] => run(single),
+            many => Tensor::cat(&many.iter().map(|b| run(b)).collect::<Vec<_>>(), 1),
+        };
+        if self.residual { y + x } else { y }
+    }
+}
+
+/// A loaded network: the blocks with their weights, and which block output
+/// is which exposed layer.
+pub struct Network {
+    blocks: Vec<LoadedBlock>,
+    /// For each exposed layer (catalogue order), the index of its block.
+    layer_blocks: Vec<usize>,
+}
+
+impl Network {
+    /// Builds `blocks` with the tensors of `weights`, BatchNorm epsilon `eps`.
+    /// `layers` is the catalogue's layer list, which the blocks must expose
+    /// in the same order.
+    pub fn load(
+        blocks: Vec<Block>,
+        layers: &[&str],
+        weights: &mut WeightsFile,
+        eps: f64,
+    ) -> Result<Self, ModelError> {
+        let exposed: Vec<&str> = blocks.iter().filter_map(|b| b.layer).collect();
+        assert_eq!(exposed, layers, "network description and catalogue disagree");
+        let layer_blocks = blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.layer.map(|_| i))
+            .collect();
+        let blocks = blocks
+            .into_iter()
+            .map(|b| {
+                let branches = b
+                    .branches
+                    .into_iter()
+                    .map(|ops| ops.into_iter().map(|op| load_op(op, weights, eps)).collect())
+                    .collect::<Result<_, _>>()?;
+                Ok(LoadedBlock {
+                    branches,
+                    residual: b.residual,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(Self {
+            blocks,
+            layer_blocks,
+        })
+    }
+
+    /// Activations of the exposed layers with the given catalogue indices,
+    /// in the order asked; blocks past the deepest of them are not run.
+    pub fn activations(&self, input: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+        let blocks: Vec<usize> = layers.iter().map(|&l| self.layer_blocks[l]).collect();
+        let Some(&last) = blocks.iter().max() else {
+            return Vec::new();
+        };
+        let mut outputs: Vec<Option<Tensor>> = (0..=last).map(|_| None).collect();
+        let mut h = input.shallow_clone();
+        for (i, block) in self.blocks[..=last].iter().enumerate() {
+            h = block.forward(&h);
+            if blocks.contains(&i) {
+                outputs[i] = Some(h.shallow_clone());
+            }
+        }
+        blocks
+            .iter()
+            .map(|&b| outputs[b].as_ref().map(Tensor::shallow_clone))
+            .collect::<Option<Vec<_>>>()
+            .expect("every requested block was run")
+    }
+}
+
+fn load_op(op: Op, weights: &mut WeightsFile, eps: f64) -> Result<LoadedOp, ModelError> {
+    Ok(match op {
+        Op::Conv {
+            weight,
+            bn,
+            shape,
+            activation,
+        } => LoadedOp::Conv(ConvBn::load(
+            weights,
+            ConvBnNames {
+                weight: &weight,
+                bn: &bn,
+            },
+            shape,
+            eps,
+            activation,
+        )?),
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+            ceil,
+        } => LoadedOp::MaxPool {
+            kernel,
+            stride,
+            padding,
+            ceil,
+        },
+        Op::AvgPool3Same => LoadedOp::AvgPool3Same,
+    })
+}

@@ -1,0 +1,142 @@
+//! Building blocks shared by the built-in networks.
+
+use tch::Tensor;
+
+use super::ModelError;
+use super::weights_file::WeightsFile;
+
+/// The nonlinearity after a convolution.
+#[derive(Debug, Clone, Copy)]
+pub enum Activation {
+    /// No nonlinearity (MobileNetV2's linear bottleneck).
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` in value, but with ReLU's gradient: the clip at 6
+    /// would stop the dream's gradient where activations are strongest.
+    Relu6,
+}
+
+impl Activation {
+    fn apply(self, x: Tensor) -> Tensor {
+        match self {
+            Self::Linear => x,
+            Self::Relu => x.relu(),
+            Self::Relu6 => {
+                let r = x.relu();
+                let over = (&r - 6.0).relu().detach();
+                r - over
+            }
+        }
+    }
+}
+
+/// Shape and placement of one convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    /// Input channels (per group times groups).
+    pub cin: i64,
+    /// Output channels.
+    pub cout: i64,
+    /// Kernel height and width.
+    pub kernel: [i64; 2],
+    /// Stride in both directions.
+    pub stride: i64,
+    /// Zero padding, rows and columns.
+    pub padding: [i64; 2],
+    /// Convolution groups (depthwise: `cin`).
+    pub groups: i64,
+}
+
+impl ConvShape {
+    /// A square `k`×`k` kernel, stride 1, no padding, one group.
+    pub const fn square(cin: i64, cout: i64, k: i64) -> Self {
+        Self {
+            cin,
+            cout,
+            kernel: [k, k],
+            stride: 1,
+            padding: [0, 0],
+            groups: 1,
+        }
+    }
+
+    /// Pads `k / 2` on each side, keeping the size at stride 1 (odd kernels).
+    pub const fn same(self) -> Self {
+        Self {
+            padding: [self.kernel[0] / 2, self.kernel[1] / 2],
+            ..self
+        }
+    }
+
+    /// Sets the stride.
+    pub const fn stride(self, stride: i64) -> Self {
+        Self { stride, ..self }
+    }
+}
+
+/// Convolution followed by inference-mode BatchNorm, folded at load time
+/// into one convolution with bias, then the activation.
+#[derive(Debug)]
+pub struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    shape: ConvShape,
+    activation: Activation,
+}
+
+/// Where the convolution and BatchNorm tensors of a [`ConvBn`] are stored.
+pub struct ConvBnNames<'a> {
+    /// The conv kernel, OIHW.
+    pub weight: &'a str,
+    /// The BatchNorm prefix (`{bn}.bias`, `{bn}.running_mean`, ...).
+    pub bn: &'a str,
+}
+
+impl ConvBn {
+    /// Loads and folds `conv(x) -> bn -> activation`. A BatchNorm without
+    /// `weight` is Keras' `scale=False` (gamma = 1).
+    pub fn load(
+        w: &mut WeightsFile,
+        names: ConvBnNames<'_>,
+        shape: ConvShape,
+        eps: f64,
+        activation: Activation,
+    ) -> Result<Self, ModelError> {
+        let [kh, kw] = shape.kernel;
+        let c = [shape.cout];
+        let kernel = w.take(names.weight, &[shape.cout, shape.cin / shape.groups, kh, kw])?;
+        let bn = names.bn;
+        let gamma = w.take_optional(&format!("{bn}.weight"), &c)?;
+        let beta = w.take(&format!("{bn}.bias"), &c)?;
+        let mean = w.take(&format!("{bn}.running_mean"), &c)?;
+        let var = w.take(&format!("{bn}.running_var"), &c)?;
+        let inv_std = (var + eps).rsqrt();
+        let scale = match gamma {
+            Some(g) => g * inv_std,
+            None => inv_std,
+        };
+        let weight = kernel * scale.view([-1, 1, 1, 1]);
+        let bias = beta - mean * scale;
+        Ok(Self {
+            weight,
+            bias,
+            shape,
+            activation,
+        })
+    }
+
+    /// Applies the folded convolution and the activation.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let s = self.shape;
+        let y = x.conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [s.stride, s.stride],
+            s.padding,
+            [1, 1],
+            s.groups,
+        );
+        self.activation.apply(y)
+    }
+}

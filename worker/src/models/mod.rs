@@ -1,0 +1,229 @@
+//! Pretrained networks that dream: loading them onto a device and reading
+//! the activations of named layers.
+//!
+//! A [`Model`] is loaded once per process and shared by every tile the worker
+//! computes. It takes RGB images with values in `0..=1` (NCHW, f32) and
+//! applies the model's own preprocessing.
+
+mod graph;
+pub mod googlenet;
+pub mod inception_v3;
+mod layers;
+pub mod mobilenet_v2;
+mod weights_file;
+
+use std::path::{Path, PathBuf};
+
+use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::model_catalog::{BuiltinModel, CatalogError, ModelSpec, Preprocessing};
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+pub use graph::{Block, conv_units};
+pub use layers::ConvShape;
+/// The torch device type, re-exported so callers need not depend on tch.
+pub use tch::Device as TorchDevice;
+pub use weights_file::WeightsFile;
+
+use graph::Network;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The weight file is unreadable or does not fit the architecture.
+    #[error("weights file {path}: {reason}")]
+    BadWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TorchScript module could not be loaded or run.
+    #[error("TorchScript model {path}: {reason} (it must be saved with torch.jit.save and its forward must take one NCHW RGB tensor in 0..1 and return a tensor or a tuple/list of tensors)")]
+    BadTorchScript {
+        /// The `.pt` file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A layer name the model does not have.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The requested CUDA device does not exist here.
+    #[error("{requested} requested but this machine has {available} CUDA device(s) visible to libtorch; use --device cpu, or a device index below {available}")]
+    NoSuchDevice {
+        /// What was asked for.
+        requested: DeviceSpec,
+        /// How many CUDA devices libtorch sees.
+        available: usize,
+    },
+}
+
+/// Maps a user's device request onto a torch device that exists.
+pub fn torch_device(spec: DeviceSpec) -> Result<Device, ModelError> {
+    match spec {
+        DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(n) => {
+            let available = tch::Cuda::device_count().max(0) as usize;
+            if n < available {
+                Ok(Device::Cuda(n))
+            } else {
+                Err(ModelError::NoSuchDevice {
+                    requested: spec,
+                    available,
+                })
+            }
+        }
+    }
+}
+
+enum Net {
+    Builtin(Network),
+    Script(CModule),
+}
+
+/// A loaded network, ready to give activations of its named layers.
+pub struct Model {
+    net: Net,
+    name: String,
+    layers: Vec<String>,
+    /// `(mean, std)` as `[1, 3, 1, 1]` tensors on the model's device.
+    normalise: (Tensor, Tensor),
+    device: Device,
+}
+
+impl Model {
+    /// Loads a built-in architecture with the weights in `weights`
+    /// (`.safetensors`, torchvision parameter names).
+    pub fn load_builtin(model: BuiltinModel, weights: &Path, device: Device) -> Result<Self, ModelError> {
+        let info = model.info();
+        let mut file = WeightsFile::read(weights, device)?;
+        let (blocks, eps, unused): (_, _, &[&str]) = match model {
+            BuiltinModel::InceptionV3 => (inception_v3::blocks(), inception_v3::BN_EPS, &[]),
+            BuiltinModel::MobilenetV2 => (mobilenet_v2::blocks(), mobilenet_v2::BN_EPS, &["classifier."]),
+            BuiltinModel::Googlenet => (googlenet::blocks(), googlenet::BN_EPS, &["fc.", "aux1.", "aux2."]),
+        };
+        let net = tch::no_grad(|| Network::load(blocks, info.layers, &mut file, eps))?;
+        file.finish(unused)?;
+        Ok(Self::new(
+            Net::Builtin(net),
+            info.name.to_string(),
+            info.layers.iter().map(|l| l.to_string()).collect(),
+            info.preprocessing,
+            device,
+        ))
+    }
+
+    /// Loads a TorchScript module; its outputs are named `out0`, `out1`, …
+    /// in the order its `forward` returns them.
+    pub fn load_torchscript(path: &Path, device: Device) -> Result<Self, ModelError> {
+        let bad = |reason: String| ModelError::BadTorchScript {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut module = CModule::load_on_device(path, device).map_err(|e| bad(e.to_string()))?;
+        module.set_eval();
+        let probe = Tensor::zeros([1, 3, 224, 224], (Kind::Float, device));
+        let outputs = tch::no_grad(|| script_outputs(&module, &probe)).map_err(bad)?;
+        let layers = (0..outputs.len()).map(|i| format!("out{i}")).collect();
+        Ok(Self::new(
+            Net::Script(module),
+            path.display().to_string(),
+            layers,
+            Preprocessing::IDENTITY,
+            device,
+        ))
+    }
+
+    /// Loads whatever `spec` names: `weights` is the weight file of a
+    /// built-in model (ignored for TorchScript).
+    pub fn load(spec: &ModelSpec, weights: &Path, device: Device) -> Result<Self, ModelError> {
+        match spec {
+            ModelSpec::Builtin(m) => Self::load_builtin(*m, weights, device),
+            ModelSpec::TorchScript(path) => Self::load_torchscript(path, device),
+        }
+    }
+
+    fn new(net: Net, name: String, layers: Vec<String>, pre: Preprocessing, device: Device) -> Self {
+        let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
+        Self {
+            net,
+            name,
+            layers,
+            normalise: (channel(pre.mean), channel(pre.std)),
+            device,
+        }
+    }
+
+    /// The model's name (`inception-v3`, or the TorchScript path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Layer names, shallow to deep.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Index of `layer` in [`layers`](Self::layers).
+    pub fn layer_index(&self, layer: &str) -> Result<usize, ModelError> {
+        self.layers.iter().position(|l| l == layer).ok_or_else(|| {
+            CatalogError::UnknownLayer {
+                model: self.name.clone(),
+                layer: layer.to_string(),
+                known: self.layers.join(", "),
+            }
+            .into()
+        })
+    }
+
+    /// The network input for an RGB image in `0..=1`.
+    pub fn preprocess(&self, image: &Tensor) -> Tensor {
+        (image - &self.normalise.0) / &self.normalise.1
+    }
+
+    /// Activations of the layers with the given indices for an RGB image in
+    /// `0..=1`, in the order asked. Differentiable with respect to `image`.
+    pub fn activations(&self, image: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+        let input = self.preprocess(image);
+        self.activations_of_input(&input, layers)
+    }
+
+    /// Like [`activations`](Self::activations) for an already preprocessed
+    /// input: what the reference tests compare against other frameworks.
+    pub fn activations_of_input(&self, input: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+        match &self.net {
+            Net::Builtin(net) => net.activations(input, layers),
+            Net::Script(module) => {
+                let outputs = script_outputs(module, input).unwrap_or_else(|e| {
+                    panic!("TorchScript model {} failed on a valid input: {e}", self.name)
+                });
+                layers.iter().map(|&i| outputs[i].shallow_clone()).collect()
+            }
+        }
+    }
+}
+
+fn script_outputs(module: &CModule, input: &Tensor) -> Result<Vec<Tensor>, String> {
+    let out = module
+        .forward_is(&[IValue::Tensor(input.shallow_clone())])
+        .map_err(|e| e.to_string())?;
+    let items = match out {
+        IValue::Tensor(t) => return Ok(vec![t]),
+        IValue::Tuple(items) | IValue::GenericList(items) => items,
+        IValue::TensorList(ts) => return Ok(ts),
+        other => return Err(format!("forward returned {other:?}, not tensors")),
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            IValue::Tensor(t) => Ok(t),
+            other => Err(format!("forward returned a non-tensor item {other:?}")),
+        })
+        .collect()
+}
