@@ -5,3 +5,4 @@
 
 pub mod device;
 pub mod model_catalog;
+pub mod seed;

@@ -1,5 +1,7 @@
 //! Command-line parsing and dispatch.
 
+#[cfg(feature = "embedded-worker")]
+mod dream;
 mod models;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,9 @@ enum Command {
     Models(models::ModelsArgs),
     /// List the layers of a model that can be dreamed on.
     Layers(models::LayersArgs),
+    /// Dream one still image over octaves, on this machine.
+    #[cfg(feature = "embedded-worker")]
+    Dream(dream::DreamArgs),
 }
 
 /// Parses the command line and runs it.
@@ -25,5 +30,7 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Models(args) => models::models(args),
         Command::Layers(args) => models::layers(args),
+        #[cfg(feature = "embedded-worker")]
+        Command::Dream(args) => dream::dream(args),
     }
 }

@@ -94,13 +94,8 @@ pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "embedded-worker")]
 fn torchscript_layers(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let model = dreamfarm_worker::models::Model::load_torchscript(path, tch_cpu())?;
+    let model = dreamfarm_worker::models::Model::load_torchscript(path, tch::Device::Cpu)?;
     Ok(model.layers().to_vec())
-}
-
-#[cfg(feature = "embedded-worker")]
-fn tch_cpu() -> dreamfarm_worker::models::TorchDevice {
-    dreamfarm_worker::models::TorchDevice::Cpu
 }
 
 #[cfg(not(feature = "embedded-worker"))]

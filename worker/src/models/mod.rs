@@ -20,8 +20,6 @@ use tch::{CModule, Device, IValue, Kind, Tensor};
 
 pub use graph::{Block, conv_units};
 pub use layers::ConvShape;
-/// The torch device type, re-exported so callers need not depend on tch.
-pub use tch::Device as TorchDevice;
 pub use weights_file::WeightsFile;
 
 use graph::Network;
