@@ -186,7 +186,9 @@ pub enum CatalogError {
     )]
     UnknownModel(String),
     /// The layer is not exposed by the model.
-    #[error("model {model} has no layer {layer:?}; its layers are: {known} (see `dreamfarm layers {model}`)")]
+    #[error(
+        "model {model} has no layer {layer:?}; its layers are: {known} (see `dreamfarm layers {model}`)"
+    )]
     UnknownLayer {
         /// Model name.
         model: String,
@@ -255,7 +257,10 @@ mod tests {
     #[test]
     fn unknown_names_say_what_exists() {
         let err = "vgg16".parse::<ModelSpec>().unwrap_err().to_string();
-        assert!(err.contains("inception-v3, mobilenet-v2, googlenet"), "{err}");
+        assert!(
+            err.contains("inception-v3, mobilenet-v2, googlenet"),
+            "{err}"
+        );
         let err = BuiltinModel::InceptionV3
             .layer_index("mixed9")
             .unwrap_err()

@@ -12,8 +12,9 @@ fn mix(mut z: u64) -> u64 {
 /// A seed for the work at `path` (e.g. `[frame, octave, tile, iteration]`)
 /// of the job seeded with `seed`.
 pub fn derive(seed: u64, path: &[u64]) -> u64 {
-    path.iter()
-        .fold(mix(seed), |h, &p| mix(h ^ p.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+    path.iter().fold(mix(seed), |h, &p| {
+        mix(h ^ p.wrapping_add(0x9e37_79b9_7f4a_7c15))
+    })
 }
 
 /// A uniform integer in `-max..=max` drawn from `seed`.

@@ -25,7 +25,11 @@ impl Objective {
             .iter()
             .zip(activations)
             .map(|((_, w), a)| {
-                let m = if self.squared { a.square().mean(Kind::Float) } else { a.mean(Kind::Float) };
+                let m = if self.squared {
+                    a.square().mean(Kind::Float)
+                } else {
+                    a.mean(Kind::Float)
+                };
                 m * *w
             })
             .reduce(|a, b| a + b)
@@ -51,7 +55,13 @@ pub struct Ascent {
 
 /// Runs `ascent` on `image` (`[1, 3, H, W]`, values in `0..=1`); `seed`
 /// drives the jitter, step `i` using `seed::derive(seed, [i])`.
-pub fn ascend(model: &Model, objective: &Objective, image: &Tensor, ascent: Ascent, job_seed: u64) -> Result<Tensor, ModelError> {
+pub fn ascend(
+    model: &Model,
+    objective: &Objective,
+    image: &Tensor,
+    ascent: Ascent,
+    job_seed: u64,
+) -> Result<Tensor, ModelError> {
     let layers = objective.indices();
     let mut img = image.detach().to_kind(Kind::Float);
     for i in 0..ascent.iterations {
@@ -63,7 +73,11 @@ pub fn ascend(model: &Model, objective: &Objective, image: &Tensor, ascent: Asce
         let loss = objective.value(&acts);
         let grad = Tensor::run_backward(&[loss], &[&x], false, false).remove(0);
         let grad = &grad / (grad.std(true) + 1e-8);
-        img = tch::no_grad(|| (x.detach() + grad * ascent.step_size).roll([-dy, -dx], [2, 3]).clamp(0.0, 1.0));
+        img = tch::no_grad(|| {
+            (x.detach() + grad * ascent.step_size)
+                .roll([-dy, -dx], [2, 3])
+                .clamp(0.0, 1.0)
+        });
     }
     Ok(img)
 }
@@ -97,15 +111,27 @@ pub fn dream_octaves(
         .rev()
         .map(|o| {
             let f = octaves.scale.powi(o as i32);
-            (((h as f64) / f).round() as i64, ((w as f64) / f).round() as i64)
+            (
+                ((h as f64) / f).round() as i64,
+                ((w as f64) / f).round() as i64,
+            )
         })
         .collect();
-    let mut detail = Tensor::zeros([1, 3, sizes[0].0, sizes[0].1], (Kind::Float, image.device()));
+    let mut detail = Tensor::zeros(
+        [1, 3, sizes[0].0, sizes[0].1],
+        (Kind::Float, image.device()),
+    );
     let mut result = image.shallow_clone();
     for (o, &(oh, ow)) in sizes.iter().enumerate() {
         let base = tch::no_grad(|| resize(image, oh, ow));
         let start = tch::no_grad(|| (&base + resize(&detail, oh, ow)).clamp(0.0, 1.0));
-        result = ascend(model, objective, &start, ascent, seed::derive(job_seed, &[o as u64]))?;
+        result = ascend(
+            model,
+            objective,
+            &start,
+            ascent,
+            seed::derive(job_seed, &[o as u64]),
+        )?;
         detail = tch::no_grad(|| &result - &base);
     }
     Ok(result)

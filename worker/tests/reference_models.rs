@@ -36,14 +36,22 @@ fn relative_l2(ours: &Tensor, reference: &Tensor) -> f64 {
 fn compare_all_layers(model: &Model, golden_file: &str) -> f64 {
     let g = golden(golden_file);
     let all: Vec<usize> = (0..model.layers().len()).collect();
-    let acts = tch::no_grad(|| model.activations_of_input(&g["input"], &all)).expect("forward pass");
+    let acts =
+        tch::no_grad(|| model.activations_of_input(&g["input"], &all)).expect("forward pass");
     let mut worst = 0.0f64;
     for (name, act) in model.layers().iter().zip(&acts) {
         let reference = &g[name];
-        assert_eq!(act.size(), reference.size(), "{golden_file}: shape of {name}");
+        assert_eq!(
+            act.size(),
+            reference.size(),
+            "{golden_file}: shape of {name}"
+        );
         let err = relative_l2(act, reference);
         eprintln!("{golden_file} {name:<12} relative L2 error {err:.2e}");
-        assert!(err < MAX_RELATIVE_L2, "{golden_file}: {name} differs from the reference by {err:.2e}");
+        assert!(
+            err < MAX_RELATIVE_L2,
+            "{golden_file}: {name} differs from the reference by {err:.2e}"
+        );
         worst = worst.max(err);
     }
     worst
@@ -58,12 +66,18 @@ fn builtin(model: BuiltinModel) -> Model {
 
 #[test]
 fn inception_v3_matches_tensorflow_keras_at_every_layer() {
-    compare_all_layers(&builtin(BuiltinModel::InceptionV3), "inception-v3.safetensors");
+    compare_all_layers(
+        &builtin(BuiltinModel::InceptionV3),
+        "inception-v3.safetensors",
+    );
 }
 
 #[test]
 fn mobilenet_v2_matches_torchvision_at_every_layer() {
-    compare_all_layers(&builtin(BuiltinModel::MobilenetV2), "mobilenet-v2.safetensors");
+    compare_all_layers(
+        &builtin(BuiltinModel::MobilenetV2),
+        "mobilenet-v2.safetensors",
+    );
 }
 
 #[test]
@@ -76,11 +90,18 @@ fn googlenet_matches_torchvision_with_torchvisions_random_weights() {
         .arg(&weights)
         .status()
         .expect("run the project's Python (scripts/setup.sh makes .venv)");
-    assert!(status.success(), "torchvision could not save GoogLeNet's random weights");
+    assert!(
+        status.success(),
+        "torchvision could not save GoogLeNet's random weights"
+    );
     let golden_path = repo().join("tests/golden/googlenet.safetensors");
     let bytes = std::fs::read(&golden_path).expect("golden file");
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("golden header");
-    let expected = meta.metadata().as_ref().and_then(|m| m.get("weights_sha256")).cloned();
+    let expected = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("weights_sha256"))
+        .cloned();
     assert_eq!(
         Some(sha256_file(&weights).expect("hash")),
         expected,
@@ -93,7 +114,9 @@ fn googlenet_matches_torchvision_with_torchvisions_random_weights() {
 #[test]
 fn mobilenet_v2_classifies_the_photo_as_torchvision_does() {
     let model = builtin(BuiltinModel::MobilenetV2);
-    let photo = image::open(repo().join("tests/golden/chelsea-224.png")).expect("photo").to_rgb8();
+    let photo = image::open(repo().join("tests/golden/chelsea-224.png"))
+        .expect("photo")
+        .to_rgb8();
     let (w, h) = photo.dimensions();
     let image = Tensor::from_slice(photo.as_raw())
         .view([h as i64, w as i64, 3])
@@ -102,20 +125,35 @@ fn mobilenet_v2_classifies_the_photo_as_torchvision_does() {
         .to_kind(Kind::Float)
         / 255.0;
     let last = model.layers().len() - 1;
-    let features = tch::no_grad(|| model.activations(&image, &[last])).expect("forward").remove(0);
+    let features = tch::no_grad(|| model.activations(&image, &[last]))
+        .expect("forward")
+        .remove(0);
     let pooled = features.mean_dim(&[2i64, 3][..], false, Kind::Float);
     // torchvision's head: dropout (identity at inference) then Linear(1280, 1000).
     let store = WeightStore::new(WeightStore::default_dir());
-    let head: HashMap<String, Tensor> = Tensor::read_safetensors(store.ensure(BuiltinModel::MobilenetV2).expect("weights"))
-        .expect("weights file")
-        .into_iter()
-        .collect();
-    let logits = pooled.linear(&head["classifier.1.weight"], Some(&head["classifier.1.bias"]));
+    let head: HashMap<String, Tensor> =
+        Tensor::read_safetensors(store.ensure(BuiltinModel::MobilenetV2).expect("weights"))
+            .expect("weights file")
+            .into_iter()
+            .collect();
+    let logits = pooled.linear(
+        &head["classifier.1.weight"],
+        Some(&head["classifier.1.bias"]),
+    );
     let g = golden("mobilenet-v2-chelsea.safetensors");
     let ours = logits.argmax(1, false).int64_value(&[0]);
     let theirs = g["top5"].double_value(&[0]) as i64;
-    assert_eq!(ours, theirs, "top-1 ImageNet class differs from torchvision's");
-    assert_eq!(theirs, 285, "torchvision calls Chelsea an Egyptian cat (285)");
+    assert_eq!(
+        ours, theirs,
+        "top-1 ImageNet class differs from torchvision's"
+    );
+    assert_eq!(
+        theirs, 285,
+        "torchvision calls Chelsea an Egyptian cat (285)"
+    );
     let err = relative_l2(&logits.squeeze_dim(0), &g["logits"]);
-    assert!(err < MAX_RELATIVE_L2, "logits differ from torchvision's by {err:.2e}");
+    assert!(
+        err < MAX_RELATIVE_L2,
+        "logits differ from torchvision's by {err:.2e}"
+    );
 }

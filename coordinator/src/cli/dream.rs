@@ -58,7 +58,11 @@ pub struct DreamArgs {
 /// Parses `name` or `name:weight` into a layer index and weight.
 fn parse_layer(model: &Model, spec: &str) -> anyhow::Result<(usize, f64)> {
     let (name, weight) = match spec.rsplit_once(':') {
-        Some((n, w)) => (n, w.parse().with_context(|| format!("layer weight in {spec:?} is not a number"))?),
+        Some((n, w)) => (
+            n,
+            w.parse()
+                .with_context(|| format!("layer weight in {spec:?} is not a number"))?,
+        ),
         None => (spec, 1.0),
     };
     Ok((model.layer_index(name)?, weight))
@@ -70,21 +74,35 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
         bail!("--octaves must be at least 1 and --octave-scale at least 1.0");
     }
     let photo = image::open(&args.input)
-        .with_context(|| format!("cannot read image {}: give a PNG or JPEG file", args.input.display()))?
+        .with_context(|| {
+            format!(
+                "cannot read image {}: give a PNG or JPEG file",
+                args.input.display()
+            )
+        })?
         .to_rgb8();
     let device = torch_device(args.device)?;
-    let weights = WeightStore::new(WeightStore::default_dir()).resolve(&args.model, args.weights.as_deref())?;
+    let weights = WeightStore::new(WeightStore::default_dir())
+        .resolve(&args.model, args.weights.as_deref())?;
     let model = Model::load(&args.model, &weights, device)?;
     let layers = if args.layers.is_empty() {
         match &args.model {
-            ModelSpec::Builtin(m) => m.info().default_layers.iter().map(|l| l.to_string()).collect(),
+            ModelSpec::Builtin(m) => m
+                .info()
+                .default_layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
             ModelSpec::TorchScript(_) => model.layers().to_vec(),
         }
     } else {
         args.layers.clone()
     };
     let objective = Objective {
-        layers: layers.iter().map(|l| parse_layer(&model, l)).collect::<anyhow::Result<_>>()?,
+        layers: layers
+            .iter()
+            .map(|l| parse_layer(&model, l))
+            .collect::<anyhow::Result<_>>()?,
         squared: !args.plain_mean,
     };
     let ascent = Ascent {
@@ -101,14 +119,20 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dreamed = dream_octaves(&model, &objective, &image, octaves, ascent, args.seed)?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "dreamed");
-    let out = image::RgbImage::from_raw(w, h, to_rgb8(&dreamed)).context("dream changed the image size")?;
-    let dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let out = image::RgbImage::from_raw(w, h, to_rgb8(&dreamed))
+        .context("dream changed the image size")?;
+    let dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let tmp = tempfile::Builder::new()
         .suffix(".png")
         .tempfile_in(dir)
         .with_context(|| format!("cannot write into {}", dir.display()))?;
     out.save(tmp.path()).context("encoding the PNG")?;
-    tmp.persist(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    tmp.persist(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!("{}", args.output.display());
     Ok(())
 }

@@ -63,7 +63,10 @@ fn fetch(models: Vec<String>, store: Option<PathBuf>) -> anyhow::Result<()> {
             .iter()
             .map(|m| match m.parse::<ModelSpec>()? {
                 ModelSpec::Builtin(b) => Ok(b),
-                ModelSpec::TorchScript(p) => anyhow::bail!("{} is a TorchScript file: it carries its own weights", p.display()),
+                ModelSpec::TorchScript(p) => anyhow::bail!(
+                    "{} is a TorchScript file: it carries its own weights",
+                    p.display()
+                ),
             })
             .collect::<anyhow::Result<_>>()?
     };
@@ -81,7 +84,11 @@ pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
     let names: Vec<String> = match args.model.parse::<ModelSpec>()? {
         ModelSpec::Builtin(m) => {
             let info = m.info();
-            println!("# {} (default: {})", info.name, info.default_layers.join(" + "));
+            println!(
+                "# {} (default: {})",
+                info.name,
+                info.default_layers.join(" + ")
+            );
             info.layers.iter().map(|l| l.to_string()).collect()
         }
         ModelSpec::TorchScript(path) => torchscript_layers(&path)?,

@@ -140,10 +140,7 @@ struct LoadedBlock {
 
 impl LoadedBlock {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let run = |ops: &[LoadedOp]| {
-            ops.iter()
-                .fold(x.shallow_clone(), |h, op| op.forward(&h))
-        };
+        let run = |ops: &[LoadedOp]| ops.iter().fold(x.shallow_clone(), |h, op| op.forward(&h));
         let y = match self.branches.as_slice() {
             [single] => run(single),
             many => Tensor::cat(&many.iter().map(|b| run(b)).collect::<Vec<_>>(), 1),
@@ -171,7 +168,10 @@ impl Network {
         eps: f64,
     ) -> Result<Self, ModelError> {
         let exposed: Vec<&str> = blocks.iter().filter_map(|b| b.layer).collect();
-        assert_eq!(exposed, layers, "network description and catalogue disagree");
+        assert_eq!(
+            exposed, layers,
+            "network description and catalogue disagree"
+        );
         let layer_blocks = blocks
             .iter()
             .enumerate()
@@ -183,7 +183,11 @@ impl Network {
                 let branches = b
                     .branches
                     .into_iter()
-                    .map(|ops| ops.into_iter().map(|op| load_op(op, weights, eps)).collect())
+                    .map(|ops| {
+                        ops.into_iter()
+                            .map(|op| load_op(op, weights, eps))
+                            .collect()
+                    })
                     .collect::<Result<_, _>>()?;
                 Ok(LoadedBlock {
                     branches,

@@ -105,7 +105,10 @@ impl ConvBn {
     ) -> Result<Self, ModelError> {
         let [kh, kw] = shape.kernel;
         let c = [shape.cout];
-        let kernel = w.take(names.weight, &[shape.cout, shape.cin / shape.groups, kh, kw])?;
+        let kernel = w.take(
+            names.weight,
+            &[shape.cout, shape.cin / shape.groups, kh, kw],
+        )?;
         let bn = names.bn;
         let gamma = w.take_optional(&format!("{bn}.weight"), &c)?;
         let beta = w.take(&format!("{bn}.bias"), &c)?;

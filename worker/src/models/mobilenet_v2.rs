@@ -70,7 +70,9 @@ fn inverted_residual(layer: &'static str, cin: i64, cout: i64, stride: i64, t: i
 
 /// The catalogue's name of layer `features.{i}`.
 fn feature_name(i: usize) -> &'static str {
-    dreamfarm_common::model_catalog::BuiltinModel::MobilenetV2.info().layers[i]
+    dreamfarm_common::model_catalog::BuiltinModel::MobilenetV2
+        .info()
+        .layers[i]
 }
 
 /// The feature extractor, block by block.
@@ -87,7 +89,13 @@ pub fn blocks() -> Vec<Block> {
     for (t, c, n, s) in STAGES {
         for r in 0..n {
             let stride = if r == 0 { s } else { 1 };
-            blocks.push(inverted_residual(feature_name(blocks.len()), cin, c, stride, t));
+            blocks.push(inverted_residual(
+                feature_name(blocks.len()),
+                cin,
+                c,
+                stride,
+                t,
+            ));
             cin = c;
         }
     }

@@ -5,8 +5,8 @@
 //! computes. It takes RGB images with values in `0..=1` (NCHW, f32) and
 //! applies the model's own preprocessing.
 
-mod graph;
 pub mod googlenet;
+mod graph;
 pub mod inception_v3;
 mod layers;
 pub mod mobilenet_v2;
@@ -36,7 +36,9 @@ pub enum ModelError {
         reason: String,
     },
     /// A TorchScript module could not be loaded or run.
-    #[error("TorchScript model {path}: {reason} (it must be saved with torch.jit.save and its forward must take one NCHW RGB tensor in 0..1 and return a tensor or a tuple/list of tensors)")]
+    #[error(
+        "TorchScript model {path}: {reason} (it must be saved with torch.jit.save and its forward must take one NCHW RGB tensor in 0..1 and return a tensor or a tuple/list of tensors)"
+    )]
     BadTorchScript {
         /// The `.pt` file.
         path: PathBuf,
@@ -47,7 +49,9 @@ pub enum ModelError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// The requested CUDA device does not exist here.
-    #[error("{requested} requested but this machine has {available} CUDA device(s) visible to libtorch; use --device cpu, or a device index below {available}")]
+    #[error(
+        "{requested} requested but this machine has {available} CUDA device(s) visible to libtorch; use --device cpu, or a device index below {available}"
+    )]
     NoSuchDevice {
         /// What was asked for.
         requested: DeviceSpec,
@@ -93,13 +97,25 @@ pub struct Model {
 impl Model {
     /// Loads a built-in architecture with the weights in `weights`
     /// (`.safetensors`, torchvision parameter names).
-    pub fn load_builtin(model: BuiltinModel, weights: &Path, device: Device) -> Result<Self, ModelError> {
+    pub fn load_builtin(
+        model: BuiltinModel,
+        weights: &Path,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         let info = model.info();
         let mut file = WeightsFile::read(weights, device)?;
         let (blocks, eps, unused): (_, _, &[&str]) = match model {
             BuiltinModel::InceptionV3 => (inception_v3::blocks(), inception_v3::BN_EPS, &[]),
-            BuiltinModel::MobilenetV2 => (mobilenet_v2::blocks(), mobilenet_v2::BN_EPS, &["classifier."]),
-            BuiltinModel::Googlenet => (googlenet::blocks(), googlenet::BN_EPS, &["fc.", "aux1.", "aux2."]),
+            BuiltinModel::MobilenetV2 => (
+                mobilenet_v2::blocks(),
+                mobilenet_v2::BN_EPS,
+                &["classifier."],
+            ),
+            BuiltinModel::Googlenet => (
+                googlenet::blocks(),
+                googlenet::BN_EPS,
+                &["fc.", "aux1.", "aux2."],
+            ),
         };
         let net = tch::no_grad(|| Network::load(blocks, info.layers, &mut file, eps))?;
         file.finish(unused)?;
@@ -142,7 +158,13 @@ impl Model {
         }
     }
 
-    fn new(net: Net, name: String, layers: Vec<String>, pre: Preprocessing, device: Device) -> Self {
+    fn new(
+        net: Net,
+        name: String,
+        layers: Vec<String>,
+        pre: Preprocessing,
+        device: Device,
+    ) -> Self {
         let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
         Self {
             net,
@@ -194,20 +216,30 @@ impl Model {
 
     /// Like [`activations`](Self::activations) for an already preprocessed
     /// input: what the reference tests compare against other frameworks.
-    pub fn activations_of_input(&self, input: &Tensor, layers: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+    pub fn activations_of_input(
+        &self,
+        input: &Tensor,
+        layers: &[usize],
+    ) -> Result<Vec<Tensor>, ModelError> {
         match &self.net {
             Net::Builtin(net) => Ok(net.activations(input, layers)),
             Net::Script(module) => {
-                let outputs = script_outputs(module, input).map_err(|reason| ModelError::BadTorchScript {
-                    path: PathBuf::from(&self.name),
-                    reason,
-                })?;
+                let outputs =
+                    script_outputs(module, input).map_err(|reason| ModelError::BadTorchScript {
+                        path: PathBuf::from(&self.name),
+                        reason,
+                    })?;
                 layers
                     .iter()
                     .map(|&i| {
-                        outputs.get(i).map(Tensor::shallow_clone).ok_or_else(|| ModelError::BadTorchScript {
-                            path: PathBuf::from(&self.name),
-                            reason: format!("returned {} outputs this time, fewer than when it was loaded", outputs.len()),
+                        outputs.get(i).map(Tensor::shallow_clone).ok_or_else(|| {
+                            ModelError::BadTorchScript {
+                                path: PathBuf::from(&self.name),
+                                reason: format!(
+                                    "returned {} outputs this time, fewer than when it was loaded",
+                                    outputs.len()
+                                ),
+                            }
                         })
                     })
                     .collect()

@@ -45,7 +45,11 @@ impl WeightsFile {
     }
 
     /// Like [`take`](Self::take) for a parameter that may be absent.
-    pub fn take_optional(&mut self, name: &str, shape: &[i64]) -> Result<Option<Tensor>, ModelError> {
+    pub fn take_optional(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+    ) -> Result<Option<Tensor>, ModelError> {
         if self.tensors.contains_key(name) {
             self.take(name, shape).map(Some)
         } else {

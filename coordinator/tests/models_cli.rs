@@ -1,0 +1,271 @@
+//! The `dreamfarm` binary's model commands, run as a user would: listing,
+//! fetching (offline once done, clear errors when it cannot be), layers of a
+//! TorchScript file, and a still-image dream.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A registry address where nothing listens: every download fails at once.
+const DEAD_REGISTRY: &str = "http://127.0.0.1:9/";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn dreamfarm(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dreamfarm"));
+    c.args(args).current_dir(repo());
+    c
+}
+
+fn offline(mut c: Command) -> Command {
+    c.env("npm_config_registry", DEAD_REGISTRY)
+        .env("npm_config_fetch_retries", "0")
+        .env("npm_config_fetch_timeout", "2000")
+        .env("PIP_INDEX_URL", DEAD_REGISTRY)
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "2");
+    c
+}
+
+fn run(mut c: Command) -> (Output, String, String) {
+    let out = c.output().expect("dreamfarm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// The weight store that scripts/setup.sh filled.
+fn default_store() -> PathBuf {
+    std::env::var_os("DREAMFARM_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/dreamfarm/models")
+        })
+}
+
+#[test]
+fn models_and_layers_are_listed() {
+    let (out, stdout, _) = run(dreamfarm(&["models"]));
+    assert!(out.status.success());
+    for name in ["inception-v3", "mobilenet-v2", "googlenet"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    let (out, stdout, _) = run(dreamfarm(&["layers", "inception-v3"]));
+    assert!(out.status.success());
+    let layers: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        layers,
+        ["mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5"]
+    );
+    let (out, _, stderr) = run(dreamfarm(&["layers", "vgg16"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unknown model \"vgg16\"")
+            && stderr.contains("inception-v3, mobilenet-v2, googlenet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn fetching_again_is_offline() {
+    let (out, stdout, stderr) = run(offline(dreamfarm(&["models", "fetch"])));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("inception-v3.safetensors") && stdout.contains("mobilenet-v2.safetensors"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unreachable_registry_is_one_clear_error_and_leaves_nothing_behind() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let s = store.path().to_str().expect("utf-8 path");
+    let (out, _, stderr) = run(offline(dreamfarm(&[
+        "models",
+        "fetch",
+        "--store",
+        s,
+        "inception-v3",
+    ])));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("could not download npm package nsfwjs@4.4.0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("npm registry") && stderr.contains("nsfwjs-4.4.0.tgz"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    let left: Vec<_> = walk(store.path());
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn truncated_download_names_the_file_and_the_fix_and_is_kept() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let downloads = store.path().join("downloads");
+    std::fs::create_dir_all(&downloads).expect("mkdir");
+    let real = std::fs::read(default_store().join("downloads/nsfwjs-4.4.0.tgz"))
+        .expect("setup fetched nsfwjs");
+    let bad = downloads.join("nsfwjs-4.4.0.tgz");
+    std::fs::write(&bad, &real[..real.len() / 2]).expect("write");
+    let s = store.path().to_str().expect("utf-8 path");
+    let (out, _, stderr) = run(offline(dreamfarm(&[
+        "models",
+        "fetch",
+        "--store",
+        s,
+        "inception-v3",
+    ])));
+    assert!(!out.status.success());
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("expected 585cd178") && stderr.contains("delete it"),
+        "{stderr}"
+    );
+    assert!(!store.path().join("inception-v3.safetensors").exists());
+    assert_eq!(
+        walk(store.path()),
+        vec![bad],
+        "only the bad download remains"
+    );
+}
+
+#[test]
+fn corrupt_converted_weights_are_refused_not_loaded() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let real = std::fs::read(default_store().join("mobilenet-v2.safetensors"))
+        .expect("setup fetched mobilenet");
+    let bad = store.path().join("mobilenet-v2.safetensors");
+    let mut flipped = real.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xff;
+    std::fs::write(&bad, &flipped).expect("write");
+    let s = store.path().to_str().expect("utf-8 path");
+    let (out, _, stderr) = run(offline(dreamfarm(&[
+        "models",
+        "fetch",
+        "--store",
+        s,
+        "mobilenet-v2",
+    ])));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&bad.display().to_string()) && stderr.contains("sha256"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&bad).expect("still there"),
+        flipped,
+        "the file is reported, not replaced"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[test]
+fn torchscript_outputs_become_layers_and_dream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pt = dir.path().join("two_outputs.pt");
+    let script = r#"
+import sys, torch
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 4, 3, stride=2)
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return h, torch.relu(self.b(h))
+torch.manual_seed(0)
+torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
+"#;
+    let status = Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(&pt)
+        .status()
+        .expect("project Python");
+    assert!(status.success());
+    let p = pt.to_str().expect("utf-8");
+    let (out, stdout, stderr) = run(dreamfarm(&["layers", p]));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["out0", "out1"]);
+
+    let png = dir.path().join("dream.png");
+    let args = [
+        "dream",
+        "assets/chelsea.png",
+        "-o",
+        png.to_str().expect("utf-8"),
+        "--model",
+        p,
+        "--layers",
+        "out1",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+        "--device",
+        "cpu",
+    ];
+    let (out, _, stderr) = run(dreamfarm(&args));
+    assert!(out.status.success(), "{stderr}");
+    let dreamed = image_bytes(&png);
+    let original = image_bytes(&repo().join("assets/chelsea.png"));
+    assert_eq!(dreamed.len(), original.len(), "same size");
+    assert_ne!(dreamed, original, "the dream changed the picture");
+}
+
+fn image_bytes(p: &Path) -> Vec<u8> {
+    image::open(p).expect("PNG").to_rgb8().into_raw()
+}
+
+#[test]
+fn dream_rejects_bad_input_with_one_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_png = dir.path().join("x.png");
+    let o = out_png.to_str().expect("utf-8");
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").expect("write");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["dream", "no/such/image.png", "-o", o],
+            "cannot read image no/such/image.png",
+        ),
+        (
+            &["dream", corrupt.to_str().expect("utf-8"), "-o", o],
+            "cannot read image",
+        ),
+        (
+            &["dream", "assets/chelsea.png", "-o", o, "--layers", "mixed9"],
+            "has no layer \"mixed9\"",
+        ),
+        (
+            &["dream", "assets/chelsea.png", "-o", o, "--device", "tpu"],
+            "unknown device",
+        ),
+    ];
+    for (args, message) in cases {
+        let (out, _, stderr) = run(dreamfarm(args));
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!out_png.exists(), "{args:?} wrote output");
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything dreamfarm needs on a fresh Debian machine, idempotently:
+# Debian packages (ffmpeg, npm), a project-local Python virtualenv with
+# PyPI torch==2.11.0 (libtorch for tch), the release build, and the pinned
+# model weights. Safe to re-run: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "Debian packages: ${need_apt[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! .venv/bin/python - <<'PY' 2>/dev/null
+import importlib.metadata as m, pathlib, sys
+want = {}
+for line in pathlib.Path("scripts/requirements.txt").read_text().splitlines():
+    line = line.split("#")[0].strip()
+    if line:
+        name, version = line.split("==")
+        want[name] = version
+sys.exit(0 if all(m.version(n) == v for n, v in want.items()) else 1)
+PY
+then
+  step "Python virtualenv .venv (torch 2.11.0 is about 4.6 GB: a few minutes)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+fi
+
+# tch finds libtorch through this link (see .cargo/config.toml).
+torch_dir=$(.venv/bin/python -c 'import pathlib, torch; print(pathlib.Path(torch.__file__).parent)')
+ln -sfn "$torch_dir" .venv/libtorch
+
+step "cargo build --release (the first build compiles libtorch bindings: several minutes)"
+cargo build --release --workspace --bins
+
+step "model weights (pinned by version and sha256; offline once fetched)"
+target/release/dreamfarm models fetch
