@@ -111,6 +111,10 @@ pub const MOBILENET_V2: Pinned = Pinned {
     what: "torchvision mobilenet_v2-b0353104.pth converted to safetensors",
 };
 
+/// Writes a model's converted weights to the given path, downloading its
+/// inputs into the store first.
+type Converter = fn(&WeightStore, &Path) -> Result<(), WeightsError>;
+
 /// The folder holding downloads and converted weights.
 #[derive(Debug, Clone)]
 pub struct WeightStore {
@@ -148,7 +152,7 @@ impl WeightStore {
     /// The verified weight file of a downloadable built-in model, fetching
     /// and converting it first if the store lacks it.
     pub fn ensure(&self, model: BuiltinModel) -> Result<PathBuf, WeightsError> {
-        let (pinned, make): (Pinned, fn(&Self, &Path) -> Result<(), WeightsError>) = match model {
+        let (pinned, make): (Pinned, Converter) = match model {
             BuiltinModel::InceptionV3 => (INCEPTION_V3, nsfwjs::convert_into),
             BuiltinModel::MobilenetV2 => (MOBILENET_V2, torchvision_pth::convert_mobilenet_into),
             BuiltinModel::Googlenet => return Err(WeightsError::NeedsUserWeights),

@@ -1,0 +1,68 @@
+//! One forward+backward of the default model (InceptionV3 trunk to `mixed5`)
+//! at 512×512 on the CPU, against the same computation in plain Python
+//! PyTorch on the same machine, measured side by side in one run:
+//!
+//!     cargo bench -p dreamfarm-worker --bench forward_backward
+//!
+//! `BENCH_SIZE` (default 512) and `BENCH_RUNS` (default 7) change the image
+//! side and the number of timed runs. Prints both medians and their ratio.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use dreamfarm_common::model_catalog::BuiltinModel;
+use dreamfarm_worker::models::Model;
+use dreamfarm_worker::weights::WeightStore;
+use tch::{Device, Kind, Tensor};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let (size, runs) = (env_or("BENCH_SIZE", 512) as i64, env_or("BENCH_RUNS", 7));
+    let weights = WeightStore::new(WeightStore::default_dir()).ensure(BuiltinModel::InceptionV3)?;
+    let model = Model::load_builtin(BuiltinModel::InceptionV3, &weights, Device::Cpu)?;
+    let mixed5 = model.layer_index("mixed5")?;
+    tch::manual_seed(0);
+    let input = Tensor::rand([1, 3, size, size], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let step = || -> anyhow::Result<Tensor> {
+        let x = input.copy().set_requires_grad(true);
+        let act = model.activations_of_input(&x, &[mixed5])?.remove(0);
+        let loss = act.square().mean(Kind::Float);
+        Ok(Tensor::run_backward(&[loss], &[&x], false, false).remove(0))
+    };
+    for _ in 0..2 {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let ours = median(times.clone());
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(repo.join(".venv/bin/python"))
+        .arg(repo.join("bench/forward_backward.py"))
+        .arg(&weights)
+        .arg(size.to_string())
+        .arg(runs.to_string())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "Python bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let python: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let theirs = python["median_s"].as_f64().unwrap_or(f64::NAN);
+
+    println!("forward+backward to mixed5, {size}x{size}, CPU, {runs} runs, torch threads {} (Python {})", tch::get_num_threads(), python["threads"]);
+    println!("  dreamfarm (Rust, tch)   median {ours:.3} s   runs {times:.3?}");
+    println!("  Python PyTorch          median {theirs:.3} s   runs {}", python["runs"]);
+    println!("  ratio dreamfarm / Python = {:.3}", ours / theirs);
+    Ok(())
+}
