@@ -5,4 +5,8 @@
 
 pub mod device;
 pub mod model_catalog;
+pub mod params;
+pub mod resample;
 pub mod seed;
+pub mod tiling;
+pub mod work;

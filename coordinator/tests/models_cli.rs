@@ -247,11 +247,11 @@ fn dream_rejects_bad_input_with_one_clear_error() {
     let cases: [(&[&str], &str); 4] = [
         (
             &["dream", "no/such/image.png", "-o", o],
-            "cannot read image no/such/image.png",
+            "input image no/such/image.png: cannot open it",
         ),
         (
             &["dream", corrupt.to_str().expect("utf-8"), "-o", o],
-            "cannot read image",
+            "not a readable image",
         ),
         (
             &["dream", "assets/chelsea.png", "-o", o, "--layers", "mixed9"],

@@ -2,7 +2,13 @@
 
 #[cfg(feature = "embedded-worker")]
 mod dream;
+#[cfg(feature = "embedded-worker")]
+mod dream_flags;
+#[cfg(feature = "embedded-worker")]
+mod local;
 mod models;
+#[cfg(feature = "embedded-worker")]
+mod render;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +26,9 @@ enum Command {
     Models(models::ModelsArgs),
     /// List the layers of a model that can be dreamed on.
     Layers(models::LayersArgs),
+    /// Render an infinite-zoom DeepDream video on this machine.
+    #[cfg(feature = "embedded-worker")]
+    Render(render::RenderArgs),
     /// Dream one still image over octaves, on this machine.
     #[cfg(feature = "embedded-worker")]
     Dream(dream::DreamArgs),
@@ -30,6 +39,8 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Models(args) => models::models(args),
         Command::Layers(args) => models::layers(args),
+        #[cfg(feature = "embedded-worker")]
+        Command::Render(args) => render::render(args),
         #[cfg(feature = "embedded-worker")]
         Command::Dream(args) => dream::dream(args),
     }

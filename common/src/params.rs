@@ -1,0 +1,478 @@
+//! Every parameter of a render job, as the CLI flags and the TOML job file
+//! write them, with the checks that turn bad values into one clear error
+//! before any work starts.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
+
+/// Largest image side accepted (16K): beyond it a frame no longer fits a
+/// machine's memory comfortably.
+pub const MAX_SIDE: u32 = 16384;
+
+/// A value out of range, named as the user wrote it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParamError {
+    /// A number outside its allowed range.
+    #[error("{name} = {value} is out of range: {expected}")]
+    OutOfRange {
+        /// Flag or job-file key.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// A layer entry that does not parse.
+    #[error(
+        "bad layer {0:?}: write NAME, NAME:WEIGHT or NAME:WEIGHT:CHANNELS with CHANNELS like 0-15+40 (see --help)"
+    )]
+    BadLayer(String),
+    /// Unknown model or layer.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+fn check<T: PartialOrd + fmt::Display>(
+    name: &'static str,
+    value: T,
+    ok: bool,
+    expected: &'static str,
+) -> Result<(), ParamError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError::OutOfRange {
+            name,
+            value: value.to_string(),
+            expected,
+        })
+    }
+}
+
+/// One layer of the objective: its weight and, optionally, the channels
+/// that count (all when empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerTerm {
+    /// Layer name, e.g. `mixed3`.
+    pub name: String,
+    /// Weight of this layer's term in the objective.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Channel indices to maximise; empty means every channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<u32>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl FromStr for LayerTerm {
+    type Err = ParamError;
+
+    /// `NAME`, `NAME:WEIGHT` or `NAME:WEIGHT:CHANNELS`, CHANNELS being
+    /// `+`-separated indices or ranges (`0-15+40`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParamError::BadLayer(s.to_string());
+        let mut parts = s.split(':');
+        let name = parts
+            .next()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(bad)?
+            .to_string();
+        let weight = match parts.next() {
+            None | Some("") => 1.0,
+            Some(w) => w.parse().map_err(|_| bad())?,
+        };
+        let mut channels = Vec::new();
+        if let Some(spec) = parts.next() {
+            for item in spec.split('+') {
+                let (a, b) = item.split_once('-').unwrap_or((item, item));
+                let (a, b): (u32, u32) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                channels.extend(a..=b);
+            }
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            name,
+            weight,
+            channels,
+        })
+    }
+}
+
+/// What the dream maximises per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reduction {
+    /// Mean of squared activations (DeepDream's usual objective).
+    #[default]
+    MeanSquare,
+    /// Plain mean of the activations.
+    Mean,
+}
+
+impl FromStr for Reduction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mean-square" => Ok(Self::MeanSquare),
+            "mean" => Ok(Self::Mean),
+            _ => Err(format!("unknown objective {s:?}: use mean-square or mean")),
+        }
+    }
+}
+
+/// How each frame is dreamed: model, objective, octaves, gradient steps and
+/// tiling. Sent once per job to every worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DreamSettings {
+    /// Built-in model name or TorchScript path.
+    pub model: String,
+    /// Weight file for a built-in model (googlenet needs one).
+    pub weights: Option<PathBuf>,
+    /// Layers of the objective (empty: the model's defaults).
+    pub layers: Vec<LayerTerm>,
+    /// Per-layer reduction.
+    pub objective: Reduction,
+    /// Number of octaves (1: a plain single-scale dream).
+    pub octaves: u32,
+    /// Size ratio between neighbouring octaves.
+    pub octave_scale: f64,
+    /// Gradient steps per octave.
+    pub iterations: u32,
+    /// Step length in `0..=1` pixel units for a unit-std gradient.
+    pub step_size: f64,
+    /// Largest random shift, in pixels, before each step.
+    pub jitter: u32,
+    /// Blur the gradient with three Gaussians whose width grows over the
+    /// steps (the seed program's smoothing).
+    pub smoothing: bool,
+    /// Side of a tile's core, in pixels; the grid depends only on this and
+    /// the image size.
+    pub tile_size: u32,
+    /// Context computed around each tile's core, in pixels.
+    pub tile_margin: u32,
+    /// Width of the band over which neighbouring tiles are cross-faded.
+    pub blend_band: u32,
+    /// Gradient steps a worker runs per lease (0: all of an octave's).
+    pub iterations_per_lease: u32,
+}
+
+impl Default for DreamSettings {
+    fn default() -> Self {
+        Self {
+            model: BuiltinModel::InceptionV3.info().name.to_string(),
+            weights: None,
+            layers: Vec::new(),
+            objective: Reduction::MeanSquare,
+            octaves: 4,
+            octave_scale: 1.4,
+            iterations: 10,
+            step_size: 0.01,
+            jitter: 32,
+            smoothing: false,
+            tile_size: 1024,
+            tile_margin: 64,
+            blend_band: 32,
+            iterations_per_lease: 0,
+        }
+    }
+}
+
+impl DreamSettings {
+    /// The model this job dreams with.
+    pub fn model_spec(&self) -> Result<ModelSpec, ParamError> {
+        Ok(self.model.parse()?)
+    }
+
+    /// The objective's layers: the configured ones, or the model's defaults
+    /// (a TorchScript model's default is its first output).
+    pub fn layer_terms(&self) -> Result<Vec<LayerTerm>, ParamError> {
+        if !self.layers.is_empty() {
+            return Ok(self.layers.clone());
+        }
+        let names: Vec<String> = match self.model_spec()? {
+            ModelSpec::Builtin(m) => m
+                .info()
+                .default_layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
+            ModelSpec::TorchScript(_) => vec!["out0".to_string()],
+        };
+        Ok(names
+            .into_iter()
+            .map(|name| LayerTerm {
+                name,
+                weight: 1.0,
+                channels: Vec::new(),
+            })
+            .collect())
+    }
+
+    /// Checks every value; layer names are checked here for built-in models
+    /// (a TorchScript model's are known once it is loaded).
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let spec = self.model_spec()?;
+        if let ModelSpec::Builtin(m) = spec {
+            for term in self.layer_terms()? {
+                m.layer_index(&term.name)?;
+            }
+        }
+        check(
+            "octaves",
+            self.octaves,
+            (1..=12).contains(&self.octaves),
+            "1 to 12",
+        )?;
+        check(
+            "octave-scale",
+            self.octave_scale,
+            (1.0..=4.0).contains(&self.octave_scale),
+            "1.0 to 4.0",
+        )?;
+        check(
+            "iterations",
+            self.iterations,
+            (1..=10_000).contains(&self.iterations),
+            "1 to 10000",
+        )?;
+        check(
+            "step-size",
+            self.step_size,
+            self.step_size > 0.0 && self.step_size <= 1.0,
+            "above 0, at most 1",
+        )?;
+        check("jitter", self.jitter, self.jitter <= 512, "0 to 512")?;
+        check(
+            "tile-size",
+            self.tile_size,
+            (64..=8192).contains(&self.tile_size),
+            "64 to 8192",
+        )?;
+        check(
+            "tile-margin",
+            self.tile_margin,
+            self.tile_margin <= 1024,
+            "0 to 1024",
+        )?;
+        check(
+            "blend-band",
+            self.blend_band,
+            self.blend_band <= self.tile_margin,
+            "at most tile-margin",
+        )?;
+        Ok(())
+    }
+}
+
+/// The per-frame camera move of an infinite zoom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoomSettings {
+    /// Magnification per frame (1.02: 2% closer each frame; 1: none).
+    pub zoom: f64,
+    /// Rotation per frame in degrees, counter-clockwise.
+    pub rotate: f64,
+    /// Pan per frame in pixels `[right, down]`.
+    pub pan: [f64; 2],
+    /// Zoom centre as a fraction of the frame `[x, y]` (`[0.5, 0.5]`: the
+    /// middle).
+    pub center: [f64; 2],
+}
+
+impl Default for ZoomSettings {
+    fn default() -> Self {
+        Self {
+            zoom: 1.02,
+            rotate: 0.0,
+            pan: [0.0, 0.0],
+            center: [0.5, 0.5],
+        }
+    }
+}
+
+impl ZoomSettings {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check(
+            "zoom",
+            self.zoom,
+            (0.5..=2.0).contains(&self.zoom),
+            "0.5 to 2.0 per frame",
+        )?;
+        check(
+            "rotate",
+            self.rotate,
+            self.rotate.abs() <= 45.0,
+            "-45 to 45 degrees per frame",
+        )?;
+        let inside = self.center.iter().all(|c| (0.0..=1.0).contains(c));
+        check(
+            "center",
+            format!("{:?}", self.center),
+            inside,
+            "fractions between 0 and 1",
+        )?;
+        Ok(())
+    }
+}
+
+/// How frames become a video.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSettings {
+    /// Frames per second.
+    pub fps: u32,
+    /// x264 constant rate factor: 0 lossless … 51 worst; 18 looks lossless.
+    pub crf: u32,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        Self { fps: 30, crf: 18 }
+    }
+}
+
+impl VideoSettings {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check("fps", self.fps, (1..=240).contains(&self.fps), "1 to 240")?;
+        check("crf", self.crf, self.crf <= 51, "0 to 51")?;
+        Ok(())
+    }
+}
+
+/// A whole render job: what the TOML job file holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The starting image.
+    pub input: PathBuf,
+    /// Number of frames to render.
+    pub frames: u32,
+    /// Seed of every random choice.
+    #[serde(default)]
+    pub seed: u64,
+    /// Resize the input to `[width, height]` first (default: its own size).
+    #[serde(default)]
+    pub size: Option<[u32; 2]>,
+    /// The dream.
+    #[serde(default)]
+    pub dream: DreamSettings,
+    /// The camera move between frames.
+    #[serde(default)]
+    pub zoom: ZoomSettings,
+    /// The video.
+    #[serde(default)]
+    pub video: VideoSettings,
+}
+
+impl JobSpec {
+    /// Checks everything that can be checked without reading the input.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check(
+            "frames",
+            self.frames,
+            (1..=1_000_000).contains(&self.frames),
+            "1 to 1000000",
+        )?;
+        if let Some([w, h]) = self.size {
+            let ok = (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h);
+            check("size", format!("{w}x{h}"), ok, "each side 1 to 16384")?;
+        }
+        self.dream.validate()?;
+        self.zoom.validate()?;
+        self.video.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_terms_parse_weights_and_channel_ranges() {
+        let t: LayerTerm = "mixed4:1.5:0-3+10".parse().expect("valid");
+        assert_eq!(
+            t,
+            LayerTerm {
+                name: "mixed4".into(),
+                weight: 1.5,
+                channels: vec![0, 1, 2, 3, 10]
+            }
+        );
+        assert_eq!("mixed3".parse::<LayerTerm>().expect("valid").weight, 1.0);
+        assert_eq!(
+            "mixed3::7".parse::<LayerTerm>().expect("valid").channels,
+            [7]
+        );
+        for bad in [
+            "",
+            ":2",
+            "mixed3:x",
+            "mixed3:1:5-2",
+            "mixed3:1:a",
+            "a:1:2:3",
+        ] {
+            assert!(bad.parse::<LayerTerm>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_use_the_models_default_layers() {
+        let d = DreamSettings::default();
+        d.validate().expect("defaults are valid");
+        let names: Vec<String> = d
+            .layer_terms()
+            .expect("terms")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["mixed3", "mixed5"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let d = DreamSettings {
+            octaves: 0,
+            ..Default::default()
+        };
+        assert!(
+            d.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("octaves = 0 is out of range")
+        );
+        let d = DreamSettings {
+            layers: vec!["mixed9".parse().expect("parses")],
+            ..Default::default()
+        };
+        assert!(
+            d.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("has no layer \"mixed9\"")
+        );
+        let z = ZoomSettings {
+            zoom: 0.0,
+            ..Default::default()
+        };
+        assert!(z.validate().is_err());
+    }
+}

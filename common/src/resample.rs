@@ -1,0 +1,637 @@
+//! Host-side image resampling: the octave pyramid's resizes and the infinite
+//! zoom's per-frame camera move, on planar f32 RGB images.
+//!
+//! Both use the Keys cubic kernel with `a = -0.5` (Catmull-Rom): sharp, with
+//! little ringing, and exact at integer offsets, so an identity transform
+//! hands back the very same samples.
+
+/// A planar RGB image of f32 samples (`[channel][row][column]`), the
+/// coordinator's working format between octaves and frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planar {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `3 * height * width` samples, channel-major.
+    pub data: Vec<f32>,
+}
+
+impl Planar {
+    /// A black `width`×`height` image, the starting point of accumulations.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            data: vec![0.0; 3 * width * height],
+        }
+    }
+
+    /// The `width * height` samples of channel `c` (0: red, 1: green,
+    /// 2: blue), row-major.
+    ///
+    /// # Panics
+    ///
+    /// If `c > 2`.
+    pub fn channel(&self, c: usize) -> &[f32] {
+        assert!(c < 3, "channel {c} of an RGB image");
+        let n = self.width * self.height;
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    /// Converts interleaved 8-bit RGB (as decoded from PNG/JPEG) to samples
+    /// in `0..=1`.
+    ///
+    /// # Panics
+    ///
+    /// If `rgb` does not hold exactly `3 * width * height` bytes.
+    pub fn from_rgb8(width: usize, height: usize, rgb: &[u8]) -> Self {
+        let n = width * height;
+        assert_eq!(
+            rgb.len(),
+            3 * n,
+            "{width}x{height} RGB needs {} bytes",
+            3 * n
+        );
+        let mut data = vec![0.0; 3 * n];
+        for (p, px) in rgb.chunks_exact(3).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                data[c * n + p] = f32::from(v) / 255.0;
+            }
+        }
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Converts to interleaved 8-bit RGB for encoding: `round(x * 255)`,
+    /// clamped to `0..=255` (NaN becomes 0).
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let n = self.width * self.height;
+        let mut rgb = vec![0u8; 3 * n];
+        if n == 0 {
+            return rgb;
+        }
+        for (c, plane) in self.data.chunks_exact(n).enumerate() {
+            for (px, &v) in rgb.chunks_exact_mut(3).zip(plane) {
+                // `as` saturates and maps NaN to 0.
+                px[c] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        rgb
+    }
+}
+
+/// The Keys cubic convolution kernel with `a = -0.5` (Catmull-Rom), support
+/// `-2..2`. Exactly 1 at 0 and exactly 0 at every other integer.
+fn keys(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        (1.5 * x - 2.5) * x * x + 1.0
+    } else if x < 2.0 {
+        ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    } else {
+        0.0
+    }
+}
+
+/// The resampling weights of one axis: output index `i` is the weighted sum
+/// of the `taps` source samples from `starts[i]`, with weights
+/// `weights[i * taps..(i + 1) * taps]`.
+struct AxisWeights {
+    /// Source samples per output sample (the same for all, zero-padded).
+    taps: usize,
+    /// First source index of each output sample; `start + taps <= src_len`.
+    starts: Vec<usize>,
+    /// `taps` weights per output sample, each group summing to 1.
+    weights: Vec<f32>,
+}
+
+impl AxisWeights {
+    /// Weights resampling `src_len` samples to `dst_len` (both non-zero),
+    /// antialiased like Pillow when shrinking: the kernel is stretched by the
+    /// scale factor so every source sample contributes.
+    fn new(src_len: usize, dst_len: usize) -> Self {
+        let scale = src_len as f64 / dst_len as f64;
+        let stretch = scale.max(1.0);
+        let support = 2.0 * stretch;
+        let last = src_len as isize - 1;
+        // Source window of output `i`, before and after clamping to the edge.
+        let window = |i: usize| {
+            let centre = (i as f64 + 0.5) * scale - 0.5;
+            let lo = (centre - support).ceil() as isize;
+            let hi = (centre + support).floor() as isize;
+            (centre, lo, hi, lo.clamp(0, last), hi.clamp(0, last))
+        };
+        let taps = (0..dst_len)
+            .map(|i| {
+                let (_, _, _, lo, hi) = window(i);
+                (hi - lo + 1) as usize
+            })
+            .max()
+            .unwrap_or(1);
+        let mut starts = Vec::with_capacity(dst_len);
+        let mut weights = vec![0.0f32; dst_len * taps];
+        let mut acc = vec![0.0f64; taps];
+        for (i, out) in weights.chunks_exact_mut(taps).enumerate() {
+            let (centre, lo, hi, clo, _) = window(i);
+            // Shift the window left where it would run past the right edge.
+            let start = clo.min(src_len as isize - taps as isize);
+            acc.fill(0.0);
+            for j in lo..=hi {
+                // Taps beyond the edge repeat the edge sample.
+                let k = (j.clamp(0, last) - start) as usize;
+                acc[k] += keys((j as f64 - centre) / stretch);
+            }
+            let sum: f64 = acc.iter().sum();
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = (a / sum) as f32;
+            }
+            starts.push(start as usize);
+        }
+        Self {
+            taps,
+            starts,
+            weights,
+        }
+    }
+}
+
+/// Resizes `src` to `width`×`height` with the Keys cubic (Catmull-Rom)
+/// kernel, antialiased when shrinking (as Pillow's `BICUBIC`), pixel centres
+/// aligned (`(i + 0.5) * scale - 0.5`) and edges extended. Used between
+/// octaves, so same-size resizes return an identical copy.
+///
+/// An empty source gives a black image; an empty target an empty one.
+pub fn resize(src: &Planar, width: usize, height: usize) -> Planar {
+    if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
+        return Planar::zeros(width, height);
+    }
+    match (src.width == width, src.height == height) {
+        (true, true) => src.clone(),
+        (false, true) => resize_horizontal(src, width),
+        (true, false) => resize_vertical(src, height),
+        (false, false) => resize_vertical(&resize_horizontal(src, width), height),
+    }
+}
+
+/// Resamples the rows of `src` (non-empty) to `width` columns.
+fn resize_horizontal(src: &Planar, width: usize) -> Planar {
+    let axis = AxisWeights::new(src.width, width);
+    let taps = axis.taps;
+    let mut out = Planar::zeros(width, src.height);
+    for (row_in, row_out) in src
+        .data
+        .chunks_exact(src.width)
+        .zip(out.data.chunks_exact_mut(width))
+    {
+        for ((o, &start), w) in row_out
+            .iter_mut()
+            .zip(&axis.starts)
+            .zip(axis.weights.chunks_exact(taps))
+        {
+            *o = row_in[start..start + taps]
+                .iter()
+                .zip(w)
+                .map(|(&v, &w)| v * w)
+                .sum();
+        }
+    }
+    out
+}
+
+/// Resamples the columns of `src` (non-empty) to `height` rows, a row at a
+/// time so the inner loop runs over contiguous rows.
+fn resize_vertical(src: &Planar, height: usize) -> Planar {
+    let axis = AxisWeights::new(src.height, height);
+    let taps = axis.taps;
+    let width = src.width;
+    let mut out = Planar::zeros(width, height);
+    for (plane_in, plane_out) in src
+        .data
+        .chunks_exact(width * src.height)
+        .zip(out.data.chunks_exact_mut(width * height))
+    {
+        for ((row_out, &start), w) in plane_out
+            .chunks_exact_mut(width)
+            .zip(&axis.starts)
+            .zip(axis.weights.chunks_exact(taps))
+        {
+            let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
+            for (row_in, &w) in rows_in.zip(w) {
+                if w == 0.0 {
+                    continue;
+                }
+                for (o, &v) in row_out.iter_mut().zip(row_in) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The per-frame camera move of an infinite zoom: the content of each frame
+/// is the previous frame magnified by `zoom` and turned by `rotate_deg` about
+/// `center`, then shifted by `pan`.
+///
+/// In pixel coordinates (x right, y down, pixel centres at `i + 0.5`) a
+/// source point `s` appears in the output at
+/// `o = center + zoom * R * (s - center) + pan`, where `R` turns
+/// `rotate_deg` counter-clockwise as seen on screen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    /// Magnification, positive: above 1 zooms in (content grows), below 1
+    /// zooms out.
+    pub zoom: f64,
+    /// Rotation in degrees, counter-clockwise on screen (like
+    /// `ZoomSettings::rotate`).
+    pub rotate_deg: f64,
+    /// Shift in output pixels `(right, down)`: positive `pan.0` moves the
+    /// content right, positive `pan.1` moves it down.
+    pub pan: (f64, f64),
+    /// Fixed point of zoom and rotation in absolute pixel coordinates
+    /// (`(width / 2, height / 2)`: the image centre).
+    pub center: (f64, f64),
+}
+
+impl Warp {
+    /// Whether this warp leaves every pixel where it is (no zoom, rotation or
+    /// pan; the centre then does not matter), so [`warp`] can copy.
+    pub fn is_identity(&self) -> bool {
+        self.zoom == 1.0 && self.rotate_deg == 0.0 && self.pan == (0.0, 0.0)
+    }
+}
+
+/// Edge-extension margins of [`warp`]'s padded source: enough that the four
+/// taps of any coordinate clamped to `-1..=len` stay inside.
+const PAD_BEFORE: usize = 2;
+/// Edge-extension margin after the last sample; see [`PAD_BEFORE`].
+const PAD_AFTER: usize = 3;
+
+/// `src` (non-empty) as one `[r, g, b, 0]` group per pixel, so a bicubic tap
+/// is a single 4-lane multiply-add, with its edge pixels repeated
+/// [`PAD_BEFORE`] times before and [`PAD_AFTER`] times after on both axes, so
+/// taps need no per-tap clamping. Returns the pixels and the padded width.
+fn pad_interleaved(src: &Planar) -> (Vec<[f32; 4]>, usize) {
+    let (w, h) = (src.width, src.height);
+    let padded_width = w + PAD_BEFORE + PAD_AFTER;
+    let planes = [src.channel(0), src.channel(1), src.channel(2)];
+    let mut out = Vec::with_capacity(padded_width * (h + PAD_BEFORE + PAD_AFTER));
+    for y in 0..h + PAD_BEFORE + PAD_AFTER {
+        let row = y.saturating_sub(PAD_BEFORE).min(h - 1) * w;
+        out.extend((0..padded_width).map(|x| {
+            let p = row + x.saturating_sub(PAD_BEFORE).min(w - 1);
+            [planes[0][p], planes[1][p], planes[2][p], 0.0]
+        }));
+    }
+    (out, padded_width)
+}
+
+/// Bicubic taps for continuous index `u` (sample `i` at `u = i`) on an axis
+/// of `len` samples, in the padded coordinates of [`pad_interleaved`]: the
+/// first of four consecutive samples and their Keys weights.
+///
+/// Clamping `u` to `-1..=len` first gives the same result as clamping each
+/// tap's index, since every tap outside the image reads the edge sample.
+fn cubic_taps(u: f64, len: usize) -> (usize, [f32; 4]) {
+    // `u + 1 >= 0`, so truncation is `floor(u) + 1`, the padded index of tap
+    // `floor(u) - 1`; `as` maps a NaN coordinate to 0, still in range.
+    let shifted = u.clamp(-1.0, len as f64) + (PAD_BEFORE - 1) as f64;
+    let first = shifted as usize;
+    let t = (shifted - first as f64) as f32;
+    // keys(t + 1), keys(t), keys(1 - t), keys(2 - t) for t in 0..1, expanded.
+    let w = [
+        0.5 * t * (t * (2.0 - t) - 1.0),
+        0.5 * (t * t * (3.0 * t - 5.0) + 2.0),
+        0.5 * t * (t * (4.0 - 3.0 * t) + 1.0),
+        0.5 * t * t * (t - 1.0),
+    ];
+    (first, w)
+}
+
+/// Applies the camera move `warp` to `src` (see [`Warp`] for the geometry):
+/// the next frame's input in an infinite zoom. Same size as `src`, bicubic
+/// (Keys, `a = -0.5`), edges extended so zooming in never shows a border.
+/// An identity warp returns an exact copy.
+pub fn warp(src: &Planar, warp: &Warp) -> Planar {
+    let (w, h) = (src.width, src.height);
+    if warp.is_identity() || w == 0 || h == 0 {
+        return src.clone();
+    }
+    // Inverse map: s = center + R⁻¹ (o - center - pan) / zoom, with R⁻¹ the
+    // y-down matrix [[cos, -sin], [sin, cos]].
+    let (sin, cos) = warp.rotate_deg.to_radians().sin_cos();
+    let (sin, cos) = (sin / warp.zoom, cos / warp.zoom);
+    let (cx, cy) = warp.center;
+    let (px, py) = warp.pan;
+    let (padded, padded_width) = pad_interleaved(src);
+    let mut out = Planar::zeros(w, h);
+    let (r_out, gb_out) = out.data.split_at_mut(w * h);
+    let (g_out, b_out) = gb_out.split_at_mut(w * h);
+    let rows = r_out
+        .chunks_exact_mut(w)
+        .zip(g_out.chunks_exact_mut(w))
+        .zip(b_out.chunks_exact_mut(w));
+    for (y, ((r_row, g_row), b_row)) in rows.enumerate() {
+        let dy = y as f64 + 0.5 - cy - py;
+        let pixels = r_row.iter_mut().zip(g_row.iter_mut()).zip(b_row.iter_mut());
+        for (x, ((r, g), b)) in pixels.enumerate() {
+            let dx = x as f64 + 0.5 - cx - px;
+            // Source position in index space (sample i at i, not i + 0.5).
+            let u = cx + cos * dx - sin * dy - 0.5;
+            let v = cy + sin * dx + cos * dy - 0.5;
+            let (x0, wx) = cubic_taps(u, w);
+            let (y0, wy) = cubic_taps(v, h);
+            let mut acc = [0.0f32; 4];
+            for (k, &wr) in wy.iter().enumerate() {
+                let start = (y0 + k) * padded_width + x0;
+                let mut row = [0.0f32; 4];
+                for (tap, &wc) in padded[start..start + 4].iter().zip(&wx) {
+                    for (a, &s) in row.iter_mut().zip(tap) {
+                        *a += wc * s;
+                    }
+                }
+                for (a, &s) in acc.iter_mut().zip(&row) {
+                    *a += wr * s;
+                }
+            }
+            (*r, *g, *b) = (acc[0], acc[1], acc[2]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image whose every sample is `f(channel, x, y)` at pixel centres
+    /// `x + 0.5`, `y + 0.5`.
+    fn image(w: usize, h: usize, f: impl Fn(usize, f64, f64) -> f32) -> Planar {
+        let mut img = Planar::zeros(w, h);
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    img.data[(c * h + y) * w + x] = f(c, x as f64 + 0.5, y as f64 + 0.5);
+                }
+            }
+        }
+        img
+    }
+
+    /// Deterministic pseudo-random content, nothing smooth about it.
+    fn noise(w: usize, h: usize) -> Planar {
+        image(w, h, |c, x, y| {
+            let k = (c as u64 * 7919 + x as u64 * 104_729 + y as u64 * 1_299_709)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (k >> 40) as f32 / (1u64 << 24) as f32
+        })
+    }
+
+    fn at(img: &Planar, c: usize, x: usize, y: usize) -> f32 {
+        img.channel(c)[y * img.width + x]
+    }
+
+    fn smooth(w: usize, h: usize) -> Planar {
+        image(w, h, |c, x, y| {
+            let (fx, fy) = (x / w as f64, y / h as f64);
+            (0.5 + 0.3 * (3.0 * fx + c as f64).sin() * (2.0 * fy).cos()) as f32
+        })
+    }
+
+    #[test]
+    fn rgb8_round_trips() {
+        let rgb: Vec<u8> = (0..2 * 3 * 3).map(|i| (i * 14) as u8).collect();
+        let img = Planar::from_rgb8(3, 2, &rgb);
+        assert_eq!(at(&img, 1, 0, 0), 14.0 / 255.0);
+        assert_eq!(at(&img, 0, 1, 0), 42.0 / 255.0);
+        assert_eq!(img.to_rgb8(), rgb);
+        let out_of_range = Planar {
+            width: 1,
+            height: 1,
+            data: vec![-0.5, 1.5, f32::NAN],
+        };
+        assert_eq!(out_of_range.to_rgb8(), vec![0, 255, 0]);
+    }
+
+    #[test]
+    fn kernel_is_exact_at_integers() {
+        assert_eq!(keys(0.0), 1.0);
+        for x in [-2.0, -1.0, 1.0, 2.0, 3.0] {
+            assert_eq!(keys(x), 0.0);
+        }
+    }
+
+    #[test]
+    fn identity_resize_and_warp_are_exact() {
+        let img = noise(17, 11);
+        assert_eq!(resize(&img, 17, 11), img);
+        let still = Warp {
+            zoom: 1.0,
+            rotate_deg: 0.0,
+            pan: (0.0, 0.0),
+            center: (8.3, 5.1),
+        };
+        assert!(still.is_identity());
+        assert_eq!(warp(&img, &still), img);
+    }
+
+    #[test]
+    fn one_axis_resize_leaves_the_other_alone() {
+        let img = noise(9, 6);
+        let wide = resize(&img, 18, 6);
+        // Each row resizes on its own, exactly as a one-row image would.
+        for y in 0..6 {
+            let row = image(9, 1, |c, x, _| at(&img, c, x as usize, y));
+            let row_wide = resize(&row, 18, 1);
+            for c in 0..3 {
+                assert_eq!(row_wide.channel(c), &wide.channel(c)[y * 18..(y + 1) * 18]);
+            }
+        }
+        let tall = resize(&img, 9, 13);
+        assert_eq!((tall.width, tall.height), (9, 13));
+    }
+
+    #[test]
+    fn constant_stays_constant() {
+        let img = image(40, 30, |c, _, _| 0.25 + 0.25 * c as f32);
+        for (w, h) in [(13, 7), (40, 31), (97, 64), (3, 2), (1, 1), (120, 10)] {
+            let out = resize(&img, w, h);
+            assert_eq!((out.width, out.height), (w, h));
+            for c in 0..3 {
+                let want = 0.25 + 0.25 * c as f32;
+                for &v in out.channel(c) {
+                    assert!((v - want).abs() < 1e-6, "{w}x{h} channel {c}: {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn halving_a_gradient_samples_it_at_the_new_centres() {
+        let (w, h) = (64, 48);
+        let f = |c: usize, x: f64, y: f64| (0.1 + 0.01 * x + 0.005 * y + 0.1 * c as f64) as f32;
+        let img = image(w, h, f);
+        let out = resize(&img, w / 2, h / 2);
+        // Output pixel centre x' + 0.5 covers source x = 2 (x' + 0.5).
+        let want = image(w / 2, h / 2, |c, x, y| f(c, 2.0 * x, 2.0 * y));
+        for c in 0..3 {
+            for y in 0..h / 2 {
+                for x in 0..w / 2 {
+                    let (got, exp) = (at(&out, c, x, y), at(&want, c, x, y));
+                    // Edge extension bends the ramp within the kernel's reach.
+                    let interior = (2..w / 2 - 2).contains(&x) && (2..h / 2 - 2).contains(&y);
+                    let tol = if interior { 1e-5 } else { 0.02 };
+                    assert!((got - exp).abs() < tol, "({x}, {y}) {c}: {got} vs {exp}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn up_then_down_returns_a_smooth_image() {
+        let img = smooth(50, 36);
+        for (w, h) in [(100, 72), (137, 91)] {
+            let back = resize(&resize(&img, w, h), 50, 36);
+            let err = back
+                .data
+                .iter()
+                .zip(&img.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 2e-3, "via {w}x{h}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn zoom_two_halves_distances_from_the_centre() {
+        // Odd size: the centre (16.5, 16.5) is pixel 16's centre.
+        let img = noise(33, 33);
+        let zoom = Warp {
+            zoom: 2.0,
+            rotate_deg: 0.0,
+            pan: (0.0, 0.0),
+            center: (16.5, 16.5),
+        };
+        assert!(!zoom.is_identity());
+        let out = warp(&img, &zoom);
+        for c in 0..3 {
+            assert_eq!(at(&out, c, 16, 16), at(&img, c, 16, 16));
+            // Output at distance d = 2k from the centre shows the source at k.
+            for k in [-8isize, -3, 1, 5, 8] {
+                let (o, s) = ((16 + 2 * k) as usize, (16 + k) as usize);
+                assert_eq!(at(&out, c, o, 16), at(&img, c, s, 16));
+                assert_eq!(at(&out, c, 16, o), at(&img, c, 16, s));
+                assert_eq!(at(&out, c, o, o), at(&img, c, s, s));
+            }
+        }
+        // Between samples: cubic reproduces a ramp exactly, so odd distances
+        // land on the half-way value.
+        let ramp = |_: usize, x: f64, y: f64| (0.02 * x + 0.01 * y) as f32;
+        let out = warp(&image(33, 33, ramp), &zoom);
+        for d in [-7isize, -1, 3, 7] {
+            let o = (16 + d) as usize;
+            let want = ramp(0, 16.5 + d as f64 / 2.0, 16.5);
+            assert!((at(&out, 0, o, 16) - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn positive_rotation_turns_counter_clockwise() {
+        let (n, img) = (6, noise(6, 6));
+        let turn = Warp {
+            zoom: 1.0,
+            rotate_deg: 90.0,
+            pan: (0.0, 0.0),
+            center: (3.0, 3.0),
+        };
+        let out = warp(&img, &turn);
+        // The source's top row becomes the output's left column, read upwards.
+        for c in 0..3 {
+            for y in 0..n {
+                for x in 0..n {
+                    let want = at(&img, c, n - 1 - y, x);
+                    let got = at(&out, c, x, y);
+                    assert!((got - want).abs() < 1e-5, "({x}, {y}) {c}: {got} vs {want}");
+                }
+            }
+        }
+        // The top-left corner of the source lands bottom-left.
+        assert!((at(&out, 0, 0, n - 1) - at(&img, 0, 0, 0)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn combined_move_follows_the_documented_forward_map() {
+        // Cubic interpolation reproduces a ramp exactly, so interior pixels
+        // must show the ramp at the source point `s` solving
+        // `o = center + zoom * R * (s - center) + pan`.
+        let (w, h) = (48, 40);
+        let ramp = |s: (f64, f64)| 0.1 + 0.013 * s.0 - 0.007 * s.1;
+        let img = image(w, h, |_, x, y| ramp((x, y)) as f32);
+        let mv = Warp {
+            zoom: 1.3,
+            rotate_deg: 30.0,
+            pan: (2.5, -1.25),
+            center: (20.0, 22.5),
+        };
+        let out = warp(&img, &mv);
+        let (sin, cos) = mv.rotate_deg.to_radians().sin_cos();
+        // Counter-clockwise on screen with y pointing down.
+        let m = [
+            [mv.zoom * cos, mv.zoom * sin],
+            [-mv.zoom * sin, mv.zoom * cos],
+        ];
+        let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+        for y in 12..28 {
+            for x in 12..36 {
+                let d0 = x as f64 + 0.5 - mv.center.0 - mv.pan.0;
+                let d1 = y as f64 + 0.5 - mv.center.1 - mv.pan.1;
+                let s = (
+                    mv.center.0 + (m[1][1] * d0 - m[0][1] * d1) / det,
+                    mv.center.1 + (m[0][0] * d1 - m[1][0] * d0) / det,
+                );
+                let (got, want) = (at(&out, 0, x, y), ramp(s) as f32);
+                assert!((got - want).abs() < 1e-5, "({x}, {y}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn pan_moves_content_right_and_down() {
+        let img = noise(20, 12);
+        let pan = Warp {
+            zoom: 1.0,
+            rotate_deg: 0.0,
+            pan: (3.0, -2.0),
+            center: (10.0, 6.0),
+        };
+        let out = warp(&img, &pan);
+        for c in 0..3 {
+            for y in 0..10 {
+                for x in 3..20 {
+                    assert_eq!(at(&out, c, x, y), at(&img, c, x - 3, y + 2));
+                }
+            }
+        }
+        // Uncovered pixels repeat the edge rather than going black.
+        assert_eq!(at(&out, 0, 0, 0), at(&img, 0, 0, 2));
+    }
+
+    #[test]
+    fn empty_images_do_not_panic() {
+        let empty = Planar::zeros(0, 0);
+        assert_eq!(resize(&empty, 4, 3), Planar::zeros(4, 3));
+        assert_eq!(resize(&noise(4, 3), 0, 5), Planar::zeros(0, 5));
+        let spin = Warp {
+            zoom: 1.5,
+            rotate_deg: 10.0,
+            pan: (1.0, 1.0),
+            center: (0.0, 0.0),
+        };
+        assert_eq!(warp(&empty, &spin), empty);
+        assert!(empty.to_rgb8().is_empty());
+    }
+}

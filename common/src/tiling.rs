@@ -1,0 +1,318 @@
+//! The tile grid of an octave image, the pixels each tile is computed on,
+//! and the cross-fade that stitches the tiles' changes back together.
+//!
+//! The grid depends only on the image size and the tile size, never on how
+//! many workers there are, so a frame is the same however it is computed.
+//! Each tile is dreamed on its core plus a margin of context (plus room for
+//! the jitter shift), and returns its change over the core plus a blend band;
+//! neighbouring tiles' changes are cross-faded over that band with weights
+//! that sum to one everywhere, so no seam shows.
+
+use crate::resample::Planar;
+
+/// A rectangle in image coordinates; `x`/`y` may be negative for regions
+/// that reach past the image edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rect {
+    /// Left column.
+    pub x: i64,
+    /// Top row.
+    pub y: i64,
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+}
+
+impl Rect {
+    /// Grows the rectangle by `by` pixels on every side.
+    pub fn grow(self, by: usize) -> Self {
+        let b = by as i64;
+        Self {
+            x: self.x - b,
+            y: self.y - b,
+            width: self.width + 2 * by,
+            height: self.height + 2 * by,
+        }
+    }
+
+    /// The part of the rectangle inside a `width`×`height` image.
+    pub fn clip(self, width: usize, height: usize) -> Self {
+        let x0 = self.x.clamp(0, width as i64);
+        let y0 = self.y.clamp(0, height as i64);
+        let x1 = (self.x + self.width as i64).clamp(0, width as i64);
+        let y1 = (self.y + self.height as i64).clamp(0, height as i64);
+        Self {
+            x: x0,
+            y: y0,
+            width: (x1 - x0) as usize,
+            height: (y1 - y0) as usize,
+        }
+    }
+}
+
+/// Tiling parameters (see `DreamSettings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileGeometry {
+    /// Largest side of a tile's core.
+    pub tile_size: usize,
+    /// Context around the core that the network sees.
+    pub margin: usize,
+    /// Cross-fade band around the core (at most `margin`).
+    pub band: usize,
+    /// Largest per-step shift of the window (room added around the context).
+    pub jitter: usize,
+}
+
+/// One tile of an octave image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    /// Index in the grid, row-major.
+    pub index: usize,
+    /// The cells partition the image.
+    pub cell: Rect,
+    /// The pixels sent to the worker: core + margin + jitter, unclipped
+    /// (outside the image they are mirrored).
+    pub input: Rect,
+    /// The pixels whose change comes back: core + band, clipped to the image.
+    pub output: Rect,
+}
+
+/// The tile grid of one image size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileGrid {
+    width: usize,
+    height: usize,
+    /// Column boundaries of the cells (`len = columns + 1`).
+    xs: Vec<usize>,
+    /// Row boundaries of the cells.
+    ys: Vec<usize>,
+    geometry: TileGeometry,
+}
+
+/// Splits `length` into `ceil(length / size)` nearly equal parts.
+fn boundaries(length: usize, size: usize) -> Vec<usize> {
+    let n = length.div_ceil(size.max(1)).max(1);
+    (0..=n).map(|i| i * length / n).collect()
+}
+
+impl TileGrid {
+    /// The grid of a `width`×`height` image. The band is narrowed to half the
+    /// smallest cell so that only two tiles ever overlap along an axis.
+    pub fn new(width: usize, height: usize, geometry: TileGeometry) -> Self {
+        let xs = boundaries(width, geometry.tile_size);
+        let ys = boundaries(height, geometry.tile_size);
+        let smallest = xs
+            .windows(2)
+            .chain(ys.windows(2))
+            .map(|w| w[1] - w[0])
+            .min()
+            .unwrap_or(0);
+        let band = if xs.len() > 2 || ys.len() > 2 {
+            geometry.band.min(smallest / 2)
+        } else {
+            0
+        };
+        Self {
+            width,
+            height,
+            xs,
+            ys,
+            geometry: TileGeometry { band, ..geometry },
+        }
+    }
+
+    /// Number of tiles.
+    pub fn len(&self) -> usize {
+        (self.xs.len() - 1) * (self.ys.len() - 1)
+    }
+
+    /// Whether the grid has no tiles (never: every image has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tiles, row-major.
+    pub fn tiles(&self) -> impl Iterator<Item = Tile> + '_ {
+        (0..self.len()).map(|i| self.tile(i))
+    }
+
+    /// Tile `index` (row-major); panics past [`len`](Self::len).
+    pub fn tile(&self, index: usize) -> Tile {
+        let columns = self.xs.len() - 1;
+        let (r, c) = (index / columns, index % columns);
+        let cell = Rect {
+            x: self.xs[c] as i64,
+            y: self.ys[r] as i64,
+            width: self.xs[c + 1] - self.xs[c],
+            height: self.ys[r + 1] - self.ys[r],
+        };
+        let g = self.geometry;
+        Tile {
+            index,
+            cell,
+            input: cell.grow(g.margin + g.jitter),
+            output: cell.grow(g.band).clip(self.width, self.height),
+        }
+    }
+
+    /// The geometry in force (band possibly narrowed).
+    pub fn geometry(&self) -> TileGeometry {
+        self.geometry
+    }
+
+    /// Cross-fade weight of a tile along one axis at pixel `p`, given the
+    /// tile's cell `[lo, hi)` and whether it has neighbours before/after.
+    fn axis_weight(&self, p: usize, lo: usize, hi: usize, before: bool, after: bool) -> f32 {
+        let band = self.geometry.band as f32;
+        let centre = p as f32 + 0.5;
+        let ramp = |v: f32| {
+            if band == 0.0 {
+                f32::from(v > 0.0)
+            } else {
+                (v / (2.0 * band)).clamp(0.0, 1.0)
+            }
+        };
+        let mut w = 1.0;
+        if before {
+            w *= ramp(centre - (lo as f32 - band));
+        }
+        if after {
+            w *= ramp((hi as f32 + band) - centre);
+        }
+        w
+    }
+
+    /// Adds `weight × change` of `tile` into `sum`; over all tiles the
+    /// weights add up to one at every pixel.
+    pub fn blend_into(&self, sum: &mut Planar, tile: &Tile, change: &Planar) {
+        let columns = self.xs.len() - 1;
+        let rows = self.ys.len() - 1;
+        let (r, c) = (tile.index / columns, tile.index % columns);
+        let out = tile.output;
+        let (cx0, cx1) = (tile.cell.x as usize, tile.cell.x as usize + tile.cell.width);
+        let (cy0, cy1) = (
+            tile.cell.y as usize,
+            tile.cell.y as usize + tile.cell.height,
+        );
+        let wx: Vec<f32> = (0..out.width)
+            .map(|i| self.axis_weight(out.x as usize + i, cx0, cx1, c > 0, c + 1 < columns))
+            .collect();
+        for ch in 0..3 {
+            for j in 0..out.height {
+                let y = out.y as usize + j;
+                let wy = self.axis_weight(y, cy0, cy1, r > 0, r + 1 < rows);
+                if wy == 0.0 {
+                    continue;
+                }
+                let src = &change.data[(ch * change.height + j) * change.width..][..out.width];
+                let dst = &mut sum.data[(ch * sum.height + y) * sum.width + out.x as usize..]
+                    [..out.width];
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(&wx) {
+                    *d += s * w * wy;
+                }
+            }
+        }
+    }
+}
+
+/// Mirrors an out-of-range coordinate back into `0..n` (edge pixel
+/// repeated: -1 → 0, n → n-1), for any distance outside.
+fn mirror(i: i64, n: usize) -> usize {
+    let n = n as i64;
+    let period = 2 * n;
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - 1 - m }) as usize
+}
+
+/// The pixels of `rect` from `image`, mirrored where `rect` leaves it.
+pub fn extract(image: &Planar, rect: Rect) -> Planar {
+    let mut out = Planar::zeros(rect.width, rect.height);
+    let columns: Vec<usize> = (0..rect.width)
+        .map(|i| mirror(rect.x + i as i64, image.width))
+        .collect();
+    for ch in 0..3 {
+        for j in 0..rect.height {
+            let y = mirror(rect.y + j as i64, image.height);
+            let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
+            let dst = &mut out.data[(ch * rect.height + j) * rect.width..][..rect.width];
+            for (d, &x) in dst.iter_mut().zip(&columns) {
+                *d = src[x];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(tile_size: usize) -> TileGeometry {
+        TileGeometry {
+            tile_size,
+            margin: 16,
+            band: 8,
+            jitter: 4,
+        }
+    }
+
+    #[test]
+    fn grid_depends_only_on_sizes_and_covers_the_image_once() {
+        let grid = TileGrid::new(100, 70, geometry(32));
+        assert_eq!(grid.len(), 4 * 3);
+        let area: usize = grid.tiles().map(|t| t.cell.width * t.cell.height).sum();
+        assert_eq!(area, 100 * 70);
+        assert_eq!(grid, TileGrid::new(100, 70, geometry(32)));
+        let t = grid.tile(5);
+        assert_eq!(t.input, t.cell.grow(20));
+        assert_eq!(t.output, t.cell.grow(8).clip(100, 70));
+    }
+
+    #[test]
+    fn blend_weights_sum_to_one_everywhere() {
+        let grid = TileGrid::new(100, 70, geometry(32));
+        let mut sum = Planar::zeros(100, 70);
+        for t in grid.tiles() {
+            let mut ones = Planar::zeros(t.output.width, t.output.height);
+            ones.data.fill(1.0);
+            grid.blend_into(&mut sum, &t, &ones);
+        }
+        assert!(
+            sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),
+            "weights do not partition unity"
+        );
+    }
+
+    #[test]
+    fn a_single_tile_needs_no_band() {
+        let grid = TileGrid::new(50, 40, geometry(64));
+        assert_eq!(grid.len(), 1);
+        assert_eq!(grid.geometry().band, 0);
+        assert_eq!(
+            grid.tile(0).output,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 50,
+                height: 40
+            }
+        );
+    }
+
+    #[test]
+    fn extract_mirrors_outside_the_image() {
+        let mut img = Planar::zeros(3, 1);
+        img.data[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+        let row = extract(
+            &img,
+            Rect {
+                x: -2,
+                y: 0,
+                width: 7,
+                height: 1,
+            },
+        );
+        assert_eq!(&row.data[..7], &[2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]);
+    }
+}

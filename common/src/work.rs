@@ -1,0 +1,58 @@
+//! The unit of work a worker computes: gradient steps on one tile of one
+//! octave of one frame, and what it returns.
+
+use crate::resample::Planar;
+use crate::tiling::Rect;
+
+/// Gradient steps on one tile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileWork {
+    /// Frame number.
+    pub frame: u64,
+    /// Octave, 0 the smallest.
+    pub octave: u32,
+    /// Tile index in the octave's grid.
+    pub tile: u32,
+    /// Index of this lease's first step within the octave's steps.
+    pub first_iteration: u32,
+    /// Steps to run in this lease.
+    pub iterations: u32,
+    /// Largest window shift: `pixels` has this much room on each side.
+    pub jitter: u32,
+    /// The tile's core, context margin and jitter room.
+    pub pixels: Planar,
+    /// Where the returned change lies within `pixels`.
+    pub output: Rect,
+}
+
+impl TileWork {
+    /// Checks that the geometry is self-consistent, so that a worker never
+    /// indexes outside the pixels it was given.
+    pub fn check(&self) -> Result<(), String> {
+        let (w, h) = (self.pixels.width as i64, self.pixels.height as i64);
+        let j = 2 * i64::from(self.jitter);
+        let o = self.output;
+        if self.pixels.data.len() != 3 * self.pixels.width * self.pixels.height {
+            return Err(format!(
+                "{} samples for a {w}x{h} tile",
+                self.pixels.data.len()
+            ));
+        }
+        if w <= j || h <= j {
+            return Err(format!(
+                "a {w}x{h} tile has no room for jitter {}",
+                self.jitter
+            ));
+        }
+        if o.x < 0
+            || o.y < 0
+            || o.x + o.width as i64 > w
+            || o.y + o.height as i64 > h
+            || o.width == 0
+            || o.height == 0
+        {
+            return Err(format!("output {o:?} lies outside the {w}x{h} tile"));
+        }
+        Ok(())
+    }
+}

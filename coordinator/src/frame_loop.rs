@@ -1,0 +1,136 @@
+//! One frame of the dream: octaves from small to large, each split into
+//! tiles that an executor computes, stitched back with the tile grid's
+//! cross-fade, with the detail the dream added carried from one octave to
+//! the next (as in the original DeepDream notebook).
+
+use dreamfarm_common::params::DreamSettings;
+use dreamfarm_common::resample::{Planar, resize};
+use dreamfarm_common::tiling::{Rect, TileGeometry, TileGrid, extract};
+use dreamfarm_common::work::TileWork;
+
+use crate::tile_executor::{TileError, TileExecutor};
+
+/// Sizes of the octaves of a `width`×`height` frame, smallest first, the
+/// last being the frame itself. Octaves smaller than `min_side` on either
+/// side are dropped: the network cannot see them.
+pub fn octave_sizes(
+    width: usize,
+    height: usize,
+    settings: &DreamSettings,
+    min_side: usize,
+) -> Vec<(usize, usize)> {
+    (0..settings.octaves)
+        .rev()
+        .map(|o| {
+            let f = settings.octave_scale.powi(o as i32);
+            (
+                ((width as f64) / f).round() as usize,
+                ((height as f64) / f).round() as usize,
+            )
+        })
+        .filter(|&(w, h)| w.min(h) >= min_side || (w, h) == (width, height))
+        .collect()
+}
+
+/// The tile geometry of a job.
+pub fn geometry(settings: &DreamSettings) -> TileGeometry {
+    TileGeometry {
+        tile_size: settings.tile_size as usize,
+        margin: settings.tile_margin as usize,
+        band: settings.blend_band as usize,
+        jitter: settings.jitter as usize,
+    }
+}
+
+/// Dreams `input` (frame number `frame`) and returns the dreamed frame.
+pub fn dream_frame(
+    settings: &DreamSettings,
+    min_side: usize,
+    frame: u64,
+    input: &Planar,
+    executor: &mut dyn TileExecutor,
+) -> Result<Planar, TileError> {
+    let sizes = octave_sizes(input.width, input.height, settings, min_side);
+    let (w0, h0) = sizes[0];
+    let mut detail = Planar::zeros(w0, h0);
+    let mut image = input.clone();
+    let per_lease = match settings.iterations_per_lease {
+        0 => settings.iterations,
+        k => k.min(settings.iterations),
+    };
+    for (octave, &(w, h)) in sizes.iter().enumerate() {
+        let base = resize(input, w, h);
+        image = add(&base, &resize(&detail, w, h));
+        let grid = TileGrid::new(w, h, geometry(settings));
+        for first in (0..settings.iterations).step_by(per_lease as usize) {
+            let iterations = per_lease.min(settings.iterations - first);
+            let work = grid
+                .tiles()
+                .map(|t| TileWork {
+                    frame,
+                    octave: octave as u32,
+                    tile: t.index as u32,
+                    first_iteration: first,
+                    iterations,
+                    jitter: settings.jitter,
+                    pixels: extract(&image, t.input),
+                    output: Rect {
+                        x: t.output.x - t.input.x,
+                        y: t.output.y - t.input.y,
+                        ..t.output
+                    },
+                })
+                .collect();
+            let changes = executor.run(work)?;
+            let mut sum = Planar::zeros(w, h);
+            for (tile, change) in grid.tiles().zip(&changes) {
+                grid.blend_into(&mut sum, &tile, change);
+            }
+            image = add(&image, &sum);
+        }
+        detail = sub(&image, &base);
+    }
+    Ok(image)
+}
+
+/// `a + b`, clamped to the valid range.
+fn add(a: &Planar, b: &Planar) -> Planar {
+    zip_with(a, b, |x, y| (x + y).clamp(0.0, 1.0))
+}
+
+/// `a - b`.
+fn sub(a: &Planar, b: &Planar) -> Planar {
+    zip_with(a, b, |x, y| x - y)
+}
+
+fn zip_with(a: &Planar, b: &Planar, f: impl Fn(f32, f32) -> f32) -> Planar {
+    debug_assert_eq!((a.width, a.height), (b.width, b.height));
+    Planar {
+        width: a.width,
+        height: a.height,
+        data: a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octaves_end_at_the_frame_and_skip_what_the_net_cannot_see() {
+        let s = DreamSettings {
+            octaves: 4,
+            octave_scale: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            octave_sizes(800, 400, &s, 75),
+            vec![(200, 100), (400, 200), (800, 400)]
+        );
+        let s = DreamSettings {
+            octaves: 1,
+            ..Default::default()
+        };
+        assert_eq!(octave_sizes(64, 64, &s, 75), vec![(64, 64)]);
+    }
+}

@@ -1,0 +1,20 @@
+//! The dreamfarm coordinator: owns jobs and the frame loop. It splits each
+//! octave of a frame into tiles, has them computed by a [`TileExecutor`],
+//! stitches the results, writes frames and assembles the video.
+//!
+//! - [`frame_loop`]: one frame over octaves and tiles.
+//! - [`render`]: a whole job, frame after frame, resumable.
+//! - [`output`]: the frames folder; [`video`]: ffmpeg.
+//! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
+//!   them in this process (single-machine renders).
+
+pub mod frame_loop;
+#[cfg(feature = "embedded-worker")]
+pub mod local_worker;
+pub mod output;
+pub mod progress;
+pub mod render;
+pub mod tile_executor;
+pub mod video;
+
+pub use tile_executor::TileExecutor;

@@ -1,0 +1,179 @@
+//! The output folder of a render: numbered PNG frames written atomically, the
+//! job they belong to (`job.toml`), and where a resumed render continues.
+//!
+//! A frame file exists only once it is complete (temporary file + rename),
+//! so after a crash every frame on disk is good and the render resumes after
+//! the last one. Frames are never overwritten.
+
+use std::path::{Path, PathBuf};
+
+use dreamfarm_common::params::JobSpec;
+
+/// Why the output folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The folder cannot be created or written.
+    #[error(
+        "cannot write to output folder {path}: {source}. Fix: choose a writable folder with --output, or fix its permissions"
+    )]
+    Unwritable {
+        /// The folder.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The folder holds frames of another job.
+    #[error(
+        "{path} holds frames of a different job ({what} differs from this command). Fix: re-run with the job's original settings to resume it, or render into another --name/--output"
+    )]
+    DifferentJob {
+        /// The folder.
+        path: PathBuf,
+        /// The setting that differs.
+        what: String,
+    },
+    /// `job.toml` is unreadable.
+    #[error(
+        "{path} is not a dreamfarm job file: {reason}. Fix: render into another --name/--output (dreamfarm never deletes frames)"
+    )]
+    BadManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// Parse error.
+        reason: String,
+    },
+    /// Writing a frame failed.
+    #[error("cannot write frame {path}: {reason}")]
+    Frame {
+        /// The frame file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The output folder of one job.
+#[derive(Debug, Clone)]
+pub struct OutputDir {
+    dir: PathBuf,
+}
+
+const MANIFEST: &str = "job.toml";
+
+impl OutputDir {
+    /// Opens (creating) `dir` for `spec`: a new folder gets `spec` as its
+    /// manifest; an existing one must hold the same job, except that the
+    /// frame count may grow (extending a finished video).
+    pub fn open(dir: &Path, spec: &JobSpec) -> Result<Self, OutputError> {
+        let unwritable = |source| OutputError::Unwritable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        let out = Self {
+            dir: dir.to_path_buf(),
+        };
+        let manifest = dir.join(MANIFEST);
+        if manifest.exists() {
+            let text = std::fs::read_to_string(&manifest).map_err(unwritable)?;
+            let old: JobSpec = toml::from_str(&text).map_err(|e| OutputError::BadManifest {
+                path: manifest.clone(),
+                reason: e.to_string(),
+            })?;
+            if let Some(what) = difference(&old, spec) {
+                return Err(OutputError::DifferentJob {
+                    path: dir.to_path_buf(),
+                    what,
+                });
+            }
+        } else if out.frames_done() > 0 {
+            return Err(OutputError::DifferentJob {
+                path: dir.to_path_buf(),
+                what: "the job (no job.toml beside its frames)".into(),
+            });
+        }
+        let text = toml::to_string(spec).expect("a job spec always serialises");
+        out.write_atomically(&manifest, text.as_bytes())
+            .map_err(unwritable)?;
+        Ok(out)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of frame `n`.
+    pub fn frame_path(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n:06}.png"))
+    }
+
+    /// The ffmpeg input pattern of the frames.
+    pub fn frame_pattern(&self) -> PathBuf {
+        self.dir.join("%06d.png")
+    }
+
+    /// Frames `0..n` that exist without a gap.
+    pub fn frames_done(&self) -> u64 {
+        (0..).take_while(|&n| self.frame_path(n).exists()).count() as u64
+    }
+
+    /// Writes frame `n` (8-bit RGB), never replacing an existing one.
+    pub fn write_frame(
+        &self,
+        n: u64,
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+    ) -> Result<(), OutputError> {
+        let path = self.frame_path(n);
+        let fail = |reason: String| OutputError::Frame {
+            path: path.clone(),
+            reason,
+        };
+        if path.exists() {
+            return Err(fail(
+                "it already exists and frames are never overwritten".into(),
+            ));
+        }
+        let img = image::RgbImage::from_raw(width, height, rgb)
+            .ok_or_else(|| fail("wrong pixel count".into()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".frame-")
+            .suffix(".png")
+            .tempfile_in(&self.dir)
+            .map_err(|e| fail(e.to_string()))?;
+        img.save_with_format(tmp.path(), image::ImageFormat::Png)
+            .map_err(|e| fail(e.to_string()))?;
+        tmp.persist_noclobber(&path)
+            .map_err(|e| fail(e.error.to_string()))?;
+        Ok(())
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        std::fs::write(tmp.path(), bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// The first setting in which two jobs differ, other than the frame count.
+fn difference(old: &JobSpec, new: &JobSpec) -> Option<String> {
+    let same_but_frames = JobSpec {
+        frames: new.frames,
+        ..old.clone()
+    };
+    if same_but_frames == *new {
+        return None;
+    }
+    let fields = [
+        ("input", old.input != new.input),
+        ("seed", old.seed != new.seed),
+        ("size", old.size != new.size),
+        ("the dream settings", old.dream != new.dream),
+        ("the zoom settings", old.zoom != new.zoom),
+        ("the video settings", old.video != new.video),
+    ];
+    fields.iter().find(|(_, d)| *d).map(|(n, _)| n.to_string())
+}

@@ -1,0 +1,164 @@
+//! A whole render: the input image, then frame after frame (each the dream
+//! of the previous one zoomed, rotated and panned), written as they finish,
+//! resumed after the last complete frame, and assembled into a video.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dreamfarm_common::params::{JobSpec, MAX_SIDE};
+use dreamfarm_common::resample::{Planar, Warp, resize, warp};
+
+use crate::frame_loop::dream_frame;
+use crate::output::{OutputDir, OutputError};
+use crate::progress::FrameProgress;
+use crate::tile_executor::{TileError, TileExecutor};
+use crate::video::{VideoError, assemble};
+
+/// Why a render stopped. Frames already written stay.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The input image is missing, unreadable or of an unusable size.
+    #[error("input image {path}: {reason}")]
+    Input {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The output folder.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// A tile failed.
+    #[error(transparent)]
+    Tile(#[from] TileError),
+    /// The video could not be made.
+    #[error(transparent)]
+    Video(#[from] VideoError),
+}
+
+/// Reads the job's input image, checking its size before decoding it, and
+/// resizes it to the job's size if one is set. Cheap enough to run before
+/// the model loads, so that a bad path fails at once.
+pub fn load_input(spec: &JobSpec) -> Result<Planar, RenderError> {
+    let path = &spec.input;
+    let bad = |reason: String| RenderError::Input {
+        path: path.clone(),
+        reason,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| {
+            bad(format!(
+                "cannot open it ({e}); check the path of the input image"
+            ))
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| {
+        bad(format!(
+            "not a readable image ({e}); give a PNG or JPEG file"
+        ))
+    })?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(bad(format!(
+            "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; pass --size WxH to scale it down"
+        )));
+    }
+    let rgb = image::open(path)
+        .map_err(|e| {
+            bad(format!(
+                "not a readable image ({e}); give a PNG or JPEG file"
+            ))
+        })?
+        .to_rgb8();
+    let image = Planar::from_rgb8(w as usize, h as usize, rgb.as_raw());
+    Ok(match spec.size {
+        Some([tw, th]) if (tw, th) != (w, h) => resize(&image, tw as usize, th as usize),
+        _ => image,
+    })
+}
+
+/// Refuses an input the model cannot see: smaller than `min_side` pixels on
+/// a side.
+pub fn check_min_side(spec: &JobSpec, input: &Planar, min_side: usize) -> Result<(), RenderError> {
+    if input.width.min(input.height) < min_side {
+        return Err(RenderError::Input {
+            path: spec.input.clone(),
+            reason: format!(
+                "it is {}x{}, smaller than the {min_side} pixels per side the model needs; pass a larger --size",
+                input.width, input.height
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The camera move of `spec` for a `width`×`height` frame.
+pub fn camera(spec: &JobSpec, width: usize, height: usize) -> Warp {
+    let z = &spec.zoom;
+    Warp {
+        zoom: z.zoom,
+        rotate_deg: z.rotate,
+        pan: (z.pan[0], z.pan[1]),
+        center: (z.center[0] * width as f64, z.center[1] * height as f64),
+    }
+}
+
+/// Renders every missing frame of `spec` into `out` with `executor`, then
+/// the video `video`. `input` comes from [`load_input`]; `min_side` is the
+/// model's smallest usable side.
+pub fn render(
+    spec: &JobSpec,
+    input: &Planar,
+    out: &OutputDir,
+    video: &Path,
+    min_side: usize,
+    executor: &mut dyn TileExecutor,
+) -> Result<(), RenderError> {
+    check_min_side(spec, input, min_side)?;
+    let (w, h) = (input.width, input.height);
+    let total = u64::from(spec.frames);
+    let done = out.frames_done().min(total);
+    if done > 0 {
+        tracing::info!(done, total, dir = %out.dir().display(), "resuming after the last complete frame");
+    }
+    let mut previous = match done {
+        0 => None,
+        n => Some(read_frame(&out.frame_path(n - 1), w, h)?),
+    };
+    let move_ = camera(spec, w, h);
+    let mut progress = FrameProgress::new(total, done);
+    for n in done..total {
+        let started = Instant::now();
+        let frame_input = match &previous {
+            None => input.clone(),
+            Some(prev) => warp(prev, &move_),
+        };
+        let dreamed = dream_frame(&spec.dream, min_side, n, &frame_input, executor)?;
+        // What is fed back is exactly what is on disk, so a resumed render
+        // continues from the same pixels as an uninterrupted one.
+        let rgb = dreamed.to_rgb8();
+        out.write_frame(n, w as u32, h as u32, rgb.clone())?;
+        previous = Some(Planar::from_rgb8(w, h, &rgb));
+        progress.frame_done(n, started.elapsed().as_secs_f64());
+    }
+    progress.finish();
+    assemble(&out.frame_pattern(), video, &spec.video)?;
+    Ok(())
+}
+
+fn read_frame(path: &Path, w: usize, h: usize) -> Result<Planar, RenderError> {
+    let bad = |reason: String| RenderError::Input {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let rgb = image::open(path)
+        .map_err(|e| bad(format!("cannot read the last frame to resume from ({e})")))?
+        .to_rgb8();
+    if rgb.dimensions() != (w as u32, h as u32) {
+        return Err(bad(format!(
+            "frame is {:?}, the job's frames are {w}x{h}",
+            rgb.dimensions()
+        )));
+    }
+    Ok(Planar::from_rgb8(w, h, rgb.as_raw()))
+}
