@@ -71,8 +71,10 @@ pub struct Tile {
     pub index: usize,
     /// The cells partition the image.
     pub cell: Rect,
-    /// The pixels sent to the worker: core + margin + jitter, unclipped
-    /// (outside the image they are mirrored).
+    /// The pixels sent to the worker: core + margin (toward neighbouring
+    /// tiles only: at the image edge there is nothing to agree with, and a
+    /// one-tile image costs no more than a plain dream) + jitter room
+    /// (mirrored where it leaves the image).
     pub input: Rect,
     /// The pixels whose change comes back: core + band, clipped to the image.
     pub output: Rect,
@@ -151,7 +153,10 @@ impl TileGrid {
         Tile {
             index,
             cell,
-            input: cell.grow(g.margin + g.jitter),
+            input: cell
+                .grow(g.margin)
+                .clip(self.width, self.height)
+                .grow(g.jitter),
             output: cell.grow(g.band).clip(self.width, self.height),
         }
     }
@@ -266,6 +271,16 @@ mod tests {
         assert_eq!(grid, TileGrid::new(100, 70, geometry(32)));
         let t = grid.tile(5);
         assert_eq!(t.input, t.cell.grow(20));
+        let corner = grid.tile(0);
+        assert_eq!(
+            corner.input,
+            Rect {
+                x: -4,
+                y: -4,
+                width: 25 + 16 + 8,
+                height: 23 + 16 + 8
+            }
+        );
         assert_eq!(t.output, t.cell.grow(8).clip(100, 70));
     }
 

@@ -60,6 +60,9 @@ pub struct OutputDir {
 
 const MANIFEST: &str = "job.toml";
 
+/// Name prefix of frames being written.
+const PARTIAL_PREFIX: &str = ".frame-";
+
 impl OutputDir {
     /// Opens (creating) `dir` for `spec`: a new folder gets `spec` as its
     /// manifest; an existing one must hold the same job, except that the
@@ -92,10 +95,28 @@ impl OutputDir {
                 what: "the job (no job.toml beside its frames)".into(),
             });
         }
+        out.remove_partial_frames();
         let text = toml::to_string(spec).expect("a job spec always serialises");
         out.write_atomically(&manifest, text.as_bytes())
             .map_err(unwritable)?;
         Ok(out)
+    }
+
+    /// Removes the temporary files of frames a killed render left half
+    /// written (they never have a frame's name, so nothing else is lost).
+    fn remove_partial_frames(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(PARTIAL_PREFIX)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The folder.
@@ -139,12 +160,15 @@ impl OutputDir {
         let img = image::RgbImage::from_raw(width, height, rgb)
             .ok_or_else(|| fail("wrong pixel count".into()))?;
         let tmp = tempfile::Builder::new()
-            .prefix(".frame-")
+            .prefix(PARTIAL_PREFIX)
             .suffix(".png")
             .tempfile_in(&self.dir)
             .map_err(|e| fail(e.to_string()))?;
         img.save_with_format(tmp.path(), image::ImageFormat::Png)
             .map_err(|e| fail(e.to_string()))?;
+        // On disk before it has its name: a frame that exists is complete
+        // even after a power cut.
+        tmp.as_file().sync_all().map_err(|e| fail(e.to_string()))?;
         tmp.persist_noclobber(&path)
             .map_err(|e| fail(e.error.to_string()))?;
         Ok(())

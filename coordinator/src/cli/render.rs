@@ -102,8 +102,13 @@ impl RenderArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read job file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("job file {} is not valid", path.display()))?
+                let mut spec: JobSpec = toml::from_str(&text)
+                    .with_context(|| format!("job file {} is not valid", path.display()))?;
+                // Like Cargo: paths in a file are relative to the file.
+                if let Some(dir) = path.parent() {
+                    spec.input = dir.join(&spec.input);
+                }
+                spec
             }
             None => JobSpec {
                 input: self

@@ -3,20 +3,12 @@
 //! TorchScript file, and a still-image dream.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use dreamfarm_tests::{default_store, dreamfarm, repo, run};
 
 /// A registry address where nothing listens: every download fails at once.
 const DEAD_REGISTRY: &str = "http://127.0.0.1:9/";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn dreamfarm(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dreamfarm"));
-    c.args(args).current_dir(repo());
-    c
-}
 
 fn offline(mut c: Command) -> Command {
     c.env("npm_config_registry", DEAD_REGISTRY)
@@ -26,22 +18,6 @@ fn offline(mut c: Command) -> Command {
         .env("PIP_RETRIES", "0")
         .env("PIP_TIMEOUT", "2");
     c
-}
-
-fn run(mut c: Command) -> (Output, String, String) {
-    let out = c.output().expect("dreamfarm runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, stdout, stderr)
-}
-
-/// The weight store that scripts/setup.sh filled.
-fn default_store() -> PathBuf {
-    std::env::var_os("DREAMFARM_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/dreamfarm/models")
-        })
 }
 
 #[test]

@@ -1,0 +1,604 @@
+//! The single-machine render, run as a user would: tiled dreams without
+//! seams, byte-identical reruns, exact resume after `kill -9`, a video that
+//! ffprobe reads, and one clear error for each kind of bad input without
+//! losing a finished frame.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dreamfarm_tests::{Rgb, dreamfarm, frame_bytes, frames, repo, run, run_ok};
+
+/// A small, quick render: several tiles per octave, two octaves, a camera
+/// move with zoom, rotation and pan.
+const SMALL_RENDER: &[&str] = &[
+    "render",
+    "--input",
+    "assets/astronaut.png",
+    "--size",
+    "176x128",
+    "--octaves",
+    "2",
+    "--iterations",
+    "3",
+    "--tile-size",
+    "96",
+    "--tile-margin",
+    "24",
+    "--blend-band",
+    "12",
+    "--jitter",
+    "8",
+    "--zoom-factor",
+    "1.05",
+    "--rotate",
+    "1.5",
+    "--pan",
+    "2,-1",
+    "--fps",
+    "12",
+    "--device",
+    "cpu",
+];
+
+fn small_render(out: &Path, frames: u32) -> Command {
+    let mut args: Vec<String> = SMALL_RENDER.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--output".into(),
+        path_str(out).into(),
+        "--frames".into(),
+        frames.to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    dreamfarm(&args)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+// ---------------------------------------------------------------- seams
+
+/// Where the cells of a `len`-pixel axis split with `tile` (the grid's rule:
+/// `ceil(len / tile)` nearly equal cells), inner boundaries only.
+fn inner_boundaries(len: usize, tile: usize) -> Vec<usize> {
+    let n = len.div_ceil(tile);
+    (1..n).map(|i| i * len / n).collect()
+}
+
+/// Distance from `p` to the nearest of `borders`.
+fn distance(p: usize, borders: &[usize]) -> usize {
+    borders
+        .iter()
+        .map(|&b| p.abs_diff(b))
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+/// Seam measures of a dream's change `d` on a grid with `borders` (the same
+/// along both axes) and cross-fade half-width `band`.
+struct SeamMeasures {
+    /// Mean |step| of the change across tile borders.
+    edge_at_borders: f64,
+    /// Mean |step| of the change between neighbouring pixels inside tiles.
+    edge_inside: f64,
+    /// Mean |change − its 5×5 mean| in the blend bands.
+    contrast_in_bands: f64,
+    /// The same inside tiles.
+    contrast_inside: f64,
+}
+
+impl SeamMeasures {
+    fn of(d: &Rgb, borders: &[usize], band: usize) -> Self {
+        let (w, h) = (d.width, d.height);
+        // Far from every border and from the image edge.
+        let inside =
+            |p: usize, len: usize| distance(p, borders) > band + 3 && p >= 4 && p + 4 < len;
+        let mut at = (0.0, 0usize);
+        let mut inner = (0.0, 0usize);
+        for y in 1..h {
+            for x in 1..w {
+                for c in 0..3 {
+                    let dx = f64::from((d.at(x, y, c) - d.at(x - 1, y, c)).abs());
+                    let dy = f64::from((d.at(x, y, c) - d.at(x, y - 1, c)).abs());
+                    if borders.contains(&x) {
+                        at = (at.0 + dx, at.1 + 1);
+                    } else if inside(x, w) && inside(x - 1, w) {
+                        inner = (inner.0 + dx, inner.1 + 1);
+                    }
+                    if borders.contains(&y) {
+                        at = (at.0 + dy, at.1 + 1);
+                    } else if inside(y, h) && inside(y - 1, h) {
+                        inner = (inner.0 + dy, inner.1 + 1);
+                    }
+                }
+            }
+        }
+        let mut in_bands = (0.0, 0usize);
+        let mut in_tiles = (0.0, 0usize);
+        for y in 2..h - 2 {
+            for x in 2..w - 2 {
+                let band_pixel = distance(x, borders) < band || distance(y, borders) < band;
+                let tile_pixel = inside(x, w) && inside(y, h);
+                if !(band_pixel || tile_pixel) {
+                    continue;
+                }
+                for c in 0..3 {
+                    let mut mean = 0.0;
+                    for v in y - 2..=y + 2 {
+                        for u in x - 2..=x + 2 {
+                            mean += f64::from(d.at(u, v, c));
+                        }
+                    }
+                    let dev = (f64::from(d.at(x, y, c)) - mean / 25.0).abs();
+                    let acc = if band_pixel {
+                        &mut in_bands
+                    } else {
+                        &mut in_tiles
+                    };
+                    *acc = (acc.0 + dev, acc.1 + 1);
+                }
+            }
+        }
+        let mean = |(s, n): (f64, usize)| s / n.max(1) as f64;
+        Self {
+            edge_at_borders: mean(at),
+            edge_inside: mean(inner),
+            contrast_in_bands: mean(in_bands),
+            contrast_inside: mean(in_tiles),
+        }
+    }
+
+    fn edge_ratio(&self) -> f64 {
+        self.edge_at_borders / self.edge_inside
+    }
+
+    fn contrast_ratio(&self) -> f64 {
+        self.contrast_in_bands / self.contrast_inside
+    }
+}
+
+/// Dreams the astronaut once on 128-pixel tiles with the given context
+/// margin and blend band; returns the change.
+fn tiled_change(dir: &Path, margin: u32, band: u32) -> Rgb {
+    let out = dir.join(format!("dream-{margin}-{band}.png"));
+    run_ok(dreamfarm(&[
+        "dream",
+        "assets/astronaut.png",
+        "-o",
+        path_str(&out),
+        "--octaves",
+        "1",
+        "--iterations",
+        "8",
+        "--step-size",
+        "0.015",
+        "--tile-size",
+        "128",
+        "--tile-margin",
+        &margin.to_string(),
+        "--blend-band",
+        &band.to_string(),
+        "--jitter",
+        "16",
+        "--device",
+        "cpu",
+    ]));
+    Rgb::open(&out).minus(&Rgb::open(&repo().join("assets/astronaut.png")))
+}
+
+#[test]
+fn tiled_dreams_show_no_seam_and_no_double_exposure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let borders = inner_boundaries(512, 128);
+    let band = 16;
+    let blended = SeamMeasures::of(&tiled_change(dir.path(), 48, band as u32), &borders, band);
+    eprintln!(
+        "blended: edge {:.3} vs {:.3} (ratio {:.3}), contrast {:.3} vs {:.3} (ratio {:.3})",
+        blended.edge_at_borders,
+        blended.edge_inside,
+        blended.edge_ratio(),
+        blended.contrast_in_bands,
+        blended.contrast_inside,
+        blended.contrast_ratio()
+    );
+    assert!(blended.edge_inside > 1.0, "the dream changed the picture");
+    assert!(
+        (blended.edge_ratio() - 1.0).abs() <= 0.10,
+        "edge energy along tile borders is {:.3}× that inside tiles",
+        blended.edge_ratio()
+    );
+    assert!(
+        (blended.contrast_ratio() - 1.0).abs() <= 0.15,
+        "local contrast in blend bands is {:.3}× that inside tiles",
+        blended.contrast_ratio()
+    );
+
+    // The measures do see a seam where there is one: tiles dreamed without
+    // context and pasted edge to edge (the dream fades out towards each
+    // tile's edge, so the seam is a dead line).
+    let cut = SeamMeasures::of(&tiled_change(dir.path(), 0, 0), &borders, band);
+    eprintln!(
+        "hard cut: edge ratio {:.3}, contrast ratio {:.3}",
+        cut.edge_ratio(),
+        cut.contrast_ratio()
+    );
+    assert!(
+        (cut.edge_ratio() - 1.0).abs() > 0.25,
+        "hard-cut tiles should show seams, edge ratio {:.3}",
+        cut.edge_ratio()
+    );
+}
+
+// ---------------------------------------------------- determinism, resume
+
+/// The settings of [`SMALL_RENDER`] as a job file, its input beside it.
+const SMALL_RENDER_JOB: &str = r#"
+input = "photo.png"
+frames = 3
+size = [176, 128]
+
+[dream]
+octaves = 2
+iterations = 3
+tile_size = 96
+tile_margin = 24
+blend_band = 12
+jitter = 8
+
+[zoom]
+zoom = 1.05
+rotate = 1.5
+pan = [2.0, -1.0]
+
+[video]
+fps = 12
+"#;
+
+#[test]
+fn renders_are_byte_identical_run_after_run_and_from_a_job_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    run_ok(small_render(&a, 3));
+    run_ok(small_render(&b, 3));
+    let (fa, fb) = (frame_bytes(&a), frame_bytes(&b));
+    assert_eq!(fa.len(), 3);
+    assert!(fa == fb, "frames differ between identical runs");
+    assert_ne!(fa[1], fa[2], "frames move");
+
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, SMALL_RENDER_JOB).expect("write job");
+    std::fs::copy(
+        repo().join("assets/astronaut.png"),
+        dir.path().join("photo.png"),
+    )
+    .expect("copy");
+    run_ok(dreamfarm(&[
+        "render",
+        "--job",
+        path_str(&job),
+        "--output",
+        path_str(&c),
+        "--device",
+        "cpu",
+    ]));
+    assert!(
+        frame_bytes(&c) == fa,
+        "the job file renders other frames than its flags"
+    );
+}
+
+/// ffprobe's view of the first video stream of `mp4`.
+fn probe(mp4: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(mp4)
+        .output()
+        .expect("ffprobe runs (scripts/setup.sh installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    v["streams"][0].clone()
+}
+
+#[test]
+fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let frames_total = 5;
+    run_ok(small_render(&whole, frames_total));
+
+    // Kill the second render in the middle of a frame, twice.
+    for kill_after in [1, 3] {
+        let mut child = small_render(&killed, frames_total)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dreamfarm starts");
+        let started = Instant::now();
+        while frames(&killed).len() < kill_after + 1 {
+            assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+            assert!(child.try_wait().expect("wait").is_none(), "ended early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Partway into the next frame.
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let done = frames(&killed).len();
+        assert!(done < frames_total as usize, "killed after the last frame");
+    }
+    let stdout = run_ok(small_render(&killed, frames_total));
+    assert!(
+        frame_bytes(&killed) == frame_bytes(&whole),
+        "resumed frames differ from an uninterrupted render"
+    );
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(&killed)
+        .expect("output folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+
+    let mp4 = PathBuf::from(stdout.trim());
+    assert_eq!(mp4, killed.join("killed.mp4"));
+    let stream = probe(&mp4);
+    assert_eq!(stream["codec_name"], "h264");
+    assert_eq!(stream["pix_fmt"], "yuv420p");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(176), Some(128))
+    );
+    assert_eq!(stream["r_frame_rate"], "12/1");
+    assert_eq!(stream["nb_read_frames"], frames_total.to_string().as_str());
+}
+
+// ------------------------------------------------------------ bad input
+
+/// A PNG whose header says `width`×`height` and whose pixels never come: a
+/// decoder that trusted the header would try to allocate them.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut header = width.to_be_bytes().to_vec();
+    header.extend(height.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(b"IHDR", &header[..]), (b"IDAT", &[]), (b"IEND", &[])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend(data);
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32fast::hash(&chunk).to_be_bytes());
+    }
+    png
+}
+
+/// Everything in `dir` with its bytes, to prove nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("folder")
+        .filter_map(Result::ok)
+        .map(|e| (e.path(), std::fs::read(e.path()).expect("readable")))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let finished = dir.path().join("finished");
+    run_ok(small_render(&finished, 2));
+    let before = snapshot(&finished);
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really a PNG").expect("write");
+    let huge = dir.path().join("huge.png");
+    std::fs::write(&huge, png_header_only(40_000, 30_000)).expect("write");
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, b"").expect("write");
+    let under_a_file = a_file.join("out");
+    let fin = path_str(&finished);
+
+    // The small render's flags, with `extra` replacing flags of the same
+    // name, into `output`.
+    let with = |extra: &[&'static str], output: &str| -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut base = SMALL_RENDER.iter().chain(&["--frames", "3"]);
+        while let Some(&arg) = base.next() {
+            if arg.starts_with("--") && extra.contains(&arg) {
+                base.next();
+            } else {
+                args.push(arg.into());
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--output".into(), output.into()]);
+        args
+    };
+    let replace_input = |args: Vec<String>, input: &Path| -> Vec<String> {
+        let mut args = args;
+        let i = args.iter().position(|a| a == "--input").expect("--input") + 1;
+        args[i] = path_str(input).to_string();
+        args
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            replace_input(with(&[], fin), Path::new("no/such/photo.png")),
+            "input image no/such/photo.png: cannot open it",
+        ),
+        (
+            replace_input(with(&[], fin), &corrupt),
+            "not a readable image",
+        ),
+        (
+            replace_input(with(&[], fin), &huge),
+            "40000x30000, larger than the 16384 pixels per side",
+        ),
+        (
+            with(&["--layers", "mixed9"], fin),
+            "has no layer \"mixed9\"",
+        ),
+        (
+            with(&["--frames", "0"], fin),
+            "frames = 0 is out of range: 1 to",
+        ),
+        (
+            with(&["--size", "100000x100"], fin),
+            "size = 100000x100 is out of range",
+        ),
+        (
+            with(&["--zoom-factor", "0"], fin),
+            "zoom = 0 is out of range",
+        ),
+        (
+            with(&["--seed", "many"], fin),
+            "invalid value 'many' for '--seed",
+        ),
+        (
+            with(&["--iterations", "3", "--seed", "9"], fin),
+            "holds frames of a different job",
+        ),
+        (
+            with(&[], path_str(&under_a_file)),
+            "cannot write to output folder",
+        ),
+    ];
+    for (args, message) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _, stderr) = run(dreamfarm(&args));
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(message),
+            "{args:?}: expected {message:?} in\n{stderr}"
+        );
+        let errors = stderr.lines().filter(|l| l.starts_with("error")).count();
+        assert_eq!(errors, 1, "one error, not {errors}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            snapshot(&finished) == before,
+            "{args:?} touched finished work"
+        );
+    }
+
+    // A name that is a path.
+    for name in ["../escape", "a/b", ".."] {
+        let (out, _, stderr) = run(dreamfarm(&[
+            "render",
+            "--input",
+            "assets/astronaut.png",
+            "--frames",
+            "1",
+            "--name",
+            name,
+        ]));
+        assert!(!out.status.success(), "--name {name} succeeded");
+        assert!(stderr.contains("without path separators"), "{stderr}");
+    }
+}
+
+// ------------------------------------------------------- the seed's flags
+
+/// The value of `key = …` in the `[table]` of a job manifest.
+fn manifest_value(manifest: &str, table: &str, key: &str) -> String {
+    let mut current = "";
+    for line in manifest.lines() {
+        if let Some(t) = line.strip_prefix('[') {
+            current = t.trim_end_matches(']');
+        } else if current == table
+            && let Some((k, v)) = line.split_once(" = ")
+            && k == key
+        {
+            return v.to_string();
+        }
+    }
+    panic!("no {key} in [{table}] of\n{manifest}")
+}
+
+#[test]
+fn the_seed_programs_flags_keep_their_meaning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("seedflags");
+    run_ok(dreamfarm(&[
+        "render",
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        "200x100",
+        "--output",
+        path_str(&out),
+        "--frames",
+        "1",
+        "--iter_num",
+        "2",
+        "--rec_num",
+        "1",
+        "--zoom",
+        "5",
+        "--tile-size",
+        "128",
+        "--device",
+        "cpu",
+    ]));
+    let manifest = std::fs::read_to_string(out.join("job.toml")).expect("job.toml");
+    // --rec_num 1 is one octave beyond the first: real octaves.
+    assert_eq!(manifest_value(&manifest, "dream", "octaves"), "2");
+    assert_eq!(manifest_value(&manifest, "dream", "iterations"), "2");
+    // --zoom 5 crops 5 px per side of 200: an isotropic 200/190.
+    let zoom: f64 = manifest_value(&manifest, "zoom", "zoom")
+        .parse()
+        .expect("float");
+    assert!((zoom - 200.0 / 190.0).abs() < 1e-12, "{zoom}");
+    assert_eq!(frames(&out).len(), 1);
+
+    let (status, _, stderr) = run(dreamfarm(&[
+        "render",
+        "--input",
+        "assets/astronaut.png",
+        "--frames",
+        "1",
+        "--zoom",
+        "2",
+        "--zoom-factor",
+        "1.1",
+    ]));
+    assert!(!status.status.success());
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn without_ffmpeg_the_frames_stay_and_a_rerun_makes_the_video() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("noffmpeg");
+    let mut no_ffmpeg = small_render(&out, 2);
+    no_ffmpeg.env("PATH", dir.path());
+    let (status, _, stderr) = run(no_ffmpeg);
+    assert!(!status.status.success());
+    assert!(stderr.contains("ffmpeg was not found"), "{stderr}");
+    assert!(stderr.contains("apt-get install ffmpeg"), "{stderr}");
+    let finished = frame_bytes(&out);
+    assert_eq!(finished.len(), 2);
+
+    let stdout = run_ok(small_render(&out, 2));
+    assert!(frame_bytes(&out) == finished);
+    assert_eq!(probe(Path::new(stdout.trim()))["nb_read_frames"], "2");
+}

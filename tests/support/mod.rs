@@ -1,0 +1,144 @@
+//! What the end-to-end tests share: the `dreamfarm` binary (built once per
+//! test process by the same cargo that runs the tests), the repository, and
+//! ways to run it and read what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lies in the repository")
+        .to_path_buf()
+}
+
+/// The `dreamfarm` binary of the profile these tests were built with.
+/// Another package's binary is not built for this one's tests, so the first
+/// call builds it (a no-op when it is up to date).
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable in target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "-p", "dreamfarm-coordinator", "--bin", "dreamfarm"])
+            .current_dir(repo());
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building dreamfarm failed");
+        profile_dir.join("dreamfarm")
+    })
+}
+
+/// `dreamfarm ARGS`, run from the repository root.
+pub fn dreamfarm(args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args(args).current_dir(repo());
+    c
+}
+
+/// Runs `c` to the end: its status, stdout and stderr.
+pub fn run(mut c: Command) -> (Output, String, String) {
+    let out = c.output().expect("dreamfarm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// Runs `c` and panics with its stderr unless it succeeds.
+pub fn run_ok(c: Command) -> String {
+    let (out, stdout, stderr) = run(c);
+    assert!(out.status.success(), "{stderr}");
+    stdout
+}
+
+/// The weight store that scripts/setup.sh filled.
+pub fn default_store() -> PathBuf {
+    std::env::var_os("DREAMFARM_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/dreamfarm/models")
+        })
+}
+
+/// An RGB image as `f32` samples in 0..=255, row-major, interleaved.
+pub struct Rgb {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `3 × width × height` samples.
+    pub data: Vec<f32>,
+}
+
+impl Rgb {
+    /// Reads a PNG or JPEG.
+    pub fn open(path: &Path) -> Self {
+        let img = image::open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8();
+        Self {
+            width: img.width() as usize,
+            height: img.height() as usize,
+            data: img.as_raw().iter().map(|&v| f32::from(v)).collect(),
+        }
+    }
+
+    /// Sample of channel `c` at column `x`, row `y`.
+    pub fn at(&self, x: usize, y: usize, c: usize) -> f32 {
+        self.data[(y * self.width + x) * 3 + c]
+    }
+
+    /// `self - other`, sample by sample.
+    pub fn minus(&self, other: &Self) -> Self {
+        assert_eq!((self.width, self.height), (other.width, other.height));
+        Self {
+            width: self.width,
+            height: self.height,
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+}
+
+/// The frame files (`NNNNNN.png`) of an output folder, sorted.
+pub fn frames(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "png")
+                        && p.file_stem()
+                            .and_then(|s| s.to_str())
+                            .is_some_and(|s| s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The bytes of every frame of `dir`.
+pub fn frame_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    frames(dir)
+        .iter()
+        .map(|p| std::fs::read(p).expect("frame readable"))
+        .collect()
+}
