@@ -10,6 +10,15 @@ use dreamfarm_tests::{default_store, dreamfarm, repo, run};
 /// A registry address where nothing listens: every download fails at once.
 const DEAD_REGISTRY: &str = "http://127.0.0.1:9/";
 
+/// `dreamfarm models fetch --store STORE MODEL` with every registry dead.
+fn fetch_offline(store: &Path, model: &str) -> (std::process::Output, String) {
+    let store = store.to_str().expect("utf-8 path");
+    let (out, _, stderr) = run(offline(dreamfarm(&[
+        "models", "fetch", "--store", store, model,
+    ])));
+    (out, stderr)
+}
+
 fn offline(mut c: Command) -> Command {
     c.env("npm_config_registry", DEAD_REGISTRY)
         .env("npm_config_fetch_retries", "0")
@@ -56,14 +65,7 @@ fn fetching_again_is_offline() {
 #[test]
 fn unreachable_registry_is_one_clear_error_and_leaves_nothing_behind() {
     let store = tempfile::tempdir().expect("temp dir");
-    let s = store.path().to_str().expect("utf-8 path");
-    let (out, _, stderr) = run(offline(dreamfarm(&[
-        "models",
-        "fetch",
-        "--store",
-        s,
-        "inception-v3",
-    ])));
+    let (out, stderr) = fetch_offline(store.path(), "inception-v3");
     assert!(!out.status.success());
     assert!(
         stderr.contains("could not download npm package nsfwjs@4.4.0"),
@@ -91,14 +93,7 @@ fn truncated_download_names_the_file_and_the_fix_and_is_kept() {
         .expect("setup fetched nsfwjs");
     let bad = downloads.join("nsfwjs-4.4.0.tgz");
     std::fs::write(&bad, &real[..real.len() / 2]).expect("write");
-    let s = store.path().to_str().expect("utf-8 path");
-    let (out, _, stderr) = run(offline(dreamfarm(&[
-        "models",
-        "fetch",
-        "--store",
-        s,
-        "inception-v3",
-    ])));
+    let (out, stderr) = fetch_offline(store.path(), "inception-v3");
     assert!(!out.status.success());
     assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
     assert!(
@@ -123,14 +118,7 @@ fn corrupt_converted_weights_are_refused_not_loaded() {
     let last = flipped.len() - 1;
     flipped[last] ^= 0xff;
     std::fs::write(&bad, &flipped).expect("write");
-    let s = store.path().to_str().expect("utf-8 path");
-    let (out, _, stderr) = run(offline(dreamfarm(&[
-        "models",
-        "fetch",
-        "--store",
-        s,
-        "mobilenet-v2",
-    ])));
+    let (out, stderr) = fetch_offline(store.path(), "mobilenet-v2");
     assert!(!out.status.success());
     assert!(
         stderr.contains(&bad.display().to_string()) && stderr.contains("sha256"),

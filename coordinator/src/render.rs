@@ -103,6 +103,14 @@ pub fn camera(spec: &JobSpec, width: usize, height: usize) -> Warp {
     }
 }
 
+/// What a render did.
+#[derive(Debug, Clone, Default)]
+pub struct RenderReport {
+    /// Wall-clock seconds of each frame this run rendered (dream, feedback
+    /// and PNG), in order; empty when every frame was already there.
+    pub frame_seconds: Vec<f64>,
+}
+
 /// Renders every missing frame of `spec` into `out` with `executor`, then
 /// the video `video`. `input` comes from [`load_input`]; `min_side` is the
 /// model's smallest usable side.
@@ -113,7 +121,7 @@ pub fn render(
     video: &Path,
     min_side: usize,
     executor: &mut dyn TileExecutor,
-) -> Result<(), RenderError> {
+) -> Result<RenderReport, RenderError> {
     check_min_side(spec, input, min_side)?;
     let (w, h) = (input.width, input.height);
     let total = u64::from(spec.frames);
@@ -127,6 +135,7 @@ pub fn render(
     };
     let move_ = camera(spec, w, h);
     let mut progress = FrameProgress::new(total, done);
+    let mut report = RenderReport::default();
     for n in done..total {
         let started = Instant::now();
         let frame_input = match &previous {
@@ -139,11 +148,13 @@ pub fn render(
         let rgb = dreamed.to_rgb8();
         out.write_frame(n, w as u32, h as u32, rgb.clone())?;
         previous = Some(Planar::from_rgb8(w, h, &rgb));
-        progress.frame_done(n, started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        progress.frame_done(n, seconds);
+        report.frame_seconds.push(seconds);
     }
     progress.finish();
     assemble(&out.frame_pattern(), video, &spec.video)?;
-    Ok(())
+    Ok(report)
 }
 
 fn read_frame(path: &Path, w: usize, h: usize) -> Result<Planar, RenderError> {

@@ -11,7 +11,7 @@ use dreamfarm_coordinator::frame_loop::dream_frame;
 use dreamfarm_coordinator::render::{check_min_side, load_input};
 
 use super::dream_flags::DreamFlags;
-use super::local::local_worker;
+use dreamfarm_coordinator::local_worker::LocalWorker;
 
 /// Arguments of `dreamfarm dream`.
 #[derive(Debug, Args)]
@@ -45,7 +45,8 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     args.dream.apply(&mut spec.dream);
     spec.validate()?;
     let input = load_input(&spec)?;
-    let (mut worker, min_side) = local_worker(&spec.dream, spec.seed, args.device)?;
+    let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
+    let min_side = worker.min_side();
     check_min_side(&spec, &input, min_side)?;
     let started = std::time::Instant::now();
     let dreamed = dream_frame(&spec.dream, min_side, 0, &input, &mut worker)?;

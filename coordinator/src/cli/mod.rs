@@ -4,8 +4,6 @@
 mod dream;
 #[cfg(feature = "embedded-worker")]
 mod dream_flags;
-#[cfg(feature = "embedded-worker")]
-mod local;
 mod models;
 #[cfg(feature = "embedded-worker")]
 mod render;

@@ -1,7 +1,9 @@
 //! `dreamfarm models` and `dreamfarm layers`.
 
+#[cfg(feature = "embedded-worker")]
 use std::path::PathBuf;
 
+#[cfg(feature = "embedded-worker")]
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use dreamfarm_common::model_catalog::{BuiltinModel, ModelSpec};

@@ -11,7 +11,7 @@ use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render as render_job};
 
 use super::dream_flags::DreamFlags;
-use super::local::local_worker;
+use dreamfarm_coordinator::local_worker::LocalWorker;
 
 /// Arguments of `dreamfarm render`.
 #[derive(Debug, Args)]
@@ -184,7 +184,8 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let (spec, dir, name, device) = args.spec()?;
     let input = load_input(&spec)?;
     let out = OutputDir::open(&dir, &spec)?;
-    let (mut worker, min_side) = local_worker(&spec.dream, spec.seed, device)?;
+    let mut worker = LocalWorker::load(&spec.dream, spec.seed, device)?;
+    let min_side = worker.min_side();
     let video = dir.join(format!("{name}.mp4"));
     render_job(&spec, &input, &out, &video, min_side, &mut worker)?;
     println!("{}", video.display());
