@@ -1,0 +1,164 @@
+"""Plain Python PyTorch implementation of dreamfarm's default recipe, for the
+side-by-side render bench: the InceptionV3 trunk from the same .safetensors
+file, objective mean(mixed3^2) + mean(mixed5^2), 4 octaves x 1.4 with the
+detail carried between octaves, 1024-pixel tiles with a 64-pixel context
+margin and a 32-pixel cross-fade band, a jittered window (up to 32 pixels)
+per step, g/std(g), step 0.01, clipping to [0, 1]; frames fed back through
+an 8-bit PNG after a 1.02x zoom about the centre.
+
+It is written the way a Python user would write it (torch ops on tensors,
+no dreamfarm code), so that dreamfarm's time per frame can be compared with
+it. Prints JSON: {"frame_s": [...], "median_s": ..., "threads": ..., ...}.
+
+    .venv/bin/python bench/dream_recipe.py --weights W --input assets/astronaut.png \
+        --size 512x512 --frames 3 --out /tmp/py-frames
+Run by `cargo bench -p dreamfarm-coordinator --bench render_frame`.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from safetensors.torch import load_file
+
+TILE, MARGIN, BAND, JITTER, STEP, MIN_SIDE = 1024, 64, 32, 32, 0.01, 75
+
+
+def trunk(weights):
+    """The InceptionV3 trunk to Mixed_6c; returns (mixed3, mixed5)."""
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
+    missing, unexpected = net.load_state_dict(load_file(weights), strict=False)
+    assert not unexpected, unexpected
+    for p in net.parameters():
+        p.requires_grad_(False)
+    head = torch.nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.maxpool1,
+                               net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, net.maxpool2, net.Mixed_5b, net.Mixed_5c,
+                               net.Mixed_5d, net.Mixed_6a)
+    tail = torch.nn.Sequential(net.Mixed_6b, net.Mixed_6c)
+
+    def forward(x):
+        mixed3 = head(x * 2 - 1)
+        return mixed3, tail(mixed3)
+    return forward
+
+
+def gradient(net, x):
+    x = x.detach().requires_grad_(True)
+    m3, m5 = net(x)
+    (m3.square().mean() + m5.square().mean()).backward()
+    return x.grad
+
+
+def cells(length):
+    n = max(1, math.ceil(length / TILE))
+    return [(i * length // n, (i + 1) * length // n) for i in range(n)]
+
+
+def ramp(coords, lo, hi, band, before, after):
+    w = torch.ones_like(coords)
+    if band == 0:
+        return w * (coords >= lo) * (coords < hi) if (before or after) else w
+    if before:
+        w = w * ((coords - (lo - band)) / (2 * band)).clamp(0, 1)
+    if after:
+        w = w * (((hi + band) - coords) / (2 * band)).clamp(0, 1)
+    return w
+
+
+def dream_octave(net, image, iterations, rng):
+    """All iterations of one octave, tile by tile, cross-faded back."""
+    _, _, h, w = image.shape
+    ys, xs = cells(h), cells(w)
+    tiled = len(xs) > 1 or len(ys) > 1
+    band = min([BAND] + [(b - a) // 2 for a, b in xs + ys]) if tiled else 0
+    shifts = [(int(rng.integers(-JITTER, JITTER + 1)), int(rng.integers(-JITTER, JITTER + 1))) for _ in range(iterations)]
+    total = torch.zeros_like(image)
+    for r, (y0, y1) in enumerate(ys):
+        for c, (x0, x1) in enumerate(xs):
+            iy0, iy1 = max(0, y0 - MARGIN), min(h, y1 + MARGIN)
+            ix0, ix1 = max(0, x0 - MARGIN), min(w, x1 + MARGIN)
+            buf = F.pad(image[:, :, iy0:iy1, ix0:ix1], (JITTER,) * 4, mode="reflect")
+            before = buf.clone()
+            th, tw = iy1 - iy0, ix1 - ix0
+            for dy, dx in shifts:
+                win = buf[:, :, JITTER + dy:JITTER + dy + th, JITTER + dx:JITTER + dx + tw]
+                g = gradient(net, win)
+                win += STEP * g / (g.std() + 1e-8)
+                win.clamp_(0, 1)
+            change = (buf - before)[:, :, JITTER:JITTER + th, JITTER:JITTER + tw]
+            oy0, oy1 = max(0, y0 - band), min(h, y1 + band)
+            ox0, ox1 = max(0, x0 - band), min(w, x1 + band)
+            wy = ramp(torch.arange(oy0, oy1) + 0.5, y0, y1, band, r > 0, r < len(ys) - 1)
+            wx = ramp(torch.arange(ox0, ox1) + 0.5, x0, x1, band, c > 0, c < len(xs) - 1)
+            total[:, :, oy0:oy1, ox0:ox1] += (wy[:, None] * wx[None, :]) * \
+                change[:, :, oy0 - iy0:oy1 - iy0, ox0 - ix0:ox1 - ix0]
+    return (image + total).clamp(0, 1)
+
+
+def resize(x, h, w):
+    if x.shape[-2:] == (h, w):
+        return x
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+
+
+def dream_frame(net, frame, octaves, iterations, rng):
+    _, _, h, w = frame.shape
+    sizes = [(round(h / 1.4 ** o), round(w / 1.4 ** o)) for o in reversed(range(octaves))]
+    sizes = [s for s in sizes if min(s) >= MIN_SIDE or s == (h, w)]
+    detail = torch.zeros(1, 3, *sizes[0])
+    for oh, ow in sizes:
+        base = resize(frame, oh, ow)
+        image = (base + resize(detail, oh, ow)).clamp(0, 1)
+        image = dream_octave(net, image, iterations, rng)
+        detail = image - base
+    return image
+
+
+def zoom(x, factor):
+    theta = torch.tensor([[[1 / factor, 0, 0], [0, 1 / factor, 0]]], dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(0, 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--size", default="512x512", help="WIDTHxHEIGHT")
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--octaves", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.split("x"))
+    os.makedirs(args.out, exist_ok=True)
+    net = trunk(args.weights)
+    rgb = Image.open(args.input).convert("RGB").resize((w, h), Image.BICUBIC)
+    frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    rng = np.random.default_rng(0)
+    times = []
+    for n in range(args.frames):
+        t = time.perf_counter()
+        if n > 0:
+            frame = zoom(frame, 1.02)
+        out = dream_frame(net, frame, args.octaves, args.iterations, rng)
+        u8 = (out[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        Image.fromarray(u8).save(os.path.join(args.out, f"frame_{n:05}.png"))
+        frame = torch.from_numpy(u8.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"frame_s": times, "median_s": statistics.median(times), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "size": [w, h]}))
+
+
+if __name__ == "__main__":
+    main()
