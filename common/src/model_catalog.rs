@@ -170,6 +170,17 @@ pub enum ModelSpec {
     TorchScript(PathBuf),
 }
 
+impl ModelSpec {
+    /// The smallest image side the model accepts; TorchScript modules are
+    /// assumed to take 32 pixels, like the small torchvision networks.
+    pub fn min_side(&self) -> usize {
+        match self {
+            Self::Builtin(m) => m.info().min_side as usize,
+            Self::TorchScript(_) => 32,
+        }
+    }
+}
+
 impl Default for ModelSpec {
     fn default() -> Self {
         Self::Builtin(BuiltinModel::InceptionV3)

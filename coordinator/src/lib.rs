@@ -5,9 +5,11 @@
 //! - [`frame_loop`]: one frame over octaves and tiles.
 //! - [`render`]: a whole job, frame after frame, resumable.
 //! - [`output`]: the frames folder; [`video`]: ffmpeg.
+//! - [`cluster`]: the gRPC coordinator that leases tiles to remote workers.
 //! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
 //!   them in this process (single-machine renders).
 
+pub mod cluster;
 pub mod frame_loop;
 #[cfg(feature = "embedded-worker")]
 pub mod local_worker;

@@ -2,35 +2,13 @@
 //! process, one after another, by the same code a cluster worker runs.
 
 use dreamfarm_common::device::DeviceSpec;
-use dreamfarm_common::model_catalog::ModelSpec;
-use dreamfarm_common::params::{DreamSettings, ParamError};
+use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_worker::dream::{DreamError, Dreamer};
-use dreamfarm_worker::models::{Model, ModelError, torch_device};
-use dreamfarm_worker::weights::{WeightStore, WeightsError};
+use dreamfarm_worker::models::torch_device;
 
 use crate::tile_executor::{TileError, TileExecutor};
-
-/// Smallest side a TorchScript model is assumed to accept.
-const TORCHSCRIPT_MIN_SIDE: u32 = 32;
-
-/// Why the embedded worker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalWorkerError {
-    /// The job's model or layers are not valid.
-    #[error(transparent)]
-    Params(#[from] ParamError),
-    /// The weights are missing or bad.
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
-    /// The model or device failed.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// The layers do not fit the model.
-    #[error(transparent)]
-    Dream(#[from] DreamError),
-}
 
 /// A [`Dreamer`] as a [`TileExecutor`].
 pub struct LocalWorker {
@@ -44,21 +22,10 @@ impl LocalWorker {
         settings: &DreamSettings,
         seed: u64,
         device: DeviceSpec,
-    ) -> Result<Self, LocalWorkerError> {
-        let spec = settings.model_spec()?;
-        let device = torch_device(device)?;
-        let weights = WeightStore::new(WeightStore::default_dir())
-            .resolve(&spec, settings.weights.as_deref())?;
-        let model = Model::load(&spec, &weights, device)?;
-        let min_side = match spec {
-            ModelSpec::Builtin(m) => m.info().min_side,
-            ModelSpec::TorchScript(_) => TORCHSCRIPT_MIN_SIDE,
-        };
-        tracing::info!(model = model.name(), ?device, "model loaded");
-        Ok(Self {
-            dreamer: Dreamer::new(model, settings, seed)?,
-            min_side: min_side as usize,
-        })
+    ) -> Result<Self, DreamError> {
+        let min_side = settings.model_spec()?.min_side();
+        let dreamer = Dreamer::load(settings, seed, torch_device(device)?)?;
+        Ok(Self { dreamer, min_side })
     }
 
     /// The smallest image side the model accepts.

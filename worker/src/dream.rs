@@ -2,13 +2,14 @@
 //! layers' activations grow, with a jittered window and per-tile gradient
 //! normalisation. All per-pixel work runs on the model's device.
 
-use dreamfarm_common::params::{DreamSettings, Reduction};
+use dreamfarm_common::params::{DreamSettings, ParamError, Reduction};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::seed;
 use dreamfarm_common::work::TileWork;
 use tch::{Device, Kind, Tensor};
 
 use crate::models::{Model, ModelError};
+use crate::weights::{WeightStore, WeightsError};
 
 /// One term of the objective, resolved against a loaded model.
 struct Term {
@@ -39,6 +40,12 @@ pub enum DreamError {
     /// The work unit is inconsistent (never trust geometry from the wire).
     #[error("malformed tile work: {0}")]
     BadWork(String),
+    /// The job's model or layers are not valid.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    /// The weights are missing or bad.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     /// A channel index past the layer's channels.
     #[error("layer {layer} has {available} channels; channel {asked} does not exist")]
     NoSuchChannel {
@@ -52,6 +59,21 @@ pub enum DreamError {
 }
 
 impl Dreamer {
+    /// Loads the settings' model (weights from the default store, fetched
+    /// if missing) on `device` and resolves its layers.
+    pub fn load(
+        settings: &DreamSettings,
+        job_seed: u64,
+        device: Device,
+    ) -> Result<Self, DreamError> {
+        let spec = settings.model_spec()?;
+        let weights = WeightStore::new(WeightStore::default_dir())
+            .resolve(&spec, settings.weights.as_deref())?;
+        let model = Model::load(&spec, &weights, device)?;
+        tracing::info!(model = model.name(), ?device, "model loaded");
+        Self::new(model, settings, job_seed)
+    }
+
     /// Resolves the settings' layers against `model`.
     pub fn new(model: Model, settings: &DreamSettings, job_seed: u64) -> Result<Self, DreamError> {
         let terms = settings

@@ -1,0 +1,18 @@
+//! The cluster: the coordinator's gRPC server, which leases the tiles of
+//! every running job's frames to a pool of remote workers.
+//!
+//! - [`server`]: the services, health, metrics and expiry ticker.
+//! - [`scheduler`]: the lease queue and the workers.
+//! - [`worker_sessions`]: the wire side of a worker's session.
+//! - [`job_service`] and [`jobs`]: clients' jobs, each rendered by the same
+//!   loop as a single-machine render through a [`remote_executor`].
+//! - [`hub`]: the shared state; [`metrics`]: Prometheus counters.
+
+pub mod hub;
+pub mod job_service;
+pub mod jobs;
+pub mod metrics;
+pub mod remote_executor;
+pub mod scheduler;
+pub mod server;
+pub mod worker_sessions;

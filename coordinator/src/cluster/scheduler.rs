@@ -1,0 +1,710 @@
+//! The lease queue: tiles waiting to be computed, the leases that workers
+//! hold on them, and the workers themselves.
+//!
+//! Each running job submits one batch at a time (the tiles of one pass over
+//! an octave) and waits for its results. Workers are handed leases round
+//! robin over the jobs with pending tiles, so jobs share the pool fairly,
+//! up to the concurrency each worker announced. A lease goes back to the
+//! front of its job's queue when its worker fails it, hands it back,
+//! disconnects, falls silent or misses the lease's deadline; the result of
+//! a lease that is no longer held is dropped, so a late duplicate never
+//! counts. Everything here is synchronous and clock-driven (`now` is passed
+//! in), so it is tested without a network or real time.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::work::TileWork;
+
+/// Tries per tile before its job fails (failures, hand-backs, lost workers
+/// and expired deadlines all count).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// A worker's number for the life of its session.
+pub type WorkerId = u64;
+/// A lease's number; never reused.
+pub type LeaseId = u64;
+
+/// How one tile of a batch ended.
+pub type TileOutcome = Result<Planar, String>;
+
+/// What a job needs a worker to know to compute its tiles.
+#[derive(Debug, Clone)]
+pub struct JobParams {
+    /// The job's `[dream]` settings as TOML.
+    pub dream_settings: Arc<str>,
+    /// The job's seed.
+    pub seed: u64,
+}
+
+/// A lease handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The lease.
+    pub lease: LeaseId,
+    /// Which job it belongs to.
+    pub job: Arc<str>,
+    /// The job's parameters.
+    pub params: JobParams,
+    /// Which try this is.
+    pub attempt: u32,
+    /// The tile.
+    pub work: Arc<TileWork>,
+    /// Time the worker has.
+    pub deadline: Duration,
+}
+
+/// Why a worker's message about a lease was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeaseError {
+    /// The lease is not (or no longer) held by this worker: revoked,
+    /// expired, reassigned, or never granted.
+    #[error("lease {0} is not held by this worker (expired, revoked or never granted)")]
+    NotHeld(LeaseId),
+    /// The lease was taken from this worker (expired, revoked, or its job
+    /// ended): a late result, dropped without fuss.
+    #[error("lease {0} was taken back from this worker; its result is dropped")]
+    TakenBack(LeaseId),
+    /// The result names another try of the lease.
+    #[error("lease {lease} is at attempt {current}, not {given}")]
+    WrongAttempt {
+        /// The lease.
+        lease: LeaseId,
+        /// Its attempt.
+        current: u32,
+        /// The attempt named.
+        given: u32,
+    },
+    /// The returned change does not have the tile's output size.
+    #[error("lease {lease}: a {got:?} change for a {want:?} output region")]
+    WrongSize {
+        /// The lease.
+        lease: LeaseId,
+        /// (width, height) expected.
+        want: (usize, usize),
+        /// (width, height) given.
+        got: (usize, usize),
+    },
+}
+
+/// One tile waiting in a job's queue.
+#[derive(Debug, Clone)]
+struct Unit {
+    batch: u64,
+    slot: usize,
+    attempt: u32,
+    work: Arc<TileWork>,
+}
+
+/// A lease in flight.
+#[derive(Debug)]
+struct Lease {
+    job: Arc<str>,
+    worker: WorkerId,
+    unit: Unit,
+    deadline: Instant,
+}
+
+/// The batch a job waits on.
+struct Batch {
+    id: u64,
+    results: mpsc::Sender<(usize, TileOutcome)>,
+}
+
+struct JobQueue {
+    params: JobParams,
+    pending: VecDeque<Unit>,
+    batch: Option<Batch>,
+    /// When the job last got a lease (round robin: the oldest goes first).
+    last_served: u64,
+}
+
+/// A connected worker.
+#[derive(Debug)]
+pub struct WorkerEntry {
+    /// Name it gave.
+    pub name: String,
+    /// Device it runs on.
+    pub device: String,
+    /// Leases it computes at once.
+    pub concurrency: u32,
+    /// Leases it holds.
+    leases: HashSet<LeaseId>,
+    /// Leases it must drop.
+    revoked: Vec<LeaseId>,
+    /// Leases taken back from it, whose late results are expected.
+    taken_back: HashSet<LeaseId>,
+    last_seen: Instant,
+    /// Tiles it completed.
+    pub tiles_done: u64,
+}
+
+/// Counts for metrics and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Tiles waiting for a worker.
+    pub queued: usize,
+    /// Leases held by workers.
+    pub in_flight: usize,
+    /// Connected workers.
+    pub workers: usize,
+    /// Leases given back to the queue so far.
+    pub retries: u64,
+    /// Tiles completed so far.
+    pub completed: u64,
+}
+
+/// Timeouts of the lease protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A lease not finished this long after it was granted is requeued.
+    pub lease: Duration,
+    /// A worker silent this long is dropped, with its leases.
+    pub heartbeat: Duration,
+}
+
+/// The queue and the pool (see the module docs).
+pub struct Scheduler {
+    timeouts: Timeouts,
+    next_id: u64,
+    tick: u64,
+    jobs: BTreeMap<Arc<str>, JobQueue>,
+    leases: HashMap<LeaseId, Lease>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    retries: u64,
+    completed: u64,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self {
+            timeouts,
+            next_id: 1,
+            tick: 0,
+            jobs: BTreeMap::new(),
+            leases: HashMap::new(),
+            workers: HashMap::new(),
+            retries: 0,
+            completed: 0,
+        }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Adds a job that will submit batches.
+    pub fn add_job(&mut self, job: Arc<str>, params: JobParams) {
+        self.jobs.insert(
+            job,
+            JobQueue {
+                params,
+                pending: VecDeque::new(),
+                batch: None,
+                last_served: 0,
+            },
+        );
+    }
+
+    /// Removes a job (finished or cancelled): its queued tiles are dropped,
+    /// its leases revoked, and a batch it waits on ends with `reason`.
+    pub fn remove_job(&mut self, job: &str, reason: &str) {
+        let Some(mut queue) = self.jobs.remove(job) else {
+            return;
+        };
+        if let Some(batch) = queue.batch.take() {
+            for unit in queue.pending.drain(..) {
+                let _ = batch.results.send((unit.slot, Err(reason.to_string())));
+            }
+        }
+        let held: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| &*l.job == job)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in held {
+            if let Some(lease) = self.leases.remove(&id)
+                && let Some(w) = self.workers.get_mut(&lease.worker)
+            {
+                w.leases.remove(&id);
+                w.taken_back.insert(id);
+                w.revoked.push(id);
+            }
+        }
+    }
+
+    /// Queues `work` as `job`'s next batch; each tile's outcome arrives on
+    /// the returned channel with its index in `work`. Replaces a batch the
+    /// job no longer waits for.
+    pub fn submit(
+        &mut self,
+        job: &str,
+        work: Vec<TileWork>,
+    ) -> Option<mpsc::Receiver<(usize, TileOutcome)>> {
+        let batch = self.fresh_id();
+        let queue = self.jobs.get_mut(job)?;
+        let (tx, rx) = mpsc::channel();
+        queue.batch = Some(Batch {
+            id: batch,
+            results: tx,
+        });
+        queue.pending = work
+            .into_iter()
+            .enumerate()
+            .map(|(slot, w)| Unit {
+                batch,
+                slot,
+                attempt: 0,
+                work: Arc::new(w),
+            })
+            .collect();
+        Some(rx)
+    }
+
+    /// Registers a worker.
+    pub fn add_worker(
+        &mut self,
+        name: String,
+        device: String,
+        concurrency: u32,
+        now: Instant,
+    ) -> WorkerId {
+        let id = self.fresh_id();
+        self.workers.insert(
+            id,
+            WorkerEntry {
+                name,
+                device,
+                concurrency: concurrency.max(1),
+                leases: HashSet::new(),
+                revoked: Vec::new(),
+                taken_back: HashSet::new(),
+                last_seen: now,
+                tiles_done: 0,
+            },
+        );
+        id
+    }
+
+    /// Whether the worker is still registered (not dropped for silence).
+    pub fn has_worker(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
+    /// The connected workers.
+    pub fn workers(&self) -> impl Iterator<Item = (&WorkerId, &WorkerEntry)> {
+        self.workers.iter()
+    }
+
+    /// Notes that the worker is alive.
+    pub fn touch(&mut self, worker: WorkerId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.last_seen = now;
+        }
+    }
+
+    /// Drops a worker (its session ended): its leases go back to the queue.
+    pub fn remove_worker(&mut self, worker: WorkerId) {
+        if let Some(w) = self.workers.remove(&worker) {
+            for id in w.leases {
+                self.requeue(id, "its worker left");
+            }
+        }
+    }
+
+    /// Puts lease `id` back at the front of its job's queue, or fails the
+    /// tile when it has had all its tries.
+    fn requeue(&mut self, id: LeaseId, why: &str) {
+        let Some(mut lease) = self.leases.remove(&id) else {
+            return;
+        };
+        if let Some(w) = self.workers.get_mut(&lease.worker) {
+            w.leases.remove(&id);
+            w.taken_back.insert(id);
+        }
+        let Some(queue) = self.jobs.get_mut(&lease.job) else {
+            return;
+        };
+        let Some(batch) = queue.batch.as_ref().filter(|b| b.id == lease.unit.batch) else {
+            return;
+        };
+        self.retries += 1;
+        lease.unit.attempt += 1;
+        let w = &lease.unit.work;
+        tracing::warn!(
+            job = %lease.job, frame = w.frame, octave = w.octave, tile = w.tile,
+            attempt = lease.unit.attempt, "lease requeued: {why}"
+        );
+        if lease.unit.attempt >= MAX_ATTEMPTS {
+            let _ = batch.results.send((
+                lease.unit.slot,
+                Err(format!(
+                    "gave up after {MAX_ATTEMPTS} tries; the last one ended because {why}"
+                )),
+            ));
+        } else {
+            queue.pending.push_front(lease.unit);
+        }
+    }
+
+    /// The next lease for `worker`, if it has room and any job has a tile
+    /// waiting; jobs take turns.
+    pub fn next_lease(&mut self, worker: WorkerId, now: Instant) -> Option<Grant> {
+        let w = self.workers.get(&worker)?;
+        if w.leases.len() >= w.concurrency as usize {
+            return None;
+        }
+        let (job, queue) = self
+            .jobs
+            .iter_mut()
+            .filter(|(_, q)| !q.pending.is_empty())
+            .min_by_key(|(_, q)| q.last_served)?;
+        let job = job.clone();
+        self.tick += 1;
+        queue.last_served = self.tick;
+        let unit = queue.pending.pop_front()?;
+        let params = queue.params.clone();
+        let lease = self.fresh_id();
+        let grant = Grant {
+            lease,
+            job: job.clone(),
+            params,
+            attempt: unit.attempt,
+            work: unit.work.clone(),
+            deadline: self.timeouts.lease,
+        };
+        self.leases.insert(
+            lease,
+            Lease {
+                job,
+                worker,
+                unit,
+                deadline: now + self.timeouts.lease,
+            },
+        );
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.insert(lease);
+        }
+        Some(grant)
+    }
+
+    /// Checks that `worker` holds `lease` at `attempt`; returns the output
+    /// size (width, height) its result must have.
+    pub fn check_result(
+        &self,
+        worker: WorkerId,
+        lease: LeaseId,
+        attempt: u32,
+    ) -> Result<(usize, usize), LeaseError> {
+        self.owned(worker, lease)?;
+        let l = &self.leases[&lease];
+        if l.unit.attempt != attempt {
+            return Err(LeaseError::WrongAttempt {
+                lease,
+                current: l.unit.attempt,
+                given: attempt,
+            });
+        }
+        Ok((l.unit.work.output.width, l.unit.work.output.height))
+    }
+
+    /// Delivers the result of `lease` to the batch waiting on it.
+    pub fn complete(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        attempt: u32,
+        change: Planar,
+    ) -> Result<(), LeaseError> {
+        let want = self.check_result(worker, lease, attempt)?;
+        let got = (change.width, change.height);
+        if got != want {
+            return Err(LeaseError::WrongSize { lease, want, got });
+        }
+        let l = self
+            .leases
+            .remove(&lease)
+            .ok_or(LeaseError::NotHeld(lease))?;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.remove(&lease);
+            w.tiles_done += 1;
+        }
+        self.completed += 1;
+        if let Some(batch) = self
+            .jobs
+            .get(&l.job)
+            .and_then(|q| q.batch.as_ref())
+            .filter(|b| b.id == l.unit.batch)
+        {
+            let _ = batch.results.send((l.unit.slot, Ok(change)));
+        }
+        Ok(())
+    }
+
+    /// The worker could not compute `lease`: try it again elsewhere.
+    pub fn fail(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        reason: &str,
+    ) -> Result<(), LeaseError> {
+        self.owned(worker, lease)?;
+        self.requeue(lease, &format!("the worker failed it: {reason}"));
+        Ok(())
+    }
+
+    /// The worker is shutting down and gives `lease` back unfinished.
+    pub fn hand_back(&mut self, worker: WorkerId, lease: LeaseId) -> Result<(), LeaseError> {
+        self.owned(worker, lease)?;
+        self.requeue(lease, "its worker handed it back");
+        Ok(())
+    }
+
+    fn owned(&self, worker: WorkerId, lease: LeaseId) -> Result<(), LeaseError> {
+        match self.leases.get(&lease) {
+            Some(l) if l.worker == worker => Ok(()),
+            _ if self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.taken_back.contains(&lease)) =>
+            {
+                Err(LeaseError::TakenBack(lease))
+            }
+            _ => Err(LeaseError::NotHeld(lease)),
+        }
+    }
+
+    /// Requeues leases past their deadline (telling their workers to drop
+    /// them) and drops workers silent past the heartbeat timeout.
+    pub fn expire(&mut self, now: Instant) {
+        let late: Vec<(LeaseId, WorkerId)> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(&id, l)| (id, l.worker))
+            .collect();
+        for (id, worker) in late {
+            self.requeue(id, "it missed its deadline");
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.revoked.push(id);
+            }
+        }
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_seen) > self.timeouts.heartbeat)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            tracing::warn!(worker = id, "worker missed its heartbeats; dropping it");
+            self.remove_worker(id);
+        }
+    }
+
+    /// Leases the worker must drop (revoked since the last call).
+    pub fn take_revoked(&mut self, worker: WorkerId) -> Vec<LeaseId> {
+        self.workers
+            .get_mut(&worker)
+            .map(|w| std::mem::take(&mut w.revoked))
+            .unwrap_or_default()
+    }
+
+    /// Counts for metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            queued: self.jobs.values().map(|q| q.pending.len()).sum(),
+            in_flight: self.leases.len(),
+            workers: self.workers.len(),
+            retries: self.retries,
+            completed: self.completed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dreamfarm_common::tiling::Rect;
+
+    const T: Timeouts = Timeouts {
+        lease: Duration::from_secs(10),
+        heartbeat: Duration::from_secs(3),
+    };
+
+    fn work(tile: u32) -> TileWork {
+        TileWork {
+            frame: 0,
+            octave: 0,
+            tile,
+            first_iteration: 0,
+            iterations: 1,
+            jitter: 0,
+            pixels: Planar::zeros(4, 4),
+            output: Rect {
+                x: 0,
+                y: 0,
+                width: 2,
+                height: 2,
+            },
+        }
+    }
+
+    fn params() -> JobParams {
+        JobParams {
+            dream_settings: "".into(),
+            seed: 1,
+        }
+    }
+
+    fn change() -> Planar {
+        Planar::zeros(2, 2)
+    }
+
+    fn setup(tiles: u32) -> (Scheduler, mpsc::Receiver<(usize, TileOutcome)>, Instant) {
+        let mut s = Scheduler::new(T);
+        s.add_job("a".into(), params());
+        let rx = s.submit("a", (0..tiles).map(work).collect()).unwrap();
+        (s, rx, Instant::now())
+    }
+
+    #[test]
+    fn leases_respect_concurrency_and_results_arrive_in_slots() {
+        let (mut s, rx, now) = setup(3);
+        let w = s.add_worker("w".into(), "cpu".into(), 2, now);
+        let a = s.next_lease(w, now).unwrap();
+        let b = s.next_lease(w, now).unwrap();
+        assert!(s.next_lease(w, now).is_none(), "concurrency 2");
+        s.complete(w, b.lease, 0, change()).unwrap();
+        assert_eq!(rx.try_recv().unwrap().0, 1);
+        let c = s.next_lease(w, now).unwrap();
+        assert_eq!(c.work.tile, 2);
+        s.complete(w, a.lease, 0, change()).unwrap();
+        s.complete(w, c.lease, 0, change()).unwrap();
+        let slots: Vec<usize> = rx.try_iter().map(|(i, r)| r.map(|_| i).unwrap()).collect();
+        assert_eq!(slots, [0, 2]);
+        assert_eq!(s.snapshot().completed, 3);
+    }
+
+    #[test]
+    fn a_lost_worker_leases_go_to_another_and_late_results_are_dropped() {
+        let (mut s, rx, now) = setup(1);
+        let w1 = s.add_worker("w1".into(), "cpu".into(), 1, now);
+        let w2 = s.add_worker("w2".into(), "cpu".into(), 1, now);
+        let first = s.next_lease(w1, now).unwrap();
+        s.remove_worker(w1);
+        let second = s.next_lease(w2, now).unwrap();
+        assert_eq!((second.work.tile, second.attempt), (0, 1));
+        assert_eq!(
+            s.complete(w1, first.lease, 0, change()),
+            Err(LeaseError::NotHeld(first.lease))
+        );
+        s.complete(w2, second.lease, 1, change()).unwrap();
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(s.snapshot().retries, 1);
+    }
+
+    #[test]
+    fn deadlines_and_silence_requeue_and_revoke() {
+        let (mut s, _rx, now) = setup(2);
+        let w1 = s.add_worker("w1".into(), "cpu".into(), 1, now);
+        let w2 = s.add_worker("w2".into(), "cpu".into(), 1, now);
+        let a = s.next_lease(w1, now).unwrap();
+        let _b = s.next_lease(w2, now).unwrap();
+        s.touch(w1, now + Duration::from_secs(2));
+        s.touch(w2, now + Duration::from_secs(9));
+        s.expire(now + Duration::from_secs(4));
+        assert!(!s.has_worker(w1), "w1 fell silent");
+        assert!(s.has_worker(w2));
+        assert_eq!(s.snapshot().queued, 1);
+        s.touch(w2, now + Duration::from_secs(11));
+        s.expire(now + Duration::from_secs(11));
+        assert_eq!(s.snapshot().queued, 2, "w2's lease missed its deadline");
+        let revoked = s.take_revoked(w2);
+        assert_eq!(revoked.len(), 1);
+        assert!(s.take_revoked(w2).is_empty());
+        assert_eq!(
+            s.complete(w2, revoked[0], 0, change()),
+            Err(LeaseError::TakenBack(revoked[0]))
+        );
+        assert_eq!(
+            s.complete(w1, a.lease, 0, change()),
+            Err(LeaseError::NotHeld(a.lease))
+        );
+    }
+
+    #[test]
+    fn wrong_sizes_attempts_and_strangers_are_refused() {
+        let (mut s, _rx, now) = setup(1);
+        let w = s.add_worker("w".into(), "cpu".into(), 1, now);
+        let other = s.add_worker("o".into(), "cpu".into(), 1, now);
+        let g = s.next_lease(w, now).unwrap();
+        assert!(matches!(
+            s.complete(w, g.lease, 0, Planar::zeros(3, 2)),
+            Err(LeaseError::WrongSize { .. })
+        ));
+        assert!(matches!(
+            s.complete(w, g.lease, 7, change()),
+            Err(LeaseError::WrongAttempt { .. })
+        ));
+        assert_eq!(
+            s.complete(other, g.lease, 0, change()),
+            Err(LeaseError::NotHeld(g.lease))
+        );
+        assert_eq!(s.fail(other, 999, "x"), Err(LeaseError::NotHeld(999)));
+        s.complete(w, g.lease, 0, change()).unwrap();
+    }
+
+    #[test]
+    fn a_tile_that_keeps_failing_fails_its_batch() {
+        let (mut s, rx, now) = setup(1);
+        let w = s.add_worker("w".into(), "cpu".into(), 1, now);
+        for _ in 0..MAX_ATTEMPTS {
+            let g = s.next_lease(w, now).unwrap();
+            s.fail(w, g.lease, "out of memory").unwrap();
+        }
+        assert!(s.next_lease(w, now).is_none());
+        let (_, outcome) = rx.try_recv().unwrap();
+        assert!(outcome.unwrap_err().contains("out of memory"));
+    }
+
+    #[test]
+    fn jobs_take_turns() {
+        let (mut s, _rx, now) = setup(4);
+        s.add_job("b".into(), params());
+        let _rx_b = s.submit("b", (0..4).map(work).collect()).unwrap();
+        let w = s.add_worker("w".into(), "cpu".into(), 8, now);
+        let jobs: Vec<String> = (0..6)
+            .map(|_| s.next_lease(w, now).unwrap().job.to_string())
+            .collect();
+        assert_eq!(jobs, ["a", "b", "a", "b", "a", "b"]);
+    }
+
+    #[test]
+    fn removing_a_job_ends_its_batch_and_revokes_its_leases() {
+        let (mut s, rx, now) = setup(2);
+        let w = s.add_worker("w".into(), "cpu".into(), 1, now);
+        let g = s.next_lease(w, now).unwrap();
+        s.remove_job("a", "cancelled");
+        assert_eq!(s.take_revoked(w), [g.lease]);
+        let (_, outcome) = rx.try_recv().unwrap();
+        assert_eq!(outcome.unwrap_err(), "cancelled");
+        assert_eq!(
+            s.snapshot(),
+            Snapshot {
+                workers: 1,
+                ..Default::default()
+            }
+        );
+    }
+}

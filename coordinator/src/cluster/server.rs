@@ -1,0 +1,143 @@
+//! The coordinator server: the worker and job services behind the token
+//! check, the gRPC health service for probes, a lease-expiry ticker, and
+//! Prometheus metrics over plain HTTP.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dreamfarm_proto::MAX_MESSAGE_BYTES;
+use dreamfarm_proto::auth::CheckToken;
+use dreamfarm_proto::pb::job_service_server::JobServiceServer;
+use dreamfarm_proto::pb::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use super::hub::Hub;
+use super::job_service::JobApi;
+use super::jobs::Jobs;
+use super::scheduler::Timeouts;
+use super::worker_sessions::WorkerSessions;
+
+/// How often leases and heartbeats are checked.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// A PEM certificate chain and key for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Settings of a coordinator.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Folder of the jobs' inputs, frames and videos.
+    pub data: PathBuf,
+    /// Shared token every call must carry (`None`: no authentication).
+    pub token: Option<String>,
+    /// Serve TLS with this identity.
+    pub tls: Option<TlsFiles>,
+    /// Lease and heartbeat timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A TLS file cannot be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The data folder cannot be made.
+    #[error("cannot create the data folder {path}: {source}")]
+    Data {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The metrics server failed.
+    #[error("metrics server: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// Serves on `listener` (and metrics on `metrics`, if given) until
+/// `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data).map_err(|source| ServeError::Data {
+        path: config.data.clone(),
+        source,
+    })?;
+    let hub = Hub::new(config.timeouts);
+    let jobs = Arc::new(Jobs::new(config.data.clone(), hub.clone()));
+
+    let ticker_hub = hub.clone();
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_TICK);
+        loop {
+            tick.tick().await;
+            ticker_hub.update(|s| s.expire(Instant::now()));
+        }
+    });
+    let metrics_task = metrics.map(|listener| {
+        let hub = hub.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let hub = hub.clone();
+                async move { hub.metrics.render(&hub.read(|s| s.snapshot())) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await })
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<WorkerServiceServer<WorkerSessions>>()
+        .await;
+    health.set_serving::<JobServiceServer<JobApi>>().await;
+    let check = CheckToken::new(config.token.as_deref());
+    let workers = WorkerServiceServer::new(WorkerSessions::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let clients = JobServiceServer::new(JobApi::new(jobs, hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &config.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    let result = server
+        .add_service(health_service)
+        .add_service(InterceptedService::new(workers, check.clone()))
+        .add_service(InterceptedService::new(clients, check))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    ticker.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    Ok(result?)
+}

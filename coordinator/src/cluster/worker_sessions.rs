@@ -1,0 +1,349 @@
+//! The coordinator's side of a worker's session: a `Hello`, then leases
+//! pushed down the stream as the worker has room, and heartbeats, results,
+//! failures and hand-backs coming up it. Anything malformed ends the
+//! session with a clear status; its leases go back to the queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dreamfarm_proto::chunks::{Assembler, split};
+use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::worker_service_server::WorkerService;
+use dreamfarm_proto::pb::{
+    Chunk, CoordinatorMessage, Hello, LeaseStart, PixelFormat, Rect, ResultStart, Revoke, Welcome,
+    WorkerMessage,
+};
+use dreamfarm_proto::{PROTOCOL_VERSION, WireError, pixels};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::hub::Hub;
+use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
+
+/// Largest concurrency a worker may announce.
+const MAX_CONCURRENCY: u32 = 256;
+
+/// How long a new session may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Outbound = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+/// The `WorkerService` implementation.
+pub struct WorkerSessions {
+    hub: Arc<Hub>,
+}
+
+impl WorkerSessions {
+    /// Sessions that lease `hub`'s tiles.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+fn down(body: Down) -> Result<CoordinatorMessage, Status> {
+    Ok(CoordinatorMessage { body: Some(body) })
+}
+
+fn check_hello(hello: &Hello) -> Result<(), Status> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "worker speaks protocol {}, this coordinator {PROTOCOL_VERSION}: run the same dreamfarm release on both",
+            hello.protocol_version
+        )));
+    }
+    if !(1..=MAX_CONCURRENCY).contains(&hello.concurrency) {
+        return Err(Status::invalid_argument(format!(
+            "concurrency {} is out of range (1 to {MAX_CONCURRENCY})",
+            hello.concurrency
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerSessions {
+    type SessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
+        let Some(WorkerMessage {
+            body: Some(Up::Hello(hello)),
+        }) = first
+        else {
+            self.hub
+                .metrics
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Status::invalid_argument(
+                "the first message of a session must be Hello",
+            ));
+        };
+        check_hello(&hello)?;
+        let worker = self.hub.update(|s| {
+            s.add_worker(
+                hello.name.clone(),
+                hello.device.clone(),
+                hello.concurrency,
+                Instant::now(),
+            )
+        });
+        let heartbeat = self.hub.read(|s| s.timeouts().heartbeat) / 4;
+        tracing::info!(worker, name = %hello.name, device = %hello.device, concurrency = hello.concurrency, ?peer, "worker joined");
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = down(Down::Welcome(Welcome {
+            worker_id: worker,
+            heartbeat_ms: heartbeat.as_millis() as u32,
+        }));
+        tx.send(welcome)
+            .await
+            .map_err(|_| Status::cancelled("the worker left"))?;
+        let pusher = tokio::spawn(push_leases(self.hub.clone(), worker, tx.clone()));
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let end = read_messages(&hub, worker, &mut inbound).await;
+            pusher.abort();
+            hub.update(|s| s.remove_worker(worker));
+            match end {
+                Ok(()) => tracing::info!(worker, "worker left"),
+                Err(status) => {
+                    tracing::warn!(worker, "session ended: {}", status.message());
+                    if status.code() == tonic::Code::InvalidArgument {
+                        hub.metrics
+                            .rejected
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Sends revocations and new leases whenever the scheduler changes, until
+/// the worker is gone.
+async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
+    loop {
+        let changed = hub.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !hub.read(|s| s.has_worker(worker)) {
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "dropped for missing heartbeats; reconnect",
+                )))
+                .await;
+            return;
+        }
+        for lease in hub.update_quietly(|s| s.take_revoked(worker)) {
+            if tx
+                .send(down(Down::Revoke(Revoke { lease_id: lease })))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        while let Some(grant) = hub.update_quietly(|s| s.next_lease(worker, Instant::now())) {
+            if send_lease(&hub, &tx, grant).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// Sends one lease: its head, then its pixels in chunks.
+async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
+    let w = &grant.work;
+    let bytes = pixels::encode(&w.pixels, PixelFormat::F32).map_err(|_| ())?;
+    tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
+    let start = LeaseStart {
+        lease_id: grant.lease,
+        job_id: grant.job.to_string(),
+        dream_settings: grant.params.dream_settings.to_string(),
+        seed: grant.params.seed,
+        frame: w.frame,
+        octave: w.octave,
+        tile: w.tile,
+        attempt: grant.attempt,
+        first_iteration: w.first_iteration,
+        iterations: w.iterations,
+        jitter: w.jitter,
+        width: w.pixels.width as u32,
+        height: w.pixels.height as u32,
+        format: PixelFormat::F32 as i32,
+        pixels_bytes: bytes.len() as u64,
+        output: Some(Rect {
+            x: w.output.x as u32,
+            y: w.output.y as u32,
+            width: w.output.width as u32,
+            height: w.output.height as u32,
+        }),
+        deadline_ms: grant.deadline.as_millis().min(u128::from(u32::MAX)) as u32,
+    };
+    tx.send(down(Down::LeaseStart(start)))
+        .await
+        .map_err(|_| ())?;
+    for piece in split(&bytes) {
+        let chunk = Chunk {
+            lease_id: grant.lease,
+            data: piece,
+        };
+        tx.send(down(Down::LeaseChunk(chunk)))
+            .await
+            .map_err(|_| ())?;
+    }
+    hub.metrics.sent(bytes.len());
+    Ok(())
+}
+
+/// A result being received.
+struct Incoming {
+    lease: LeaseId,
+    attempt: u32,
+    /// `None` when the lease is no longer held: the bytes are read and
+    /// dropped.
+    expected: Option<(u32, u32, PixelFormat)>,
+    bytes: Assembler,
+}
+
+fn refused(e: LeaseError) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+/// Reads the worker's messages until its stream ends.
+async fn read_messages(
+    hub: &Hub,
+    worker: WorkerId,
+    inbound: &mut Streaming<WorkerMessage>,
+) -> Result<(), Status> {
+    let mut incoming: Option<Incoming> = None;
+    while let Some(msg) = inbound.message().await? {
+        if !hub.update_quietly(|s| {
+            s.touch(worker, Instant::now());
+            s.has_worker(worker)
+        }) {
+            return Err(Status::unavailable(
+                "dropped for missing heartbeats; reconnect",
+            ));
+        }
+        match msg.body {
+            Some(Up::Heartbeat(_)) => {}
+            Some(Up::ResultStart(r)) => {
+                if incoming.is_some() {
+                    return Err(WireError::Protocol(
+                        "a result started before the previous one ended".into(),
+                    )
+                    .into());
+                }
+                incoming = Some(start_result(hub, worker, &r)?);
+            }
+            Some(Up::ResultChunk(c)) => {
+                let Some(inc) = incoming.as_mut().filter(|i| i.lease == c.lease_id) else {
+                    return Err(WireError::Protocol(format!(
+                        "a chunk for lease {} whose result was not started",
+                        c.lease_id
+                    ))
+                    .into());
+                };
+                inc.bytes.push(&c.data)?;
+                hub.metrics.received(c.data.len());
+                if inc.bytes.is_complete()
+                    && let Some(inc) = incoming.take()
+                {
+                    finish_result(hub, worker, inc)?;
+                }
+            }
+            Some(Up::Failed(f)) => {
+                tracing::warn!(
+                    worker,
+                    lease = f.lease_id,
+                    "worker failed a lease: {}",
+                    f.reason
+                );
+                if let Err(e) = hub.update(|s| s.fail(worker, f.lease_id, &f.reason)) {
+                    tracing::debug!(worker, "ignored: {e}");
+                }
+            }
+            Some(Up::HandBack(h)) => {
+                tracing::info!(worker, leases = ?h.lease_ids, "worker handed leases back");
+                for lease in h.lease_ids {
+                    if let Err(e) = hub.update(|s| s.hand_back(worker, lease)) {
+                        tracing::debug!(worker, "ignored: {e}");
+                    }
+                }
+            }
+            Some(Up::Hello(_)) | None => {
+                return Err(WireError::Protocol("unexpected message in a session".into()).into());
+            }
+        }
+    }
+    if incoming.is_some() {
+        tracing::warn!(worker, "stream ended in the middle of a result");
+    }
+    Ok(())
+}
+
+/// Checks a result's head against the lease it names.
+fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming, Status> {
+    let format = pixels::format_of(r.format)?;
+    let expected = match hub.read(|s| s.check_result(worker, r.lease_id, r.attempt)) {
+        Ok((w, h)) => {
+            let want = pixels::payload_bytes("result", w as u32, h as u32, format)?;
+            if r.pixels_bytes != want {
+                return Err(WireError::Length {
+                    expected: want,
+                    got: r.pixels_bytes,
+                }
+                .into());
+            }
+            Some((w as u32, h as u32, format))
+        }
+        // A late result (the lease expired or went elsewhere): dropped.
+        Err(e @ LeaseError::TakenBack(_)) => {
+            tracing::info!(worker, "dropping a late result: {e}");
+            if r.pixels_bytes > 3 * u64::from(dreamfarm_proto::MAX_TILE_SIDE).pow(2) * 4 {
+                return Err(refused(e));
+            }
+            None
+        }
+        Err(e) => return Err(refused(e)),
+    };
+    Ok(Incoming {
+        lease: r.lease_id,
+        attempt: r.attempt,
+        expected,
+        bytes: Assembler::new(r.pixels_bytes),
+    })
+}
+
+/// Decodes a complete result and hands it to the scheduler.
+fn finish_result(hub: &Hub, worker: WorkerId, inc: Incoming) -> Result<(), Status> {
+    let Some((w, h, format)) = inc.expected else {
+        return Ok(());
+    };
+    let change = pixels::decode(&inc.bytes.finish()?, w, h, format)?;
+    match hub.update(|s| s.complete(worker, inc.lease, inc.attempt, change)) {
+        Ok(()) => Ok(()),
+        // Revoked while its bytes were arriving.
+        Err(e @ LeaseError::TakenBack(_)) => {
+            tracing::info!(worker, "dropping a late result: {e}");
+            Ok(())
+        }
+        Err(e) => Err(refused(e)),
+    }
+}

@@ -1,0 +1,69 @@
+//! Opening a channel to the coordinator, plain or over TLS.
+
+use std::path::Path;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Why the coordinator could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse.
+    #[error(
+        "bad coordinator URL {url:?} ({reason}); write it like http://host:7070 or https://host:7070"
+    )]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why it is bad.
+        reason: String,
+    },
+    /// The CA file cannot be read.
+    #[error("cannot read the TLS CA certificate {path}: {source}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No connection.
+    #[error(
+        "cannot reach the coordinator at {url}: {source}; is `dreamfarm coordinator` running there?"
+    )]
+    Transport {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
+/// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)
+/// or, without one, the public web roots.
+pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectError> {
+    let bad = |reason: String| ConnectError::Url {
+        url: url.to_string(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|source| ConnectError::Ca {
+                path: ca.display().to_string(),
+                source,
+            })?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+    } else if !url.starts_with("http://") {
+        return Err(bad("the scheme must be http or https".into()));
+    }
+    endpoint
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|source| ConnectError::Transport {
+            url: url.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,71 @@
+//! The dreamfarm wire protocol, shared by the coordinator, the workers and
+//! the command-line clients (no libtorch here).
+//!
+//! - [`pb`]: the messages and services generated from `dreamfarm.proto`.
+//! - [`pixels`]: planar RGB on the wire (f32 or f16), with exact sizes.
+//! - [`chunks`]: big payloads cut into pieces and put back together.
+//! - [`auth`]: the shared-token check on every call.
+//! - [`connect`]: a channel to the coordinator, plain or TLS.
+
+pub mod auth;
+pub mod chunks;
+pub mod connect;
+pub mod pixels;
+
+/// Generated from `proto/dreamfarm.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("dreamfarm.v1");
+}
+
+/// Bumped whenever the messages change meaning; a worker whose `Hello`
+/// names another version is refused with a clear status.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest piece of a payload in one message.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest message either side decodes or sends. Payloads are chunked, so
+/// this is headroom over [`CHUNK_BYTES`], set explicitly on every client
+/// and server so that no library default decides a failure.
+pub const MAX_MESSAGE_BYTES: usize = 4 * CHUNK_BYTES;
+
+/// Largest side of a lease's pixels: the largest tile core (8192) plus its
+/// largest margin (2 × 1024) and jitter room (2 × 512), as job settings
+/// allow.
+pub const MAX_TILE_SIDE: u32 = 8192 + 2 * 1024 + 2 * 512;
+
+/// Something on the wire that does not add up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// A payload longer or shorter than its header announced.
+    #[error("payload of {got} bytes where {expected} were announced")]
+    Length {
+        /// Bytes announced.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// Dimensions past the protocol's limits.
+    #[error("{what} {width}x{height} is out of range (1 to {MAX_TILE_SIDE} per side)")]
+    Size {
+        /// What the dimensions are of.
+        what: &'static str,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// An unknown or unset pixel format.
+    #[error("unknown pixel format {0}")]
+    Format(i32),
+    /// A message that does not belong where it came.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
