@@ -6,11 +6,13 @@
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`auth`]: the shared-token check on every call.
 //! - [`connect`]: a channel to the coordinator, plain or TLS.
+//! - [`signal`]: SIGTERM and Ctrl-C, for graceful shutdown.
 
 pub mod auth;
 pub mod chunks;
 pub mod connect;
 pub mod pixels;
+pub mod signal;
 
 /// Generated from `proto/dreamfarm.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -1,7 +1,10 @@
 //! The dreamfarm worker: pretrained networks in libtorch and the dream
-//! gradient steps computed on the tiles it is leased.
+//! gradient steps computed on the tiles it is leased, in-process or as a
+//! cluster worker ([`remote`]).
 
 pub mod dream;
 pub mod image_tensor;
 pub mod models;
+pub mod remote;
 pub mod weights;
+pub mod worker_args;

@@ -60,6 +60,10 @@ pub struct DreamFlags {
     /// Cross-fade band between tiles in pixels [default: 32].
     #[arg(long)]
     blend_band: Option<u32>,
+    /// Gradient steps a cluster worker runs per lease; 0 runs all of an
+    /// octave's steps in one lease [default: 0].
+    #[arg(long)]
+    iterations_per_lease: Option<u32>,
 }
 
 impl DreamFlags {
@@ -87,5 +91,6 @@ impl DreamFlags {
         set(&mut s.tile_size, self.tile_size);
         set(&mut s.tile_margin, self.tile_margin);
         set(&mut s.blend_band, self.blend_band);
+        set(&mut s.iterations_per_lease, self.iterations_per_lease);
     }
 }

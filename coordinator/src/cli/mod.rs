@@ -1,9 +1,11 @@
 //! Command-line parsing and dispatch.
 
+mod cluster_client;
+mod coordinator;
 #[cfg(feature = "embedded-worker")]
 mod dream;
-#[cfg(feature = "embedded-worker")]
 mod dream_flags;
+mod job_args;
 mod models;
 #[cfg(feature = "embedded-worker")]
 mod render;
@@ -30,6 +32,21 @@ enum Command {
     /// Dream one still image over octaves, on this machine.
     #[cfg(feature = "embedded-worker")]
     Dream(dream::DreamArgs),
+    /// Serve a cluster: lease the tiles of submitted jobs to workers.
+    Coordinator(coordinator::CoordinatorArgs),
+    /// Compute tiles for a coordinator (same as `dreamfarm-worker`).
+    #[cfg(feature = "embedded-worker")]
+    Worker(dreamfarm_worker::worker_args::WorkerArgs),
+    /// Submit a job to a coordinator; prints its id.
+    Submit(cluster_client::SubmitArgs),
+    /// Show a coordinator's jobs.
+    Status(cluster_client::StatusArgs),
+    /// Follow a job until it ends: frames done, tiles/s, ETA.
+    Watch(cluster_client::JobIdArgs),
+    /// Cancel a job (finished frames stay).
+    Cancel(cluster_client::JobIdArgs),
+    /// Download a job's frames and video.
+    Fetch(cluster_client::FetchArgs),
 }
 
 /// Parses the command line and runs it.
@@ -41,5 +58,17 @@ pub fn run() -> anyhow::Result<()> {
         Command::Render(args) => render::render(args),
         #[cfg(feature = "embedded-worker")]
         Command::Dream(args) => dream::dream(args),
+        Command::Coordinator(args) => coordinator::coordinator(args),
+        #[cfg(feature = "embedded-worker")]
+        Command::Worker(args) => {
+            let tiles = dreamfarm_worker::worker_args::run_until_signal(args.config())?;
+            tracing::info!(tiles, "worker done");
+            Ok(())
+        }
+        Command::Submit(args) => cluster_client::submit(args),
+        Command::Status(args) => cluster_client::status(args),
+        Command::Watch(args) => cluster_client::watch(args),
+        Command::Cancel(args) => cluster_client::cancel(args),
+        Command::Fetch(args) => cluster_client::fetch(args),
     }
 }

@@ -216,7 +216,12 @@ impl Jobs {
         let dir = self.data.join(&*id);
         let storage = |e: std::io::Error| JobError::Storage(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(&dir).map_err(storage)?;
-        spec.input = dir.join("input");
+        // The extension tells the image decoder the format.
+        let extension = image::guess_format(input)
+            .ok()
+            .and_then(|f| f.extensions_str().first())
+            .ok_or_else(|| JobError::Invalid("the input is not a PNG or JPEG image".into()))?;
+        spec.input = dir.join(format!("input.{extension}"));
         std::fs::write(&spec.input, input).map_err(storage)?;
         let image = load_input(&spec).map_err(|e| invalid(&e))?;
         check_min_side(&spec, &image, model.min_side()).map_err(|e| invalid(&e))?;

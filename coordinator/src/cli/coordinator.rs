@@ -1,0 +1,91 @@
+//! `dreamfarm coordinator`: serves workers and clients until SIGTERM or
+//! Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use dreamfarm_coordinator::cluster::scheduler::Timeouts;
+use dreamfarm_coordinator::cluster::server::{ServerConfig, TlsFiles, serve};
+use tokio::net::TcpListener;
+
+/// Arguments of `dreamfarm coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address for workers and clients (gRPC, with the health service).
+    #[arg(long, env = "DREAMFARM_LISTEN", default_value = "0.0.0.0:7070")]
+    listen: SocketAddr,
+    /// Address of the Prometheus endpoint (GET /metrics).
+    #[arg(long, env = "DREAMFARM_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Folder of the jobs' inputs, frames and videos.
+    #[arg(long, env = "DREAMFARM_DATA", default_value = "dreamfarm-data")]
+    data: PathBuf,
+    /// Shared token that workers and clients must send.
+    #[arg(long, env = "DREAMFARM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Accept calls without a token (only on a trusted network).
+    #[arg(long, conflicts_with = "token")]
+    insecure_no_auth: bool,
+    /// TLS certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, env = "DREAMFARM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "DREAMFARM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a worker has to finish a lease before it goes to another.
+    #[arg(long, env = "DREAMFARM_LEASE_TIMEOUT", default_value_t = 600)]
+    lease_timeout: u64,
+    /// Seconds of silence after which a worker is dropped with its leases.
+    #[arg(long, env = "DREAMFARM_HEARTBEAT_TIMEOUT", default_value_t = 10)]
+    heartbeat_timeout: u64,
+}
+
+/// Runs `dreamfarm coordinator`.
+pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    if args.token.is_none() && !args.insecure_no_auth {
+        bail!(
+            "pass --token TOKEN (or set DREAMFARM_TOKEN) so that only your workers and clients get in; --insecure-no-auth turns this off"
+        );
+    }
+    if args.lease_timeout == 0 || args.heartbeat_timeout == 0 {
+        bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
+    }
+    let config = ServerConfig {
+        data: args.data,
+        token: args.token,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        timeouts: Timeouts {
+            lease: Duration::from_secs(args.lease_timeout),
+            heartbeat: Duration::from_secs(args.heartbeat_timeout),
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let metrics = TcpListener::bind(args.metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+        // Tests and scripts read the bound addresses (port 0 picks one).
+        println!(
+            "dreamfarm coordinator listening on {} (metrics on http://{}/metrics)",
+            listener.local_addr()?,
+            metrics.local_addr()?
+        );
+        serve(
+            listener,
+            Some(metrics),
+            config,
+            dreamfarm_proto::signal::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })
+}

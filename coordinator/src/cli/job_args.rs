@@ -1,0 +1,174 @@
+//! The flags and job file that describe a render job, shared by
+//! `dreamfarm render` (on this machine) and `dreamfarm submit` (to a
+//! cluster).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use dreamfarm_common::params::JobSpec;
+
+use super::dream_flags::DreamFlags;
+
+/// The job of `dreamfarm render` and `dreamfarm submit`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// TOML job file holding any of the settings below (flags override it).
+    #[arg(long)]
+    job: Option<PathBuf>,
+    /// Starting image (PNG or JPEG).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Job name: frames go to dream/NAME/, the video to dream/NAME/NAME.mp4
+    /// [default: the input file's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Output folder instead of dream/NAME/.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Number of frames to render.
+    #[arg(long)]
+    frames: Option<u32>,
+    /// Seed of every random choice [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Resize the input to WIDTHxHEIGHT first.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<[u32; 2]>,
+    #[command(flatten)]
+    dream: DreamFlags,
+    /// The seed program's zoom: pixels cropped from each side per frame (as
+    /// an isotropic zoom of width / (width - 2 * PX)).
+    #[arg(long, conflicts_with = "zoom_factor")]
+    zoom: Option<f64>,
+    /// Magnification per frame [default: 1.02].
+    #[arg(long)]
+    zoom_factor: Option<f64>,
+    /// Rotation per frame in degrees, counter-clockwise [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    rotate: Option<f64>,
+    /// Pan per frame in pixels, RIGHT,DOWN [default: 0,0].
+    #[arg(long, value_parser = parse_pair, allow_hyphen_values = true)]
+    pan: Option<[f64; 2]>,
+    /// Zoom centre as fractions of the frame, X,Y [default: 0.5,0.5].
+    #[arg(long, value_parser = parse_pair)]
+    center: Option<[f64; 2]>,
+    /// Video frames per second [default: 30].
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Video quality, x264 CRF 0 (lossless) to 51 [default: 18].
+    #[arg(long)]
+    crf: Option<u32>,
+}
+
+fn parse_size(s: &str) -> Result<[u32; 2], String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or("expected WIDTHxHEIGHT, e.g. 1920x1080")?;
+    Ok([
+        w.parse().map_err(|_| "bad width")?,
+        h.parse().map_err(|_| "bad height")?,
+    ])
+}
+
+fn parse_pair(s: &str) -> Result<[f64; 2], String> {
+    let (a, b) = s.split_once(',').ok_or("expected two numbers A,B")?;
+    Ok([
+        a.trim().parse().map_err(|_| "bad number")?,
+        b.trim().parse().map_err(|_| "bad number")?,
+    ])
+}
+
+/// A job name must be a plain folder name.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        bail!(
+            "--name {name:?} must be a plain name without path separators; use --output DIR to choose a folder"
+        );
+    }
+    Ok(())
+}
+
+impl JobArgs {
+    /// The job (job file, then flags), its output folder and its name.
+    pub fn spec(self) -> anyhow::Result<(JobSpec, PathBuf, String)> {
+        let mut spec = match &self.job {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read job file {}", path.display()))?;
+                let mut spec: JobSpec = toml::from_str(&text)
+                    .with_context(|| format!("job file {} is not valid", path.display()))?;
+                // Like Cargo: paths in a file are relative to the file.
+                if let Some(dir) = path.parent() {
+                    spec.input = dir.join(&spec.input);
+                }
+                spec
+            }
+            None => JobSpec {
+                input: self
+                    .input
+                    .clone()
+                    .context("--input IMAGE is required (or a --job file with `input`)")?,
+                frames: self
+                    .frames
+                    .context("--frames N is required (or a --job file with `frames`)")?,
+                seed: 0,
+                size: None,
+                dream: Default::default(),
+                zoom: Default::default(),
+                video: Default::default(),
+            },
+        };
+        if let Some(v) = self.input {
+            spec.input = v;
+        }
+        if let Some(v) = self.frames {
+            spec.frames = v;
+        }
+        spec.seed = self.seed.unwrap_or(spec.seed);
+        spec.size = self.size.or(spec.size);
+        self.dream.apply(&mut spec.dream);
+        if let Some(px) = self.zoom {
+            let width = match spec.size {
+                Some([w, _]) => w,
+                None => {
+                    image::image_dimensions(&spec.input)
+                        .with_context(|| {
+                            format!("cannot read input image {}", spec.input.display())
+                        })?
+                        .0
+                }
+            };
+            if !(0.0..f64::from(width) / 4.0).contains(&px) {
+                bail!("--zoom {px} must be between 0 and a quarter of the width ({width} px)");
+            }
+            spec.zoom.zoom = f64::from(width) / (f64::from(width) - 2.0 * px);
+        }
+        spec.zoom.zoom = self.zoom_factor.unwrap_or(spec.zoom.zoom);
+        spec.zoom.rotate = self.rotate.unwrap_or(spec.zoom.rotate);
+        spec.zoom.pan = self.pan.unwrap_or(spec.zoom.pan);
+        spec.zoom.center = self.center.unwrap_or(spec.zoom.center);
+        spec.video.fps = self.fps.unwrap_or(spec.video.fps);
+        spec.video.crf = self.crf.unwrap_or(spec.video.crf);
+        spec.validate()?;
+        let name = match self.name {
+            Some(n) => n,
+            None => match &self.output {
+                Some(dir) => dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "dream".into()),
+                None => spec
+                    .input
+                    .file_stem()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "dream".into()),
+            },
+        };
+        check_name(&name)?;
+        let dir = self
+            .output
+            .unwrap_or_else(|| Path::new("dream").join(&name));
+        Ok((spec, dir, name))
+    }
+}

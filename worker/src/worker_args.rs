@@ -1,0 +1,63 @@
+//! The worker's command line, shared by `dreamfarm-worker` and
+//! `dreamfarm worker`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use dreamfarm_common::device::DeviceSpec;
+
+use crate::remote::{RemoteConfig, RemoteError, run};
+
+/// Arguments of a cluster worker.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's URL, e.g. http://coordinator:7070 (https:// for TLS).
+    #[arg(long, env = "DREAMFARM_COORDINATOR")]
+    pub coordinator: String,
+    /// The cluster's shared token.
+    #[arg(long, env = "DREAMFARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the coordinator's TLS certificate.
+    #[arg(long, env = "DREAMFARM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Tiles computed at once, each on its own thread with its own model
+    /// copy (1 on a CPU; more to keep a big GPU busy).
+    #[arg(long, env = "DREAMFARM_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Torch device: auto, cpu, cuda or cuda:N.
+    #[arg(long, env = "DREAMFARM_DEVICE", default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Name in the coordinator's logs [default: the host name].
+    #[arg(long, env = "DREAMFARM_WORKER_NAME")]
+    pub name: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The worker's configuration.
+    pub fn config(self) -> RemoteConfig {
+        let name = self.name.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into())
+        });
+        RemoteConfig {
+            coordinator: self.coordinator,
+            token: self.token,
+            tls_ca: self.tls_ca,
+            concurrency: self.concurrency,
+            device: self.device,
+            name: format!("{name}/{}", std::process::id()),
+        }
+    }
+}
+
+/// Runs a worker until SIGTERM or Ctrl-C (then drains) on a new runtime;
+/// returns the tiles it computed.
+pub fn run_until_signal(config: RemoteConfig) -> Result<u64, RemoteError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| RemoteError::Refused(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run(config, dreamfarm_proto::signal::shutdown_signal()))
+}
