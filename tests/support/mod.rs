@@ -2,6 +2,8 @@
 //! test process by the same cargo that runs the tests), the repository, and
 //! ways to run it and read what it wrote.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

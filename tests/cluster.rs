@@ -1,0 +1,231 @@
+//! The cluster on loopback, as separate processes: a coordinator, workers
+//! that join, die (`kill -9`) or stop (SIGTERM) mid-job, clients that
+//! submit, watch and fetch, and hostile callers. Frames must equal those of
+//! the single-machine render of the same job.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dreamfarm_tests::cluster::Coordinator;
+use dreamfarm_tests::{dreamfarm, frame_bytes, run, run_ok};
+
+/// A small job with several tiles per octave and a camera move.
+const JOB: &[&str] = &[
+    "--input",
+    "assets/astronaut.png",
+    "--size",
+    "192x128",
+    "--frames",
+    "3",
+    "--octaves",
+    "2",
+    "--iterations",
+    "3",
+    "--tile-size",
+    "64",
+    "--tile-margin",
+    "16",
+    "--blend-band",
+    "8",
+    "--jitter",
+    "4",
+    "--zoom-factor",
+    "1.05",
+    "--rotate",
+    "1",
+];
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// The job's frames rendered by `dreamfarm render` on this machine.
+fn reference() -> &'static [Vec<u8>] {
+    static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    FRAMES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().to_str().expect("UTF-8").to_string();
+        let mut args = vec!["render", "--device", "cpu", "--output", &out];
+        args.extend_from_slice(JOB);
+        run_ok(dreamfarm(&args));
+        frame_bytes(dir.path())
+    })
+}
+
+fn job(name: &str) -> Vec<&str> {
+    let mut args = JOB.to_vec();
+    args.extend(["--name", name]);
+    args
+}
+
+fn fetched(c: &Coordinator, id: &str) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    c.fetch(id, dir.path());
+    let mp4 = std::fs::read_dir(dir.path())
+        .expect("fetched")
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().is_some_and(|x| x == "mp4"));
+    assert!(mp4, "the video is fetched with the frames");
+    frame_bytes(dir.path())
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_worker_three_workers_and_one_machine_give_identical_frames() {
+    let reference = reference();
+    assert_eq!(reference.len(), 3);
+    for workers in [1, 3] {
+        let c = Coordinator::start();
+        let _pool: Vec<_> = (0..workers).map(|i| c.worker(&format!("w{i}"))).collect();
+        let id = c.submit(&job("same"));
+        // `watch` follows the job to the end and exits 0 when it is done.
+        let watch = run_ok(c.client("watch", &[&id]));
+        assert!(watch.contains("done"), "{watch}");
+        assert!(
+            fetched(&c, &id) == reference,
+            "{workers} worker(s): frames differ from the single-machine render"
+        );
+        assert_eq!(c.metric("dreamfarm_workers"), workers as f64);
+    }
+}
+
+#[test]
+fn a_killed_worker_leases_are_retried_and_a_new_worker_picks_up() {
+    let c = Coordinator::start();
+    let first = c.worker("doomed");
+    let id = c.submit(&job("kill"));
+    // Kill it mid-frame, while it holds a lease.
+    wait_for("the first tiles", || {
+        c.metric("dreamfarm_tiles_completed_total") >= 3.0
+    });
+    wait_for("a lease in flight", || {
+        c.metric("dreamfarm_leases_in_flight") >= 1.0
+    });
+    first.signal(libc::SIGKILL);
+    wait_for("the lost lease to go back", || {
+        c.metric("dreamfarm_lease_retries_total") >= 1.0
+    });
+    assert_eq!(c.metric("dreamfarm_workers"), 0.0);
+    assert!(c.status(&id).contains("running"), "{}", c.status(&id));
+    let _late = c.worker("late");
+    c.wait_done(&id, LIMIT);
+    assert!(
+        fetched(&c, &id) == reference(),
+        "frames differ after a worker died"
+    );
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_loses_nothing() {
+    let c = Coordinator::start();
+    let mut leaving = c.worker("leaving");
+    let _staying = c.worker("staying");
+    let id = c.submit(&job("term"));
+    wait_for("the first tiles", || {
+        c.metric("dreamfarm_tiles_completed_total") >= 2.0
+    });
+    leaving.signal(libc::SIGTERM);
+    let status = leaving.child.wait().expect("worker exits");
+    assert!(
+        status.success(),
+        "a worker stopped by SIGTERM exits 0: {}",
+        leaving.log()
+    );
+    assert!(
+        leaving.log().contains("worker stopped"),
+        "{}",
+        leaving.log()
+    );
+    c.wait_done(&id, LIMIT);
+    assert!(
+        fetched(&c, &id) == reference(),
+        "frames differ after a worker left"
+    );
+}
+
+#[test]
+fn two_jobs_at_once_share_the_pool() {
+    let c = Coordinator::start();
+    let _w = c.worker("only");
+    let a = c.submit(&job("first"));
+    let b = c.submit(&job("second"));
+    // When either ends, the other must be well on its way: leases alternate.
+    let mut other_done_frames = None;
+    wait_for("a job to finish", || {
+        let (sa, sb) = (c.status(&a), c.status(&b));
+        let frames = |s: &str| -> u64 {
+            s.split("frames ")
+                .nth(1)
+                .and_then(|f| f.split('/').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        if sa.contains(" done ") {
+            other_done_frames = Some(frames(&sb));
+        } else if sb.contains(" done ") {
+            other_done_frames = Some(frames(&sa));
+        }
+        other_done_frames.is_some()
+    });
+    assert!(
+        other_done_frames >= Some(2),
+        "the other job was starved: frame {other_done_frames:?} of 3"
+    );
+    c.wait_done(&a, LIMIT);
+    c.wait_done(&b, LIMIT);
+    assert!(fetched(&c, &a) == reference());
+    assert!(fetched(&c, &b) == reference());
+}
+
+#[test]
+fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
+    let mut c = Coordinator::start();
+    // Wrong token.
+    let mut wrong = dreamfarm(&["status", "--coordinator", &c.url, "--token", "nope"]);
+    wrong.current_dir(dreamfarm_tests::repo());
+    let (out, _, stderr) = run(wrong);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("wrong token") && stderr.contains("Unauthenticated"),
+        "{stderr}"
+    );
+    // Garbage bytes on the gRPC port.
+    {
+        use std::io::Write;
+        let addr = c.url.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage \x13\x37");
+    }
+    // A job that is not an image, a job file that is not valid, an unknown
+    // layer, an unknown job.
+    let not_image = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(not_image.path(), b"not an image").expect("write");
+    let mut args = job("bad");
+    args[1] = not_image.path().to_str().expect("UTF-8");
+    let (out, _, stderr) = run(c.client("submit", &args));
+    assert!(!out.status.success());
+    assert!(stderr.contains("not a PNG or JPEG"), "{stderr}");
+    let mut args = job("bad");
+    args.extend(["--layers", "mixed9"]);
+    let (out, _, stderr) = run(c.client("submit", &args));
+    assert!(!out.status.success());
+    assert!(stderr.contains("mixed9"), "{stderr}");
+    let (out, _, stderr) = run(c.client("watch", &["no-such-job"]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("NotFound"), "{stderr}");
+    let (out, _, stderr) = run(c.client("submit", &job("bad/name")));
+    assert!(!out.status.success());
+    assert!(stderr.contains("path separators"), "{stderr}");
+    // Still serving, and a good job still renders correctly.
+    assert!(c.alive());
+    let _w = c.worker("w");
+    let id = c.submit(&job("good"));
+    c.wait_done(&id, LIMIT);
+    assert!(fetched(&c, &id) == reference());
+    assert!(c.alive());
+}

@@ -1,0 +1,187 @@
+//! A cluster on loopback for the tests: a `dreamfarm coordinator` process
+//! on free ports, `dreamfarm worker` processes, and the client commands.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{binary, repo, run};
+
+/// The token every process of a test cluster shares.
+pub const TOKEN: &str = "test-token";
+
+/// A running coordinator, killed on drop.
+pub struct Coordinator {
+    child: Child,
+    /// gRPC URL.
+    pub url: String,
+    /// host:port of the metrics endpoint.
+    pub metrics: String,
+    /// Its data folder and the workers' logs.
+    pub dir: tempfile::TempDir,
+}
+
+/// A running worker process, killed on drop.
+pub struct Worker {
+    /// The process.
+    pub child: Child,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Coordinator {
+    /// Starts a coordinator with a short heartbeat timeout.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(binary())
+            .args([
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--token", TOKEN, "--heartbeat-timeout", "3", "--data"])
+            .arg(dir.path().join("data"))
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("coordinator.log")).expect("log"))
+            .spawn()
+            .expect("coordinator starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("coordinator prints its address");
+        // "dreamfarm coordinator listening on A (metrics on http://M/metrics)"
+        let addr = line.split_whitespace().nth(4).expect("address").to_string();
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .expect("metrics address")
+            .to_string();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            metrics,
+            dir,
+        }
+    }
+
+    /// Starts `dreamfarm worker` named `name` on the CPU.
+    pub fn worker(&self, name: &str) -> Worker {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new(binary())
+            .args([
+                "worker",
+                "--coordinator",
+                &self.url,
+                "--token",
+                TOKEN,
+                "--device",
+                "cpu",
+            ])
+            .args(["--name", name])
+            .env("RUST_LOG", "info")
+            .current_dir(repo())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("worker starts");
+        Worker { child, log }
+    }
+
+    /// `dreamfarm SUBCOMMAND --coordinator URL --token TOKEN ARGS`.
+    pub fn client(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.args([subcommand, "--coordinator", &self.url, "--token", TOKEN])
+            .args(args)
+            .current_dir(repo());
+        c
+    }
+
+    /// Submits a job; returns its id.
+    pub fn submit(&self, args: &[&str]) -> String {
+        let (out, stdout, stderr) = run(self.client("submit", args));
+        assert!(out.status.success(), "submit failed: {stderr}");
+        stdout.trim().to_string()
+    }
+
+    /// The `dreamfarm status JOB` line.
+    pub fn status(&self, job: &str) -> String {
+        let (_, stdout, stderr) = run(self.client("status", &[job]));
+        format!("{stdout}{stderr}")
+    }
+
+    /// Waits until the job is done (panics if it fails or takes too long).
+    pub fn wait_done(&self, job: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let s = self.status(job);
+            if s.contains(" done ") {
+                return;
+            }
+            assert!(!s.contains("failed") && !s.contains("cancelled"), "{s}");
+            assert!(start.elapsed() < limit, "job not done after {limit:?}: {s}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Fetches the job's files into `dir`.
+    pub fn fetch(&self, job: &str, dir: &Path) {
+        let out = dir.to_str().expect("UTF-8 path");
+        let (status, _, stderr) = run(self.client("fetch", &[job, "--out", out]));
+        assert!(status.status.success(), "fetch failed: {stderr}");
+    }
+
+    /// The value of a metric at `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(&self.metrics).expect("metrics endpoint");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("response");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+    }
+
+    /// The coordinator's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+
+    /// Whether the coordinator process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
