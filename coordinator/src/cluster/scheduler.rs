@@ -623,7 +623,7 @@ mod tests {
         let _b = s.next_lease(w2, now).unwrap();
         s.touch(w1, now + Duration::from_secs(2));
         s.touch(w2, now + Duration::from_secs(9));
-        s.expire(now + Duration::from_secs(4));
+        s.expire(now + Duration::from_secs(6));
         assert!(!s.has_worker(w1), "w1 fell silent");
         assert!(s.has_worker(w2));
         assert_eq!(s.snapshot().queued, 1);
