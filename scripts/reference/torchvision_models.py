@@ -8,7 +8,7 @@ Run with the project's virtualenv (scripts/setup.sh installs torchvision):
     .venv/bin/python scripts/reference/torchvision_models.py googlenet-weights OUT.safetensors
 
 GoogLeNet's ImageNet weights cannot be downloaded here, so its golden values
-use torchvision's own random initialisation (seed 0), which the tests
+use random weights drawn by NumPy (PCG64, seed 0: the same on every CPU), which the tests
 regenerate with the second command.
 """
 import hashlib
@@ -30,8 +30,28 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def googlenet_random():
-    torch.manual_seed(0)
-    return torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=True).eval()
+    """torchvision's GoogLeNet with random weights drawn by NumPy's PCG64
+    (seed 0), which gives the same numbers on every CPU; torch's own
+    vectorised normal sampling differs between CPU generations. Conv and
+    linear weights follow torchvision's init (truncated normal, std 0.01)
+    but wider (std 0.05) so deep activations do not vanish; BatchNorm gets
+    random affine parameters and running statistics."""
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=False).eval()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                v = rng.uniform(0.5, 1.5, t.shape)
+            elif name.endswith(("bn.weight",)):
+                v = rng.uniform(0.5, 1.5, t.shape)
+            elif t.dim() > 1:
+                v = np.clip(rng.normal(0.0, 0.05, t.shape), -0.1, 0.1)
+            else:
+                v = rng.normal(0.0, 0.05, t.shape)
+            t.copy_(torch.from_numpy(v.astype(np.float32)))
+    return model
 
 
 def googlenet_weights(out):
