@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dreamfarm_tests::{Rgb, dreamfarm, frame_bytes, frames, repo, run, run_ok};
+use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
+use dreamfarm_tests::{dreamfarm, frame_bytes, frames, repo, run, run_ok};
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
 /// move with zoom, rotation and pan.
@@ -57,142 +58,16 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
 
-// ---------------------------------------------------------------- seams
-
-/// Where the cells of a `len`-pixel axis split with `tile` (the grid's rule:
-/// `ceil(len / tile)` nearly equal cells), inner boundaries only.
-fn inner_boundaries(len: usize, tile: usize) -> Vec<usize> {
-    let n = len.div_ceil(tile);
-    (1..n).map(|i| i * len / n).collect()
-}
-
-/// Distance from `p` to the nearest of `borders`.
-fn distance(p: usize, borders: &[usize]) -> usize {
-    borders
-        .iter()
-        .map(|&b| p.abs_diff(b))
-        .min()
-        .unwrap_or(usize::MAX)
-}
-
-/// Seam measures of a dream's change `d` on a grid with `borders` (the same
-/// along both axes) and cross-fade half-width `band`.
-struct SeamMeasures {
-    /// Mean |step| of the change across tile borders.
-    edge_at_borders: f64,
-    /// Mean |step| of the change between neighbouring pixels inside tiles.
-    edge_inside: f64,
-    /// Mean |change − its 5×5 mean| in the blend bands.
-    contrast_in_bands: f64,
-    /// The same inside tiles.
-    contrast_inside: f64,
-}
-
-impl SeamMeasures {
-    fn of(d: &Rgb, borders: &[usize], band: usize) -> Self {
-        let (w, h) = (d.width, d.height);
-        // Far from every border and from the image edge.
-        let inside =
-            |p: usize, len: usize| distance(p, borders) > band + 3 && p >= 4 && p + 4 < len;
-        let mut at = (0.0, 0usize);
-        let mut inner = (0.0, 0usize);
-        for y in 1..h {
-            for x in 1..w {
-                for c in 0..3 {
-                    let dx = f64::from((d.at(x, y, c) - d.at(x - 1, y, c)).abs());
-                    let dy = f64::from((d.at(x, y, c) - d.at(x, y - 1, c)).abs());
-                    if borders.contains(&x) {
-                        at = (at.0 + dx, at.1 + 1);
-                    } else if inside(x, w) && inside(x - 1, w) {
-                        inner = (inner.0 + dx, inner.1 + 1);
-                    }
-                    if borders.contains(&y) {
-                        at = (at.0 + dy, at.1 + 1);
-                    } else if inside(y, h) && inside(y - 1, h) {
-                        inner = (inner.0 + dy, inner.1 + 1);
-                    }
-                }
-            }
-        }
-        let mut in_bands = (0.0, 0usize);
-        let mut in_tiles = (0.0, 0usize);
-        for y in 2..h - 2 {
-            for x in 2..w - 2 {
-                let band_pixel = distance(x, borders) < band || distance(y, borders) < band;
-                let tile_pixel = inside(x, w) && inside(y, h);
-                if !(band_pixel || tile_pixel) {
-                    continue;
-                }
-                for c in 0..3 {
-                    let mut mean = 0.0;
-                    for v in y - 2..=y + 2 {
-                        for u in x - 2..=x + 2 {
-                            mean += f64::from(d.at(u, v, c));
-                        }
-                    }
-                    let dev = (f64::from(d.at(x, y, c)) - mean / 25.0).abs();
-                    let acc = if band_pixel {
-                        &mut in_bands
-                    } else {
-                        &mut in_tiles
-                    };
-                    *acc = (acc.0 + dev, acc.1 + 1);
-                }
-            }
-        }
-        let mean = |(s, n): (f64, usize)| s / n.max(1) as f64;
-        Self {
-            edge_at_borders: mean(at),
-            edge_inside: mean(inner),
-            contrast_in_bands: mean(in_bands),
-            contrast_inside: mean(in_tiles),
-        }
-    }
-
-    fn edge_ratio(&self) -> f64 {
-        self.edge_at_borders / self.edge_inside
-    }
-
-    fn contrast_ratio(&self) -> f64 {
-        self.contrast_in_bands / self.contrast_inside
-    }
-}
-
-/// Dreams the astronaut once on 128-pixel tiles with the given context
-/// margin and blend band; returns the change.
-fn tiled_change(dir: &Path, margin: u32, band: u32) -> Rgb {
-    let out = dir.join(format!("dream-{margin}-{band}.png"));
-    run_ok(dreamfarm(&[
-        "dream",
-        "assets/astronaut.png",
-        "-o",
-        path_str(&out),
-        "--octaves",
-        "1",
-        "--iterations",
-        "8",
-        "--step-size",
-        "0.015",
-        "--tile-size",
-        "128",
-        "--tile-margin",
-        &margin.to_string(),
-        "--blend-band",
-        &band.to_string(),
-        "--jitter",
-        "16",
-        "--device",
-        "cpu",
-    ]));
-    Rgb::open(&out).minus(&Rgb::open(&repo().join("assets/astronaut.png")))
-}
-
 #[test]
 fn tiled_dreams_show_no_seam_and_no_double_exposure() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let borders = inner_boundaries(512, 128);
+    let borders = inner_boundaries(512, SEAM_TILE);
     let band = 16;
-    let blended = SeamMeasures::of(&tiled_change(dir.path(), 48, band as u32), &borders, band);
+    let blended = SeamMeasures::of(
+        &tiled_change(dir.path(), 48, band as u32, &[]),
+        &borders,
+        band,
+    );
     eprintln!(
         "blended: edge {:.3} vs {:.3} (ratio {:.3}), contrast {:.3} vs {:.3} (ratio {:.3})",
         blended.edge_at_borders,
@@ -217,7 +92,7 @@ fn tiled_dreams_show_no_seam_and_no_double_exposure() {
     // The measures do see a seam where there is one: tiles dreamed without
     // context and pasted edge to edge (the dream fades out towards each
     // tile's edge, so the seam is a dead line).
-    let cut = SeamMeasures::of(&tiled_change(dir.path(), 0, 0), &borders, band);
+    let cut = SeamMeasures::of(&tiled_change(dir.path(), 0, 0, &[]), &borders, band);
     eprintln!(
         "hard cut: edge ratio {:.3}, contrast ratio {:.3}",
         cut.edge_ratio(),

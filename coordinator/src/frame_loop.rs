@@ -53,14 +53,16 @@ pub fn dream_frame(
     let sizes = octave_sizes(input.width, input.height, settings, min_side);
     let (w0, h0) = sizes[0];
     let mut detail = Planar::zeros(w0, h0);
-    let mut image = input.clone();
+    // Each octave starts from the input at its size plus the detail so far.
+    let mut image = Planar::zeros(0, 0);
     let per_lease = match settings.iterations_per_lease {
         0 => settings.iterations,
         k => k.min(settings.iterations),
     };
     for (octave, &(w, h)) in sizes.iter().enumerate() {
-        let base = resize(input, w, h);
-        image = add(&base, &resize(&detail, w, h));
+        let mut base = resize(input, w, h);
+        image = resize(&detail, w, h);
+        add_into(&mut image, &base);
         let grid = TileGrid::new(w, h, geometry(settings));
         for first in (0..settings.iterations).step_by(per_lease as usize) {
             let iterations = per_lease.min(settings.iterations - first);
@@ -86,29 +88,23 @@ pub fn dream_frame(
             for (tile, change) in grid.tiles().zip(&changes) {
                 grid.blend_into(&mut sum, &tile, change);
             }
-            image = add(&image, &sum);
+            add_into(&mut image, &sum);
         }
-        detail = sub(&image, &base);
+        // The detail is `image - base`, computed in `base`'s buffer.
+        for (b, &x) in base.data.iter_mut().zip(&image.data) {
+            *b = x - *b;
+        }
+        detail = base;
     }
     Ok(image)
 }
 
-/// `a + b`, clamped to the valid range.
-fn add(a: &Planar, b: &Planar) -> Planar {
-    zip_with(a, b, |x, y| (x + y).clamp(0.0, 1.0))
-}
-
-/// `a - b`.
-fn sub(a: &Planar, b: &Planar) -> Planar {
-    zip_with(a, b, |x, y| x - y)
-}
-
-fn zip_with(a: &Planar, b: &Planar, f: impl Fn(f32, f32) -> f32) -> Planar {
+/// `a += b`, clamped to the valid range. In place: these are frame-sized
+/// buffers, and a fresh one costs a page fault per 4 KiB.
+fn add_into(a: &mut Planar, b: &Planar) {
     debug_assert_eq!((a.width, a.height), (b.width, b.height));
-    Planar {
-        width: a.width,
-        height: a.height,
-        data: a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y)).collect(),
+    for (x, &y) in a.data.iter_mut().zip(&b.data) {
+        *x = (*x + y).clamp(0.0, 1.0);
     }
 }
 

@@ -143,8 +143,11 @@ impl Coordinator {
     }
 
     /// Waits until the job is done (panics if it fails or takes too long).
+    /// Polls quickly at first, then every second, so that a long job is not
+    /// slowed (nor a benchmark skewed) by status processes.
     pub fn wait_done(&self, job: &str, limit: Duration) {
         let start = Instant::now();
+        let mut every = Duration::from_millis(100);
         loop {
             let s = self.status(job);
             if s.contains(" done ") {
@@ -152,7 +155,8 @@ impl Coordinator {
             }
             assert!(!s.contains("failed") && !s.contains("cancelled"), "{s}");
             assert!(start.elapsed() < limit, "job not done after {limit:?}: {s}");
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(every);
+            every = (every * 3 / 2).min(Duration::from_secs(1));
         }
     }
 
@@ -173,6 +177,25 @@ impl Coordinator {
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+    }
+
+    /// The folder of job `id`'s frames and video on the coordinator.
+    pub fn frames_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join("data").join(id).join("frames")
+    }
+
+    /// CPU seconds (user + system) the coordinator process has used.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let rest = stat.rsplit_once(')').expect("stat format").1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // SAFETY: sysconf is always safe to call.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let ticks_of = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
+        (ticks_of(11) + ticks_of(12)) / ticks
     }
 
     /// The coordinator's log.

@@ -3,6 +3,7 @@
 //! ways to run it and read what it wrote.
 
 pub mod cluster;
+pub mod seams;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -143,4 +144,28 @@ pub fn frame_bytes(dir: &Path) -> Vec<Vec<u8>> {
         .iter()
         .map(|p| std::fs::read(p).expect("frame readable"))
         .collect()
+}
+
+/// Seconds between consecutive frames of `dir` by their modification times:
+/// each frame's time from the end of the one before it to its own end (the
+/// first frame, which also loads the model, has no entry).
+pub fn frame_seconds(dir: &Path) -> Vec<f64> {
+    let written: Vec<std::time::SystemTime> = frames(dir)
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .expect("frame mtime")
+        })
+        .collect();
+    written
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).map_or(0.0, |d| d.as_secs_f64()))
+        .collect()
+}
+
+/// The median of `v` (the upper one of an even count); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

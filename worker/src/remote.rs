@@ -67,6 +67,9 @@ pub enum RemoteError {
     /// The token is not usable.
     #[error("bad token: {0}")]
     Token(String),
+    /// A thread or the async runtime could not be started.
+    #[error("cannot start the worker: {0}")]
+    Start(String),
     /// The coordinator refused the worker for good (wrong token, protocol).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
@@ -126,7 +129,7 @@ pub async fn run(
         std::thread::Builder::new()
             .name(format!("compute {i}"))
             .spawn(move || compute_loop(device, &shared, &queue_rx))
-            .map_err(|e| RemoteError::Refused(format!("cannot start a compute thread: {e}")))?;
+            .map_err(|e| RemoteError::Start(format!("a compute thread: {e}")))?;
     }
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);

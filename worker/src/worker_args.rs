@@ -58,6 +58,6 @@ pub fn run_until_signal(config: RemoteConfig) -> Result<u64, RemoteError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| RemoteError::Refused(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| RemoteError::Start(format!("the runtime: {e}")))?;
     runtime.block_on(run(config, dreamfarm_proto::signal::shutdown_signal()))
 }

@@ -241,12 +241,13 @@ pub fn watch(args: JobIdArgs) -> anyhow::Result<()> {
             }
             last = Some(s);
         }
-        if let Some(bar) = bar {
-            bar.finish();
-        }
+        // Without a bar the loop has already printed the final line.
+        let had_bar = bar.inspect(indicatif::ProgressBar::finish).is_some();
         match last {
             Some(s) if s.state == JobState::Done as i32 => {
-                println!("{}", status_line(&s));
+                if had_bar {
+                    println!("{}", status_line(&s));
+                }
                 Ok(())
             }
             Some(s) => bail!("job {} {}: {}", s.job_id, state_name(&s), s.message),

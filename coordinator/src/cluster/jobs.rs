@@ -99,13 +99,19 @@ impl JobHandle {
     }
 
     /// The batch is waiting; say why when no worker is connected.
+    /// Watchers hear of it only when the message changes.
     pub fn waiting(&self, workers: usize) {
-        self.set(|s| {
-            s.message = if workers == 0 {
-                "waiting for workers: none is connected".into()
-            } else {
-                String::new()
-            };
+        let message = if workers == 0 {
+            "waiting for workers: none is connected"
+        } else {
+            ""
+        };
+        self.status.send_if_modified(|s| {
+            let changed = s.message != message;
+            if changed {
+                s.message = message.to_string();
+            }
+            changed
         });
     }
 
@@ -202,7 +208,6 @@ impl Jobs {
                 "cluster jobs dream with built-in models (see `dreamfarm models`); render TorchScript models with `dreamfarm render`".into(),
             ));
         }
-        spec.dream.layer_terms().map_err(|e| invalid(&e))?;
         let id: Arc<str> = format!(
             "{name}-{:08x}",
             seed::derive(

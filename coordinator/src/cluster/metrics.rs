@@ -87,6 +87,11 @@ impl Metrics {
         self.bytes.add(n as u64, Instant::now());
     }
 
+    /// Counts a refused call or message.
+    pub fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts `n` bytes sent.
     pub fn sent(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);

@@ -79,10 +79,7 @@ impl WorkerService for WorkerSessions {
             body: Some(Up::Hello(hello)),
         }) = first
         else {
-            self.hub
-                .metrics
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.hub.metrics.reject();
             return Err(Status::invalid_argument(
                 "the first message of a session must be Hello",
             ));
@@ -117,9 +114,7 @@ impl WorkerService for WorkerSessions {
                 Err(status) => {
                     tracing::warn!(worker, "session ended: {}", status.message());
                     if status.code() == tonic::Code::InvalidArgument {
-                        hub.metrics
-                            .rejected
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hub.metrics.reject();
                     }
                     let _ = tx.send(Err(status)).await;
                 }

@@ -1,0 +1,259 @@
+//! Coordinator capacity: how many tiles per second, and bytes per second,
+//! one `dreamfarm coordinator` process sustains, and so how many GPUs of a
+//! given per-tile time it can keep busy at 1080p and 4K.
+//!
+//!     cargo bench -p dreamfarm-tests --bench coordinator_capacity
+//!
+//! The coordinator is the real binary, running real jobs (the default
+//! recipe: every octave split into tiles, stitched, frames written as
+//! PNG). The workers are synthetic, and exist only in this bench: they
+//! speak the real wire protocol over loopback, take each lease's pixels,
+//! wait a fixed delay in place of a GPU, and return a correctly-shaped
+//! (zero) change. Two runs per frame size, each measured over a steady
+//! window after warm-up:
+//!
+//! - saturation: delay 0, so the coordinator is the bottleneck; gives its
+//!   tiles/s, MB/s and CPU seconds per tile;
+//! - stated: `BENCH_WORKERS` workers each taking `BENCH_TILE_SECONDS` per
+//!   tile; gives the share of their time they are kept busy.
+//!
+//! GPUs of per-tile time t a coordinator can keep busy = saturated tiles/s
+//! × t. Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
+//! BENCH_JOBS (concurrent jobs, default 8), BENCH_WORKERS (default 32),
+//! BENCH_TILE_SECONDS (default 0.5), BENCH_WINDOW (seconds, default 20).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
+use dreamfarm_proto::pb::{Chunk, Heartbeat, Hello, PixelFormat, ResultStart, WorkerMessage};
+use dreamfarm_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use dreamfarm_tests::cluster::{Coordinator, TOKEN};
+use dreamfarm_tests::run;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn up(body: Up) -> WorkerMessage {
+    WorkerMessage { body: Some(body) }
+}
+
+/// One synthetic worker's session: leases in, a zero change out after
+/// `delay`. Counts the tiles it returned in `done`.
+async fn synthetic_worker(
+    url: String,
+    delay: Duration,
+    done: Arc<AtomicU64>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = WorkerServiceClient::with_interceptor(channel, AttachToken::new(Some(TOKEN))?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(up(Up::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: "synthetic".into(),
+        concurrency: 1,
+        device: "synthetic".into(),
+    })))
+    .await?;
+    let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let heartbeat = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if heartbeat
+                .send(up(Up::Heartbeat(Heartbeat {})))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let zeros = vec![0u8; CHUNK_BYTES];
+    // Lease id → (attempt, output bytes, bytes still to come).
+    let mut arriving: HashMap<u64, (u32, u64, u64)> = HashMap::new();
+    while let Some(msg) = down.message().await? {
+        let (id, attempt, out_bytes) = match msg.body {
+            Some(Down::LeaseStart(s)) => {
+                let o = s.output.unwrap_or_default();
+                let out_bytes = 3 * 4 * u64::from(o.width) * u64::from(o.height);
+                arriving.insert(s.lease_id, (s.attempt, out_bytes, s.pixels_bytes));
+                continue;
+            }
+            Some(Down::LeaseChunk(c)) => {
+                let Some(entry) = arriving.get_mut(&c.lease_id) else {
+                    continue;
+                };
+                entry.2 -= c.data.len() as u64;
+                if entry.2 > 0 {
+                    continue;
+                }
+                let (attempt, out_bytes, _) = entry.to_owned();
+                arriving.remove(&c.lease_id);
+                (c.lease_id, attempt, out_bytes)
+            }
+            _ => continue,
+        };
+        tokio::time::sleep(delay).await;
+        tx.send(up(Up::ResultStart(ResultStart {
+            lease_id: id,
+            attempt,
+            format: PixelFormat::F32 as i32,
+            pixels_bytes: out_bytes,
+        })))
+        .await?;
+        let mut left = out_bytes as usize;
+        while left > 0 {
+            let n = left.min(CHUNK_BYTES);
+            tx.send(up(Up::ResultChunk(Chunk {
+                lease_id: id,
+                data: zeros[..n].to_vec(),
+            })))
+            .await?;
+            left -= n;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The coordinator's counters at one moment.
+struct Sample {
+    at: Instant,
+    tiles: f64,
+    bytes: f64,
+    cpu: f64,
+}
+
+fn sample(c: &Coordinator) -> Sample {
+    Sample {
+        at: Instant::now(),
+        tiles: c.metric("dreamfarm_tiles_completed_total"),
+        bytes: c.metric("dreamfarm_bytes_received_total") + c.metric("dreamfarm_bytes_sent_total"),
+        cpu: c.cpu_seconds(),
+    }
+}
+
+/// What one run measured over its window.
+struct Measured {
+    tiles_per_second: f64,
+    mb_per_second: f64,
+    cpu_per_tile: f64,
+    busy: f64,
+}
+
+/// Runs `jobs` jobs of `size` on `workers` synthetic workers of per-tile
+/// time `delay` and measures the coordinator over `window`.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    size: &str,
+    jobs: usize,
+    workers: usize,
+    delay: Duration,
+    window: Duration,
+) -> Measured {
+    let coordinator = Coordinator::start();
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            runtime.spawn(synthetic_worker(
+                coordinator.url.clone(),
+                delay,
+                done.clone(),
+            ))
+        })
+        .collect();
+    let ids: Vec<String> = (0..jobs)
+        .map(|j| {
+            coordinator.submit(&[
+                "--input",
+                "assets/astronaut.png",
+                "--size",
+                size,
+                "--frames",
+                "10000",
+                "--name",
+                &format!("capacity{j}"),
+            ])
+        })
+        .collect();
+    // Warm up: every job under way.
+    let warm = Instant::now();
+    while coordinator.metric("dreamfarm_tiles_completed_total") < 2.0 * jobs as f64 {
+        assert!(
+            warm.elapsed() < Duration::from_secs(300),
+            "no progress: {}",
+            coordinator.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (first, done_before) = (sample(&coordinator), done.load(Ordering::Relaxed));
+    std::thread::sleep(window);
+    let (last, done_after) = (sample(&coordinator), done.load(Ordering::Relaxed));
+    for id in &ids {
+        let _ = run(coordinator.client("cancel", &[id]));
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let seconds = last.at.duration_since(first.at).as_secs_f64();
+    let tiles = last.tiles - first.tiles;
+    Measured {
+        tiles_per_second: tiles / seconds,
+        mb_per_second: (last.bytes - first.bytes) / seconds / 1e6,
+        cpu_per_tile: (last.cpu - first.cpu) / tiles.max(1.0),
+        busy: (done_after - done_before) as f64 * delay.as_secs_f64() / (workers as f64 * seconds),
+    }
+}
+
+fn main() {
+    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "1920x1080,3840x2160".into());
+    let jobs: usize = env_or("BENCH_JOBS", 8);
+    let workers: usize = env_or("BENCH_WORKERS", 32);
+    let tile_seconds: f64 = env_or("BENCH_TILE_SECONDS", 0.5);
+    let window = Duration::from_secs_f64(env_or("BENCH_WINDOW", 20.0));
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    println!(
+        "{jobs} concurrent jobs, default recipe; saturation: {workers} workers with no delay; stated: {workers} workers of {tile_seconds} s per tile"
+    );
+    println!(
+        "size       | saturated tiles/s | MB/s  | coordinator CPU s/tile | GPUs of {tile_seconds} s/tile it can feed | stated run: tiles/s, workers busy"
+    );
+    for size in sizes.split(',') {
+        let saturated = measure(&runtime, size, jobs, workers, Duration::ZERO, window);
+        let stated = measure(
+            &runtime,
+            size,
+            jobs,
+            workers,
+            Duration::from_secs_f64(tile_seconds),
+            window,
+        );
+        println!(
+            "{size:10} | {:17.1} | {:5.0} | {:22.4} | {:28.1} | {:.1}, {:.0}%",
+            saturated.tiles_per_second,
+            saturated.mb_per_second,
+            saturated.cpu_per_tile,
+            saturated.tiles_per_second * tile_seconds,
+            stated.tiles_per_second,
+            100.0 * stated.busy
+        );
+    }
+}
