@@ -60,6 +60,7 @@ pub fn dream_frame(
         k => k.min(settings.iterations),
     };
     for (octave, &(w, h)) in sizes.iter().enumerate() {
+        let _span = tracing::debug_span!("octave", octave, w, h).entered();
         let mut base = resize(input, w, h);
         image = resize(&detail, w, h);
         add_into(&mut image, &base);

@@ -137,6 +137,7 @@ pub fn render(
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
     for n in done..total {
+        let _span = tracing::info_span!("frame", n).entered();
         let started = Instant::now();
         let frame_input = match &previous {
             None => input.clone(),
