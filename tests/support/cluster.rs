@@ -142,22 +142,34 @@ impl Coordinator {
         format!("{stdout}{stderr}")
     }
 
-    /// Waits until the job is done (panics if it fails or takes too long).
-    /// Polls quickly at first, then every second, so that a long job is not
-    /// slowed (nor a benchmark skewed) by status processes.
+    /// Waits until the job is done (panics if it fails or takes too long),
+    /// through one `dreamfarm watch` process: polling with `dreamfarm
+    /// status` would start a process (which loads libtorch) every time and
+    /// take CPU from the workers being measured.
     pub fn wait_done(&self, job: &str, limit: Duration) {
+        let log = self.dir.path().join(format!("watch-{job}.log"));
+        let mut watch = self
+            .client("watch", &[job])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("watch log"))
+            .spawn()
+            .expect("dreamfarm watch starts");
         let start = Instant::now();
-        let mut every = Duration::from_millis(100);
-        loop {
-            let s = self.status(job);
-            if s.contains(" done ") {
-                return;
+        let status = loop {
+            if let Some(status) = watch.try_wait().expect("wait for watch") {
+                break status;
             }
-            assert!(!s.contains("failed") && !s.contains("cancelled"), "{s}");
-            assert!(start.elapsed() < limit, "job not done after {limit:?}: {s}");
-            std::thread::sleep(every);
-            every = (every * 3 / 2).min(Duration::from_secs(1));
-        }
+            if start.elapsed() > limit {
+                let _ = watch.kill();
+                panic!("job not done after {limit:?}: {}", self.status(job));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.success(),
+            "job {job} did not finish: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// Fetches the job's files into `dir`.
