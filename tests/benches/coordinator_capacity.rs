@@ -204,6 +204,11 @@ fn measure(
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        coordinator.metric("dreamfarm_workers"),
+        workers as f64,
+        "every synthetic worker is connected"
+    );
     let (first, done_before) = (sample(&coordinator), done.load(Ordering::Relaxed));
     std::thread::sleep(window);
     let (last, done_after) = (sample(&coordinator), done.load(Ordering::Relaxed));
