@@ -14,11 +14,11 @@
 use std::time::Duration;
 
 use dreamfarm_tests::cluster::Coordinator;
-use dreamfarm_tests::{dreamfarm, frame_bytes, frame_seconds, median, run_ok};
+use dreamfarm_tests::{dreamfarm, env_or, frame_bytes, frame_seconds, median, run_ok};
 
 fn main() {
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "512x512,1920x1080".into());
-    let frames = std::env::var("BENCH_FRAMES").unwrap_or_else(|_| "4".into());
+    let sizes: String = env_or("BENCH_SIZES", "512x512,1920x1080".into());
+    let frames = env_or("BENCH_FRAMES", 4u32).to_string();
     println!("size       | in-process s/frame | 1 worker over gRPC s/frame | ratio");
     for size in sizes.split(',') {
         let job = [

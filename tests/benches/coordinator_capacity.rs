@@ -20,7 +20,7 @@
 //! GPUs of per-tile time t a coordinator can keep busy = saturated tiles/s
 //! × t. Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
 //! BENCH_JOBS (concurrent jobs, default 8), BENCH_WORKERS (default 32),
-//! BENCH_TILE_SECONDS (default 0.5), BENCH_WINDOW (seconds, default 20).
+//! BENCH_TILE_SECONDS (default 1.5), BENCH_WINDOW (seconds, default 20).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,18 +32,11 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{Chunk, Heartbeat, Hello, PixelFormat, ResultStart, WorkerMessage};
-use dreamfarm_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use dreamfarm_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pixels};
 use dreamfarm_tests::cluster::{Coordinator, TOKEN};
-use dreamfarm_tests::run;
+use dreamfarm_tests::{env_or, run};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn up(body: Up) -> WorkerMessage {
     WorkerMessage { body: Some(body) }
@@ -92,7 +85,8 @@ async fn synthetic_worker(
         let (id, attempt, out_bytes) = match msg.body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
-                let out_bytes = 3 * 4 * u64::from(o.width) * u64::from(o.height);
+                let out_bytes =
+                    pixels::payload_bytes("result", o.width, o.height, PixelFormat::F32)?;
                 arriving.insert(s.lease_id, (s.attempt, out_bytes, s.pixels_bytes));
                 continue;
             }
@@ -104,7 +98,7 @@ async fn synthetic_worker(
                 if entry.2 > 0 {
                     continue;
                 }
-                let (attempt, out_bytes, _) = entry.to_owned();
+                let (attempt, out_bytes, _) = *entry;
                 arriving.remove(&c.lease_id);
                 (c.lease_id, attempt, out_bytes)
             }
@@ -229,10 +223,10 @@ fn measure(
 }
 
 fn main() {
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "1920x1080,3840x2160".into());
+    let sizes: String = env_or("BENCH_SIZES", "1920x1080,3840x2160".into());
     let jobs: usize = env_or("BENCH_JOBS", 8);
     let workers: usize = env_or("BENCH_WORKERS", 32);
-    let tile_seconds: f64 = env_or("BENCH_TILE_SECONDS", 0.5);
+    let tile_seconds: f64 = env_or("BENCH_TILE_SECONDS", 1.5);
     let window = Duration::from_secs_f64(env_or("BENCH_WINDOW", 20.0));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     println!(

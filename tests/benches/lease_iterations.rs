@@ -16,14 +16,11 @@ use std::time::Duration;
 
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
-use dreamfarm_tests::{frame_seconds, median};
+use dreamfarm_tests::{env_or, frame_seconds, median};
 
 fn main() {
-    let ks = std::env::var("BENCH_K").unwrap_or_else(|_| "1,2,4,0".into());
-    let frames: u32 = std::env::var("BENCH_FRAMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let ks: String = env_or("BENCH_K", "1,2,4,0".into());
+    let frames: u32 = env_or("BENCH_FRAMES", 3);
     let dir = tempfile::tempdir().expect("temp dir");
     let borders = inner_boundaries(512, SEAM_TILE);
     let coordinator = Coordinator::start();
