@@ -7,7 +7,7 @@
 use dreamfarm_common::resample::Planar;
 
 use crate::pb::PixelFormat;
-use crate::{MAX_TILE_SIDE, WireError};
+use crate::{CHUNK_BYTES, MAX_TILE_SIDE, WireError};
 
 /// Bytes per sample of `format`.
 pub fn sample_bytes(format: PixelFormat) -> Result<u64, WireError> {
@@ -45,22 +45,56 @@ pub fn payload_bytes(
     Ok(3 * u64::from(width) * u64::from(height) * sample_bytes(format)?)
 }
 
-/// Encodes `image`'s samples.
-pub fn encode(image: &Planar, format: PixelFormat) -> Result<Vec<u8>, WireError> {
-    let bytes = sample_bytes(format)? as usize;
-    let mut out = Vec::with_capacity(image.data.len() * bytes);
-    match format {
-        PixelFormat::F32 => image
-            .data
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        PixelFormat::F16 => image
-            .data
-            .iter()
-            .for_each(|&v| out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())),
-        PixelFormat::Unspecified => unreachable!("sample_bytes refused it"),
+/// Encodes `image`'s samples in wire pieces of at most [`CHUNK_BYTES`],
+/// each straight from the image: a 14 MB tile is not first copied whole.
+pub fn encode(image: &Planar, format: PixelFormat) -> Result<Encoded<'_>, WireError> {
+    let bytes = sample_bytes(format)?;
+    Ok(Encoded {
+        total_bytes: image.data.len() as u64 * bytes,
+        samples: image.data.chunks(CHUNK_BYTES / bytes as usize),
+        format,
+    })
+}
+
+/// The pieces of an encoded image, in order.
+pub struct Encoded<'a> {
+    total_bytes: u64,
+    samples: std::slice::Chunks<'a, f32>,
+    format: PixelFormat,
+}
+
+impl Encoded<'_> {
+    /// Bytes of all the pieces together, for the payload's header.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
     }
-    Ok(out)
+}
+
+impl Iterator for Encoded<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let samples = self.samples.next()?;
+        // Zeroed, then overwritten in fixed-size steps: this compiles to
+        // vector code, where pushing sample by sample does not.
+        Some(match self.format {
+            PixelFormat::F32 => {
+                let mut out = vec![0; samples.len() * 4];
+                for (o, v) in out.chunks_exact_mut(4).zip(samples) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+                out
+            }
+            PixelFormat::F16 => {
+                let mut out = vec![0; samples.len() * 2];
+                for (o, &v) in out.chunks_exact_mut(2).zip(samples) {
+                    o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                }
+                out
+            }
+            PixelFormat::Unspecified => unreachable!("sample_bytes refused it"),
+        })
+    }
 }
 
 /// Decodes a `width`×`height` image, refusing a payload of the wrong length
@@ -105,6 +139,14 @@ pub fn decode(
 mod tests {
     use super::*;
 
+    fn encoded(image: &Planar, format: PixelFormat) -> Vec<u8> {
+        let pieces = encode(image, format).unwrap();
+        let total = pieces.total_bytes();
+        let bytes = pieces.flatten().collect::<Vec<u8>>();
+        assert_eq!(bytes.len() as u64, total);
+        bytes
+    }
+
     fn image() -> Planar {
         Planar {
             width: 3,
@@ -116,28 +158,37 @@ mod tests {
     #[test]
     fn f32_round_trips_exactly_and_f16_closely() {
         let img = image();
-        let back = decode(
-            &encode(&img, PixelFormat::F32).unwrap(),
-            3,
-            2,
-            PixelFormat::F32,
-        );
+        let back = decode(&encoded(&img, PixelFormat::F32), 3, 2, PixelFormat::F32);
         assert_eq!(back.unwrap(), img);
-        let half = decode(
-            &encode(&img, PixelFormat::F16).unwrap(),
-            3,
-            2,
-            PixelFormat::F16,
-        )
-        .unwrap();
+        let half = decode(&encoded(&img, PixelFormat::F16), 3, 2, PixelFormat::F16).unwrap();
         for (a, b) in half.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
     }
 
     #[test]
+    fn big_images_go_in_pieces_of_at_most_a_chunk() {
+        let (w, h) = (1024, 200);
+        let img = Planar {
+            width: w,
+            height: h,
+            data: (0..3 * w * h).map(|i| (i % 997) as f32 / 997.0).collect(),
+        };
+        for format in [PixelFormat::F32, PixelFormat::F16] {
+            let pieces: Vec<Vec<u8>> = encode(&img, format).unwrap().collect();
+            assert!(pieces.len() > 1);
+            assert!(pieces.iter().all(|p| p.len() <= CHUNK_BYTES));
+            let back = decode(&pieces.concat(), w as u32, h as u32, format).unwrap();
+            let exact = format == PixelFormat::F32;
+            for (a, b) in back.data.iter().zip(&img.data) {
+                assert!(if exact { a == b } else { (a - b).abs() < 1e-3 });
+            }
+        }
+    }
+
+    #[test]
     fn wrong_lengths_sizes_and_formats_are_refused() {
-        let bytes = encode(&image(), PixelFormat::F32).unwrap();
+        let bytes = encoded(&image(), PixelFormat::F32);
         assert_eq!(
             decode(&bytes[1..], 3, 2, PixelFormat::F32),
             Err(WireError::Length {

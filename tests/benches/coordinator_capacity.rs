@@ -150,6 +150,7 @@ struct Measured {
     mb_per_second: f64,
     cpu_per_tile: f64,
     busy: f64,
+    peak_rss_gib: f64,
 }
 
 /// Runs `jobs` jobs of `size` on `workers` synthetic workers of per-tile
@@ -206,6 +207,7 @@ fn measure(
     let (first, done_before) = (sample(&coordinator), done.load(Ordering::Relaxed));
     std::thread::sleep(window);
     let (last, done_after) = (sample(&coordinator), done.load(Ordering::Relaxed));
+    let peak_rss_gib = coordinator.peak_rss_gib();
     for id in &ids {
         let _ = run(coordinator.client("cancel", &[id]));
     }
@@ -219,6 +221,7 @@ fn measure(
         mb_per_second: (last.bytes - first.bytes) / seconds / 1e6,
         cpu_per_tile: (last.cpu - first.cpu) / tiles.max(1.0),
         busy: (done_after - done_before) as f64 * delay.as_secs_f64() / (workers as f64 * seconds),
+        peak_rss_gib,
     }
 }
 
@@ -233,7 +236,7 @@ fn main() {
         "{jobs} concurrent jobs, default recipe; saturation: {workers} workers with no delay; stated: {workers} workers of {tile_seconds} s per tile"
     );
     println!(
-        "size       | saturated tiles/s | MB/s  | coordinator CPU s/tile | GPUs of {tile_seconds} s/tile it can feed | stated run: tiles/s, workers busy"
+        "size       | saturated tiles/s | MB/s  | coordinator CPU s/tile | GPUs of {tile_seconds} s/tile it can feed | stated run: tiles/s, workers busy | peak RSS GiB"
     );
     for size in sizes.split(',') {
         let saturated = measure(&runtime, size, jobs, workers, Duration::ZERO, window);
@@ -246,13 +249,14 @@ fn main() {
             window,
         );
         println!(
-            "{size:10} | {:17.1} | {:5.0} | {:22.4} | {:28.1} | {:.1}, {:.0}%",
+            "{size:10} | {:17.1} | {:5.0} | {:22.4} | {:28.1} | {:.1}, {:.0}% | {:.2}",
             saturated.tiles_per_second,
             saturated.mb_per_second,
             saturated.cpu_per_tile,
             saturated.tiles_per_second * tile_seconds,
             stated.tiles_per_second,
-            100.0 * stated.busy
+            100.0 * stated.busy,
+            saturated.peak_rss_gib.max(stated.peak_rss_gib)
         );
     }
 }

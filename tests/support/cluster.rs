@@ -210,6 +210,18 @@ impl Coordinator {
         (ticks_of(11) + ticks_of(12)) / ticks
     }
 
+    /// The coordinator's peak resident memory so far, in GiB.
+    pub fn peak_rss_gib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / (1024.0 * 1024.0)
+    }
+
     /// The coordinator's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()

@@ -18,10 +18,11 @@ use std::time::Duration;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_common::params::DreamSettings;
+use dreamfarm_common::resample::Planar;
 use dreamfarm_common::tiling::Rect;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::auth::AttachToken;
-use dreamfarm_proto::chunks::{Assembler, split};
+use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::connect::connect;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
@@ -469,23 +470,8 @@ fn compute_loop(device: Device, shared: &Shared, queue: &Mutex<std_mpsc::Receive
             settle();
             continue;
         }
-        match result
-            .and_then(|change| pixels::encode(&change, PixelFormat::F32).map_err(|e| e.to_string()))
-        {
-            Ok(bytes) => {
-                let head = ResultStart {
-                    lease_id: lease.id,
-                    attempt: lease.attempt,
-                    format: PixelFormat::F32 as i32,
-                    pixels_bytes: bytes.len() as u64,
-                };
-                let _ = lease.up.blocking_send(up(Up::ResultStart(head)));
-                for data in split(&bytes) {
-                    let _ = lease.up.blocking_send(up(Up::ResultChunk(Chunk {
-                        lease_id: lease.id,
-                        data,
-                    })));
-                }
+        match result.and_then(|change| send_result(&lease, &change)) {
+            Ok(()) => {
                 shared.done.fetch_add(1, Ordering::SeqCst);
                 settle();
                 tracing::debug!(lease = lease.id, "tile done");
@@ -499,6 +485,28 @@ fn compute_loop(device: Device, shared: &Shared, queue: &Mutex<std_mpsc::Receive
             }
         }
     }
+}
+
+/// Sends a lease's change: its head, then its pixels piece by piece as
+/// they are encoded.
+fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
+    let pieces = pixels::encode(change, PixelFormat::F32).map_err(|e| e.to_string())?;
+    let head = ResultStart {
+        lease_id: lease.id,
+        attempt: lease.attempt,
+        format: PixelFormat::F32 as i32,
+        pixels_bytes: pieces.total_bytes(),
+    };
+    // A closed stream means the session ended: the coordinator requeues
+    // the lease, so there is nothing to report here.
+    let _ = lease.up.blocking_send(up(Up::ResultStart(head)));
+    for data in pieces {
+        let _ = lease.up.blocking_send(up(Up::ResultChunk(Chunk {
+            lease_id: lease.id,
+            data,
+        })));
+    }
+    Ok(())
 }
 
 /// Loads the dreamer for a job's settings (TOML from the wire, checked).

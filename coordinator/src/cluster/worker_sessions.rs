@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dreamfarm_proto::chunks::{Assembler, split};
+use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
@@ -164,7 +164,7 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
 /// Sends one lease: its head, then its pixels in chunks.
 async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     let w = &grant.work;
-    let bytes = pixels::encode(&w.pixels, PixelFormat::F32).map_err(|_| ())?;
+    let pieces = pixels::encode(&w.pixels, PixelFormat::F32).map_err(|_| ())?;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {
         lease_id: grant.lease,
@@ -181,7 +181,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
         width: w.pixels.width as u32,
         height: w.pixels.height as u32,
         format: PixelFormat::F32 as i32,
-        pixels_bytes: bytes.len() as u64,
+        pixels_bytes: pieces.total_bytes(),
         output: Some(Rect {
             x: w.output.x as u32,
             y: w.output.y as u32,
@@ -193,7 +193,8 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     tx.send(down(Down::LeaseStart(start)))
         .await
         .map_err(|_| ())?;
-    for piece in split(&bytes) {
+    for piece in pieces {
+        hub.metrics.sent(piece.len());
         let chunk = Chunk {
             lease_id: grant.lease,
             data: piece,
@@ -202,7 +203,6 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
             .await
             .map_err(|_| ())?;
     }
-    hub.metrics.sent(bytes.len());
     Ok(())
 }
 
