@@ -95,6 +95,41 @@ fn one_worker_three_workers_and_one_machine_give_identical_frames() {
 }
 
 #[test]
+fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
+    let c = Coordinator::start();
+    let _worker = c.worker("w");
+    let bytes =
+        || c.metric("dreamfarm_bytes_received_total") + c.metric("dreamfarm_bytes_sent_total");
+    let exact = c.submit(&job("f32"));
+    c.wait_done(&exact, LIMIT);
+    let f32_bytes = bytes();
+    let mut half = job("f16");
+    half.extend(["--wire-precision", "f16"]);
+    let id = c.submit(&half);
+    c.wait_done(&id, LIMIT);
+    let f16_bytes = bytes() - f32_bytes;
+    // Both jobs upload the same input; everything else is tile pixels.
+    let input = std::fs::metadata(dreamfarm_tests::repo().join("assets/astronaut.png"))
+        .expect("input")
+        .len() as f64;
+    assert_eq!(
+        2.0 * (f16_bytes - input),
+        f32_bytes - input,
+        "f16 halves every lease and result"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("UTF-8").to_string();
+    let mut render = vec!["render", "--device", "cpu", "--output", &out];
+    render.extend(half.iter().take(half.len() - 4));
+    render.extend(["--wire-precision", "f16"]);
+    run_ok(dreamfarm(&render));
+    assert!(
+        fetched(&c, &id) == frame_bytes(dir.path()),
+        "an f16 job's frames differ from its single-machine render"
+    );
+}
+
+#[test]
 fn a_killed_worker_leases_are_retried_and_a_new_worker_picks_up() {
     let c = Coordinator::start();
     let first = c.worker("doomed");

@@ -243,3 +243,47 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
         "frames differ after hostile workers"
     );
 }
+
+/// A worker must answer in its lease's pixel format: an f16 result for an
+/// f32 lease would quietly cost the frames their exactness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_in_another_pixel_format_is_refused() {
+    let c = Coordinator::start();
+    c.submit(&[
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        "192x128",
+        "--frames",
+        "1",
+        "--tile-size",
+        "64",
+        "--name",
+        "format",
+    ]);
+    let mut raw = open(&c.url, hello(PROTOCOL_VERSION))
+        .await
+        .expect("session");
+    let lease = next_lease(&mut raw).await;
+    assert_eq!(lease.format, PixelFormat::F32 as i32);
+    let head = ResultStart {
+        lease_id: lease.lease_id,
+        attempt: lease.attempt,
+        format: PixelFormat::F16 as i32,
+        pixels_bytes: result_bytes(&lease) / 2,
+    };
+    raw.up.send(msg(Up::ResultStart(head))).await.expect("send");
+    let status = ends_with(&mut raw).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("format"), "{status:?}");
+    // The lease goes back to the queue once the session is torn down.
+    let start = std::time::Instant::now();
+    while c.metric("dreamfarm_lease_retries_total") < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "lease not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.metric("dreamfarm_rejected_total"), 1.0);
+}

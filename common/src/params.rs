@@ -136,6 +136,34 @@ impl FromStr for Reduction {
     }
 }
 
+/// How a tile's pixels and its change travel between the coordinator and
+/// the workers. The frame loop rounds them the same way when it computes
+/// tiles in-process, so a cluster's frames stay identical to a
+/// single-machine render of the same job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WirePrecision {
+    /// 32-bit floats: exact.
+    #[default]
+    F32,
+    /// 16-bit floats: half the bytes. A pixel in `0..=1` moves by at most
+    /// 2^-12, a sixteenth of an 8-bit level, and every frame is stored as
+    /// 8-bit anyway.
+    F16,
+}
+
+impl FromStr for WirePrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("unknown wire precision {s:?}: use f32 or f16")),
+        }
+    }
+}
+
 /// How each frame is dreamed: model, objective, octaves, gradient steps and
 /// tiling. Sent once per job to every worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +203,9 @@ pub struct DreamSettings {
     /// best for throughput and for seams alike (`cargo bench -p
     /// dreamfarm-tests --bench lease_iterations`).
     pub iterations_per_lease: u32,
+    /// Pixels on the wire in a cluster: f32 (exact, the default) or f16
+    /// (half the bytes per tile).
+    pub wire_precision: WirePrecision,
 }
 
 impl Default for DreamSettings {
@@ -194,6 +225,7 @@ impl Default for DreamSettings {
             tile_margin: 64,
             blend_band: 32,
             iterations_per_lease: 0,
+            wire_precision: WirePrecision::F32,
         }
     }
 }

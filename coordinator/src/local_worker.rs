@@ -5,6 +5,8 @@ use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
+use dreamfarm_proto::pb::PixelFormat;
+use dreamfarm_proto::pixels;
 use dreamfarm_worker::dream::{DreamError, Dreamer};
 use dreamfarm_worker::models::torch_device;
 
@@ -14,6 +16,8 @@ use crate::tile_executor::{TileError, TileExecutor};
 pub struct LocalWorker {
     dreamer: Dreamer,
     min_side: usize,
+    /// The job's wire format, whose rounding tiles get here too.
+    wire: PixelFormat,
 }
 
 impl LocalWorker {
@@ -25,7 +29,11 @@ impl LocalWorker {
     ) -> Result<Self, DreamError> {
         let min_side = settings.model_spec()?.min_side();
         let dreamer = Dreamer::load(settings, seed, torch_device(device)?)?;
-        Ok(Self { dreamer, min_side })
+        Ok(Self {
+            dreamer,
+            min_side,
+            wire: pixels::format_for(settings.wire_precision),
+        })
     }
 
     /// The smallest image side the model accepts.
@@ -40,15 +48,19 @@ impl LocalWorker {
 }
 
 impl TileExecutor for LocalWorker {
-    fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
-        work.iter()
+    fn run(&mut self, mut work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
+        work.iter_mut()
             .map(|w| {
-                self.dreamer.dream_tile(w).map_err(|e| TileError {
+                // What a cluster worker would receive and send back.
+                pixels::round_as_on_the_wire(&mut w.pixels, self.wire);
+                let mut change = self.dreamer.dream_tile(w).map_err(|e| TileError {
                     frame: w.frame,
                     octave: w.octave,
                     tile: w.tile,
                     reason: e.to_string(),
-                })
+                })?;
+                pixels::round_as_on_the_wire(&mut change, self.wire);
+                Ok(change)
             })
             .collect()
     }

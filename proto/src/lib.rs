@@ -22,7 +22,7 @@ pub mod pb {
 
 /// Bumped whenever the messages change meaning; a worker whose `Hello`
 /// names another version is refused with a clear status.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest piece of a payload in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;

@@ -1,13 +1,32 @@
 //! Planar RGB pixels on the wire. Tiles go out and changes come back as
 //! little-endian f32 by default: the octave image is float (base plus
-//! carried detail), and f32 keeps a cluster's frames bit-identical to a
-//! single-machine render. f16 halves the bytes for jobs that accept
-//! ~1e-3 relative error per step.
+//! carried detail), and f32 is exact. f16 halves the bytes for jobs that
+//! ask for it (`wire_precision = "f16"`); a single-machine render of such
+//! a job rounds its tiles the same way ([`round_as_on_the_wire`]), so its
+//! frames stay identical to the cluster's.
 
+use dreamfarm_common::params::WirePrecision;
 use dreamfarm_common::resample::Planar;
 
 use crate::pb::PixelFormat;
 use crate::{CHUNK_BYTES, MAX_TILE_SIDE, WireError};
+
+/// The pixel format of a job's leases and results.
+pub fn format_for(precision: WirePrecision) -> PixelFormat {
+    match precision {
+        WirePrecision::F32 => PixelFormat::F32,
+        WirePrecision::F16 => PixelFormat::F16,
+    }
+}
+
+/// Rounds `image` as [`encode`] then [`decode`] in `format` would.
+pub fn round_as_on_the_wire(image: &mut Planar, format: PixelFormat) {
+    if format == PixelFormat::F16 {
+        for v in &mut image.data {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+}
 
 /// Bytes per sample of `format`.
 pub fn sample_bytes(format: PixelFormat) -> Result<u64, WireError> {
@@ -164,6 +183,21 @@ mod tests {
         for (a, b) in half.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn rounding_in_place_matches_the_wire() {
+        for format in [PixelFormat::F32, PixelFormat::F16] {
+            let mut img = image();
+            let sent = decode(&encoded(&img, format), 3, 2, format).unwrap();
+            round_as_on_the_wire(&mut img, format);
+            assert_eq!(img, sent);
+        }
+        assert_ne!(
+            image(),
+            decode(&encoded(&image(), PixelFormat::F16), 3, 2, PixelFormat::F16).unwrap(),
+            "f16 rounds these samples"
+        );
     }
 
     #[test]

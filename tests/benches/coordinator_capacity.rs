@@ -20,7 +20,8 @@
 //! GPUs of per-tile time t a coordinator can keep busy = saturated tiles/s
 //! × t. Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
 //! BENCH_JOBS (concurrent jobs, default 8), BENCH_WORKERS (default 32),
-//! BENCH_TILE_SECONDS (default 1.5), BENCH_WINDOW (seconds, default 20).
+//! BENCH_TILE_SECONDS (default 1.5), BENCH_WINDOW (seconds, default 20),
+//! BENCH_WIRE (the jobs' wire precision, f32 or f16; default f32).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,28 +80,28 @@ async fn synthetic_worker(
         }
     });
     let zeros = vec![0u8; CHUNK_BYTES];
-    // Lease id → (attempt, output bytes, bytes still to come).
-    let mut arriving: HashMap<u64, (u32, u64, u64)> = HashMap::new();
+    // Lease id → (attempt, format, output bytes, bytes still to come).
+    let mut arriving: HashMap<u64, (u32, PixelFormat, u64, u64)> = HashMap::new();
     while let Some(msg) = down.message().await? {
-        let (id, attempt, out_bytes) = match msg.body {
+        let (id, attempt, format, out_bytes) = match msg.body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
-                let out_bytes =
-                    pixels::payload_bytes("result", o.width, o.height, PixelFormat::F32)?;
-                arriving.insert(s.lease_id, (s.attempt, out_bytes, s.pixels_bytes));
+                let format = pixels::format_of(s.format)?;
+                let out_bytes = pixels::payload_bytes("result", o.width, o.height, format)?;
+                arriving.insert(s.lease_id, (s.attempt, format, out_bytes, s.pixels_bytes));
                 continue;
             }
             Some(Down::LeaseChunk(c)) => {
                 let Some(entry) = arriving.get_mut(&c.lease_id) else {
                     continue;
                 };
-                entry.2 -= c.data.len() as u64;
-                if entry.2 > 0 {
+                entry.3 -= c.data.len() as u64;
+                if entry.3 > 0 {
                     continue;
                 }
-                let (attempt, out_bytes, _) = *entry;
+                let (attempt, format, out_bytes, _) = *entry;
                 arriving.remove(&c.lease_id);
-                (c.lease_id, attempt, out_bytes)
+                (c.lease_id, attempt, format, out_bytes)
             }
             _ => continue,
         };
@@ -108,7 +109,7 @@ async fn synthetic_worker(
         tx.send(up(Up::ResultStart(ResultStart {
             lease_id: id,
             attempt,
-            format: PixelFormat::F32 as i32,
+            format: format as i32,
             pixels_bytes: out_bytes,
         })))
         .await?;
@@ -153,11 +154,13 @@ struct Measured {
     peak_rss_gib: f64,
 }
 
-/// Runs `jobs` jobs of `size` on `workers` synthetic workers of per-tile
-/// time `delay` and measures the coordinator over `window`.
+/// Runs `jobs` jobs of `size` with pixels in `wire` precision on `workers`
+/// synthetic workers of per-tile time `delay` and measures the coordinator
+/// over `window`.
 fn measure(
     runtime: &tokio::runtime::Runtime,
     size: &str,
+    wire: &str,
     jobs: usize,
     workers: usize,
     delay: Duration,
@@ -183,6 +186,8 @@ fn measure(
                 size,
                 "--frames",
                 "10000",
+                "--wire-precision",
+                wire,
                 "--name",
                 &format!("capacity{j}"),
             ])
@@ -231,18 +236,20 @@ fn main() {
     let workers: usize = env_or("BENCH_WORKERS", 32);
     let tile_seconds: f64 = env_or("BENCH_TILE_SECONDS", 1.5);
     let window = Duration::from_secs_f64(env_or("BENCH_WINDOW", 20.0));
+    let wire: String = env_or("BENCH_WIRE", "f32".into());
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     println!(
-        "{jobs} concurrent jobs, default recipe; saturation: {workers} workers with no delay; stated: {workers} workers of {tile_seconds} s per tile"
+        "{jobs} concurrent jobs, default recipe, {wire} pixels on the wire; saturation: {workers} workers with no delay; stated: {workers} workers of {tile_seconds} s per tile"
     );
     println!(
         "size       | saturated tiles/s | MB/s  | coordinator CPU s/tile | GPUs of {tile_seconds} s/tile it can feed | stated run: tiles/s, workers busy | peak RSS GiB"
     );
     for size in sizes.split(',') {
-        let saturated = measure(&runtime, size, jobs, workers, Duration::ZERO, window);
+        let saturated = measure(&runtime, size, &wire, jobs, workers, Duration::ZERO, window);
         let stated = measure(
             &runtime,
             size,
+            &wire,
             jobs,
             workers,
             Duration::from_secs_f64(tile_seconds),

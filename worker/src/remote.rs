@@ -83,6 +83,8 @@ pub enum RemoteError {
 struct Lease {
     id: u64,
     attempt: u32,
+    /// The lease's pixel format, which its result uses too.
+    format: PixelFormat,
     settings: String,
     seed: u64,
     work: TileWork,
@@ -394,6 +396,7 @@ fn lease_from_wire(
     Ok(Lease {
         id,
         attempt: start.attempt,
+        format,
         settings: start.dream_settings,
         seed: start.seed,
         work,
@@ -490,11 +493,11 @@ fn compute_loop(device: Device, shared: &Shared, queue: &Mutex<std_mpsc::Receive
 /// Sends a lease's change: its head, then its pixels piece by piece as
 /// they are encoded.
 fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
-    let pieces = pixels::encode(change, PixelFormat::F32).map_err(|e| e.to_string())?;
+    let pieces = pixels::encode(change, lease.format).map_err(|e| e.to_string())?;
     let head = ResultStart {
         lease_id: lease.id,
         attempt: lease.attempt,
-        format: PixelFormat::F32 as i32,
+        format: lease.format as i32,
         pixels_bytes: pieces.total_bytes(),
     };
     // A closed stream means the session ended: the coordinator requeues

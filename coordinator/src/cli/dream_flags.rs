@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use dreamfarm_common::params::{DreamSettings, LayerTerm, Reduction};
+use dreamfarm_common::params::{DreamSettings, LayerTerm, Reduction, WirePrecision};
 
 /// Dream settings from the command line.
 #[derive(Debug, Args, Default)]
@@ -64,6 +64,10 @@ pub struct DreamFlags {
     /// octave's steps in one lease [default: 0].
     #[arg(long)]
     iterations_per_lease: Option<u32>,
+    /// Pixels on the wire in a cluster: f32 (exact) or f16 (half the
+    /// bytes; the same rounding on one machine) [default: f32].
+    #[arg(long)]
+    wire_precision: Option<WirePrecision>,
 }
 
 impl DreamFlags {
@@ -92,5 +96,6 @@ impl DreamFlags {
         set(&mut s.tile_margin, self.tile_margin);
         set(&mut s.blend_band, self.blend_band);
         set(&mut s.iterations_per_lease, self.iterations_per_lease);
+        set(&mut s.wire_precision, self.wire_precision);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::seed;
 use dreamfarm_proto::pb::{JobState, JobStatus};
+use dreamfarm_proto::pixels;
 use tokio::sync::watch;
 
 use super::hub::Hub;
@@ -256,6 +257,7 @@ impl Jobs {
                 JobParams {
                     dream_settings: settings.into(),
                     seed: spec.seed,
+                    wire: pixels::format_for(spec.dream.wire_precision),
                 },
             )
         });

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
+use dreamfarm_proto::pb::PixelFormat;
 
 /// Tries per tile before its job fails (failures, hand-backs, lost workers
 /// and expired deadlines all count).
@@ -38,6 +39,19 @@ pub struct JobParams {
     pub dream_settings: Arc<str>,
     /// The job's seed.
     pub seed: u64,
+    /// The pixel format of its leases and results.
+    pub wire: PixelFormat,
+}
+
+/// What the result of a lease must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultShape {
+    /// Width of the tile's output region.
+    pub width: usize,
+    /// Its height.
+    pub height: usize,
+    /// The job's pixel format.
+    pub format: PixelFormat,
 }
 
 /// A lease handed to a worker.
@@ -399,14 +413,14 @@ impl Scheduler {
         Some(grant)
     }
 
-    /// Checks that `worker` holds `lease` at `attempt`; returns the output
-    /// size (width, height) its result must have.
+    /// Checks that `worker` holds `lease` at `attempt`; returns the size
+    /// and pixel format its result must have.
     pub fn check_result(
         &self,
         worker: WorkerId,
         lease: LeaseId,
         attempt: u32,
-    ) -> Result<(usize, usize), LeaseError> {
+    ) -> Result<ResultShape, LeaseError> {
         self.owned(worker, lease)?;
         let l = &self.leases[&lease];
         if l.unit.attempt != attempt {
@@ -416,7 +430,12 @@ impl Scheduler {
                 given: attempt,
             });
         }
-        Ok((l.unit.work.output.width, l.unit.work.output.height))
+        let job = self.jobs.get(&l.job).ok_or(LeaseError::TakenBack(lease))?;
+        Ok(ResultShape {
+            width: l.unit.work.output.width,
+            height: l.unit.work.output.height,
+            format: job.params.wire,
+        })
     }
 
     /// Delivers the result of `lease` to the batch waiting on it.
@@ -427,8 +446,8 @@ impl Scheduler {
         attempt: u32,
         change: Planar,
     ) -> Result<(), LeaseError> {
-        let want = self.check_result(worker, lease, attempt)?;
-        let got = (change.width, change.height);
+        let shape = self.check_result(worker, lease, attempt)?;
+        let (want, got) = ((shape.width, shape.height), (change.width, change.height));
         if got != want {
             return Err(LeaseError::WrongSize { lease, want, got });
         }
@@ -564,6 +583,7 @@ mod tests {
         JobParams {
             dream_settings: "".into(),
             seed: 1,
+            wire: PixelFormat::F32,
         }
     }
 

@@ -164,7 +164,7 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
 /// Sends one lease: its head, then its pixels in chunks.
 async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     let w = &grant.work;
-    let pieces = pixels::encode(&w.pixels, PixelFormat::F32).map_err(|_| ())?;
+    let pieces = pixels::encode(&w.pixels, grant.params.wire).map_err(|_| ())?;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {
         lease_id: grant.lease,
@@ -180,7 +180,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
         jitter: w.jitter,
         width: w.pixels.width as u32,
         height: w.pixels.height as u32,
-        format: PixelFormat::F32 as i32,
+        format: grant.params.wire as i32,
         pixels_bytes: pieces.total_bytes(),
         output: Some(Rect {
             x: w.output.x as u32,
@@ -297,8 +297,18 @@ async fn read_messages(
 fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming, Status> {
     let format = pixels::format_of(r.format)?;
     let expected = match hub.read(|s| s.check_result(worker, r.lease_id, r.attempt)) {
-        Ok((w, h)) => {
-            let want = pixels::payload_bytes("result", w as u32, h as u32, format)?;
+        Ok(shape) => {
+            if format != shape.format {
+                return Err(WireError::Protocol(format!(
+                    "lease {}: the result is in {}, the lease in {}; answer in the lease's format",
+                    r.lease_id,
+                    format.as_str_name(),
+                    shape.format.as_str_name()
+                ))
+                .into());
+            }
+            let (w, h) = (shape.width as u32, shape.height as u32);
+            let want = pixels::payload_bytes("result", w, h, format)?;
             if r.pixels_bytes != want {
                 return Err(WireError::Length {
                     expected: want,
@@ -306,7 +316,7 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
                 }
                 .into());
             }
-            Some((w as u32, h as u32, format))
+            Some((w, h, format))
         }
         // A late result (the lease expired or went elsewhere): dropped.
         Err(e @ LeaseError::TakenBack(_)) => {
