@@ -187,6 +187,13 @@ pub fn resize(src: &Planar, width: usize, height: usize) -> Planar {
         (true, true) => src.clone(),
         (false, true) => resize_horizontal(src, width),
         (true, false) => resize_vertical(src, height),
+        // Shrink first, so the second pass runs on the smaller image. The
+        // vertical pass vectorises across a row and the horizontal one
+        // does not, so this also gives the vertical pass the bulk of a
+        // downscale's work.
+        (false, false) if height < src.height => {
+            resize_horizontal(&resize_vertical(src, height), width)
+        }
         (false, false) => resize_vertical(&resize_horizontal(src, width), height),
     }
 }

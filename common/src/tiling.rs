@@ -231,22 +231,34 @@ fn mirror(i: i64, n: usize) -> usize {
 }
 
 /// The pixels of `rect` from `image`, mirrored where `rect` leaves it.
+///
+/// The columns inside the image are copied as one run per row; only those
+/// past an edge go through the mirror. A lease's pixels are extracted for
+/// every tile of every octave, so this is on the coordinator's hot path.
 pub fn extract(image: &Planar, rect: Rect) -> Planar {
-    let mut out = Planar::zeros(rect.width, rect.height);
     let columns: Vec<usize> = (0..rect.width)
         .map(|i| mirror(rect.x + i as i64, image.width))
         .collect();
+    // Output columns `left..right` are image columns `rect.x + i`.
+    let clamp = |i: i64| i.clamp(0, rect.width as i64) as usize;
+    let left = clamp(-rect.x);
+    let right = clamp(image.width as i64 - rect.x).max(left);
+    let start = (rect.x + left as i64).clamp(0, image.width as i64) as usize;
+    let mut data = Vec::with_capacity(3 * rect.width * rect.height);
     for ch in 0..3 {
         for j in 0..rect.height {
             let y = mirror(rect.y + j as i64, image.height);
             let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
-            let dst = &mut out.data[(ch * rect.height + j) * rect.width..][..rect.width];
-            for (d, &x) in dst.iter_mut().zip(&columns) {
-                *d = src[x];
-            }
+            data.extend(columns[..left].iter().map(|&x| src[x]));
+            data.extend_from_slice(&src[start..][..right - left]);
+            data.extend(columns[right..].iter().map(|&x| src[x]));
         }
     }
-    out
+    Planar {
+        width: rect.width,
+        height: rect.height,
+        data,
+    }
 }
 
 #[cfg(test)]
@@ -329,5 +341,42 @@ mod tests {
             },
         );
         assert_eq!(&row.data[..7], &[2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]);
+    }
+
+    #[test]
+    fn extract_is_the_mirror_of_every_pixel() {
+        let (w, h) = (9, 5);
+        let img = Planar {
+            width: w,
+            height: h,
+            data: (0..3 * w * h).map(|i| i as f32).collect(),
+        };
+        let rects = [
+            (-3, -2, 15, 9),
+            (2, 1, 4, 3),
+            (-20, 0, 5, 2),
+            (7, 4, 30, 6),
+            (9, 0, 3, 1),
+            (20, -7, 3, 1),
+        ];
+        for (x, y, width, height) in rects {
+            let rect = Rect {
+                x,
+                y,
+                width,
+                height,
+            };
+            let got = extract(&img, rect);
+            let mut want = Vec::new();
+            for ch in 0..3 {
+                for j in 0..height {
+                    let yy = mirror(y + j as i64, h);
+                    for i in 0..width {
+                        want.push(img.data[(ch * h + yy) * w + mirror(x + i as i64, w)]);
+                    }
+                }
+            }
+            assert_eq!(got.data, want, "{rect:?}");
+        }
     }
 }

@@ -332,7 +332,11 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
         lease: r.lease_id,
         attempt: r.attempt,
         expected,
-        bytes: Assembler::new(r.pixels_bytes),
+        bytes: if expected.is_some() {
+            Assembler::with_checked_length(r.pixels_bytes)
+        } else {
+            Assembler::new(r.pixels_bytes)
+        },
     })
 }
 
