@@ -137,18 +137,19 @@ impl FromStr for Reduction {
 }
 
 /// How a tile's pixels and its change travel between the coordinator and
-/// the workers. The frame loop rounds them the same way when it computes
-/// tiles in-process, so a cluster's frames stay identical to a
-/// single-machine render of the same job.
+/// the workers. A single-machine render rounds its tiles the same way, so
+/// a cluster's frames stay identical to a single-machine render of the
+/// same job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WirePrecision {
     /// 32-bit floats: exact.
     #[default]
     F32,
-    /// 16-bit floats: half the bytes. A pixel in `0..=1` moves by at most
-    /// 2^-12, a sixteenth of an 8-bit level, and every frame is stored as
-    /// 8-bit anyway.
+    /// 16-bit floats: half the bytes. A sample in `0..=1` moves by at most
+    /// 2^-12, a sixteenth of an 8-bit level; the dream's fine texture then
+    /// comes out different from an f32 render's, as it does for any tiny
+    /// change of the input (measured in the README).
     F16,
 }
 
