@@ -236,9 +236,7 @@ fn mirror(i: i64, n: usize) -> usize {
 /// past an edge go through the mirror. A lease's pixels are extracted for
 /// every tile of every octave, so this is on the coordinator's hot path.
 pub fn extract(image: &Planar, rect: Rect) -> Planar {
-    let columns: Vec<usize> = (0..rect.width)
-        .map(|i| mirror(rect.x + i as i64, image.width))
-        .collect();
+    let column = |i: usize| mirror(rect.x + i as i64, image.width);
     // Output columns `left..right` are image columns `rect.x + i`.
     let clamp = |i: i64| i.clamp(0, rect.width as i64) as usize;
     let left = clamp(-rect.x);
@@ -249,9 +247,9 @@ pub fn extract(image: &Planar, rect: Rect) -> Planar {
         for j in 0..rect.height {
             let y = mirror(rect.y + j as i64, image.height);
             let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
-            data.extend(columns[..left].iter().map(|&x| src[x]));
+            data.extend((0..left).map(|i| src[column(i)]));
             data.extend_from_slice(&src[start..][..right - left]);
-            data.extend(columns[right..].iter().map(|&x| src[x]));
+            data.extend((right..rect.width).map(|i| src[column(i)]));
         }
     }
     Planar {
