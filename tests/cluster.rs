@@ -120,7 +120,7 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().to_str().expect("UTF-8").to_string();
     let mut render = vec!["render", "--device", "cpu", "--output", &out];
-    render.extend(half.iter().take(half.len() - 4));
+    render.extend_from_slice(JOB);
     render.extend(["--wire-precision", "f16"]);
     run_ok(dreamfarm(&render));
     assert!(
