@@ -4,6 +4,7 @@
 //! layer names, devices) with these types and ships without CUDA.
 
 pub mod device;
+pub mod job_name;
 pub mod model_catalog;
 pub mod params;
 pub mod resample;

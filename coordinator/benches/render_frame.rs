@@ -151,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             &dir.path().join("bench.mp4"),
             min_side,
             &mut worker,
+            &mut |_, _| {},
         )?;
         let frame = median(steady(report.frame_seconds));
         let bare = bare_passes(

@@ -6,6 +6,8 @@
 //! - [`render`]: a whole job, frame after frame, resumable.
 //! - [`output`]: the frames folder; [`video`]: ffmpeg.
 //! - [`cluster`]: the gRPC coordinator that leases tiles to remote workers.
+//! - [`store`]: the durable job store (SQLite) the coordinator keeps its
+//!   jobs and their event logs in.
 //! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
 //!   them in this process (single-machine renders).
 
@@ -16,6 +18,7 @@ pub mod local_worker;
 pub mod output;
 pub mod progress;
 pub mod render;
+pub mod store;
 pub mod tile_executor;
 pub mod video;
 

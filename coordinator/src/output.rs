@@ -102,6 +102,14 @@ impl OutputDir {
         Ok(out)
     }
 
+    /// The folder `dir` as it is, to count its frames (nothing is checked or
+    /// written).
+    pub fn existing(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// Removes the temporary files of frames a killed render left half
     /// written (they never have a frame's name, so nothing else is lost).
     fn remove_partial_frames(&self) {

@@ -113,7 +113,8 @@ pub struct RenderReport {
 
 /// Renders every missing frame of `spec` into `out` with `executor`, then
 /// the video `video`. `input` comes from [`load_input`]; `min_side` is the
-/// model's smallest usable side.
+/// model's smallest usable side. `on_frame(n, seconds)` hears of each frame
+/// once it is on disk.
 pub fn render(
     spec: &JobSpec,
     input: &Planar,
@@ -121,6 +122,7 @@ pub fn render(
     video: &Path,
     min_side: usize,
     executor: &mut dyn TileExecutor,
+    on_frame: &mut dyn FnMut(u64, f64),
 ) -> Result<RenderReport, RenderError> {
     check_min_side(spec, input, min_side)?;
     let (w, h) = (input.width, input.height);
@@ -151,6 +153,7 @@ pub fn render(
         previous = Some(Planar::from_rgb8(w, h, &rgb));
         let seconds = started.elapsed().as_secs_f64();
         progress.frame_done(n, seconds);
+        on_frame(n, seconds);
         report.frame_seconds.push(seconds);
     }
     progress.finish();

@@ -32,7 +32,12 @@ pub enum VideoError {
 /// frame sizes are padded by one pixel: yuv420p needs even sides.
 pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
     let frames = pattern.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let partial = video.with_extension("partial.mp4");
+    // Hidden until complete: a client fetching the folder skips it, and a
+    // render killed mid-encode leaves no half video under a real name.
+    let partial = video.with_file_name(format!(
+        ".{}.partial.mp4",
+        video.file_stem().unwrap_or_default().to_string_lossy()
+    ));
     let output = Command::new("ffmpeg")
         .args(["-y", "-loglevel", "error", "-framerate"])
         .arg(settings.fps.to_string())

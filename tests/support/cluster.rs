@@ -19,8 +19,65 @@ pub struct Coordinator {
     pub url: String,
     /// host:port of the metrics endpoint.
     pub metrics: String,
+    /// Flags it was started with beyond the usual ones.
+    extra: Vec<String>,
     /// Its data folder and the workers' logs.
     pub dir: tempfile::TempDir,
+}
+
+/// `dreamfarm coordinator` on `dir/data` with a short heartbeat timeout,
+/// logging to `dir/coordinator.log` (appended, so restarts keep history).
+fn coordinator_command(dir: &Path, listen: &str, metrics: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args([
+        "coordinator",
+        "--listen",
+        listen,
+        "--metrics-listen",
+        metrics,
+    ])
+    .args(["--token", TOKEN, "--heartbeat-timeout", "3", "--data"])
+    .arg(dir.join("data"))
+    .args(extra)
+    .current_dir(repo());
+    c
+}
+
+/// Starts a coordinator and reads the addresses it prints.
+fn spawn_coordinator(
+    dir: &Path,
+    listen: &str,
+    metrics: &str,
+    extra: &[&str],
+) -> Result<(Child, String, String), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("coordinator.log"))
+        .map_err(|e| e.to_string())?;
+    let mut child = coordinator_command(dir, listen, metrics, extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    // "dreamfarm coordinator listening on A (metrics on http://M/metrics)"
+    let addr = line.split_whitespace().nth(4);
+    let metrics = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next());
+    match (addr, metrics) {
+        (Some(a), Some(m)) => Ok((child, a.to_string(), m.to_string())),
+        _ => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default();
+            Err(format!("it printed {line:?}; its log: {log}"))
+        }
+    }
 }
 
 /// A running worker process, killed on drop.
@@ -62,40 +119,63 @@ impl Worker {
 impl Coordinator {
     /// Starts a coordinator with a short heartbeat timeout.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a coordinator with a short heartbeat timeout and `extra`
+    /// flags, on a fresh data folder.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(binary())
-            .args([
-                "coordinator",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--token", TOKEN, "--heartbeat-timeout", "3", "--data"])
-            .arg(dir.path().join("data"))
-            .current_dir(repo())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("coordinator.log")).expect("log"))
-            .spawn()
-            .expect("coordinator starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("coordinator prints its address");
-        // "dreamfarm coordinator listening on A (metrics on http://M/metrics)"
-        let addr = line.split_whitespace().nth(4).expect("address").to_string();
-        let metrics = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .expect("metrics address")
-            .to_string();
+        let (child, addr, metrics) =
+            spawn_coordinator(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra)
+                .unwrap_or_else(|e| panic!("coordinator did not start: {e}"));
         Self {
             child,
             url: format!("http://{addr}"),
             metrics,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
         }
+    }
+
+    /// The address of its gRPC port.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Kills the coordinator with SIGKILL, as a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the coordinator again (after [`kill`](Self::kill)) on the
+    /// same data folder and ports, with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, _, _) = spawn_coordinator(self.dir.path(), self.addr(), &self.metrics, &extra)
+            .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
+        self.child = child;
+    }
+
+    /// Runs the coordinator on this data folder as a one-off process that
+    /// must fail to start: its exit status and stderr.
+    pub fn start_fails(&self) -> (std::process::ExitStatus, String) {
+        let out = coordinator_command(self.dir.path(), "127.0.0.1:0", "127.0.0.1:0", &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("coordinator runs");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The coordinator's data folder.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU.

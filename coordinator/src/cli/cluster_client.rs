@@ -1,8 +1,11 @@
-//! The cluster's client commands: `submit`, `status`, `watch`, `cancel` and
-//! `fetch`, talking to a coordinator's `JobService`.
+//! The cluster's client commands: `submit`, `status`, `watch`, `fetch`,
+//! `events` and the job controls (`cancel`, `pause`, `resume`, `retry`,
+//! `priority`, `extend`, `delete`), talking to a coordinator's
+//! `JobService`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -13,7 +16,8 @@ use dreamfarm_proto::connect::connect;
 use dreamfarm_proto::pb::job_service_client::JobServiceClient;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
-    JobRequest, JobState, JobStatus, ListRequest, SubmitRequest, SubmitStart,
+    DeleteRequest, ExtendRequest, JobRequest, JobState, JobStatus, ListRequest, PriorityRequest,
+    SubmitRequest, SubmitStart,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -58,6 +62,58 @@ pub struct SubmitArgs {
     client: ClientArgs,
     #[command(flatten)]
     job: JobArgs,
+    /// Priority: higher runs first; equal priorities share the pool.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    priority: i32,
+}
+
+/// Arguments of `dreamfarm watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id `dreamfarm submit` printed.
+    job: String,
+    /// Seconds to keep reconnecting when the coordinator goes away (it may
+    /// be restarting) before giving up.
+    #[arg(long, default_value_t = 600)]
+    reconnect_for: u64,
+}
+
+/// Arguments of `dreamfarm priority`.
+#[derive(Debug, Args)]
+pub struct PriorityArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id.
+    job: String,
+    /// The new priority: higher runs first.
+    #[arg(allow_hyphen_values = true)]
+    priority: i32,
+}
+
+/// Arguments of `dreamfarm extend`.
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id.
+    job: String,
+    /// Frames in all, more than the job has now.
+    #[arg(long)]
+    frames: u32,
+}
+
+/// Arguments of `dreamfarm delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id.
+    job: String,
+    /// Delete it even if it is queued or running.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Arguments of the commands about one job.
@@ -116,6 +172,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 job_toml,
                 name,
                 input_bytes: input.len() as u64,
+                priority: args.priority,
             })),
         }];
         messages.extend(split(&input).map(|c| SubmitRequest {
@@ -137,15 +194,17 @@ fn state_name(s: &JobStatus) -> &'static str {
         Ok(JobState::Done) => "done",
         Ok(JobState::Failed) => "failed",
         Ok(JobState::Cancelled) => "cancelled",
+        Ok(JobState::Paused) => "paused",
         _ => "unknown",
     }
 }
 
 fn status_line(s: &JobStatus) -> String {
     let mut line = format!(
-        "{}  {:9}  frames {}/{}  tiles {}/{}  {:.2} tiles/s  workers {}",
+        "{}  {:9}  priority {}  frames {}/{}  tiles {}/{}  {:.2} tiles/s  workers {}",
         s.job_id,
         state_name(s),
+        s.priority,
         s.frames_done,
         s.frames_total,
         s.tiles_done,
@@ -189,18 +248,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Runs `dreamfarm watch`: a progress bar on a terminal, lines otherwise;
-/// exits non-zero if the job fails or is cancelled.
-pub fn watch(args: JobIdArgs) -> anyhow::Result<()> {
-    block_on(async move {
-        let mut client = args.client.client().await?;
-        let mut stream = client
-            .watch(JobRequest {
-                job_id: args.job.clone(),
-            })
-            .await
-            .map_err(explain)?
-            .into_inner();
+/// Whether a failed call may work again once the coordinator is back (it
+/// went away or is restarting), rather than being a refusal.
+fn is_outage(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// How one watch stream ended.
+enum WatchEnd {
+    /// The job ended; its last status.
+    Over(Box<JobStatus>),
+    /// The coordinator went away; why.
+    Lost(String),
+}
+
+/// Shows progress: a bar on a terminal, one line per frame or state change
+/// otherwise.
+struct Display {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: String,
+}
+
+impl Display {
+    fn new(job: &str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -209,65 +282,281 @@ pub fn watch(args: JobIdArgs) -> anyhow::Result<()> {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            bar.set_prefix(args.job.clone());
+            bar.set_prefix(job.to_string());
             bar
         });
-        let mut last = None;
-        let mut last_line = String::new();
-        while let Some(s) = stream.message().await.map_err(explain)? {
-            match &bar {
-                Some(bar) => {
-                    bar.set_length(s.frames_total);
-                    bar.set_position(s.frames_done);
-                    bar.set_message(format!(
-                        "tiles {}/{}  {:.2} tiles/s  ETA {:.0}s  {}",
-                        s.tiles_done, s.tiles_total, s.tiles_per_second, s.eta_seconds, s.message
-                    ));
+        Self {
+            bar,
+            last_line: String::new(),
+        }
+    }
+
+    fn show(&mut self, s: &JobStatus) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(s.frames_total);
+                bar.set_position(s.frames_done);
+                bar.set_message(format!(
+                    "{}  tiles {}/{}  {:.2} tiles/s  ETA {:.0}s  {}",
+                    state_name(s),
+                    s.tiles_done,
+                    s.tiles_total,
+                    s.tiles_per_second,
+                    s.eta_seconds,
+                    s.message
+                ));
+            }
+            None => {
+                let line = format!(
+                    "{} {} {} {}",
+                    state_name(s),
+                    s.frames_done,
+                    s.frames_total,
+                    s.message
+                );
+                if line != self.last_line {
+                    println!("{}", status_line(s));
+                    self.last_line = line;
                 }
-                None => {
-                    // One line per frame or state change, not per tile.
-                    let line = format!(
-                        "{} {} {} {}",
-                        state_name(&s),
-                        s.frames_done,
-                        s.frames_total,
-                        s.message
-                    );
-                    if line != last_line {
-                        println!("{}", status_line(&s));
-                        last_line = line;
+            }
+        }
+    }
+
+    /// Says something between updates (above the bar on a terminal).
+    fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+/// Follows one watch stream until the job ends or the coordinator goes.
+async fn watch_once(args: &WatchArgs, display: &mut Display) -> anyhow::Result<WatchEnd> {
+    let lost = |s: tonic::Status| -> anyhow::Result<WatchEnd> {
+        if is_outage(&s) {
+            Ok(WatchEnd::Lost(s.message().to_string()))
+        } else {
+            Err(explain(s))
+        }
+    };
+    let mut client = match args.client.client().await {
+        Ok(c) => c,
+        Err(e) => return Ok(WatchEnd::Lost(format!("{e:#}"))),
+    };
+    let mut stream = match client
+        .watch(JobRequest {
+            job_id: args.job.clone(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return lost(s),
+    };
+    let mut last = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(s)) => {
+                display.show(&s);
+                last = Some(s);
+            }
+            Ok(None) => break,
+            Err(s) => return lost(s),
+        }
+    }
+    let finished = |s: &JobStatus| {
+        [JobState::Done, JobState::Failed, JobState::Cancelled]
+            .iter()
+            .any(|&f| f as i32 == s.state)
+    };
+    Ok(match last {
+        Some(s) if finished(&s) => WatchEnd::Over(Box::new(s)),
+        // A stream that ends before its job does: the coordinator stopped.
+        _ => WatchEnd::Lost("the coordinator closed the stream".into()),
+    })
+}
+
+/// Runs `dreamfarm watch`: a progress bar on a terminal, lines otherwise,
+/// reconnecting (with backoff) while the coordinator is away; exits
+/// non-zero if the job fails or is cancelled.
+pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    block_on(async move {
+        let mut display = Display::new(&args.job);
+        let patience = Duration::from_secs(args.reconnect_for);
+        let mut outage: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(250);
+        let last = loop {
+            match watch_once(&args, &mut display).await? {
+                WatchEnd::Over(s) => break s,
+                WatchEnd::Lost(why) => {
+                    let since = *outage.get_or_insert_with(|| {
+                        display.note(&format!(
+                            "lost the coordinator ({why}); reconnecting for up to {}s",
+                            patience.as_secs()
+                        ));
+                        Instant::now()
+                    });
+                    if since.elapsed() >= patience {
+                        bail!(
+                            "the coordinator at {} has been unreachable for {}s ({why}); the job goes on there: run `dreamfarm watch {}` again once it is back",
+                            args.client.coordinator,
+                            patience.as_secs(),
+                            args.job
+                        );
                     }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
                 }
             }
-            last = Some(s);
+        };
+        if let Some(bar) = &display.bar {
+            bar.finish();
+            println!("{}", status_line(&last));
         }
-        // Without a bar the loop has already printed the final line.
-        let had_bar = bar.inspect(indicatif::ProgressBar::finish).is_some();
-        match last {
-            Some(s) if s.state == JobState::Done as i32 => {
-                if had_bar {
-                    println!("{}", status_line(&s));
-                }
-                Ok(())
-            }
-            Some(s) => bail!("job {} {}: {}", s.job_id, state_name(&s), s.message),
-            None => bail!("the coordinator ended the watch without a status"),
+        if last.state == JobState::Done as i32 {
+            Ok(())
+        } else {
+            bail!(
+                "job {} {}: {}",
+                last.job_id,
+                state_name(&last),
+                last.message
+            )
         }
+    })
+}
+
+/// A job control: the call `f` makes, then the job's status line.
+fn control<F, Fut>(client: &ClientArgs, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<JobStatus>, tonic::Status>>,
+{
+    block_on(async move {
+        let client = client.client().await?;
+        let s = f(client).await.map_err(explain)?.into_inner();
+        println!("{}", status_line(&s));
+        Ok(())
     })
 }
 
 /// Runs `dreamfarm cancel`.
 pub fn cancel(args: JobIdArgs) -> anyhow::Result<()> {
+    let job_id = args.job;
+    control(&args.client, |mut c| async move {
+        c.cancel(JobRequest { job_id }).await
+    })
+}
+
+/// Runs `dreamfarm pause`.
+pub fn pause(args: JobIdArgs) -> anyhow::Result<()> {
+    let job_id = args.job;
+    control(&args.client, |mut c| async move {
+        c.pause(JobRequest { job_id }).await
+    })
+}
+
+/// Runs `dreamfarm resume`.
+pub fn resume(args: JobIdArgs) -> anyhow::Result<()> {
+    let job_id = args.job;
+    control(&args.client, |mut c| async move {
+        c.resume(JobRequest { job_id }).await
+    })
+}
+
+/// Runs `dreamfarm retry`.
+pub fn retry(args: JobIdArgs) -> anyhow::Result<()> {
+    let job_id = args.job;
+    control(&args.client, |mut c| async move {
+        c.retry(JobRequest { job_id }).await
+    })
+}
+
+/// Runs `dreamfarm priority`.
+pub fn priority(args: PriorityArgs) -> anyhow::Result<()> {
+    let request = PriorityRequest {
+        job_id: args.job,
+        priority: args.priority,
+    };
+    control(&args.client, |mut c| async move {
+        c.set_priority(request).await
+    })
+}
+
+/// Runs `dreamfarm extend`.
+pub fn extend(args: ExtendArgs) -> anyhow::Result<()> {
+    let request = ExtendRequest {
+        job_id: args.job,
+        frames: args.frames,
+    };
+    control(&args.client, |mut c| async move { c.extend(request).await })
+}
+
+/// Runs `dreamfarm delete`.
+pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        let s = client
-            .cancel(JobRequest { job_id: args.job })
+        client
+            .delete(DeleteRequest {
+                job_id: args.job.clone(),
+                force: args.force,
+            })
             .await
-            .map_err(explain)?
-            .into_inner();
-        println!("{}", status_line(&s));
+            .map_err(explain)?;
+        println!("deleted {}", args.job);
         Ok(())
     })
+}
+
+/// Runs `dreamfarm events`: the job's event log, one line each.
+pub fn events(args: JobIdArgs) -> anyhow::Result<()> {
+    block_on(async move {
+        let mut client = args.client.client().await?;
+        let events = client
+            .events(JobRequest { job_id: args.job })
+            .await
+            .map_err(explain)?
+            .into_inner()
+            .events;
+        for e in events {
+            let at = format_time(e.unix_ms);
+            println!("{at}  {:14}  {}", e.kind, e.detail);
+        }
+        Ok(())
+    })
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DD HH:MM:SS.mmm`.
+fn format_time(unix_ms: i64) -> String {
+    let (days, ms) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(1_796_040_000_123), "2026-11-30 12:00:00.123");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
 }
 
 /// Runs `dreamfarm fetch`: the job's frames and video into a folder; files

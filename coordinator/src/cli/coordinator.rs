@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_coordinator::cluster::memory_budget::{default_budget, human, parse_size};
 use dreamfarm_coordinator::cluster::scheduler::Timeouts;
-use dreamfarm_coordinator::cluster::server::{ServerConfig, TlsFiles, serve};
+use dreamfarm_coordinator::cluster::server::{Coordinator, ServerConfig, TlsFiles};
 use tokio::net::TcpListener;
 
 /// Arguments of `dreamfarm coordinator`.
@@ -41,6 +42,11 @@ pub struct CoordinatorArgs {
     /// Seconds of silence after which a worker is dropped with its leases.
     #[arg(long, env = "DREAMFARM_HEARTBEAT_TIMEOUT", default_value_t = 10)]
     heartbeat_timeout: u64,
+    /// Memory the running jobs' frames may take, e.g. 8GiB; jobs that do
+    /// not fit wait in the queue [default: 3/4 of the container's memory
+    /// limit, or of the machine's memory].
+    #[arg(long, env = "DREAMFARM_MAX_MEMORY", value_parser = parse_size)]
+    max_memory: Option<u64>,
 }
 
 /// Runs `dreamfarm coordinator`.
@@ -65,7 +71,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(args.lease_timeout),
             heartbeat: Duration::from_secs(args.heartbeat_timeout),
         },
+        max_memory: args.max_memory.unwrap_or_else(default_budget),
     };
+    tracing::info!(max_memory = %human(config.max_memory), "memory budget for running jobs");
+    let coordinator = Coordinator::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = TcpListener::bind(args.listen)
@@ -80,13 +89,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             metrics.local_addr()?
         );
-        serve(
-            listener,
-            Some(metrics),
-            config,
-            dreamfarm_proto::signal::shutdown_signal(),
-        )
-        .await?;
+        coordinator
+            .serve(
+                listener,
+                Some(metrics),
+                dreamfarm_proto::signal::shutdown_signal(),
+            )
+            .await?;
         anyhow::Ok(())
     })
 }

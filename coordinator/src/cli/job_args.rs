@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_common::job_name::{MAX_NAME_CHARS, check_job_name};
 use dreamfarm_common::params::JobSpec;
 
 use super::dream_flags::DreamFlags;
@@ -79,14 +80,21 @@ fn parse_pair(s: &str) -> Result<[f64; 2], String> {
     ])
 }
 
-/// A job name must be a plain folder name.
-fn check_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-        bail!(
-            "--name {name:?} must be a plain name without path separators; use --output DIR to choose a folder"
-        );
+/// A job name made from a file or folder name: without leading dots (a
+/// temporary folder's `.tmpXYZ` names the job `tmpXYZ`), control
+/// characters or path separators, and at most as long as a name may be.
+fn default_name(file: &str) -> String {
+    let name: String = file
+        .trim_start_matches('.')
+        .chars()
+        .filter(|&c| !(c.is_control() || c == '/' || c == '\\'))
+        .take(MAX_NAME_CHARS)
+        .collect();
+    if name.is_empty() {
+        "dream".into()
+    } else {
+        name
     }
-    Ok(())
 }
 
 impl JobArgs {
@@ -153,19 +161,16 @@ impl JobArgs {
         spec.validate()?;
         let name = match self.name {
             Some(n) => n,
-            None => match &self.output {
-                Some(dir) => dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "dream".into()),
-                None => spec
-                    .input
-                    .file_stem()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "dream".into()),
-            },
+            None => {
+                let from = match &self.output {
+                    Some(dir) => dir.file_name(),
+                    None => spec.input.file_stem(),
+                };
+                from.map(|n| default_name(&n.to_string_lossy()))
+                    .unwrap_or_else(|| "dream".into())
+            }
         };
-        check_name(&name)?;
+        check_job_name(&name)?;
         let dir = self
             .output
             .unwrap_or_else(|| Path::new("dream").join(&name));

@@ -42,10 +42,25 @@ enum Command {
     Submit(cluster_client::SubmitArgs),
     /// Show a coordinator's jobs.
     Status(cluster_client::StatusArgs),
-    /// Follow a job until it ends: frames done, tiles/s, ETA.
-    Watch(cluster_client::JobIdArgs),
-    /// Cancel a job (finished frames stay).
+    /// Follow a job until it ends: frames done, tiles/s, ETA (reconnects
+    /// while the coordinator restarts).
+    Watch(cluster_client::WatchArgs),
+    /// Cancel a job for good (finished frames stay).
     Cancel(cluster_client::JobIdArgs),
+    /// Pause a job: its leases go back and its memory is freed.
+    Pause(cluster_client::JobIdArgs),
+    /// Resume a paused job after its last complete frame.
+    Resume(cluster_client::JobIdArgs),
+    /// Continue a failed job after its last complete frame.
+    Retry(cluster_client::JobIdArgs),
+    /// Set a job's priority (higher runs first).
+    Priority(cluster_client::PriorityArgs),
+    /// Give a job more frames: it continues as if submitted that long.
+    Extend(cluster_client::ExtendArgs),
+    /// Delete a job, its history and its files.
+    Delete(cluster_client::DeleteArgs),
+    /// Show a job's event log.
+    Events(cluster_client::JobIdArgs),
     /// Download a job's frames and video.
     Fetch(cluster_client::FetchArgs),
 }
@@ -70,6 +85,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Status(args) => cluster_client::status(args),
         Command::Watch(args) => cluster_client::watch(args),
         Command::Cancel(args) => cluster_client::cancel(args),
+        Command::Pause(args) => cluster_client::pause(args),
+        Command::Resume(args) => cluster_client::resume(args),
+        Command::Retry(args) => cluster_client::retry(args),
+        Command::Priority(args) => cluster_client::priority(args),
+        Command::Extend(args) => cluster_client::extend(args),
+        Command::Delete(args) => cluster_client::delete(args),
+        Command::Events(args) => cluster_client::events(args),
         Command::Fetch(args) => cluster_client::fetch(args),
     }
 }

@@ -28,7 +28,15 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let mut worker = LocalWorker::load(&spec.dream, spec.seed, device)?;
     let min_side = worker.min_side();
     let video = dir.join(format!("{name}.mp4"));
-    render_job(&spec, &input, &out, &video, min_side, &mut worker)?;
+    render_job(
+        &spec,
+        &input,
+        &out,
+        &video,
+        min_side,
+        &mut worker,
+        &mut |_, _| {},
+    )?;
     println!("{}", video.display());
     Ok(())
 }

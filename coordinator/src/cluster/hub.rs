@@ -1,6 +1,6 @@
 //! The coordinator's shared state: the scheduler behind one lock, a signal
-//! that wakes worker sessions when there may be work for them, and the
-//! metrics.
+//! that wakes worker sessions when there may be work for them, the
+//! metrics, and the job store that the scheduler's events go to.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -8,23 +8,48 @@ use tokio::sync::Notify;
 
 use super::metrics::Metrics;
 use super::scheduler::{Scheduler, Timeouts};
+use crate::store::{Event, JobStore};
 
 /// Shared by the gRPC services, the job threads and the metrics endpoint.
 pub struct Hub {
     scheduler: Mutex<Scheduler>,
     changed: Notify,
+    store: Arc<dyn JobStore>,
     /// Counters and rates.
     pub metrics: Metrics,
 }
 
 impl Hub {
-    /// A hub with an empty scheduler.
-    pub fn new(timeouts: Timeouts) -> Arc<Self> {
+    /// A hub with an empty scheduler for the coordinator's `boot`-th start,
+    /// logging job events to `store`.
+    pub fn new(timeouts: Timeouts, boot: u64, store: Arc<dyn JobStore>) -> Arc<Self> {
         Arc::new(Self {
-            scheduler: Mutex::new(Scheduler::new(timeouts)),
+            scheduler: Mutex::new(Scheduler::new(timeouts, boot)),
             changed: Notify::new(),
+            store,
             metrics: Metrics::default(),
         })
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    /// Writes `f`'s events to the job store, outside the scheduler's lock.
+    fn with_events<T>(&self, f: impl FnOnce(&mut Scheduler) -> T) -> T {
+        let (out, events) = {
+            let mut s = self.lock();
+            let out = f(&mut s);
+            (out, s.take_events())
+        };
+        for e in events {
+            let event = Event::now(e.kind, e.detail);
+            if let Err(err) = self.store.append_event(&e.job, &event) {
+                tracing::warn!(job = %e.job, "cannot log an event: {err}");
+            }
+        }
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, Scheduler> {
@@ -41,12 +66,12 @@ impl Hub {
     /// Changes the scheduler without waking anyone (changes that only take
     /// work away, or note a heartbeat).
     pub fn update_quietly<T>(&self, f: impl FnOnce(&mut Scheduler) -> T) -> T {
-        f(&mut self.lock())
+        self.with_events(f)
     }
 
     /// Changes the scheduler and wakes every session to look at it.
     pub fn update<T>(&self, f: impl FnOnce(&mut Scheduler) -> T) -> T {
-        let out = f(&mut self.lock());
+        let out = self.with_events(f);
         self.changed.notify_waiters();
         out
     }

@@ -1,19 +1,26 @@
-//! The `JobService`: clients submit, list, watch, cancel and fetch jobs.
+//! The `JobService`: clients submit, list, watch, control and fetch jobs.
+//! The wire's types stop here: the job registry speaks the project's own.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use dreamfarm_common::params::JobSpec;
 use dreamfarm_proto::chunks::{Assembler, split};
 use dreamfarm_proto::pb::job_service_server::JobService;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
-    FileChunk, JobRequest, JobStatus, ListReply, ListRequest, SubmitReply, SubmitRequest,
+    self, DeleteReply, DeleteRequest, EventsReply, ExtendRequest, FileChunk, JobRequest, JobStatus,
+    ListReply, ListRequest, PriorityRequest, SubmitReply, SubmitRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
-use super::jobs::{Jobs, MAX_INPUT_BYTES, fetchable_files};
+use super::job_handle::{JobHandle, JobView};
+use super::job_prepare::Submission;
+use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES, fetchable_files};
+use crate::store::JobState;
 
 /// The `JobService` implementation.
 pub struct JobApi {
@@ -25,6 +32,65 @@ impl JobApi {
     /// Serves `jobs`.
     pub fn new(jobs: Arc<Jobs>, hub: Arc<Hub>) -> Self {
         Self { jobs, hub }
+    }
+
+    /// A job's status on the wire, with the pool's live figures.
+    fn status(&self, job: &JobHandle) -> JobStatus {
+        let (tiles_per_second, workers) = (
+            self.hub.metrics.tiles.per_second(Instant::now()),
+            self.hub.read(|s| s.snapshot().workers) as u32,
+        );
+        let view = job.view();
+        let running = view.state == JobState::Running;
+        JobStatus {
+            tiles_per_second: if running { tiles_per_second } else { 0.0 },
+            workers,
+            ..status_of(view)
+        }
+    }
+
+    /// Runs a blocking control on the job registry and answers with the
+    /// job's status.
+    async fn control(
+        &self,
+        f: impl FnOnce(&Jobs) -> Result<Arc<JobHandle>, JobError> + Send + 'static,
+    ) -> Result<Response<JobStatus>, Status> {
+        let jobs = self.jobs.clone();
+        let job = tokio::task::spawn_blocking(move || f(&jobs))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(self.status(&job)))
+    }
+}
+
+/// The wire's name of a state.
+fn state_on_the_wire(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Paused => pb::JobState::Paused,
+        JobState::Done => pb::JobState::Done,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+/// A job's view on the wire (without the pool's live figures).
+fn status_of(v: JobView) -> JobStatus {
+    JobStatus {
+        job_id: v.id,
+        name: v.name,
+        state: state_on_the_wire(v.state) as i32,
+        frames_done: v.frames_done,
+        frames_total: v.frames_total,
+        tiles_done: v.tiles_done,
+        tiles_total: v.tiles_total,
+        tiles_per_second: 0.0,
+        eta_seconds: v.eta_seconds,
+        message: v.message,
+        workers: 0,
+        priority: v.priority,
+        submitted_unix_ms: v.submitted_ms,
     }
 }
 
@@ -60,18 +126,26 @@ impl JobService for JobApi {
             }
         }
         let input = input.finish()?;
+        let spec: JobSpec = toml::from_str(&start.job_toml)
+            .map_err(|e| Status::invalid_argument(format!("the job file is not valid: {e}")))?;
         let jobs = self.jobs.clone();
-        let job =
-            tokio::task::spawn_blocking(move || jobs.submit(&start.name, &start.job_toml, &input))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let job = tokio::task::spawn_blocking(move || {
+            jobs.submit(Submission {
+                name: &start.name,
+                spec,
+                input: &input,
+                priority: start.priority,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(SubmitReply {
             job_id: job.id.to_string(),
         }))
     }
 
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
-        let jobs = self.jobs.all().iter().map(|j| j.status()).collect();
+        let jobs = self.jobs.all().iter().map(|j| self.status(j)).collect();
         Ok(Response::new(ListReply { jobs }))
     }
 
@@ -84,10 +158,12 @@ impl JobService for JobApi {
         let job = self.jobs.get(&request.into_inner().job_id)?;
         let mut changes = job.subscribe();
         let (tx, rx) = mpsc::channel(4);
+        let api = Self::new(self.jobs.clone(), self.hub.clone());
         tokio::spawn(async move {
             loop {
-                let finished = job.is_finished();
-                if tx.send(Ok(job.status())).await.is_err() || finished {
+                let status = api.status(&job);
+                let finished = job.state().is_final();
+                if tx.send(Ok(status)).await.is_err() || finished {
                     return;
                 }
                 // At most one update per 200 ms, however fast tiles come.
@@ -101,8 +177,67 @@ impl JobService for JobApi {
     }
 
     async fn cancel(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
-        let job = self.jobs.cancel(&request.into_inner().job_id)?;
-        Ok(Response::new(job.status()))
+        let id = request.into_inner().job_id;
+        self.control(move |jobs| jobs.cancel(&id)).await
+    }
+
+    async fn pause(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
+        let id = request.into_inner().job_id;
+        self.control(move |jobs| jobs.pause(&id)).await
+    }
+
+    async fn resume(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
+        let id = request.into_inner().job_id;
+        self.control(move |jobs| jobs.resume(&id)).await
+    }
+
+    async fn retry(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
+        let id = request.into_inner().job_id;
+        self.control(move |jobs| jobs.retry(&id)).await
+    }
+
+    async fn set_priority(
+        &self,
+        request: Request<PriorityRequest>,
+    ) -> Result<Response<JobStatus>, Status> {
+        let r = request.into_inner();
+        self.control(move |jobs| jobs.set_priority(&r.job_id, r.priority))
+            .await
+    }
+
+    async fn extend(&self, request: Request<ExtendRequest>) -> Result<Response<JobStatus>, Status> {
+        let r = request.into_inner();
+        self.control(move |jobs| jobs.extend(&r.job_id, r.frames))
+            .await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteReply>, Status> {
+        let r = request.into_inner();
+        let jobs = self.jobs.clone();
+        tokio::task::spawn_blocking(move || jobs.delete(&r.job_id, r.force))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(DeleteReply {}))
+    }
+
+    async fn events(&self, request: Request<JobRequest>) -> Result<Response<EventsReply>, Status> {
+        let id = request.into_inner().job_id;
+        let jobs = self.jobs.clone();
+        let events = tokio::task::spawn_blocking(move || jobs.events(&id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let events = events
+            .into_iter()
+            .map(|e| pb::JobEvent {
+                unix_ms: e.at_ms,
+                kind: e.kind.to_string(),
+                detail: e.detail,
+            })
+            .collect();
+        Ok(Response::new(EventsReply { events }))
     }
 
     type FetchStream = ReceiverStream<Result<FileChunk, Status>>;
@@ -113,7 +248,7 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::FetchStream>, Status> {
         let job = self.jobs.get(&request.into_inner().job_id)?;
         let files =
-            fetchable_files(&job.frames_dir).map_err(|e| Status::internal(e.to_string()))?;
+            fetchable_files(&job.frames_dir()).map_err(|e| Status::internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
         tokio::spawn(async move {

@@ -1,28 +1,30 @@
-//! The coordinator's jobs: each submitted job gets a folder under the data
-//! directory (`ID/input`, `ID/frames/`), a thread that runs the same
-//! render loop as `dreamfarm render` with a [`RemoteExecutor`], and a status
-//! that clients read and watch.
+//! The coordinator's jobs: every job of the store, which of them run, and
+//! the controls clients have over them. Queued jobs start in priority order
+//! while their memory fits the budget; each running job has a thread that
+//! renders it with the same loop as `dreamfarm render` (see
+//! [`job_runner`](super::job_runner)). A job's frames are files on disk,
+//! so a job stopped in any way (pause, restart of the coordinator, a
+//! failure) continues after its last complete frame.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use dreamfarm_common::params::JobSpec;
-use dreamfarm_common::seed;
-use dreamfarm_proto::pb::{JobState, JobStatus};
-use dreamfarm_proto::pixels;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::hub::Hub;
-use super::remote_executor::RemoteExecutor;
-use super::scheduler::JobParams;
+use super::job_handle::{JobHandle, Stop};
+use super::job_prepare::{Submission, prepare};
+use super::job_runner;
+use super::memory_budget::human;
 use crate::output::OutputDir;
-use crate::render::{check_min_side, load_input, render};
+use crate::store::{Event, EventKind, JobState, JobStore, StoreError};
 
 /// Largest input image a client may upload.
 pub const MAX_INPUT_BYTES: u64 = 512 << 20;
 
-/// Why a job could not be submitted or found.
+/// Largest frame count a job may be extended to.
+const MAX_FRAMES: u32 = 1_000_000;
+
+/// Why a job call was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// The job file or input is not acceptable.
@@ -31,291 +33,396 @@ pub enum JobError {
     /// No job has this id.
     #[error("no job {0:?}: `dreamfarm status` lists the jobs")]
     NotFound(String),
+    /// The job is not in a state that allows the call.
+    #[error("{0}")]
+    Conflict(String),
     /// The data directory failed.
     #[error("coordinator storage: {0}")]
     Storage(String),
+    /// The job store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<JobError> for tonic::Status {
     fn from(e: JobError) -> Self {
-        match e {
+        match &e {
             JobError::Invalid(m) => tonic::Status::invalid_argument(m),
             JobError::NotFound(_) => tonic::Status::not_found(e.to_string()),
-            JobError::Storage(m) => tonic::Status::internal(m),
+            JobError::Conflict(m) => tonic::Status::failed_precondition(m),
+            JobError::Storage(_) | JobError::Store(_) => tonic::Status::internal(e.to_string()),
         }
     }
 }
 
-/// One job: identity, where its files are, and its status.
-pub struct JobHandle {
-    /// The job id (`NAME-XXXXXXXX`).
-    pub id: Arc<str>,
-    /// Its folder of frames and video.
-    pub frames_dir: PathBuf,
-    status: watch::Sender<JobStatus>,
-    started: Instant,
-    hub: Arc<Hub>,
-}
-
-impl JobHandle {
-    /// The status now.
-    pub fn status(&self) -> JobStatus {
-        let mut s = self.status.borrow().clone();
-        let now = Instant::now();
-        s.tiles_per_second = self.hub.metrics.tiles.per_second(now);
-        s.workers = self.hub.read(|sc| sc.snapshot().workers) as u32;
-        s
-    }
-
-    /// A receiver that sees every status change.
-    pub fn subscribe(&self) -> watch::Receiver<JobStatus> {
-        self.status.subscribe()
-    }
-
-    fn set(&self, f: impl FnOnce(&mut JobStatus)) {
-        self.status.send_modify(f);
-    }
-
-    /// A batch of `tiles` tiles of `frame` was queued.
-    pub fn batch_started(&self, frame: u64, tiles: usize) {
-        self.set(|s| {
-            s.state = JobState::Running as i32;
-            s.frames_done = s.frames_done.max(frame);
-            s.tiles_done = 0;
-            s.tiles_total = tiles as u64;
-            s.message.clear();
-        });
-    }
-
-    /// A tile of the current batch came back.
-    pub fn tile_done(&self) {
-        let elapsed = self.started.elapsed().as_secs_f64();
-        self.set(|s| {
-            s.tiles_done += 1;
-            let frames = s.frames_done as f64 + s.tiles_done as f64 / s.tiles_total.max(1) as f64;
-            if frames > 0.0 {
-                s.eta_seconds = elapsed / frames * (s.frames_total as f64 - frames).max(0.0);
-            }
-        });
-    }
-
-    /// The batch is waiting; say why when no worker is connected.
-    /// Watchers hear of it only when the message changes.
-    pub fn waiting(&self, workers: usize) {
-        let message = if workers == 0 {
-            "waiting for workers: none is connected"
-        } else {
-            ""
-        };
-        self.status.send_if_modified(|s| {
-            let changed = s.message != message;
-            if changed {
-                s.message = message.to_string();
-            }
-            changed
-        });
-    }
-
-    fn finish(&self, state: JobState, message: String) {
-        self.set(|s| {
-            s.state = state as i32;
-            if state == JobState::Done {
-                s.frames_done = s.frames_total;
-                s.eta_seconds = 0.0;
-            }
-            s.message = message;
-        });
-    }
-
-    /// Whether the job has ended.
-    pub fn is_finished(&self) -> bool {
-        let state = self.status.borrow().state;
-        [JobState::Done, JobState::Failed, JobState::Cancelled]
-            .iter()
-            .any(|&s| s as i32 == state)
-    }
-}
-
-/// Every job of this coordinator.
+/// Every job of this coordinator (see the module docs).
 pub struct Jobs {
     data: PathBuf,
     hub: Arc<Hub>,
-    jobs: Mutex<Vec<Arc<JobHandle>>>,
+    budget: u64,
+    jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
+    /// One admission pass at a time.
+    admitting: Mutex<()>,
+    me: Weak<Jobs>,
 }
 
-/// A job name must be a plain name: it becomes part of paths.
-fn check_name(name: &str) -> Result<(), JobError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(JobError::Invalid(format!(
-            "job name {name:?} must be 1 to 64 letters, digits, - or _"
-        )))
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Jobs {
-    /// Jobs stored under `data`.
-    pub fn new(data: PathBuf, hub: Arc<Hub>) -> Self {
-        Self {
+    /// The jobs of `hub`'s store, whose folders are under `data`: active
+    /// ones are queued again (they continue after their last complete
+    /// frame) and start as `budget` bytes of memory allow.
+    pub fn open(data: PathBuf, hub: Arc<Hub>, budget: u64) -> Result<Arc<Self>, StoreError> {
+        let store: Arc<dyn JobStore> = hub.store().clone();
+        let records = store.jobs()?;
+        let jobs = Arc::new_cyclic(|me| Self {
             data,
             hub,
-            jobs: Mutex::new(Vec::new()),
+            budget,
+            jobs: Mutex::new(BTreeMap::new()),
+            admitting: Mutex::new(()),
+            me: me.clone(),
+        });
+        let mut resumed = 0;
+        for record in records {
+            let dir = jobs.data.join(&record.id);
+            let job = Arc::new(JobHandle::new(record, dir, store.clone()));
+            if job.state().is_active() {
+                let on_disk = frames_on_disk(&job.frames_dir());
+                job.change(|r| {
+                    r.state = JobState::Queued;
+                    r.frames_done = on_disk;
+                    r.reason = String::new();
+                })?;
+                job.log(
+                    EventKind::Restarted,
+                    format!("the coordinator restarted; {on_disk} frames are on disk"),
+                );
+                resumed += 1;
+            }
+            lock(&jobs.jobs).insert(job.id.to_string(), job);
         }
+        tracing::info!(jobs = lock(&jobs.jobs).len(), resumed, budget = %human(budget), "job store open");
+        jobs.admit();
+        Ok(jobs)
     }
 
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<JobHandle>>> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    fn handles(&self) -> Vec<Arc<JobHandle>> {
+        lock(&self.jobs).values().cloned().collect()
     }
 
     /// The job `id`.
     pub fn get(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
-        self.list()
-            .iter()
-            .find(|j| &*j.id == id)
+        lock(&self.jobs)
+            .get(id)
             .cloned()
             .ok_or_else(|| JobError::NotFound(id.to_string()))
     }
 
     /// Every job, newest first.
     pub fn all(&self) -> Vec<Arc<JobHandle>> {
-        self.list().iter().rev().cloned().collect()
+        let mut all = self.handles();
+        all.sort_by_key(|j| std::cmp::Reverse((j.view().submitted_ms, j.id.clone())));
+        all
     }
 
-    /// Checks and starts a job from its TOML and input image; blocking
-    /// (reads and writes files, decodes the image).
-    pub fn submit(
-        &self,
-        name: &str,
-        job_toml: &str,
-        input: &[u8],
-    ) -> Result<Arc<JobHandle>, JobError> {
-        check_name(name)?;
-        let invalid = |e: &dyn std::fmt::Display| JobError::Invalid(e.to_string());
-        let mut spec: JobSpec = toml::from_str(job_toml)
-            .map_err(|e| JobError::Invalid(format!("the job file is not valid: {e}")))?;
-        spec.validate().map_err(|e| invalid(&e))?;
-        let model = spec.dream.model_spec().map_err(|e| invalid(&e))?;
-        if matches!(
-            model,
-            dreamfarm_common::model_catalog::ModelSpec::TorchScript(_)
-        ) {
-            return Err(JobError::Invalid(
-                "cluster jobs dream with built-in models (see `dreamfarm models`); render TorchScript models with `dreamfarm render`".into(),
-            ));
+    /// The coordinator's memory budget for running jobs.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The hub the jobs run on.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Checks, stores and queues a job; blocking (writes files, decodes the
+    /// image).
+    pub fn submit(&self, submission: Submission<'_>) -> Result<Arc<JobHandle>, JobError> {
+        let record = prepare(&self.data, submission, self.budget)?;
+        let dir = self.data.join(&record.id);
+        if let Err(e) = self.hub.store().insert(&record) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
         }
-        let id: Arc<str> = format!(
-            "{name}-{:08x}",
-            seed::derive(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
-                &[self.list().len() as u64]
-            ) as u32
-        )
-        .into();
-        let dir = self.data.join(&*id);
-        let storage = |e: std::io::Error| JobError::Storage(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(&dir).map_err(storage)?;
-        // The extension tells the image decoder the format.
-        let extension = image::guess_format(input)
-            .ok()
-            .and_then(|f| f.extensions_str().first())
-            .ok_or_else(|| JobError::Invalid("the input is not a PNG or JPEG image".into()))?;
-        spec.input = dir.join(format!("input.{extension}"));
-        std::fs::write(&spec.input, input).map_err(storage)?;
-        let image = load_input(&spec).map_err(|e| invalid(&e))?;
-        check_min_side(&spec, &image, model.min_side()).map_err(|e| invalid(&e))?;
-        let frames_dir = dir.join("frames");
-        let out =
-            OutputDir::open(&frames_dir, &spec).map_err(|e| JobError::Storage(e.to_string()))?;
-        let settings = toml::to_string(&spec.dream)
-            .map_err(|e| JobError::Invalid(format!("cannot encode the settings: {e}")))?;
-        let (status, _) = watch::channel(JobStatus {
-            job_id: id.to_string(),
-            name: name.to_string(),
-            state: JobState::Queued as i32,
-            frames_total: u64::from(spec.frames),
-            message: "starting".into(),
-            ..Default::default()
+        let job = Arc::new(JobHandle::new(record, dir, self.hub.store().clone()));
+        job.log(
+            EventKind::Submitted,
+            format!(
+                "{} frames, priority {}",
+                job.view().frames_total,
+                job.view().priority
+            ),
+        );
+        lock(&self.jobs).insert(job.id.to_string(), job.clone());
+        tracing::info!(job = %job.id, "job submitted");
+        self.admit();
+        Ok(job)
+    }
+
+    /// Starts queued jobs, highest priority (then oldest) first, while their
+    /// memory fits the budget; tells the others what they wait for.
+    pub fn admit(&self) {
+        let _one_pass = lock(&self.admitting);
+        let Some(me) = self.me.upgrade() else { return };
+        let all = self.handles();
+        let mut used: u64 = all.iter().filter(|j| j.is_busy()).map(|j| j.memory()).sum();
+        let mut queued: Vec<&Arc<JobHandle>> = all
+            .iter()
+            .filter(|j| j.state() == JobState::Queued && !j.is_busy())
+            .collect();
+        queued.sort_by_key(|j| {
+            let v = j.view();
+            (std::cmp::Reverse(v.priority), v.submitted_ms)
         });
-        let job = Arc::new(JobHandle {
-            id: id.clone(),
-            frames_dir,
-            status,
-            started: Instant::now(),
-            hub: self.hub.clone(),
-        });
-        self.hub.update(|s| {
-            s.add_job(
-                id.clone(),
-                JobParams {
-                    dream_settings: settings.into(),
-                    seed: spec.seed,
-                    wire: pixels::format_for(spec.dream.wire_precision),
-                },
-            )
-        });
-        self.list().push(job.clone());
-        let (hub, handle, min_side) = (self.hub.clone(), job.clone(), model.min_side());
-        let video = job.frames_dir.join(format!("{name}.mp4"));
-        let frames = spec.frames;
-        std::thread::Builder::new()
-            .name(format!("job {id}"))
-            .spawn(move || {
-                let mut executor = RemoteExecutor::new(hub.clone(), handle.clone());
-                let _span = tracing::info_span!("job", id = %handle.id).entered();
-                let result = render(&spec, &image, &out, &video, min_side, &mut executor);
-                let cancelled = handle.status.borrow().state == JobState::Cancelled as i32;
-                hub.update(|s| s.remove_job(&handle.id, "the job ended"));
-                match result {
-                    _ if cancelled => tracing::info!("job cancelled"),
-                    Ok(_) => {
-                        tracing::info!("job done");
-                        handle.finish(JobState::Done, String::new());
-                    }
-                    Err(e) => {
-                        tracing::error!("job failed: {e}");
-                        handle.finish(JobState::Failed, e.to_string());
+        for job in queued {
+            let need = job.memory();
+            if used + need > self.budget {
+                let reason = format!(
+                    "waiting for memory: needs {}, {} of the {} budget is free",
+                    human(need),
+                    human(self.budget.saturating_sub(used)),
+                    human(self.budget)
+                );
+                if job.view().message != reason && job.change(|r| r.reason = reason.clone()).is_ok()
+                {
+                    job.log(EventKind::Waiting, reason);
+                }
+                continue;
+            }
+            let mut slot = job.runner();
+            // Re-checked under the slot's lock: a control may have moved it.
+            if job.state() != JobState::Queued || !job.claim() {
+                continue;
+            }
+            match job_runner::start(me.clone(), job.clone()) {
+                Ok(runner) => {
+                    used += need;
+                    if let Some(old) = slot.replace(runner) {
+                        // Finished (the job was not busy): reaped at once.
+                        let _ = old.thread.join();
                     }
                 }
-            })
-            .map_err(|e| JobError::Storage(format!("cannot start the job thread: {e}")))?;
-        tracing::info!(job = %id, frames, "job submitted");
+                Err(e) => {
+                    job.release();
+                    tracing::error!(job = %job.id, "cannot start the job's thread: {e}");
+                }
+            }
+        }
+    }
+
+    /// Stops `job`'s render thread, if it has one, for `why` and waits for
+    /// it to end (frames being written are finished or discarded whole).
+    fn stop(&self, job: &JobHandle, why: Stop) {
+        let runner = job.runner().take();
+        if let Some(runner) = runner {
+            let _ = runner.stop.set(why);
+            self.hub
+                .update(|s| s.remove_job(&job.id, "the job was stopped"));
+            if runner.thread.join().is_err() {
+                tracing::error!(job = %job.id, "the job's thread panicked");
+                job.release();
+            }
+        }
+    }
+
+    /// Applies a control: moves `id` from one of `from` to `to` (or fails
+    /// with `refusal` naming the state it is in), stopping its thread with
+    /// `stop` if given, then logs `event` and admits what can run.
+    fn control(
+        &self,
+        id: &str,
+        from: &[JobState],
+        to: JobState,
+        stop: Option<Stop>,
+        event: Event,
+        refusal: &str,
+    ) -> Result<Arc<JobHandle>, JobError> {
+        let job = self.get(id)?;
+        {
+            let _slot = job.runner();
+            if !job.transition(from, to, "")? {
+                return Err(JobError::Conflict(format!(
+                    "job {id} is {}: {refusal}",
+                    job.state()
+                )));
+            }
+        }
+        if let Some(why) = stop {
+            self.stop(&job, why);
+        }
+        job.log(event.kind, event.detail);
+        self.admit();
         Ok(job)
     }
 
-    /// Cancels job `id`: its queued tiles are dropped and its leases revoked;
-    /// frames already written stay.
+    /// Pauses `id`: its leases are revoked and its frame buffers freed;
+    /// `resume` continues it after its last complete frame.
+    pub fn pause(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
+        self.control(
+            id,
+            &[JobState::Queued, JobState::Running],
+            JobState::Paused,
+            Some(Stop::Pause),
+            Event::now(EventKind::Paused, "by a client"),
+            "only queued or running jobs can be paused",
+        )
+    }
+
+    /// Resumes a paused job.
+    pub fn resume(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
+        self.control(
+            id,
+            &[JobState::Paused],
+            JobState::Queued,
+            None,
+            Event::now(EventKind::Resumed, "by a client"),
+            "only paused jobs can be resumed (`retry` continues a failed one)",
+        )
+    }
+
+    /// Continues a failed job from its last complete frame.
+    pub fn retry(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
+        self.control(
+            id,
+            &[JobState::Failed],
+            JobState::Queued,
+            None,
+            Event::now(EventKind::Resumed, "retried by a client"),
+            "only failed jobs can be retried (`resume` continues a paused one)",
+        )
+    }
+
+    /// Cancels `id` for good; its frames stay.
     pub fn cancel(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
         let job = self.get(id)?;
-        if !job.is_finished() {
-            job.finish(JobState::Cancelled, "cancelled by a client".into());
-            self.hub
-                .update(|s| s.remove_job(id, "the job was cancelled"));
+        if job.state().is_final() {
+            return Ok(job);
         }
+        self.control(
+            id,
+            &[JobState::Queued, JobState::Running, JobState::Paused],
+            JobState::Cancelled,
+            Some(Stop::Cancel),
+            Event::now(EventKind::Cancelled, "by a client"),
+            "it has ended already",
+        )
+    }
+
+    /// Sets `id`'s priority (higher is served first).
+    pub fn set_priority(&self, id: &str, priority: i32) -> Result<Arc<JobHandle>, JobError> {
+        let job = self.get(id)?;
+        let old = job.view().priority;
+        job.change(|r| r.priority = priority)?;
+        self.hub.update(|s| s.set_priority(id, priority));
+        job.log(EventKind::Priority, format!("{old} -> {priority}"));
+        self.admit();
         Ok(job)
     }
+
+    /// Gives `id` `frames` frames in all: a finished job continues, as if
+    /// it had been submitted that long; a running one restarts from its
+    /// last frame with the new length.
+    pub fn extend(&self, id: &str, frames: u32) -> Result<Arc<JobHandle>, JobError> {
+        let job = self.get(id)?;
+        let old = job.record().spec.frames;
+        if frames <= old || frames > MAX_FRAMES {
+            return Err(JobError::Invalid(format!(
+                "--frames {frames}: job {id} has {old} frames; give a larger number, at most {MAX_FRAMES}"
+            )));
+        }
+        let state = job.state();
+        if state == JobState::Cancelled {
+            return Err(JobError::Conflict(format!(
+                "job {id} was cancelled; submit it again to render more"
+            )));
+        }
+        let active = state.is_active();
+        {
+            let _slot = job.runner();
+            job.change(|r| {
+                r.spec.frames = frames;
+                if matches!(
+                    r.state,
+                    JobState::Done | JobState::Failed | JobState::Running
+                ) {
+                    r.state = JobState::Queued;
+                    r.reason.clear();
+                }
+            })?;
+        }
+        if active {
+            self.stop(&job, Stop::Restart);
+        }
+        job.log(EventKind::Extended, format!("{old} -> {frames} frames"));
+        self.admit();
+        Ok(job)
+    }
+
+    /// Deletes `id`, its event log and its files. A queued or running job
+    /// is refused unless `force`.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), JobError> {
+        let job = self.get(id)?;
+        if job.state().is_active() && !force {
+            return Err(JobError::Conflict(format!(
+                "job {id} is {}; pause or cancel it first, or pass --force",
+                job.state()
+            )));
+        }
+        {
+            let _slot = job.runner();
+            job.transition(
+                &[JobState::Queued, JobState::Running, JobState::Paused],
+                JobState::Cancelled,
+                "deleted",
+            )?;
+        }
+        self.stop(&job, Stop::Delete);
+        self.hub.store().delete(id)?;
+        lock(&self.jobs).remove(id);
+        std::fs::remove_dir_all(job.dir())
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| JobError::Storage(format!("{}: {e}", job.dir().display())))?;
+        tracing::info!(job = %id, "job deleted");
+        self.admit();
+        Ok(())
+    }
+
+    /// `id`'s event log.
+    pub fn events(&self, id: &str) -> Result<Vec<Event>, JobError> {
+        self.get(id)?;
+        Ok(self.hub.store().events(id)?)
+    }
+}
+
+/// Complete frames in a job's frames folder.
+fn frames_on_disk(dir: &Path) -> u64 {
+    OutputDir::existing(dir).frames_done()
 }
 
 /// Files of a job's folder a client may fetch: frames and the video, not
 /// the manifest's temp files or frames being written.
 pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+            })
+            .collect(),
+        // A job that never started has no frames yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
     files.sort();
     Ok(files)
 }

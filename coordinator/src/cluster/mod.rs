@@ -4,13 +4,20 @@
 //! - [`server`]: the services, health, metrics and expiry ticker.
 //! - [`scheduler`]: the lease queue and the workers.
 //! - [`worker_sessions`]: the wire side of a worker's session.
-//! - [`job_service`] and [`jobs`]: clients' jobs, each rendered by the same
-//!   loop as a single-machine render through a [`remote_executor`].
+//! - [`job_service`]: the clients' API; [`jobs`]: every job, its controls
+//!   and admission under the [`memory_budget`]; [`job_prepare`]: checking a
+//!   submitted job; [`job_handle`]: one job's record, view and thread;
+//!   [`job_runner`]: that thread, rendering with the same loop as a
+//!   single-machine render through a [`remote_executor`].
 //! - [`hub`]: the shared state; [`metrics`]: Prometheus counters.
 
 pub mod hub;
+pub mod job_handle;
+pub mod job_prepare;
+pub mod job_runner;
 pub mod job_service;
 pub mod jobs;
+pub mod memory_budget;
 pub mod metrics;
 pub mod remote_executor;
 pub mod scheduler;

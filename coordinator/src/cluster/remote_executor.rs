@@ -10,7 +10,7 @@ use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 
 use super::hub::Hub;
-use super::jobs::JobHandle;
+use super::job_handle::JobHandle;
 use crate::tile_executor::{TileError, TileExecutor};
 
 /// Tiles of one job computed by the worker pool.
@@ -42,7 +42,7 @@ impl TileExecutor for RemoteExecutor {
             .hub
             .update(|s| s.submit(&self.job.id, work))
             .ok_or_else(|| fail(0, "the job was cancelled".into()))?;
-        self.job.batch_started(frame, n);
+        self.job.batch_started(n);
         let mut changes: Vec<Option<Planar>> = vec![None; n];
         let mut left = n;
         while left > 0 {
@@ -56,8 +56,14 @@ impl TileExecutor for RemoteExecutor {
                 }
                 Ok((slot, Err(reason))) => return Err(fail(slot as u32, reason)),
                 Err(RecvTimeoutError::Timeout) => {
-                    let workers = self.hub.read(|s| s.snapshot().workers);
-                    self.job.waiting(workers);
+                    let (workers, blocked) = self
+                        .hub
+                        .read(|s| (s.snapshot().workers, s.all_blocked(&self.job.id)));
+                    self.job.waiting(match (workers, blocked) {
+                        (0, _) => "waiting for workers: none is connected",
+                        (_, true) => "waiting for workers: every connected one is blocked from this job after failing its tiles",
+                        _ => "",
+                    });
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(fail(0, "the job was cancelled".into()));

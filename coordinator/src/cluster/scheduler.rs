@@ -2,31 +2,47 @@
 //! hold on them, and the workers themselves.
 //!
 //! Each running job submits one batch at a time (the tiles of one pass over
-//! an octave) and waits for its results. Workers are handed leases round
-//! robin over the jobs with pending tiles, so jobs share the pool fairly,
-//! up to the concurrency each worker announced. A lease goes back to the
-//! front of its job's queue when its worker fails it, hands it back,
-//! disconnects, falls silent or misses the lease's deadline; the result of
-//! a lease that is no longer held is dropped, so a late duplicate never
-//! counts. Everything here is synchronous and clock-driven (`now` is passed
-//! in), so it is tested without a network or real time.
+//! an octave) and waits for its results. Workers are handed leases from the
+//! job of highest priority with tiles waiting; jobs of equal priority take
+//! turns, so they share the pool fairly, up to the concurrency each worker
+//! announced. A lease goes back to the front of its job's queue when its
+//! worker fails it, hands it back, disconnects, falls silent or misses the
+//! lease's deadline; the result of a lease that is no longer held is
+//! dropped, so a late duplicate never counts.
+//!
+//! A pool churns: a lease handed back (a worker scaled down) costs nothing,
+//! and a lost one (a worker that vanished) only counts against a generous
+//! budget. A tile fails its job only after failures reported by
+//! [`FAILING_WORKERS`] distinct workers, and a worker whose leases of a job
+//! keep failing is blocked from that job instead of failing it. What
+//! happens to a job is told as [`JobEvent`]s. Everything here is synchronous
+//! and clock-driven (`now` is passed in), so it is tested without a network
+//! or real time.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use dreamfarm_common::params::{DreamSettings, WirePrecision};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
-use dreamfarm_proto::pb::PixelFormat;
 
-/// Tries per tile before its job fails (failures, hand-backs, lost workers
-/// and expired deadlines all count).
-pub const MAX_ATTEMPTS: u32 = 5;
+use crate::store::EventKind;
+
+/// Distinct workers that must fail a tile before its job fails.
+pub const FAILING_WORKERS: usize = 3;
+
+/// Failed leases of one job after which a worker is blocked from it.
+pub const BLOCK_AFTER_FAILURES: u32 = 3;
+
+/// Leases of one tile lost with their worker (gone, silent, past the
+/// deadline) before its job fails: such a tile probably kills workers.
+pub const MAX_LOST: u32 = 10;
 
 /// A worker's number for the life of its session.
 pub type WorkerId = u64;
-/// A lease's number; never reused.
+/// A lease's number; never reused, not even across restarts.
 pub type LeaseId = u64;
 
 /// How one tile of a batch ended.
@@ -35,12 +51,28 @@ pub type TileOutcome = Result<Planar, String>;
 /// What a job needs a worker to know to compute its tiles.
 #[derive(Debug, Clone)]
 pub struct JobParams {
-    /// The job's `[dream]` settings as TOML.
-    pub dream_settings: Arc<str>,
+    /// The job's dream settings.
+    pub dream: Arc<DreamSettings>,
     /// The job's seed.
     pub seed: u64,
-    /// The pixel format of its leases and results.
-    pub wire: PixelFormat,
+}
+
+impl JobParams {
+    /// The pixel precision of the job's leases and results.
+    pub fn wire(&self) -> WirePrecision {
+        self.dream.wire_precision
+    }
+}
+
+/// Something that happened to a job in the pool, for its event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    /// The job.
+    pub job: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+    /// For people.
+    pub detail: String,
 }
 
 /// What the result of a lease must be.
@@ -50,8 +82,8 @@ pub struct ResultShape {
     pub width: usize,
     /// Its height.
     pub height: usize,
-    /// The job's pixel format.
-    pub format: PixelFormat,
+    /// The job's pixel precision.
+    pub wire: WirePrecision,
 }
 
 /// A lease handed to a worker.
@@ -75,8 +107,10 @@ pub struct Grant {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LeaseError {
     /// The lease is not (or no longer) held by this worker: revoked,
-    /// expired, reassigned, or never granted.
-    #[error("lease {0} is not held by this worker (expired, revoked or never granted)")]
+    /// expired, reassigned, never granted, or granted before a restart.
+    #[error(
+        "lease {0} is not held by this worker (expired, revoked, never granted, or granted before the coordinator restarted)"
+    )]
     NotHeld(LeaseId),
     /// The lease was taken from this worker (expired, revoked, or its job
     /// ended): a late result, dropped without fuss.
@@ -104,12 +138,17 @@ pub enum LeaseError {
     },
 }
 
-/// One tile waiting in a job's queue.
+/// One tile waiting in a job's queue, with its history of tries.
 #[derive(Debug, Clone)]
 struct Unit {
     batch: u64,
     slot: usize,
+    /// Leases granted for it so far (results name theirs).
     attempt: u32,
+    /// Names of the workers that reported failing it.
+    failed_on: Vec<String>,
+    /// Leases of it lost with their worker.
+    lost: u32,
     work: Arc<TileWork>,
 }
 
@@ -130,10 +169,15 @@ struct Batch {
 
 struct JobQueue {
     params: JobParams,
+    priority: i32,
     pending: VecDeque<Unit>,
     batch: Option<Batch>,
     /// When the job last got a lease (round robin: the oldest goes first).
     last_served: u64,
+    /// Failed leases per worker name.
+    failures: HashMap<String, u32>,
+    /// Workers (by name) that may not take its tiles.
+    blocked: HashSet<String>,
 }
 
 /// A connected worker.
@@ -180,6 +224,19 @@ pub struct Timeouts {
     pub heartbeat: Duration,
 }
 
+/// Why a lease goes back to the queue; what it costs the tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requeue {
+    /// Handed back by a worker shutting down: free.
+    HandedBack,
+    /// Lost with its worker or past its deadline: counts against
+    /// [`MAX_LOST`].
+    Lost,
+    /// Its worker reported a failure: counts against the tile's distinct
+    /// failing workers and the worker's standing with the job.
+    Failed,
+}
+
 /// The queue and the pool (see the module docs).
 pub struct Scheduler {
     timeouts: Timeouts,
@@ -190,20 +247,24 @@ pub struct Scheduler {
     workers: HashMap<WorkerId, WorkerEntry>,
     retries: u64,
     completed: u64,
+    events: Vec<JobEvent>,
 }
 
 impl Scheduler {
-    /// An empty scheduler.
-    pub fn new(timeouts: Timeouts) -> Self {
+    /// An empty scheduler for the coordinator's `boot`-th start: its lease
+    /// and worker numbers start at `boot << 40`, so none repeats one given
+    /// before a restart.
+    pub fn new(timeouts: Timeouts, boot: u64) -> Self {
         Self {
             timeouts,
-            next_id: 1,
+            next_id: (boot << 40).max(1),
             tick: 0,
             jobs: BTreeMap::new(),
             leases: HashMap::new(),
             workers: HashMap::new(),
             retries: 0,
             completed: 0,
+            events: Vec::new(),
         }
     }
 
@@ -212,26 +273,58 @@ impl Scheduler {
         self.next_id - 1
     }
 
+    fn event(&mut self, job: &Arc<str>, kind: EventKind, detail: String) {
+        self.events.push(JobEvent {
+            job: job.clone(),
+            kind,
+            detail,
+        });
+    }
+
+    /// Tells every job in the pool.
+    fn event_for_all(&mut self, kind: EventKind, detail: &str) {
+        let jobs: Vec<Arc<str>> = self.jobs.keys().cloned().collect();
+        for job in jobs {
+            self.event(&job, kind, detail.to_string());
+        }
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     /// The timeouts in force.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
 
     /// Adds a job that will submit batches.
-    pub fn add_job(&mut self, job: Arc<str>, params: JobParams) {
+    pub fn add_job(&mut self, job: Arc<str>, params: JobParams, priority: i32) {
         self.jobs.insert(
             job,
             JobQueue {
                 params,
+                priority,
                 pending: VecDeque::new(),
                 batch: None,
                 last_served: 0,
+                failures: HashMap::new(),
+                blocked: HashSet::new(),
             },
         );
     }
 
-    /// Removes a job (finished or cancelled): its queued tiles are dropped,
-    /// its leases revoked, and a batch it waits on ends with `reason`.
+    /// Changes a job's priority (higher is served first).
+    pub fn set_priority(&mut self, job: &str, priority: i32) {
+        if let Some(q) = self.jobs.get_mut(job) {
+            q.priority = priority;
+        }
+    }
+
+    /// Removes a job (finished, paused or cancelled): its queued tiles are
+    /// dropped, its leases revoked, and a batch it waits on ends with
+    /// `reason`.
     pub fn remove_job(&mut self, job: &str, reason: &str) {
         let Some(mut queue) = self.jobs.remove(job) else {
             return;
@@ -280,6 +373,8 @@ impl Scheduler {
                 batch,
                 slot,
                 attempt: 0,
+                failed_on: Vec::new(),
+                lost: 0,
                 work: Arc::new(w),
             })
             .collect();
@@ -295,6 +390,7 @@ impl Scheduler {
         now: Instant,
     ) -> WorkerId {
         let id = self.fresh_id();
+        self.event_for_all(EventKind::WorkerJoined, &name);
         self.workers.insert(
             id,
             WorkerEntry {
@@ -331,15 +427,17 @@ impl Scheduler {
     /// Drops a worker (its session ended): its leases go back to the queue.
     pub fn remove_worker(&mut self, worker: WorkerId) {
         if let Some(w) = self.workers.remove(&worker) {
+            self.event_for_all(EventKind::WorkerLeft, &w.name);
             for id in w.leases {
-                self.requeue(id, "its worker left");
+                self.requeue(id, &w.name, Requeue::Lost, "its worker left");
             }
         }
     }
 
-    /// Puts lease `id` back at the front of its job's queue, or fails the
-    /// tile when it has had all its tries.
-    fn requeue(&mut self, id: LeaseId, why: &str) {
+    /// Puts lease `id` back at the front of its job's queue, charging the
+    /// tile and the worker named `worker` as `how` says; fails the tile
+    /// when it has run out of tries.
+    fn requeue(&mut self, id: LeaseId, worker: &str, how: Requeue, why: &str) {
         let Some(mut lease) = self.leases.remove(&id) else {
             return;
         };
@@ -350,30 +448,81 @@ impl Scheduler {
         let Some(queue) = self.jobs.get_mut(&lease.job) else {
             return;
         };
-        let Some(batch) = queue.batch.as_ref().filter(|b| b.id == lease.unit.batch) else {
+        if queue
+            .batch
+            .as_ref()
+            .is_none_or(|b| b.id != lease.unit.batch)
+        {
             return;
-        };
+        }
         self.retries += 1;
-        lease.unit.attempt += 1;
-        let w = &lease.unit.work;
-        tracing::warn!(
-            job = %lease.job, frame = w.frame, octave = w.octave, tile = w.tile,
-            attempt = lease.unit.attempt, "lease requeued: {why}"
-        );
-        if lease.unit.attempt >= MAX_ATTEMPTS {
-            let _ = batch.results.send((
-                lease.unit.slot,
-                Err(format!(
-                    "gave up after {MAX_ATTEMPTS} tries; the last one ended because {why}"
-                )),
-            ));
+        let unit = &mut lease.unit;
+        unit.attempt += 1;
+        let mut blocked_now = false;
+        match how {
+            Requeue::HandedBack => {}
+            Requeue::Lost => unit.lost += 1,
+            Requeue::Failed => {
+                if !unit.failed_on.iter().any(|n| n == worker) {
+                    unit.failed_on.push(worker.to_string());
+                }
+                let failures = queue.failures.entry(worker.to_string()).or_insert(0);
+                *failures += 1;
+                if *failures >= BLOCK_AFTER_FAILURES && queue.blocked.insert(worker.to_string()) {
+                    blocked_now = true;
+                }
+            }
+        }
+        let w = &unit.work;
+        let place = format!("frame {} octave {} tile {}", w.frame, w.octave, w.tile);
+        tracing::warn!(job = %lease.job, %place, attempt = unit.attempt, "lease requeued: {why}");
+        // No worker left that may take it: every connected one is blocked.
+        let nobody_left = blocked_now
+            && self
+                .workers
+                .values()
+                .all(|w| queue.blocked.contains(&w.name));
+        let give_up = if unit.failed_on.len() >= FAILING_WORKERS {
+            Some(format!(
+                "{place} failed on {} different workers; the last: {why}",
+                unit.failed_on.len()
+            ))
+        } else if unit.lost >= MAX_LOST {
+            Some(format!(
+                "{place} lost its worker {MAX_LOST} times; the last time {why}"
+            ))
+        } else if nobody_left {
+            Some(format!(
+                "{place}: every connected worker failed this job's tiles {BLOCK_AFTER_FAILURES} times and is blocked from it; the last failure: {why}"
+            ))
         } else {
-            queue.pending.push_front(lease.unit);
+            None
+        };
+        let job = lease.job.clone();
+        let batch = queue.batch.as_ref().map(|b| b.results.clone());
+        match (give_up, batch) {
+            (Some(reason), Some(results)) => {
+                let _ = results.send((lease.unit.slot, Err(reason)));
+            }
+            _ => queue.pending.push_front(lease.unit),
+        }
+        self.event(
+            &job,
+            EventKind::LeaseRetried,
+            format!("{place} (worker {worker}): {why}"),
+        );
+        if blocked_now {
+            self.event(
+                &job,
+                EventKind::WorkerBlocked,
+                format!("{worker} failed {BLOCK_AFTER_FAILURES} of this job's leases"),
+            );
         }
     }
 
-    /// The next lease for `worker`, if it has room and any job has a tile
-    /// waiting; jobs take turns.
+    /// The next lease for `worker`, if it has room and any job it is not
+    /// blocked from has a tile waiting: the highest priority first, equal
+    /// priorities in turn.
     pub fn next_lease(&mut self, worker: WorkerId, now: Instant) -> Option<Grant> {
         let w = self.workers.get(&worker)?;
         if w.leases.len() >= w.concurrency as usize {
@@ -382,8 +531,8 @@ impl Scheduler {
         let (job, queue) = self
             .jobs
             .iter_mut()
-            .filter(|(_, q)| !q.pending.is_empty())
-            .min_by_key(|(_, q)| q.last_served)?;
+            .filter(|(_, q)| !q.pending.is_empty() && !q.blocked.contains(&w.name))
+            .min_by_key(|(_, q)| (std::cmp::Reverse(q.priority), q.last_served))?;
         let job = job.clone();
         self.tick += 1;
         queue.last_served = self.tick;
@@ -413,8 +562,16 @@ impl Scheduler {
         Some(grant)
     }
 
+    /// Whether every connected worker is blocked from `job` (it waits for
+    /// a new one).
+    pub fn all_blocked(&self, job: &str) -> bool {
+        self.jobs.get(job).is_some_and(|q| {
+            !q.blocked.is_empty() && self.workers.values().all(|w| q.blocked.contains(&w.name))
+        })
+    }
+
     /// Checks that `worker` holds `lease` at `attempt`; returns the size
-    /// and pixel format its result must have.
+    /// and pixel precision its result must have.
     pub fn check_result(
         &self,
         worker: WorkerId,
@@ -434,7 +591,7 @@ impl Scheduler {
         Ok(ResultShape {
             width: l.unit.work.output.width,
             height: l.unit.work.output.height,
-            format: job.params.wire,
+            wire: job.params.wire(),
         })
     }
 
@@ -471,6 +628,12 @@ impl Scheduler {
         Ok(())
     }
 
+    fn worker_name(&self, worker: WorkerId) -> String {
+        self.workers
+            .get(&worker)
+            .map_or_else(|| format!("#{worker}"), |w| w.name.clone())
+    }
+
     /// The worker could not compute `lease`: try it again elsewhere.
     pub fn fail(
         &mut self,
@@ -479,14 +642,27 @@ impl Scheduler {
         reason: &str,
     ) -> Result<(), LeaseError> {
         self.owned(worker, lease)?;
-        self.requeue(lease, &format!("the worker failed it: {reason}"));
+        let name = self.worker_name(worker);
+        self.requeue(
+            lease,
+            &name,
+            Requeue::Failed,
+            &format!("the worker failed it: {reason}"),
+        );
         Ok(())
     }
 
-    /// The worker is shutting down and gives `lease` back unfinished.
+    /// The worker is shutting down and gives `lease` back unfinished; this
+    /// costs the tile nothing.
     pub fn hand_back(&mut self, worker: WorkerId, lease: LeaseId) -> Result<(), LeaseError> {
         self.owned(worker, lease)?;
-        self.requeue(lease, "its worker handed it back");
+        let name = self.worker_name(worker);
+        self.requeue(
+            lease,
+            &name,
+            Requeue::HandedBack,
+            "its worker handed it back",
+        );
         Ok(())
     }
 
@@ -514,7 +690,8 @@ impl Scheduler {
             .map(|(&id, l)| (id, l.worker))
             .collect();
         for (id, worker) in late {
-            self.requeue(id, "it missed its deadline");
+            let name = self.worker_name(worker);
+            self.requeue(id, &name, Requeue::Lost, "it missed its deadline");
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.revoked.push(id);
             }
@@ -581,9 +758,8 @@ mod tests {
 
     fn params() -> JobParams {
         JobParams {
-            dream_settings: "".into(),
+            dream: Arc::new(DreamSettings::default()),
             seed: 1,
-            wire: PixelFormat::F32,
         }
     }
 
@@ -592,8 +768,8 @@ mod tests {
     }
 
     fn setup(tiles: u32) -> (Scheduler, mpsc::Receiver<(usize, TileOutcome)>, Instant) {
-        let mut s = Scheduler::new(T);
-        s.add_job("a".into(), params());
+        let mut s = Scheduler::new(T, 0);
+        s.add_job("a".into(), params(), 0);
         let rx = s.submit("a", (0..tiles).map(work).collect()).unwrap();
         (s, rx, Instant::now())
     }
@@ -686,10 +862,60 @@ mod tests {
     }
 
     #[test]
-    fn a_tile_that_keeps_failing_fails_its_batch() {
+    fn hand_backs_are_free_and_a_tile_fails_only_on_distinct_workers() {
+        let (mut s, rx, now) = setup(1);
+        let w1 = s.add_worker("w1".into(), "cpu".into(), 1, now);
+        // Twenty scale-downs in a row cost nothing.
+        for _ in 0..20 {
+            let g = s.next_lease(w1, now).unwrap();
+            s.hand_back(w1, g.lease).unwrap();
+        }
+        let w2 = s.add_worker("w2".into(), "cpu".into(), 1, now);
+        let w3 = s.add_worker("w3".into(), "cpu".into(), 1, now);
+        // Two failures on w1 and two on w2: still only two distinct workers.
+        for w in [w1, w2, w1, w2] {
+            let g = s.next_lease(w, now).unwrap();
+            s.fail(w, g.lease, "out of memory").unwrap();
+        }
+        assert!(rx.try_recv().is_err(), "not failed yet");
+        let g = s.next_lease(w3, now).unwrap();
+        s.fail(w3, g.lease, "out of memory").unwrap();
+        let (_, outcome) = rx.try_recv().unwrap();
+        let reason = outcome.unwrap_err();
+        assert!(reason.contains("3 different workers"), "{reason}");
+        assert!(reason.contains("out of memory"), "{reason}");
+    }
+
+    #[test]
+    fn a_worker_that_keeps_failing_is_blocked_from_the_job_not_failing_it() {
+        let (mut s, rx, now) = setup(3);
+        let bad = s.add_worker("bad".into(), "cuda".into(), 1, now);
+        let good = s.add_worker("good".into(), "cuda".into(), 1, now);
+        for _ in 0..BLOCK_AFTER_FAILURES {
+            let g = s.next_lease(bad, now).unwrap();
+            s.fail(bad, g.lease, "driver error").unwrap();
+        }
+        assert!(s.next_lease(bad, now).is_none(), "blocked from this job");
+        assert!(!s.all_blocked("a"));
+        let events = s.take_events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::WorkerBlocked && e.detail.starts_with("bad")),
+            "{events:?}"
+        );
+        for _ in 0..3 {
+            let g = s.next_lease(good, now).unwrap();
+            s.complete(good, g.lease, g.attempt, change()).unwrap();
+        }
+        assert!(rx.try_iter().all(|(_, r)| r.is_ok()));
+    }
+
+    #[test]
+    fn a_lone_worker_that_keeps_failing_fails_the_job() {
         let (mut s, rx, now) = setup(1);
         let w = s.add_worker("w".into(), "cpu".into(), 1, now);
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..BLOCK_AFTER_FAILURES {
             let g = s.next_lease(w, now).unwrap();
             s.fail(w, g.lease, "out of memory").unwrap();
         }
@@ -699,9 +925,47 @@ mod tests {
     }
 
     #[test]
+    fn lost_leases_have_a_budget_of_their_own() {
+        let (mut s, rx, now) = setup(1);
+        for i in 0..MAX_LOST {
+            let w = s.add_worker(format!("w{i}"), "cpu".into(), 1, now);
+            s.next_lease(w, now).unwrap();
+            assert!(rx.try_recv().is_err(), "lost {i} times");
+            s.remove_worker(w);
+        }
+        assert!(
+            rx.try_recv()
+                .unwrap()
+                .1
+                .unwrap_err()
+                .contains("lost its worker")
+        );
+    }
+
+    #[test]
+    fn higher_priority_goes_first_and_lease_numbers_differ_across_boots() {
+        let mut s = Scheduler::new(T, 7);
+        s.add_job("low".into(), params(), 0);
+        s.add_job("high".into(), params(), 5);
+        let _l = s.submit("low", (0..2).map(work).collect()).unwrap();
+        let _h = s.submit("high", (0..2).map(work).collect()).unwrap();
+        let now = Instant::now();
+        let w = s.add_worker("w".into(), "cpu".into(), 8, now);
+        let grants: Vec<Grant> = (0..4).map(|_| s.next_lease(w, now).unwrap()).collect();
+        let jobs: Vec<&str> = grants.iter().map(|g| &*g.job).collect();
+        assert_eq!(jobs, ["high", "high", "low", "low"]);
+        assert!(grants.iter().all(|g| g.lease >> 40 == 7));
+        s.set_priority("low", 9);
+        let _l = s.submit("low", (0..1).map(work).collect()).unwrap();
+        let _h = s.submit("high", (0..1).map(work).collect()).unwrap();
+        let w2 = s.add_worker("w2".into(), "cpu".into(), 8, now);
+        assert_eq!(&*s.next_lease(w2, now).unwrap().job, "low");
+    }
+
+    #[test]
     fn jobs_take_turns() {
         let (mut s, _rx, now) = setup(4);
-        s.add_job("b".into(), params());
+        s.add_job("b".into(), params(), 0);
         let _rx_b = s.submit("b", (0..4).map(work).collect()).unwrap();
         let w = s.add_worker("w".into(), "cpu".into(), 8, now);
         let jobs: Vec<String> = (0..6)

@@ -21,6 +21,13 @@ use super::job_service::JobApi;
 use super::jobs::Jobs;
 use super::scheduler::Timeouts;
 use super::worker_sessions::WorkerSessions;
+use crate::store::{JobStore, SqliteStore, StoreError};
+
+/// The job store's file in the data folder.
+pub const STORE_FILE: &str = "jobs.sqlite";
+
+/// The file a coordinator holds locked while it serves a data folder.
+const LOCK_FILE: &str = "coordinator.lock";
 
 /// How often leases and heartbeats are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
@@ -45,6 +52,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Lease and heartbeat timeouts.
     pub timeouts: Timeouts,
+    /// Bytes of memory the running jobs' frame buffers may take.
+    pub max_memory: u64,
 }
 
 /// Why the server stopped.
@@ -61,6 +70,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another coordinator serves the same data folder.
+    #[error(
+        "another coordinator is using the data folder {0} (it holds {LOCK_FILE}). Fix: stop it first, or give this one another --data"
+    )]
+    Busy(PathBuf),
+    /// The job store cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -69,75 +86,108 @@ pub enum ServeError {
     Metrics(std::io::Error),
 }
 
-/// Serves on `listener` (and metrics on `metrics`, if given) until
-/// `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+/// A coordinator whose data folder is open: its lock taken, its job store
+/// read and its active jobs queued again. Opening comes before listening,
+/// so a damaged store stops the coordinator before it takes any call.
+pub struct Coordinator {
     config: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    std::fs::create_dir_all(&config.data).map_err(|source| ServeError::Data {
-        path: config.data.clone(),
-        source,
-    })?;
-    let hub = Hub::new(config.timeouts);
-    let jobs = Arc::new(Jobs::new(config.data.clone(), hub.clone()));
+    jobs: Arc<Jobs>,
+    hub: Arc<Hub>,
+    /// Held locked while the coordinator serves.
+    _lock: std::fs::File,
+}
 
-    let ticker_hub = hub.clone();
-    let ticker = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EXPIRY_TICK);
-        loop {
-            tick.tick().await;
-            ticker_hub.update(|s| s.expire(Instant::now()));
-        }
-    });
-    let metrics_task = metrics.map(|listener| {
-        let hub = hub.clone();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let hub = hub.clone();
-                async move { hub.metrics.render(&hub.read(|s| s.snapshot())) }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await })
-    });
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<WorkerServiceServer<WorkerSessions>>()
-        .await;
-    health.set_serving::<JobServiceServer<JobApi>>().await;
-    let check = CheckToken::new(config.token.as_deref());
-    let workers = WorkerServiceServer::new(WorkerSessions::new(hub.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let clients = JobServiceServer::new(JobApi::new(jobs, hub.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = &config.tls {
-        let read = |p: &PathBuf| {
-            std::fs::read(p)
-                .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+impl Coordinator {
+    /// Opens `config.data` (see the type's docs).
+    pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        let data_error = |source| ServeError::Data {
+            path: config.data.clone(),
+            source,
         };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        server = server
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        std::fs::create_dir_all(&config.data).map_err(data_error)?;
+        let lock = std::fs::File::create(config.data.join(LOCK_FILE)).map_err(data_error)?;
+        if lock.try_lock().is_err() {
+            return Err(ServeError::Busy(config.data.clone()));
+        }
+        let store = Arc::new(SqliteStore::open(&config.data.join(STORE_FILE))?);
+        let boot = store.next_boot()?;
+        let hub = Hub::new(config.timeouts, boot, store);
+        let jobs = Jobs::open(config.data.clone(), hub.clone(), config.max_memory)?;
+        Ok(Self {
+            config,
+            jobs,
+            hub,
+            _lock: lock,
+        })
     }
-    let result = server
-        .add_service(health_service)
-        .add_service(InterceptedService::new(workers, check.clone()))
-        .add_service(InterceptedService::new(clients, check))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
-    ticker.abort();
-    if let Some(task) = metrics_task {
-        task.abort();
+
+    /// Serves on `listener` (and metrics on `metrics`, if given) until
+    /// `shutdown` resolves. Jobs still running then resume at the next
+    /// start.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            config, jobs, hub, ..
+        } = self;
+        let ticker_hub = hub.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_TICK);
+            loop {
+                tick.tick().await;
+                ticker_hub.update(|s| s.expire(Instant::now()));
+            }
+        });
+        let metrics_task = metrics.map(|listener| {
+            let hub = hub.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let hub = hub.clone();
+                    async move { hub.metrics.render(&hub.read(|s| s.snapshot())) }
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await })
+        });
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<WorkerServiceServer<WorkerSessions>>()
+            .await;
+        health.set_serving::<JobServiceServer<JobApi>>().await;
+        let check = CheckToken::new(config.token.as_deref());
+        let workers = WorkerServiceServer::new(WorkerSessions::new(hub.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let clients = JobServiceServer::new(JobApi::new(jobs, hub.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut server = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if let Some(tls) = &config.tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p)
+                    .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+        }
+        let result = server
+            .add_service(health_service)
+            .add_service(InterceptedService::new(workers, check.clone()))
+            .add_service(InterceptedService::new(clients, check))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        ticker.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
+        Ok(result?)
     }
-    Ok(result?)
 }

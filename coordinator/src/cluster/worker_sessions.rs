@@ -164,12 +164,15 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
 /// Sends one lease: its head, then its pixels in chunks.
 async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     let w = &grant.work;
-    let pieces = pixels::encode(&w.pixels, grant.params.wire).map_err(|_| ())?;
+    let format = pixels::format_for(grant.params.wire());
+    let pieces = pixels::encode(&w.pixels, format).map_err(|_| ())?;
+    // The settings travel as the job file's `[dream]` table.
+    let dream_settings = toml::to_string(&*grant.params.dream).map_err(|_| ())?;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {
         lease_id: grant.lease,
         job_id: grant.job.to_string(),
-        dream_settings: grant.params.dream_settings.to_string(),
+        dream_settings,
         seed: grant.params.seed,
         frame: w.frame,
         octave: w.octave,
@@ -180,7 +183,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
         jitter: w.jitter,
         width: w.pixels.width as u32,
         height: w.pixels.height as u32,
-        format: grant.params.wire as i32,
+        format: format as i32,
         pixels_bytes: pieces.total_bytes(),
         output: Some(Rect {
             x: w.output.x as u32,
@@ -298,12 +301,13 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
     let format = pixels::format_of(r.format)?;
     let expected = match hub.read(|s| s.check_result(worker, r.lease_id, r.attempt)) {
         Ok(shape) => {
-            if format != shape.format {
+            let lease_format = pixels::format_for(shape.wire);
+            if format != lease_format {
                 return Err(WireError::Protocol(format!(
                     "lease {}: the result is in {}, the lease in {}; answer in the lease's format",
                     r.lease_id,
                     format.as_str_name(),
-                    shape.format.as_str_name()
+                    lease_format.as_str_name()
                 ))
                 .into());
             }

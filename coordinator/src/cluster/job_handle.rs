@@ -1,0 +1,310 @@
+//! One job as the coordinator holds it while it serves: its record (kept
+//! in the store on every change), the live view that clients watch, and
+//! the thread rendering it, if any.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use dreamfarm_common::params::JobSpec;
+use tokio::sync::watch;
+
+use super::memory_budget::job_bytes;
+use crate::store::{Event, EventKind, JobRecord, JobState, JobStore, StoreError, now_ms};
+
+/// What clients see of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Its priority.
+    pub priority: i32,
+    /// Frames complete on disk.
+    pub frames_done: u64,
+    /// Frames it will have.
+    pub frames_total: u64,
+    /// Tiles of the current pass done.
+    pub tiles_done: u64,
+    /// Tiles of the current pass.
+    pub tiles_total: u64,
+    /// Seconds to the end at this run's pace (0 when unknown).
+    pub eta_seconds: f64,
+    /// Why it failed, or what it waits for.
+    pub message: String,
+    /// When it was submitted (Unix ms).
+    pub submitted_ms: i64,
+}
+
+impl JobView {
+    fn of(record: &JobRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            state: record.state,
+            priority: record.priority,
+            frames_done: record.frames_done,
+            frames_total: u64::from(record.spec.frames),
+            tiles_done: 0,
+            tiles_total: 0,
+            eta_seconds: 0.0,
+            message: record.reason.clone(),
+            submitted_ms: record.submitted_ms,
+        }
+    }
+}
+
+/// Why a job's render thread is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Paused by a client.
+    Pause,
+    /// Cancelled by a client.
+    Cancel,
+    /// Deleted by a client.
+    Delete,
+    /// Its spec changed (extended): it starts again from its last frame.
+    Restart,
+}
+
+/// A job's render thread and the flag that tells it why it was stopped.
+pub struct Runner {
+    /// The thread.
+    pub thread: JoinHandle<()>,
+    /// Set before the job leaves the scheduler, so the thread knows its
+    /// batch failed because it was stopped.
+    pub stop: Arc<OnceLock<Stop>>,
+}
+
+/// One job (see the module docs).
+pub struct JobHandle {
+    /// The job id.
+    pub id: Arc<str>,
+    /// Its folder under the data folder.
+    dir: PathBuf,
+    record: Mutex<JobRecord>,
+    view: watch::Sender<JobView>,
+    store: Arc<dyn JobStore>,
+    /// When this run started and how many frames it found done.
+    run_start: Mutex<Option<(Instant, u64)>>,
+    /// The render thread; its lock orders starts and stops of the job.
+    runner: Mutex<Option<Runner>>,
+    /// A render thread holds the job's memory (set when it starts, cleared
+    /// as its last act).
+    busy: AtomicBool,
+    memory: OnceLock<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data whole before it can panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JobHandle {
+    /// The job of `record`, whose folder is `dir`.
+    pub fn new(record: JobRecord, dir: PathBuf, store: Arc<dyn JobStore>) -> Self {
+        let (view, _) = watch::channel(JobView::of(&record));
+        Self {
+            id: record.id.as_str().into(),
+            dir,
+            record: Mutex::new(record),
+            view,
+            store,
+            run_start: Mutex::new(None),
+            runner: Mutex::new(None),
+            busy: AtomicBool::new(false),
+            memory: OnceLock::new(),
+        }
+    }
+
+    /// Its folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder of its frames and video.
+    pub fn frames_dir(&self) -> PathBuf {
+        self.dir.join("frames")
+    }
+
+    /// Its video file.
+    pub fn video(&self) -> PathBuf {
+        self.frames_dir()
+            .join(format!("{}.mp4", lock(&self.record).name))
+    }
+
+    /// Its record now.
+    pub fn record(&self) -> JobRecord {
+        lock(&self.record).clone()
+    }
+
+    /// Its state now.
+    pub fn state(&self) -> JobState {
+        lock(&self.record).state
+    }
+
+    /// Its spec with the input's path resolved.
+    pub fn spec(&self) -> JobSpec {
+        let mut spec = lock(&self.record).spec.clone();
+        spec.input = self.dir.join(&spec.input);
+        spec
+    }
+
+    /// The view now.
+    pub fn view(&self) -> JobView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the view.
+    pub fn subscribe(&self) -> watch::Receiver<JobView> {
+        self.view.subscribe()
+    }
+
+    /// Changes the record, stores it and shows it.
+    pub fn change(&self, f: impl FnOnce(&mut JobRecord)) -> Result<(), StoreError> {
+        let mut record = lock(&self.record);
+        let before = record.clone();
+        f(&mut record);
+        record.updated_ms = now_ms();
+        if let Err(e) = self.store.update(&record) {
+            *record = before;
+            return Err(e);
+        }
+        let shown = record.clone();
+        drop(record);
+        self.view.send_modify(|v| {
+            let live = (v.tiles_done, v.tiles_total, v.eta_seconds);
+            *v = JobView::of(&shown);
+            (v.tiles_done, v.tiles_total, v.eta_seconds) = live;
+            if shown.state.is_final() {
+                v.eta_seconds = 0.0;
+            }
+        });
+        Ok(())
+    }
+
+    /// Moves the job from one of `from` to `to` with `reason`, or says
+    /// which state it is in instead.
+    pub fn transition(
+        &self,
+        from: &[JobState],
+        to: JobState,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let current = self.state();
+        if !from.contains(&current) {
+            return Ok(false);
+        }
+        self.change(|r| {
+            r.state = to;
+            r.reason = reason.to_string();
+        })?;
+        Ok(true)
+    }
+
+    /// Appends to its event log (a failure is logged, not fatal: the job
+    /// matters more than its history).
+    pub fn log(&self, kind: EventKind, detail: impl Into<String>) {
+        let event = Event::now(kind, detail);
+        if let Err(e) = self.store.append_event(&self.id, &event) {
+            tracing::warn!(job = %self.id, "cannot log an event: {e}");
+        }
+    }
+
+    /// The memory a running render of it is charged.
+    pub fn memory(&self) -> u64 {
+        *self.memory.get_or_init(|| {
+            let spec = self.spec();
+            let [w, h] = spec
+                .size
+                .or_else(|| {
+                    image::image_dimensions(&spec.input)
+                        .ok()
+                        .map(|(w, h)| [w, h])
+                })
+                .unwrap_or([0, 0]);
+            job_bytes(w, h)
+        })
+    }
+
+    /// Whether a render thread holds its memory.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Marks it busy; false if it already was.
+    pub fn claim(&self) -> bool {
+        self.busy
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Its render thread is gone (its last act).
+    pub fn release(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// The render thread's slot; holding it orders starts and stops.
+    pub fn runner(&self) -> MutexGuard<'_, Option<Runner>> {
+        lock(&self.runner)
+    }
+
+    /// A render run starts with `frames_done` frames on disk.
+    pub fn run_started(&self, frames_done: u64) {
+        *lock(&self.run_start) = Some((Instant::now(), frames_done));
+    }
+
+    /// Frame `n` was written in `seconds`.
+    pub fn frame_written(&self, n: u64, seconds: f64) {
+        if let Err(e) = self.change(|r| r.frames_done = r.frames_done.max(n + 1)) {
+            tracing::warn!(job = %self.id, "cannot record frame {n}: {e}");
+        }
+        self.log(EventKind::Frame, format!("frame {n} in {seconds:.1} s"));
+        self.update_eta();
+    }
+
+    /// A batch of `tiles` tiles was queued.
+    pub fn batch_started(&self, tiles: usize) {
+        self.view.send_modify(|v| {
+            v.tiles_done = 0;
+            v.tiles_total = tiles as u64;
+        });
+    }
+
+    /// A tile of the current batch came back.
+    pub fn tile_done(&self) {
+        self.view.send_modify(|v| v.tiles_done += 1);
+    }
+
+    /// Updates the ETA from the frames this run has written.
+    fn update_eta(&self) {
+        let start = *lock(&self.run_start);
+        self.view.send_modify(|v| {
+            let Some((started, frames_at_start)) = start else {
+                return;
+            };
+            let frames = v.frames_done.saturating_sub(frames_at_start);
+            if frames > 0 {
+                let left = v.frames_total.saturating_sub(v.frames_done) as f64;
+                v.eta_seconds = started.elapsed().as_secs_f64() / frames as f64 * left;
+            }
+        });
+    }
+
+    /// Shows what the job waits for ("" when nothing); watchers hear of it
+    /// only when it changes.
+    pub fn waiting(&self, message: &str) {
+        self.view.send_if_modified(|v| {
+            let changed = v.message != message;
+            if changed {
+                v.message = message.to_string();
+            }
+            changed
+        });
+    }
+}

@@ -1,0 +1,111 @@
+//! A running job's thread: it puts the job in the scheduler's pool and
+//! renders it with the same loop as `dreamfarm render`, its tiles computed
+//! by the workers through a [`RemoteExecutor`], continuing after the last
+//! complete frame on disk. When it ends by itself it records the outcome;
+//! when a control stopped it, the control does.
+
+use std::sync::{Arc, OnceLock};
+
+use super::job_handle::Stop;
+use super::job_handle::{JobHandle, Runner};
+use super::jobs::Jobs;
+use super::remote_executor::RemoteExecutor;
+use super::scheduler::JobParams;
+use crate::output::OutputDir;
+use crate::render::{RenderError, load_input, render};
+use crate::store::{EventKind, JobState, StoreError};
+
+/// Why a run ended early.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// A control stopped it before it started.
+    #[error("stopped before it started")]
+    Stopped,
+    /// The render failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts `job`'s thread (the job is claimed busy and Queued).
+pub fn start(jobs: Arc<Jobs>, job: Arc<JobHandle>) -> std::io::Result<Runner> {
+    let stop = Arc::new(OnceLock::new());
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("job {}", job.id))
+        .spawn(move || {
+            let _span = tracing::info_span!("job", id = %job.id).entered();
+            let result = run(&jobs, &job, &flag);
+            jobs.hub()
+                .update(|s| s.remove_job(&job.id, "the job ended"));
+            let outcome = match &result {
+                Ok(()) => job.transition(&[JobState::Running], JobState::Done, ""),
+                Err(e) if flag.get().is_none() => {
+                    job.transition(&[JobState::Running], JobState::Failed, &e.to_string())
+                }
+                Err(_) => Ok(false),
+            };
+            match (outcome, result) {
+                (Ok(true), Ok(())) => {
+                    tracing::info!("job done");
+                    job.log(EventKind::Done, "");
+                }
+                (Ok(true), Err(e)) => {
+                    tracing::error!("job failed: {e}");
+                    job.log(EventKind::Failed, e.to_string());
+                }
+                (Err(e), _) => tracing::error!("cannot record the job's end: {e}"),
+                _ => tracing::info!(stop = ?flag.get(), "job stopped"),
+            }
+            job.release();
+            jobs.admit();
+        })?;
+    Ok(Runner { thread, stop })
+}
+
+/// Renders the job until it is done, fails, or is stopped.
+fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), RunError> {
+    // A control may have moved it since it was admitted.
+    if !job.transition(&[JobState::Queued], JobState::Running, "")? {
+        return Err(RunError::Stopped);
+    }
+    let record = job.record();
+    let spec = job.spec();
+    let params = JobParams {
+        dream: Arc::new(spec.dream.clone()),
+        seed: spec.seed,
+    };
+    jobs.hub()
+        .update(|s| s.add_job(job.id.clone(), params, record.priority));
+    // Stopped before it joined the pool: nothing removed it from there.
+    if stop.get().is_some() {
+        return Err(RunError::Stopped);
+    }
+    let out = OutputDir::open(&job.frames_dir(), &spec).map_err(RenderError::from)?;
+    let done = out.frames_done();
+    job.change(|r| r.frames_done = done)?;
+    job.run_started(done);
+    job.log(EventKind::Started, format!("from frame {done}"));
+    let image = load_input(&spec)?;
+    let min_side =
+        spec.dream
+            .model_spec()
+            .map(|m| m.min_side())
+            .map_err(|e| RenderError::Input {
+                path: spec.input.clone(),
+                reason: e.to_string(),
+            })?;
+    let mut executor = RemoteExecutor::new(jobs.hub().clone(), job.clone());
+    render(
+        &spec,
+        &image,
+        &out,
+        &job.video(),
+        min_side,
+        &mut executor,
+        &mut |n, seconds| job.frame_written(n, seconds),
+    )?;
+    Ok(())
+}

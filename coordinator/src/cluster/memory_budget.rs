@@ -1,0 +1,116 @@
+//! The coordinator's memory budget: running jobs hold frame-sized buffers
+//! (the frame, its octaves, the tiles in flight, the stitched changes, the
+//! PNG), so each running job is charged an estimate from its frame size,
+//! and a job that does not fit waits in the queue instead of running the
+//! coordinator out of memory.
+
+/// Bytes charged per pixel of a running job's frame: about nine frame-sized
+/// f32 RGB buffers (12 bytes a pixel each) at the frame loop's peak, plus
+/// the 8-bit copies for the PNG. Measured peaks per job are in the README.
+pub const BYTES_PER_PIXEL: u64 = 120;
+
+/// Bytes charged per running job whatever its size (threads, wire buffers).
+pub const BYTES_PER_JOB: u64 = 32 << 20;
+
+/// Share of the machine's (or container's) memory the budget takes by
+/// default: the rest is the process itself, gRPC buffers and the page cache.
+const DEFAULT_SHARE: f64 = 0.75;
+
+/// The memory a running job of `width`×`height` frames is charged.
+pub fn job_bytes(width: u32, height: u32) -> u64 {
+    BYTES_PER_PIXEL * u64::from(width) * u64::from(height) + BYTES_PER_JOB
+}
+
+/// `bytes` for people: "1.5 GiB".
+pub fn human(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / MIB)
+    }
+}
+
+/// Parses a size: plain bytes or a number with K, M, G, T (powers of 1024;
+/// `KiB`, `MB` and the like are read the same way), e.g. `8GiB`, `512M`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 8GiB, 512MiB or 1073741824"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?}; use K, M, G or T"
+            ));
+        }
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The default budget: a share of the container's cgroup memory limit if it
+/// has one, else of the machine's memory.
+pub fn default_budget() -> u64 {
+    let limit = cgroup_limit().or_else(machine_memory).unwrap_or(4 << 30);
+    (limit as f64 * DEFAULT_SHARE) as u64
+}
+
+/// The cgroup (v2, then v1) memory limit of this process, if any.
+fn cgroup_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|t| t.trim().parse::<u64>().ok())
+    // v1 says "no limit" with a huge number.
+    .find(|&b| b < 1 << 60)
+}
+
+/// Total memory from /proc/meminfo.
+fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "GiB", "-1G", "0", "8 parsecs", "1e999"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(default_budget() > 0);
+        assert_eq!(human(3 << 29), "1.5 GiB");
+    }
+}

@@ -1,0 +1,241 @@
+//! What the store holds: job records and the events of their lives.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dreamfarm_common::params::JobSpec;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting to run: for memory, for its turn, or after a restart.
+    Queued,
+    /// Its frames are being dreamed.
+    Running,
+    /// Stopped by a client; `resume` continues it.
+    Paused,
+    /// Every frame and the video are written.
+    Done,
+    /// Stopped by an error; `retry` continues it.
+    Failed,
+    /// Stopped by a client for good (its frames stay).
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, for parsing.
+    const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Paused,
+        Self::Done,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The state's name in the store and on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job wants to run (and resumes after a restart).
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Queued | Self::Running)
+    }
+
+    /// Whether the job has ended (a watch of it ends).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// One job as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// `NAME-XXXXXXXX`, also the name of its folder under the data folder.
+    pub id: String,
+    /// The name the client gave (its video is `NAME.mp4`).
+    pub name: String,
+    /// The whole job; its `input` is relative to the job's folder.
+    pub spec: JobSpec,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Higher runs first; equal priorities share the pool.
+    pub priority: i32,
+    /// When it was submitted (Unix ms).
+    pub submitted_ms: i64,
+    /// When its record last changed (Unix ms).
+    pub updated_ms: i64,
+    /// Frames complete on disk.
+    pub frames_done: u64,
+    /// Why it failed, or what it waits for.
+    pub reason: String,
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A client submitted it.
+    Submitted,
+    /// Its render started (or resumed after a stop or restart).
+    Started,
+    /// A frame was written.
+    Frame,
+    /// A lease of it went back to the queue.
+    LeaseRetried,
+    /// A worker joined the pool while it ran.
+    WorkerJoined,
+    /// A worker left the pool while it ran.
+    WorkerLeft,
+    /// A worker was blocked from its tiles after repeated failures.
+    WorkerBlocked,
+    /// It waits (memory, workers).
+    Waiting,
+    /// A client paused it.
+    Paused,
+    /// A client resumed it (or retried it after a failure).
+    Resumed,
+    /// A client changed its priority.
+    Priority,
+    /// A client extended it with more frames.
+    Extended,
+    /// A client cancelled it.
+    Cancelled,
+    /// It failed.
+    Failed,
+    /// It finished.
+    Done,
+    /// The coordinator restarted while it was active.
+    Restarted,
+}
+
+impl EventKind {
+    /// Every kind, for parsing.
+    const ALL: [Self; 16] = [
+        Self::Submitted,
+        Self::Started,
+        Self::Frame,
+        Self::LeaseRetried,
+        Self::WorkerJoined,
+        Self::WorkerLeft,
+        Self::WorkerBlocked,
+        Self::Waiting,
+        Self::Paused,
+        Self::Resumed,
+        Self::Priority,
+        Self::Extended,
+        Self::Cancelled,
+        Self::Failed,
+        Self::Done,
+        Self::Restarted,
+    ];
+
+    /// The kind's name in the store and on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Started => "started",
+            Self::Frame => "frame",
+            Self::LeaseRetried => "lease-retried",
+            Self::WorkerJoined => "worker-joined",
+            Self::WorkerLeft => "worker-left",
+            Self::WorkerBlocked => "worker-blocked",
+            Self::Waiting => "waiting",
+            Self::Paused => "paused",
+            Self::Resumed => "resumed",
+            Self::Priority => "priority",
+            Self::Extended => "extended",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+            Self::Done => "done",
+            Self::Restarted => "restarted",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind {s:?}"))
+    }
+}
+
+/// One entry of a job's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// What.
+    pub kind: EventKind,
+    /// Details for people ("frame 12 in 3.1 s", a worker's name, a reason).
+    pub detail: String,
+}
+
+impl Event {
+    /// An event happening now.
+    pub fn now(kind: EventKind, detail: impl Into<String>) -> Self {
+        Self {
+            at_ms: now_ms(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>(), Ok(s));
+        }
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>(), Ok(k));
+        }
+        assert!("sleeping".parse::<JobState>().is_err());
+    }
+}

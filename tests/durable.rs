@@ -1,0 +1,445 @@
+//! Jobs outlive every process of the farm: a coordinator killed with
+//! `kill -9` comes back on the same data folder with every job in its
+//! state, running jobs finish with frames byte-identical to `dreamfarm
+//! render`, `watch` carries on across the restart, the job controls work
+//! end to end, a damaged or too-new store is refused with one clear error,
+//! and the memory budget holds jobs back instead of running out.
+
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
+use dreamfarm_proto::pb::{Hello, LeaseFailed, WorkerMessage};
+use dreamfarm_tests::cluster::{Coordinator, TOKEN};
+use dreamfarm_tests::{dreamfarm, frame_bytes, frames, run, run_ok};
+
+/// A small job: two octaves of 2x2 and 3x2 tiles, a camera move.
+const JOB: &[&str] = &[
+    "--input",
+    "assets/astronaut.png",
+    "--size",
+    "160x120",
+    "--octaves",
+    "2",
+    "--iterations",
+    "2",
+    "--tile-size",
+    "64",
+    "--tile-margin",
+    "16",
+    "--blend-band",
+    "8",
+    "--jitter",
+    "4",
+    "--zoom-factor",
+    "1.05",
+    "--rotate",
+    "1",
+];
+
+/// Frames of the reference render; shorter jobs are its prefixes.
+const REFERENCE_FRAMES: u32 = 6;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// The job's frames rendered by `dreamfarm render` on this machine.
+fn reference() -> &'static [Vec<u8>] {
+    static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    FRAMES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().to_str().expect("UTF-8").to_string();
+        let n = REFERENCE_FRAMES.to_string();
+        let mut args = vec![
+            "render", "--device", "cpu", "--output", &out, "--frames", &n,
+        ];
+        args.extend_from_slice(JOB);
+        run_ok(dreamfarm(&args));
+        frame_bytes(dir.path())
+    })
+}
+
+fn job(name: &str, frames: u32) -> Vec<String> {
+    let mut args: Vec<String> = JOB.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--name".into(),
+        name.into(),
+        "--frames".into(),
+        frames.to_string(),
+    ]);
+    args
+}
+
+fn submit(c: &Coordinator, name: &str, frames: u32, extra: &[&str]) -> String {
+    let mut args = job(name, frames);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.submit(&args)
+}
+
+fn fetched(c: &Coordinator, id: &str) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    c.fetch(id, dir.path());
+    frame_bytes(dir.path())
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Frames of job `id` on the coordinator's disk.
+fn frames_on_disk(c: &Coordinator, id: &str) -> usize {
+    frames(&c.frames_dir(id)).len()
+}
+
+/// The job's state word in `dreamfarm status JOB`.
+fn state(c: &Coordinator, id: &str) -> String {
+    c.status(id)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `dreamfarm events JOB`.
+fn events(c: &Coordinator, id: &str) -> String {
+    run_ok(c.client("events", &[id]))
+}
+
+/// `dreamfarm CONTROL ARGS` must succeed.
+fn control(c: &Coordinator, control: &str, args: &[&str]) -> String {
+    let (out, stdout, stderr) = run(c.client(control, args));
+    assert!(out.status.success(), "{control} {args:?}: {stderr}");
+    stdout
+}
+
+/// `dreamfarm CONTROL ARGS` must fail; its stderr.
+fn refused(c: &Coordinator, control: &str, args: &[&str]) -> String {
+    let (out, _, stderr) = run(c.client(control, args));
+    assert!(!out.status.success(), "{control} {args:?} succeeded");
+    stderr
+}
+
+#[test]
+fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_on() {
+    let reference = reference();
+    let mut c = Coordinator::start();
+    let _worker = c.worker("w");
+    let id = submit(&c, "crash", 5, &[]);
+    let watch_log = c.dir.path().join("watch.log");
+    let mut watch = c
+        .client("watch", &[&id])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&watch_log).expect("log"))
+        .spawn()
+        .expect("watch starts");
+    // Mid-frame (a lease in flight), then again later in the job.
+    for frames in [1, 3] {
+        wait_for("frames on disk", || frames_on_disk(&c, &id) >= frames);
+        wait_for("a lease in flight", || {
+            c.metric("dreamfarm_leases_in_flight") >= 1.0
+        });
+        c.kill();
+        assert!(
+            watch.try_wait().expect("watch").is_none(),
+            "watch gave up when the coordinator died"
+        );
+        c.restart();
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = watch.try_wait().expect("watch") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the job did not finish: {}",
+            c.status(&id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let watched = std::fs::read_to_string(&watch_log).unwrap_or_default();
+    assert!(status.success(), "watch failed: {watched}");
+    assert!(watched.contains("reconnecting"), "{watched}");
+    assert_eq!(state(&c, &id), "done");
+    assert!(
+        fetched(&c, &id) == reference[..5],
+        "frames differ after two crashes"
+    );
+    let log = events(&c, &id);
+    let restarts = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("restarted"))
+        .count();
+    assert_eq!(restarts, 2, "{log}");
+    for kind in ["submitted", "started", "frame", "done"] {
+        assert!(log.contains(kind), "no {kind} event: {log}");
+    }
+}
+
+/// A worker speaking the real protocol that fails every lease it gets.
+async fn failing_worker(url: String, name: &str) {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let token = AttachToken::new(Some(TOKEN)).expect("token");
+    let mut client = WorkerServiceClient::with_interceptor(channel, token);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let hello = Hello {
+        protocol_version: dreamfarm_proto::PROTOCOL_VERSION,
+        name: name.into(),
+        concurrency: 1,
+        device: "cuda:0".into(),
+    };
+    tx.send(WorkerMessage {
+        body: Some(Up::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let request = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut down = client.session(request).await.expect("session").into_inner();
+    while let Ok(Some(msg)) = down.message().await {
+        if let Some(Down::LeaseStart(l)) = msg.body {
+            let failed = LeaseFailed {
+                lease_id: l.lease_id,
+                reason: "CUDA error: an illegal memory access was encountered".into(),
+            };
+            let _ = tx
+                .send(WorkerMessage {
+                    body: Some(Up::Failed(failed)),
+                })
+                .await;
+        }
+    }
+}
+
+#[test]
+fn a_restarted_coordinator_brings_every_job_back_in_its_state() {
+    let reference = reference();
+    let mut c = Coordinator::start();
+    // A finished job.
+    let done = {
+        let _worker = c.worker("first");
+        let id = submit(&c, "finished", 1, &[]);
+        c.wait_done(&id, LIMIT);
+        id
+    };
+    // A failed one: its only worker fails every lease, is blocked from the
+    // job, and with no worker left the job fails.
+    let failed = submit(&c, "failing", 2, &[]);
+    {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let url = c.url.clone();
+        let worker = runtime.spawn(async move { failing_worker(url, "broken-gpu").await });
+        wait_for("the job to fail", || state(&c, &failed) == "failed");
+        worker.abort();
+    }
+    let status = c.status(&failed);
+    assert!(
+        status.contains("failed on") || status.contains("blocked"),
+        "{status}"
+    );
+    assert!(status.contains("illegal memory access"), "{status}");
+    assert!(events(&c, &failed).contains("worker-blocked"));
+    // Two running ones (no worker: they wait) and a paused one.
+    let running: Vec<String> = (0..2)
+        .map(|i| submit(&c, &format!("running{i}"), 2, &[]))
+        .collect();
+    let paused = submit(&c, "paused", 2, &[]);
+    control(&c, "pause", &[&paused]);
+    wait_for("running jobs", || {
+        running.iter().all(|id| state(&c, id) == "running")
+    });
+
+    c.restart();
+    assert_eq!(state(&c, &done), "done");
+    assert_eq!(state(&c, &failed), "failed");
+    assert_eq!(state(&c, &paused), "paused");
+    for id in &running {
+        wait_for("the running jobs to run again", || {
+            state(&c, id) == "running"
+        });
+        assert!(events(&c, id).contains("restarted"));
+    }
+    assert!(fetched(&c, &done) == reference[..1]);
+
+    // A real worker joins: the running jobs finish, the paused one waits
+    // until resumed, and the failed one continues when retried.
+    let _worker = c.worker("second");
+    for id in &running {
+        c.wait_done(id, LIMIT);
+        assert!(fetched(&c, id) == reference[..2], "{id} differs");
+    }
+    assert_eq!(state(&c, &paused), "paused");
+    assert_eq!(
+        frames_on_disk(&c, &paused),
+        0,
+        "a paused job renders nothing"
+    );
+    control(&c, "resume", &[&paused]);
+    control(&c, "retry", &[&failed]);
+    for id in [&paused, &failed] {
+        c.wait_done(id, LIMIT);
+        assert!(fetched(&c, id) == reference[..2], "{id} differs");
+    }
+}
+
+#[test]
+fn job_controls_work_end_to_end() {
+    let reference = reference();
+    let c = Coordinator::start();
+    let worker = c.worker("w");
+
+    // Priority: submitted later, served first.
+    let low = submit(&c, "low", 5, &[]);
+    wait_for("the low job to start", || {
+        c.metric("dreamfarm_tiles_completed_total") >= 1.0
+    });
+    let high = submit(&c, "high", 2, &["--priority", "5"]);
+    assert!(
+        c.status(&high).contains("priority 5"),
+        "{}",
+        c.status(&high)
+    );
+    c.wait_done(&high, LIMIT);
+    assert!(
+        frames_on_disk(&c, &low) < 5,
+        "the low-priority job finished first"
+    );
+
+    // Pause: no more frames, no leases; resume: it finishes identically.
+    control(&c, "pause", &[&low]);
+    assert_eq!(state(&c, &low), "paused");
+    let paused_at = frames_on_disk(&c, &low);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(frames_on_disk(&c, &low), paused_at);
+    assert_eq!(c.metric("dreamfarm_leases_in_flight"), 0.0);
+    assert!(refused(&c, "pause", &[&low]).contains("paused"));
+    control(&c, "priority", &[&low, "-2"]);
+    assert!(c.status(&low).contains("priority -2"));
+    control(&c, "resume", &[&low]);
+    c.wait_done(&low, LIMIT);
+    assert!(fetched(&c, &low) == reference[..5]);
+
+    // Extend: a finished job continues as if submitted longer.
+    control(&c, "extend", &[&high, "--frames", "4"]);
+    c.wait_done(&high, LIMIT);
+    assert!(
+        fetched(&c, &high) == reference[..4],
+        "extended frames differ"
+    );
+    assert!(refused(&c, "extend", &[&high, "--frames", "2"]).contains("larger"));
+
+    // Delete: refused while running unless forced; gone afterwards.
+    let doomed = submit(&c, "doomed", 3, &[]);
+    wait_for("the doomed job to run", || state(&c, &doomed) == "running");
+    assert!(refused(&c, "delete", &[&doomed]).contains("--force"));
+    control(&c, "delete", &[&doomed, "--force"]);
+    assert!(refused(&c, "status", &[&doomed]).contains("no job"));
+    assert!(!c.data().join(&doomed).exists(), "its files stay");
+    control(&c, "delete", &[&low]);
+    assert!(!c.data().join(&low).exists());
+
+    // Bad controls: one clear error each.
+    assert!(refused(&c, "resume", &[&high]).contains("only paused"));
+    assert!(refused(&c, "retry", &[&high]).contains("only failed"));
+    assert!(refused(&c, "pause", &["no-such-job"]).contains("no job"));
+
+    // The event log tells the story.
+    let log = events(&c, &high);
+    for kind in [
+        "submitted",
+        "priority",
+        "started",
+        "frame",
+        "done",
+        "extended",
+    ] {
+        assert!(log.contains(kind), "no {kind} event: {log}");
+    }
+    drop(worker);
+}
+
+#[test]
+fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
+    let mut c = Coordinator::start();
+    let _worker = c.worker("w");
+    let id = submit(&c, "kept", 1, &[]);
+    c.wait_done(&id, LIMIT);
+
+    // A second coordinator on the same data folder.
+    let (status, stderr) = c.start_fails();
+    assert!(!status.success());
+    assert!(stderr.contains("another coordinator is using"), "{stderr}");
+    c.kill();
+
+    let store = c.data().join("jobs.sqlite");
+    // Everything in the main file (closing the last connection removes
+    // the write-ahead log), so that a copy of it is the whole store.
+    rusqlite::Connection::open(&store)
+        .and_then(|db| db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+        .expect("checkpoint");
+    let good = std::fs::read(&store).expect("store");
+    // From a newer dreamfarm.
+    {
+        let db = rusqlite::Connection::open(&store).expect("open");
+        db.execute_batch("PRAGMA user_version = 999").expect("bump");
+    }
+    let (status, stderr) = c.start_fails();
+    assert!(!status.success());
+    assert!(stderr.contains("schema version 999"), "{stderr}");
+    assert!(stderr.contains("jobs.sqlite"), "{stderr}");
+    // Truncated.
+    std::fs::write(&store, &good[..good.len() / 2]).expect("truncate");
+    let (status, stderr) = c.start_fails();
+    assert!(!status.success());
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(stderr.contains("jobs.sqlite"), "{stderr}");
+    // The job's frames are untouched, and the good store brings it back.
+    assert_eq!(frames_on_disk(&c, &id), 1);
+    std::fs::write(&store, &good).expect("restore");
+    c.restart();
+    assert_eq!(state(&c, &id), "done");
+}
+
+#[test]
+fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
+    // One 160x120 job is charged about 34 MiB: one fits, two do not.
+    let c = Coordinator::start_with(&["--max-memory", "50MiB"]);
+    let first = submit(&c, "first", 2, &[]);
+    let second = submit(&c, "second", 2, &[]);
+    wait_for("the first to run", || state(&c, &first) == "running");
+    assert_eq!(state(&c, &second), "queued");
+    assert!(
+        c.status(&second).contains("waiting for memory"),
+        "{}",
+        c.status(&second)
+    );
+    let (out, _, stderr) = run(c.client(
+        "submit",
+        &[
+            "--input",
+            "assets/astronaut.png",
+            "--size",
+            "1024x1024",
+            "--frames",
+            "1",
+        ],
+    ));
+    assert!(!out.status.success());
+    assert!(stderr.contains("more than its whole budget"), "{stderr}");
+    let _worker = c.worker("w");
+    for id in [&first, &second] {
+        c.wait_done(id, LIMIT);
+    }
+    assert!(fetched(&c, &second) == reference()[..2]);
+}
