@@ -39,6 +39,8 @@ pub struct SeamMeasures {
 }
 
 impl SeamMeasures {
+    /// Measures the change `d` (see the type's docs for `borders` and
+    /// `band`).
     pub fn of(d: &Rgb, borders: &[usize], band: usize) -> Self {
         let (w, h) = (d.width, d.height);
         // Far from every border and from the image edge.

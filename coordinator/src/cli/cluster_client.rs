@@ -547,18 +547,6 @@ fn format_time(unix_ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::format_time;
-
-    #[test]
-    fn times_are_utc_dates() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
-        assert_eq!(format_time(1_796_040_000_123), "2026-11-30 12:00:00.123");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00.000");
-    }
-}
-
 /// Runs `dreamfarm fetch`: the job's frames and video into a folder; files
 /// are written whole (temp file + rename) and existing ones are replaced
 /// only by complete copies.
@@ -605,4 +593,16 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         println!("{files} files in {}", out.display());
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(1_796_040_000_123), "2026-11-30 12:00:00.123");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
 }
