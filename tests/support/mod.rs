@@ -19,10 +19,14 @@ pub fn repo() -> PathBuf {
 
 /// The `dreamfarm` binary of the profile these tests were built with.
 /// Another package's binary is not built for this one's tests, so the first
-/// call builds it (a no-op when it is up to date).
+/// call builds it (a no-op when it is up to date). Benchmarks comparing
+/// builds name another binary in `DREAMFARM_BIN`.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("DREAMFARM_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("test executable");
         // target/<profile>/deps/<test> → target/<profile>
         let profile_dir = exe

@@ -200,10 +200,11 @@ impl Jobs {
             match job_runner::start(me.clone(), job.clone()) {
                 Ok(runner) => {
                     used += need;
-                    if let Some(old) = slot.replace(runner) {
-                        // Finished (the job was not busy): reaped at once.
-                        let _ = old.thread.join();
-                    }
+                    // A thread left from an earlier run has released the
+                    // job and is at most finishing its own call to admit
+                    // (waiting for this one): dropping it detaches it;
+                    // joining it here would wait on ourselves.
+                    *slot = Some(runner);
                 }
                 Err(e) => {
                     job.release();
