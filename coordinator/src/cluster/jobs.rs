@@ -94,7 +94,6 @@ impl Jobs {
                 job.change(|r| {
                     r.state = JobState::Queued;
                     r.frames_done = on_disk;
-                    r.reason = String::new();
                 })?;
                 job.log(
                     EventKind::Restarted,
@@ -180,14 +179,15 @@ impl Jobs {
         for job in queued {
             let need = job.memory();
             if used + need > self.budget {
+                // A stable text, so a long queue is not rewritten on every
+                // pass, and one event when the job starts waiting.
                 let reason = format!(
-                    "waiting for memory: needs {}, {} of the {} budget is free",
+                    "waiting for memory: needs {} of the {} budget, which running jobs fill",
                     human(need),
-                    human(self.budget.saturating_sub(used)),
                     human(self.budget)
                 );
-                if job.view().message != reason && job.change(|r| r.reason = reason.clone()).is_ok()
-                {
+                let message = job.view().message;
+                if message != reason && job.change(|r| r.reason = reason.clone()).is_ok() {
                     job.log(EventKind::Waiting, reason);
                 }
                 continue;
