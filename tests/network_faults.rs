@@ -124,3 +124,32 @@ fn a_worker_partitioned_past_the_heartbeat_timeout_is_dropped_and_rejoins() {
         "the worker learnt it was dropped and reconnected: {log}"
     );
 }
+
+#[test]
+fn a_worker_whose_connection_goes_silent_for_good_redials_and_finishes() {
+    let (c, proxy) = coordinator_behind_proxy();
+    let worker = c.worker_via("stranded", &proxy.url());
+    let id = c.submit(&job("stranded"));
+    wait_for("a lease in flight after the first tiles", || {
+        c.metric("dreamfarm_tiles_completed_total") >= 2.0
+            && c.metric("dreamfarm_leases_in_flight") >= 1.0
+    });
+    // The link dies without a reset or a close reaching either side (a
+    // lost NAT entry, a vanished pod IP): nothing but a timeout can tell.
+    proxy.strand();
+    wait_for("the coordinator to drop the worker", || {
+        c.metric("dreamfarm_workers") == 0.0
+    });
+    assert!(c.metric("dreamfarm_lease_retries_total") >= 1.0);
+    // The worker must notice by itself, on a new connection.
+    wait_for("the worker to rejoin", || {
+        c.metric("dreamfarm_workers") == 1.0
+    });
+    assert!(proxy.connections() >= 2);
+    finishes_with_reference_frames(&c, &id, "a connection gone silent");
+    let log = worker.log();
+    assert!(
+        log.contains("lost the coordinator"),
+        "the worker learnt its link was dead: {log}"
+    );
+}
