@@ -3,76 +3,13 @@
 //! submit, watch and fetch, and hostile callers. Frames must equal those of
 //! the single-machine render of the same job.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
 use dreamfarm_tests::cluster::Coordinator;
+use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference};
 use dreamfarm_tests::{dreamfarm, frame_bytes, run, run_ok};
 
-/// A small job with several tiles per octave and a camera move.
-const JOB: &[&str] = &[
-    "--input",
-    "assets/astronaut.png",
-    "--size",
-    "192x128",
-    "--frames",
-    "3",
-    "--octaves",
-    "2",
-    "--iterations",
-    "3",
-    "--tile-size",
-    "64",
-    "--tile-margin",
-    "16",
-    "--blend-band",
-    "8",
-    "--jitter",
-    "4",
-    "--zoom-factor",
-    "1.05",
-    "--rotate",
-    "1",
-];
-
-const LIMIT: Duration = Duration::from_secs(240);
-
-/// The job's frames rendered by `dreamfarm render` on this machine.
-fn reference() -> &'static [Vec<u8>] {
-    static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    FRAMES.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = dir.path().to_str().expect("UTF-8").to_string();
-        let mut args = vec!["render", "--device", "cpu", "--output", &out];
-        args.extend_from_slice(JOB);
-        run_ok(dreamfarm(&args));
-        frame_bytes(dir.path())
-    })
-}
-
-fn job(name: &str) -> Vec<&str> {
-    let mut args = JOB.to_vec();
-    args.extend(["--name", name]);
-    args
-}
-
-fn fetched(c: &Coordinator, id: &str) -> Vec<Vec<u8>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    c.fetch(id, dir.path());
-    let mp4 = std::fs::read_dir(dir.path())
-        .expect("fetched")
-        .filter_map(Result::ok)
-        .any(|e| e.path().extension().is_some_and(|x| x == "mp4"));
-    assert!(mp4, "the video is fetched with the frames");
-    frame_bytes(dir.path())
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `cond` until it holds, for at most the job's limit.
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    dreamfarm_tests::wait_for(what, LIMIT, cond);
 }
 
 #[test]
@@ -87,7 +24,7 @@ fn one_worker_three_workers_and_one_machine_give_identical_frames() {
         let watch = run_ok(c.client("watch", &[&id]));
         assert!(watch.contains("done"), "{watch}");
         assert!(
-            fetched(&c, &id) == reference,
+            c.fetch_frames(&id) == reference,
             "{workers} worker(s): frames differ from the single-machine render"
         );
         assert_eq!(c.metric("dreamfarm_workers"), workers as f64);
@@ -124,7 +61,7 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
     render.extend(["--wire-precision", "f16"]);
     run_ok(dreamfarm(&render));
     assert!(
-        fetched(&c, &id) == frame_bytes(dir.path()),
+        c.fetch_frames(&id) == frame_bytes(dir.path()),
         "an f16 job's frames differ from its single-machine render"
     );
 }
@@ -150,7 +87,7 @@ fn a_killed_worker_leases_are_retried_and_a_new_worker_picks_up() {
     let _late = c.worker("late");
     c.wait_done(&id, LIMIT);
     assert!(
-        fetched(&c, &id) == reference(),
+        c.fetch_frames(&id) == reference(),
         "frames differ after a worker died"
     );
 }
@@ -178,7 +115,7 @@ fn a_worker_stopped_with_sigterm_loses_nothing() {
     );
     c.wait_done(&id, LIMIT);
     assert!(
-        fetched(&c, &id) == reference(),
+        c.fetch_frames(&id) == reference(),
         "frames differ after a worker left"
     );
 }
@@ -213,8 +150,8 @@ fn two_jobs_at_once_share_the_pool() {
     );
     c.wait_done(&a, LIMIT);
     c.wait_done(&b, LIMIT);
-    assert!(fetched(&c, &a) == reference());
-    assert!(fetched(&c, &b) == reference());
+    assert!(c.fetch_frames(&a) == reference());
+    assert!(c.fetch_frames(&b) == reference());
 }
 
 #[test]
@@ -261,6 +198,6 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     let _w = c.worker("w");
     let id = c.submit(&job("good"));
     c.wait_done(&id, LIMIT);
-    assert!(fetched(&c, &id) == reference());
+    assert!(c.fetch_frames(&id) == reference());
     assert!(c.alive());
 }

@@ -80,12 +80,6 @@ fn submit(c: &Coordinator, name: &str, frames: u32, extra: &[&str]) -> String {
     c.submit(&args)
 }
 
-fn fetched(c: &Coordinator, id: &str) -> Vec<Vec<u8>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    c.fetch(id, dir.path());
-    frame_bytes(dir.path())
-}
-
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -170,7 +164,7 @@ fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_
     assert!(watched.contains("reconnecting"), "{watched}");
     assert_eq!(state(&c, &id), "done");
     assert!(
-        fetched(&c, &id) == reference[..5],
+        c.fetch_frames(&id) == reference[..5],
         "frames differ after two crashes"
     );
     let log = events(&c, &id);
@@ -270,14 +264,14 @@ fn a_restarted_coordinator_brings_every_job_back_in_its_state() {
         });
         assert!(events(&c, id).contains("restarted"));
     }
-    assert!(fetched(&c, &done) == reference[..1]);
+    assert!(c.fetch_frames(&done) == reference[..1]);
 
     // A real worker joins: the running jobs finish, the paused one waits
     // until resumed, and the failed one continues when retried.
     let _worker = c.worker("second");
     for id in &running {
         c.wait_done(id, LIMIT);
-        assert!(fetched(&c, id) == reference[..2], "{id} differs");
+        assert!(c.fetch_frames(id) == reference[..2], "{id} differs");
     }
     assert_eq!(state(&c, &paused), "paused");
     assert_eq!(
@@ -289,7 +283,7 @@ fn a_restarted_coordinator_brings_every_job_back_in_its_state() {
     control(&c, "retry", &[&failed]);
     for id in [&paused, &failed] {
         c.wait_done(id, LIMIT);
-        assert!(fetched(&c, id) == reference[..2], "{id} differs");
+        assert!(c.fetch_frames(id) == reference[..2], "{id} differs");
     }
 }
 
@@ -328,13 +322,13 @@ fn job_controls_work_end_to_end() {
     assert!(c.status(&low).contains("priority -2"));
     control(&c, "resume", &[&low]);
     c.wait_done(&low, LIMIT);
-    assert!(fetched(&c, &low) == reference[..5]);
+    assert!(c.fetch_frames(&low) == reference[..5]);
 
     // Extend: a finished job continues as if submitted longer.
     control(&c, "extend", &[&high, "--frames", "4"]);
     c.wait_done(&high, LIMIT);
     assert!(
-        fetched(&c, &high) == reference[..4],
+        c.fetch_frames(&high) == reference[..4],
         "extended frames differ"
     );
     assert!(refused(&c, "extend", &[&high, "--frames", "2"]).contains("larger"));
@@ -441,5 +435,5 @@ fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
     for id in [&first, &second] {
         c.wait_done(id, LIMIT);
     }
-    assert!(fetched(&c, &second) == reference()[..2]);
+    assert!(c.fetch_frames(&second) == reference()[..2]);
 }

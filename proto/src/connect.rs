@@ -4,6 +4,8 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+
 /// Why the coordinator could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -38,7 +40,9 @@ pub enum ConnectError {
 }
 
 /// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)
-/// or, without one, the public web roots.
+/// or, without one, the public web roots. The channel pings a quiet
+/// coordinator, so that a link gone silent ends the calls on it with an
+/// error instead of leaving them waiting.
 pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectError> {
     let bad = |reason: String| ConnectError::Url {
         url: url.to_string(),
@@ -60,6 +64,8 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectErr
     }
     endpoint
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .connect()
         .await
         .map_err(|source| ConnectError::Transport {

@@ -32,6 +32,16 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// and server so that no library default decides a failure.
 pub const MAX_MESSAGE_BYTES: usize = 4 * CHUNK_BYTES;
 
+/// Quiet time on a connection after which either end sends an HTTP/2 ping.
+/// A link that dies without a reset or a close reaching this end (a lost
+/// NAT entry, a peer that vanished) shows no error for many minutes of TCP
+/// retransmissions; the ping finds it.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a ping may go unanswered before the connection is dropped (and
+/// a worker redials).
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Largest side of a lease's pixels: the largest tile core (8192) plus its
 /// largest margin (2 × 1024) and jitter room (2 × 512), as job settings
 /// allow.

@@ -2,12 +2,12 @@
 //! on free ports, `dreamfarm worker` processes, and the client commands.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{binary, repo, run};
+use crate::{binary, frame_bytes, repo, run};
 
 /// The token every process of a test cluster shares.
 pub const TOKEN: &str = "test-token";
@@ -138,11 +138,6 @@ impl Coordinator {
         }
     }
 
-    /// The address of its gRPC port.
-    pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
-
     /// Kills the coordinator with SIGKILL, as a node failure would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -154,7 +149,8 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, _, _) = spawn_coordinator(self.dir.path(), self.addr(), &self.metrics, &extra)
+        let listen = self.addr().to_string();
+        let (child, _, _) = spawn_coordinator(self.dir.path(), &listen, &self.metrics, &extra)
             .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
         self.child = child;
     }
@@ -180,24 +176,30 @@ impl Coordinator {
 
     /// Starts `dreamfarm worker` named `name` on the CPU.
     pub fn worker(&self, name: &str) -> Worker {
+        self.worker_via(name, &self.url)
+    }
+
+    /// Starts `dreamfarm worker` named `name` on the CPU, dialling the
+    /// coordinator at `url` (a proxy in front of it, say).
+    pub fn worker_via(&self, name: &str, url: &str) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = Command::new(binary())
-            .args([
-                "worker",
-                "--coordinator",
-                &self.url,
-                "--token",
-                TOKEN,
-                "--device",
-                "cpu",
-            ])
-            .args(["--name", name])
+            .args(["worker", "--coordinator", url, "--token", TOKEN])
+            .args(["--device", "cpu", "--name", name])
             .env("RUST_LOG", "info")
             .current_dir(repo())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("worker starts");
         Worker { child, log }
+    }
+
+    /// The gRPC listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the coordinator listens on an IP address")
     }
 
     /// `dreamfarm SUBCOMMAND --coordinator URL --token TOKEN ARGS`.
@@ -257,6 +259,19 @@ impl Coordinator {
         let out = dir.to_str().expect("UTF-8 path");
         let (status, _, stderr) = run(self.client("fetch", &[job, "--out", out]));
         assert!(status.status.success(), "fetch failed: {stderr}");
+    }
+
+    /// Fetches the job's files and returns its frames' bytes; panics
+    /// unless the video came too.
+    pub fn fetch_frames(&self, job: &str) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        self.fetch(job, dir.path());
+        let mp4 = std::fs::read_dir(dir.path())
+            .expect("fetched")
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "mp4"));
+        assert!(mp4, "the video is fetched with the frames");
+        frame_bytes(dir.path())
     }
 
     /// The value of a metric at `/metrics`.

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dreamfarm_proto::MAX_MESSAGE_BYTES;
 use dreamfarm_proto::auth::CheckToken;
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
 use dreamfarm_proto::pb::worker_service_server::WorkerServiceServer;
+use dreamfarm_proto::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -166,8 +166,8 @@ impl Coordinator {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut server = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if let Some(tls) = &config.tls {
             let read = |p: &PathBuf| {
                 std::fs::read(p)

@@ -1,0 +1,124 @@
+//! What the session and the compute threads both keep count of: which
+//! session is current, the leases in hand, those the coordinator revoked,
+//! whether the worker is draining, and the tiles computed.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// State shared by the session and the compute threads.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// The current session; leases of older ones are dropped.
+    session: AtomicU64,
+    /// Leases the coordinator took back.
+    revoked: Mutex<HashSet<u64>>,
+    /// Leases received and not yet answered.
+    in_hand: AtomicU64,
+    /// Shutting down: hand back what has not started.
+    draining: AtomicBool,
+    /// Tiles computed.
+    done: AtomicU64,
+}
+
+impl Shared {
+    /// Starts a new session (nothing in hand yet); returns its number.
+    pub(super) fn begin_session(&self) -> u64 {
+        let session = self.session.fetch_add(1, Ordering::SeqCst) + 1;
+        self.in_hand.store(0, Ordering::SeqCst);
+        session
+    }
+
+    /// Whether `session` is still the current one.
+    pub(super) fn is_current(&self, session: u64) -> bool {
+        session == self.session.load(Ordering::SeqCst)
+    }
+
+    /// A lease arrived.
+    pub(super) fn took(&self) {
+        self.in_hand.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `leases` of the current session were answered or dropped.
+    pub(super) fn answered(&self, leases: u64) {
+        self.in_hand.fetch_sub(leases, Ordering::SeqCst);
+    }
+
+    /// A lease of `session` was answered or dropped; leases of a lost
+    /// session no longer count as in hand.
+    pub(super) fn settle(&self, session: u64) {
+        if self.is_current(session) {
+            self.answered(1);
+        }
+    }
+
+    /// Leases received and not yet answered.
+    pub(super) fn in_hand(&self) -> u64 {
+        self.in_hand.load(Ordering::SeqCst)
+    }
+
+    /// The coordinator took back `lease`, which a compute thread holds.
+    pub(super) fn revoke(&self, lease: u64) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lease);
+    }
+
+    /// Whether `lease` was revoked (forgetting it: it is answered once).
+    pub(super) fn take_revoked(&self, lease: u64) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease)
+    }
+
+    /// From now on, leases not started are handed back.
+    pub(super) fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the worker is shutting down.
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A tile was computed and sent.
+    pub(super) fn tile_done(&self) {
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Tiles computed so far.
+    pub(super) fn tiles_done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_of_a_lost_session_no_longer_count() {
+        let shared = Shared::default();
+        let old = shared.begin_session();
+        shared.took();
+        shared.took();
+        let new = shared.begin_session();
+        assert_eq!(shared.in_hand(), 0, "a new session starts empty");
+        shared.took();
+        shared.settle(old);
+        assert_eq!(shared.in_hand(), 1, "the old session's answer is ignored");
+        shared.settle(new);
+        assert_eq!(shared.in_hand(), 0);
+    }
+
+    #[test]
+    fn a_revocation_is_taken_once() {
+        let shared = Shared::default();
+        shared.revoke(7);
+        assert!(!shared.take_revoked(8));
+        assert!(shared.take_revoked(7));
+        assert!(!shared.take_revoked(7));
+    }
+}

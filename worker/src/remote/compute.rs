@@ -1,0 +1,195 @@
+//! The compute threads: one per unit of announced concurrency, each taking
+//! leases off one queue, dreaming them with its own cached copy of the
+//! model, and sending the result up the lease's session stream.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+
+use dreamfarm_common::model_catalog::ModelSpec;
+use dreamfarm_common::params::DreamSettings;
+use dreamfarm_common::resample::Planar;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::{Chunk, HandBack, LeaseFailed, ResultStart};
+use dreamfarm_proto::pixels;
+use tch::Device;
+
+use super::bookkeeping::Shared;
+use super::lease::Lease;
+use super::{RemoteError, up};
+use crate::dream::Dreamer;
+
+/// Dreamers kept per compute thread (one per job's settings).
+const DREAMERS_KEPT: usize = 4;
+
+/// Starts `concurrency` compute threads (at least one) on `device`;
+/// returns the queue that feeds them. They end when it is dropped.
+pub(super) fn start_threads(
+    concurrency: u32,
+    device: Device,
+    shared: &Arc<Shared>,
+) -> Result<std_mpsc::Sender<Lease>, RemoteError> {
+    let (queue_tx, queue_rx) = std_mpsc::channel::<Lease>();
+    let queue_rx = Arc::new(Mutex::new(queue_rx));
+    for i in 0..concurrency.max(1) {
+        let (shared, queue_rx) = (shared.clone(), queue_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("compute {i}"))
+            .spawn(move || compute_loop(device, &shared, &queue_rx))
+            .map_err(|e| RemoteError::Start(format!("a compute thread: {e}")))?;
+    }
+    Ok(queue_tx)
+}
+
+/// A compute thread: takes leases off the queue and computes them.
+fn compute_loop(device: Device, shared: &Shared, queue: &Mutex<std_mpsc::Receiver<Lease>>) {
+    let mut dreamers = DreamerCache::new(device);
+    loop {
+        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(lease) = next else { return };
+        compute_one(&mut dreamers, shared, &lease);
+    }
+}
+
+/// Computes one lease and answers it, unless it was revoked, belongs to a
+/// lost session, or the worker is draining (then it is handed back).
+fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
+    let settle = || shared.settle(lease.session);
+    let answer = |body: Up| {
+        settle();
+        let _ = lease.up.blocking_send(up(body));
+    };
+    if shared.take_revoked(lease.id) || !shared.is_current(lease.session) {
+        settle();
+        return;
+    }
+    if shared.is_draining() {
+        answer(Up::HandBack(HandBack {
+            lease_ids: vec![lease.id],
+        }));
+        return;
+    }
+    let dreamer = dreamers.get(&lease.settings, lease.seed);
+    let span = tracing::info_span!(
+        "tile",
+        frame = lease.work.frame,
+        octave = lease.work.octave,
+        tile = lease.work.tile
+    );
+    let _span = span.enter();
+    let result = dreamer.and_then(|d| d.dream_tile(&lease.work).map_err(|e| e.to_string()));
+    if shared.take_revoked(lease.id) {
+        tracing::info!(
+            lease = lease.id,
+            "lease revoked while computing; result dropped"
+        );
+        settle();
+        return;
+    }
+    match result.and_then(|change| send_result(lease, &change)) {
+        Ok(()) => {
+            shared.tile_done();
+            settle();
+            tracing::debug!(lease = lease.id, "tile done");
+        }
+        Err(reason) => {
+            tracing::warn!(lease = lease.id, "tile failed: {reason}");
+            answer(Up::Failed(LeaseFailed {
+                lease_id: lease.id,
+                reason,
+            }));
+        }
+    }
+}
+
+/// The dreamers one compute thread keeps, one per job's settings and seed,
+/// the oldest loaded dropped first.
+struct DreamerCache {
+    /// Where the models run.
+    device: Device,
+    /// Loaded dreamers by (settings, seed), oldest first.
+    kept: VecDeque<((String, u64), Dreamer)>,
+}
+
+impl DreamerCache {
+    /// An empty cache for `device`.
+    fn new(device: Device) -> Self {
+        Self {
+            device,
+            kept: VecDeque::new(),
+        }
+    }
+
+    /// The dreamer of a job's settings and seed, loaded on first use.
+    fn get(&mut self, settings: &str, seed: u64) -> Result<&Dreamer, String> {
+        let key = (settings.to_string(), seed);
+        let i = match self.kept.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let dreamer = load_dreamer(settings, seed, self.device)?;
+                if self.kept.len() == DREAMERS_KEPT {
+                    self.kept.pop_front();
+                }
+                self.kept.push_back((key, dreamer));
+                self.kept.len() - 1
+            }
+        };
+        Ok(&self.kept[i].1)
+    }
+}
+
+/// Sends a lease's change: its head, then its pixels piece by piece as
+/// they are encoded.
+fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
+    let pieces = pixels::encode(change, lease.format).map_err(|e| e.to_string())?;
+    let head = ResultStart {
+        lease_id: lease.id,
+        attempt: lease.attempt,
+        format: lease.format as i32,
+        pixels_bytes: pieces.total_bytes(),
+    };
+    // A closed stream means the session ended: the coordinator requeues
+    // the lease, so there is nothing to report here.
+    let _ = lease.up.blocking_send(up(Up::ResultStart(head)));
+    for data in pieces {
+        let _ = lease.up.blocking_send(up(Up::ResultChunk(Chunk {
+            lease_id: lease.id,
+            data,
+        })));
+    }
+    Ok(())
+}
+
+/// Loads the dreamer for a job's settings (TOML from the wire, checked).
+fn load_dreamer(settings: &str, seed: u64, device: Device) -> Result<Dreamer, String> {
+    let settings: DreamSettings = toml::from_str(settings)
+        .map_err(|e| format!("bad dream settings from the coordinator: {e}"))?;
+    settings.validate().map_err(|e| e.to_string())?;
+    if let Ok(ModelSpec::TorchScript(_)) = settings.model_spec() {
+        return Err("cluster workers dream with built-in models only".into());
+    }
+    Dreamer::load(&settings, seed, device).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_are_not_toml_are_refused_before_any_model_loads() {
+        let e = load_dreamer("model = [", 0, Device::Cpu)
+            .err()
+            .expect("refused");
+        assert!(
+            e.starts_with("bad dream settings from the coordinator"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_torchscript_model_from_the_wire_is_refused() {
+        let e = load_dreamer("model = \"/tmp/evil.pt\"", 0, Device::Cpu)
+            .err()
+            .expect("refused");
+        assert_eq!(e, "cluster workers dream with built-in models only");
+    }
+}

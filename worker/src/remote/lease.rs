@@ -1,0 +1,324 @@
+//! A lease from the wire: its head checked before any byte is kept, its
+//! pixels collected chunk by chunk, and the whole decoded into tile work
+//! whose geometry is checked before any pixel is touched.
+
+use std::collections::HashMap;
+
+use dreamfarm_common::tiling::Rect;
+use dreamfarm_common::work::TileWork;
+use dreamfarm_proto::WireError;
+use dreamfarm_proto::chunks::Assembler;
+use dreamfarm_proto::pb::{Chunk, LeaseStart, PixelFormat, WorkerMessage};
+use dreamfarm_proto::pixels;
+use tokio::sync::mpsc;
+
+/// Most gradient steps one lease may ask for.
+const MAX_ITERATIONS: u32 = 10_000;
+
+/// A decoded lease ready to compute.
+pub(super) struct Lease {
+    /// The coordinator's id of the lease.
+    pub(super) id: u64,
+    /// Which try this is; the result names it back.
+    pub(super) attempt: u32,
+    /// The lease's pixel format, which its result uses too.
+    pub(super) format: PixelFormat,
+    /// The job's dream settings (TOML, checked when loaded).
+    pub(super) settings: String,
+    /// The job's seed.
+    pub(super) seed: u64,
+    /// The checked tile work.
+    pub(super) work: TileWork,
+    /// The session the lease came in; results of older ones are dropped.
+    pub(super) session: u64,
+    /// That session's stream up to the coordinator.
+    pub(super) up: mpsc::Sender<WorkerMessage>,
+}
+
+/// Leases whose head has arrived and whose pixels are still arriving.
+#[derive(Debug, Default)]
+pub(super) struct Arriving {
+    /// Each lease's head and the pixels so far, by lease id.
+    leases: HashMap<u64, (LeaseStart, Assembler)>,
+}
+
+impl Arriving {
+    /// Accepts a lease's head once its sizes add up.
+    pub(super) fn start(&mut self, start: LeaseStart) -> Result<(), WireError> {
+        let format = pixels::format_of(start.format)?;
+        let want = pixels::payload_bytes("lease", start.width, start.height, format)?;
+        if start.pixels_bytes != want {
+            return Err(WireError::Length {
+                expected: want,
+                got: start.pixels_bytes,
+            });
+        }
+        self.leases
+            .insert(start.lease_id, (start, Assembler::new(want)));
+        Ok(())
+    }
+
+    /// Adds a piece of a lease's pixels; returns the lease's head and
+    /// pixels once all have arrived.
+    pub(super) fn chunk(
+        &mut self,
+        Chunk { lease_id, data }: Chunk,
+    ) -> Result<Option<(LeaseStart, Assembler)>, WireError> {
+        let (_, bytes) = self
+            .leases
+            .get_mut(&lease_id)
+            .ok_or_else(|| WireError::Protocol(format!("pixels for unknown lease {lease_id}")))?;
+        bytes.push(&data)?;
+        if bytes.is_complete() {
+            return Ok(self.leases.remove(&lease_id));
+        }
+        Ok(None)
+    }
+
+    /// Forgets a lease still arriving; whether it was one.
+    pub(super) fn cancel(&mut self, lease_id: u64) -> bool {
+        self.leases.remove(&lease_id).is_some()
+    }
+
+    /// The ids of the leases still arriving.
+    pub(super) fn into_ids(self) -> Vec<u64> {
+        self.leases.into_keys().collect()
+    }
+}
+
+/// Builds the tile work of a fully received lease, checking its geometry;
+/// a refusal names the lease, for the coordinator.
+pub(super) fn lease_from_wire(
+    start: LeaseStart,
+    bytes: Assembler,
+    session: u64,
+    up: mpsc::Sender<WorkerMessage>,
+) -> Result<Lease, (u64, WireError)> {
+    let id = start.lease_id;
+    let fail = |e: WireError| (id, e);
+    let format = pixels::format_of(start.format).map_err(fail)?;
+    let data = bytes.finish().map_err(fail)?;
+    let image = pixels::decode(&data, start.width, start.height, format).map_err(fail)?;
+    let o = start.output.ok_or_else(|| {
+        fail(WireError::Protocol(
+            "lease without an output rectangle".into(),
+        ))
+    })?;
+    if !(1..=MAX_ITERATIONS).contains(&start.iterations) {
+        return Err(fail(WireError::Protocol(format!(
+            "{} iterations is out of range (1 to {MAX_ITERATIONS})",
+            start.iterations
+        ))));
+    }
+    let work = TileWork {
+        frame: start.frame,
+        octave: start.octave,
+        tile: start.tile,
+        first_iteration: start.first_iteration,
+        iterations: start.iterations,
+        jitter: start.jitter,
+        pixels: image,
+        output: Rect {
+            x: i64::from(o.x),
+            y: i64::from(o.y),
+            width: o.width as usize,
+            height: o.height as usize,
+        },
+    };
+    work.check().map_err(|e| fail(WireError::Protocol(e)))?;
+    Ok(Lease {
+        id,
+        attempt: start.attempt,
+        format,
+        settings: start.dream_settings,
+        seed: start.seed,
+        work,
+        session,
+        up,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use dreamfarm_proto::CHUNK_BYTES;
+    use dreamfarm_proto::pb::Rect as WireRect;
+
+    use super::*;
+
+    /// A 40×30 f32 lease with jitter 4 whose output is its 32×22 middle.
+    fn head(id: u64) -> LeaseStart {
+        LeaseStart {
+            lease_id: id,
+            width: 40,
+            height: 30,
+            format: PixelFormat::F32 as i32,
+            pixels_bytes: 3 * 40 * 30 * 4,
+            iterations: 3,
+            jitter: 4,
+            output: Some(WireRect {
+                x: 4,
+                y: 4,
+                width: 32,
+                height: 22,
+            }),
+            ..LeaseStart::default()
+        }
+    }
+
+    /// `start`'s pixels, all 0.5, in pieces of at most a chunk.
+    fn pixels_of(start: &LeaseStart) -> Vec<Chunk> {
+        let bytes: Vec<u8> = (0..start.pixels_bytes / 4)
+            .flat_map(|_| 0.5f32.to_le_bytes())
+            .collect();
+        bytes
+            .chunks(CHUNK_BYTES)
+            .map(|data| Chunk {
+                lease_id: start.lease_id,
+                data: data.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Receives `start` and its pixels, then decodes the lease.
+    fn receive(start: LeaseStart) -> Result<Lease, (u64, WireError)> {
+        let pieces = pixels_of(&start);
+        receive_pieces(start, pieces)
+    }
+
+    /// Receives `start` and then `pieces` as its pixels, then decodes the
+    /// lease.
+    fn receive_pieces(start: LeaseStart, pieces: Vec<Chunk>) -> Result<Lease, (u64, WireError)> {
+        let mut arriving = Arriving::default();
+        arriving.start(start).expect("a good head");
+        let mut complete = None;
+        for piece in pieces {
+            complete = arriving.chunk(piece).expect("a good piece");
+        }
+        let (start, bytes) = complete.expect("every byte arrived");
+        let (up, _down) = mpsc::channel(1);
+        lease_from_wire(start, bytes, 1, up)
+    }
+
+    #[test]
+    fn a_good_lease_decodes_into_its_tile_work() {
+        let lease = receive(head(9)).unwrap_or_else(|(_, e)| panic!("{e}"));
+        assert_eq!(lease.id, 9);
+        assert_eq!(
+            (lease.work.pixels.width, lease.work.pixels.height),
+            (40, 30)
+        );
+        assert!(lease.work.pixels.data.iter().all(|&v| v == 0.5));
+        assert_eq!(
+            lease.work.output,
+            Rect {
+                x: 4,
+                y: 4,
+                width: 32,
+                height: 22
+            }
+        );
+    }
+
+    #[test]
+    fn a_head_announcing_the_wrong_byte_count_is_refused() {
+        let mut start = head(1);
+        start.pixels_bytes -= 4;
+        assert_eq!(
+            Arriving::default().start(start),
+            Err(WireError::Length {
+                expected: 3 * 40 * 30 * 4,
+                got: 3 * 40 * 30 * 4 - 4
+            })
+        );
+    }
+
+    #[test]
+    fn a_head_with_bad_dimensions_or_format_is_refused() {
+        let mut start = head(1);
+        start.width = 0;
+        assert!(matches!(
+            Arriving::default().start(start),
+            Err(WireError::Size { .. })
+        ));
+        let mut start = head(1);
+        start.format = PixelFormat::Unspecified as i32;
+        assert_eq!(Arriving::default().start(start), Err(WireError::Format(0)));
+    }
+
+    #[test]
+    fn pixels_beyond_the_announced_length_or_for_no_lease_are_refused() {
+        let mut arriving = Arriving::default();
+        assert!(matches!(
+            arriving.chunk(Chunk {
+                lease_id: 5,
+                data: vec![0; 4]
+            }),
+            Err(WireError::Protocol(_))
+        ));
+        let start = head(5);
+        arriving.start(start.clone()).expect("a good head");
+        let mut pieces = pixels_of(&start);
+        pieces[0].data.extend([0; 4]);
+        assert!(matches!(
+            arriving.chunk(pieces.remove(0)),
+            Err(WireError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_lease_takes_no_more_pixels() {
+        let mut arriving = Arriving::default();
+        arriving.start(head(3)).expect("a good head");
+        assert!(arriving.cancel(3));
+        assert!(!arriving.cancel(3));
+        assert!(arriving.into_ids().is_empty());
+    }
+
+    #[test]
+    fn an_output_rectangle_outside_the_tile_is_refused() {
+        let mut start = head(2);
+        start.output = Some(WireRect {
+            x: 10,
+            y: 4,
+            width: 32,
+            height: 22,
+        });
+        let (id, e) = receive(start).err().expect("refused");
+        assert_eq!(id, 2, "the refusal names the lease");
+        assert!(e.to_string().contains("outside the 40x30 tile"), "{e}");
+        let mut start = head(2);
+        start.output = None;
+        let (_, e) = receive(start).err().expect("refused");
+        assert!(e.to_string().contains("without an output rectangle"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_iterations_are_refused() {
+        for iterations in [0, MAX_ITERATIONS + 1] {
+            let mut start = head(4);
+            start.iterations = iterations;
+            let (_, e) = receive(start).err().expect("refused");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        let mut start = head(4);
+        start.iterations = MAX_ITERATIONS;
+        assert!(receive(start).is_ok());
+    }
+
+    #[test]
+    fn a_tile_with_no_room_for_its_jitter_is_refused() {
+        let mut start = head(6);
+        start.jitter = 20;
+        let (_, e) = receive(start).err().expect("refused");
+        assert!(e.to_string().contains("no room for jitter"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_pixels_are_refused() {
+        let start = head(8);
+        let mut pieces = pixels_of(&start);
+        pieces[0].data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let (_, e) = receive_pieces(start, pieces).err().expect("refused");
+        assert!(e.to_string().contains("NaN"), "{e}");
+    }
+}

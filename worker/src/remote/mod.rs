@@ -1,0 +1,115 @@
+//! A cluster worker: dials the coordinator, holds one session stream, and
+//! computes the tiles it is leased on its own threads (one per unit of
+//! announced concurrency, each with its own copy of the model), sending
+//! results back up the stream.
+//!
+//! Nothing from the wire is trusted: every lease's sizes, rectangles and
+//! settings are checked before any pixel is touched. On shutdown (SIGTERM)
+//! the worker finishes the tiles it is computing, hands back those it has
+//! not started, and leaves; if the coordinator goes away it reconnects.
+//!
+//! - `session`: one connection (handshake, leases in, heartbeats out).
+//! - `lease`: a lease from the wire, checked and decoded.
+//! - `compute`: the compute threads and their cached models.
+//! - `drain`: leaving gracefully on shutdown.
+//! - `bookkeeping`: what the session and the compute threads share.
+
+mod bookkeeping;
+mod compute;
+mod drain;
+mod lease;
+mod session;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::pb::WorkerMessage;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+
+use crate::models::torch_device;
+use bookkeeping::Shared;
+use session::{SessionEnd, SessionError, one_session};
+
+/// How a worker connects and what it offers.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The coordinator's URL (`http://host:7070` or `https://…`).
+    pub coordinator: String,
+    /// The cluster's shared token.
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for `https://`.
+    pub tls_ca: Option<PathBuf>,
+    /// Tiles computed at once.
+    pub concurrency: u32,
+    /// Torch device.
+    pub device: DeviceSpec,
+    /// Name shown in the coordinator's logs.
+    pub name: String,
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The device cannot be used.
+    #[error(transparent)]
+    Device(#[from] crate::models::ModelError),
+    /// The token is not usable.
+    #[error("bad token: {0}")]
+    Token(String),
+    /// A thread or the async runtime could not be started.
+    #[error("cannot start the worker: {0}")]
+    Start(String),
+    /// The coordinator refused the worker for good (wrong token, protocol).
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+    /// The URL or TLS settings are wrong.
+    #[error(transparent)]
+    Connect(dreamfarm_proto::connect::ConnectError),
+}
+
+/// A message up to the coordinator.
+fn up(body: Up) -> WorkerMessage {
+    WorkerMessage { body: Some(body) }
+}
+
+/// Runs the worker until `shutdown` resolves; returns the tiles computed.
+/// A lost coordinator is redialled at once, one that cannot be reached
+/// with a growing pause (250 ms doubling to 5 s).
+pub async fn run(
+    config: RemoteConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, RemoteError> {
+    let device = torch_device(config.device)?;
+    let token = AttachToken::new(config.token.as_deref())
+        .map_err(|e| RemoteError::Token(e.message().into()))?;
+    let shared = Arc::new(Shared::default());
+    let queue = compute::start_threads(config.concurrency, device, &shared)?;
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let session = shared.begin_session();
+        match one_session(&config, &token, &shared, &queue, session, &mut shutdown).await {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Lost(why)) => {
+                tracing::warn!("lost the coordinator ({why}); reconnecting");
+                backoff = Duration::from_millis(250);
+            }
+            Err(SessionError::Fatal(e)) => return Err(e),
+            Err(SessionError::Retry(why)) => {
+                tracing::warn!("{why}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let done = shared.tiles_done();
+    tracing::info!(tiles = done, "worker stopped");
+    Ok(done)
+}

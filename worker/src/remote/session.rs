@@ -1,0 +1,208 @@
+//! One connection to the coordinator: the Hello/Welcome handshake, then
+//! leases in and heartbeats out until the stream breaks or the worker is
+//! told to stop (then it drains).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::connect::{ConnectError, connect};
+use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
+use dreamfarm_proto::pb::{CoordinatorMessage, Heartbeat, Hello, LeaseFailed, WorkerMessage};
+use dreamfarm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WireError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::bookkeeping::Shared;
+use super::drain::drain;
+use super::lease::{Arriving, Lease, lease_from_wire};
+use super::{RemoteConfig, RemoteError, up};
+
+/// How a session that ran ended.
+pub(super) enum SessionEnd {
+    /// The worker was told to stop and has drained.
+    Shutdown,
+    /// The stream broke; reconnect at once.
+    Lost(String),
+}
+
+/// Why a session did not start.
+pub(super) enum SessionError {
+    /// Never retry: the configuration is wrong or the coordinator said no.
+    Fatal(RemoteError),
+    /// Retry after a pause.
+    Retry(String),
+}
+
+/// A session the coordinator has welcomed.
+struct Welcomed {
+    /// Messages up to the coordinator.
+    up_tx: mpsc::Sender<WorkerMessage>,
+    /// Messages from the coordinator.
+    down: Streaming<CoordinatorMessage>,
+    /// How often to send a heartbeat.
+    heartbeat: Duration,
+}
+
+/// One connection: hello, leases in, results out, until the stream breaks
+/// or `shutdown` resolves (then drains).
+pub(super) async fn one_session(
+    config: &RemoteConfig,
+    token: &AttachToken,
+    shared: &Shared,
+    queue: &std_mpsc::Sender<Lease>,
+    session: u64,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<SessionEnd, SessionError> {
+    let Welcomed {
+        up_tx,
+        mut down,
+        heartbeat,
+    } = handshake(config, token).await?;
+    tracing::info!(coordinator = %config.coordinator, "connected");
+    let mut ticker = tokio::time::interval(heartbeat);
+    let mut arriving = Arriving::default();
+    loop {
+        tokio::select! {
+            msg = down.message() => match msg {
+                Ok(Some(m)) => {
+                    if let Err(e) = on_message(m, &mut arriving, shared, queue, session, &up_tx).await {
+                        tracing::warn!("bad message from the coordinator: {e}");
+                        return Ok(SessionEnd::Lost(e.to_string()));
+                    }
+                }
+                Ok(None) => return Ok(SessionEnd::Lost("the stream ended".into())),
+                Err(s) => return Ok(SessionEnd::Lost(s.message().to_string())),
+            },
+            _ = ticker.tick() => {
+                if up_tx.send(up(Up::Heartbeat(Heartbeat {}))).await.is_err() {
+                    return Ok(SessionEnd::Lost("the stream closed".into()));
+                }
+            }
+            _ = shutdown.as_mut() => break,
+        }
+    }
+    drain(arriving, shared, &up_tx, &mut down, &mut ticker).await;
+    Ok(SessionEnd::Shutdown)
+}
+
+/// Connects, says Hello and waits for the Welcome, which sets the
+/// heartbeat interval.
+async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcomed, SessionError> {
+    let channel = connect(&config.coordinator, config.tls_ca.as_deref())
+        .await
+        .map_err(|e| match e {
+            ConnectError::Transport { .. } => SessionError::Retry(e.to_string()),
+            other => SessionError::Fatal(RemoteError::Connect(other)),
+        })?;
+    let mut client = WorkerServiceClient::with_interceptor(channel, token.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (up_tx, up_rx) = mpsc::channel(16);
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: config.name.clone(),
+        concurrency: config.concurrency.max(1),
+        device: format!("{:?}", config.device),
+    };
+    let _ = up_tx.send(up(Up::Hello(hello))).await;
+    let mut down = match client.session(ReceiverStream::new(up_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unauthenticated
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::InvalidArgument
+            ) =>
+        {
+            return Err(SessionError::Fatal(RemoteError::Refused(
+                s.message().into(),
+            )));
+        }
+        Err(s) => {
+            return Err(SessionError::Retry(format!(
+                "session refused: {}",
+                s.message()
+            )));
+        }
+    };
+    let heartbeat = match down.message().await {
+        Ok(Some(m)) => match m.body {
+            Some(Down::Welcome(w)) => {
+                Duration::from_millis(u64::from(w.heartbeat_ms).clamp(100, 60_000))
+            }
+            _ => {
+                return Err(SessionError::Retry(
+                    "the coordinator did not welcome us".into(),
+                ));
+            }
+        },
+        Ok(None) => {
+            return Err(SessionError::Retry(
+                "the coordinator closed the session".into(),
+            ));
+        }
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            return Err(SessionError::Fatal(RemoteError::Refused(
+                s.message().into(),
+            )));
+        }
+        Err(s) => return Err(SessionError::Retry(s.message().into())),
+    };
+    Ok(Welcomed {
+        up_tx,
+        down,
+        heartbeat,
+    })
+}
+
+/// Handles one message from the coordinator.
+async fn on_message(
+    msg: CoordinatorMessage,
+    arriving: &mut Arriving,
+    shared: &Shared,
+    queue: &std_mpsc::Sender<Lease>,
+    session: u64,
+    up_tx: &mpsc::Sender<WorkerMessage>,
+) -> Result<(), WireError> {
+    match msg.body {
+        Some(Down::LeaseStart(start)) => {
+            arriving.start(start)?;
+            shared.took();
+        }
+        Some(Down::LeaseChunk(chunk)) => {
+            if let Some((start, bytes)) = arriving.chunk(chunk)? {
+                match lease_from_wire(start, bytes, session, up_tx.clone()) {
+                    Ok(lease) => {
+                        let _ = queue.send(lease);
+                    }
+                    Err((id, e)) => {
+                        shared.answered(1);
+                        let failed = LeaseFailed {
+                            lease_id: id,
+                            reason: e.to_string(),
+                        };
+                        let _ = up_tx.send(up(Up::Failed(failed))).await;
+                    }
+                }
+            }
+        }
+        Some(Down::Revoke(r)) => {
+            if arriving.cancel(r.lease_id) {
+                shared.answered(1);
+            } else {
+                shared.revoke(r.lease_id);
+            }
+        }
+        Some(Down::Welcome(_)) | None => {
+            return Err(WireError::Protocol("unexpected message".into()));
+        }
+    }
+    Ok(())
+}
