@@ -14,7 +14,8 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{Hello, LeaseFailed, WorkerMessage};
-use dreamfarm_tests::cluster::{Coordinator, TOKEN};
+use dreamfarm_tests::cluster::{Coordinator, TOKEN, Worker};
+use dreamfarm_tests::fault_proxy::{Direction, FaultProxy};
 use dreamfarm_tests::{dreamfarm, frame_bytes, frames, run, run_ok};
 
 /// A small job: two octaves of 2x2 and 3x2 tiles, a camera move.
@@ -42,7 +43,7 @@ const JOB: &[&str] = &[
 ];
 
 /// Frames of the reference render; shorter jobs are its prefixes.
-const REFERENCE_FRAMES: u32 = 6;
+const REFERENCE_FRAMES: u32 = 20;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -436,4 +437,126 @@ fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
         c.wait_done(id, LIMIT);
     }
     assert!(c.fetch_frames(&second) == reference()[..2]);
+}
+
+/// The chaos schedule's dice (splitmix64): a seed gives the same schedule.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range`.
+    fn within(&mut self, range: std::ops::Range<u64>) -> u64 {
+        range.start + self.next() % (range.end - range.start)
+    }
+}
+
+#[test]
+fn chaos_kills_and_network_faults_cost_no_frames() {
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2026);
+    let mut dice = Dice(seed);
+    let frames = REFERENCE_FRAMES;
+    let reference = reference();
+    let mut c = Coordinator::start();
+    // Workers reach the coordinator through a faulty link.
+    let proxy = FaultProxy::start(c.addr());
+    for d in [Direction::ToTarget, Direction::FromTarget] {
+        proxy.set_latency(d, Duration::from_millis(dice.within(2..15)));
+    }
+    let mut started = 0;
+    let mut worker = |c: &Coordinator| {
+        started += 1;
+        c.worker_via(&format!("w{started}"), &proxy.url())
+    };
+    let mut pool: Vec<Worker> = (0..3).map(|_| worker(&c)).collect();
+    let id = submit(&c, "chaos", frames, &[]);
+    // The coordinator dies at three moments spread over the job.
+    let mut kill_at: Vec<usize> = (0..3)
+        .map(|i| dice.within(1 + 6 * i..6 + 6 * i) as usize)
+        .collect();
+    // Between the kills: worker kills, resets mid-stream and latency
+    // changes, in an order the seed shuffles, one every few seconds.
+    let mut bag: Vec<u8> = [[0u8; 3].as_slice(), &[1; 5], &[2; 4]].concat();
+    for i in (1..bag.len()).rev() {
+        bag.swap(i, dice.within(0..i as u64 + 1) as usize);
+    }
+    let mut log = Vec::new();
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(dice.within(1500..4000)));
+        let on_disk = frames_on_disk(&c, &id);
+        if on_disk == frames as usize && state(&c, &id) == "done" {
+            break;
+        }
+        assert!(
+            start.elapsed() < 2 * LIMIT,
+            "seed {seed}: the job did not finish: {}; chaos so far: {log:?}",
+            c.status(&id)
+        );
+        if kill_at.first().is_some_and(|&f| on_disk >= f) {
+            kill_at.remove(0);
+            c.kill();
+            std::thread::sleep(Duration::from_millis(dice.within(0..1500)));
+            c.restart();
+            log.push(format!("coordinator killed at frame {on_disk}"));
+            continue;
+        }
+        match bag.pop() {
+            Some(0) => {
+                let victim = dice.within(0..pool.len() as u64) as usize;
+                drop(pool.swap_remove(victim));
+                pool.push(worker(&c));
+                log.push(format!("a worker killed at frame {on_disk}"));
+            }
+            Some(1) => {
+                let d = [Direction::ToTarget, Direction::FromTarget][dice.within(0..2) as usize];
+                let bytes = dice.within(1_000..400_000);
+                proxy.reset_after(d, bytes);
+                log.push(format!(
+                    "a reset after {bytes} bytes {d:?} at frame {on_disk}"
+                ));
+            }
+            Some(_) => {
+                let ms = dice.within(0..30);
+                for d in [Direction::ToTarget, Direction::FromTarget] {
+                    proxy.set_latency(d, Duration::from_millis(ms));
+                }
+                log.push(format!("latency {ms} ms at frame {on_disk}"));
+            }
+            None => {}
+        }
+    }
+    assert!(
+        kill_at.is_empty(),
+        "seed {seed}: not every kill happened: {log:?}"
+    );
+    assert!(
+        c.fetch_frames(&id) == reference[..frames as usize],
+        "seed {seed}: frames differ after {log:?}"
+    );
+    let events = events(&c, &id);
+    let count = |kind: &str| {
+        events
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(kind))
+            .count()
+    };
+    assert!(count("restarted") >= 3, "{events}");
+    // A kill between a frame's file and its event loses only the event.
+    let logged = count("frame");
+    assert!(
+        logged <= frames as usize && logged + count("restarted") >= frames as usize,
+        "{events}"
+    );
+    assert_eq!(count("done"), 1, "{events}");
+    eprintln!("seed {seed}: {log:?}; {} resets fired", proxy.resets());
 }
