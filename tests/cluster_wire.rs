@@ -6,26 +6,17 @@
 
 use std::time::Duration;
 
-use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
-use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{
-    Chunk, CoordinatorMessage, Heartbeat, Hello, LeaseStart, PixelFormat, ResultStart,
-    WorkerMessage,
+    Chunk, Heartbeat, Hello, LeaseStart, PixelFormat, ResultStart, WorkerMessage,
 };
 use dreamfarm_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
-use dreamfarm_tests::cluster::{Coordinator, TOKEN};
+use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::{dreamfarm, frame_bytes, run_ok};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming};
+use tonic::Code;
 
-/// A raw session: what we send, and what the coordinator sends back.
-struct Raw {
-    up: mpsc::Sender<WorkerMessage>,
-    down: Streaming<CoordinatorMessage>,
-}
+use dreamfarm_tests::cluster::RawSession as Raw;
 
 fn msg(body: Up) -> WorkerMessage {
     WorkerMessage { body: Some(body) }
@@ -41,17 +32,7 @@ fn hello(version: u32) -> WorkerMessage {
 }
 
 async fn open(url: &str, first: WorkerMessage) -> Result<Raw, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let token = AttachToken::new(Some(TOKEN)).expect("token");
-    let mut client = WorkerServiceClient::with_interceptor(channel, token);
-    let (up, rx) = mpsc::channel(64);
-    up.send(first).await.expect("send");
-    let down = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    Ok(Raw { up, down })
+    Raw::open(url, first).await
 }
 
 /// The error status the session ends with.

@@ -9,12 +9,10 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
-use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{Hello, LeaseFailed, WorkerMessage};
-use dreamfarm_tests::cluster::{Coordinator, TOKEN, Worker};
+use dreamfarm_tests::cluster::{Coordinator, RawSession, Worker};
 use dreamfarm_tests::fault_proxy::{Direction, FaultProxy};
 use dreamfarm_tests::{dreamfarm, frame_bytes, frames, run, run_ok};
 
@@ -181,27 +179,16 @@ fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_
 
 /// A worker speaking the real protocol that fails every lease it gets.
 async fn failing_worker(url: String, name: &str) {
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let token = AttachToken::new(Some(TOKEN)).expect("token");
-    let mut client = WorkerServiceClient::with_interceptor(channel, token);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
     let hello = Hello {
         protocol_version: dreamfarm_proto::PROTOCOL_VERSION,
         name: name.into(),
         concurrency: 1,
         device: "cuda:0".into(),
     };
-    tx.send(WorkerMessage {
+    let first = WorkerMessage {
         body: Some(Up::Hello(hello)),
-    })
-    .await
-    .expect("hello");
-    let request = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut down = client.session(request).await.expect("session").into_inner();
+    };
+    let RawSession { up: tx, mut down } = RawSession::open(&url, first).await.expect("session");
     while let Ok(Some(msg)) = down.message().await {
         if let Some(Down::LeaseStart(l)) = msg.body {
             let failed = LeaseFailed {

@@ -327,3 +327,39 @@ impl Coordinator {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+/// A worker session opened by hand on the real protocol, for tests that
+/// play a worker themselves: what they send up, and what comes down.
+pub struct RawSession {
+    /// Messages to the coordinator.
+    pub up: tokio::sync::mpsc::Sender<dreamfarm_proto::pb::WorkerMessage>,
+    /// Messages from it.
+    pub down: tonic::Streaming<dreamfarm_proto::pb::CoordinatorMessage>,
+}
+
+impl RawSession {
+    /// Opens a session to `url` with the test token, sending `first` (a
+    /// Hello, or something a coordinator must refuse).
+    pub async fn open(
+        url: &str,
+        first: dreamfarm_proto::pb::WorkerMessage,
+    ) -> Result<Self, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let token = dreamfarm_proto::auth::AttachToken::new(Some(TOKEN)).expect("token");
+        let mut client =
+            dreamfarm_proto::pb::worker_service_client::WorkerServiceClient::with_interceptor(
+                channel, token,
+            );
+        let (up, rx) = tokio::sync::mpsc::channel(64);
+        up.send(first).await.expect("send");
+        let down = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Self { up, down })
+    }
+}
