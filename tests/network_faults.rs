@@ -91,34 +91,47 @@ fn connections_reset_mid_lease_and_mid_result_cost_retries_not_frames() {
     );
 }
 
-#[test]
-fn a_worker_partitioned_past_the_heartbeat_timeout_is_dropped_and_rejoins() {
+/// Runs the small job on one worker behind the proxy, cuts the worker off
+/// with `cut` while it holds a lease, checks that the coordinator drops it
+/// and requeues its leases while the job waits, lifts the fault with
+/// `restore`, and checks that the worker rejoins and the job ends with the
+/// reference frames. Returns the worker's log.
+fn cut_off_mid_job(
+    fault: &str,
+    cut: impl FnOnce(&FaultProxy),
+    restore: impl FnOnce(&FaultProxy),
+) -> String {
     let (c, proxy) = coordinator_behind_proxy();
-    let worker = c.worker_via("partitioned", &proxy.url());
-    let id = c.submit(&job("partition"));
+    let worker = c.worker_via(fault, &proxy.url());
+    let id = c.submit(&job(fault));
     wait_for("a lease in flight after the first tiles", || {
         c.metric("dreamfarm_tiles_completed_total") >= 2.0
             && c.metric("dreamfarm_leases_in_flight") >= 1.0
     });
-    proxy.partition();
+    cut(&proxy);
     // The test coordinator drops workers silent for 3 s.
     wait_for("the coordinator to drop the worker", || {
         c.metric("dreamfarm_workers") == 0.0
     });
     assert!(
         c.metric("dreamfarm_lease_retries_total") >= 1.0,
-        "the partitioned worker's leases are requeued"
+        "the cut-off worker's leases are requeued"
     );
     assert_eq!(c.metric("dreamfarm_leases_in_flight"), 0.0);
     let status = c.status(&id);
     assert!(status.contains("running"), "{status}");
-    proxy.heal();
+    restore(&proxy);
     wait_for("the worker to rejoin", || {
         c.metric("dreamfarm_workers") == 1.0
     });
-    finishes_with_reference_frames(&c, &id, "a partition");
+    finishes_with_reference_frames(&c, &id, fault);
     assert_eq!(proxy.resets(), 0);
-    let log = worker.log();
+    worker.log()
+}
+
+#[test]
+fn a_worker_partitioned_past_the_heartbeat_timeout_is_dropped_and_rejoins() {
+    let log = cut_off_mid_job("partition", FaultProxy::partition, FaultProxy::heal);
     assert!(
         log.contains("lost the coordinator") && log.matches("connected").count() >= 2,
         "the worker learnt it was dropped and reconnected: {log}"
@@ -127,29 +140,12 @@ fn a_worker_partitioned_past_the_heartbeat_timeout_is_dropped_and_rejoins() {
 
 #[test]
 fn a_worker_whose_connection_goes_silent_for_good_redials_and_finishes() {
-    let (c, proxy) = coordinator_behind_proxy();
-    let worker = c.worker_via("stranded", &proxy.url());
-    let id = c.submit(&job("stranded"));
-    wait_for("a lease in flight after the first tiles", || {
-        c.metric("dreamfarm_tiles_completed_total") >= 2.0
-            && c.metric("dreamfarm_leases_in_flight") >= 1.0
-    });
     // The link dies without a reset or a close reaching either side (a
-    // lost NAT entry, a vanished pod IP): nothing but a timeout can tell.
-    proxy.strand();
-    wait_for("the coordinator to drop the worker", || {
-        c.metric("dreamfarm_workers") == 0.0
-    });
-    assert!(c.metric("dreamfarm_lease_retries_total") >= 1.0);
-    // The worker must notice by itself, on a new connection.
-    wait_for("the worker to rejoin", || {
-        c.metric("dreamfarm_workers") == 1.0
-    });
-    assert!(proxy.connections() >= 2);
-    finishes_with_reference_frames(&c, &id, "a connection gone silent");
-    let log = worker.log();
+    // lost NAT entry, a vanished pod IP): nothing but a timeout can tell,
+    // and the worker must notice by itself, on a new connection.
+    let log = cut_off_mid_job("stranded", FaultProxy::strand, |_| {});
     assert!(
-        log.contains("lost the coordinator"),
-        "the worker learnt its link was dead: {log}"
+        log.contains("lost the coordinator") && log.matches("connected").count() >= 2,
+        "the worker learnt its link was dead and redialled: {log}"
     );
 }

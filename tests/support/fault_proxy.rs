@@ -460,6 +460,39 @@ mod tests {
         (got, failed)
     }
 
+    /// A connection through `proxy` that has echoed one byte.
+    fn connected(proxy: &FaultProxy) -> TcpStream {
+        let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
+        stream.write_all(b"1").expect("write");
+        let mut buf = [0; 1];
+        stream.read_exact(&mut buf).expect("echo");
+        stream
+    }
+
+    /// Panics unless nothing arrives on `stream`, and it does not close,
+    /// within half a second.
+    fn assert_silent(stream: &mut TcpStream, what: &str) {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let got = stream.read(&mut [0; 16]).map_err(|e| e.kind());
+        assert!(
+            matches!(got, Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+            "{what}: {got:?}"
+        );
+    }
+
+    /// Reads `expected.len()` bytes from `stream` (waiting up to 10 s) and
+    /// compares them.
+    fn assert_receives(stream: &mut TcpStream, expected: &[u8]) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = vec![0; expected.len()];
+        stream.read_exact(&mut buf).expect("delivered");
+        assert_eq!(buf, expected);
+    }
+
     #[test]
     fn bytes_pass_through_unchanged_with_latency_and_a_cap() {
         let proxy = FaultProxy::start(echo_server());
@@ -512,83 +545,47 @@ mod tests {
     #[test]
     fn a_partition_holds_the_bytes_then_delivers_them() {
         let proxy = FaultProxy::start(echo_server());
-        let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
-        stream.write_all(b"before").expect("write");
-        let mut buf = [0; 6];
-        stream.read_exact(&mut buf).expect("echo");
-        assert_eq!(&buf, b"before");
-
+        let mut stream = connected(&proxy);
         proxy.partition();
         stream.write_all(b"during").expect("write");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let held = stream.read(&mut buf).map_err(|e| e.kind());
-        assert!(
-            matches!(held, Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)),
-            "nothing comes back during a partition: {held:?}"
-        );
+        assert_silent(&mut stream, "nothing comes back during a partition");
         // New connections are held too.
         let mut late = TcpStream::connect(proxy.addr()).expect("connect");
         late.write_all(b"late").expect("write");
-
+        assert_silent(&mut late, "a new connection is held too");
         proxy.heal();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        stream
-            .read_exact(&mut buf)
-            .expect("delivered after healing");
-        assert_eq!(&buf, b"during");
-        late.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut buf = [0; 4];
-        late.read_exact(&mut buf).expect("delivered after healing");
-        assert_eq!(&buf, b"late");
+        assert_receives(&mut stream, b"during");
+        assert_receives(&mut late, b"late");
         assert_eq!(proxy.resets(), 0);
     }
 
     #[test]
     fn stranded_connections_go_silent_for_good_while_new_ones_pass() {
         let proxy = FaultProxy::start(echo_server());
-        let mut old = TcpStream::connect(proxy.addr()).expect("connect");
-        old.write_all(b"1").expect("write");
-        let mut buf = [0; 1];
-        old.read_exact(&mut buf).expect("echo");
-
+        let mut old = connected(&proxy);
         proxy.strand();
         old.write_all(b"2").expect("write");
-        old.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let silent = old.read(&mut buf).map_err(|e| e.kind());
-        assert!(
-            matches!(silent, Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)),
-            "a stranded connection neither delivers nor closes: {silent:?}"
+        assert_silent(
+            &mut old,
+            "a stranded connection neither delivers nor closes",
         );
         let data = payload(100_000);
         let (got, failed) = exchange(proxy.addr(), data.clone());
         assert!(!failed && got == data, "a new connection passes");
-        let silent = old.read(&mut buf).map_err(|e| e.kind());
-        assert!(
-            matches!(silent, Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)),
-            "still silent: {silent:?}"
-        );
+        assert_silent(&mut old, "it stays silent");
     }
 
     #[test]
     fn dropping_the_proxy_closes_its_connections() {
         let proxy = FaultProxy::start(echo_server());
-        let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
-        stream.write_all(b"x").expect("write");
-        let mut buf = [0; 1];
-        stream.read_exact(&mut buf).expect("echo");
+        let mut stream = connected(&proxy);
         let addr = proxy.addr();
         drop(proxy);
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         assert!(
-            matches!(stream.read(&mut buf), Ok(0) | Err(_)),
+            matches!(stream.read(&mut [0; 1]), Ok(0) | Err(_)),
             "the connection ends"
         );
         assert!(
