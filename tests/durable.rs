@@ -79,12 +79,8 @@ fn submit(c: &Coordinator, name: &str, frames: u32, extra: &[&str]) -> String {
     c.submit(&args)
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    dreamfarm_tests::wait_for(what, LIMIT, cond);
 }
 
 /// Frames of job `id` on the coordinator's disk.
