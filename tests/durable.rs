@@ -541,9 +541,9 @@ fn chaos_kills_and_network_faults_cost_no_frames() {
         "{events}"
     );
     assert_eq!(count("done"), 1, "{events}");
-    if log.iter().any(|l| l.contains("worker killed")) {
+    // A reset cuts a worker's session: it leaves (and comes back).
+    if proxy.resets() > 0 {
         assert!(count("worker-left") >= 1, "{events}");
-        assert!(count("lease-retried") >= 1, "{events}");
     }
     eprintln!("seed {seed}: {log:?}; {} resets fired", proxy.resets());
 }
