@@ -127,11 +127,6 @@ impl Jobs {
         all
     }
 
-    /// The coordinator's memory budget for running jobs.
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
     /// The hub the jobs run on.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
