@@ -167,9 +167,41 @@ impl JobHandle {
 
     /// Changes the record, stores it and shows it.
     pub fn change(&self, f: impl FnOnce(&mut JobRecord)) -> Result<(), StoreError> {
+        self.change_if(|r| {
+            f(r);
+            true
+        })
+        .map(drop)
+    }
+
+    /// Moves the job from one of `from` to `to` with `reason`; false (and
+    /// nothing changed) when it is in another state. Checked and changed
+    /// under one lock, so a job thread ending and a control racing it
+    /// cannot both win.
+    pub fn transition(
+        &self,
+        from: &[JobState],
+        to: JobState,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.change_if(|r| {
+            let allowed = from.contains(&r.state);
+            if allowed {
+                r.state = to;
+                r.reason = reason.to_string();
+            }
+            allowed
+        })
+    }
+
+    /// Lets `f` change the record under its lock; when `f` says it did,
+    /// stores and shows the change. Returns what `f` said.
+    fn change_if(&self, f: impl FnOnce(&mut JobRecord) -> bool) -> Result<bool, StoreError> {
         let mut record = lock(&self.record);
         let before = record.clone();
-        f(&mut record);
+        if !f(&mut record) {
+            return Ok(false);
+        }
         record.updated_ms = now_ms();
         if let Err(e) = self.store.update(&record) {
             *record = before;
@@ -185,25 +217,6 @@ impl JobHandle {
                 v.eta_seconds = 0.0;
             }
         });
-        Ok(())
-    }
-
-    /// Moves the job from one of `from` to `to` with `reason`, or says
-    /// which state it is in instead.
-    pub fn transition(
-        &self,
-        from: &[JobState],
-        to: JobState,
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        let current = self.state();
-        if !from.contains(&current) {
-            return Ok(false);
-        }
-        self.change(|r| {
-            r.state = to;
-            r.reason = reason.to_string();
-        })?;
         Ok(true)
     }
 
