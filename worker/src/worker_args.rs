@@ -1,7 +1,9 @@
 //! The worker's command line, shared by `dreamfarm-worker` and
 //! `dreamfarm worker`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
@@ -30,6 +32,14 @@ pub struct WorkerArgs {
     /// Name in the coordinator's logs [default: the host name].
     #[arg(long, env = "DREAMFARM_WORKER_NAME")]
     pub name: Option<String>,
+    /// Seconds to wait on SIGTERM for the tiles in hand to finish before
+    /// leaving them to other workers (keep a pod's grace period above it).
+    #[arg(long, env = "DREAMFARM_DRAIN_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub drain_timeout: u64,
+    /// Serve HTTP probes here: /healthz (alive) and /readyz (connected to
+    /// the coordinator), e.g. 0.0.0.0:8080 [default: no probes].
+    #[arg(long, env = "DREAMFARM_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -47,6 +57,8 @@ impl WorkerArgs {
             concurrency: self.concurrency,
             device: self.device,
             name: format!("{name}/{}", std::process::id()),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            health_listen: self.health_listen,
         }
     }
 }

@@ -18,7 +18,8 @@ pub struct CoordinatorArgs {
     /// Address for workers and clients (gRPC, with the health service).
     #[arg(long, env = "DREAMFARM_LISTEN", default_value = "0.0.0.0:7070")]
     listen: SocketAddr,
-    /// Address of the Prometheus endpoint (GET /metrics).
+    /// Address of the plain-HTTP endpoint: Prometheus metrics (GET
+    /// /metrics) and the probes /healthz and /readyz.
     #[arg(long, env = "DREAMFARM_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     metrics_listen: SocketAddr,
     /// Folder of the jobs' inputs, frames and videos.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::scheduler::Snapshot;
+use crate::store::JobState;
 
 /// Events per second over a sliding window.
 #[derive(Debug)]
@@ -98,9 +99,9 @@ impl Metrics {
         self.bytes.add(n as u64, Instant::now());
     }
 
-    /// The Prometheus text exposition of these metrics and the scheduler's
-    /// counts.
-    pub fn render(&self, s: &Snapshot) -> String {
+    /// The Prometheus text exposition of these metrics, the scheduler's
+    /// counts and the number of jobs in each state.
+    pub fn render(&self, s: &Snapshot, jobs: &[JobState]) -> String {
         let now = Instant::now();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
@@ -170,6 +171,14 @@ impl Metrics {
             "Calls and messages refused.",
             load(&self.rejected),
         );
+        let _ = writeln!(
+            out,
+            "# HELP dreamfarm_jobs Jobs in each state.\n# TYPE dreamfarm_jobs gauge"
+        );
+        for state in JobState::ALL {
+            let n = jobs.iter().filter(|&&j| j == state).count();
+            let _ = writeln!(out, "dreamfarm_jobs{{state=\"{state}\"}} {n}");
+        }
         out
     }
 }
@@ -192,11 +201,16 @@ mod tests {
     fn exposition_names_every_metric() {
         let m = Metrics::default();
         m.received(10);
-        let text = m.render(&Snapshot {
-            queued: 3,
-            ..Default::default()
-        });
+        let text = m.render(
+            &Snapshot {
+                queued: 3,
+                ..Default::default()
+            },
+            &[JobState::Running, JobState::Queued, JobState::Running],
+        );
         assert!(text.contains("dreamfarm_queue_depth 3\n"));
+        assert!(text.contains("dreamfarm_jobs{state=\"running\"} 2\n"));
+        assert!(text.contains("dreamfarm_jobs{state=\"paused\"} 0\n"));
         assert!(text.contains("dreamfarm_bytes_received_total 10\n"));
         for name in [
             "leases_in_flight",

@@ -1,6 +1,6 @@
 //! The coordinator server: the worker and job services behind the token
-//! check, the gRPC health service for probes, a lease-expiry ticker, and
-//! Prometheus metrics over plain HTTP.
+//! check, the gRPC health service, a lease-expiry ticker, and plain HTTP
+//! for Prometheus metrics and the Kubernetes probes.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -142,14 +142,20 @@ impl Coordinator {
             }
         });
         let metrics_task = metrics.map(|listener| {
-            let hub = hub.clone();
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let hub = hub.clone();
-                    async move { hub.metrics.render(&hub.read(|s| s.snapshot())) }
-                }),
-            );
+            let (hub, jobs) = (hub.clone(), jobs.clone());
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || async move {
+                        let states: Vec<_> = jobs.all().iter().map(|j| j.state()).collect();
+                        hub.metrics.render(&hub.read(|s| s.snapshot()), &states)
+                    }),
+                )
+                // Probes that work whether or not the gRPC port speaks TLS
+                // (Kubernetes' gRPC probe cannot): the store is open and
+                // the services are up once this answers.
+                .route("/healthz", axum::routing::get(|| async { "alive\n" }))
+                .route("/readyz", axum::routing::get(|| async { "serving\n" }));
             tokio::spawn(async move { axum::serve(listener, app).await })
         });
 

@@ -31,8 +31,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    /// Every state, for parsing.
-    const ALL: [Self; 6] = [
+    /// Every state, for parsing and for counting.
+    pub const ALL: [Self; 6] = [
         Self::Queued,
         Self::Running,
         Self::Paused,

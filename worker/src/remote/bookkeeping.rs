@@ -1,6 +1,7 @@
 //! What the session and the compute threads both keep count of: which
-//! session is current, the leases in hand, those the coordinator revoked,
-//! whether the worker is draining, and the tiles computed.
+//! session is current and whether it is connected, the leases in hand,
+//! those the coordinator revoked, whether the worker is draining, and the
+//! tiles computed.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -19,6 +20,8 @@ pub(super) struct Shared {
     draining: AtomicBool,
     /// Tiles computed.
     done: AtomicU64,
+    /// The coordinator has welcomed the current session (readiness).
+    connected: AtomicBool,
 }
 
 impl Shared {
@@ -91,6 +94,16 @@ impl Shared {
     /// Tiles computed so far.
     pub(super) fn tiles_done(&self) -> u64 {
         self.done.load(Ordering::SeqCst)
+    }
+
+    /// The coordinator welcomed the session (`true`) or it ended.
+    pub(super) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::SeqCst);
+    }
+
+    /// Whether a session is up.
+    pub(super) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 }
 

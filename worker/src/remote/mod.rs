@@ -13,14 +13,17 @@
 //! - `compute`: the compute threads and their cached models.
 //! - `drain`: leaving gracefully on shutdown.
 //! - `bookkeeping`: what the session and the compute threads share.
+//! - `health`: the HTTP probes (alive; connected to the coordinator).
 
 mod bookkeeping;
 mod compute;
 mod drain;
+mod health;
 mod lease;
 mod session;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,10 @@ pub struct RemoteConfig {
     pub device: DeviceSpec,
     /// Name shown in the coordinator's logs.
     pub name: String,
+    /// Longest wait, on shutdown, for the leases in hand to finish.
+    pub drain_timeout: Duration,
+    /// Where to serve the health probes (none: no probe endpoint).
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Why the worker stopped.
@@ -69,6 +76,14 @@ pub enum RemoteError {
     /// The URL or TLS settings are wrong.
     #[error(transparent)]
     Connect(dreamfarm_proto::connect::ConnectError),
+    /// The health endpoint cannot listen.
+    #[error("cannot serve the health probes on {addr}: {source}")]
+    Health {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A message up to the coordinator.
@@ -88,11 +103,17 @@ pub async fn run(
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
     let queue = compute::start_threads(config.concurrency, device, &shared)?;
+    let probes = match config.health_listen {
+        Some(addr) => Some(health::serve(addr, shared.clone()).await?),
+        None => None,
+    };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);
     loop {
         let session = shared.begin_session();
-        match one_session(&config, &token, &shared, &queue, session, &mut shutdown).await {
+        let end = one_session(&config, &token, &shared, &queue, session, &mut shutdown).await;
+        shared.set_connected(false);
+        match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Lost(why)) => {
                 tracing::warn!("lost the coordinator ({why}); reconnecting");
@@ -108,6 +129,9 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    if let Some(probes) = probes {
+        probes.abort();
     }
     let done = shared.tiles_done();
     tracing::info!(tiles = done, "worker stopped");

@@ -65,6 +65,7 @@ pub(super) async fn one_session(
         heartbeat,
     } = handshake(config, token).await?;
     tracing::info!(coordinator = %config.coordinator, "connected");
+    shared.set_connected(true);
     let mut ticker = tokio::time::interval(heartbeat);
     let mut arriving = Arriving::default();
     loop {
@@ -87,7 +88,15 @@ pub(super) async fn one_session(
             _ = shutdown.as_mut() => break,
         }
     }
-    drain(arriving, shared, &up_tx, &mut down, &mut ticker).await;
+    drain(
+        arriving,
+        shared,
+        &up_tx,
+        &mut down,
+        &mut ticker,
+        config.drain_timeout,
+    )
+    .await;
     Ok(SessionEnd::Shutdown)
 }
 
