@@ -9,6 +9,7 @@ use dreamfarm_proto::pb::PixelFormat;
 use dreamfarm_proto::pixels;
 use dreamfarm_worker::dream::{DreamError, Dreamer};
 use dreamfarm_worker::models::torch_device;
+use dreamfarm_worker::weights::WeightStore;
 
 use crate::tile_executor::{TileError, TileExecutor};
 
@@ -28,7 +29,12 @@ impl LocalWorker {
         device: DeviceSpec,
     ) -> Result<Self, DreamError> {
         let min_side = settings.model_spec()?.min_side();
-        let dreamer = Dreamer::load(settings, seed, torch_device(device)?)?;
+        let dreamer = Dreamer::load(
+            settings,
+            seed,
+            torch_device(device)?,
+            &WeightStore::new(WeightStore::default_dir()),
+        )?;
         Ok(Self {
             dreamer,
             min_side,

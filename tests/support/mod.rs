@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fault_proxy;
+pub mod manifests;
 pub mod seams;
 pub mod small_job;
 
@@ -26,29 +27,41 @@ pub fn repo() -> PathBuf {
 /// builds name another binary in `DREAMFARM_BIN`.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DREAMFARM_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("test executable");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-p", "dreamfarm-coordinator", "--bin", "dreamfarm"])
-            .current_dir(repo());
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building dreamfarm failed");
-        profile_dir.join("dreamfarm")
+    BINARY.get_or_init(|| match std::env::var_os("DREAMFARM_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => built("dreamfarm"),
     })
+}
+
+/// The `dreamfarm-worker` binary (what the worker image runs), built like
+/// [`binary`].
+pub fn worker_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| built("dreamfarm-worker"))
+}
+
+/// Builds the workspace's binaries in the tests' profile, as
+/// scripts/setup.sh does (building one package alone would unify other
+/// features and rebuild half the dependencies); returns `bin`'s path.
+fn built(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--workspace", "--bins"])
+        .current_dir(repo());
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
 }
 
 /// `dreamfarm ARGS`, run from the repository root.

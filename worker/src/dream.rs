@@ -59,16 +59,16 @@ pub enum DreamError {
 }
 
 impl Dreamer {
-    /// Loads the settings' model (weights from the default store, fetched
-    /// if missing) on `device` and resolves its layers.
+    /// Loads the settings' model (weights from `store`, fetched if
+    /// missing) on `device` and resolves its layers.
     pub fn load(
         settings: &DreamSettings,
         job_seed: u64,
         device: Device,
+        store: &WeightStore,
     ) -> Result<Self, DreamError> {
         let spec = settings.model_spec()?;
-        let weights = WeightStore::new(WeightStore::default_dir())
-            .resolve(&spec, settings.weights.as_deref())?;
+        let weights = store.resolve(&spec, settings.weights.as_deref())?;
         let model = Model::load(&spec, &weights, device)?;
         tracing::info!(model = model.name(), ?device, "model loaded");
         Self::new(model, settings, job_seed)

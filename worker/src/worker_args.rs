@@ -9,6 +9,7 @@ use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 
 use crate::remote::{RemoteConfig, RemoteError, run};
+use crate::weights::WeightStore;
 
 /// Arguments of a cluster worker.
 #[derive(Debug, Args)]
@@ -32,6 +33,10 @@ pub struct WorkerArgs {
     /// Name in the coordinator's logs [default: the host name].
     #[arg(long, env = "DREAMFARM_WORKER_NAME")]
     pub name: Option<String>,
+    /// Folder of the model weights (fetched into it when missing)
+    /// [default: ~/.cache/dreamfarm/models].
+    #[arg(long, env = "DREAMFARM_MODELS")]
+    pub models: Option<PathBuf>,
     /// Seconds to wait on SIGTERM for the tiles in hand to finish before
     /// leaving them to other workers (keep a pod's grace period above it).
     #[arg(long, env = "DREAMFARM_DRAIN_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -57,6 +62,7 @@ impl WorkerArgs {
             concurrency: self.concurrency,
             device: self.device,
             name: format!("{name}/{}", std::process::id()),
+            models: self.models.unwrap_or_else(WeightStore::default_dir),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             health_listen: self.health_listen,
         }

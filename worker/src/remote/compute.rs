@@ -17,32 +17,39 @@ use super::bookkeeping::Shared;
 use super::lease::Lease;
 use super::{RemoteError, up};
 use crate::dream::Dreamer;
+use crate::weights::WeightStore;
 
 /// Dreamers kept per compute thread (one per job's settings).
 const DREAMERS_KEPT: usize = 4;
 
-/// Starts `concurrency` compute threads (at least one) on `device`;
-/// returns the queue that feeds them. They end when it is dropped.
+/// Starts `concurrency` compute threads (at least one) on `device`, their
+/// weights from `store`; returns the queue that feeds them. They end when
+/// it is dropped.
 pub(super) fn start_threads(
     concurrency: u32,
     device: Device,
+    store: &WeightStore,
     shared: &Arc<Shared>,
 ) -> Result<std_mpsc::Sender<Lease>, RemoteError> {
     let (queue_tx, queue_rx) = std_mpsc::channel::<Lease>();
     let queue_rx = Arc::new(Mutex::new(queue_rx));
     for i in 0..concurrency.max(1) {
         let (shared, queue_rx) = (shared.clone(), queue_rx.clone());
+        let dreamers = DreamerCache::new(device, store.clone());
         std::thread::Builder::new()
             .name(format!("compute {i}"))
-            .spawn(move || compute_loop(device, &shared, &queue_rx))
+            .spawn(move || compute_loop(dreamers, &shared, &queue_rx))
             .map_err(|e| RemoteError::Start(format!("a compute thread: {e}")))?;
     }
     Ok(queue_tx)
 }
 
 /// A compute thread: takes leases off the queue and computes them.
-fn compute_loop(device: Device, shared: &Shared, queue: &Mutex<std_mpsc::Receiver<Lease>>) {
-    let mut dreamers = DreamerCache::new(device);
+fn compute_loop(
+    mut dreamers: DreamerCache,
+    shared: &Shared,
+    queue: &Mutex<std_mpsc::Receiver<Lease>>,
+) {
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(lease) = next else { return };
@@ -106,15 +113,18 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
 struct DreamerCache {
     /// Where the models run.
     device: Device,
+    /// Where their weights come from.
+    store: WeightStore,
     /// Loaded dreamers by (settings, seed), oldest first.
     kept: VecDeque<((String, u64), Dreamer)>,
 }
 
 impl DreamerCache {
-    /// An empty cache for `device`.
-    fn new(device: Device) -> Self {
+    /// An empty cache for `device`, loading weights from `store`.
+    fn new(device: Device, store: WeightStore) -> Self {
         Self {
             device,
+            store,
             kept: VecDeque::new(),
         }
     }
@@ -125,7 +135,7 @@ impl DreamerCache {
         let i = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let dreamer = load_dreamer(settings, seed, self.device)?;
+                let dreamer = load_dreamer(settings, seed, self.device, &self.store)?;
                 if self.kept.len() == DREAMERS_KEPT {
                     self.kept.pop_front();
                 }
@@ -160,14 +170,19 @@ fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
 }
 
 /// Loads the dreamer for a job's settings (TOML from the wire, checked).
-fn load_dreamer(settings: &str, seed: u64, device: Device) -> Result<Dreamer, String> {
+fn load_dreamer(
+    settings: &str,
+    seed: u64,
+    device: Device,
+    store: &WeightStore,
+) -> Result<Dreamer, String> {
     let settings: DreamSettings = toml::from_str(settings)
         .map_err(|e| format!("bad dream settings from the coordinator: {e}"))?;
     settings.validate().map_err(|e| e.to_string())?;
     if let Ok(ModelSpec::TorchScript(_)) = settings.model_spec() {
         return Err("cluster workers dream with built-in models only".into());
     }
-    Dreamer::load(&settings, seed, device).map_err(|e| e.to_string())
+    Dreamer::load(&settings, seed, device, store).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -176,7 +191,7 @@ mod tests {
 
     #[test]
     fn settings_that_are_not_toml_are_refused_before_any_model_loads() {
-        let e = load_dreamer("model = [", 0, Device::Cpu)
+        let e = load_dreamer("model = [", 0, Device::Cpu, &WeightStore::new("unused"))
             .err()
             .expect("refused");
         assert!(
@@ -187,9 +202,14 @@ mod tests {
 
     #[test]
     fn a_torchscript_model_from_the_wire_is_refused() {
-        let e = load_dreamer("model = \"/tmp/evil.pt\"", 0, Device::Cpu)
-            .err()
-            .expect("refused");
+        let e = load_dreamer(
+            "model = \"/tmp/evil.pt\"",
+            0,
+            Device::Cpu,
+            &WeightStore::new("unused"),
+        )
+        .err()
+        .expect("refused");
         assert_eq!(e, "cluster workers dream with built-in models only");
     }
 }

@@ -34,6 +34,7 @@ use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 
 use crate::models::torch_device;
+use crate::weights::WeightStore;
 use bookkeeping::Shared;
 use session::{SessionEnd, SessionError, one_session};
 
@@ -52,6 +53,8 @@ pub struct RemoteConfig {
     pub device: DeviceSpec,
     /// Name shown in the coordinator's logs.
     pub name: String,
+    /// The weight store (pinned weights, fetched into it if missing).
+    pub models: PathBuf,
     /// Longest wait, on shutdown, for the leases in hand to finish.
     pub drain_timeout: Duration,
     /// Where to serve the health probes (none: no probe endpoint).
@@ -102,7 +105,8 @@ pub async fn run(
     let token = AttachToken::new(config.token.as_deref())
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
-    let queue = compute::start_threads(config.concurrency, device, &shared)?;
+    let store = WeightStore::new(&config.models);
+    let queue = compute::start_threads(config.concurrency, device, &store, &shared)?;
     let probes = match config.health_listen {
         Some(addr) => Some(health::serve(addr, shared.clone()).await?),
         None => None,
