@@ -339,15 +339,7 @@ fn start(c: &Container, at: &Loopback<'_>) -> Pod {
     cmd.args(&c.args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for var in &c.env {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) if from.get("secretKeyRef").is_some() => {
-                "manifest-test-token".into()
-            }
-            (None, Some(_)) => "manifest-test-pod".into(),
-            (None, None) => String::new(),
-        };
+    for (name, value) in c.literal_env("manifest-test-token", "manifest-test-pod") {
         let value = if let Some(port) = value.strip_prefix("0.0.0.0:") {
             let port: u16 = port.parse().expect("a port");
             let local = at.fixed.get(&port).copied().unwrap_or_else(free_port);
@@ -359,7 +351,7 @@ fn start(c: &Container, at: &Loopback<'_>) -> Pod {
                 panic!("{} dials {value}, not a Service of the overlay", c.name)
             });
             format!("http://127.0.0.1:{local}")
-        } else if var.name == "DREAMFARM_MODELS" {
+        } else if name == "DREAMFARM_MODELS" {
             default_store().display().to_string()
         } else if value.starts_with('/') {
             let path: PathBuf = scratch.join(value.trim_start_matches('/'));
@@ -368,7 +360,7 @@ fn start(c: &Container, at: &Loopback<'_>) -> Pod {
         } else {
             value
         };
-        cmd.env(&var.name, value);
+        cmd.env(name, value);
     }
     let log = std::fs::File::create(at.scratch.join(format!("{}.log", c.name))).expect("log file");
     let child = cmd

@@ -116,6 +116,23 @@ impl Container {
             .and_then(|e| e.value.as_deref())
     }
 
+    /// The environment as the pod gets it, with values that come from a
+    /// Secret (the token) or a field (the pod's name) filled in.
+    pub fn literal_env(&self, token: &str, pod: &str) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|var| {
+                let value = match (&var.value, &var.value_from) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(from)) if from.get("secretKeyRef").is_some() => token.into(),
+                    (None, Some(_)) => pod.into(),
+                    (None, None) => String::new(),
+                };
+                (var.name.clone(), value)
+            })
+            .collect()
+    }
+
     /// The number of the port called `name` (or written as a number).
     pub fn port(&self, name: &str) -> Option<u16> {
         name.parse().ok().or_else(|| {
