@@ -8,6 +8,7 @@ pub mod job_name;
 pub mod model_catalog;
 pub mod params;
 pub mod resample;
+pub mod schedule;
 pub mod seed;
 pub mod tiling;
 pub mod work;
