@@ -75,7 +75,9 @@ fn prefix(name: &str) -> String {
 /// expressions evaluated at `t`; at or after the last key it is the last
 /// key's expression at `t`, and before the first key the first key's value
 /// at its own frame holds. For keys that are plain numbers this is
-/// Deforum's schedule exactly.
+/// Deforum's schedule exactly; Deforum instead follows an expression key's
+/// expression alone up to the next key and jumps there, which this
+/// smooths.
 ///
 /// Integer settings (iterations, jitter) round the value themselves, after
 /// [`Schedule::check_range`] has proved every frame's value in range.
@@ -100,7 +102,8 @@ enum Source {
     Text(String),
 }
 
-/// One key: from frame `frame` on, the schedule follows `value`.
+/// One key: the schedule passes through `value` (evaluated at the frame)
+/// at frame `frame`.
 #[derive(Debug, Clone, PartialEq)]
 struct Key {
     /// The key's frame number.
