@@ -3,11 +3,13 @@
 //! Nothing here links libtorch: the coordinator validates jobs (model names,
 //! layer names, devices) with these types and ships without CUDA.
 
+pub mod color;
 pub mod device;
 pub mod job_name;
 pub mod model_catalog;
 pub mod params;
 pub mod resample;
+pub mod schedule;
 pub mod seed;
 pub mod tiling;
 pub mod work;
