@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything dreamfarm needs on a fresh Debian machine, idempotently:
 # Debian packages (ffmpeg, npm), a project-local Python virtualenv with
-# PyPI torch==2.11.0 (libtorch for tch), the release build, and the pinned
-# model weights. Safe to re-run: each step is skipped when already done.
+# PyPI torch==2.11.0 (libtorch for tch) and kubernetes-validate, the release
+# build, and the pinned model weights. Safe to re-run: each step is skipped
+# when already done. The manifest tests also need kubectl (for `kubectl
+# kustomize`, offline); this machine image has it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
+# --images: also what deploy/images/build.sh needs (mmdebstrap, buildah).
+images=no
+case "${1:-}" in
+  --images) images=yes ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--images]" >&2; exit 2 ;;
+esac
+
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+if [ "$images" = yes ]; then
+  command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+  command -v buildah >/dev/null 2>&1 || need_apt+=(buildah uidmap)
+fi
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -44,3 +58,6 @@ cargo build --release --workspace --bins
 
 step "model weights (pinned by version and sha256; offline once fetched)"
 target/release/dreamfarm models fetch
+
+command -v kubectl >/dev/null 2>&1 ||
+  echo "warning: kubectl is missing: tests/manifests.rs renders deploy/k8s with \`kubectl kustomize\` (install kubectl 1.30 or newer)" >&2
