@@ -130,8 +130,9 @@ build_image() {
         bin="$work/cargo/release/dreamfarm"
     else
         echo "== $image: cargo build" >&2
-        cargo build --quiet --release -p dreamfarm-worker --bin dreamfarm-worker
-        cargo build --quiet --release -p dreamfarm-coordinator --bin dreamfarm
+        # The whole workspace, as scripts/setup.sh builds it (one package
+        # alone would unify features differently and rebuild).
+        cargo build --quiet --release --workspace --bins
         models=$(target/release/dreamfarm models fetch | awk '$1 == "inception-v3" {print $2}')
         models=$(dirname "$models")
         bin=target/release/dreamfarm-worker
@@ -144,10 +145,13 @@ build_image() {
     buildah copy --quiet "$ctr" deploy/images/layout.sh /tmp/layout.sh >/dev/null
     buildah run --isolation chroot "$ctr" -- sh /tmp/layout.sh assemble "$image"
     if [ "$image" = worker ]; then
-        echo "== $image: PyPI torch==$torch_version (pip's cache is shared with the host)" >&2
-        mkdir -p "$HOME/.cache/pip"
-        buildah run --isolation chroot -v "$HOME/.cache/pip:/root/.cache/pip" "$ctr" \
-            -- sh /tmp/layout.sh torch "$torch_version"
+        # Downloaded by the host's pip (its network and certificates; the
+        # wheels match: same Debian release, same Python), installed offline.
+        echo "== $image: PyPI torch==$torch_version" >&2
+        .venv/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
+            --dest "$work/wheels" "torch==$torch_version"
+        buildah run --isolation chroot -v "$PWD/$work/wheels:/wheels:ro" "$ctr" \
+            -- sh /tmp/layout.sh torch "$torch_version" /wheels
         buildah copy --quiet --chmod 0644 "$ctr" "$models/inception-v3.safetensors" "$models/mobilenet-v2.safetensors" /models/ >/dev/null
     fi
     buildah run --isolation chroot "$ctr" -- rm -f /tmp/layout.sh

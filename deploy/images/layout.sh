@@ -51,14 +51,17 @@ assemble() {
 }
 
 # Runs as root inside the worker image: PyPI torch (the CUDA build, which
-# also runs on CPU), whose libtorch the worker binary links.
+# also runs on CPU), whose libtorch the worker binary links; from the
+# wheels in folder $2 when given (no network inside the build), else from
+# PyPI.
 install_torch() {
     set -eu
     python3 -m venv "$TORCH_VENV"
-    "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile "torch==$1"
+    set -- "torch==$1" ${2:+--no-index --find-links "$2"}
+    "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile "$@"
 }
 
 case "${1:-}" in
 assemble) assemble "$2" ;;
-torch) install_torch "$2" ;;
+torch) install_torch "$2" "${3:-}" ;;
 esac
