@@ -9,6 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
+use crate::schedule::{Schedule, ScheduleError};
 
 /// Largest image side accepted (16K): beyond it a frame no longer fits a
 /// machine's memory comfortably.
@@ -35,6 +36,9 @@ pub enum ParamError {
     /// Unknown model or layer.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A schedule that does not parse, or a frame's value out of range.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
 }
 
 fn check<T: PartialOrd + fmt::Display>(
@@ -266,10 +270,17 @@ impl DreamSettings {
     /// (a TorchScript model's are known once it is loaded).
     pub fn validate(&self) -> Result<(), ParamError> {
         let spec = self.model_spec()?;
-        if let ModelSpec::Builtin(m) = spec {
-            for term in self.layer_terms()? {
+        for term in self.layer_terms()? {
+            if let ModelSpec::Builtin(m) = &spec {
                 m.layer_index(&term.name)?;
             }
+            // NaN compares false, so it fails here too.
+            check(
+                "layer weight",
+                format!("{}:{}", term.name, term.weight),
+                term.weight.abs() <= 1000.0,
+                "a finite number from -1000 to 1000",
+            )?;
         }
         check(
             "octaves",
@@ -318,54 +329,88 @@ impl DreamSettings {
     }
 }
 
-/// The per-frame camera move of an infinite zoom.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The camera move between frames of an infinite zoom. Each number is a
+/// [`Schedule`]: a constant, or keyframes in Deforum's syntax.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ZoomSettings {
     /// Magnification per frame (1.02: 2% closer each frame; 1: none).
-    pub zoom: f64,
+    pub zoom: Schedule,
     /// Rotation per frame in degrees, counter-clockwise.
-    pub rotate: f64,
+    pub rotate: Schedule,
     /// Pan per frame in pixels `[right, down]`.
-    pub pan: [f64; 2],
+    pub pan: [Schedule; 2],
     /// Zoom centre as a fraction of the frame `[x, y]` (`[0.5, 0.5]`: the
     /// middle).
-    pub center: [f64; 2],
+    pub center: [Schedule; 2],
 }
 
 impl Default for ZoomSettings {
     fn default() -> Self {
         Self {
-            zoom: 1.02,
-            rotate: 0.0,
-            pan: [0.0, 0.0],
-            center: [0.5, 0.5],
+            zoom: 1.02.into(),
+            rotate: 0.0.into(),
+            pan: [0.0.into(), 0.0.into()],
+            center: [0.5.into(), 0.5.into()],
         }
     }
 }
 
+/// The camera move into one frame: [`ZoomSettings`] evaluated there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CameraMove {
+    /// Magnification.
+    pub zoom: f64,
+    /// Rotation in degrees, counter-clockwise.
+    pub rotate: f64,
+    /// Pan in pixels `[right, down]`.
+    pub pan: [f64; 2],
+    /// Zoom centre as a fraction of the frame `[x, y]`.
+    pub center: [f64; 2],
+}
+
 impl ZoomSettings {
-    /// Checks the values.
-    pub fn validate(&self) -> Result<(), ParamError> {
-        check(
+    /// The move into frame `frame` of a job of `frames` frames.
+    pub fn at(&self, frame: u64, frames: u32) -> CameraMove {
+        let v = |s: &Schedule| s.value_at(frame, frames);
+        CameraMove {
+            zoom: v(&self.zoom),
+            rotate: v(&self.rotate),
+            pan: [v(&self.pan[0]), v(&self.pan[1])],
+            center: [v(&self.center[0]), v(&self.center[1])],
+        }
+    }
+
+    /// Checks every frame's values of a job of `frames` frames.
+    pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
+        self.zoom.check_range(
             "zoom",
-            self.zoom,
-            (0.5..=2.0).contains(&self.zoom),
+            frames,
+            |z| (0.5..=2.0).contains(&z),
             "0.5 to 2.0 per frame",
         )?;
-        check(
+        self.rotate.check_range(
             "rotate",
-            self.rotate,
-            self.rotate.abs() <= 45.0,
+            frames,
+            |r| r.abs() <= 45.0,
             "-45 to 45 degrees per frame",
         )?;
-        let inside = self.center.iter().all(|c| (0.0..=1.0).contains(c));
-        check(
-            "center",
-            format!("{:?}", self.center),
-            inside,
-            "fractions between 0 and 1",
-        )?;
+        for (s, name) in self.pan.iter().zip(["pan x", "pan y"]) {
+            s.check_range(
+                name,
+                frames,
+                |p| p.abs() <= f64::from(MAX_SIDE),
+                "-16384 to 16384 pixels per frame",
+            )?;
+        }
+        for (s, name) in self.center.iter().zip(["center x", "center y"]) {
+            s.check_range(
+                name,
+                frames,
+                |c| (0.0..=1.0).contains(&c),
+                "a fraction between 0 and 1",
+            )?;
+        }
         Ok(())
     }
 }
@@ -434,7 +479,7 @@ impl JobSpec {
             check("size", format!("{w}x{h}"), ok, "each side 1 to 16384")?;
         }
         self.dream.validate()?;
-        self.zoom.validate()?;
+        self.zoom.validate(self.frames)?;
         self.video.validate()
     }
 }
@@ -506,10 +551,18 @@ mod tests {
                 .to_string()
                 .contains("has no layer \"mixed9\"")
         );
+        for bad in ["mixed3:nan", "mixed3:inf", "mixed3:-inf", "mixed3:1e9"] {
+            let d = DreamSettings {
+                layers: vec![bad.parse().expect("parses")],
+                ..Default::default()
+            };
+            let e = d.validate().expect_err(bad).to_string();
+            assert!(e.starts_with("layer weight = mixed3:"), "{bad}: {e}");
+        }
         let z = ZoomSettings {
-            zoom: 0.0,
+            zoom: 0.0.into(),
             ..Default::default()
         };
-        assert!(z.validate().is_err());
+        assert!(z.validate(10).is_err());
     }
 }

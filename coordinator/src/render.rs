@@ -92,14 +92,15 @@ pub fn check_min_side(spec: &JobSpec, input: &Planar, min_side: usize) -> Result
     Ok(())
 }
 
-/// The camera move of `spec` for a `width`×`height` frame.
-pub fn camera(spec: &JobSpec, width: usize, height: usize) -> Warp {
-    let z = &spec.zoom;
+/// The camera move of `spec` into frame `frame` of a `width`×`height`
+/// render.
+pub fn camera(spec: &JobSpec, frame: u64, width: usize, height: usize) -> Warp {
+    let m = spec.zoom.at(frame, spec.frames);
     Warp {
-        zoom: z.zoom,
-        rotate_deg: z.rotate,
-        pan: (z.pan[0], z.pan[1]),
-        center: (z.center[0] * width as f64, z.center[1] * height as f64),
+        zoom: m.zoom,
+        rotate_deg: m.rotate,
+        pan: (m.pan[0], m.pan[1]),
+        center: (m.center[0] * width as f64, m.center[1] * height as f64),
     }
 }
 
@@ -135,7 +136,6 @@ pub fn render(
         0 => None,
         n => Some(read_frame(&out.frame_path(n - 1), w, h)?),
     };
-    let move_ = camera(spec, w, h);
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
     for n in done..total {
@@ -143,7 +143,7 @@ pub fn render(
         let started = Instant::now();
         let frame_input = match &previous {
             None => input.clone(),
-            Some(prev) => warp(prev, &move_),
+            Some(prev) => warp(prev, &camera(spec, n, w, h)),
         };
         let dreamed = dream_frame(&spec.dream, min_side, n, &frame_input, executor)?;
         // What is fed back is exactly what is on disk, so a resumed render

@@ -70,14 +70,16 @@ pub struct DreamFlags {
     wire_precision: Option<WirePrecision>,
 }
 
+/// Puts a flag's value, if given, into the setting.
+pub fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
 impl DreamFlags {
     /// Applies the flags that were given to `s`.
     pub fn apply(self, s: &mut DreamSettings) {
-        fn set<T>(slot: &mut T, value: Option<T>) {
-            if let Some(v) = value {
-                *slot = v;
-            }
-        }
         set(&mut s.model, self.model);
         if self.weights.is_some() {
             s.weights = self.weights;

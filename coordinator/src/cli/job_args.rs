@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use dreamfarm_common::job_name::{MAX_NAME_CHARS, check_job_name};
 use dreamfarm_common::params::JobSpec;
+use dreamfarm_common::schedule::Schedule;
 
-use super::dream_flags::DreamFlags;
+use super::dream_flags::{DreamFlags, set};
 
 /// The job of `dreamfarm render` and `dreamfarm submit`.
 #[derive(Debug, Args)]
@@ -42,18 +43,32 @@ pub struct JobArgs {
     /// an isotropic zoom of width / (width - 2 * PX)).
     #[arg(long, conflicts_with = "zoom_factor")]
     zoom: Option<f64>,
-    /// Magnification per frame [default: 1.02].
-    #[arg(long)]
-    zoom_factor: Option<f64>,
-    /// Rotation per frame in degrees, counter-clockwise [default: 0].
+    /// Magnification per frame, a number or a schedule like
+    /// "0:(1.0), 60:(1.05)" [default: 1.02].
     #[arg(long, allow_hyphen_values = true)]
-    rotate: Option<f64>,
+    zoom_factor: Option<Schedule>,
+    /// Rotation per frame in degrees, counter-clockwise; a number or a
+    /// schedule like "0:(0), 100:(2)" [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    rotate: Option<Schedule>,
     /// Pan per frame in pixels, RIGHT,DOWN [default: 0,0].
-    #[arg(long, value_parser = parse_pair, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_pair, allow_hyphen_values = true, conflicts_with_all = ["pan_x", "pan_y"])]
     pan: Option<[f64; 2]>,
+    /// Pan right per frame in pixels: a number or a schedule.
+    #[arg(long, allow_hyphen_values = true)]
+    pan_x: Option<Schedule>,
+    /// Pan down per frame in pixels: a number or a schedule.
+    #[arg(long, allow_hyphen_values = true)]
+    pan_y: Option<Schedule>,
     /// Zoom centre as fractions of the frame, X,Y [default: 0.5,0.5].
-    #[arg(long, value_parser = parse_pair)]
+    #[arg(long, value_parser = parse_pair, conflicts_with_all = ["center_x", "center_y"])]
     center: Option<[f64; 2]>,
+    /// Zoom centre's x as a fraction of the width: a number or a schedule.
+    #[arg(long)]
+    center_x: Option<Schedule>,
+    /// Zoom centre's y as a fraction of the height: a number or a schedule.
+    #[arg(long)]
+    center_y: Option<Schedule>,
     /// Video frames per second [default: 30].
     #[arg(long)]
     fps: Option<u32>,
@@ -150,12 +165,21 @@ impl JobArgs {
             if !(0.0..f64::from(width) / 4.0).contains(&px) {
                 bail!("--zoom {px} must be between 0 and a quarter of the width ({width} px)");
             }
-            spec.zoom.zoom = f64::from(width) / (f64::from(width) - 2.0 * px);
+            spec.zoom.zoom = (f64::from(width) / (f64::from(width) - 2.0 * px)).into();
         }
-        spec.zoom.zoom = self.zoom_factor.unwrap_or(spec.zoom.zoom);
-        spec.zoom.rotate = self.rotate.unwrap_or(spec.zoom.rotate);
-        spec.zoom.pan = self.pan.unwrap_or(spec.zoom.pan);
-        spec.zoom.center = self.center.unwrap_or(spec.zoom.center);
+        let z = &mut spec.zoom;
+        set(&mut z.zoom, self.zoom_factor);
+        set(&mut z.rotate, self.rotate);
+        if let Some([x, y]) = self.pan {
+            z.pan = [x.into(), y.into()];
+        }
+        if let Some([x, y]) = self.center {
+            z.center = [x.into(), y.into()];
+        }
+        set(&mut z.pan[0], self.pan_x);
+        set(&mut z.pan[1], self.pan_y);
+        set(&mut z.center[0], self.center_x);
+        set(&mut z.center[1], self.center_y);
         spec.video.fps = self.fps.unwrap_or(spec.video.fps);
         spec.video.crf = self.crf.unwrap_or(spec.video.crf);
         spec.validate()?;
