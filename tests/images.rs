@@ -48,21 +48,16 @@ fn local_image(c: &Container) -> String {
 fn entrypoint(image: &str) -> Vec<String> {
     let (out, stdout, stderr) = run({
         let mut c = Command::new("buildah");
-        c.args([
-            "inspect",
-            "--type",
-            "image",
-            "--format",
-            "{{json .OCIv1.Config.Entrypoint}}",
-            image,
-        ]);
+        c.args(["inspect", "--type", "image", image]);
         c
     });
     assert!(
         out.status.success(),
         "{image}: {stderr} (run deploy/images/build.sh first)"
     );
-    serde_json::from_str(stdout.trim()).expect("an entry point list")
+    let config: serde_json::Value = serde_json::from_str(&stdout).expect("buildah's JSON");
+    serde_json::from_value(config["OCIv1"]["config"]["Entrypoint"].clone())
+        .expect("an entry point list")
 }
 
 /// Starts container `c` of the manifest: its image's entry point and the

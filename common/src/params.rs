@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::color::ColorSpace;
 use crate::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
 use crate::schedule::{Schedule, ScheduleError};
 
@@ -415,6 +416,100 @@ impl ZoomSettings {
     }
 }
 
+/// What keeps a long render's colours and sharpness: each frame's input
+/// (the previous frame moved by the camera) is matched to frame 0's colour
+/// distribution, then its contrast and sharpness adjusted, before it is
+/// dreamed. Off by default, so that jobs written before it render (and
+/// resume) as they did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColorSettings {
+    /// Colour space of the match (`lab`, `hsv`, `rgb`), or `off`.
+    #[serde(
+        serialize_with = "coherence_to_text",
+        deserialize_with = "coherence_from_text"
+    )]
+    pub coherence: Option<ColorSpace>,
+    /// How far each frame moves toward the reference: 0 not at all, 1 all
+    /// the way.
+    pub strength: Schedule,
+    /// Contrast around the mean luminance: 1 unchanged, above 1 stronger.
+    pub contrast: Schedule,
+    /// Unsharp-mask amount: 0 none; 0.2 to 0.5 counters the softening of
+    /// repeated resampling.
+    pub sharpen: Schedule,
+    /// Unsharp-mask radius (the blur's sigma) in pixels.
+    pub sharpen_radius: f64,
+}
+
+impl Default for ColorSettings {
+    fn default() -> Self {
+        Self {
+            coherence: None,
+            strength: 1.0.into(),
+            contrast: 1.0.into(),
+            sharpen: 0.0.into(),
+            sharpen_radius: 1.0,
+        }
+    }
+}
+
+/// `lab`, `hsv`, `rgb` or `off` (no colour coherence).
+pub fn parse_coherence(s: &str) -> Result<Option<ColorSpace>, String> {
+    match s {
+        "off" => Ok(None),
+        other => other
+            .parse()
+            .map(Some)
+            .map_err(|e: String| format!("{e}, or off")),
+    }
+}
+
+fn coherence_from_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ColorSpace>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_coherence(&text).map_err(serde::de::Error::custom)
+}
+
+fn coherence_to_text<S: serde::Serializer>(
+    space: &Option<ColorSpace>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match space {
+        None => s.serialize_str("off"),
+        Some(space) => space.serialize(s),
+    }
+}
+
+impl ColorSettings {
+    /// Whether nothing is set: frames are then exactly as before colour
+    /// settings existed.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks every frame's values of a job of `frames` frames.
+    pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
+        self.strength.check_range(
+            "color strength",
+            frames,
+            |v| (0.0..=1.0).contains(&v),
+            "0 to 1",
+        )?;
+        self.contrast
+            .check_range("contrast", frames, |v| (0.0..=4.0).contains(&v), "0 to 4")?;
+        self.sharpen
+            .check_range("sharpen", frames, |v| (0.0..=4.0).contains(&v), "0 to 4")?;
+        check(
+            "sharpen-radius",
+            self.sharpen_radius,
+            self.sharpen_radius > 0.0 && self.sharpen_radius <= 32.0,
+            "above 0, at most 32 pixels",
+        )
+    }
+}
+
 /// How frames become a video.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -460,12 +555,31 @@ pub struct JobSpec {
     /// The camera move between frames.
     #[serde(default)]
     pub zoom: ZoomSettings,
+    /// Colour coherence, contrast and sharpening between frames (left out
+    /// of a written job when unused, so older coordinators still read it).
+    #[serde(default, skip_serializing_if = "ColorSettings::is_default")]
+    pub color: ColorSettings,
     /// The video.
     #[serde(default)]
     pub video: VideoSettings,
 }
 
 impl JobSpec {
+    /// A job of `frames` frames from `input` with every other setting at
+    /// its default.
+    pub fn new(input: PathBuf, frames: u32) -> Self {
+        Self {
+            input,
+            frames,
+            seed: 0,
+            size: None,
+            dream: DreamSettings::default(),
+            zoom: ZoomSettings::default(),
+            color: ColorSettings::default(),
+            video: VideoSettings::default(),
+        }
+    }
+
     /// Checks everything that can be checked without reading the input.
     pub fn validate(&self) -> Result<(), ParamError> {
         check(
@@ -480,6 +594,7 @@ impl JobSpec {
         }
         self.dream.validate()?;
         self.zoom.validate(self.frames)?;
+        self.color.validate(self.frames)?;
         self.video.validate()
     }
 }

@@ -1,11 +1,13 @@
 //! A whole render: the input image, then frame after frame (each the dream
-//! of the previous one zoomed, rotated and panned), written as they finish,
-//! resumed after the last complete frame, and assembled into a video.
+//! of the previous one zoomed, rotated and panned as scheduled, its colours
+//! kept near frame 0's), written as they finish, resumed after the last
+//! complete frame, and assembled into a video.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dreamfarm_common::params::{JobSpec, MAX_SIDE};
+use dreamfarm_common::color::{ColorReference, contrast, match_colors, unsharp_mask};
+use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE};
 use dreamfarm_common::resample::{Planar, Warp, resize, warp};
 
 use crate::frame_loop::dream_frame;
@@ -136,6 +138,15 @@ pub fn render(
         0 => None,
         n => Some(read_frame(&out.frame_path(n - 1), w, h)?),
     };
+    // Frame 0 as written is the colour reference, so a resumed render
+    // matches to the same one.
+    let mut reference = match (spec.color.coherence, done) {
+        (Some(space), 1..) => Some(ColorReference::new(
+            &read_frame(&out.frame_path(0), w, h)?,
+            space,
+        )),
+        _ => None,
+    };
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
     for n in done..total {
@@ -143,14 +154,22 @@ pub fn render(
         let started = Instant::now();
         let frame_input = match &previous {
             None => input.clone(),
-            Some(prev) => warp(prev, &camera(spec, n, w, h)),
+            Some(prev) => {
+                let mut moved = warp(prev, &camera(spec, n, w, h));
+                keep_colors(&spec.color, n, spec.frames, reference.as_ref(), &mut moved);
+                moved
+            }
         };
         let dreamed = dream_frame(&spec.dream, min_side, n, &frame_input, executor)?;
         // What is fed back is exactly what is on disk, so a resumed render
         // continues from the same pixels as an uninterrupted one.
         let rgb = dreamed.to_rgb8();
         out.write_frame(n, w as u32, h as u32, rgb.clone())?;
-        previous = Some(Planar::from_rgb8(w, h, &rgb));
+        let written = Planar::from_rgb8(w, h, &rgb);
+        if let (Some(space), 0) = (spec.color.coherence, n) {
+            reference = Some(ColorReference::new(&written, space));
+        }
+        previous = Some(written);
         let seconds = started.elapsed().as_secs_f64();
         progress.frame_done(n, seconds);
         on_frame(n, seconds);
@@ -159,6 +178,28 @@ pub fn render(
     progress.finish();
     assemble(&out.frame_pattern(), video, &spec.video)?;
     Ok(report)
+}
+
+/// Frame `n`'s input after the camera move: its colours pulled toward the
+/// reference, then its contrast and sharpness adjusted, as scheduled.
+fn keep_colors(
+    color: &ColorSettings,
+    n: u64,
+    frames: u32,
+    reference: Option<&ColorReference>,
+    image: &mut Planar,
+) {
+    if let Some(reference) = reference {
+        match_colors(image, reference, color.strength.value_at(n, frames));
+    }
+    let amount = color.contrast.value_at(n, frames);
+    if amount != 1.0 {
+        contrast(image, amount);
+    }
+    let sharpen = color.sharpen.value_at(n, frames);
+    if sharpen != 0.0 {
+        unsharp_mask(image, sharpen, color.sharpen_radius);
+    }
 }
 
 fn read_frame(path: &Path, w: usize, h: usize) -> Result<Planar, RenderError> {

@@ -3,6 +3,7 @@
 //! ways to run it and read what it wrote.
 
 pub mod cluster;
+pub mod drift;
 pub mod fault_proxy;
 pub mod manifests;
 pub mod seams;

@@ -33,15 +33,8 @@ pub struct DreamArgs {
 
 /// Runs `dreamfarm dream`.
 pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
-    let mut spec = JobSpec {
-        input: args.input,
-        frames: 1,
-        seed: args.seed,
-        size: None,
-        dream: Default::default(),
-        zoom: Default::default(),
-        video: Default::default(),
-    };
+    let mut spec = JobSpec::new(args.input, 1);
+    spec.seed = args.seed;
     args.dream.apply(&mut spec.dream);
     spec.validate()?;
     let input = load_input(&spec)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use dreamfarm_common::job_name::{MAX_NAME_CHARS, check_job_name};
-use dreamfarm_common::params::JobSpec;
+use dreamfarm_common::params::{JobSpec, parse_coherence};
 use dreamfarm_common::schedule::Schedule;
 
 use super::dream_flags::{DreamFlags, set};
@@ -69,6 +69,23 @@ pub struct JobArgs {
     /// Zoom centre's y as a fraction of the height: a number or a schedule.
     #[arg(long)]
     center_y: Option<Schedule>,
+    /// Colour coherence: match each frame's colours to frame 0's in lab,
+    /// hsv or rgb, or off [default: off].
+    #[arg(long, value_parser = ["lab", "hsv", "rgb", "off"])]
+    color_coherence: Option<String>,
+    /// How strongly frames are pulled to frame 0's colours, 0 to 1: a
+    /// number or a schedule [default: 1].
+    #[arg(long)]
+    color_strength: Option<Schedule>,
+    /// Contrast of each frame's input, 1 unchanged: a number or a schedule
+    /// [default: 1].
+    #[arg(long)]
+    contrast: Option<Schedule>,
+    /// Unsharp-mask amount on each frame's input, 0 none (0.2 to 0.5
+    /// counters the blur of repeated zooming): a number or a schedule
+    /// [default: 0].
+    #[arg(long)]
+    sharpen: Option<Schedule>,
     /// Video frames per second [default: 30].
     #[arg(long)]
     fps: Option<u32>,
@@ -127,20 +144,13 @@ impl JobArgs {
                 }
                 spec
             }
-            None => JobSpec {
-                input: self
-                    .input
+            None => JobSpec::new(
+                self.input
                     .clone()
                     .context("--input IMAGE is required (or a --job file with `input`)")?,
-                frames: self
-                    .frames
+                self.frames
                     .context("--frames N is required (or a --job file with `frames`)")?,
-                seed: 0,
-                size: None,
-                dream: Default::default(),
-                zoom: Default::default(),
-                video: Default::default(),
-            },
+            ),
         };
         if let Some(v) = self.input {
             spec.input = v;
@@ -180,6 +190,13 @@ impl JobArgs {
         set(&mut z.pan[1], self.pan_y);
         set(&mut z.center[0], self.center_x);
         set(&mut z.center[1], self.center_y);
+        let c = &mut spec.color;
+        if let Some(space) = &self.color_coherence {
+            c.coherence = parse_coherence(space).map_err(anyhow::Error::msg)?;
+        }
+        set(&mut c.strength, self.color_strength);
+        set(&mut c.contrast, self.contrast);
+        set(&mut c.sharpen, self.sharpen);
         spec.video.fps = self.fps.unwrap_or(spec.video.fps);
         spec.video.crf = self.crf.unwrap_or(spec.video.crf);
         spec.validate()?;
