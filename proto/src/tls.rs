@@ -141,10 +141,10 @@ pub enum TlsMismatch {
 
 /// What a call to the coordinator at `url` that failed with `error` (a
 /// connect error, or a call's `tonic::Status`) says about TLS: a
-/// certificate this side refused, or, for a failure on the wire that
-/// names no certificate, whether the coordinator speaks TLS where this
-/// side does not, or the reverse (found by probing its port). `None` when
-/// TLS is not the trouble (or the coordinator cannot be reached to tell).
+/// certificate this side refused, or, for bytes on the wire that made no
+/// sense, whether the coordinator speaks TLS where this side does not, or
+/// the reverse (found by probing its port). `None` when TLS is not the
+/// trouble (or the coordinator cannot be reached to tell).
 pub async fn diagnose(url: &str, error: &(dyn StdError + 'static)) -> Option<TlsMismatch> {
     let links = chain(error);
     if let Some(refused) = links
@@ -154,13 +154,10 @@ pub async fn diagnose(url: &str, error: &(dyn StdError + 'static)) -> Option<Tls
     {
         return Some(refused);
     }
-    // A status the coordinator sent has no source: only failures on the
-    // way there are worth a probe, and not those where no one listens.
-    let refused = links.iter().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-    });
-    if links.len() < 2 || refused {
+    // Only a failure where the other end spoke another protocol is worth
+    // a probe: not a status the coordinator sent, a refused connection or
+    // a timeout.
+    if !links.iter().any(|e| garbled(*e)) {
         return None;
     }
     let uri: Uri = url.parse().ok()?;
@@ -207,6 +204,24 @@ fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'st
         };
     }
     links
+}
+
+/// Whether `e` is how a failure looks when the two ends speak different
+/// protocols: HTTP/2 that met TLS bytes, a TLS handshake that met HTTP/2
+/// bytes, or a peer that hung up on what it was sent.
+fn garbled(e: &(dyn StdError + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    e.is::<h2::Error>()
+        || matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(_))
+        )
+        || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe
+            )
+        })
 }
 
 /// The advice for a TLS handshake that refused the coordinator's
