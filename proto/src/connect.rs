@@ -4,6 +4,7 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::tls::diagnose;
 use crate::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// Why the coordinator could not be reached.
@@ -27,6 +28,15 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
+    /// The coordinator answered, but TLS does not match between it and
+    /// this side.
+    #[error("{mismatch}")]
+    Tls {
+        /// What does not match, as advice.
+        mismatch: crate::tls::TlsMismatch,
+        /// The failure it was read from.
+        cause: tonic::transport::Error,
+    },
     /// No connection.
     #[error(
         "cannot reach the coordinator at {url}: {source}; is `dreamfarm coordinator` running there?"
@@ -42,7 +52,8 @@ pub enum ConnectError {
 /// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)
 /// or, without one, the public web roots. The channel pings a quiet
 /// coordinator, so that a link gone silent ends the calls on it with an
-/// error instead of leaving them waiting.
+/// error instead of leaving them waiting. A failure that TLS explains
+/// (see [`diagnose`]) is [`ConnectError::Tls`].
 pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectError> {
     let bad = |reason: String| ConnectError::Url {
         url: url.to_string(),
@@ -62,14 +73,20 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectErr
     } else if !url.starts_with("http://") {
         return Err(bad("the scheme must be http or https".into()));
     }
-    endpoint
+    let connected = endpoint
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .connect()
-        .await
-        .map_err(|source| ConnectError::Transport {
-            url: url.to_string(),
-            source,
-        })
+        .await;
+    match connected {
+        Ok(channel) => Ok(channel),
+        Err(cause) => Err(match diagnose(url, &cause).await {
+            Some(mismatch) => ConnectError::Tls { mismatch, cause },
+            None => ConnectError::Transport {
+                url: url.to_string(),
+                source: cause,
+            },
+        }),
+    }
 }

@@ -6,6 +6,8 @@
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`auth`]: the shared-token check on every call.
 //! - [`connect`]: a channel to the coordinator, plain or TLS.
+//! - [`tls`]: TLS set up wrong, told as advice (the coordinator's
+//!   certificate, and mismatches a client meets).
 //! - [`signal`]: SIGTERM and Ctrl-C, for graceful shutdown.
 
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod chunks;
 pub mod connect;
 pub mod pixels;
 pub mod signal;
+pub mod tls;
 
 /// Generated from `proto/dreamfarm.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -15,8 +15,12 @@ pub const TOKEN: &str = "test-token";
 /// A running coordinator, killed on drop.
 pub struct Coordinator {
     child: Child,
-    /// gRPC URL.
+    /// gRPC URL (`https://localhost:PORT` when it serves TLS).
     pub url: String,
+    /// The gRPC listener's address.
+    addr: SocketAddr,
+    /// The CA its clients and workers trust, when it serves TLS.
+    tls_ca: Option<PathBuf>,
     /// host:port of the metrics endpoint.
     pub metrics: String,
     /// Flags it was started with beyond the usual ones.
@@ -80,6 +84,48 @@ fn spawn_coordinator(
     }
 }
 
+/// Runs `dreamfarm coordinator` on `dir` with `extra` flags as a one-off
+/// process that must fail to start: its exit status and stderr. Panics if
+/// it is still running after a minute (it started after all).
+fn run_to_failure(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let stderr = tempfile::NamedTempFile::new().expect("temp file");
+    let mut child = coordinator_command(dir, "127.0.0.1:0", "127.0.0.1:0", extra)
+        .stdout(Stdio::null())
+        .stderr(stderr.reopen().expect("temp file"))
+        .spawn()
+        .expect("coordinator runs");
+    let status = exit_within(&mut child, Duration::from_secs(60));
+    let log = std::fs::read_to_string(stderr.path()).expect("the coordinator's stderr");
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the coordinator started instead of refusing to: {log}");
+    };
+    (status, log)
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it
+/// is still running.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a coordinator with `extra` flags on a fresh data folder, as a
+/// one-off process that must fail to start: its exit status and stderr.
+pub fn coordinator_fails(extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_to_failure(dir.path(), extra)
+}
+
 /// A running worker process, killed on drop.
 pub struct Worker {
     /// The process.
@@ -125,13 +171,38 @@ impl Coordinator {
     /// Starts a coordinator with a short heartbeat timeout and `extra`
     /// flags, on a fresh data folder.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// Starts a coordinator that serves TLS with the PEM files `cert` and
+    /// `key`; its URL is `https://localhost:PORT`, and its clients and
+    /// workers trust `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        let (cert, key) = (
+            cert.to_str().expect("UTF-8 path"),
+            key.to_str().expect("UTF-8 path"),
+        );
+        Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca))
+    }
+
+    /// Starts a coordinator with `extra` flags on a fresh data folder,
+    /// serving TLS that clients check with `ca` if one is given.
+    fn launch(extra: &[&str], ca: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (child, addr, metrics) =
             spawn_coordinator(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra)
                 .unwrap_or_else(|e| panic!("coordinator did not start: {e}"));
+        let addr: SocketAddr = addr
+            .parse()
+            .expect("the coordinator listens on an IP address");
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: match ca {
+                Some(_) => format!("https://localhost:{}", addr.port()),
+                None => format!("http://{addr}"),
+            },
+            addr,
+            tls_ca: ca.map(Path::to_path_buf),
             metrics,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
@@ -158,15 +229,7 @@ impl Coordinator {
     /// Runs the coordinator on this data folder as a one-off process that
     /// must fail to start: its exit status and stderr.
     pub fn start_fails(&self) -> (std::process::ExitStatus, String) {
-        let out = coordinator_command(self.dir.path(), "127.0.0.1:0", "127.0.0.1:0", &[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("coordinator runs");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_to_failure(self.dir.path(), &[])
     }
 
     /// The coordinator's data folder.
@@ -180,14 +243,14 @@ impl Coordinator {
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, dialling the
-    /// coordinator at `url` (a proxy in front of it, say).
+    /// coordinator at `url` (a proxy in front of it, say) and trusting
+    /// its CA, if it serves TLS.
     pub fn worker_via(&self, name: &str, url: &str) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = Command::new(binary())
-            .args(["worker", "--coordinator", url, "--token", TOKEN])
+        let child = self
+            .dialling("worker", url)
             .args(["--device", "cpu", "--name", name])
             .env("RUST_LOG", "info")
-            .current_dir(repo())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("worker starts");
@@ -196,18 +259,32 @@ impl Coordinator {
 
     /// The gRPC listener's address.
     pub fn addr(&self) -> SocketAddr {
-        self.url
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the coordinator listens on an IP address")
+        self.addr
     }
 
-    /// `dreamfarm SUBCOMMAND --coordinator URL --token TOKEN ARGS`.
+    /// `dreamfarm SUBCOMMAND --coordinator URL --token TOKEN ARGS` (and
+    /// `--tls-ca CA` when it serves TLS).
     pub fn client(&self, subcommand: &str, args: &[&str]) -> Command {
+        self.client_at(&self.url, subcommand, args)
+    }
+
+    /// [`client`](Self::client), dialling `url` instead of the
+    /// coordinator's own URL.
+    pub fn client_at(&self, url: &str, subcommand: &str, args: &[&str]) -> Command {
+        let mut c = self.dialling(subcommand, url);
+        c.args(args);
+        c
+    }
+
+    /// `dreamfarm SUBCOMMAND --coordinator URL --token TOKEN`, with
+    /// `--tls-ca CA` when the coordinator serves TLS.
+    fn dialling(&self, subcommand: &str, url: &str) -> Command {
         let mut c = Command::new(binary());
-        c.args([subcommand, "--coordinator", &self.url, "--token", TOKEN])
-            .args(args)
+        c.args([subcommand, "--coordinator", url, "--token", TOKEN])
             .current_dir(repo());
+        if let Some(ca) = &self.tls_ca {
+            c.arg("--tls-ca").arg(ca);
+        }
         c
     }
 
@@ -236,16 +313,9 @@ impl Coordinator {
             .stderr(std::fs::File::create(&log).expect("watch log"))
             .spawn()
             .expect("dreamfarm watch starts");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = watch.try_wait().expect("wait for watch") {
-                break status;
-            }
-            if start.elapsed() > limit {
-                let _ = watch.kill();
-                panic!("job not done after {limit:?}: {}", self.status(job));
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let Some(status) = exit_within(&mut watch, limit) else {
+            let _ = watch.kill();
+            panic!("job not done after {limit:?}: {}", self.status(job));
         };
         assert!(
             status.success(),

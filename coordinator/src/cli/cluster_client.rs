@@ -12,13 +12,14 @@ use clap::Args;
 use dreamfarm_proto::MAX_MESSAGE_BYTES;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::chunks::split;
-use dreamfarm_proto::connect::connect;
+use dreamfarm_proto::connect::{ConnectError, connect};
 use dreamfarm_proto::pb::job_service_client::JobServiceClient;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
     DeleteRequest, ExtendRequest, JobRequest, JobState, JobStatus, ListRequest, PriorityRequest,
     SubmitRequest, SubmitStart,
 };
+use dreamfarm_proto::tls::diagnose;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -52,6 +53,26 @@ impl ClientArgs {
         Ok(JobServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A failed call as one error that says what to do: TLS that does not
+    /// match the coordinator's, or else what the coordinator said.
+    async fn explain(&self, s: tonic::Status) -> anyhow::Error {
+        match diagnose(&self.coordinator, &s).await {
+            Some(mismatch) => mismatch.into(),
+            None => anyhow::anyhow!("the coordinator said: {} ({:?})", s.message(), s.code()),
+        }
+    }
+
+    /// Waits for `call`, its failure explained.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> anyhow::Result<T> {
+        match call.await {
+            Ok(reply) => Ok(reply),
+            Err(s) => Err(self.explain(s).await),
+        }
     }
 }
 
@@ -153,11 +174,6 @@ fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> 
         .block_on(f)
 }
 
-/// A gRPC status as one line that says what to do.
-fn explain(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("the coordinator said: {} ({:?})", s.message(), s.code())
-}
-
 /// Runs `dreamfarm submit`: uploads the job and prints its id.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let (mut spec, _, name) = args.job.spec()?;
@@ -178,10 +194,10 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         messages.extend(split(&input).map(|c| SubmitRequest {
             body: Some(Body::InputChunk(c)),
         }));
-        let reply = client
-            .submit(tokio_stream::iter(messages))
-            .await
-            .map_err(explain)?;
+        let reply = args
+            .client
+            .call(client.submit(tokio_stream::iter(messages)))
+            .await?;
         println!("{}", reply.into_inner().job_id);
         Ok(())
     })
@@ -225,10 +241,10 @@ fn status_line(s: &JobStatus) -> String {
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        let jobs = client
-            .list(ListRequest {})
-            .await
-            .map_err(explain)?
+        let jobs = args
+            .client
+            .call(client.list(ListRequest {}))
+            .await?
             .into_inner()
             .jobs;
         let shown: Vec<&JobStatus> = jobs
@@ -331,18 +347,26 @@ impl Display {
     }
 }
 
+/// How a failed watch call ends the stream: the coordinator is away (try
+/// again), or an error that says what to do.
+async fn lost(client: &ClientArgs, s: tonic::Status) -> anyhow::Result<WatchEnd> {
+    if !is_outage(&s) {
+        return Err(client.explain(s).await);
+    }
+    match diagnose(&client.coordinator, &s).await {
+        Some(mismatch) => Err(mismatch.into()),
+        None => Ok(WatchEnd::Lost(s.message().to_string())),
+    }
+}
+
 /// Follows one watch stream until the job ends or the coordinator goes.
 async fn watch_once(args: &WatchArgs, display: &mut Display) -> anyhow::Result<WatchEnd> {
-    let lost = |s: tonic::Status| -> anyhow::Result<WatchEnd> {
-        if is_outage(&s) {
-            Ok(WatchEnd::Lost(s.message().to_string()))
-        } else {
-            Err(explain(s))
-        }
-    };
     let mut client = match args.client.client().await {
         Ok(c) => c,
-        Err(e) => return Ok(WatchEnd::Lost(format!("{e:#}"))),
+        Err(e) if matches!(e.downcast_ref(), Some(ConnectError::Transport { .. })) => {
+            return Ok(WatchEnd::Lost(format!("{e:#}")));
+        }
+        Err(e) => return Err(e),
     };
     let mut stream = match client
         .watch(JobRequest {
@@ -351,7 +375,7 @@ async fn watch_once(args: &WatchArgs, display: &mut Display) -> anyhow::Result<W
         .await
     {
         Ok(r) => r.into_inner(),
-        Err(s) => return lost(s),
+        Err(s) => return lost(&args.client, s).await,
     };
     let mut last = None;
     loop {
@@ -361,7 +385,7 @@ async fn watch_once(args: &WatchArgs, display: &mut Display) -> anyhow::Result<W
                 last = Some(s);
             }
             Ok(None) => break,
-            Err(s) => return lost(s),
+            Err(s) => return lost(&args.client, s).await,
         }
     }
     let finished = |s: &JobStatus| {
@@ -434,8 +458,7 @@ where
     Fut: Future<Output = Result<tonic::Response<JobStatus>, tonic::Status>>,
 {
     block_on(async move {
-        let client = client.client().await?;
-        let s = f(client).await.map_err(explain)?.into_inner();
+        let s = client.call(f(client.client().await?)).await?.into_inner();
         println!("{}", status_line(&s));
         Ok(())
     })
@@ -497,13 +520,12 @@ pub fn extend(args: ExtendArgs) -> anyhow::Result<()> {
 pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        client
-            .delete(DeleteRequest {
+        args.client
+            .call(client.delete(DeleteRequest {
                 job_id: args.job.clone(),
                 force: args.force,
-            })
-            .await
-            .map_err(explain)?;
+            }))
+            .await?;
         println!("deleted {}", args.job);
         Ok(())
     })
@@ -513,10 +535,10 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
 pub fn events(args: JobIdArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        let events = client
-            .events(JobRequest { job_id: args.job })
-            .await
-            .map_err(explain)?
+        let events = args
+            .client
+            .call(client.events(JobRequest { job_id: args.job }))
+            .await?
             .into_inner()
             .events;
         for e in events {
@@ -558,10 +580,10 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     block_on(async move {
         let mut client = args.client.client().await?;
-        let mut stream = client
-            .fetch(JobRequest { job_id: args.job })
-            .await
-            .map_err(explain)?
+        let mut stream = args
+            .client
+            .call(client.fetch(JobRequest { job_id: args.job }))
+            .await?
             .into_inner();
         let mut current: Option<(String, tempfile::NamedTempFile)> = None;
         let mut files = 0;
@@ -570,7 +592,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {name}"))?;
             Ok(())
         };
-        while let Some(chunk) = stream.message().await.map_err(explain)? {
+        while let Some(chunk) = args.client.call(stream.message()).await? {
             let name = chunk.path;
             if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
                 bail!("the coordinator sent a bad file name {name:?}");

@@ -62,6 +62,14 @@ pub enum ServeError {
     /// A TLS file cannot be read or used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The certificate is not one that clients accept as a server's.
+    #[error("--tls-cert {path} {why}")]
+    Certificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: dreamfarm_proto::tls::ServerCertError,
+    },
     /// The data folder cannot be made.
     #[error("cannot create the data folder {path}: {source}")]
     Data {
@@ -87,12 +95,15 @@ pub enum ServeError {
 }
 
 /// A coordinator whose data folder is open: its lock taken, its job store
-/// read and its active jobs queued again. Opening comes before listening,
-/// so a damaged store stops the coordinator before it takes any call.
+/// read and its active jobs queued again, its TLS files read and checked.
+/// Opening comes before listening, so a damaged store or a certificate
+/// clients would refuse stops the coordinator before it takes any call.
 pub struct Coordinator {
     config: ServerConfig,
     jobs: Arc<Jobs>,
     hub: Arc<Hub>,
+    /// The TLS identity read from `config.tls`, checked.
+    identity: Option<Identity>,
     /// Held locked while the coordinator serves.
     _lock: std::fs::File,
 }
@@ -100,6 +111,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens `config.data` (see the type's docs).
     pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        let identity = config.tls.as_ref().map(read_identity).transpose()?;
         let data_error = |source| ServeError::Data {
             path: config.data.clone(),
             source,
@@ -117,6 +129,7 @@ impl Coordinator {
             config,
             jobs,
             hub,
+            identity,
             _lock: lock,
         })
     }
@@ -131,7 +144,11 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Self {
-            config, jobs, hub, ..
+            config,
+            jobs,
+            hub,
+            identity,
+            ..
         } = self;
         let ticker_hub = hub.clone();
         let ticker = tokio::spawn(async move {
@@ -174,12 +191,7 @@ impl Coordinator {
         let mut server = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-        if let Some(tls) = &config.tls {
-            let read = |p: &PathBuf| {
-                std::fs::read(p)
-                    .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
-            };
-            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        if let Some(identity) = identity {
             server = server
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|e| ServeError::Tls(e.to_string()))?;
@@ -196,4 +208,20 @@ impl Coordinator {
         }
         Ok(result?)
     }
+}
+
+/// Reads the certificate and key of `tls`, checking that the certificate
+/// is one clients accept as a server's.
+fn read_identity(tls: &TlsFiles) -> Result<Identity, ServeError> {
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
+    let cert = read(&tls.cert)?;
+    dreamfarm_proto::tls::check_server_certificate(&cert).map_err(|why| {
+        ServeError::Certificate {
+            path: tls.cert.clone(),
+            why,
+        }
+    })?;
+    Ok(Identity::from_pem(cert, read(&tls.key)?))
 }

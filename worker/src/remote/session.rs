@@ -13,6 +13,7 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{CoordinatorMessage, Heartbeat, Hello, LeaseFailed, WorkerMessage};
+use dreamfarm_proto::tls::diagnose;
 use dreamfarm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -106,7 +107,9 @@ async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcome
     let channel = connect(&config.coordinator, config.tls_ca.as_deref())
         .await
         .map_err(|e| match e {
-            ConnectError::Transport { .. } => SessionError::Retry(e.to_string()),
+            ConnectError::Transport { .. } | ConnectError::Tls { .. } => {
+                SessionError::Retry(e.to_string())
+            }
             other => SessionError::Fatal(RemoteError::Connect(other)),
         })?;
     let mut client = WorkerServiceClient::with_interceptor(channel, token.clone())
@@ -134,12 +137,7 @@ async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcome
                 s.message().into(),
             )));
         }
-        Err(s) => {
-            return Err(SessionError::Retry(format!(
-                "session refused: {}",
-                s.message()
-            )));
-        }
+        Err(s) => return Err(retry(config, "session refused", s).await),
     };
     let heartbeat = match down.message().await {
         Ok(Some(m)) => match m.body {
@@ -162,12 +160,21 @@ async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcome
                 s.message().into(),
             )));
         }
-        Err(s) => return Err(SessionError::Retry(s.message().into())),
+        Err(s) => return Err(retry(config, "no welcome", s).await),
     };
     Ok(Welcomed {
         up_tx,
         down,
         heartbeat,
+    })
+}
+
+/// A handshake call that failed with `s`, to be tried again: why, as TLS
+/// advice when TLS does not match the coordinator's.
+async fn retry(config: &RemoteConfig, what: &str, s: tonic::Status) -> SessionError {
+    SessionError::Retry(match diagnose(&config.coordinator, &s).await {
+        Some(mismatch) => mismatch.to_string(),
+        None => format!("{what}: {}", s.message()),
     })
 }
 
