@@ -11,6 +11,7 @@
 //! build takes about ten minutes).
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,7 +30,11 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            let _ = child.kill();
+            // `buildah run` and the program it runs share a process group
+            // of their own: killing buildah alone would leave the program
+            // running, still holding its ports.
+            // SAFETY: kill(2) of the process group our child leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
         }
         let _ = Command::new("buildah")
@@ -62,13 +67,24 @@ fn entrypoint(image: &str) -> Vec<String> {
 
 /// Starts container `c` of the manifest: its image's entry point and the
 /// manifest's args, env, user and volumes (`mounts`: path in the container
-/// → host folder), on the host network, logging to `log`.
-fn start(c: &Container, user: u64, mounts: &BTreeMap<&str, &Path>, log: &Path) -> Running {
+/// → host folder), on the host network, with `hosts` (`NAME:IP`) resolved
+/// as a cluster's DNS would, logging to `log`.
+fn start(
+    c: &Container,
+    user: u64,
+    mounts: &BTreeMap<&str, &Path>,
+    hosts: &[String],
+    log: &Path,
+) -> Running {
     let image = local_image(c);
     let entry = entrypoint(&image);
     let (out, stdout, stderr) = run({
         let mut cmd = Command::new("buildah");
-        cmd.args(["from", "--quiet", "--pull=never", &image]);
+        cmd.args(["from", "--quiet", "--pull=never"]);
+        for host in hosts {
+            cmd.args(["--add-host", host]);
+        }
+        cmd.arg(&image);
         cmd
     });
     assert!(out.status.success(), "buildah from {image}: {stderr}");
@@ -90,6 +106,7 @@ fn start(c: &Container, user: u64, mounts: &BTreeMap<&str, &Path>, log: &Path) -
         .args(&entry)
         .args(&c.args);
     let child = cmd
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
@@ -120,9 +137,17 @@ fn the_images_render_what_dreamfarm_render_does() {
         .expect("runAsUser");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    // The worker reaches the Service by name, as in the cluster.
-    let hosts = d.join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost dreamfarm-coordinator\n").expect("hosts");
+    // The worker dials the Service by name, as in the cluster: here the
+    // name resolves to loopback, where the coordinator listens.
+    let url = worker
+        .env_value("DREAMFARM_COORDINATOR")
+        .expect("the worker's URL");
+    let service = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("a host in the URL");
+    let hosts = [format!("{service}:127.0.0.1")];
 
     let (data, c_tmp, w_tmp) = (
         d.join("data"),
@@ -133,12 +158,9 @@ fn the_images_render_what_dreamfarm_render_does() {
         ("/var/lib/dreamfarm", writable(&data, uid)),
         ("/tmp", writable(&c_tmp, uid)),
     ]);
-    let w_mounts = BTreeMap::from([
-        ("/tmp", writable(&w_tmp, uid)),
-        ("/etc/hosts", hosts.as_path()),
-    ]);
-    let _c = start(coordinator, uid, &c_mounts, &d.join("coordinator.log"));
-    let _w = start(worker, uid, &w_mounts, &d.join("worker.log"));
+    let w_mounts = BTreeMap::from([("/tmp", writable(&w_tmp, uid))]);
+    let _c = start(coordinator, uid, &c_mounts, &[], &d.join("coordinator.log"));
+    let _w = start(worker, uid, &w_mounts, &hosts, &d.join("worker.log"));
 
     let grpc = coordinator.port("grpc").expect("grpc port");
     let url = format!("http://127.0.0.1:{grpc}");

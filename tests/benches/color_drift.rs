@@ -6,8 +6,9 @@
 //!
 //!     cargo bench -p dreamfarm-tests --bench color_drift
 //!
-//! The recipe is tests/support/drift.rs's (astronaut, 160×160, zoom 1.03,
-//! rotate 0.3, 2 octaves × 4 steps). BENCH_FRAMES (default 300) and
+//! The recipe is tests/support/drift.rs's STILL and CAMERA (astronaut,
+//! 160×160, zoom 1.03, rotate 0.3, 2 octaves × 4 steps). BENCH_FRAMES
+//! (default 300) and
 //! BENCH_MODES (default "off,lab,hsv,rgb") choose the runs.
 
 use std::time::Instant;

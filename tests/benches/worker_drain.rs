@@ -10,7 +10,8 @@
 //! 1152×1152 input each, 10 gradient steps). A CPU `dreamfarm-worker`
 //! joins; the moment the coordinator's metrics show a lease in flight it
 //! gets SIGTERM, and the time until it exits is the drain. `BENCH_RUNS`
-//! (default 3) workers in turn; reported: median and worst.
+//! (default 3) workers in turn; reported: median and worst, and the
+//! workers' peak RSS (what a CPU worker pod must be given).
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ fn main() {
     .expect("input written");
     let input = input.path().to_str().expect("UTF-8 path");
     let job = c.submit(&["--input", input, "--frames", "1", "--octaves", "1"]);
-    let mut drains = Vec::new();
+    let (mut drains, mut peaks) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let log = c.dir.path().join(format!("drain-{run}.log"));
         let child = std::process::Command::new(worker_binary())
@@ -47,8 +48,18 @@ fn main() {
         });
         let signalled = Instant::now();
         worker.signal(libc::SIGTERM);
-        let status = worker.child.wait().expect("worker exits");
+        // Its peak RSS, read until it exits (the lease's peak is the
+        // worker's: the memory request of a CPU worker pod).
+        let mut peak_kib = 0u64;
+        let status = loop {
+            if let Some(status) = worker.child.try_wait().expect("wait") {
+                break status;
+            }
+            peak_kib = peak_kib.max(vm_hwm_kib(worker.child.id()));
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let drain = signalled.elapsed().as_secs_f64();
+        peaks.push(peak_kib as f64 / (1024.0 * 1024.0));
         assert!(status.success(), "worker failed: {}", worker.log());
         println!("run {run}: drained in {drain:.1} s");
         drains.push(drain);
@@ -64,4 +75,20 @@ fn main() {
         median(drains.clone()),
         drains.iter().cloned().fold(0.0, f64::max)
     );
+    println!(
+        "worker peak RSS: {:.2} GiB",
+        peaks.iter().cloned().fold(0.0, f64::max)
+    );
+}
+
+/// The process's peak resident set (VmHWM) in KiB; 0 once it is gone.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
