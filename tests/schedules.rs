@@ -139,7 +139,7 @@ fn malformed_schedules_and_bad_numbers_are_refused_by_name() {
         (vec!["--zoom-factor", "0:(1.0), 60:(1.05"], "--zoom-factor"),
         (
             vec!["--zoom-factor", "0:(1.0), 60:(1.05"],
-            "bad schedule at column 17: expected ')' after the value of key 60",
+            "bad schedule at column 18: expected ')' after the value of key 60",
         ),
         (vec!["--rotate", "0:(sinn(t))"], "unknown function \"sinn\""),
         (
