@@ -20,7 +20,7 @@ use dreamfarm_tests::{binary, default_store, repo, run, wait_for, worker_binary}
 /// Seconds a CPU worker needs, at most, to finish a lease of the default
 /// tile size after SIGTERM: the slowest device we support. Measured with
 /// `cargo bench -p dreamfarm-tests --bench worker_drain` (README).
-const MEASURED_DRAIN_SECONDS: u64 = 60;
+const MEASURED_DRAIN_SECONDS: u64 = 35;
 
 /// Seconds a worker needs beyond its drain timeout to hand back and exit.
 const EXIT_MARGIN_SECONDS: u64 = 10;
