@@ -162,3 +162,35 @@ fn malformed_schedules_and_bad_numbers_are_refused_by_name() {
         assert!(!out.exists(), "{flags:?} started a render");
     }
 }
+
+#[test]
+fn a_dry_run_previews_the_camera_path_in_its_own_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("trip");
+    let started = std::time::Instant::now();
+    run_ok(recipe(
+        &out,
+        24,
+        &[
+            "--dry-run",
+            "--zoom-factor",
+            "0:(1.0), 12:(1.1)",
+            "--rotate",
+            "2",
+        ],
+    ));
+    let seconds = started.elapsed().as_secs_f64();
+    let preview = dir.path().join("trip-preview");
+    assert!(!out.exists(), "a preview wrote into the job's own folder");
+    assert!(
+        preview.join("trip-preview.mp4").exists(),
+        "no preview video"
+    );
+    let frames = frame_bytes(&preview);
+    assert_eq!(frames.len(), 24);
+    assert!(
+        frames.windows(2).all(|w| w[0] != w[1]),
+        "the camera did not move"
+    );
+    println!("24 preview frames in {seconds:.1} s");
+}

@@ -129,15 +129,8 @@ fn main() -> anyhow::Result<()> {
     for size in sizes.split(',') {
         let (w, h) = size.split_once('x').context("BENCH_SIZES like 512x512")?;
         let (w, h): (u32, u32) = (w.parse()?, h.parse()?);
-        let spec = JobSpec {
-            input: repo.join("assets/astronaut.png"),
-            frames,
-            seed: 0,
-            size: Some([w, h]),
-            dream: Default::default(),
-            zoom: Default::default(),
-            video: Default::default(),
-        };
+        let mut spec = JobSpec::new(repo.join("assets/astronaut.png"), frames);
+        spec.size = Some([w, h]);
         spec.validate()?;
         let mut worker = LocalWorker::load(&spec.dream, spec.seed, DeviceSpec::Auto)?;
         let min_side = worker.min_side();

@@ -85,6 +85,18 @@ pub fn dream_frame(
                 })
                 .collect();
             let changes = executor.run(work)?;
+            // A NaN would pass the clamp below and come out a black frame.
+            if let Some(bad) = changes
+                .iter()
+                .position(|c| c.data.iter().any(|v| !v.is_finite()))
+            {
+                return Err(TileError {
+                    frame,
+                    octave: octave as u32,
+                    tile: bad as u32,
+                    reason: "the dream went non-finite (NaN or infinity): lower --step-size or the layer weights".into(),
+                });
+            }
             let mut sum = Planar::zeros(w, h);
             for (tile, change) in grid.tiles().zip(&changes) {
                 grid.blend_into(&mut sum, &tile, change);
@@ -129,5 +141,39 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(octave_sizes(64, 64, &s, 75), vec![(64, 64)]);
+    }
+
+    /// Returns changes full of `value`.
+    struct Constant(f32);
+
+    impl TileExecutor for Constant {
+        fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
+            Ok(work
+                .iter()
+                .map(|w| {
+                    let mut p = Planar::zeros(w.output.width, w.output.height);
+                    p.data.fill(self.0);
+                    p
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_non_finite_dream_fails_the_frame_instead_of_writing_black() {
+        let s = DreamSettings {
+            octaves: 1,
+            iterations: 1,
+            ..Default::default()
+        };
+        let input = Planar::zeros(96, 96);
+        assert!(dream_frame(&s, 75, 0, &input, &mut Constant(0.01)).is_ok());
+        let e = dream_frame(&s, 75, 3, &input, &mut Constant(f32::NAN))
+            .expect_err("a NaN dream is refused")
+            .to_string();
+        assert!(
+            e.starts_with("tile 0 of frame 3, octave 0: the dream went non-finite"),
+            "{e}"
+        );
     }
 }

@@ -205,6 +205,7 @@ fn difference(old: &JobSpec, new: &JobSpec) -> Option<String> {
         ("size", old.size != new.size),
         ("the dream settings", old.dream != new.dream),
         ("the zoom settings", old.zoom != new.zoom),
+        ("the colour settings", old.color != new.color),
         ("the video settings", old.video != new.video),
     ];
     fields.iter().find(|(_, d)| *d).map(|(n, _)| n.to_string())

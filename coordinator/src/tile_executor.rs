@@ -26,3 +26,17 @@ pub trait TileExecutor {
     /// output region, in the same order.
     fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError>;
 }
+
+/// No dream: every tile comes back unchanged. A render through it is the
+/// camera path alone (`dreamfarm render --dry-run`), in seconds.
+#[derive(Debug, Default)]
+pub struct Unchanged;
+
+impl TileExecutor for Unchanged {
+    fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
+        Ok(work
+            .iter()
+            .map(|w| Planar::zeros(w.output.width, w.output.height))
+            .collect())
+    }
+}

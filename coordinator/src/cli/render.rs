@@ -6,6 +6,7 @@ use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render as render_job};
+use dreamfarm_coordinator::tile_executor::Unchanged;
 
 use super::job_args::JobArgs;
 
@@ -17,26 +18,54 @@ pub struct RenderArgs {
     /// Device of the embedded worker: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
+    /// Render only the camera path, no dream, into OUTPUT-preview: every
+    /// frame the previous one moved (and colour-adjusted) as scheduled, in
+    /// seconds, to check a schedule before the long run.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Runs `dreamfarm render`.
 pub fn render(args: RenderArgs) -> anyhow::Result<()> {
-    let (spec, dir, name) = args.job.spec()?;
-    let device = args.device;
+    let (mut spec, mut dir, mut name) = args.job.spec()?;
+    if args.dry_run {
+        // Its own folder: preview frames must never pass for dreamed ones.
+        name = format!("{name}-preview");
+        dir.set_file_name(format!(
+            "{}-preview",
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        spec.dream.octaves = 1;
+    }
     let input = load_input(&spec)?;
     let out = OutputDir::open(&dir, &spec)?;
-    let mut worker = LocalWorker::load(&spec.dream, spec.seed, device)?;
-    let min_side = worker.min_side();
     let video = dir.join(format!("{name}.mp4"));
-    render_job(
-        &spec,
-        &input,
-        &out,
-        &video,
-        min_side,
-        &mut worker,
-        &mut |_, _| {},
-    )?;
+    let mut on_frame = |_, _| {};
+    if args.dry_run {
+        render_job(
+            &spec,
+            &input,
+            &out,
+            &video,
+            1,
+            &mut Unchanged,
+            &mut on_frame,
+        )?;
+    } else {
+        let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
+        let min_side = worker.min_side();
+        render_job(
+            &spec,
+            &input,
+            &out,
+            &video,
+            min_side,
+            &mut worker,
+            &mut on_frame,
+        )?;
+    }
     println!("{}", video.display());
     Ok(())
 }

@@ -304,15 +304,7 @@ mod tests {
         JobRecord {
             id: id.into(),
             name: "n".into(),
-            spec: JobSpec {
-                input: "input.png".into(),
-                frames: 7,
-                seed: 0,
-                size: None,
-                dream: Default::default(),
-                zoom: Default::default(),
-                video: Default::default(),
-            },
+            spec: JobSpec::new("input.png".into(), 7),
             state,
             priority: 3,
             submitted_ms: 10,
