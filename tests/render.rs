@@ -343,7 +343,7 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         ),
         (
             with(&["--zoom-factor", "0"], fin),
-            "zoom = 0 is out of range",
+            "zoom at frame 0 = 0 is out of range",
         ),
         (
             with(&["--seed", "many"], fin),
