@@ -6,7 +6,7 @@ use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render as render_job};
-use dreamfarm_coordinator::tile_executor::Unchanged;
+use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
 
 use super::job_args::JobArgs;
 
@@ -42,30 +42,23 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let input = load_input(&spec)?;
     let out = OutputDir::open(&dir, &spec)?;
     let video = dir.join(format!("{name}.mp4"));
-    let mut on_frame = |_, _| {};
-    if args.dry_run {
-        render_job(
-            &spec,
-            &input,
-            &out,
-            &video,
-            1,
-            &mut Unchanged,
-            &mut on_frame,
-        )?;
+    // A preview dreams nothing, so it needs no model.
+    let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
+        (Box::new(Unchanged), 1)
     } else {
-        let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
+        let worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
         let min_side = worker.min_side();
-        render_job(
-            &spec,
-            &input,
-            &out,
-            &video,
-            min_side,
-            &mut worker,
-            &mut on_frame,
-        )?;
-    }
+        (Box::new(worker), min_side)
+    };
+    render_job(
+        &spec,
+        &input,
+        &out,
+        &video,
+        min_side,
+        executor.as_mut(),
+        &mut |_, _| {},
+    )?;
     println!("{}", video.display());
     Ok(())
 }
