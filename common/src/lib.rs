@@ -7,6 +7,7 @@ pub mod color;
 pub mod device;
 pub mod job_name;
 pub mod model_catalog;
+pub mod objective;
 pub mod params;
 pub mod resample;
 pub mod schedule;

@@ -66,16 +66,17 @@ fn check<T: PartialOrd + fmt::Display>(
 pub struct LayerTerm {
     /// Layer name, e.g. `mixed3`.
     pub name: String,
-    /// Weight of this layer's term in the objective.
+    /// Weight of this layer's term in the objective; a schedule, so that
+    /// layers can be switched or cross-faded at keyframes.
     #[serde(default = "one")]
-    pub weight: f64,
+    pub weight: Schedule,
     /// Channel indices to maximise; empty means every channel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<u32>,
 }
 
-fn one() -> f64 {
-    1.0
+fn one() -> Schedule {
+    1.0.into()
 }
 
 impl FromStr for LayerTerm {
@@ -94,7 +95,8 @@ impl FromStr for LayerTerm {
         let weight = match parts.next() {
             None | Some("") => 1.0,
             Some(w) => w.parse().map_err(|_| bad())?,
-        };
+        }
+        .into();
         let mut channels = Vec::new();
         if let Some(spec) = parts.next() {
             for item in spec.split('+') {
@@ -171,7 +173,10 @@ impl FromStr for WirePrecision {
 }
 
 /// How each frame is dreamed: model, objective, octaves, gradient steps and
-/// tiling. Sent once per job to every worker.
+/// tiling. The numbers a user may want to change over a render (layer
+/// weights, steps, step size, jitter, guide strength) are [`Schedule`]s;
+/// [`FrameObjective::at`](crate::objective::FrameObjective::at) evaluates
+/// them for one frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DreamSettings {
@@ -187,12 +192,30 @@ pub struct DreamSettings {
     pub octaves: u32,
     /// Size ratio between neighbouring octaves.
     pub octave_scale: f64,
-    /// Gradient steps per octave.
-    pub iterations: u32,
+    /// Every `layer_every` frames one layer of `layers` is picked at random
+    /// (drawn from the job's seed) and only it is dreamed, as the seed
+    /// program did; 0: every layer on every frame.
+    pub layer_every: u32,
+    /// Frames over which one pick cross-fades into the next (0: a hard
+    /// switch); less than `layer_every`.
+    pub layer_fade: u32,
+    /// A guide image: the dream moves each position's features toward the
+    /// guide's best-matching feature at the same layers (the original
+    /// DeepDream notebook's guided dream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guide: Option<PathBuf>,
+    /// How much of the objective is the guide's: 0 none, 1 all.
+    pub guide_strength: Schedule,
+    /// Gradient steps per octave (rounded to a whole number).
+    pub iterations: Schedule,
     /// Step length in `0..=1` pixel units for a unit-std gradient.
-    pub step_size: f64,
-    /// Largest random shift, in pixels, before each step.
-    pub jitter: u32,
+    pub step_size: Schedule,
+    /// Largest random shift, in pixels, before each step (rounded).
+    pub jitter: Schedule,
+    /// Dream every `cadence`-th frame only; the frames between follow the
+    /// camera from the last dreamed frame and cross-fade into the next
+    /// (Deforum's cadence). 1: dream every frame.
+    pub cadence: u32,
     /// Blur the gradient with three Gaussians whose width grows over the
     /// steps (the seed program's smoothing).
     pub smoothing: bool,
@@ -221,11 +244,16 @@ impl Default for DreamSettings {
             weights: None,
             layers: Vec::new(),
             objective: Reduction::MeanSquare,
+            layer_every: 0,
+            layer_fade: 0,
+            guide: None,
+            guide_strength: 1.0.into(),
             octaves: 4,
             octave_scale: 1.4,
-            iterations: 10,
-            step_size: 0.01,
-            jitter: 32,
+            iterations: 10.0.into(),
+            step_size: 0.01.into(),
+            jitter: 32.0.into(),
+            cadence: 1,
             smoothing: false,
             tile_size: 1024,
             tile_margin: 64,
@@ -261,28 +289,47 @@ impl DreamSettings {
             .into_iter()
             .map(|name| LayerTerm {
                 name,
-                weight: 1.0,
+                weight: 1.0.into(),
                 channels: Vec::new(),
             })
             .collect())
     }
 
-    /// Checks every value; layer names are checked here for built-in models
-    /// (a TorchScript model's are known once it is loaded).
-    pub fn validate(&self) -> Result<(), ParamError> {
+    /// Checks every value of a job of `frames` frames (schedules on every
+    /// frame); layer names are checked here for built-in models (a
+    /// TorchScript model's are known once it is loaded).
+    pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
         let spec = self.model_spec()?;
         for term in self.layer_terms()? {
             if let ModelSpec::Builtin(m) = &spec {
                 m.layer_index(&term.name)?;
             }
             // NaN compares false, so it fails here too.
-            check(
-                "layer weight",
-                format!("{}:{}", term.name, term.weight),
-                term.weight.abs() <= 1000.0,
+            term.weight.check_range(
+                &format!("layer weight of {}", term.name),
+                frames,
+                |w| w.abs() <= 1000.0,
                 "a finite number from -1000 to 1000",
             )?;
         }
+        check(
+            "layer-every",
+            self.layer_every,
+            self.layer_every <= 1_000_000,
+            "0 (off) to 1000000 frames",
+        )?;
+        check(
+            "layer-fade",
+            self.layer_fade,
+            self.layer_fade == 0 || self.layer_fade < self.layer_every,
+            "fewer frames than layer-every (and layer-every set)",
+        )?;
+        self.guide_strength.check_range(
+            "guide strength",
+            frames,
+            |v| (0.0..=1.0).contains(&v),
+            "0 to 1",
+        )?;
         check(
             "octaves",
             self.octaves,
@@ -295,19 +342,26 @@ impl DreamSettings {
             (1.0..=4.0).contains(&self.octave_scale),
             "1.0 to 4.0",
         )?;
-        check(
+        self.iterations.check_range(
             "iterations",
-            self.iterations,
-            (1..=10_000).contains(&self.iterations),
+            frames,
+            |v| (0.5..10_000.5).contains(&v),
             "1 to 10000",
         )?;
-        check(
+        self.step_size.check_range(
             "step-size",
-            self.step_size,
-            self.step_size > 0.0 && self.step_size <= 1.0,
+            frames,
+            |v| v > 0.0 && v <= 1.0,
             "above 0, at most 1",
         )?;
-        check("jitter", self.jitter, self.jitter <= 512, "0 to 512")?;
+        self.jitter
+            .check_range("jitter", frames, |v| (0.0..512.5).contains(&v), "0 to 512")?;
+        check(
+            "cadence",
+            self.cadence,
+            (1..=64).contains(&self.cadence),
+            "1 to 64",
+        )?;
         check(
             "tile-size",
             self.tile_size,
@@ -430,6 +484,10 @@ pub struct ColorSettings {
         deserialize_with = "coherence_from_text"
     )]
     pub coherence: Option<ColorSpace>,
+    /// The image whose colours every frame is matched to (default: frame
+    /// 0 as written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PathBuf>,
     /// How far each frame moves toward the reference: 0 not at all, 1 all
     /// the way.
     pub strength: Schedule,
@@ -446,6 +504,7 @@ impl Default for ColorSettings {
     fn default() -> Self {
         Self {
             coherence: None,
+            reference: None,
             strength: 1.0.into(),
             contrast: 1.0.into(),
             sharpen: 0.0.into(),
@@ -491,6 +550,14 @@ impl ColorSettings {
 
     /// Checks every frame's values of a job of `frames` frames.
     pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
+        check(
+            "color-reference",
+            self.reference
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            self.reference.is_none() || self.coherence.is_some(),
+            "only with a colour coherence: add --color-coherence lab (or hsv, rgb)",
+        )?;
         self.strength.check_range(
             "color strength",
             frames,
@@ -592,7 +659,7 @@ impl JobSpec {
             let ok = (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h);
             check("size", format!("{w}x{h}"), ok, "each side 1 to 16384")?;
         }
-        self.dream.validate()?;
+        self.dream.validate(self.frames)?;
         self.zoom.validate(self.frames)?;
         self.color.validate(self.frames)?;
         self.video.validate()
@@ -610,11 +677,14 @@ mod tests {
             t,
             LayerTerm {
                 name: "mixed4".into(),
-                weight: 1.5,
+                weight: 1.5.into(),
                 channels: vec![0, 1, 2, 3, 10]
             }
         );
-        assert_eq!("mixed3".parse::<LayerTerm>().expect("valid").weight, 1.0);
+        assert_eq!(
+            "mixed3".parse::<LayerTerm>().expect("valid").weight,
+            1.0.into()
+        );
         assert_eq!(
             "mixed3::7".parse::<LayerTerm>().expect("valid").channels,
             [7]
@@ -634,7 +704,7 @@ mod tests {
     #[test]
     fn defaults_validate_and_use_the_models_default_layers() {
         let d = DreamSettings::default();
-        d.validate().expect("defaults are valid");
+        d.validate(1).expect("defaults are valid");
         let names: Vec<String> = d
             .layer_terms()
             .expect("terms")
@@ -651,7 +721,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            d.validate()
+            d.validate(1)
                 .unwrap_err()
                 .to_string()
                 .starts_with("octaves = 0 is out of range")
@@ -661,7 +731,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            d.validate()
+            d.validate(1)
                 .unwrap_err()
                 .to_string()
                 .contains("has no layer \"mixed9\"")
@@ -671,8 +741,8 @@ mod tests {
                 layers: vec![bad.parse().expect("parses")],
                 ..Default::default()
             };
-            let e = d.validate().expect_err(bad).to_string();
-            assert!(e.starts_with("layer weight = mixed3:"), "{bad}: {e}");
+            let e = d.validate(1).expect_err(bad).to_string();
+            assert!(e.contains("layer weight of mixed3"), "{bad}: {e}");
         }
         let z = ZoomSettings {
             zoom: 0.0.into(),

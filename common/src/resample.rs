@@ -284,6 +284,24 @@ impl Warp {
     pub fn is_identity(&self) -> bool {
         self.zoom == 1.0 && self.rotate_deg == 0.0 && self.pan == (0.0, 0.0)
     }
+
+    /// The move that undoes this one, `s = center + R⁻¹ (o - center) / zoom
+    /// − R⁻¹ pan / zoom`: zoom `1/zoom`, the opposite turn, the same centre
+    /// and the pan turned back and scaled. Cadence uses it to carry
+    /// a dreamed frame back to the frames before it.
+    pub fn inverse(&self) -> Self {
+        let (sin, cos) = self.rotate_deg.to_radians().sin_cos();
+        let (px, py) = self.pan;
+        Self {
+            zoom: 1.0 / self.zoom,
+            rotate_deg: -self.rotate_deg,
+            pan: (
+                -(cos * px - sin * py) / self.zoom,
+                -(sin * px + cos * py) / self.zoom,
+            ),
+            center: self.center,
+        }
+    }
 }
 
 /// Edge-extension margins of [`warp`]'s padded source: enough that the four
@@ -745,5 +763,34 @@ mod tests {
         };
         assert_eq!(warp(&empty, &spin), empty);
         assert!(empty.to_rgb8().is_empty());
+    }
+
+    #[test]
+    fn a_warp_then_its_inverse_gives_the_image_back_inside() {
+        let img = image(96, 80, |c, x, y| {
+            0.5 + 0.4 * ((x * 0.11 + c as f64).sin() * (y * 0.07).cos()) as f32
+        });
+        let m = Warp {
+            zoom: 1.07,
+            rotate_deg: 3.0,
+            pan: (2.5, -1.5),
+            center: (40.0, 44.0),
+        };
+        let back = warp(&warp(&img, &m), &m.inverse());
+        let mut worst = 0.0f32;
+        for c in 0..3 {
+            for y in 20..60 {
+                for x in 20..76 {
+                    let i = c * 96 * 80 + y * 96 + x;
+                    worst = worst.max((back.data[i] - img.data[i]).abs());
+                }
+            }
+        }
+        assert!(worst < 0.02, "worst {worst}");
+        let turned = Warp {
+            pan: (0.0, 0.0),
+            ..m
+        };
+        assert!(warp(&img, &turned).data != warp(&img, &turned.inverse()).data);
     }
 }

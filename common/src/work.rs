@@ -1,6 +1,9 @@
 //! The unit of work a worker computes: gradient steps on one tile of one
 //! octave of one frame, and what it returns.
 
+use std::sync::Arc;
+
+use crate::objective::FrameObjective;
 use crate::resample::Planar;
 use crate::tiling::Rect;
 
@@ -13,6 +16,8 @@ pub struct TileWork {
     pub octave: u32,
     /// Tile index in the octave's grid.
     pub tile: u32,
+    /// What the frame's dream maximises (shared by its tiles).
+    pub objective: Arc<FrameObjective>,
     /// Index of this lease's first step within the octave's steps.
     pub first_iteration: u32,
     /// Steps to run in this lease.

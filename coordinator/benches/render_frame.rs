@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::tiling::TileGrid;
-use dreamfarm_coordinator::frame_loop::{geometry, octave_sizes};
+use dreamfarm_coordinator::frame_loop::{FramePlan, geometry, octave_sizes};
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render};
@@ -36,19 +37,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// with how many steps each runs.
 fn window_shapes(
     spec: &JobSpec,
+    plan: &FramePlan,
     width: usize,
     height: usize,
     min_side: usize,
 ) -> BTreeMap<(i64, i64), u32> {
     let mut shapes = BTreeMap::new();
-    let jitter = 2 * spec.dream.jitter as usize;
+    let jitter = 2 * plan.jitter as usize;
     for (w, h) in octave_sizes(width, height, &spec.dream, min_side) {
-        for tile in TileGrid::new(w, h, geometry(&spec.dream)).tiles() {
+        for tile in TileGrid::new(w, h, geometry(&spec.dream, plan.jitter)).tiles() {
             let shape = (
                 (tile.input.height - jitter) as i64,
                 (tile.input.width - jitter) as i64,
             );
-            *shapes.entry(shape).or_insert(0) += spec.dream.iterations;
+            *shapes.entry(shape).or_insert(0) += plan.objective.iterations;
         }
     }
     shapes
@@ -56,17 +58,21 @@ fn window_shapes(
 
 /// Seconds of the bare passes a frame needs: each window shape's forward
 /// and backward timed alone (median of three after a warm-up).
-fn bare_passes(worker: &LocalWorker, shapes: &BTreeMap<(i64, i64), u32>) -> anyhow::Result<f64> {
+fn bare_passes(
+    worker: &mut LocalWorker,
+    objective: &FrameObjective,
+    shapes: &BTreeMap<(i64, i64), u32>,
+) -> anyhow::Result<f64> {
     let dreamer = worker.dreamer();
     let device = dreamer.model().device();
     let mut total = 0.0;
     for (&(h, w), &count) in shapes {
         let x = Tensor::rand([1, 3, h, w], (Kind::Float, device));
-        let _warm_up = dreamer.gradient(&x)?;
+        let _warm_up = dreamer.gradient(&x, objective)?;
         let times = (0..3)
             .map(|_| {
                 let t = Instant::now();
-                let g = dreamer.gradient(&x)?;
+                let g = dreamer.gradient(&x, objective)?;
                 // Wait for the device (a no-op on CPU).
                 let _ = g.sum(Kind::Float).double_value(&[]);
                 Ok(t.elapsed().as_secs_f64())
@@ -147,9 +153,11 @@ fn main() -> anyhow::Result<()> {
             &mut |_, _| {},
         )?;
         let frame = median(steady(report.frame_seconds));
+        let plan = FramePlan::new(&spec, 0, &None)?;
         let bare = bare_passes(
-            &worker,
-            &window_shapes(&spec, w as usize, h as usize, min_side),
+            &mut worker,
+            &plan.objective,
+            &window_shapes(&spec, &plan, w as usize, h as usize, min_side),
         )?;
         let (python, ratio) = if with_python {
             let p = python_frame(&repo, &spec, size, frames)?;

@@ -3,7 +3,10 @@
 //! cross-fade, with the detail the dream added carried from one octave to
 //! the next (as in the original DeepDream notebook).
 
-use dreamfarm_common::params::DreamSettings;
+use std::sync::Arc;
+
+use dreamfarm_common::objective::{FrameObjective, jitter_at};
+use dreamfarm_common::params::{DreamSettings, JobSpec, ParamError};
 use dreamfarm_common::resample::{Planar, resize};
 use dreamfarm_common::tiling::{Rect, TileGeometry, TileGrid, extract};
 use dreamfarm_common::work::TileWork;
@@ -32,50 +35,86 @@ pub fn octave_sizes(
         .collect()
 }
 
-/// The tile geometry of a job.
-pub fn geometry(settings: &DreamSettings) -> TileGeometry {
+/// The tile geometry of a job on a frame whose jitter is `jitter`.
+pub fn geometry(settings: &DreamSettings, jitter: u32) -> TileGeometry {
     TileGeometry {
         tile_size: settings.tile_size as usize,
         margin: settings.tile_margin as usize,
         band: settings.blend_band as usize,
-        jitter: settings.jitter as usize,
+        jitter: jitter as usize,
     }
 }
 
-/// Dreams `input` (frame number `frame`) and returns the dreamed frame.
+/// One frame to dream: its number, its objective and its jitter (the
+/// job's schedules evaluated there).
+#[derive(Debug, Clone)]
+pub struct FramePlan {
+    /// Frame number.
+    pub frame: u64,
+    /// What its dream maximises, shared by all its tiles.
+    pub objective: Arc<FrameObjective>,
+    /// Largest window shift.
+    pub jitter: u32,
+}
+
+impl FramePlan {
+    /// Frame `frame` of `spec`, whose guide image is `guide`.
+    pub fn new(
+        spec: &JobSpec,
+        frame: u64,
+        guide: &Option<Arc<Planar>>,
+    ) -> Result<Self, ParamError> {
+        let objective =
+            FrameObjective::at(&spec.dream, frame, spec.frames, spec.seed, guide.clone())?;
+        Ok(Self {
+            frame,
+            objective: Arc::new(objective),
+            jitter: jitter_at(&spec.dream, frame, spec.frames),
+        })
+    }
+}
+
+/// Dreams `input` as `plan` says and returns the dreamed frame.
 pub fn dream_frame(
     settings: &DreamSettings,
     min_side: usize,
-    frame: u64,
+    plan: &FramePlan,
     input: &Planar,
     executor: &mut dyn TileExecutor,
 ) -> Result<Planar, TileError> {
+    let frame = plan.frame;
+    if plan.objective.layers.is_empty() {
+        // Every layer weighted 0 on this frame: nothing to dream.
+        return Ok(input.clone());
+    }
     let sizes = octave_sizes(input.width, input.height, settings, min_side);
     let (w0, h0) = sizes[0];
     let mut detail = Planar::zeros(w0, h0);
     // Each octave starts from the input at its size plus the detail so far.
     let mut image = Planar::zeros(0, 0);
+    let steps = plan.objective.iterations;
     let per_lease = match settings.iterations_per_lease {
-        0 => settings.iterations,
-        k => k.min(settings.iterations),
+        0 => steps,
+        k => k.min(steps),
     };
     for (octave, &(w, h)) in sizes.iter().enumerate() {
         let _span = tracing::debug_span!("octave", octave, w, h).entered();
         let mut base = resize(input, w, h);
         image = resize(&detail, w, h);
         add_into(&mut image, &base);
-        let grid = TileGrid::new(w, h, geometry(settings));
-        for first in (0..settings.iterations).step_by(per_lease as usize) {
-            let iterations = per_lease.min(settings.iterations - first);
+        let grid = TileGrid::new(w, h, geometry(settings, plan.jitter));
+        for first in (0..steps).step_by(per_lease as usize) {
+            let iterations = per_lease.min(steps - first);
             let work = grid
                 .tiles()
                 .map(|t| TileWork {
                     frame,
                     octave: octave as u32,
                     tile: t.index as u32,
+                    objective: plan.objective.clone(),
                     first_iteration: first,
                     iterations,
-                    jitter: settings.jitter,
+                    jitter: plan.jitter,
                     pixels: extract(&image, t.input),
                     output: Rect {
                         x: t.output.x - t.input.x,
@@ -163,12 +202,17 @@ mod tests {
     fn a_non_finite_dream_fails_the_frame_instead_of_writing_black() {
         let s = DreamSettings {
             octaves: 1,
-            iterations: 1,
+            iterations: 1.0.into(),
             ..Default::default()
         };
+        let plan = |frame| FramePlan {
+            frame,
+            objective: Arc::new(FrameObjective::at(&s, frame, 4, 0, None).expect("objective")),
+            jitter: 32,
+        };
         let input = Planar::zeros(96, 96);
-        assert!(dream_frame(&s, 75, 0, &input, &mut Constant(0.01)).is_ok());
-        let e = dream_frame(&s, 75, 3, &input, &mut Constant(f32::NAN))
+        assert!(dream_frame(&s, 75, &plan(0), &input, &mut Constant(0.01)).is_ok());
+        let e = dream_frame(&s, 75, &plan(3), &input, &mut Constant(f32::NAN))
             .expect_err("a NaN dream is refused")
             .to_string();
         assert!(

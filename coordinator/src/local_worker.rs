@@ -30,7 +30,8 @@ impl LocalWorker {
     ) -> Result<Self, DreamError> {
         let min_side = settings.model_spec()?.min_side();
         let dreamer = Dreamer::load(
-            settings,
+            &settings.model,
+            settings.weights.as_deref(),
             seed,
             torch_device(device)?,
             &WeightStore::new(WeightStore::default_dir()),
@@ -48,8 +49,8 @@ impl LocalWorker {
     }
 
     /// The dreamer behind it.
-    pub fn dreamer(&self) -> &Dreamer {
-        &self.dreamer
+    pub fn dreamer(&mut self) -> &mut Dreamer {
+        &mut self.dreamer
     }
 }
 

@@ -4,13 +4,15 @@
 //! complete frame, and assembled into a video.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use dreamfarm_common::color::{ColorReference, contrast, match_colors, unsharp_mask};
-use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE};
+use dreamfarm_common::objective::GUIDE_SIDE;
+use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
 use dreamfarm_common::resample::{Planar, Warp, resize, warp};
 
-use crate::frame_loop::dream_frame;
+use crate::frame_loop::{FramePlan, dream_frame};
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
 use crate::tile_executor::{TileError, TileExecutor};
@@ -30,6 +32,9 @@ pub enum RenderError {
     /// The output folder.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A setting (checked before the render, so only a bug gets here).
+    #[error(transparent)]
+    Settings(#[from] ParamError),
     /// A tile failed.
     #[error(transparent)]
     Tile(#[from] TileError),
@@ -38,46 +43,81 @@ pub enum RenderError {
     Video(#[from] VideoError),
 }
 
-/// Reads the job's input image, checking its size before decoding it, and
-/// resizes it to the job's size if one is set. Cheap enough to run before
-/// the model loads, so that a bad path fails at once.
-pub fn load_input(spec: &JobSpec) -> Result<Planar, RenderError> {
-    let path = &spec.input;
+/// Reads an image file (the input, a guide, a colour reference), checking
+/// its size before decoding it; `what` names it in errors.
+fn read_image(path: &Path, what: &str) -> Result<Planar, RenderError> {
     let bad = |reason: String| RenderError::Input {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     let reader = image::ImageReader::open(path)
         .map_err(|e| {
             bad(format!(
-                "cannot open it ({e}); check the path of the input image"
+                "cannot open it ({e}); check the path of the {what}"
             ))
         })?
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     let (w, h) = reader.into_dimensions().map_err(|e| {
         bad(format!(
-            "not a readable image ({e}); give a PNG or JPEG file"
+            "not a readable image ({e}); give a PNG or JPEG file as the {what}"
         ))
     })?;
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(bad(format!(
-            "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; pass --size WxH to scale it down"
+            "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; scale it down"
         )));
     }
     let rgb = image::open(path)
         .map_err(|e| {
             bad(format!(
-                "not a readable image ({e}); give a PNG or JPEG file"
+                "not a readable image ({e}); give a PNG or JPEG file as the {what}"
             ))
         })?
         .to_rgb8();
-    let image = Planar::from_rgb8(w as usize, h as usize, rgb.as_raw());
+    Ok(Planar::from_rgb8(w as usize, h as usize, rgb.as_raw()))
+}
+
+/// Reads the job's input image, checking its size before decoding it, and
+/// resizes it to the job's size if one is set. Cheap enough to run before
+/// the model loads, so that a bad path fails at once.
+pub fn load_input(spec: &JobSpec) -> Result<Planar, RenderError> {
+    let image = read_image(&spec.input, "input image")?;
     Ok(match spec.size {
-        Some([tw, th]) if (tw, th) != (w, h) => resize(&image, tw as usize, th as usize),
+        Some([tw, th]) if (tw as usize, th as usize) != (image.width, image.height) => {
+            resize(&image, tw as usize, th as usize)
+        }
         _ => image,
     })
 }
+
+/// `image` shrunk to fit `side` pixels on its longer side (never
+/// enlarged).
+fn fit(image: Planar, side: usize) -> Planar {
+    let long = image.width.max(image.height);
+    if long <= side {
+        return image;
+    }
+    let scale = side as f64 / long as f64;
+    let size = |n: usize| ((n as f64 * scale).round() as usize).max(1);
+    resize(&image, size(image.width), size(image.height))
+}
+
+/// The job's guide image, if it has one: fitted into [`GUIDE_SIDE`] pixels
+/// and rounded to 8 bits, so that it is the same exact pixels on one
+/// machine and on every cluster worker.
+pub fn load_guide(spec: &JobSpec) -> Result<Option<Arc<Planar>>, RenderError> {
+    let Some(path) = &spec.dream.guide else {
+        return Ok(None);
+    };
+    let guide = fit(read_image(path, "guide image")?, GUIDE_SIDE);
+    let exact = Planar::from_rgb8(guide.width, guide.height, &guide.to_rgb8());
+    Ok(Some(Arc::new(exact)))
+}
+
+/// Longest side a colour-reference image is read at: its quantiles do not
+/// need more, and a 16K reference would cost seconds per frame.
+const REFERENCE_SIDE: usize = 1024;
 
 /// Refuses an input the model cannot see: smaller than `min_side` pixels on
 /// a side.
@@ -110,7 +150,8 @@ pub fn camera(spec: &JobSpec, frame: u64, width: usize, height: usize) -> Warp {
 #[derive(Debug, Clone, Default)]
 pub struct RenderReport {
     /// Wall-clock seconds of each frame this run rendered (dream, feedback
-    /// and PNG), in order; empty when every frame was already there.
+    /// and PNG), in order; empty when every frame was already there. With
+    /// a cadence, a dreamed frame's time is shared by the frames it makes.
     pub frame_seconds: Vec<f64>,
 }
 
@@ -118,6 +159,13 @@ pub struct RenderReport {
 /// the video `video`. `input` comes from [`load_input`]; `min_side` is the
 /// model's smallest usable side. `on_frame(n, seconds)` hears of each frame
 /// once it is on disk.
+///
+/// With a cadence of k, frames that are multiples of k are dreamed; each
+/// frame between two of them is the earlier one carried forward by the
+/// camera, cross-faded into the later one carried back (frames after the
+/// last dreamed one follow the camera alone). A resumed render starts
+/// again from the last dreamed frame on disk, so it continues from the
+/// same pixels as an uninterrupted one.
 pub fn render(
     spec: &JobSpec,
     input: &Planar,
@@ -130,18 +178,28 @@ pub fn render(
     check_min_side(spec, input, min_side)?;
     let (w, h) = (input.width, input.height);
     let total = u64::from(spec.frames);
+    let cadence = u64::from(spec.dream.cadence.max(1));
     let done = out.frames_done().min(total);
     if done > 0 {
         tracing::info!(done, total, dir = %out.dir().display(), "resuming after the last complete frame");
     }
-    let mut previous = match done {
-        0 => None,
-        n => Some(read_frame(&out.frame_path(n - 1), w, h)?),
+    let guide = load_guide(spec)?;
+    // The last dreamed frame on disk, which the frames after it follow.
+    let (mut next, mut previous) = match done {
+        0 => (0, None),
+        d => {
+            let key = (d - 1) / cadence * cadence;
+            (key + 1, Some(read_frame(&out.frame_path(key), w, h)?))
+        }
     };
-    // Frame 0 as written is the colour reference, so a resumed render
-    // matches to the same one.
-    let mut reference = match (spec.color.coherence, done) {
-        (Some(space), 1..) => Some(ColorReference::new(
+    // Frame 0 as written is the colour reference unless the job names
+    // one, so a resumed render matches to the same one.
+    let mut reference = match (spec.color.coherence, &spec.color.reference, done) {
+        (Some(space), Some(path), _) => Some(ColorReference::new(
+            &fit(read_image(path, "colour reference")?, REFERENCE_SIDE),
+            space,
+        )),
+        (Some(space), None, 1..) => Some(ColorReference::new(
             &read_frame(&out.frame_path(0), w, h)?,
             space,
         )),
@@ -149,35 +207,93 @@ pub fn render(
     };
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
-    for n in done..total {
+    let mut dream = |n: u64, image: &Planar| -> Result<Planar, RenderError> {
         let _span = tracing::info_span!("frame", n).entered();
+        Ok(dream_frame(
+            &spec.dream,
+            min_side,
+            &FramePlan::new(spec, n, &guide)?,
+            image,
+            executor,
+        )?)
+    };
+    while next < total {
         let started = Instant::now();
-        let frame_input = match &previous {
-            None => input.clone(),
+        let frames = match &previous {
+            None => vec![dream(0, input)?],
             Some(prev) => {
-                let mut moved = warp(prev, &camera(spec, n, w, h));
-                keep_colors(&spec.color, n, spec.frames, reference.as_ref(), &mut moved);
-                moved
+                let key = next.div_ceil(cadence) * cadence;
+                // The camera path from the last dreamed frame.
+                let mut carried = Vec::new();
+                let mut moved = prev.clone();
+                for m in next..=key.min(total - 1) {
+                    moved = warp(&moved, &camera(spec, m, w, h));
+                    carried.push(moved.clone());
+                }
+                if key < total {
+                    let mut key_input = carried.pop().unwrap_or(moved);
+                    keep_colors(
+                        &spec.color,
+                        key,
+                        spec.frames,
+                        reference.as_ref(),
+                        &mut key_input,
+                    );
+                    let dreamed = dream(key, &key_input)?;
+                    cross_fade(spec, &mut carried, &dreamed, key, w, h);
+                    carried.push(dreamed);
+                }
+                carried
             }
         };
-        let dreamed = dream_frame(&spec.dream, min_side, n, &frame_input, executor)?;
-        // What is fed back is exactly what is on disk, so a resumed render
-        // continues from the same pixels as an uninterrupted one.
-        let rgb = dreamed.to_rgb8();
-        out.write_frame(n, w as u32, h as u32, rgb.clone())?;
-        let written = Planar::from_rgb8(w, h, &rgb);
-        if let (Some(space), 0) = (spec.color.coherence, n) {
-            reference = Some(ColorReference::new(&written, space));
+        let seconds = started.elapsed().as_secs_f64() / frames.len() as f64;
+        for image in frames {
+            let n = next;
+            next += 1;
+            // What is fed back is exactly what is on disk, so a resumed
+            // render continues from the same pixels as an uninterrupted one.
+            let rgb = image.to_rgb8();
+            if n >= done {
+                out.write_frame(n, w as u32, h as u32, rgb.clone())?;
+                progress.frame_done(n, seconds);
+                on_frame(n, seconds);
+                report.frame_seconds.push(seconds);
+            }
+            if n % cadence == 0 {
+                let written = Planar::from_rgb8(w, h, &rgb);
+                if let (Some(space), 0) = (spec.color.coherence, n) {
+                    reference.get_or_insert_with(|| ColorReference::new(&written, space));
+                }
+                previous = Some(written);
+            }
         }
-        previous = Some(written);
-        let seconds = started.elapsed().as_secs_f64();
-        progress.frame_done(n, seconds);
-        on_frame(n, seconds);
-        report.frame_seconds.push(seconds);
     }
     progress.finish();
     assemble(&out.frame_pattern(), video, &spec.video)?;
     Ok(report)
+}
+
+/// Cross-fades the frames `carried` (the last dreamed frame carried forward
+/// to the frames just before `key`) into `dreamed` (frame `key`) carried
+/// back to each of them: frame `key - i` gets weight `1 - i/k` of it.
+fn cross_fade(
+    spec: &JobSpec,
+    carried: &mut [Planar],
+    dreamed: &Planar,
+    key: u64,
+    w: usize,
+    h: usize,
+) {
+    let k = u64::from(spec.dream.cadence) as f32;
+    let mut back = dreamed.clone();
+    for (i, frame) in carried.iter_mut().rev().enumerate() {
+        let m = key - 1 - i as u64;
+        back = warp(&back, &camera(spec, m + 1, w, h).inverse());
+        let t = 1.0 - (i as f32 + 1.0) / k;
+        for (a, &b) in frame.data.iter_mut().zip(&back.data) {
+            *a += (b - *a) * t;
+        }
+    }
 }
 
 /// Frame `n`'s input after the camera move: its colours pulled toward the

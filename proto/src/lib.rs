@@ -3,6 +3,7 @@
 //!
 //! - [`pb`]: the messages and services generated from `dreamfarm.proto`.
 //! - [`pixels`]: planar RGB on the wire (f32 or f16), with exact sizes.
+//! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`auth`]: the shared-token check on every call.
 //! - [`connect`]: a channel to the coordinator, plain or TLS.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod chunks;
 pub mod connect;
+pub mod objective;
 pub mod pixels;
 pub mod signal;
 pub mod tls;
@@ -25,7 +27,8 @@ pub mod pb {
 
 /// Bumped whenever the messages change meaning; a worker whose `Hello`
 /// names another version is refused with a clear status.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 split the model (per job) from the objective (per frame).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest piece of a payload in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;

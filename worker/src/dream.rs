@@ -2,7 +2,10 @@
 //! layers' activations grow, with a jittered window and per-tile gradient
 //! normalisation. All per-pixel work runs on the model's device.
 
-use dreamfarm_common::params::{DreamSettings, ParamError, Reduction};
+use std::path::Path;
+
+use dreamfarm_common::objective::FrameObjective;
+use dreamfarm_common::params::{ParamError, Reduction};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::seed;
 use dreamfarm_common::work::TileWork;
@@ -17,18 +20,30 @@ struct Term {
     weight: f64,
     /// Channel indices on the model's device, or `None` for all channels.
     channels: Option<Tensor>,
+    /// The largest channel index asked for.
+    max_channel: Option<u32>,
+    /// The guide's features at this layer and channels, `[C, M]`.
+    guide: Option<Tensor>,
 }
 
-/// A loaded model and the job's dream settings: computes tiles.
-pub struct Dreamer {
-    model: Model,
+/// A frame's objective resolved against the model: layer indices, channel
+/// tensors and the guide's features, computed once and reused by every
+/// tile of the frame (and by later frames whose objective is the same).
+struct Resolved {
+    /// What it was resolved from.
+    source: FrameObjective,
     terms: Vec<Term>,
     layers: Vec<usize>,
-    reduction: Reduction,
-    step_size: f64,
-    smoothing: bool,
-    total_iterations: u32,
+}
+
+/// A loaded model and the job's seed: dreams tiles with whatever objective
+/// each one carries. The model is per job; the objective is per frame, so
+/// schedules never reload the model.
+pub struct Dreamer {
+    model: Model,
     seed: u64,
+    /// The last objective resolved.
+    resolved: Option<Resolved>,
 }
 
 /// Why a tile could not be dreamed.
@@ -59,74 +74,29 @@ pub enum DreamError {
 }
 
 impl Dreamer {
-    /// Loads the settings' model (weights from `store`, fetched if
-    /// missing) on `device` and resolves its layers.
+    /// Loads the model `model` (a built-in name or a TorchScript path;
+    /// weights from `weights` or `store`, fetched if missing) on `device`.
     pub fn load(
-        settings: &DreamSettings,
+        model: &str,
+        weights: Option<&Path>,
         job_seed: u64,
         device: Device,
         store: &WeightStore,
     ) -> Result<Self, DreamError> {
-        let spec = settings.model_spec()?;
-        let weights = store.resolve(&spec, settings.weights.as_deref())?;
+        let spec = model.parse().map_err(ParamError::from)?;
+        let weights = store.resolve(&spec, weights)?;
         let model = Model::load(&spec, &weights, device)?;
         tracing::info!(model = model.name(), ?device, "model loaded");
-        Self::new(model, settings, job_seed)
+        Ok(Self::new(model, job_seed))
     }
 
-    /// Resolves the settings' layers against `model`.
-    pub fn new(model: Model, settings: &DreamSettings, job_seed: u64) -> Result<Self, DreamError> {
-        let terms = settings
-            .layer_terms()
-            .map_err(|e| DreamError::BadWork(e.to_string()))?
-            .into_iter()
-            .map(|t| {
-                let layer = model.layer_index(&t.name)?;
-                let channels = (!t.channels.is_empty()).then(|| {
-                    let idx: Vec<i64> = t.channels.iter().map(|&c| i64::from(c)).collect();
-                    Tensor::from_slice(&idx).to_device(model.device())
-                });
-                Ok(Term {
-                    layer,
-                    weight: t.weight,
-                    channels,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let layers = terms.iter().map(|t| t.layer).collect();
-        let dreamer = Self {
+    /// A dreamer on `model` for the job seeded with `job_seed`.
+    pub fn new(model: Model, job_seed: u64) -> Self {
+        Self {
             model,
-            terms,
-            layers,
-            reduction: settings.objective,
-            step_size: settings.step_size,
-            smoothing: settings.smoothing,
-            total_iterations: settings.iterations,
             seed: job_seed,
-        };
-        dreamer.check_channels()?;
-        Ok(dreamer)
-    }
-
-    /// Runs the model once on a small image to check channel subsets.
-    fn check_channels(&self) -> Result<(), DreamError> {
-        let side = 128;
-        let probe = Tensor::full([1, 3, side, side], 0.5, (Kind::Float, self.model.device()));
-        let acts = tch::no_grad(|| self.model.activations(&probe, &self.layers))?;
-        for (term, act) in self.terms.iter().zip(&acts) {
-            if let Some(ch) = &term.channels {
-                let asked = ch.max().int64_value(&[]);
-                let available = act.size()[1];
-                if asked >= available {
-                    return Err(DreamError::NoSuchChannel {
-                        layer: self.model.layers()[term.layer].clone(),
-                        asked: asked as u32,
-                        available,
-                    });
-                }
-            }
+            resolved: None,
         }
-        Ok(())
     }
 
     /// The model this dreamer runs.
@@ -134,32 +104,33 @@ impl Dreamer {
         &self.model
     }
 
-    /// The objective on the activations of `self.layers`.
-    fn objective(&self, acts: &[Tensor]) -> Tensor {
-        self.terms
-            .iter()
-            .zip(acts)
-            .map(|(term, a)| {
-                let a = match &term.channels {
-                    Some(ch) => a.index_select(1, ch),
-                    None => a.shallow_clone(),
-                };
-                let r = match self.reduction {
-                    Reduction::MeanSquare => a.square().mean(Kind::Float),
-                    Reduction::Mean => a.mean(Kind::Float),
-                };
-                r * term.weight
-            })
-            .reduce(|a, b| a + b)
-            .expect("settings always yield at least one layer")
-    }
-
-    /// One forward and backward pass: the gradient of the objective with
+    /// One forward and backward pass: the gradient of `objective` with
     /// respect to `image` (`[1, 3, H, W]` in `0..=1`).
-    pub fn gradient(&self, image: &Tensor) -> Result<Tensor, DreamError> {
+    pub fn gradient(
+        &mut self,
+        image: &Tensor,
+        objective: &FrameObjective,
+    ) -> Result<Tensor, DreamError> {
+        let (guide_strength, reduction) = (objective.guide_strength, objective.reduction);
+        let resolved = resolve(&self.model, &mut self.resolved, objective)?;
         let x = image.detach().set_requires_grad(true);
-        let acts = self.model.activations(&x, &self.layers)?;
-        let loss = self.objective(&acts);
+        let acts = self.model.activations(&x, &resolved.layers)?;
+        let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
+        for (term, act) in resolved.terms.iter().zip(&acts) {
+            check_channels(&self.model, term, act)?;
+            let a = select(act, term);
+            let plain = match reduction {
+                Reduction::MeanSquare => a.square().mean(Kind::Float),
+                Reduction::Mean => a.mean(Kind::Float),
+            };
+            let value = match &term.guide {
+                Some(g) if guide_strength > 0.0 => {
+                    plain * (1.0 - guide_strength) + guided(&a, g) * guide_strength
+                }
+                _ => plain,
+            };
+            loss += value * term.weight;
+        }
         Ok(Tensor::run_backward(&[loss], &[&x], false, false).remove(0))
     }
 
@@ -168,8 +139,9 @@ impl Dreamer {
     /// an offset drawn from `derive(seed, [f, o, i])`: the tile index is left
     /// out on purpose, so that overlapping tiles see the same shift and agree
     /// where they are cross-faded.
-    pub fn dream_tile(&self, work: &TileWork) -> Result<Planar, DreamError> {
+    pub fn dream_tile(&mut self, work: &TileWork) -> Result<Planar, DreamError> {
         work.check().map_err(DreamError::BadWork)?;
+        let objective = &*work.objective;
         let device = self.model.device();
         let p = &work.pixels;
         let (h, w) = (p.height as i64, p.width as i64);
@@ -192,13 +164,13 @@ impl Dreamer {
             let dy = seed::symmetric(s, work.jitter);
             let dx = seed::symmetric(s.rotate_left(32), work.jitter);
             let mut window = buf.narrow(2, j + dy, wh).narrow(3, j + dx, ww);
-            let grad = self.gradient(&window)?;
+            let grad = self.gradient(&window, objective)?;
             tch::no_grad(|| {
                 let mut g = &grad / (grad.std(true) + 1e-8);
-                if self.smoothing {
-                    g = smooth(&g, i, self.total_iterations);
+                if objective.smoothing {
+                    g = smooth(&g, i, objective.iterations);
                 }
-                let _ = window.g_add_(&(g * self.step_size)).clamp_(0.0, 1.0);
+                let _ = window.g_add_(&(g * objective.step_size)).clamp_(0.0, 1.0);
             });
         }
         let delta = (region(&buf) - original)
@@ -212,6 +184,128 @@ impl Dreamer {
             data,
         })
     }
+}
+
+/// `objective` resolved against `model`, reusing the last resolution in
+/// `cache` when it is the same, and the guide's features when the guide
+/// and layers are.
+fn resolve<'a>(
+    model: &Model,
+    cache: &'a mut Option<Resolved>,
+    objective: &FrameObjective,
+) -> Result<&'a Resolved, DreamError> {
+    let fresh = match cache.take() {
+        Some(r) if r.source == *objective => r,
+        previous => resolve_new(model, objective, previous)?,
+    };
+    Ok(cache.insert(fresh))
+}
+
+/// Resolves `objective` from scratch, but for the guide's features, which
+/// come from `previous` when it had the same guide and layers.
+fn resolve_new(
+    model: &Model,
+    objective: &FrameObjective,
+    previous: Option<Resolved>,
+) -> Result<Resolved, DreamError> {
+    let device = model.device();
+    let mut terms = objective
+        .layers
+        .iter()
+        .map(|t| {
+            let layer = model.layer_index(&t.name)?;
+            let channels = (!t.channels.is_empty()).then(|| {
+                let idx: Vec<i64> = t.channels.iter().map(|&c| i64::from(c)).collect();
+                Tensor::from_slice(&idx).to_device(device)
+            });
+            Ok(Term {
+                layer,
+                weight: t.weight,
+                channels,
+                max_channel: t.channels.iter().copied().max(),
+                guide: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
+    if let Some(guide) = &objective.guide {
+        let same_guide = previous.filter(|p| {
+            p.source.guide == objective.guide
+                && p.source
+                    .layers
+                    .iter()
+                    .map(|l| (&l.name, &l.channels))
+                    .eq(objective.layers.iter().map(|l| (&l.name, &l.channels)))
+        });
+        match same_guide {
+            Some(p) => {
+                for (t, old) in terms.iter_mut().zip(p.terms) {
+                    t.guide = old.guide;
+                }
+            }
+            None => guide_features(model, guide, &layers, &mut terms)?,
+        }
+    }
+    Ok(Resolved {
+        source: objective.clone(),
+        terms,
+        layers,
+    })
+}
+
+/// Sets each term's guide features: the guide's activations at the term's
+/// layer and channels, `[C, M]`.
+fn guide_features(
+    model: &Model,
+    guide: &Planar,
+    layers: &[usize],
+    terms: &mut [Term],
+) -> Result<(), DreamError> {
+    let (h, w) = (guide.height as i64, guide.width as i64);
+    let image = Tensor::from_slice(&guide.data)
+        .view([1, 3, h, w])
+        .to_device(model.device());
+    let acts = tch::no_grad(|| model.activations(&image, layers))?;
+    for (term, act) in terms.iter_mut().zip(&acts) {
+        check_channels(model, term, act)?;
+        let act = select(act, term);
+        let c = act.size()[1];
+        term.guide = Some(act.reshape([c, -1]).detach());
+    }
+    Ok(())
+}
+
+/// Refuses a channel subset past the layer's channels.
+fn check_channels(model: &Model, term: &Term, act: &Tensor) -> Result<(), DreamError> {
+    let available = act.size()[1];
+    match term.max_channel {
+        Some(asked) if i64::from(asked) >= available => Err(DreamError::NoSuchChannel {
+            layer: model.layers()[term.layer].clone(),
+            asked,
+            available,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The term's channels of `act`.
+fn select(act: &Tensor, term: &Term) -> Tensor {
+    match &term.channels {
+        Some(ch) => act.index_select(1, ch),
+        None => act.shallow_clone(),
+    }
+}
+
+/// The guided objective (the original notebook's): each position's
+/// feature vector dotted with the guide feature it matches best, averaged
+/// like the plain objective. Its gradient pushes every position toward its
+/// best-matching guide feature.
+fn guided(act: &Tensor, guide: &Tensor) -> Tensor {
+    let c = act.size()[1];
+    let x = act.reshape([c, -1]);
+    let best = tch::no_grad(|| x.transpose(0, 1).matmul(guide).argmax(1, false));
+    let target = guide.index_select(1, &best);
+    (x * target).mean(Kind::Float)
 }
 
 /// The seed program's gradient smoothing: the sum of three Gaussian blurs

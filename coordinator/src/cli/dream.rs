@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::params::JobSpec;
-use dreamfarm_coordinator::frame_loop::dream_frame;
-use dreamfarm_coordinator::render::{check_min_side, load_input};
+use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
+use dreamfarm_coordinator::render::{check_min_side, load_guide, load_input};
 
 use super::dream_flags::DreamFlags;
 use dreamfarm_coordinator::local_worker::LocalWorker;
@@ -35,14 +35,16 @@ pub struct DreamArgs {
 pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     let mut spec = JobSpec::new(args.input, 1);
     spec.seed = args.seed;
-    args.dream.apply(&mut spec.dream);
+    args.dream.apply(&mut spec.dream)?;
     spec.validate()?;
     let input = load_input(&spec)?;
     let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
     let min_side = worker.min_side();
     check_min_side(&spec, &input, min_side)?;
     let started = std::time::Instant::now();
-    let dreamed = dream_frame(&spec.dream, min_side, 0, &input, &mut worker)?;
+    let guide = load_guide(&spec)?;
+    let plan = FramePlan::new(&spec, 0, &guide)?;
+    let dreamed = dream_frame(&spec.dream, min_side, &plan, &input, &mut worker)?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "dreamed");
     let out = image::RgbImage::from_raw(input.width as u32, input.height as u32, dreamed.to_rgb8())
         .context("the dream changed the image size")?;

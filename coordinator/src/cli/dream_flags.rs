@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dreamfarm_common::params::{DreamSettings, LayerTerm, Reduction, WirePrecision};
+use dreamfarm_common::schedule::Schedule;
 
 /// Dream settings from the command line.
 #[derive(Debug, Args, Default)]
@@ -22,6 +23,26 @@ pub struct DreamFlags {
     /// mixed3,mixed5 for inception-v3].
     #[arg(long, value_delimiter = ',')]
     layers: Vec<LayerTerm>,
+    /// A layer's weight as a schedule, NAME=SCHEDULE (repeatable): switch
+    /// or cross-fade layers at keyframes, e.g. "mixed3=0:(1), 60:(0)".
+    #[arg(long = "layer-weight", value_parser = parse_layer_weight)]
+    layer_weights: Vec<(String, Schedule)>,
+    /// Dream one layer of --layers, picked at random from the seed, every
+    /// N frames (the seed program's mode) [default: 0, off].
+    #[arg(long)]
+    layer_every: Option<u32>,
+    /// Frames over which one --layer-every pick cross-fades into the next
+    /// [default: 0, a hard switch].
+    #[arg(long)]
+    layer_fade: Option<u32>,
+    /// Guide image: the dream grows the features it shares with it (the
+    /// original notebook's guided dream).
+    #[arg(long)]
+    guide: Option<PathBuf>,
+    /// Share of the guide in the objective, 0 to 1: a number or a schedule
+    /// [default: 1].
+    #[arg(long)]
+    guide_strength: Option<Schedule>,
     /// Per-layer objective: mean-square or mean [default: mean-square].
     #[arg(long)]
     objective: Option<Reduction>,
@@ -39,15 +60,21 @@ pub struct DreamFlags {
     /// Size ratio between octaves [default: 1.4].
     #[arg(long)]
     octave_scale: Option<f64>,
-    /// Gradient steps per octave [default: 10].
+    /// Gradient steps per octave: a number or a schedule [default: 10].
     #[arg(long, visible_alias = "iter_num", visible_alias = "iter-num")]
-    iterations: Option<u32>,
-    /// Step length in 0..1 pixel units for a unit-std gradient [default: 0.01].
+    iterations: Option<Schedule>,
+    /// Step length in 0..1 pixel units for a unit-std gradient: a number or
+    /// a schedule [default: 0.01].
     #[arg(long)]
-    step_size: Option<f64>,
-    /// Largest random shift in pixels before each step [default: 32].
+    step_size: Option<Schedule>,
+    /// Largest random shift in pixels before each step: a number or a
+    /// schedule [default: 32].
     #[arg(long)]
-    jitter: Option<u32>,
+    jitter: Option<Schedule>,
+    /// Dream every K-th frame; the frames between follow the camera and
+    /// cross-fade into the next dreamed one (Deforum's cadence) [default: 1].
+    #[arg(long)]
+    cadence: Option<u32>,
     /// Smooth the gradient with three growing Gaussians (the seed program's).
     #[arg(long)]
     smoothing: bool,
@@ -77,9 +104,20 @@ pub fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
+/// `NAME=SCHEDULE`.
+fn parse_layer_weight(s: &str) -> Result<(String, Schedule), String> {
+    let (name, schedule) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write NAME=SCHEDULE, e.g. \"mixed3=0:(1), 60:(0)\""))?;
+    let schedule =
+        Schedule::parse(&format!("weight of {name}"), schedule).map_err(|e| e.to_string())?;
+    Ok((name.to_string(), schedule))
+}
+
 impl DreamFlags {
-    /// Applies the flags that were given to `s`.
-    pub fn apply(self, s: &mut DreamSettings) {
+    /// Applies the flags that were given to `s`; a --layer-weight must name
+    /// one of the layers.
+    pub fn apply(self, s: &mut DreamSettings) -> anyhow::Result<()> {
         set(&mut s.model, self.model);
         if self.weights.is_some() {
             s.weights = self.weights;
@@ -87,6 +125,27 @@ impl DreamFlags {
         if !self.layers.is_empty() {
             s.layers = self.layers;
         }
+        if !self.layer_weights.is_empty() {
+            let mut terms = s.layer_terms()?;
+            for (name, weight) in self.layer_weights {
+                let known = terms.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+                let term = terms.iter_mut().find(|t| t.name == name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--layer-weight names {name:?}, which is not one of the layers ({}); add it to --layers",
+                        known.join(", ")
+                    )
+                })?;
+                term.weight = weight;
+            }
+            s.layers = terms;
+        }
+        set(&mut s.layer_every, self.layer_every);
+        set(&mut s.layer_fade, self.layer_fade);
+        if self.guide.is_some() {
+            s.guide = self.guide;
+        }
+        set(&mut s.guide_strength, self.guide_strength);
+        set(&mut s.cadence, self.cadence);
         set(&mut s.objective, self.objective);
         set(&mut s.octaves, self.octaves.or(self.rec_num.map(|r| r + 1)));
         set(&mut s.octave_scale, self.octave_scale);
@@ -99,5 +158,6 @@ impl DreamFlags {
         set(&mut s.blend_band, self.blend_band);
         set(&mut s.iterations_per_lease, self.iterations_per_lease);
         set(&mut s.wire_precision, self.wire_precision);
+        Ok(())
     }
 }

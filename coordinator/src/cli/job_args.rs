@@ -77,6 +77,10 @@ pub struct JobArgs {
     /// number or a schedule [default: 1].
     #[arg(long)]
     color_strength: Option<Schedule>,
+    /// Match colours to this image instead of frame 0 (needs
+    /// --color-coherence).
+    #[arg(long)]
+    color_reference: Option<PathBuf>,
     /// Contrast of each frame's input, 1 unchanged: a number or a schedule
     /// [default: 1].
     #[arg(long)]
@@ -160,7 +164,7 @@ impl JobArgs {
         }
         spec.seed = self.seed.unwrap_or(spec.seed);
         spec.size = self.size.or(spec.size);
-        self.dream.apply(&mut spec.dream);
+        self.dream.apply(&mut spec.dream)?;
         if let Some(px) = self.zoom {
             let width = match spec.size {
                 Some([w, _]) => w,
@@ -193,6 +197,9 @@ impl JobArgs {
         let c = &mut spec.color;
         if let Some(space) = &self.color_coherence {
             c.coherence = parse_coherence(space).map_err(anyhow::Error::msg)?;
+        }
+        if self.color_reference.is_some() {
+            c.reference = self.color_reference;
         }
         set(&mut c.strength, self.color_strength);
         set(&mut c.contrast, self.contrast);

@@ -152,6 +152,12 @@ impl JobHandle {
     pub fn spec(&self) -> JobSpec {
         let mut spec = lock(&self.record).spec.clone();
         spec.input = self.dir.join(&spec.input);
+        for path in [&mut spec.dream.guide, &mut spec.color.reference]
+            .into_iter()
+            .flatten()
+        {
+            *path = self.dir.join(&*path);
+        }
         spec
     }
 

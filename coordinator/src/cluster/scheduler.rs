@@ -731,6 +731,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dreamfarm_common::objective::FrameObjective;
     use dreamfarm_common::tiling::Rect;
 
     const T: Timeouts = Timeouts {
@@ -743,6 +744,9 @@ mod tests {
             frame: 0,
             octave: 0,
             tile,
+            objective: Arc::new(
+                FrameObjective::at(&DreamSettings::default(), 0, 1, 1, None).expect("objective"),
+            ),
             first_iteration: 0,
             iterations: 1,
             jitter: 0,

@@ -14,7 +14,7 @@ use dreamfarm_proto::pb::{
     Chunk, CoordinatorMessage, Hello, LeaseStart, PixelFormat, Rect, ResultStart, Revoke, Welcome,
     WorkerMessage,
 };
-use dreamfarm_proto::{PROTOCOL_VERSION, WireError, pixels};
+use dreamfarm_proto::{PROTOCOL_VERSION, WireError, objective, pixels};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -166,13 +166,17 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     let w = &grant.work;
     let format = pixels::format_for(grant.params.wire());
     let pieces = pixels::encode(&w.pixels, format).map_err(|_| ())?;
-    // The settings travel as the job file's `[dream]` table.
-    let dream_settings = toml::to_string(&*grant.params.dream).map_err(|_| ())?;
+    let dream = &grant.params.dream;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {
         lease_id: grant.lease,
         job_id: grant.job.to_string(),
-        dream_settings,
+        model: dream.model.clone(),
+        weights: dream
+            .weights
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string()),
+        objective: Some(objective::to_wire(&w.objective)),
         seed: grant.params.seed,
         frame: w.frame,
         octave: w.octave,

@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 
+use std::path::Path;
+
 use dreamfarm_common::model_catalog::ModelSpec;
-use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{Chunk, HandBack, LeaseFailed, ResultStart};
@@ -19,7 +20,7 @@ use super::{RemoteError, up};
 use crate::dream::Dreamer;
 use crate::weights::WeightStore;
 
-/// Dreamers kept per compute thread (one per job's settings).
+/// Dreamers kept per compute thread (one per job's model and seed).
 const DREAMERS_KEPT: usize = 4;
 
 /// Starts `concurrency` compute threads (at least one) on `device`, their
@@ -75,7 +76,7 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
         }));
         return;
     }
-    let dreamer = dreamers.get(&lease.settings, lease.seed);
+    let dreamer = dreamers.get(lease);
     let span = tracing::info_span!(
         "tile",
         frame = lease.work.frame,
@@ -108,15 +109,19 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
     }
 }
 
-/// The dreamers one compute thread keeps, one per job's settings and seed,
+/// What makes one dreamer: a job's model, its weights and the job's seed.
+/// The objective is not part of it: it comes with each lease.
+type DreamerKey = (String, Option<String>, u64);
+
+/// The dreamers one compute thread keeps, one per job's model and seed,
 /// the oldest loaded dropped first.
 struct DreamerCache {
     /// Where the models run.
     device: Device,
     /// Where their weights come from.
     store: WeightStore,
-    /// Loaded dreamers by (settings, seed), oldest first.
-    kept: VecDeque<((String, u64), Dreamer)>,
+    /// Loaded dreamers, oldest first.
+    kept: VecDeque<(DreamerKey, Dreamer)>,
 }
 
 impl DreamerCache {
@@ -129,13 +134,15 @@ impl DreamerCache {
         }
     }
 
-    /// The dreamer of a job's settings and seed, loaded on first use.
-    fn get(&mut self, settings: &str, seed: u64) -> Result<&Dreamer, String> {
-        let key = (settings.to_string(), seed);
+    /// The dreamer of a lease's job, loaded on first use.
+    fn get(&mut self, lease: &Lease) -> Result<&mut Dreamer, String> {
+        let key = (lease.model.clone(), lease.weights.clone(), lease.seed);
         let i = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let dreamer = load_dreamer(settings, seed, self.device, &self.store)?;
+                let weights = lease.weights.as_deref().map(Path::new);
+                let dreamer =
+                    load_dreamer(&lease.model, weights, lease.seed, self.device, &self.store)?;
                 if self.kept.len() == DREAMERS_KEPT {
                     self.kept.pop_front();
                 }
@@ -143,7 +150,7 @@ impl DreamerCache {
                 self.kept.len() - 1
             }
         };
-        Ok(&self.kept[i].1)
+        Ok(&mut self.kept[i].1)
     }
 }
 
@@ -169,20 +176,24 @@ fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the dreamer for a job's settings (TOML from the wire, checked).
+/// Loads the dreamer of a job's model (a built-in name from the wire,
+/// checked first).
 fn load_dreamer(
-    settings: &str,
+    model: &str,
+    weights: Option<&Path>,
     seed: u64,
     device: Device,
     store: &WeightStore,
 ) -> Result<Dreamer, String> {
-    let settings: DreamSettings = toml::from_str(settings)
-        .map_err(|e| format!("bad dream settings from the coordinator: {e}"))?;
-    settings.validate().map_err(|e| e.to_string())?;
-    if let Ok(ModelSpec::TorchScript(_)) = settings.model_spec() {
-        return Err("cluster workers dream with built-in models only".into());
+    match model.parse::<ModelSpec>() {
+        Err(e) => Err(format!("bad model from the coordinator: {e}")),
+        Ok(ModelSpec::TorchScript(_)) => {
+            Err("cluster workers dream with built-in models only".into())
+        }
+        Ok(ModelSpec::Builtin(_)) => {
+            Dreamer::load(model, weights, seed, device, store).map_err(|e| e.to_string())
+        }
     }
-    Dreamer::load(&settings, seed, device, store).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -190,20 +201,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_that_are_not_toml_are_refused_before_any_model_loads() {
-        let e = load_dreamer("model = [", 0, Device::Cpu, &WeightStore::new("unused"))
+    fn an_unknown_model_is_refused_before_any_weights_load() {
+        let e = load_dreamer("alexnet", None, 0, Device::Cpu, &WeightStore::new("unused"))
             .err()
             .expect("refused");
-        assert!(
-            e.starts_with("bad dream settings from the coordinator"),
-            "{e}"
-        );
+        assert!(e.starts_with("bad model from the coordinator"), "{e}");
     }
 
     #[test]
     fn a_torchscript_model_from_the_wire_is_refused() {
         let e = load_dreamer(
-            "model = \"/tmp/evil.pt\"",
+            "/tmp/evil.pt",
+            None,
             0,
             Device::Cpu,
             &WeightStore::new("unused"),

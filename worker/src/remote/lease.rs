@@ -4,16 +4,16 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
+use dreamfarm_common::objective::MAX_ITERATIONS;
 use dreamfarm_common::tiling::Rect;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::WireError;
 use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::{Chunk, LeaseStart, PixelFormat, WorkerMessage};
-use dreamfarm_proto::pixels;
+use dreamfarm_proto::{objective, pixels};
 use tokio::sync::mpsc;
-
-/// Most gradient steps one lease may ask for.
-const MAX_ITERATIONS: u32 = 10_000;
 
 /// A decoded lease ready to compute.
 pub(super) struct Lease {
@@ -23,8 +23,10 @@ pub(super) struct Lease {
     pub(super) attempt: u32,
     /// The lease's pixel format, which its result uses too.
     pub(super) format: PixelFormat,
-    /// The job's dream settings (TOML, checked when loaded).
-    pub(super) settings: String,
+    /// The job's model: a built-in name, checked when loaded.
+    pub(super) model: String,
+    /// Its weights file as the job names it, if any.
+    pub(super) weights: Option<String>,
     /// The job's seed.
     pub(super) seed: u64,
     /// The checked tile work.
@@ -110,10 +112,15 @@ pub(super) fn lease_from_wire(
             start.iterations
         ))));
     }
+    let objective = start
+        .objective
+        .ok_or_else(|| fail(WireError::Protocol("lease without an objective".into())))
+        .and_then(|o| objective::from_wire(o).map_err(fail))?;
     let work = TileWork {
         frame: start.frame,
         octave: start.octave,
         tile: start.tile,
+        objective: Arc::new(objective),
         first_iteration: start.first_iteration,
         iterations: start.iterations,
         jitter: start.jitter,
@@ -130,7 +137,8 @@ pub(super) fn lease_from_wire(
         id,
         attempt: start.attempt,
         format,
-        settings: start.dream_settings,
+        model: start.model,
+        weights: Some(start.weights).filter(|w| !w.is_empty()),
         seed: start.seed,
         work,
         session,
@@ -140,6 +148,8 @@ pub(super) fn lease_from_wire(
 
 #[cfg(test)]
 mod tests {
+    use dreamfarm_common::objective::FrameObjective;
+    use dreamfarm_common::params::DreamSettings;
     use dreamfarm_proto::CHUNK_BYTES;
     use dreamfarm_proto::pb::Rect as WireRect;
 
@@ -161,6 +171,9 @@ mod tests {
                 width: 32,
                 height: 22,
             }),
+            objective: Some(objective::to_wire(
+                &FrameObjective::at(&DreamSettings::default(), 0, 1, 0, None).expect("objective"),
+            )),
             ..LeaseStart::default()
         }
     }
@@ -303,6 +316,20 @@ mod tests {
         let mut start = head(4);
         start.iterations = MAX_ITERATIONS;
         assert!(receive(start).is_ok());
+    }
+
+    #[test]
+    fn a_lease_without_a_sane_objective_is_refused() {
+        let mut start = head(5);
+        start.objective = None;
+        let (_, e) = receive(start).err().expect("refused");
+        assert!(e.to_string().contains("without an objective"), "{e}");
+        let mut start = head(5);
+        if let Some(o) = &mut start.objective {
+            o.step_size = f64::NAN;
+        }
+        let (_, e) = receive(start).err().expect("refused");
+        assert!(e.to_string().contains("step size NaN"), "{e}");
     }
 
     #[test]
