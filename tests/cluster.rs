@@ -67,6 +67,55 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
 }
 
 #[test]
+fn schedules_a_guide_and_a_cadence_give_single_machine_frames_on_one_model_load() {
+    let extra = [
+        "--layers",
+        "mixed3,mixed5",
+        "--layer-weight",
+        "mixed5=0:(0), 2:(1)",
+        "--step-size",
+        "0:(0.01), 2:(0.02)",
+        "--iterations",
+        "0:(3), 2:(2)",
+        "--jitter",
+        "0:(4), 2:(2)",
+        "--cadence",
+        "2",
+        "--guide",
+        "assets/chelsea.png",
+        "--guide-strength",
+        "0.5",
+        "--color-coherence",
+        "lab",
+        "--color-reference",
+        "assets/chelsea.png",
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("UTF-8").to_string();
+    let mut render = vec!["render", "--device", "cpu", "--output", &out];
+    render.extend_from_slice(JOB);
+    render.extend_from_slice(&extra);
+    run_ok(dreamfarm(&render));
+    let single = frame_bytes(dir.path());
+    assert_eq!(single.len(), 3);
+    assert!(single[2] != reference()[2], "the settings changed nothing");
+
+    let c = Coordinator::start();
+    let worker = c.worker("w");
+    let mut args = job("scheduled");
+    args.extend_from_slice(&extra);
+    let id = c.submit(&args);
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == single,
+        "the cluster's frames differ from the single-machine render"
+    );
+    // Three frames' objectives, one model.
+    let loads = worker.log().matches("model loaded").count();
+    assert_eq!(loads, 1, "the worker loaded its model {loads} times");
+}
+
+#[test]
 fn a_killed_worker_leases_are_retried_and_a_new_worker_picks_up() {
     let c = Coordinator::start();
     let first = c.worker("doomed");

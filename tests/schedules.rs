@@ -1,8 +1,9 @@
 //! Long-render settings end to end: keyframe schedules on the command
-//! line and in a job file move the camera frame by frame, colour coherence
-//! keeps a zoom's colours near frame 0's where the same render without it
-//! drifts, and a render with both resumes exactly (the colour reference is
-//! frame 0 on disk).
+//! line and in a job file move the camera and change the dream frame by
+//! frame, colour coherence keeps a zoom's colours near frame 0's where the
+//! same render without it drifts, a render with all of them (layer picks
+//! from the seed and a cadence included) resumes exactly, and a cadence's
+//! frames between dreamed ones are their cross-fade.
 
 use std::path::Path;
 
@@ -58,6 +59,22 @@ fn scheduled_settings_resume_exactly_and_match_their_job_file() {
         "0:(1), 5:(0.5)",
         "--sharpen",
         "0.3",
+        "--step-size",
+        "0:(0.01), 5:(0.03)",
+        "--iterations",
+        "0:(4), 5:(2)",
+        "--jitter",
+        "0:(32), 5:(8)",
+        "--layers",
+        "mixed2,mixed3,mixed4,mixed5",
+        "--layer-every",
+        "2",
+        "--layer-fade",
+        "1",
+        "--layer-weight",
+        "mixed5=0:(1), 5:(3)",
+        "--cadence",
+        "2",
     ];
     let whole = dir.path().join("whole");
     run_ok(recipe(&whole, 6, &flags));
@@ -70,7 +87,18 @@ frames = 6
 size = [160, 160]
 [dream]
 octaves = 2
-iterations = 4
+iterations = "0:(4), 5:(2)"
+step_size = "0:(0.01), 5:(0.03)"
+jitter = "0:(32), 5:(8)"
+layer_every = 2
+layer_fade = 1
+cadence = 2
+layers = [
+  { name = "mixed2" },
+  { name = "mixed3" },
+  { name = "mixed4" },
+  { name = "mixed5", weight = "0:(1), 5:(3)" },
+]
 [zoom]
 zoom = "0:(1.0), 3:(1.06)"
 rotate = "0:(0), 5:(2*sin(t))"
@@ -110,8 +138,9 @@ sharpen = 0.3
     // no two consecutive frames alike either.
     assert!(frames.windows(2).all(|w| w[0] != w[1]));
 
-    // Lose the last frames and resume: the same bytes, colour reference
-    // and schedules included.
+    // Lose the last frames and resume: the same bytes, colour reference,
+    // schedules, layer picks and cadence included (frame 3 lies between
+    // dreamed frames 2 and 4: the resume dreams again from 2).
     let resumed = dir.path().join("resumed");
     std::fs::create_dir(&resumed).expect("folder");
     for entry in std::fs::read_dir(&whole).expect("frames") {
@@ -152,7 +181,28 @@ fn malformed_schedules_and_bad_numbers_are_refused_by_name() {
         ),
         (
             vec!["--layers", "mixed3:nan"],
-            "layer weight = mixed3:NaN is out of range",
+            "layer weight of mixed3 at frame 0 = NaN is not a finite number",
+        ),
+        (
+            vec!["--layers", "mixed3", "--layer-weight", "mixed5=1"],
+            "--layer-weight names \"mixed5\", which is not one of the layers (mixed3)",
+        ),
+        (
+            vec!["--iterations", "0:(4), 8:(0)"],
+            "iterations at frame 8 = 0 is out of range: 1 to 10000",
+        ),
+        (
+            vec!["--step-size", "0:(0.01), 4:(1/0)"],
+            "step-size at frame 1 = inf is not a finite number",
+        ),
+        (vec!["--layer-fade", "3"], "layer-fade = 3 is out of range"),
+        (
+            vec!["--guide", "no/such/guide.png"],
+            "guide image no/such/guide.png: cannot open it",
+        ),
+        (
+            vec!["--color-reference", "assets/chelsea.png"],
+            "only with a colour coherence",
         ),
         (vec!["--color-coherence", "cmyk"], "--color-coherence"),
     ] {
@@ -161,6 +211,35 @@ fn malformed_schedules_and_bad_numbers_are_refused_by_name() {
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
         assert!(!out.exists(), "{flags:?} started a render");
     }
+}
+
+#[test]
+fn a_cadence_cross_fades_between_dreamed_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("cadence");
+    // A still camera: the frame between two dreamed ones is exactly their
+    // cross-fade, half and half.
+    let flags = ["--zoom-factor", "1", "--cadence", "2"];
+    run_ok(recipe(&out, 3, &flags));
+    let frames: Vec<Vec<u8>> = (0..3)
+        .map(|n| {
+            image::open(out.join(format!("{n:06}.png")))
+                .expect("frame")
+                .to_rgb8()
+                .into_raw()
+        })
+        .collect();
+    assert_ne!(frames[0], frames[2], "frame 2 was not dreamed");
+    let worst = frames[0]
+        .iter()
+        .zip(&frames[1])
+        .zip(&frames[2])
+        .map(|((&a, &m), &b)| (2.0 * f32::from(m) - f32::from(a) - f32::from(b)).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 2.0,
+        "frame 1 is not the cross-fade of 0 and 2: {worst}"
+    );
 }
 
 #[test]

@@ -359,8 +359,8 @@ impl DreamSettings {
         check(
             "cadence",
             self.cadence,
-            (1..=64).contains(&self.cadence),
-            "1 to 64",
+            (1..=16).contains(&self.cadence),
+            "1 to 16",
         )?;
         check(
             "tile-size",

@@ -29,6 +29,17 @@ pub enum RenderError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// An image the job names (input, guide, colour reference) is
+    /// missing, unreadable or too large.
+    #[error("{what} {path}: {reason}")]
+    Image {
+        /// Which image.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// The output folder.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -45,8 +56,9 @@ pub enum RenderError {
 
 /// Reads an image file (the input, a guide, a colour reference), checking
 /// its size before decoding it; `what` names it in errors.
-fn read_image(path: &Path, what: &str) -> Result<Planar, RenderError> {
-    let bad = |reason: String| RenderError::Input {
+fn read_image(path: &Path, what: &'static str) -> Result<Planar, RenderError> {
+    let bad = |reason: String| RenderError::Image {
+        what,
         path: path.to_path_buf(),
         reason,
     };
@@ -111,13 +123,39 @@ pub fn load_guide(spec: &JobSpec) -> Result<Option<Arc<Planar>>, RenderError> {
         return Ok(None);
     };
     let guide = fit(read_image(path, "guide image")?, GUIDE_SIDE);
+    if guide.width.min(guide.height) < GUIDE_MIN_SIDE {
+        return Err(RenderError::Image {
+            what: "guide image",
+            path: path.clone(),
+            reason: format!(
+                "fitted into {GUIDE_SIDE} pixels it is {}x{}, and every model needs {GUIDE_MIN_SIDE} pixels on the shorter side: crop it to less than 3:1",
+                guide.width, guide.height
+            ),
+        });
+    }
     let exact = Planar::from_rgb8(guide.width, guide.height, &guide.to_rgb8());
     Ok(Some(Arc::new(exact)))
 }
 
+/// Shortest side a guide may have once fitted: the largest of the models'
+/// smallest inputs (inception-v3's).
+const GUIDE_MIN_SIDE: usize = 75;
+
 /// Longest side a colour-reference image is read at: its quantiles do not
 /// need more, and a 16K reference would cost seconds per frame.
 const REFERENCE_SIDE: usize = 1024;
+
+/// The colour reference the job names, if it names one (else frame 0 is
+/// the reference, once written).
+pub fn load_color_reference(spec: &JobSpec) -> Result<Option<ColorReference>, RenderError> {
+    match (spec.color.coherence, &spec.color.reference) {
+        (Some(space), Some(path)) => Ok(Some(ColorReference::new(
+            &fit(read_image(path, "colour reference")?, REFERENCE_SIDE),
+            space,
+        ))),
+        _ => Ok(None),
+    }
+}
 
 /// Refuses an input the model cannot see: smaller than `min_side` pixels on
 /// a side.
@@ -194,12 +232,9 @@ pub fn render(
     };
     // Frame 0 as written is the colour reference unless the job names
     // one, so a resumed render matches to the same one.
-    let mut reference = match (spec.color.coherence, &spec.color.reference, done) {
-        (Some(space), Some(path), _) => Some(ColorReference::new(
-            &fit(read_image(path, "colour reference")?, REFERENCE_SIDE),
-            space,
-        )),
-        (Some(space), None, 1..) => Some(ColorReference::new(
+    let mut reference = match (load_color_reference(spec)?, spec.color.coherence, done) {
+        (Some(named), _, _) => Some(named),
+        (None, Some(space), 1..) => Some(ColorReference::new(
             &read_frame(&out.frame_path(0), w, h)?,
             space,
         )),

@@ -57,6 +57,7 @@ fn main() {
                         name: format!("job{i}"),
                         input_bytes: input.len() as u64,
                         priority: (i % 3) as i32,
+                        ..SubmitStart::default()
                     })),
                 },
                 SubmitRequest {

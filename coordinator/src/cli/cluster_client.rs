@@ -177,9 +177,21 @@ fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> 
 /// Runs `dreamfarm submit`: uploads the job and prints its id.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let (mut spec, _, name) = args.job.spec()?;
-    let input = std::fs::read(&spec.input)
-        .with_context(|| format!("cannot read the input image {}", spec.input.display()))?;
-    spec.input = "input".into();
+    let read = |path: &mut PathBuf, what: &str, name: &str| {
+        let bytes = std::fs::read(&*path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+        *path = name.into();
+        anyhow::Ok(bytes)
+    };
+    let input = read(&mut spec.input, "input image", "input")?;
+    let guide = match &mut spec.dream.guide {
+        Some(path) => read(path, "guide image", "guide")?,
+        None => Vec::new(),
+    };
+    let color_reference = match &mut spec.color.reference {
+        Some(path) => read(path, "colour reference", "color-reference")?,
+        None => Vec::new(),
+    };
     let job_toml = toml::to_string(&spec).context("cannot encode the job")?;
     block_on(async move {
         let mut client = args.client.client().await?;
@@ -189,9 +201,12 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 name,
                 input_bytes: input.len() as u64,
                 priority: args.priority,
+                guide_bytes: guide.len() as u64,
+                color_reference_bytes: color_reference.len() as u64,
             })),
         }];
-        messages.extend(split(&input).map(|c| SubmitRequest {
+        let upload = [input, guide, color_reference].concat();
+        messages.extend(split(&upload).map(|c| SubmitRequest {
             body: Some(Body::InputChunk(c)),
         }));
         let reply = args

@@ -5,7 +5,9 @@ use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
-use dreamfarm_coordinator::render::{load_input, render as render_job};
+use dreamfarm_coordinator::render::{
+    load_color_reference, load_guide, load_input, render as render_job,
+};
 use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
 
 use super::job_args::JobArgs;
@@ -40,6 +42,9 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         spec.dream.octaves = 1;
     }
     let input = load_input(&spec)?;
+    // Bad guide or reference images fail before the output folder exists.
+    load_guide(&spec)?;
+    load_color_reference(&spec)?;
     let out = OutputDir::open(&dir, &spec)?;
     let video = dir.join(format!("{name}.mp4"));
     // A preview dreams nothing, so it needs no model.

@@ -247,7 +247,7 @@ impl JobHandle {
                         .map(|(w, h)| [w, h])
                 })
                 .unwrap_or([0, 0]);
-            job_bytes(w, h)
+            job_bytes(w, h, spec.dream.cadence)
         })
     }
 

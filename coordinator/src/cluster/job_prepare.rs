@@ -11,7 +11,7 @@ use dreamfarm_common::seed;
 
 use super::jobs::JobError;
 use super::memory_budget::{human, job_bytes};
-use crate::render::{check_min_side, load_input};
+use crate::render::{check_min_side, load_color_reference, load_guide, load_input};
 use crate::store::{JobRecord, JobState, now_ms};
 
 /// A job as a client sends it.
@@ -23,6 +23,10 @@ pub struct Submission<'a> {
     pub spec: JobSpec,
     /// The input image's bytes (PNG or JPEG).
     pub input: &'a [u8],
+    /// The guide image's bytes, when the job has one.
+    pub guide: Option<&'a [u8]>,
+    /// The colour reference's bytes, when the job has one.
+    pub color_reference: Option<&'a [u8]>,
     /// Its priority.
     pub priority: i32,
 }
@@ -41,20 +45,45 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
             "cluster jobs dream with built-in models (see `dreamfarm models`); render TorchScript models with `dreamfarm render`".into(),
         ));
     }
-    // The extension tells the image decoder the format.
-    let extension = image::guess_format(job.input)
-        .ok()
-        .and_then(|f| f.extensions_str().first())
-        .ok_or_else(|| JobError::Invalid("the input is not a PNG or JPEG image".into()))?;
+    let uploads = [
+        ("input image", "input", Some(job.input), true),
+        (
+            "guide image",
+            "guide",
+            job.guide,
+            spec.dream.guide.is_some(),
+        ),
+        (
+            "colour reference",
+            "color-reference",
+            job.color_reference,
+            spec.color.reference.is_some(),
+        ),
+    ];
+    for (what, _, bytes, named) in uploads {
+        if bytes.is_some() != named {
+            return Err(JobError::Invalid(format!(
+                "the {what} was {} but the job file {} one",
+                if named { "not uploaded" } else { "uploaded" },
+                if named { "names" } else { "does not name" },
+            )));
+        }
+    }
     let (id, dir) = new_folder(data, job.name)?;
     let keep = || -> Result<JobRecord, JobError> {
-        let storage = |e: std::io::Error| JobError::Storage(format!("{}: {e}", dir.display()));
-        let input = format!("input.{extension}");
+        let [input, guide, reference] = uploads.map(|(what, stem, bytes, _)| {
+            bytes.map(|b| save_upload(&dir, stem, what, b)).transpose()
+        });
+        // The input is always there (checked above).
+        let (input, guide, reference) = (input?.unwrap_or_default(), guide?, reference?);
         spec.input = dir.join(&input);
-        std::fs::write(&spec.input, job.input).map_err(storage)?;
+        spec.dream.guide = guide.as_ref().map(|g| dir.join(g));
+        spec.color.reference = reference.as_ref().map(|r| dir.join(r));
+        load_guide(&spec).map_err(|e| invalid(&e))?;
+        load_color_reference(&spec).map_err(|e| invalid(&e))?;
         let image = load_input(&spec).map_err(|e| invalid(&e))?;
         check_min_side(&spec, &image, model.min_side()).map_err(|e| invalid(&e))?;
-        let needs = job_bytes(image.width as u32, image.height as u32);
+        let needs = job_bytes(image.width as u32, image.height as u32, spec.dream.cadence);
         if needs > budget {
             return Err(JobError::Invalid(format!(
                 "a {}x{} job needs about {} of coordinator memory while it runs, more than its whole budget of {}. Fix: render at a smaller --size, or give the coordinator more memory (--max-memory, or its container's limit)",
@@ -66,6 +95,8 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
         }
         // Stored relative to the job's folder, so the data folder can move.
         spec.input = input.into();
+        spec.dream.guide = guide.map(Into::into);
+        spec.color.reference = reference.map(Into::into);
         let now = now_ms();
         Ok(JobRecord {
             id: id.clone(),
@@ -82,6 +113,19 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
     keep().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&dir);
     })
+}
+
+/// Saves an uploaded image in the job's folder `dir` as `STEM.EXT`, the
+/// extension from its format (which tells the decoder); returns the name.
+fn save_upload(dir: &Path, stem: &str, what: &str, bytes: &[u8]) -> Result<String, JobError> {
+    let extension = image::guess_format(bytes)
+        .ok()
+        .and_then(|f| f.extensions_str().first())
+        .ok_or_else(|| JobError::Invalid(format!("the {what} is not a PNG or JPEG image")))?;
+    let name = format!("{stem}.{extension}");
+    std::fs::write(dir.join(&name), bytes)
+        .map_err(|e| JobError::Storage(format!("{}: {e}", dir.display())))?;
+    Ok(name)
 }
 
 /// A fresh id `NAME-XXXXXXXX` and its new folder.

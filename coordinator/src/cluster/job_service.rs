@@ -109,23 +109,32 @@ impl JobService for JobApi {
                 "a submission starts with SubmitStart",
             ));
         };
-        if start.input_bytes > MAX_INPUT_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "the input image is {} bytes, more than the {MAX_INPUT_BYTES} accepted",
-                start.input_bytes
-            )));
+        let sizes = [
+            ("input image", start.input_bytes),
+            ("guide image", start.guide_bytes),
+            ("colour reference", start.color_reference_bytes),
+        ];
+        for (what, bytes) in sizes {
+            if bytes > MAX_INPUT_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "the {what} is {bytes} bytes, more than the {MAX_INPUT_BYTES} accepted"
+                )));
+            }
         }
-        let mut input = Assembler::new(start.input_bytes);
+        let mut upload = Assembler::new(sizes.iter().map(|(_, b)| b).sum());
         while let Some(msg) = stream.message().await? {
             match msg.body {
                 Some(Body::InputChunk(c)) => {
-                    input.push(&c)?;
+                    upload.push(&c)?;
                     self.hub.metrics.received(c.len());
                 }
                 _ => return Err(Status::invalid_argument("expected input image chunks")),
             }
         }
-        let input = input.finish()?;
+        let mut upload = upload.finish()?;
+        let color_reference = upload.split_off(upload.len() - start.color_reference_bytes as usize);
+        let guide = upload.split_off(upload.len() - start.guide_bytes as usize);
+        let input = upload;
         let spec: JobSpec = toml::from_str(&start.job_toml)
             .map_err(|e| Status::invalid_argument(format!("the job file is not valid: {e}")))?;
         let jobs = self.jobs.clone();
@@ -134,6 +143,8 @@ impl JobService for JobApi {
                 name: &start.name,
                 spec,
                 input: &input,
+                guide: Some(&guide[..]).filter(|b| !b.is_empty()),
+                color_reference: Some(&color_reference[..]).filter(|b| !b.is_empty()),
                 priority: start.priority,
             })
         })

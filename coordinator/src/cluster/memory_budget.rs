@@ -19,9 +19,16 @@ pub const BYTES_PER_JOB: u64 = 80 << 20;
 /// default: the rest is the process itself, gRPC buffers and the page cache.
 const DEFAULT_SHARE: f64 = 0.75;
 
-/// The memory a running job of `width`×`height` frames is charged.
-pub fn job_bytes(width: u32, height: u32) -> u64 {
-    BYTES_PER_PIXEL * u64::from(width) * u64::from(height) + BYTES_PER_JOB
+/// Bytes per pixel of each frame a cadence holds beyond the usual ones:
+/// the frames between two dreamed ones wait, in f32 RGB, for the second.
+pub const BYTES_PER_CADENCE_PIXEL: u64 = 12;
+
+/// The memory a running job of `width`×`height` frames dreamed every
+/// `cadence`-th frame is charged.
+pub fn job_bytes(width: u32, height: u32, cadence: u32) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let waiting = u64::from(cadence.max(1) - 1);
+    (BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting) * pixels + BYTES_PER_JOB
 }
 
 /// `bytes` for people: "1.5 GiB".
