@@ -241,9 +241,13 @@ impl fmt::Display for Schedule {
 }
 
 impl Serialize for Schedule {
-    /// A number as a number, keys as the text they were read from.
+    /// A number as a number (a whole one as an integer, as a job file
+    /// writes iterations), keys as the text they were read from.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.source {
+            Source::Number(v) if v.fract() == 0.0 && v.abs() < 1e15 => {
+                serializer.serialize_i64(*v as i64)
+            }
             Source::Number(v) => serializer.serialize_f64(*v),
             Source::Text(text) => serializer.serialize_str(text),
         }
@@ -1122,7 +1126,7 @@ mod tests {
         let written = toml::to_string(&settings).expect("serialises");
         assert_eq!(
             written,
-            "zoom = \"0:(1.02), 120:(1.05 + 0.01*sin(t)),\"\nrotate = 0.5\njitter = 32.0\n"
+            "zoom = \"0:(1.02), 120:(1.05 + 0.01*sin(t)),\"\nrotate = 0.5\njitter = 32\n"
         );
         assert_eq!(
             toml::from_str::<Settings>(&written).expect("valid"),
@@ -1132,7 +1136,7 @@ mod tests {
         let json = serde_json::to_string(&settings).expect("serialises");
         assert_eq!(
             json,
-            r#"{"zoom":"0:(1.02), 120:(1.05 + 0.01*sin(t)),","rotate":0.5,"jitter":32.0}"#
+            r#"{"zoom":"0:(1.02), 120:(1.05 + 0.01*sin(t)),","rotate":0.5,"jitter":32}"#
         );
         assert_eq!(
             serde_json::from_str::<Settings>(&json).expect("valid"),

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 /// DeepDream infinite-zoom videos, rendered on one machine or a GPU farm.
 #[derive(Debug, Parser)]
-#[command(name = "dreamfarm", version, about)]
+#[command(name = "dreamfarm", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
