@@ -647,6 +647,32 @@ impl JobSpec {
         }
     }
 
+    /// Every schedule of the job, with the name errors give it.
+    pub fn schedules(&self) -> Vec<(String, &Schedule)> {
+        let (d, z, c) = (&self.dream, &self.zoom, &self.color);
+        let mut all: Vec<(String, &Schedule)> = vec![
+            ("iterations".into(), &d.iterations),
+            ("step-size".into(), &d.step_size),
+            ("jitter".into(), &d.jitter),
+            ("guide strength".into(), &d.guide_strength),
+            ("zoom".into(), &z.zoom),
+            ("rotate".into(), &z.rotate),
+            ("pan x".into(), &z.pan[0]),
+            ("pan y".into(), &z.pan[1]),
+            ("center x".into(), &z.center[0]),
+            ("center y".into(), &z.center[1]),
+            ("color strength".into(), &c.strength),
+            ("contrast".into(), &c.contrast),
+            ("sharpen".into(), &c.sharpen),
+        ];
+        all.extend(
+            d.layers
+                .iter()
+                .map(|l| (format!("layer weight of {}", l.name), &l.weight)),
+        );
+        all
+    }
+
     /// Checks everything that can be checked without reading the input.
     pub fn validate(&self) -> Result<(), ParamError> {
         check(
@@ -749,5 +775,21 @@ mod tests {
             ..Default::default()
         };
         assert!(z.validate(10).is_err());
+    }
+
+    #[test]
+    fn every_schedule_is_listed_by_name_and_max_f_is_found() {
+        let mut spec = JobSpec::new("in.png".into(), 10);
+        spec.dream.layers = vec!["mixed3".parse().expect("layer")];
+        spec.dream.layers[0].weight = Schedule::parse("w", "0:(1 - t/max_f)").expect("schedule");
+        let names: Vec<String> = spec.schedules().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 14, "{names:?}");
+        let ramps: Vec<String> = spec
+            .schedules()
+            .into_iter()
+            .filter(|(_, s)| s.uses_max_f())
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(ramps, ["layer weight of mixed3"]);
     }
 }

@@ -329,6 +329,17 @@ impl Jobs {
                 "--frames {frames}: job {id} has {old} frames; give a larger number, at most {MAX_FRAMES}"
             )));
         }
+        let mut longer = job.record().spec;
+        longer.frames = frames;
+        // Every frame's values, the new ones too, must be in range.
+        longer
+            .validate()
+            .map_err(|e| JobError::Invalid(format!("--frames {frames}: {e}")))?;
+        if let Some((name, _)) = longer.schedules().into_iter().find(|(_, s)| s.uses_max_f()) {
+            return Err(JobError::Invalid(format!(
+                "--frames {frames}: the {name} schedule uses max_f, so more frames would change the frames already rendered; submit the job again with the new length"
+            )));
+        }
         let state = job.state();
         if state == JobState::Cancelled {
             return Err(JobError::Conflict(format!(
