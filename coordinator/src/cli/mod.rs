@@ -11,6 +11,8 @@ mod models;
 #[cfg(feature = "embedded-worker")]
 mod render;
 
+use std::io::Write;
+
 use clap::{CommandFactory, Parser, Subcommand};
 use dreamfarm_proto::logging::{FORMAT_ENV, LogFormat};
 
@@ -80,6 +82,18 @@ pub fn parse() -> Cli {
     Cli::parse()
 }
 
+/// Prints the completion script for `shell`. Written in one piece, so a
+/// reader that stops early (`| head`) ends it quietly instead of in a
+/// panic.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dreamfarm", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -108,14 +122,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => cluster_client::delete(args),
         Command::Events(args) => cluster_client::events(args),
         Command::Fetch(args) => cluster_client::fetch(args),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "dreamfarm",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Command::Completions { shell } => completions(shell),
     }
 }
