@@ -141,7 +141,8 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
     browser.wait_for(
         "the page to show the job paused",
         &format!(
-            "location.href === {} && document.querySelector('.jobhead .state').textContent === 'paused'",
+            "location.href === {} && document.readyState === 'complete' && \
+             document.querySelector('.jobhead .state').textContent === 'paused'",
             js(&page)
         ),
         LIMIT,

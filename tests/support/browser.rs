@@ -95,6 +95,12 @@ impl Browser {
     /// Calls the DevTools method `method`; its result (events that come
     /// in between are skipped).
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// [`call`](Self::call), with the browser's refusal as an error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         let id = self.next_id;
         self.next_id += 1;
         let message = json!({"id": id, "method": method, "params": params}).to_string();
@@ -108,33 +114,45 @@ impl Browser {
             if value["id"] != json!(id) {
                 continue;
             }
-            if let Some(error) = value.get("error") {
-                panic!("{method} failed: {error}");
-            }
-            return value["result"].clone();
+            return match value.get("error") {
+                Some(error) => Err(error.to_string()),
+                None => Ok(value["result"].clone()),
+            };
         }
     }
 
     /// Evaluates `expression` in the page (awaiting a promise); its value.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-        );
-        if let Some(e) = result.get("exceptionDetails") {
-            panic!("{expression} threw: {e}");
-        }
-        result["result"]["value"].clone()
+        self.try_eval(expression)
+            .unwrap_or_else(|e| panic!("{expression} failed: {e}"))
     }
 
-    /// Waits up to `limit` for `expression` to be true in the page;
-    /// panics naming `what` and showing the page's text otherwise.
+    /// [`eval`](Self::eval), with an exception (or a page that went away
+    /// while it ran) as an error.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, String> {
+        let result = self.try_call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        )?;
+        match result.get("exceptionDetails") {
+            Some(e) => Err(e.to_string()),
+            None => Ok(result["result"]["value"].clone()),
+        }
+    }
+
+    /// Waits up to `limit` for `expression` to be true in the page (an
+    /// exception, as while a page loads, counts as not yet); panics
+    /// naming `what` and showing the page's text otherwise.
     pub fn wait_for(&mut self, what: &str, expression: &str, limit: Duration) {
         let start = Instant::now();
-        while self.eval(expression) != json!(true) {
+        loop {
+            let last = self.try_eval(expression);
+            if last == Ok(json!(true)) {
+                return;
+            }
             if start.elapsed() > limit {
                 let page = self.eval("location.href + '\\n' + document.body.innerText");
-                panic!("timed out waiting for {what}; the page: {page}");
+                panic!("timed out waiting for {what} (last: {last:?}); the page: {page}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -181,9 +199,19 @@ impl Browser {
         self.call("Input.insertText", json!({"text": text}));
     }
 
-    /// Saves a PNG screenshot of the page to `path`.
+    /// Saves a PNG screenshot of the page's top to `path`: the window's
+    /// width, down to the end of the content or the window's height.
     pub fn screenshot(&mut self, path: &Path) {
-        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        let height = self
+            .eval("document.body.scrollHeight")
+            .as_f64()
+            .unwrap_or(f64::from(VIEWPORT.1))
+            .min(f64::from(VIEWPORT.1));
+        let clip = json!({"x": 0, "y": 0, "width": VIEWPORT.0, "height": height, "scale": 1});
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "clip": clip}),
+        );
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("base64 screenshot");
