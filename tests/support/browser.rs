@@ -20,10 +20,22 @@ const VIEWPORT: (u32, u32) = (1280, 860);
 
 /// A headless Chromium with one page open; killed on drop.
 pub struct Browser {
-    child: Child,
     page: WebSocket<TcpStream>,
     next_id: u64,
+    /// Declared after the page, so that the process outlives its socket.
+    _process: KillOnDrop,
     _profile: tempfile::TempDir,
+}
+
+/// A child process killed when dropped, also when a test panics before
+/// it is fully set up.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The Chromium executable: `$CHROMIUM`, or the first of Debian's and
@@ -48,7 +60,7 @@ impl Browser {
     /// Starts headless Chromium on a fresh profile (see the module docs).
     pub fn start() -> Self {
         let profile = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(chromium())
+        let child = Command::new(chromium())
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -57,6 +69,8 @@ impl Browser {
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--hide-scrollbars",
+                "--disable-crash-reporter",
+                "--disable-breakpad",
                 "--remote-debugging-port=0",
                 &format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1),
             ])
@@ -66,7 +80,8 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("Chromium does not start ({e}): run scripts/setup.sh"));
-        let endpoint = devtools_endpoint(&mut child);
+        let mut process = KillOnDrop(child);
+        let endpoint = devtools_endpoint(&mut process.0);
         let host = endpoint
             .strip_prefix("ws://")
             .and_then(|r| r.split('/').next())
@@ -80,9 +95,9 @@ impl Browser {
         let (page, _) = tungstenite::client(page_url.as_str(), stream)
             .unwrap_or_else(|e| panic!("DevTools websocket {page_url}: {e}"));
         let mut browser = Self {
-            child,
             page,
             next_id: 1,
+            _process: process,
             _profile: profile,
         };
         browser.call(
@@ -216,13 +231,6 @@ impl Browser {
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("base64 screenshot");
         std::fs::write(path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

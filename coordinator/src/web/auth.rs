@@ -58,6 +58,7 @@ impl Access {
         self.token.is_none()
     }
 
+    /// The live sessions (a poisoned lock still holds whole entries).
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -264,6 +265,7 @@ pub async fn logout(State(access): State<Arc<Access>>, headers: HeaderMap) -> Re
 mod tests {
     use super::*;
 
+    /// A request's headers.
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {

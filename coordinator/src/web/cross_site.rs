@@ -55,6 +55,7 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// Whether a POST with these headers is refused, and why.
     fn post(pairs: &[(&'static str, &str)]) -> Option<String> {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {

@@ -67,10 +67,12 @@ impl LocalJob {
         job
     }
 
+    /// Its progress (a poisoned lock still holds whole values).
     fn progress(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Appends to its event log.
     fn log(&self, kind: &str, detail: String) {
         let mut p = self.progress();
         if p.events.len() >= MAX_EVENTS {
@@ -108,6 +110,7 @@ impl LocalJob {
         self.log(state.as_str(), detail);
     }
 
+    /// Its row now, with the pace of this run.
     fn row(&self) -> JobRow {
         let p = self.progress();
         let frames = p.frames_done.saturating_sub(p.frames_at_start);
@@ -134,6 +137,7 @@ impl LocalJob {
         }
     }
 
+    /// Refuses any id but its own.
     fn check(&self, id: &str) -> Result<(), WebError> {
         match id == self.name {
             true => Ok(()),

@@ -123,7 +123,7 @@ pub fn index(jobs: &[JobRow], pool: Option<&Pool>) -> Markup {
             h1 { "Jobs" }
             @if let Some(pool) = pool { (pool_line(pool)) }
             @if jobs.is_empty() {
-                p.empty { "No jobs yet. Submit one with " code { "dreamfarm submit" } "." }
+                p.no-jobs { "No jobs yet. Submit one with " code { "dreamfarm submit" } "." }
             } @else {
                 table.jobs {
                     thead { tr {
@@ -268,7 +268,7 @@ pub fn workers(pool: &Pool) -> Markup {
             h1 { "Workers" }
             (pool_line(pool))
             @if pool.workers.is_empty() {
-                p.empty { "No worker is connected. Start one with " code { "dreamfarm worker" } "." }
+                p.no-workers { "No worker is connected. Start one with " code { "dreamfarm worker" } "." }
             } @else {
                 table.workers {
                     thead { tr {
@@ -332,6 +332,7 @@ pub fn error(status: StatusCode, message: &str) -> Markup {
 mod tests {
     use super::*;
 
+    /// A running job named `name` saying `message`.
     fn job(name: &str, message: &str) -> JobRow {
         JobRow {
             id: "trip-1a2b".into(),
@@ -346,6 +347,7 @@ mod tests {
         }
     }
 
+    /// What a hostile name or event might hold.
     const ATTACK: &str = "<script>alert(1)</script>";
 
     #[test]

@@ -139,11 +139,11 @@
     if (view && byId.has(view.id)) view.update(byId.get(view.id));
     if (live.queued_tiles !== null) text(document, ".queued", live.queued_tiles);
     // A job submitted or deleted since the index was drawn: draw it again.
-    const index = document.querySelector("table.jobs, p.empty");
+    const index = document.querySelector("table.jobs, p.no-jobs");
     if (index && document.querySelectorAll("tr[data-job]").length !== live.jobs.length) {
       location.reload();
     }
   }
 
-  if (document.querySelector("[data-job], p.empty")) setInterval(poll, POLL_MS);
+  if (document.querySelector("[data-job], p.no-jobs")) setInterval(poll, POLL_MS);
 })();
