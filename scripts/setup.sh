@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything dreamfarm needs on a fresh Debian machine, idempotently:
-# Debian packages (ffmpeg, npm), a project-local Python virtualenv with
-# PyPI torch==2.11.0 (libtorch for tch) and kubernetes-validate, the release
-# build, and the pinned model weights. Safe to re-run: each step is skipped
+# Debian packages (ffmpeg, npm, chromium for the web tests), a project-local
+# Python virtualenv with PyPI torch==2.11.0 (libtorch for tch) and
+# kubernetes-validate, the release build, and the pinned model weights. Safe to re-run: each step is skipped
 # when already done. The manifest tests also need kubectl (for `kubectl
 # kustomize`, offline); this machine image has it.
 set -euo pipefail
@@ -25,6 +25,8 @@ if [ "$images" = yes ]; then
   command -v buildah >/dev/null 2>&1 || need_apt+=(buildah uidmap)
 fi
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# tests/web.rs drives the web interface in headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "Debian packages: ${need_apt[*]}"

@@ -10,6 +10,7 @@
 //!   jobs and their event logs in.
 //! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
 //!   them in this process (single-machine renders).
+//! - [`web`]: the web interface (jobs, live previews, workers, controls).
 
 pub mod cluster;
 pub mod frame_loop;
@@ -21,5 +22,6 @@ pub mod render;
 pub mod store;
 pub mod tile_executor;
 pub mod video;
+pub mod web;
 
 pub use tile_executor::TileExecutor;

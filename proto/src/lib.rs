@@ -10,10 +10,12 @@
 //! - [`tls`]: TLS set up wrong, told as advice (the coordinator's
 //!   certificate, and mismatches a client meets).
 //! - [`signal`]: SIGTERM and Ctrl-C, for graceful shutdown.
+//! - [`logging`]: every process's log lines, text or JSON.
 
 pub mod auth;
 pub mod chunks;
 pub mod connect;
+pub mod logging;
 pub mod objective;
 pub mod pixels;
 pub mod signal;

@@ -1,8 +1,8 @@
 //! A cluster on loopback for the tests: a `dreamfarm coordinator` process
 //! on free ports, `dreamfarm worker` processes, and the client commands.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -346,10 +346,7 @@ impl Coordinator {
 
     /// The value of a metric at `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
-        let mut s = TcpStream::connect(&self.metrics).expect("metrics endpoint");
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("response");
+        let body = crate::http::get(&self.metrics, "/metrics", &[]).text();
         body.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.parse().ok())

@@ -2,9 +2,11 @@
 //! test process by the same cargo that runs the tests), the repository, and
 //! ways to run it and read what it wrote.
 
+pub mod browser;
 pub mod cluster;
 pub mod drift;
 pub mod fault_proxy;
+pub mod http;
 pub mod manifests;
 pub mod seams;
 pub mod small_job;
@@ -57,6 +59,19 @@ fn built(bin: &str) -> PathBuf {
     build
         .args(["build", "--workspace", "--bins"])
         .current_dir(repo());
+    // Cargo tells the tests this package's name and folder; ring's build
+    // script reruns when they change, which would rebuild everything above
+    // ring that scripts/setup.sh (a plain `cargo build`) built without them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name == "CARGO_CRATE_NAME"
+            || name == "CARGO_PRIMARY_PACKAGE"
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
     if release {
         build.arg("--release");
     }

@@ -18,14 +18,16 @@ pub struct CoordinatorArgs {
     /// Address for workers and clients (gRPC, with the health service).
     #[arg(long, env = "DREAMFARM_LISTEN", default_value = "0.0.0.0:7070")]
     listen: SocketAddr,
-    /// Address of the plain-HTTP endpoint: Prometheus metrics (GET
-    /// /metrics) and the probes /healthz and /readyz.
+    /// Address of the plain-HTTP endpoint: the web interface (/, behind
+    /// the token), Prometheus metrics (GET /metrics) and the probes
+    /// /healthz and /readyz.
     #[arg(long, env = "DREAMFARM_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     metrics_listen: SocketAddr,
     /// Folder of the jobs' inputs, frames and videos.
     #[arg(long, env = "DREAMFARM_DATA", default_value = "dreamfarm-data")]
     data: PathBuf,
-    /// Shared token that workers and clients must send.
+    /// Shared token that workers, clients and the web interface's users
+    /// must send.
     #[arg(long, env = "DREAMFARM_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Accept calls without a token (only on a trusted network).

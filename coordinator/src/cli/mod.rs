@@ -11,16 +11,25 @@ mod models;
 #[cfg(feature = "embedded-worker")]
 mod render;
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use dreamfarm_proto::logging::{FORMAT_ENV, LogFormat};
 
 /// DeepDream infinite-zoom videos, rendered on one machine or a GPU farm.
 #[derive(Debug, Parser)]
 #[command(name = "dreamfarm", version, about, args_override_self = true)]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or json (one object a line).
+    #[arg(long, global = true, env = FORMAT_ENV, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
+/// A subcommand and its arguments. Parsed once per process, so the size
+/// of the biggest (a render's settings) costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the built-in models, or fetch their weights.
@@ -29,7 +38,7 @@ enum Command {
     Layers(models::LayersArgs),
     /// Render an infinite-zoom DeepDream video on this machine.
     #[cfg(feature = "embedded-worker")]
-    Render(render::RenderArgs),
+    Render(Box<render::RenderArgs>),
     /// Dream one still image over octaves, on this machine.
     #[cfg(feature = "embedded-worker")]
     Dream(dream::DreamArgs),
@@ -39,7 +48,7 @@ enum Command {
     #[cfg(feature = "embedded-worker")]
     Worker(dreamfarm_worker::worker_args::WorkerArgs),
     /// Submit a job to a coordinator; prints its id.
-    Submit(cluster_client::SubmitArgs),
+    Submit(Box<cluster_client::SubmitArgs>),
     /// Show a coordinator's jobs.
     Status(cluster_client::StatusArgs),
     /// Follow a job until it ends: frames done, tiles/s, ETA (reconnects
@@ -63,15 +72,38 @@ enum Command {
     Events(cluster_client::JobIdArgs),
     /// Download a job's frames and video.
     Fetch(cluster_client::FetchArgs),
+    /// Print a shell completion script, e.g. `dreamfarm completions bash >
+    /// /etc/bash_completion.d/dreamfarm`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
-/// Parses the command line and runs it.
-pub fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Parses the command line (exits with clap's message when it is wrong).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// Prints the completion script for `shell`. Written in one piece, so a
+/// reader that stops early (`| head`) ends it quietly instead of in a
+/// panic.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dreamfarm", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Models(args) => models::models(args),
         Command::Layers(args) => models::layers(args),
         #[cfg(feature = "embedded-worker")]
-        Command::Render(args) => render::render(args),
+        Command::Render(args) => render::render(*args),
         #[cfg(feature = "embedded-worker")]
         Command::Dream(args) => dream::dream(args),
         Command::Coordinator(args) => coordinator::coordinator(args),
@@ -81,7 +113,7 @@ pub fn run() -> anyhow::Result<()> {
             tracing::info!(tiles, "worker done");
             Ok(())
         }
-        Command::Submit(args) => cluster_client::submit(args),
+        Command::Submit(args) => cluster_client::submit(*args),
         Command::Status(args) => cluster_client::status(args),
         Command::Watch(args) => cluster_client::watch(args),
         Command::Cancel(args) => cluster_client::cancel(args),
@@ -93,5 +125,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Delete(args) => cluster_client::delete(args),
         Command::Events(args) => cluster_client::events(args),
         Command::Fetch(args) => cluster_client::fetch(args),
+        Command::Completions { shell } => completions(shell),
     }
 }

@@ -1,6 +1,9 @@
 //! `dreamfarm render`: an infinite-zoom video on this machine, with the
 //! frame loop and tiling the cluster uses and an embedded worker.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_coordinator::local_worker::LocalWorker;
@@ -9,6 +12,9 @@ use dreamfarm_coordinator::render::{
     load_color_reference, load_guide, load_input, render as render_job,
 };
 use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
+use dreamfarm_coordinator::web::local_job::LocalJob;
+use dreamfarm_coordinator::web::pages::segment;
+use dreamfarm_coordinator::web::standalone::Standalone;
 
 use super::job_args::JobArgs;
 
@@ -25,6 +31,15 @@ pub struct RenderArgs {
     /// seconds, to check a schedule before the long run.
     #[arg(long)]
     dry_run: bool,
+    /// Serve the render's web page (latest frame, frames so far, settings,
+    /// progress) on ADDR while it renders, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<SocketAddr>,
+    /// Token the --ui page asks for (a login form, or Authorization:
+    /// Bearer TOKEN) [default: none, the page is open to anyone who can
+    /// reach ADDR].
+    #[arg(long, env = "DREAMFARM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs `dreamfarm render`.
@@ -47,6 +62,24 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     load_color_reference(&spec)?;
     let out = OutputDir::open(&dir, &spec)?;
     let video = dir.join(format!("{name}.mp4"));
+    let page = args.ui.map(|addr| {
+        let job = Arc::new(LocalJob::new(
+            &name,
+            &spec,
+            dir.clone(),
+            video.clone(),
+            out.frames_done(),
+        ));
+        let server = Standalone::start(addr, job.clone(), args.token.as_deref())?;
+        // Scripts and tests read the address (port 0 picks one).
+        println!(
+            "web interface on http://{}/jobs/{}",
+            server.addr(),
+            segment(&name)
+        );
+        anyhow::Ok((job, server))
+    });
+    let page = page.transpose()?;
     // A preview dreams nothing, so it needs no model.
     let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
         (Box::new(Unchanged), 1)
@@ -55,15 +88,24 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         let min_side = worker.min_side();
         (Box::new(worker), min_side)
     };
-    render_job(
+    let job = page.as_ref().map(|(job, _)| job.clone());
+    let rendered = render_job(
         &spec,
         &input,
         &out,
         &video,
         min_side,
         executor.as_mut(),
-        &mut |_, _| {},
-    )?;
+        &mut |n, seconds| {
+            if let Some(job) = &job {
+                job.frame_written(n, seconds);
+            }
+        },
+    );
+    if let Some(job) = &job {
+        job.finished(rendered.as_ref().err().map(ToString::to_string));
+    }
+    rendered?;
     println!("{}", video.display());
     Ok(())
 }

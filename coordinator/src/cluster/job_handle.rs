@@ -300,6 +300,19 @@ impl JobHandle {
         self.view.send_modify(|v| v.tiles_done += 1);
     }
 
+    /// Frames per minute this run has written (0 before its first frame,
+    /// or when it is not running).
+    pub fn frames_per_minute(&self) -> f64 {
+        let start = *lock(&self.run_start);
+        match start {
+            Some((started, frames_at_start)) if self.state() == JobState::Running => {
+                let frames = self.view().frames_done.saturating_sub(frames_at_start);
+                frames as f64 * 60.0 / started.elapsed().as_secs_f64().max(1.0)
+            }
+            _ => 0.0,
+        }
+    }
+
     /// Updates the ETA from the frames this run has written.
     fn update_eta(&self) {
         let start = *lock(&self.run_start);

@@ -196,8 +196,28 @@ pub struct WorkerEntry {
     /// Leases taken back from it, whose late results are expected.
     taken_back: HashSet<LeaseId>,
     last_seen: Instant,
+    /// When it joined.
+    joined: Instant,
     /// Tiles it completed.
     pub tiles_done: u64,
+}
+
+impl WorkerEntry {
+    /// Leases it holds now.
+    pub fn leases_held(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// When it was last heard from (a message or a heartbeat).
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+
+    /// Its tiles per second since it joined, at `now`.
+    pub fn tiles_per_second(&self, now: Instant) -> f64 {
+        let seconds = now.duration_since(self.joined).as_secs_f64().max(1.0);
+        self.tiles_done as f64 / seconds
+    }
 }
 
 /// Counts for metrics and status.
@@ -401,6 +421,7 @@ impl Scheduler {
                 revoked: Vec::new(),
                 taken_back: HashSet::new(),
                 last_seen: now,
+                joined: now,
                 tiles_done: 0,
             },
         );

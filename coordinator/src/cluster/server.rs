@@ -1,6 +1,6 @@
 //! The coordinator server: the worker and job services behind the token
 //! check, the gRPC health service, a lease-expiry ticker, and plain HTTP
-//! for Prometheus metrics and the Kubernetes probes.
+//! for Prometheus metrics, the Kubernetes probes and the web interface.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use super::jobs::Jobs;
 use super::scheduler::Timeouts;
 use super::worker_sessions::WorkerSessions;
 use crate::store::{JobStore, SqliteStore, StoreError};
+use crate::web::{self, auth::Access, cluster_source::ClusterSource};
 
 /// The job store's file in the data folder.
 pub const STORE_FILE: &str = "jobs.sqlite";
@@ -134,9 +135,9 @@ impl Coordinator {
         })
     }
 
-    /// Serves on `listener` (and metrics on `metrics`, if given) until
-    /// `shutdown` resolves. Jobs still running then resume at the next
-    /// start.
+    /// Serves on `listener` (and metrics and the web interface on
+    /// `metrics`, if given) until `shutdown` resolves. Jobs still running
+    /// then resume at the next start.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -160,6 +161,10 @@ impl Coordinator {
         });
         let metrics_task = metrics.map(|listener| {
             let (hub, jobs) = (hub.clone(), jobs.clone());
+            let web = web::router(
+                Arc::new(ClusterSource::new(jobs.clone())),
+                Arc::new(Access::new(config.token.as_deref())),
+            );
             let app = axum::Router::new()
                 .route(
                     "/metrics",
@@ -172,7 +177,9 @@ impl Coordinator {
                 // (Kubernetes' gRPC probe cannot): the store is open and
                 // the services are up once this answers.
                 .route("/healthz", axum::routing::get(|| async { "alive\n" }))
-                .route("/readyz", axum::routing::get(|| async { "serving\n" }));
+                .route("/readyz", axum::routing::get(|| async { "serving\n" }))
+                // The web interface, behind the token (these three stay open).
+                .merge(web);
             tokio::spawn(async move { axum::serve(listener, app).await })
         });
 

@@ -7,7 +7,7 @@
 mod records;
 mod sqlite;
 
-pub use records::{Event, EventKind, JobRecord, JobState, now_ms};
+pub use records::{Event, EventKind, JobRecord, JobState, now_ms, utc_time};
 pub use sqlite::SqliteStore;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! `dreamfarm-worker`: a cluster worker (the same as `dreamfarm worker`).
 
 use clap::Parser;
+use dreamfarm_proto::logging::{FORMAT_ENV, LogFormat};
 use dreamfarm_worker::worker_args::{WorkerArgs, run_until_signal};
 
 /// A dreamfarm GPU/CPU worker: computes the tiles a coordinator leases it.
@@ -9,17 +10,15 @@ use dreamfarm_worker::worker_args::{WorkerArgs, run_until_signal};
 struct Cli {
     #[command(flatten)]
     worker: WorkerArgs,
+    /// Log lines as text or json (one object a line).
+    #[arg(long, env = FORMAT_ENV, default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run_until_signal(Cli::parse().worker.config()) {
+    let cli = Cli::parse();
+    dreamfarm_proto::logging::init(cli.log_format);
+    match run_until_signal(cli.worker.config()) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

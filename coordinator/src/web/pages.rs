@@ -1,0 +1,420 @@
+//! The HTML pages, built with maud: every value from a job (its name, its
+//! settings, its events, a worker's name) is escaped by construction.
+//! The pages work without JavaScript; `app.js` only refreshes them.
+
+use axum::http::StatusCode;
+use maud::{DOCTYPE, Markup, html};
+
+use super::source::{EventRow, JobRow, Pool};
+use crate::store::utc_time;
+
+/// A page of the interface with its navigation.
+fn layout(title: &str, signed_in: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · dreamfarm" }
+                link rel="stylesheet" href="/assets/style.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header {
+                    a.brand href="/" { "dreamfarm" }
+                    @if signed_in {
+                        nav {
+                            a href="/" { "Jobs" }
+                            a href="/workers" { "Workers" }
+                            form.inline method="post" action="/logout" {
+                                button.link type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// `id` as one URL path segment.
+pub fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The path of job `id`'s page.
+fn job_path(id: &str) -> String {
+    format!("/jobs/{}", segment(id))
+}
+
+/// Seconds as "1 h 02 min", "3 min 20 s" or "12 s"; "—" when unknown.
+pub fn duration(seconds: f64) -> String {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return "—".into();
+    }
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// A job's state as a badge that `app.js` keeps current.
+fn state_badge(state: &str) -> Markup {
+    html! { span class={ "state state-" (state) } { (state) } }
+}
+
+/// A job's progress bar and frame count.
+fn progress(job: &JobRow) -> Markup {
+    html! {
+        progress max=(job.frames_total.max(1)) value=(job.frames_done) {}
+        " "
+        span.frames { (job.frames_done) " / " (job.frames_total) }
+    }
+}
+
+/// The thumbnail of a job's latest frame (hidden until there is one).
+fn thumbnail(job: &JobRow) -> Markup {
+    let src = match job.frames_done {
+        0 => String::new(),
+        n => format!("{}/latest.png?f={n}", job_path(&job.id)),
+    };
+    html! {
+        img.thumb src=(src) alt={ "latest frame of " (job.name) } hidden[job.frames_done == 0];
+    }
+}
+
+/// `n` and `what`, plural unless one.
+fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+/// The pool in one line.
+fn pool_line(pool: &Pool) -> Markup {
+    html! {
+        p.pool {
+            a href="/workers" { (count(pool.workers.len(), "worker")) }
+            " · " span.queued { (pool.queued_tiles) } " tiles queued · "
+            (count(pool.leases_in_flight, "lease")) " in flight · "
+            (format!("{:.1}", pool.tiles_per_second)) " tiles/s"
+        }
+    }
+}
+
+/// `/`: every job with its progress and latest frame.
+pub fn index(jobs: &[JobRow], pool: Option<&Pool>) -> Markup {
+    layout(
+        "Jobs",
+        true,
+        html! {
+            h1 { "Jobs" }
+            @if let Some(pool) = pool { (pool_line(pool)) }
+            @if jobs.is_empty() {
+                p.no-jobs { "No jobs yet. Submit one with " code { "dreamfarm submit" } "." }
+            } @else {
+                table.jobs {
+                    thead { tr {
+                        th { "Latest" } th { "Job" } th { "State" } th { "Priority" }
+                        th { "Progress" } th { "Frames/min" } th { "ETA" }
+                    } }
+                    tbody {
+                        @for job in jobs {
+                            tr data-job=(job.id) {
+                                td { a href=(job_path(&job.id)) { (thumbnail(job)) } }
+                                td {
+                                    a.name href=(job_path(&job.id)) { (job.name) }
+                                    div.id { (job.id) }
+                                }
+                                td { (state_badge(&job.state)) div.message { (job.message) } }
+                                td.priority { (job.priority) }
+                                td.progress { (progress(job)) }
+                                td.fpm { (format!("{:.1}", job.frames_per_minute)) }
+                                td.eta { (duration(job.eta_seconds)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The buttons of a job's controls; each shows only in the states it
+/// applies to (`app.js` keeps that current).
+fn controls(job: &JobRow) -> Markup {
+    let base = job_path(&job.id);
+    let button = |action: &str, label: &str, states: &str| {
+        let shown = states.split(' ').any(|s| s == job.state);
+        html! {
+            form.inline method="post" action={ (base) "/" (action) } data-states=(states) hidden[!shown] {
+                button type="submit" data-action=(action) { (label) }
+            }
+        }
+    };
+    html! {
+        section.actions {
+            (button("pause", "Pause", "queued running"))
+            (button("resume", "Resume", "paused"))
+            (button("retry", "Retry", "failed"))
+            (button("cancel", "Cancel", "queued running paused"))
+            form.inline method="post" action={ (base) "/priority" } {
+                label { "Priority " input type="number" name="priority" value=(job.priority) step="1"; }
+                " "
+                button type="submit" data-action="priority" { "Set" }
+            }
+        }
+    }
+}
+
+/// What the job page shows beyond the job's row.
+pub struct JobPage<'a> {
+    /// The job.
+    pub job: &'a JobRow,
+    /// Its settings (TOML).
+    pub settings: &'a str,
+    /// Its event log, oldest first.
+    pub events: &'a [EventRow],
+    /// Whether the controls are offered.
+    pub controls: bool,
+    /// Whether its video exists.
+    pub has_video: bool,
+}
+
+/// `/jobs/JOB`: the latest frame large, a scrubber over the frames so far,
+/// the controls, the downloads, the settings and the event log.
+pub fn job(page: &JobPage<'_>) -> Markup {
+    let job = page.job;
+    let base = job_path(&job.id);
+    let last = job.frames_done.saturating_sub(1);
+    let first_view = match job.frames_done {
+        0 => String::new(),
+        _ => format!("{base}/frames/{last}.png"),
+    };
+    layout(
+        &job.name,
+        true,
+        html! {
+            div.jobhead data-job=(job.id) {
+                h1 { (job.name) " " (state_badge(&job.state)) }
+                p.facts {
+                    span.id { (job.id) } " · priority " span.priority { (job.priority) }
+                    " · " (progress(job))
+                    " · " span.fpm { (format!("{:.1}", job.frames_per_minute)) } " frames/min"
+                    " · ETA " span.eta { (duration(job.eta_seconds)) }
+                }
+                p.message { (job.message) }
+                @if page.controls { (controls(job)) }
+            }
+            section.viewer data-base=(base) data-job=(job.id) {
+                img #view src=(first_view) alt={ "frame of " (job.name) } hidden[job.frames_done == 0];
+                @if job.frames_done == 0 { p #no-frames { "No frame yet." } }
+                div.scrubber {
+                    button #play type="button" title="Play the frames so far" { "▶" }
+                    input #scrub type="range" min="0" max=(last) value=(last) step="1"
+                        aria-label="frame";
+                    span #frame-label { "frame " (last) }
+                    label.follow { input #follow type="checkbox" checked; " follow the latest" }
+                }
+            }
+            section.downloads {
+                h2 { "Downloads" }
+                @if page.has_video {
+                    a href={ (base) "/video.mp4" } download { "Video (MP4)" }
+                } @else {
+                    span.muted { "The video is made when the job is done." }
+                }
+                " · "
+                a href={ (base) "/frames.zip" } download { "Frames so far (zip)" }
+            }
+            section {
+                h2 { "Settings" }
+                pre.settings { (page.settings) }
+            }
+            section {
+                h2 { "Events" }
+                table.events {
+                    thead { tr { th { "When (UTC)" } th { "What" } th { "Details" } } }
+                    tbody {
+                        @for e in page.events.iter().rev() {
+                            tr { td { (utc_time(e.at_ms)) } td { (e.kind) } td { (e.detail) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `/workers`: the pool, refreshed every 5 s.
+pub fn workers(pool: &Pool) -> Markup {
+    layout(
+        "Workers",
+        true,
+        html! {
+            meta http-equiv="refresh" content="5";
+            h1 { "Workers" }
+            (pool_line(pool))
+            @if pool.workers.is_empty() {
+                p.no-workers { "No worker is connected. Start one with " code { "dreamfarm worker" } "." }
+            } @else {
+                table.workers {
+                    thead { tr {
+                        th { "Name" } th { "Device" } th { "Concurrency" } th { "Leases" }
+                        th { "Tiles/s" } th { "Last heartbeat" }
+                    } }
+                    tbody {
+                        @for w in &pool.workers {
+                            tr {
+                                td { (w.name) } td { (w.device) } td { (w.concurrency) }
+                                td { (w.leases) } td { (format!("{:.2}", w.tiles_per_second)) }
+                                td { (format!("{:.1} s ago", w.last_heartbeat_s)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `/login`: the token form; `message` says why it is shown again.
+pub fn login(next: &str, message: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        false,
+        html! {
+            h1 { "Log in" }
+            @if let Some(m) = message { p.error { (m) } }
+            form.login method="post" action="/login" {
+                input type="hidden" name="next" value=(next);
+                label {
+                    "Cluster token (the coordinator's " code { "--token" } ")"
+                    input type="password" name="token" autocomplete="current-password" autofocus required;
+                }
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+/// An error page.
+pub fn error(status: StatusCode, message: &str) -> Markup {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    layout(
+        &title,
+        true,
+        html! {
+            h1 { (title) }
+            p.error { (message) }
+            p { a href="/" { "All jobs" } }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running job named `name` saying `message`.
+    fn job(name: &str, message: &str) -> JobRow {
+        JobRow {
+            id: "trip-1a2b".into(),
+            name: name.into(),
+            state: "running".into(),
+            priority: 0,
+            frames_done: 3,
+            frames_total: 10,
+            frames_per_minute: 1.5,
+            eta_seconds: 90.0,
+            message: message.into(),
+        }
+    }
+
+    /// What a hostile name or event might hold.
+    const ATTACK: &str = "<script>alert(1)</script>";
+
+    #[test]
+    fn names_messages_and_events_are_escaped() {
+        let evil = job("<img src=x onerror=alert(1)>", ATTACK);
+        let index = index(std::slice::from_ref(&evil), None).into_string();
+        assert!(!index.contains("<img src=x"), "{index}");
+        assert!(index.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(!index.contains(ATTACK));
+        assert!(index.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        let events = [EventRow {
+            at_ms: 0,
+            kind: "frame".into(),
+            detail: ATTACK.into(),
+        }];
+        let page = super::job(&JobPage {
+            job: &evil,
+            settings: "name = \"</pre><script>x</script>\"",
+            events: &events,
+            controls: true,
+            has_video: false,
+        })
+        .into_string();
+        assert!(!page.contains(ATTACK), "{page}");
+        assert!(!page.contains("</pre><script>"));
+        let pool = Pool {
+            workers: vec![super::super::source::WorkerRow {
+                name: ATTACK.into(),
+                device: "cpu".into(),
+                concurrency: 1,
+                leases: 0,
+                tiles_per_second: 0.0,
+                last_heartbeat_s: 0.0,
+            }],
+            ..Pool::default()
+        };
+        assert!(!workers(&pool).into_string().contains(ATTACK));
+        let login = login("/\"><script>alert(1)</script>", Some(ATTACK)).into_string();
+        assert!(!login.contains("<script>alert"), "{login}");
+    }
+
+    #[test]
+    fn ids_become_one_path_segment() {
+        assert_eq!(segment("trip-1a2b"), "trip-1a2b");
+        assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(0.0), "—");
+        assert_eq!(duration(12.4), "12 s");
+        assert_eq!(duration(200.0), "3 min 20 s");
+        assert_eq!(duration(3720.0), "1 h 02 min");
+    }
+
+    #[test]
+    fn only_the_controls_of_the_state_show() {
+        let page = |state: &str| {
+            let mut j = job("a", "");
+            j.state = state.into();
+            controls(&j).into_string()
+        };
+        let running = page("running");
+        assert!(
+            running.contains(r#"data-states="queued running">"#),
+            "{running}"
+        );
+        assert!(running.contains(r#"data-states="paused" hidden"#));
+    }
+}
