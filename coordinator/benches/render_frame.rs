@@ -3,7 +3,9 @@
 //! that is the network: engine efficiency = the frame's bare forward+backward
 //! passes (every octave's tile windows × iterations, timed alone) / the
 //! frame's time. Beside it, in the same run, a plain Python PyTorch
-//! implementation of the same recipe (bench/dream_recipe.py, same weights).
+//! implementation of the same recipe (bench/dream_recipe.py, same weights):
+//! the best plain PyTorch (BatchNorm folded, channels-last), which the ratio
+//! compares against, and the same without those two (`--naive`).
 //!
 //!     cargo bench -p dreamfarm-coordinator --bench render_frame
 //!
@@ -83,8 +85,15 @@ fn bare_passes(
     Ok(total)
 }
 
-/// The Python reference's median seconds per frame.
-fn python_frame(repo: &Path, spec: &JobSpec, size: &str, frames: u32) -> anyhow::Result<f64> {
+/// The Python reference's median seconds per frame, the naive way or the
+/// best way.
+fn python_frame(
+    repo: &Path,
+    spec: &JobSpec,
+    size: &str,
+    frames: u32,
+    naive: bool,
+) -> anyhow::Result<f64> {
     let weights =
         WeightStore::new(WeightStore::default_dir()).resolve(&spec.dream.model_spec()?, None)?;
     let out = tempfile::tempdir()?;
@@ -96,6 +105,7 @@ fn python_frame(repo: &Path, spec: &JobSpec, size: &str, frames: u32) -> anyhow:
         .args(["--iterations", &spec.dream.iterations.to_string()])
         .args(["--octaves", &spec.dream.octaves.to_string()])
         .args(["--out".as_ref(), out.path().as_os_str()])
+        .args(naive.then_some("--naive"))
         .output()
         .context("running bench/dream_recipe.py")?;
     anyhow::ensure!(
@@ -130,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(3);
     let with_python = std::env::var("BENCH_PYTHON").map_or(true, |v| v != "0");
     println!(
-        "size       | dreamfarm s/frame | bare fwd+bwd s/frame | efficiency | python s/frame | dreamfarm/python"
+        "size       | dreamfarm s/frame | bare fwd+bwd s/frame | efficiency | python s/frame | dreamfarm/python | naive python s/frame"
     );
     for size in sizes.split(',') {
         let (w, h) = size.split_once('x').context("BENCH_SIZES like 512x512")?;
@@ -159,14 +169,19 @@ fn main() -> anyhow::Result<()> {
             &plan.objective,
             &window_shapes(&spec, &plan, w as usize, h as usize, min_side),
         )?;
-        let (python, ratio) = if with_python {
-            let p = python_frame(&repo, &spec, size, frames)?;
-            (format!("{p:14.2}"), format!("{:.3}", frame / p))
+        let (python, ratio, naive) = if with_python {
+            let p = python_frame(&repo, &spec, size, frames, false)?;
+            let n = python_frame(&repo, &spec, size, frames, true)?;
+            (
+                format!("{p:14.2}"),
+                format!("{:16.3}", frame / p),
+                format!("{n:.2}"),
+            )
         } else {
-            ("             -".into(), "-".into())
+            ("             -".into(), "               -".into(), "-".into())
         };
         println!(
-            "{size:10} | {frame:17.2} | {bare:20.2} | {:10.3} | {python} | {ratio}",
+            "{size:10} | {frame:17.2} | {bare:20.2} | {:10.3} | {python} | {ratio} | {naive}",
             bare / frame
         );
     }

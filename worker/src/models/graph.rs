@@ -9,7 +9,7 @@
 use tch::Tensor;
 
 use super::ModelError;
-use super::layers::{Activation, ConvBn, ConvBnNames, ConvShape};
+use super::layers::{Activation, ConvBn, ConvBnNames, ConvShape, channels_last};
 use super::weights_file::WeightsFile;
 
 /// One operation inside a branch.
@@ -203,13 +203,15 @@ impl Network {
 
     /// Activations of the exposed layers with the given catalogue indices,
     /// in the order asked; blocks past the deepest of them are not run.
+    /// The network runs channels-last (see [`channels_last`]); the
+    /// activations come back in that layout, NCHW-shaped.
     pub fn activations(&self, input: &Tensor, layers: &[usize]) -> Vec<Tensor> {
         let blocks: Vec<usize> = layers.iter().map(|&l| self.layer_blocks[l]).collect();
         let Some(&last) = blocks.iter().max() else {
             return Vec::new();
         };
         let mut outputs: Vec<Option<Tensor>> = (0..=last).map(|_| None).collect();
-        let mut h = input.shallow_clone();
+        let mut h = channels_last(input);
         for (i, block) in self.blocks[..=last].iter().enumerate() {
             h = block.forward(&h);
             if blocks.contains(&i) {
