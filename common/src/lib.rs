@@ -8,6 +8,7 @@ pub mod device;
 pub mod job_name;
 pub mod model_catalog;
 pub mod objective;
+pub mod parallel;
 pub mod params;
 pub mod resample;
 pub mod schedule;

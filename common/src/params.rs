@@ -219,9 +219,15 @@ pub struct DreamSettings {
     /// Blur the gradient with three Gaussians whose width grows over the
     /// steps (the seed program's smoothing).
     pub smoothing: bool,
-    /// Side of a tile's core, in pixels; the grid depends only on this and
-    /// the image size.
+    /// Side of a tile's core, in pixels; the grid depends only on this,
+    /// `parallelism` and the image size.
     pub tile_size: u32,
+    /// Tiles each octave should have at least, so that one job keeps that
+    /// many workers busy: octaves with fewer tiles of `tile_size` get
+    /// smaller tiles (not below [`MIN_PARALLEL_TILE`]). 0: `tile_size`
+    /// alone. A setting of the job, never the live worker count, so the
+    /// frames are the same however many workers compute them.
+    pub parallelism: u32,
     /// Context computed around each tile's core, in pixels.
     pub tile_margin: u32,
     /// Width of the band over which neighbouring tiles are cross-faded.
@@ -256,6 +262,7 @@ impl Default for DreamSettings {
             cadence: 1,
             smoothing: false,
             tile_size: 1024,
+            parallelism: 0,
             tile_margin: 64,
             blend_band: 32,
             iterations_per_lease: 0,
@@ -264,7 +271,32 @@ impl Default for DreamSettings {
     }
 }
 
+/// Smallest tile core `parallelism` shrinks tiles to: below it a tile's
+/// margins would cost more than its core.
+pub const MIN_PARALLEL_TILE: u32 = 128;
+
+/// Largest `parallelism`: a 4K octave has 506 tiles of 128 pixels, and
+/// leases beyond a few thousand per octave only add overhead.
+pub const MAX_PARALLELISM: u32 = 4096;
+
 impl DreamSettings {
+    /// The tile side for a `width`×`height` octave: `tile_size`, or the
+    /// largest smaller side that gives the octave `parallelism` tiles
+    /// (as many as [`MIN_PARALLEL_TILE`] gives, if none does).
+    pub fn tile_side(&self, width: usize, height: usize) -> usize {
+        let largest = self.tile_size as usize;
+        let wanted = self.parallelism as usize;
+        let tiles = |side: usize| width.div_ceil(side) * height.div_ceil(side);
+        if tiles(largest) >= wanted {
+            return largest;
+        }
+        let smallest = (MIN_PARALLEL_TILE as usize).min(largest);
+        (smallest..largest)
+            .rev()
+            .find(|&side| tiles(side) >= wanted)
+            .unwrap_or(smallest)
+    }
+
     /// The model this job dreams with.
     pub fn model_spec(&self) -> Result<ModelSpec, ParamError> {
         Ok(self.model.parse()?)
@@ -367,6 +399,12 @@ impl DreamSettings {
             self.tile_size,
             (64..=8192).contains(&self.tile_size),
             "64 to 8192",
+        )?;
+        check(
+            "parallelism",
+            self.parallelism,
+            self.parallelism <= MAX_PARALLELISM,
+            "0 to 4096",
         )?;
         check(
             "tile-margin",
@@ -695,6 +733,36 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallelism_shrinks_tiles_until_each_octave_has_enough() {
+        let tiles = |s: &DreamSettings, w: usize, h: usize| {
+            let side = s.tile_side(w, h);
+            (side, w.div_ceil(side) * h.div_ceil(side))
+        };
+        let mut s = DreamSettings::default();
+        assert_eq!(tiles(&s, 3840, 2160), (1024, 12), "0: tile_size alone");
+        s.parallelism = 32;
+        // The largest side giving 32 tiles: 8 × 4 (cells of 480 × 540).
+        assert_eq!(tiles(&s, 3840, 2160), (548, 32));
+        assert_eq!(tiles(&s, 1920, 1080), (274, 32));
+        let one_more = |w: usize, h: usize, side: usize| w.div_ceil(side) * h.div_ceil(side);
+        assert!(one_more(3840, 2160, 549) < 32 && one_more(1920, 1080, 275) < 32);
+        // Never below the floor, however many tiles are asked for.
+        assert_eq!(tiles(&s, 300, 200).0, MIN_PARALLEL_TILE as usize);
+        // Never above tile_size: an octave with enough tiles keeps it.
+        s.parallelism = 4;
+        assert_eq!(tiles(&s, 3840, 2160), (1024, 12));
+        s.tile_size = 100;
+        s.parallelism = 64;
+        assert_eq!(
+            tiles(&s, 400, 400),
+            (100, 16),
+            "a smaller tile_size is the floor"
+        );
+        s.parallelism = MAX_PARALLELISM + 1;
+        assert!(s.validate(1).is_err());
+    }
 
     #[test]
     fn layer_terms_parse_weights_and_channel_ranges() {

@@ -5,6 +5,8 @@
 //! little ringing, and exact at integer offsets, so an identity transform
 //! hands back the very same samples.
 
+use crate::parallel;
+
 /// A planar RGB image of f32 samples (`[channel][row][column]`), the
 /// coordinator's working format between octaves and frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,12 +90,16 @@ impl Planar {
         if n == 0 {
             return rgb;
         }
-        for (c, plane) in self.data.chunks_exact(n).enumerate() {
-            for (px, &v) in rgb.chunks_exact_mut(3).zip(plane) {
-                // `as` saturates and maps NaN to 0.
-                px[c] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        let w = self.width;
+        parallel::for_each_piece(&mut rgb, 3 * w, |y, row| {
+            for c in 0..3 {
+                let plane = &self.data[c * n + y * w..][..w];
+                for (px, &v) in row.chunks_exact_mut(3).zip(plane) {
+                    // `as` saturates and maps NaN to 0.
+                    px[c] = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+                }
             }
-        }
+        });
         rgb
     }
 }
@@ -198,16 +204,14 @@ pub fn resize(src: &Planar, width: usize, height: usize) -> Planar {
     }
 }
 
-/// Resamples the rows of `src` (non-empty) to `width` columns.
+/// Resamples the rows of `src` (non-empty) to `width` columns, rows
+/// shared out across threads.
 fn resize_horizontal(src: &Planar, width: usize) -> Planar {
     let axis = AxisWeights::new(src.width, width);
     let taps = axis.taps;
     let mut out = Planar::zeros(width, src.height);
-    for (row_in, row_out) in src
-        .data
-        .chunks_exact(src.width)
-        .zip(out.data.chunks_exact_mut(width))
-    {
+    parallel::for_each_piece(&mut out.data, width, |row, row_out| {
+        let row_in = &src.data[row * src.width..][..src.width];
         for ((o, &start), w) in row_out
             .iter_mut()
             .zip(&axis.starts)
@@ -219,38 +223,33 @@ fn resize_horizontal(src: &Planar, width: usize) -> Planar {
                 .map(|(&v, &w)| v * w)
                 .sum();
         }
-    }
+    });
     out
 }
 
 /// Resamples the columns of `src` (non-empty) to `height` rows, a row at a
-/// time so the inner loop runs over contiguous rows.
+/// time so the inner loop runs over contiguous rows, rows shared out
+/// across threads.
 fn resize_vertical(src: &Planar, height: usize) -> Planar {
     let axis = AxisWeights::new(src.height, height);
     let taps = axis.taps;
     let width = src.width;
     let mut out = Planar::zeros(width, height);
-    for (plane_in, plane_out) in src
-        .data
-        .chunks_exact(width * src.height)
-        .zip(out.data.chunks_exact_mut(width * height))
-    {
-        for ((row_out, &start), w) in plane_out
-            .chunks_exact_mut(width)
-            .zip(&axis.starts)
-            .zip(axis.weights.chunks_exact(taps))
-        {
-            let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
-            for (row_in, &w) in rows_in.zip(w) {
-                if w == 0.0 {
-                    continue;
-                }
-                for (o, &v) in row_out.iter_mut().zip(row_in) {
-                    *o += w * v;
-                }
+    parallel::for_each_piece(&mut out.data, width, |k, row_out| {
+        let (plane, row) = (k / height, k % height);
+        let plane_in = &src.data[plane * width * src.height..][..width * src.height];
+        let start = axis.starts[row];
+        let w = &axis.weights[row * taps..][..taps];
+        let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
+        for (row_in, &w) in rows_in.zip(w) {
+            if w == 0.0 {
+                continue;
+            }
+            for (o, &v) in row_out.iter_mut().zip(row_in) {
+                *o += w * v;
             }
         }
-    }
+    });
     out
 }
 

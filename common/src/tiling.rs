@@ -8,6 +8,7 @@
 //! neighbouring tiles' changes are cross-faded over that band with weights
 //! that sum to one everywhere, so no seam shows.
 
+use crate::parallel;
 use crate::resample::Planar;
 
 /// A rectangle in image coordinates; `x`/`y` may be negative for regions
@@ -188,36 +189,52 @@ impl TileGrid {
         w
     }
 
-    /// Adds `weight × change` of `tile` into `sum`; over all tiles the
-    /// weights add up to one at every pixel.
-    pub fn blend_into(&self, sum: &mut Planar, tile: &Tile, change: &Planar) {
+    /// The cross-fade of every tile's change (`changes[i]` over tile `i`'s
+    /// output region): `Σ weight × change`, the weights adding up to one at
+    /// every pixel. Rows are shared out across threads; each pixel adds its
+    /// tiles in index order whichever thread computes it, so the result is
+    /// the same bits as adding tile after tile.
+    pub fn blend(&self, changes: &[Planar]) -> Planar {
         let columns = self.xs.len() - 1;
         let rows = self.ys.len() - 1;
-        let (r, c) = (tile.index / columns, tile.index % columns);
-        let out = tile.output;
-        let (cx0, cx1) = (tile.cell.x as usize, tile.cell.x as usize + tile.cell.width);
-        let (cy0, cy1) = (
-            tile.cell.y as usize,
-            tile.cell.y as usize + tile.cell.height,
-        );
-        let wx: Vec<f32> = (0..out.width)
-            .map(|i| self.axis_weight(out.x as usize + i, cx0, cx1, c > 0, c + 1 < columns))
+        let tiles: Vec<(Tile, Vec<f32>)> = self
+            .tiles()
+            .map(|tile| {
+                let c = tile.index % columns;
+                let out = tile.output;
+                let (cx0, cx1) = (tile.cell.x as usize, tile.cell.x as usize + tile.cell.width);
+                let wx = (0..out.width)
+                    .map(|i| self.axis_weight(out.x as usize + i, cx0, cx1, c > 0, c + 1 < columns))
+                    .collect();
+                (tile, wx)
+            })
             .collect();
-        for ch in 0..3 {
-            for j in 0..out.height {
-                let y = out.y as usize + j;
+        let (width, height) = (self.width, self.height);
+        let mut sum = Planar::zeros(width, height);
+        parallel::for_each_piece(&mut sum.data, width, |k, dst_row| {
+            let (ch, y) = (k / height, k % height);
+            for ((tile, wx), change) in tiles.iter().zip(changes) {
+                let out = tile.output;
+                let Some(j) = y.checked_sub(out.y as usize).filter(|&j| j < out.height) else {
+                    continue;
+                };
+                let r = tile.index / columns;
+                let (cy0, cy1) = (
+                    tile.cell.y as usize,
+                    tile.cell.y as usize + tile.cell.height,
+                );
                 let wy = self.axis_weight(y, cy0, cy1, r > 0, r + 1 < rows);
                 if wy == 0.0 {
                     continue;
                 }
                 let src = &change.data[(ch * change.height + j) * change.width..][..out.width];
-                let dst = &mut sum.data[(ch * sum.height + y) * sum.width + out.x as usize..]
-                    [..out.width];
-                for ((d, s), w) in dst.iter_mut().zip(src).zip(&wx) {
+                let dst = &mut dst_row[out.x as usize..][..out.width];
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
                     *d += s * w * wy;
                 }
             }
-        }
+        });
+        sum
     }
 }
 
@@ -297,12 +314,15 @@ mod tests {
     #[test]
     fn blend_weights_sum_to_one_everywhere() {
         let grid = TileGrid::new(100, 70, geometry(32));
-        let mut sum = Planar::zeros(100, 70);
-        for t in grid.tiles() {
-            let mut ones = Planar::zeros(t.output.width, t.output.height);
-            ones.data.fill(1.0);
-            grid.blend_into(&mut sum, &t, &ones);
-        }
+        let ones: Vec<Planar> = grid
+            .tiles()
+            .map(|t| {
+                let mut ones = Planar::zeros(t.output.width, t.output.height);
+                ones.data.fill(1.0);
+                ones
+            })
+            .collect();
+        let sum = grid.blend(&ones);
         assert!(
             sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),
             "weights do not partition unity"

@@ -47,7 +47,7 @@ fn window_shapes(
     let mut shapes = BTreeMap::new();
     let jitter = 2 * plan.jitter as usize;
     for (w, h) in octave_sizes(width, height, &spec.dream, min_side) {
-        for tile in TileGrid::new(w, h, geometry(&spec.dream, plan.jitter)).tiles() {
+        for tile in TileGrid::new(w, h, geometry(&spec.dream, plan.jitter, w, h)).tiles() {
             let shape = (
                 (tile.input.height - jitter) as i64,
                 (tile.input.width - jitter) as i64,
@@ -178,7 +178,11 @@ fn main() -> anyhow::Result<()> {
                 format!("{n:.2}"),
             )
         } else {
-            ("             -".into(), "               -".into(), "-".into())
+            (
+                "             -".into(),
+                "               -".into(),
+                "-".into(),
+            )
         };
         println!(
             "{size:10} | {frame:17.2} | {bare:20.2} | {:10.3} | {python} | {ratio} | {naive}",

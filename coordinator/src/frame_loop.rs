@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use dreamfarm_common::objective::{FrameObjective, jitter_at};
+use dreamfarm_common::parallel;
 use dreamfarm_common::params::{DreamSettings, JobSpec, ParamError};
 use dreamfarm_common::resample::{Planar, resize};
 use dreamfarm_common::tiling::{Rect, TileGeometry, TileGrid, extract};
@@ -35,10 +36,16 @@ pub fn octave_sizes(
         .collect()
 }
 
-/// The tile geometry of a job on a frame whose jitter is `jitter`.
-pub fn geometry(settings: &DreamSettings, jitter: u32) -> TileGeometry {
+/// The tile geometry of a job on a `width`×`height` octave of a frame
+/// whose jitter is `jitter`.
+pub fn geometry(
+    settings: &DreamSettings,
+    jitter: u32,
+    width: usize,
+    height: usize,
+) -> TileGeometry {
     TileGeometry {
-        tile_size: settings.tile_size as usize,
+        tile_size: settings.tile_side(width, height),
         margin: settings.tile_margin as usize,
         band: settings.blend_band as usize,
         jitter: jitter as usize,
@@ -102,12 +109,13 @@ pub fn dream_frame(
         let mut base = resize(input, w, h);
         image = resize(&detail, w, h);
         add_into(&mut image, &base);
-        let grid = TileGrid::new(w, h, geometry(settings, plan.jitter));
+        let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
         for first in (0..steps).step_by(per_lease as usize) {
             let iterations = per_lease.min(steps - first);
-            let work = grid
-                .tiles()
-                .map(|t| TileWork {
+            let tiles: Vec<_> = grid.tiles().collect();
+            let work = parallel::map(tiles.len(), 3 * w * h, |i| {
+                let t = tiles[i];
+                TileWork {
                     frame,
                     octave: octave as u32,
                     tile: t.index as u32,
@@ -121,8 +129,8 @@ pub fn dream_frame(
                         y: t.output.y - t.input.y,
                         ..t.output
                     },
-                })
-                .collect();
+                }
+            });
             let changes = executor.run(work)?;
             // A NaN would pass the clamp below and come out a black frame.
             if let Some(bad) = changes
@@ -136,16 +144,10 @@ pub fn dream_frame(
                     reason: "the dream went non-finite (NaN or infinity): lower --step-size or the layer weights".into(),
                 });
             }
-            let mut sum = Planar::zeros(w, h);
-            for (tile, change) in grid.tiles().zip(&changes) {
-                grid.blend_into(&mut sum, &tile, change);
-            }
-            add_into(&mut image, &sum);
+            add_into(&mut image, &grid.blend(&changes));
         }
         // The detail is `image - base`, computed in `base`'s buffer.
-        for (b, &x) in base.data.iter_mut().zip(&image.data) {
-            *b = x - *b;
-        }
+        zip_pieces(&mut base, &image, |b, x| *b = x - *b);
         detail = base;
     }
     Ok(image)
@@ -154,10 +156,18 @@ pub fn dream_frame(
 /// `a += b`, clamped to the valid range. In place: these are frame-sized
 /// buffers, and a fresh one costs a page fault per 4 KiB.
 fn add_into(a: &mut Planar, b: &Planar) {
+    zip_pieces(a, b, |x, y| *x = (*x + y).clamp(0.0, 1.0));
+}
+
+/// `f(a, b)` for every sample of same-sized `a` and `b`, in parallel.
+fn zip_pieces(a: &mut Planar, b: &Planar, f: impl Fn(&mut f32, f32) + Sync) {
     debug_assert_eq!((a.width, a.height), (b.width, b.height));
-    for (x, &y) in a.data.iter_mut().zip(&b.data) {
-        *x = (*x + y).clamp(0.0, 1.0);
-    }
+    let width = a.width;
+    parallel::for_each_piece(&mut a.data, width, |row, piece| {
+        for (x, &y) in piece.iter_mut().zip(&b.data[row * width..]) {
+            f(x, y);
+        }
+    });
 }
 
 #[cfg(test)]

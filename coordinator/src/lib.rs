@@ -4,7 +4,8 @@
 //!
 //! - [`frame_loop`]: one frame over octaves and tiles.
 //! - [`render`]: a whole job, frame after frame, resumable.
-//! - [`output`]: the frames folder; [`video`]: ffmpeg.
+//! - [`output`]: the frames folder; [`frame_writer`]: frames written on
+//!   their own thread; [`video`]: ffmpeg.
 //! - [`cluster`]: the gRPC coordinator that leases tiles to remote workers.
 //! - [`store`]: the durable job store (SQLite) the coordinator keeps its
 //!   jobs and their event logs in.
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod frame_loop;
+pub mod frame_writer;
 #[cfg(feature = "embedded-worker")]
 pub mod local_worker;
 pub mod output;

@@ -50,6 +50,11 @@ pub enum OutputError {
         /// What failed.
         reason: String,
     },
+    /// The thread writing frames ended without saying why (it panicked).
+    #[error(
+        "the frame writing thread stopped unexpectedly; the frames on disk are complete, resume the render"
+    )]
+    WriterGone,
 }
 
 /// The output folder of one job.

@@ -13,6 +13,7 @@ use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
 use dreamfarm_common::resample::{Planar, Warp, resize, warp};
 
 use crate::frame_loop::{FramePlan, dream_frame};
+use crate::frame_writer::{FrameWriter, Written};
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
 use crate::tile_executor::{TileError, TileExecutor};
@@ -187,8 +188,8 @@ pub fn camera(spec: &JobSpec, frame: u64, width: usize, height: usize) -> Warp {
 /// What a render did.
 #[derive(Debug, Clone, Default)]
 pub struct RenderReport {
-    /// Wall-clock seconds of each frame this run rendered (dream, feedback
-    /// and PNG), in order; empty when every frame was already there. With
+    /// Wall-clock seconds of each frame this run rendered (dream and
+    /// feedback; its PNG is written while the next frame dreams), in order; empty when every frame was already there. With
     /// a cadence, a dreamed frame's time is shared by the frames it makes.
     pub frame_seconds: Vec<f64>,
 }
@@ -242,6 +243,13 @@ pub fn render(
     };
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
+    let mut heard = |frames: Vec<Written>| {
+        for (n, seconds) in frames {
+            progress.frame_done(n, seconds);
+            on_frame(n, seconds);
+            report.frame_seconds.push(seconds);
+        }
+    };
     let mut dream = |n: u64, image: &Planar| -> Result<Planar, RenderError> {
         let _span = tracing::info_span!("frame", n).entered();
         Ok(dream_frame(
@@ -252,57 +260,67 @@ pub fn render(
             executor,
         )?)
     };
-    while next < total {
-        let started = Instant::now();
-        let frames = match &previous {
-            None => vec![dream(0, input)?],
-            Some(prev) => {
-                let key = next.div_ceil(cadence) * cadence;
-                // The camera path from the last dreamed frame.
-                let mut carried = Vec::new();
-                let mut moved = prev.clone();
-                for m in next..=key.min(total - 1) {
-                    moved = warp(&moved, &camera(spec, m, w, h));
-                    carried.push(moved.clone());
+    std::thread::scope(|scope| -> Result<(), RenderError> {
+        let mut writer = FrameWriter::start(scope, out, w as u32, h as u32);
+        let dreamed = (|| -> Result<(), RenderError> {
+            while next < total {
+                let started = Instant::now();
+                let frames = match &previous {
+                    None => vec![dream(0, input)?],
+                    Some(prev) => {
+                        let key = next.div_ceil(cadence) * cadence;
+                        // The camera path from the last dreamed frame.
+                        let mut carried = Vec::new();
+                        let mut moved = prev.clone();
+                        for m in next..=key.min(total - 1) {
+                            moved = warp(&moved, &camera(spec, m, w, h));
+                            carried.push(moved.clone());
+                        }
+                        if key < total {
+                            let mut key_input = carried.pop().unwrap_or(moved);
+                            keep_colors(
+                                &spec.color,
+                                key,
+                                spec.frames,
+                                reference.as_ref(),
+                                &mut key_input,
+                            );
+                            let dreamed = dream(key, &key_input)?;
+                            cross_fade(spec, &mut carried, &dreamed, key, w, h);
+                            carried.push(dreamed);
+                        }
+                        carried
+                    }
+                };
+                let seconds = started.elapsed().as_secs_f64() / frames.len() as f64;
+                for image in frames {
+                    let n = next;
+                    next += 1;
+                    // What is fed back is exactly what is on disk, so a
+                    // resumed render continues from the same pixels as an
+                    // uninterrupted one.
+                    let rgb = image.to_rgb8();
+                    if n % cadence == 0 {
+                        let written = Planar::from_rgb8(w, h, &rgb);
+                        if let (Some(space), 0) = (spec.color.coherence, n) {
+                            reference.get_or_insert_with(|| ColorReference::new(&written, space));
+                        }
+                        previous = Some(written);
+                    }
+                    if n >= done {
+                        writer.write(n, rgb, seconds)?;
+                    }
                 }
-                if key < total {
-                    let mut key_input = carried.pop().unwrap_or(moved);
-                    keep_colors(
-                        &spec.color,
-                        key,
-                        spec.frames,
-                        reference.as_ref(),
-                        &mut key_input,
-                    );
-                    let dreamed = dream(key, &key_input)?;
-                    cross_fade(spec, &mut carried, &dreamed, key, w, h);
-                    carried.push(dreamed);
-                }
-                carried
+                heard(writer.written()?);
             }
-        };
-        let seconds = started.elapsed().as_secs_f64() / frames.len() as f64;
-        for image in frames {
-            let n = next;
-            next += 1;
-            // What is fed back is exactly what is on disk, so a resumed
-            // render continues from the same pixels as an uninterrupted one.
-            let rgb = image.to_rgb8();
-            if n >= done {
-                out.write_frame(n, w as u32, h as u32, rgb.clone())?;
-                progress.frame_done(n, seconds);
-                on_frame(n, seconds);
-                report.frame_seconds.push(seconds);
-            }
-            if n % cadence == 0 {
-                let written = Planar::from_rgb8(w, h, &rgb);
-                if let (Some(space), 0) = (spec.color.coherence, n) {
-                    reference.get_or_insert_with(|| ColorReference::new(&written, space));
-                }
-                previous = Some(written);
-            }
-        }
-    }
+            Ok(())
+        })();
+        // Frames queued before a failure are still written and reported:
+        // finished work is never lost.
+        let written = writer.finish().map(&mut heard);
+        dreamed?;
+        Ok(written?)
+    })?;
     progress.finish();
     assemble(&out.frame_pattern(), video, &spec.video)?;
     Ok(report)

@@ -10,6 +10,7 @@ pub mod http;
 pub mod manifests;
 pub mod seams;
 pub mod small_job;
+pub mod synthetic_worker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -81,6 +81,12 @@ pub struct DreamFlags {
     /// Side of a tile's core in pixels [default: 1024].
     #[arg(long)]
     tile_size: Option<u32>,
+    /// Tiles each octave should have at least, so one job keeps that many
+    /// cluster workers busy: octaves with fewer tiles get smaller tiles
+    /// (down to 128 pixels); the frames depend on it, not on the pool
+    /// [default: 0, --tile-size alone].
+    #[arg(long)]
+    parallelism: Option<u32>,
     /// Context around each tile in pixels [default: 64].
     #[arg(long)]
     tile_margin: Option<u32>,
@@ -154,6 +160,7 @@ impl DreamFlags {
         set(&mut s.jitter, self.jitter);
         s.smoothing |= self.smoothing;
         set(&mut s.tile_size, self.tile_size);
+        set(&mut s.parallelism, self.parallelism);
         set(&mut s.tile_margin, self.tile_margin);
         set(&mut s.blend_band, self.blend_band);
         set(&mut s.iterations_per_lease, self.iterations_per_lease);

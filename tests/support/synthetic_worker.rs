@@ -1,0 +1,109 @@
+//! Synthetic workers for the benches: they speak the real wire protocol,
+//! take each lease's pixels, wait a fixed delay in place of a GPU, and
+//! return a correctly-shaped (zero) change. They exist only to measure the
+//! coordinator without GPUs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
+use dreamfarm_proto::pb::{Chunk, Heartbeat, Hello, PixelFormat, ResultStart, WorkerMessage};
+use dreamfarm_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pixels};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::cluster::TOKEN;
+
+fn up(body: Up) -> WorkerMessage {
+    WorkerMessage { body: Some(body) }
+}
+
+/// One synthetic worker's session: leases in, a zero change out after
+/// `delay`. Counts the tiles it returned in `done`.
+pub async fn synthetic_worker(
+    url: String,
+    delay: Duration,
+    done: Arc<AtomicU64>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = WorkerServiceClient::with_interceptor(channel, AttachToken::new(Some(TOKEN))?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(up(Up::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: "synthetic".into(),
+        concurrency: 1,
+        device: "synthetic".into(),
+    })))
+    .await?;
+    let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let heartbeat = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if heartbeat
+                .send(up(Up::Heartbeat(Heartbeat {})))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let zeros = vec![0u8; CHUNK_BYTES];
+    // Lease id → (attempt, format, output bytes, bytes still to come).
+    let mut arriving: HashMap<u64, (u32, PixelFormat, u64, u64)> = HashMap::new();
+    while let Some(msg) = down.message().await? {
+        let (id, attempt, format, out_bytes) = match msg.body {
+            Some(Down::LeaseStart(s)) => {
+                let o = s.output.unwrap_or_default();
+                let format = pixels::format_of(s.format)?;
+                let out_bytes = pixels::payload_bytes("result", o.width, o.height, format)?;
+                arriving.insert(s.lease_id, (s.attempt, format, out_bytes, s.pixels_bytes));
+                continue;
+            }
+            Some(Down::LeaseChunk(c)) => {
+                let Some(entry) = arriving.get_mut(&c.lease_id) else {
+                    continue;
+                };
+                entry.3 -= c.data.len() as u64;
+                if entry.3 > 0 {
+                    continue;
+                }
+                let (attempt, format, out_bytes, _) = *entry;
+                arriving.remove(&c.lease_id);
+                (c.lease_id, attempt, format, out_bytes)
+            }
+            _ => continue,
+        };
+        tokio::time::sleep(delay).await;
+        tx.send(up(Up::ResultStart(ResultStart {
+            lease_id: id,
+            attempt,
+            format: format as i32,
+            pixels_bytes: out_bytes,
+        })))
+        .await?;
+        let mut left = out_bytes as usize;
+        while left > 0 {
+            let n = left.min(CHUNK_BYTES);
+            tx.send(up(Up::ResultChunk(Chunk {
+                lease_id: id,
+                data: zeros[..n].to_vec(),
+            })))
+            .await?;
+            left -= n;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
