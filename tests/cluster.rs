@@ -67,6 +67,48 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
 }
 
 #[test]
+fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
+    // One 512-pixel tile per octave, unless --parallelism asks for six:
+    // both octaves (274x183 and 384x256) then have 3 x 2 tiles of 128.
+    let job: &[&str] = &[
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        "384x256",
+        "--frames",
+        "2",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+        "--tile-size",
+        "512",
+        "--parallelism",
+        "6",
+    ];
+    let c = Coordinator::start();
+    let _pool: Vec<_> = (0..2).map(|i| c.worker(&format!("w{i}"))).collect();
+    let mut submit = job.to_vec();
+    submit.extend(["--name", "parallel"]);
+    let id = c.submit(&submit);
+    c.wait_done(&id, LIMIT);
+    assert_eq!(
+        c.metric("dreamfarm_tiles_completed_total"),
+        24.0,
+        "2 frames x 2 octaves x 6 tiles"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("UTF-8").to_string();
+    let mut render = vec!["render", "--device", "cpu", "--output", &out];
+    render.extend_from_slice(job);
+    run_ok(dreamfarm(&render));
+    assert!(
+        c.fetch_frames(&id) == frame_bytes(dir.path()),
+        "a --parallelism job's frames differ from its single-machine render"
+    );
+}
+
+#[test]
 fn schedules_a_guide_and_a_cadence_give_single_machine_frames_on_one_model_load() {
     let extra = [
         "--layers",

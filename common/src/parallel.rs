@@ -26,6 +26,16 @@ pub fn threads() -> usize {
     })
 }
 
+/// Threads for a job touching `samples` samples: 1 when it is too small
+/// to be worth splitting, else [`threads`].
+pub fn threads_for(samples: usize) -> usize {
+    if samples < MIN_PARALLEL_SAMPLES {
+        1
+    } else {
+        threads()
+    }
+}
+
 /// Calls `f(i, piece)` for every `piece_len`-sized piece `i` of `data`
 /// (the last may be shorter), the pieces shared out in contiguous runs
 /// across [`threads`].
@@ -34,12 +44,7 @@ pub fn for_each_piece<T: Send>(
     piece_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let threads = if data.len() < MIN_PARALLEL_SAMPLES {
-        1
-    } else {
-        threads()
-    };
-    split(data, piece_len, threads, f);
+    split(data, piece_len, threads_for(data.len()), f);
 }
 
 /// [`for_each_piece`] on at most `threads` threads.

@@ -70,11 +70,13 @@ impl Planar {
             3 * n
         );
         let mut data = vec![0.0; 3 * n];
-        for (p, px) in rgb.chunks_exact(3).enumerate() {
-            for (c, &v) in px.iter().enumerate() {
-                data[c * n + p] = f32::from(v) / 255.0;
+        parallel::for_each_piece(&mut data, width, |k, row| {
+            let (c, y) = (k / height, k % height);
+            let px = rgb[3 * y * width..][..3 * width].chunks_exact(3);
+            for (d, px) in row.iter_mut().zip(px) {
+                *d = f32::from(px[c]) / 255.0;
             }
-        }
+        });
         Self {
             width,
             height,
@@ -366,15 +368,40 @@ pub fn warp(src: &Planar, warp: &Warp) -> Planar {
     }
 }
 
-/// Rows of output planes, red, green and blue together.
-fn rows_rgb(out: &mut Planar) -> impl Iterator<Item = (&mut [f32], &mut [f32], &mut [f32])> {
+/// Calls `f(first_row, rows)` for bands of consecutive rows of `out`,
+/// `rows` yielding each row's red, green and blue samples together; the
+/// bands are shared out across threads.
+fn for_each_band(
+    out: &mut Planar,
+    f: impl Fn(usize, &mut dyn Iterator<Item = (&mut [f32], &mut [f32], &mut [f32])>) + Sync,
+) {
     let (w, h) = (out.width, out.height);
+    let band = h.div_ceil(parallel::threads_for(3 * w * h)).max(1);
     let (r, gb) = out.data.split_at_mut(w * h);
     let (g, b) = gb.split_at_mut(w * h);
-    r.chunks_exact_mut(w)
-        .zip(g.chunks_exact_mut(w))
-        .zip(b.chunks_exact_mut(w))
-        .map(|((r, g), b)| (r, g, b))
+    let bands = r
+        .chunks_mut(band * w)
+        .zip(g.chunks_mut(band * w))
+        .zip(b.chunks_mut(band * w))
+        .enumerate();
+    std::thread::scope(|scope| {
+        for (i, ((r, g), b)) in bands {
+            let f = &f;
+            let mut run = move || {
+                let mut rows = r
+                    .chunks_exact_mut(w)
+                    .zip(g.chunks_exact_mut(w))
+                    .zip(b.chunks_exact_mut(w))
+                    .map(|((r, g), b)| (r, g, b));
+                f(i * band, &mut rows);
+            };
+            if band >= h {
+                run();
+            } else {
+                scope.spawn(run);
+            }
+        }
+    });
 }
 
 /// The general warp: each output pixel's 4×4 taps on its own.
@@ -383,17 +410,20 @@ fn warp_per_pixel(src: &Planar, map: &InverseMap) -> Planar {
     let (padded, padded_width) = pad_interleaved(src);
     let tap_row = |r: usize, x0: usize| &padded[r * padded_width + x0..][..4];
     let mut out = Planar::zeros(w, h);
-    for (y, (r_row, g_row, b_row)) in rows_rgb(&mut out).enumerate() {
-        for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
-            let (u, v) = map.source(x, y);
-            let (x0, wx) = cubic_taps(u, w);
-            let (y0, wy) = cubic_taps(v, h);
-            let filtered: [[f32; 4]; 4] =
-                std::array::from_fn(|k| weighted_sum(tap_row(y0 + k, x0), &wx));
-            let acc = weighted_sum(&filtered, &wy);
-            (*r, *g, *b) = (acc[0], acc[1], acc[2]);
+    for_each_band(&mut out, |first, rows| {
+        for (y, (r_row, g_row, b_row)) in rows.enumerate() {
+            let y = first + y;
+            for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
+                let (u, v) = map.source(x, y);
+                let (x0, wx) = cubic_taps(u, w);
+                let (y0, wy) = cubic_taps(v, h);
+                let filtered: [[f32; 4]; 4] =
+                    std::array::from_fn(|k| weighted_sum(tap_row(y0 + k, x0), &wx));
+                let acc = weighted_sum(&filtered, &wy);
+                (*r, *g, *b) = (acc[0], acc[1], acc[2]);
+            }
         }
-    }
+    });
     out
 }
 
@@ -407,26 +437,28 @@ fn warp_separable(src: &Planar, map: &InverseMap) -> Planar {
     let (padded, padded_width) = pad_interleaved(src);
     let tap_row = |r: usize, x0: usize| &padded[r * padded_width + x0..][..4];
     let columns: Vec<_> = (0..w).map(|x| cubic_taps(map.source(x, 0).0, w)).collect();
-    // Padded row r lives in slot r % 4, tagged with r.
-    let mut filtered: [(usize, Vec<[f32; 4]>); 4] =
-        std::array::from_fn(|_| (usize::MAX, vec![[0.0; 4]; w]));
     let mut out = Planar::zeros(w, h);
-    for (y, (r_row, g_row, b_row)) in rows_rgb(&mut out).enumerate() {
-        let (y0, wy) = cubic_taps(map.source(0, y).1, h);
-        for r in y0..y0 + 4 {
-            let (tag, row) = &mut filtered[r % 4];
-            if *tag != r {
-                for (f, &(x0, wx)) in row.iter_mut().zip(&columns) {
-                    *f = weighted_sum(tap_row(r, x0), &wx);
+    for_each_band(&mut out, |first, rows| {
+        // Padded row r lives in slot r % 4, tagged with r.
+        let mut filtered: [(usize, Vec<[f32; 4]>); 4] =
+            std::array::from_fn(|_| (usize::MAX, vec![[0.0; 4]; w]));
+        for (y, (r_row, g_row, b_row)) in rows.enumerate() {
+            let (y0, wy) = cubic_taps(map.source(0, first + y).1, h);
+            for r in y0..y0 + 4 {
+                let (tag, row) = &mut filtered[r % 4];
+                if *tag != r {
+                    for (f, &(x0, wx)) in row.iter_mut().zip(&columns) {
+                        *f = weighted_sum(tap_row(r, x0), &wx);
+                    }
+                    *tag = r;
                 }
-                *tag = r;
+            }
+            for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
+                let acc = weighted_sum((0..4).map(|k| &filtered[(y0 + k) % 4].1[x]), &wy);
+                (*r, *g, *b) = (acc[0], acc[1], acc[2]);
             }
         }
-        for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
-            let acc = weighted_sum((0..4).map(|k| &filtered[(y0 + k) % 4].1[x]), &wy);
-            (*r, *g, *b) = (acc[0], acc[1], acc[2]);
-        }
-    }
+    });
     out
 }
 

@@ -55,20 +55,23 @@ fn main() -> anyhow::Result<()> {
     let ours = median(times.clone());
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(repo.join(".venv/bin/python"))
-        .arg(repo.join("bench/forward_backward.py"))
-        .arg(&weights)
-        .arg(size.to_string())
-        .arg(runs.to_string())
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "Python bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let python = |naive: bool| -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(repo.join(".venv/bin/python"))
+            .arg(repo.join("bench/forward_backward.py"))
+            .arg(&weights)
+            .arg(size.to_string())
+            .arg(runs.to_string())
+            .args(naive.then_some("--naive"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "Python bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let (python, naive) = (python(false)?, python(true)?);
     let theirs = python["median_s"].as_f64().unwrap_or(f64::NAN);
-
     println!(
         "forward+backward to mixed5, {size}x{size}, CPU, {runs} runs, torch threads {} (Python {})",
         tch::get_num_threads(),
@@ -76,8 +79,12 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  dreamfarm (Rust, tch)   median {ours:.3} s   runs {times:.3?}");
     println!(
-        "  Python PyTorch          median {theirs:.3} s   runs {}",
+        "  Python PyTorch          median {theirs:.3} s   runs {}   (BatchNorm folded, channels_last)",
         python["runs"]
+    );
+    println!(
+        "  naive Python PyTorch    median {:.3} s   (NCHW, BatchNorm unfolded)",
+        naive["median_s"].as_f64().unwrap_or(f64::NAN)
     );
     println!("  ratio dreamfarm / Python = {:.3}", ours / theirs);
     Ok(())
