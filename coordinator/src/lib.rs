@@ -11,11 +11,13 @@
 //!   jobs and their event logs in.
 //! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
 //!   them in this process (single-machine renders).
+//! - [`heap`]: how the process keeps freed frame buffers for reuse.
 //! - [`web`]: the web interface (jobs, live previews, workers, controls).
 
 pub mod cluster;
 pub mod frame_loop;
 pub mod frame_writer;
+pub mod heap;
 #[cfg(feature = "embedded-worker")]
 pub mod local_worker;
 pub mod output;

@@ -5,7 +5,6 @@ mod coordinator;
 #[cfg(feature = "embedded-worker")]
 mod dream;
 mod dream_flags;
-mod heap;
 mod job_args;
 mod models;
 #[cfg(feature = "embedded-worker")]

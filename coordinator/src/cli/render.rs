@@ -44,6 +44,9 @@ pub struct RenderArgs {
 
 /// Runs `dreamfarm render`.
 pub fn render(args: RenderArgs) -> anyhow::Result<()> {
+    // Frame buffers and the network's activations are freed and allocated
+    // again every tile and frame; a render is a dedicated process too.
+    dreamfarm_coordinator::heap::keep_freed_memory();
     let (mut spec, mut dir, mut name) = args.job.spec()?;
     if args.dry_run {
         // Its own folder: preview frames must never pass for dreamed ones.
