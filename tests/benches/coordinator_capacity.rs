@@ -23,12 +23,10 @@
 //! BENCH_TILE_SECONDS (default 1.5), BENCH_WINDOW (seconds, default 20),
 //! BENCH_WIRE (the jobs' wire precision, f32 or f16; default f32).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::cluster::Coordinator;
-use dreamfarm_tests::synthetic_worker::synthetic_worker;
+use dreamfarm_tests::synthetic_worker::{SyntheticPool, endless_job};
 use dreamfarm_tests::{env_or, run};
 
 /// The coordinator's counters at one moment.
@@ -70,31 +68,11 @@ fn measure(
     window: Duration,
 ) -> Measured {
     let coordinator = Coordinator::start();
-    let done = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            runtime.spawn(synthetic_worker(
-                coordinator.url.clone(),
-                delay,
-                done.clone(),
-            ))
-        })
-        .collect();
-    let ids: Vec<String> = (0..jobs)
-        .map(|j| {
-            coordinator.submit(&[
-                "--input",
-                "assets/astronaut.png",
-                "--size",
-                size,
-                "--frames",
-                "10000",
-                "--wire-precision",
-                wire,
-                "--name",
-                &format!("capacity{j}"),
-            ])
-        })
+    let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
+    let names: Vec<String> = (0..jobs).map(|j| format!("capacity{j}")).collect();
+    let ids: Vec<String> = names
+        .iter()
+        .map(|name| coordinator.submit(&endless_job(size, name, &["--wire-precision", wire])))
         .collect();
     // Warm up: every job under way.
     let warm = Instant::now();
@@ -112,16 +90,14 @@ fn measure(
         workers as f64,
         "every synthetic worker is connected"
     );
-    let (first, done_before) = (sample(&coordinator), done.load(Ordering::Relaxed));
+    let (first, done_before) = (sample(&coordinator), pool.tiles_done());
     std::thread::sleep(window);
-    let (last, done_after) = (sample(&coordinator), done.load(Ordering::Relaxed));
+    let (last, done_after) = (sample(&coordinator), pool.tiles_done());
     let peak_rss_gib = coordinator.peak_rss_gib();
     for id in &ids {
         let _ = run(coordinator.client("cancel", &[id]));
     }
-    for t in tasks {
-        t.abort();
-    }
+    drop(pool);
     let seconds = last.at.duration_since(first.at).as_secs_f64();
     let tiles = last.tiles - first.tiles;
     Measured {

@@ -21,13 +21,11 @@
 //! BENCH_JOB_ARGS (extra job flags), DREAMFARM_BIN (the coordinator to run).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::env_or;
-use dreamfarm_tests::synthetic_worker::synthetic_worker;
+use dreamfarm_tests::synthetic_worker::{SyntheticPool, endless_job};
 
 /// Complete frames in a job's frames folder.
 fn frames_written(dir: &Path) -> usize {
@@ -85,28 +83,8 @@ fn measure(
     frames: usize,
 ) -> Point {
     let coordinator = Coordinator::start();
-    let done = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            runtime.spawn(synthetic_worker(
-                coordinator.url.clone(),
-                delay,
-                done.clone(),
-            ))
-        })
-        .collect();
-    let mut args = vec![
-        "--input",
-        "assets/astronaut.png",
-        "--size",
-        size,
-        "--frames",
-        "10000",
-        "--name",
-        "scaling",
-    ];
-    args.extend_from_slice(job_args);
-    let id = coordinator.submit(&args);
+    let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
+    let id = coordinator.submit(&endless_job(size, "scaling", job_args));
     let dir = coordinator.frames_dir(&id);
     let limit = Duration::from_secs(1800);
     wait_frames(&coordinator, &dir, 1, limit);
@@ -115,14 +93,12 @@ fn measure(
         cpu: coordinator.cpu_seconds(),
         bytes: coordinator.metric("dreamfarm_bytes_received_total")
             + coordinator.metric("dreamfarm_bytes_sent_total"),
-        tiles: done.load(Ordering::Relaxed),
+        tiles: pool.tiles_done(),
     };
     let first = sample();
     wait_frames(&coordinator, &dir, 1 + frames, limit);
     let last = sample();
-    for t in tasks {
-        t.abort();
-    }
+    drop(pool);
     let seconds = last.at.duration_since(first.at).as_secs_f64();
     let n = frames as f64;
     Point {

@@ -25,7 +25,7 @@ fn up(body: Up) -> WorkerMessage {
 
 /// One synthetic worker's session: leases in, a zero change out after
 /// `delay`. Counts the tiles it returned in `done`.
-pub async fn synthetic_worker(
+async fn synthetic_worker(
     url: String,
     delay: Duration,
     done: Arc<AtomicU64>,
@@ -106,4 +106,58 @@ pub async fn synthetic_worker(
         done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// A pool of synthetic workers on a tokio runtime; they leave when it is
+/// dropped.
+pub struct SyntheticPool {
+    tasks: Vec<tokio::task::JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>>,
+    done: Arc<AtomicU64>,
+}
+
+impl SyntheticPool {
+    /// Starts `workers` synthetic workers of per-tile time `delay` joining
+    /// the coordinator at `url`.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        url: &str,
+        workers: usize,
+        delay: Duration,
+    ) -> Self {
+        let done = Arc::new(AtomicU64::new(0));
+        let tasks = (0..workers)
+            .map(|_| runtime.spawn(synthetic_worker(url.to_string(), delay, done.clone())))
+            .collect();
+        Self { tasks, done }
+    }
+
+    /// Tiles the pool has returned so far.
+    pub fn tiles_done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SyntheticPool {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `submit` flags of an endless job of the default recipe on the test
+/// image at `size`, named `name`, with `extra` flags.
+pub fn endless_job<'a>(size: &'a str, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        size,
+        "--frames",
+        "10000",
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
