@@ -12,6 +12,16 @@ fn wait_for(what: &str, cond: impl FnMut() -> bool) {
     dreamfarm_tests::wait_for(what, LIMIT, cond);
 }
 
+/// The frames `dreamfarm render` makes of `job` on this machine's CPU.
+fn rendered(job: &[&str]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("UTF-8").to_string();
+    let mut render = vec!["render", "--device", "cpu", "--output", &out];
+    render.extend_from_slice(job);
+    run_ok(dreamfarm(&render));
+    frame_bytes(dir.path())
+}
+
 #[test]
 fn one_worker_three_workers_and_one_machine_give_identical_frames() {
     let reference = reference();
@@ -54,14 +64,10 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
         f32_bytes - input,
         "f16 halves every lease and result"
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().to_str().expect("UTF-8").to_string();
-    let mut render = vec!["render", "--device", "cpu", "--output", &out];
-    render.extend_from_slice(JOB);
-    render.extend(["--wire-precision", "f16"]);
-    run_ok(dreamfarm(&render));
+    let mut f16_job = JOB.to_vec();
+    f16_job.extend(["--wire-precision", "f16"]);
     assert!(
-        c.fetch_frames(&id) == frame_bytes(dir.path()),
+        c.fetch_frames(&id) == rendered(&f16_job),
         "an f16 job's frames differ from its single-machine render"
     );
 }
@@ -97,13 +103,8 @@ fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
         24.0,
         "2 frames x 2 octaves x 6 tiles"
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().to_str().expect("UTF-8").to_string();
-    let mut render = vec!["render", "--device", "cpu", "--output", &out];
-    render.extend_from_slice(job);
-    run_ok(dreamfarm(&render));
     assert!(
-        c.fetch_frames(&id) == frame_bytes(dir.path()),
+        c.fetch_frames(&id) == rendered(job),
         "a --parallelism job's frames differ from its single-machine render"
     );
 }
@@ -132,13 +133,9 @@ fn schedules_a_guide_and_a_cadence_give_single_machine_frames_on_one_model_load(
         "--color-reference",
         "assets/chelsea.png",
     ];
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().to_str().expect("UTF-8").to_string();
-    let mut render = vec!["render", "--device", "cpu", "--output", &out];
-    render.extend_from_slice(JOB);
-    render.extend_from_slice(&extra);
-    run_ok(dreamfarm(&render));
-    let single = frame_bytes(dir.path());
+    let mut scheduled = JOB.to_vec();
+    scheduled.extend_from_slice(&extra);
+    let single = rendered(&scheduled);
     assert_eq!(single.len(), 3);
     assert!(single[2] != reference()[2], "the settings changed nothing");
 
