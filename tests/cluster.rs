@@ -4,22 +4,12 @@
 //! the single-machine render of the same job.
 
 use dreamfarm_tests::cluster::Coordinator;
-use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference};
-use dreamfarm_tests::{dreamfarm, frame_bytes, run, run_ok};
+use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
+use dreamfarm_tests::{dreamfarm, run, run_ok};
 
 /// Polls `cond` until it holds, for at most the job's limit.
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {
     dreamfarm_tests::wait_for(what, LIMIT, cond);
-}
-
-/// The frames `dreamfarm render` makes of `job` on this machine's CPU.
-fn rendered(job: &[&str]) -> Vec<Vec<u8>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().to_str().expect("UTF-8").to_string();
-    let mut render = vec!["render", "--device", "cpu", "--output", &out];
-    render.extend_from_slice(job);
-    run_ok(dreamfarm(&render));
-    frame_bytes(dir.path())
 }
 
 #[test]

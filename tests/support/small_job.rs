@@ -48,12 +48,16 @@ pub fn job(name: &str) -> Vec<&str> {
 /// per test process).
 pub fn reference() -> &'static [Vec<u8>] {
     static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    FRAMES.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = dir.path().to_str().expect("UTF-8").to_string();
-        let mut args = vec!["render", "--device", "cpu", "--output", &out];
-        args.extend_from_slice(JOB);
-        run_ok(dreamfarm(&args));
-        frame_bytes(dir.path())
-    })
+    FRAMES.get_or_init(|| rendered(JOB))
+}
+
+/// The frames `dreamfarm render` makes of `job` (render flags) on this
+/// machine's CPU: what a cluster's frames of the same job must equal.
+pub fn rendered(job: &[&str]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("UTF-8").to_string();
+    let mut args = vec!["render", "--device", "cpu", "--output", &out];
+    args.extend_from_slice(job);
+    run_ok(dreamfarm(&args));
+    frame_bytes(dir.path())
 }
