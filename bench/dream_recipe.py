@@ -11,7 +11,8 @@ It is written the way a PyTorch user who knows the library would write it
 convolutions and the network in `channels_last`, the two things that
 measurably speed up a CNN's forward and backward on CPU and GPU without
 leaving plain PyTorch. `--naive` runs the same recipe without them (the
-unfolded NCHW network), to show what they are worth. Prints JSON: {"frame_s": [...], "median_s": ..., "threads": ..., ...}.
+unfolded NCHW network), to show what they are worth. Prints JSON:
+{"frame_s": [...], "median_s": ..., "threads": ..., ...}.
 
     .venv/bin/python bench/dream_recipe.py --weights W --input assets/astronaut.png \
         --size 512x512 --frames 3 --out /tmp/py-frames

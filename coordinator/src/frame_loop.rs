@@ -112,9 +112,8 @@ pub fn dream_frame(
         let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
         for first in (0..steps).step_by(per_lease as usize) {
             let iterations = per_lease.min(steps - first);
-            let tiles: Vec<_> = grid.tiles().collect();
-            let work = parallel::map(tiles.len(), 3 * w * h, |i| {
-                let t = tiles[i];
+            let work = parallel::map(grid.len(), 3 * w * h, |i| {
+                let t = grid.tile(i);
                 TileWork {
                     frame,
                     octave: octave as u32,

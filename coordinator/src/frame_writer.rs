@@ -12,7 +12,7 @@ pub type Written = (u64, f64);
 
 /// The writing thread of one render, living in the render's thread scope.
 pub struct FrameWriter<'scope> {
-    queue: Option<SyncSender<(u64, Vec<u8>, f64)>>,
+    queue: SyncSender<(u64, Vec<u8>, f64)>,
     written: Receiver<Result<Written, OutputError>>,
     thread: ScopedJoinHandle<'scope, ()>,
 }
@@ -38,7 +38,7 @@ impl<'scope> FrameWriter<'scope> {
             }
         });
         Self {
-            queue: Some(queue),
+            queue,
             written,
             thread,
         }
@@ -47,8 +47,7 @@ impl<'scope> FrameWriter<'scope> {
     /// Queues frame `n` (8-bit RGB); waits while another frame is queued.
     /// Fails with the error that stopped the thread, if one did.
     pub fn write(&mut self, n: u64, rgb: Vec<u8>, seconds: f64) -> Result<(), OutputError> {
-        let queue = self.queue.as_ref().ok_or(OutputError::WriterGone)?;
-        if queue.send((n, rgb, seconds)).is_err() {
+        if self.queue.send((n, rgb, seconds)).is_err() {
             // The thread ended after a failure, which it reported.
             while let Ok(result) = self.written.recv() {
                 result?;
@@ -72,10 +71,15 @@ impl<'scope> FrameWriter<'scope> {
 
     /// Writes what is queued, ends the thread and returns the frames
     /// written since the last [`written`](Self::written).
-    pub fn finish(mut self) -> Result<Vec<Written>, OutputError> {
-        drop(self.queue.take());
-        let frames = self.written.iter().collect::<Result<Vec<_>, _>>();
-        if self.thread.join().is_err() {
+    pub fn finish(self) -> Result<Vec<Written>, OutputError> {
+        let Self {
+            queue,
+            written,
+            thread,
+        } = self;
+        drop(queue);
+        let frames = written.iter().collect::<Result<Vec<_>, _>>();
+        if thread.join().is_err() {
             return Err(OutputError::WriterGone);
         }
         frames

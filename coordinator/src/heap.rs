@@ -1,4 +1,5 @@
-//! How the coordinator's process asks glibc's allocator to reuse memory.
+//! How a coordinator or render process asks glibc's allocator to reuse
+//! memory.
 //!
 //! A coordinator allocates and frees frame-sized buffers all the time (a
 //! 4K RGB f32 frame is 100 MB: octave images, stitching sums, warps). By

@@ -189,8 +189,9 @@ pub fn camera(spec: &JobSpec, frame: u64, width: usize, height: usize) -> Warp {
 #[derive(Debug, Clone, Default)]
 pub struct RenderReport {
     /// Wall-clock seconds of each frame this run rendered (dream and
-    /// feedback; its PNG is written while the next frame dreams), in order; empty when every frame was already there. With
-    /// a cadence, a dreamed frame's time is shared by the frames it makes.
+    /// feedback; its PNG is written while the next frame dreams), in
+    /// order; empty when every frame was already there. With a cadence, a
+    /// dreamed frame's time is shared by the frames it makes.
     pub frame_seconds: Vec<f64>,
 }
 
