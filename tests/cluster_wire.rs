@@ -151,7 +151,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
     start_result(&raw, &lease, result_bytes(&lease)).await;
     let chunk = Chunk {
         lease_id: lease.lease_id,
-        data: vec![0; CHUNK_BYTES + 1],
+        data: vec![0; CHUNK_BYTES + 1].into(),
     };
     raw.up
         .send(msg(Up::ResultChunk(chunk)))
@@ -173,7 +173,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
     start_result(&raw, &lease, result_bytes(&lease)).await;
     let chunk = Chunk {
         lease_id: lease.lease_id,
-        data: vec![0; half as usize],
+        data: vec![0; half as usize].into(),
     };
     raw.up
         .send(msg(Up::ResultChunk(chunk)))
@@ -189,7 +189,8 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
         lease_id: lease.lease_id,
         data: f32::NAN
             .to_le_bytes()
-            .repeat(result_bytes(&lease) as usize / 4),
+            .repeat(result_bytes(&lease) as usize / 4)
+            .into(),
     };
     raw.up
         .send(msg(Up::ResultChunk(chunk)))

@@ -27,17 +27,6 @@ impl Assembler {
         }
     }
 
-    /// Expects `expected` bytes, a length the receiver has checked against
-    /// what it asked for (a result's size follows from its lease), so the
-    /// buffer is allocated once instead of growing, and copied, as pieces
-    /// arrive.
-    pub fn with_checked_length(expected: u64) -> Self {
-        Self {
-            expected,
-            buf: Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
-        }
-    }
-
     /// Adds a piece; refuses one that overruns the announced length or is
     /// bigger than a chunk.
     pub fn push(&mut self, piece: &[u8]) -> Result<(), WireError> {
@@ -78,7 +67,7 @@ mod tests {
         let data: Vec<u8> = (0..(2 * CHUNK_BYTES + 5)).map(|i| i as u8).collect();
         let pieces: Vec<_> = split(&data).collect();
         assert_eq!(pieces.len(), 3);
-        let mut a = Assembler::with_checked_length(data.len() as u64);
+        let mut a = Assembler::new(data.len() as u64);
         for p in &pieces {
             assert!(!a.is_complete());
             a.push(p).unwrap();

@@ -21,6 +21,10 @@ pub mod pixels;
 pub mod signal;
 pub mod tls;
 
+/// The type of a pixel piece's bytes (`Chunk::data`): shared slices, so a
+/// piece received is not copied out of the transport's buffer.
+pub use prost::bytes::Bytes;
+
 /// Generated from `proto/dreamfarm.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {

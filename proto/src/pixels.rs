@@ -9,7 +9,7 @@ use dreamfarm_common::params::WirePrecision;
 use dreamfarm_common::resample::Planar;
 
 use crate::pb::PixelFormat;
-use crate::{CHUNK_BYTES, MAX_TILE_SIDE, WireError};
+use crate::{Bytes, CHUNK_BYTES, MAX_TILE_SIDE, WireError};
 
 /// The pixel format of a job's leases and results.
 pub fn format_for(precision: WirePrecision) -> PixelFormat {
@@ -90,9 +90,9 @@ impl Encoded<'_> {
 }
 
 impl Iterator for Encoded<'_> {
-    type Item = Vec<u8>;
+    type Item = Bytes;
 
-    fn next(&mut self) -> Option<Vec<u8>> {
+    fn next(&mut self) -> Option<Bytes> {
         let samples = self.samples.next()?;
         // Zeroed, then overwritten in fixed-size steps: this compiles to
         // vector code, where pushing sample by sample does not.
@@ -102,14 +102,14 @@ impl Iterator for Encoded<'_> {
                 for (o, v) in out.chunks_exact_mut(4).zip(samples) {
                     o.copy_from_slice(&v.to_le_bytes());
                 }
-                out
+                out.into()
             }
             PixelFormat::F16 => {
                 let mut out = vec![0; samples.len() * 2];
                 for (o, &v) in out.chunks_exact_mut(2).zip(samples) {
                     o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
                 }
-                out
+                out.into()
             }
             PixelFormat::Unspecified => unreachable!("sample_bytes refused it"),
         })
@@ -124,34 +124,130 @@ pub fn decode(
     height: u32,
     format: PixelFormat,
 ) -> Result<Planar, WireError> {
-    let expected = payload_bytes("image", width, height, format)?;
-    if bytes.len() as u64 != expected {
-        return Err(WireError::Length {
+    let mut decoder = Decoder::new(width, height, format)?;
+    decoder.add(bytes)?;
+    decoder.finish()
+}
+
+/// Decodes an image whose pieces arrive one by one straight into its
+/// samples: no buffer of the whole payload's bytes, and each byte is read
+/// once while it is still in cache. A 4K frame's results are 190 MB.
+#[derive(Debug)]
+pub struct Decoder {
+    width: usize,
+    height: usize,
+    format: PixelFormat,
+    /// Bytes per sample of `format`.
+    sample_bytes: usize,
+    expected: u64,
+    received: u64,
+    /// The samples so far.
+    data: Vec<f32>,
+    /// The start of a sample cut between two pieces.
+    partial: Vec<u8>,
+}
+
+impl Decoder {
+    /// Expects a `width`×`height` image in `format`, a size the receiver
+    /// has checked against what it asked for (a result's follows from its
+    /// lease): its samples are allocated here, at once.
+    pub fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WireError> {
+        let expected = payload_bytes("image", width, height, format)?;
+        let samples = 3 * width as usize * height as usize;
+        Ok(Self {
+            width: width as usize,
+            height: height as usize,
+            format,
+            sample_bytes: sample_bytes(format)? as usize,
             expected,
-            got: bytes.len() as u64,
-        });
+            received: 0,
+            data: Vec::with_capacity(samples),
+            partial: Vec::new(),
+        })
     }
-    let data: Vec<f32> = match format {
-        PixelFormat::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        PixelFormat::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        PixelFormat::Unspecified => unreachable!("payload_bytes refused it"),
-    };
-    if data.iter().any(|v| !v.is_finite()) {
-        return Err(WireError::Protocol(
-            "pixels hold NaN or infinite values".into(),
-        ));
+
+    /// Adds a piece; refuses one bigger than a chunk, one that overruns
+    /// the image, and non-finite samples.
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), WireError> {
+        if piece.len() > CHUNK_BYTES {
+            return Err(WireError::Length {
+                expected: CHUNK_BYTES as u64,
+                got: piece.len() as u64,
+            });
+        }
+        self.add(piece)
     }
-    Ok(Planar {
-        width: width as usize,
-        height: height as usize,
-        data,
-    })
+
+    /// [`push`](Self::push) without the piece size limit.
+    fn add(&mut self, mut piece: &[u8]) -> Result<(), WireError> {
+        let got = self.received + piece.len() as u64;
+        if got > self.expected {
+            return Err(WireError::Length {
+                expected: self.expected,
+                got,
+            });
+        }
+        self.received = got;
+        let first = self.data.len();
+        let size = self.sample_bytes;
+        if !self.partial.is_empty() {
+            let (rest, after) = piece.split_at((size - self.partial.len()).min(piece.len()));
+            self.partial.extend_from_slice(rest);
+            piece = after;
+            if self.partial.len() == size {
+                let sample = std::mem::take(&mut self.partial);
+                self.convert(&sample);
+            }
+        }
+        let (whole, cut) = piece.split_at(piece.len() / size * size);
+        self.convert(whole);
+        self.partial.extend_from_slice(cut);
+        if self.data[first..].iter().any(|v| !v.is_finite()) {
+            return Err(WireError::Protocol(
+                "pixels hold NaN or infinite values".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends the samples of `bytes`, whole samples of the format.
+    fn convert(&mut self, bytes: &[u8]) {
+        let first = self.data.len();
+        match self.format {
+            PixelFormat::F16 => {
+                self.data.resize(first + bytes.len() / 2, 0.0);
+                for (d, b) in self.data[first..].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            _ => {
+                self.data.resize(first + bytes.len() / 4, 0.0);
+                for (d, b) in self.data[first..].iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+    }
+
+    /// Whether every byte of the image has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.received == self.expected
+    }
+
+    /// The image, once complete.
+    pub fn finish(self) -> Result<Planar, WireError> {
+        if !self.is_complete() {
+            return Err(WireError::Length {
+                expected: self.expected,
+                got: self.received,
+            });
+        }
+        Ok(Planar {
+            width: self.width,
+            height: self.height,
+            data: self.data,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +305,7 @@ mod tests {
             data: (0..3 * w * h).map(|i| (i % 997) as f32 / 997.0).collect(),
         };
         for format in [PixelFormat::F32, PixelFormat::F16] {
-            let pieces: Vec<Vec<u8>> = encode(&img, format).unwrap().collect();
+            let pieces: Vec<Bytes> = encode(&img, format).unwrap().collect();
             assert!(pieces.len() > 1);
             assert!(pieces.iter().all(|p| p.len() <= CHUNK_BYTES));
             let back = decode(&pieces.concat(), w as u32, h as u32, format).unwrap();
@@ -218,6 +314,41 @@ mod tests {
                 assert!(if exact { a == b } else { (a - b).abs() < 1e-3 });
             }
         }
+    }
+
+    #[test]
+    fn pieces_cut_anywhere_decode_as_the_whole() {
+        let img = image();
+        for format in [PixelFormat::F32, PixelFormat::F16] {
+            let bytes = encoded(&img, format);
+            let whole = decode(&bytes, 3, 2, format).unwrap();
+            for cut in [1, 3, 5, 7] {
+                let mut d = Decoder::new(3, 2, format).unwrap();
+                for piece in bytes.chunks(cut) {
+                    assert!(!d.is_complete());
+                    d.push(piece).unwrap();
+                }
+                assert_eq!(d.finish().unwrap(), whole, "{format:?} in pieces of {cut}");
+            }
+        }
+        let mut short = Decoder::new(3, 2, PixelFormat::F32).unwrap();
+        short.push(&encoded(&img, PixelFormat::F32)[..70]).unwrap();
+        assert_eq!(
+            short.finish(),
+            Err(WireError::Length {
+                expected: 72,
+                got: 70
+            })
+        );
+        let mut big = Decoder::new(MAX_TILE_SIDE, 1, PixelFormat::F32).unwrap();
+        assert!(
+            big.push(&vec![0; CHUNK_BYTES + 1]).is_err(),
+            "a piece over a chunk"
+        );
+        let mut nan = Decoder::new(3, 2, PixelFormat::F32).unwrap();
+        let bits = f32::NAN.to_le_bytes();
+        nan.push(&bits[..2]).unwrap();
+        assert!(nan.push(&bits[2..]).is_err(), "a NaN cut in two");
     }
 
     #[test]

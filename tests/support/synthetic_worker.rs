@@ -59,7 +59,7 @@ async fn synthetic_worker(
             }
         }
     });
-    let zeros = vec![0u8; CHUNK_BYTES];
+    let zeros = dreamfarm_proto::Bytes::from(vec![0u8; CHUNK_BYTES]);
     // Lease id → (attempt, format, output bytes, bytes still to come).
     let mut arriving: HashMap<u64, (u32, PixelFormat, u64, u64)> = HashMap::new();
     while let Some(msg) = down.message().await? {
@@ -98,7 +98,7 @@ async fn synthetic_worker(
             let n = left.min(CHUNK_BYTES);
             tx.send(up(Up::ResultChunk(Chunk {
                 lease_id: id,
-                data: zeros[..n].to_vec(),
+                data: zeros.slice(..n),
             })))
             .await?;
             left -= n;

@@ -11,8 +11,7 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
 use dreamfarm_proto::pb::{
-    Chunk, CoordinatorMessage, Hello, LeaseStart, PixelFormat, Rect, ResultStart, Revoke, Welcome,
-    WorkerMessage,
+    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, Welcome, WorkerMessage,
 };
 use dreamfarm_proto::{PROTOCOL_VERSION, WireError, objective, pixels};
 use tokio::sync::mpsc;
@@ -217,10 +216,33 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
 struct Incoming {
     lease: LeaseId,
     attempt: u32,
-    /// `None` when the lease is no longer held: the bytes are read and
-    /// dropped.
-    expected: Option<(u32, u32, PixelFormat)>,
-    bytes: Assembler,
+    pixels: Receiving,
+}
+
+/// Where a result's pixels go as they arrive.
+enum Receiving {
+    /// Into the change, for a lease still held.
+    Kept(pixels::Decoder),
+    /// Nowhere: the lease is no longer held, the bytes are only counted.
+    Dropped(Assembler),
+}
+
+impl Receiving {
+    /// Takes the next piece.
+    fn push(&mut self, piece: &[u8]) -> Result<(), WireError> {
+        match self {
+            Self::Kept(d) => d.push(piece),
+            Self::Dropped(a) => a.push(piece),
+        }
+    }
+
+    /// Whether every announced byte has arrived.
+    fn is_complete(&self) -> bool {
+        match self {
+            Self::Kept(d) => d.is_complete(),
+            Self::Dropped(a) => a.is_complete(),
+        }
+    }
 }
 
 fn refused(e: LeaseError) -> Status {
@@ -262,9 +284,9 @@ async fn read_messages(
                     ))
                     .into());
                 };
-                inc.bytes.push(&c.data)?;
+                inc.pixels.push(&c.data)?;
                 hub.metrics.received(c.data.len());
-                if inc.bytes.is_complete()
+                if inc.pixels.is_complete()
                     && let Some(inc) = incoming.take()
                 {
                     finish_result(hub, worker, inc)?;
@@ -303,7 +325,7 @@ async fn read_messages(
 /// Checks a result's head against the lease it names.
 fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming, Status> {
     let format = pixels::format_of(r.format)?;
-    let expected = match hub.read(|s| s.check_result(worker, r.lease_id, r.attempt)) {
+    let pixels = match hub.read(|s| s.check_result(worker, r.lease_id, r.attempt)) {
         Ok(shape) => {
             let lease_format = pixels::format_for(shape.wire);
             if format != lease_format {
@@ -324,7 +346,7 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
                 }
                 .into());
             }
-            Some((w, h, format))
+            Receiving::Kept(pixels::Decoder::new(w, h, format)?)
         }
         // A late result (the lease expired or went elsewhere): dropped.
         Err(e @ LeaseError::TakenBack(_)) => {
@@ -332,28 +354,23 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
             if r.pixels_bytes > 3 * u64::from(dreamfarm_proto::MAX_TILE_SIDE).pow(2) * 4 {
                 return Err(refused(e));
             }
-            None
+            Receiving::Dropped(Assembler::new(r.pixels_bytes))
         }
         Err(e) => return Err(refused(e)),
     };
     Ok(Incoming {
         lease: r.lease_id,
         attempt: r.attempt,
-        expected,
-        bytes: if expected.is_some() {
-            Assembler::with_checked_length(r.pixels_bytes)
-        } else {
-            Assembler::new(r.pixels_bytes)
-        },
+        pixels,
     })
 }
 
 /// Decodes a complete result and hands it to the scheduler.
 fn finish_result(hub: &Hub, worker: WorkerId, inc: Incoming) -> Result<(), Status> {
-    let Some((w, h, format)) = inc.expected else {
+    let Receiving::Kept(decoder) = inc.pixels else {
         return Ok(());
     };
-    let change = pixels::decode(&inc.bytes.finish()?, w, h, format)?;
+    let change = decoder.finish()?;
     match hub.update(|s| s.complete(worker, inc.lease, inc.attempt, change)) {
         Ok(()) => Ok(()),
         // Revoked while its bytes were arriving.

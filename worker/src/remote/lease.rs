@@ -187,7 +187,7 @@ mod tests {
             .chunks(CHUNK_BYTES)
             .map(|data| Chunk {
                 lease_id: start.lease_id,
-                data: data.to_vec(),
+                data: data.to_vec().into(),
             })
             .collect()
     }
@@ -264,14 +264,14 @@ mod tests {
         assert!(matches!(
             arriving.chunk(Chunk {
                 lease_id: 5,
-                data: vec![0; 4]
+                data: vec![0; 4].into()
             }),
             Err(WireError::Protocol(_))
         ));
         let start = head(5);
         arriving.start(start.clone()).expect("a good head");
         let mut pieces = pixels_of(&start);
-        pieces[0].data.extend([0; 4]);
+        pieces[0].data = [&pieces[0].data[..], &[0; 4]].concat().into();
         assert!(matches!(
             arriving.chunk(pieces.remove(0)),
             Err(WireError::Length { .. })
@@ -344,7 +344,9 @@ mod tests {
     fn non_finite_pixels_are_refused() {
         let start = head(8);
         let mut pieces = pixels_of(&start);
-        pieces[0].data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let mut first = pieces[0].data.to_vec();
+        first[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        pieces[0].data = first.into();
         let (_, e) = receive_pieces(start, pieces).err().expect("refused");
         assert!(e.to_string().contains("NaN"), "{e}");
     }
