@@ -201,40 +201,155 @@ pub fn resize(src: &Planar, width: usize, height: usize) -> Planar {
     if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
         return Planar::zeros(width, height);
     }
-    match (src.width == width, src.height == height) {
-        (true, true) => src.clone(),
-        (false, true) => resize_horizontal(src, width),
-        (true, false) => resize_vertical(src, height),
-        // Shrink first, so the second pass runs on the smaller image. The
-        // vertical pass vectorises across a row and the horizontal one
-        // does not, so this also gives the vertical pass the bulk of a
-        // downscale's work.
-        (false, false) if height < src.height => {
-            resize_horizontal(&resize_vertical(src, height), width)
+    let mut out = Planar::zeros(width, height);
+    RowResize::new(src.width, src.height, width, height).advance(src, src.height, &mut out);
+    out
+}
+
+/// A [`resize`] computed band by band as the source's rows arrive, top
+/// first: the frame loop starts an octave's top tiles while the bottom of
+/// the octave before is still being dreamed. Every output sample is the
+/// same bits as the whole resize's, whatever the bands.
+pub struct RowResize {
+    /// The column pass, if the width changes.
+    horizontal: Option<AxisWeights>,
+    /// The row pass, if the height changes.
+    vertical: Option<AxisWeights>,
+    /// Whether the row pass comes first: when shrinking the height, so the
+    /// column pass runs on the smaller image.
+    vertical_first: bool,
+    /// The image between the two passes (both axes change), in the
+    /// second pass's input rows.
+    between: Planar,
+    /// Rows of `between` computed.
+    between_rows: usize,
+    /// Output rows computed.
+    done: usize,
+    src_width: usize,
+    width: usize,
+    height: usize,
+}
+
+impl RowResize {
+    /// Resizes a non-empty `src_width`×`src_height` source to a non-empty
+    /// `width`×`height`.
+    pub fn new(src_width: usize, src_height: usize, width: usize, height: usize) -> Self {
+        let horizontal = (src_width != width).then(|| AxisWeights::new(src_width, width));
+        let vertical = (src_height != height).then(|| AxisWeights::new(src_height, height));
+        let vertical_first = height < src_height;
+        let between = match (&horizontal, &vertical) {
+            (Some(_), Some(_)) if vertical_first => Planar::zeros(src_width, height),
+            (Some(_), Some(_)) => Planar::zeros(width, src_height),
+            _ => Planar::zeros(0, 0),
+        };
+        Self {
+            horizontal,
+            vertical,
+            vertical_first,
+            between,
+            between_rows: 0,
+            done: 0,
+            src_width,
+            width,
+            height,
         }
-        (false, false) => resize_vertical(&resize_horizontal(src, width), height),
+    }
+
+    /// Source rows that the first `rows` output rows read.
+    fn source_rows(&self, rows: usize) -> usize {
+        match (&self.vertical, rows) {
+            (_, 0) => 0,
+            (Some(v), _) => v.starts[rows - 1] + v.taps,
+            (None, _) => rows,
+        }
+    }
+
+    /// Output rows computed so far.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// Computes every output row into `out` (`width`×`height`) that the
+    /// first `src_rows` rows of `src` determine, and returns how many rows
+    /// are now done.
+    pub fn advance(&mut self, src: &Planar, src_rows: usize, out: &mut Planar) -> usize {
+        let from = self.done;
+        let mut to = from;
+        while to < self.height && self.source_rows(to + 1) <= src_rows {
+            to += 1;
+        }
+        if to == from {
+            return from;
+        }
+        let (sw, sh) = (self.src_width, src.height);
+        let (w, h) = (self.width, self.height);
+        let planes_in = src.data.chunks_exact(sw * sh);
+        let planes_out = out.data.chunks_exact_mut(w * h);
+        match (&self.horizontal, &self.vertical) {
+            (None, None) => {
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    p_out[from * w..to * w].copy_from_slice(&p_in[from * w..to * w]);
+                }
+            }
+            (Some(x), None) => {
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    horizontal_rows(x, p_in, sw, p_out, w, from..to);
+                }
+            }
+            (None, Some(y)) => {
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    vertical_rows(y, p_in, w, p_out, from..to);
+                }
+            }
+            (Some(x), Some(y)) if self.vertical_first => {
+                let planes_between = self.between.data.chunks_exact_mut(sw * h);
+                for ((p_in, p_mid), p_out) in planes_in.zip(planes_between).zip(planes_out) {
+                    vertical_rows(y, p_in, sw, p_mid, from..to);
+                    horizontal_rows(x, p_mid, sw, p_out, w, from..to);
+                }
+            }
+            (Some(x), Some(y)) => {
+                let (mid_from, mid_to) = (self.between_rows, self.source_rows(to));
+                let planes_between = self.between.data.chunks_exact_mut(w * sh);
+                for ((p_in, p_mid), p_out) in planes_in.zip(planes_between).zip(planes_out) {
+                    horizontal_rows(x, p_in, sw, p_mid, w, mid_from..mid_to);
+                    vertical_rows(y, p_mid, w, p_out, from..to);
+                }
+                self.between_rows = mid_to;
+            }
+        }
+        self.done = to;
+        to
     }
 }
 
-/// Rows [`resize_horizontal`] resamples together: their samples are laid
+/// Rows [`horizontal_rows`] resamples together: their samples are laid
 /// side by side so that one tap is a single multiply-add across them, which
 /// vectorises where a tap-by-tap sum along one row cannot (it must add in
 /// order).
 const ROWS_AT_ONCE: usize = 8;
 
-/// Resamples the rows of `src` (non-empty) to `width` columns, strips of
-/// [`ROWS_AT_ONCE`] rows shared out across threads. Each output sample
-/// adds its taps in order from 0, as one row at a time would.
-fn resize_horizontal(src: &Planar, width: usize) -> Planar {
-    let axis = AxisWeights::new(src.width, width);
+/// Resamples `rows` of the plane `plane_in` (`src_width` wide) to `width`
+/// columns in the same rows of `plane_out`, strips of [`ROWS_AT_ONCE`]
+/// rows shared out across threads. Each output sample adds its taps in
+/// order from 0, as one row at a time would.
+fn horizontal_rows(
+    axis: &AxisWeights,
+    plane_in: &[f32],
+    src_width: usize,
+    plane_out: &mut [f32],
+    width: usize,
+    rows: std::ops::Range<usize>,
+) {
     let taps = axis.taps;
-    let mut out = Planar::zeros(width, src.height);
-    parallel::for_each_piece(&mut out.data, ROWS_AT_ONCE * width, |strip, rows_out| {
-        let rows_in =
-            &src.data[strip * ROWS_AT_ONCE * src.width..][..rows_out.len() / width * src.width];
+    let first = rows.start;
+    let out = &mut plane_out[rows.start * width..rows.end * width];
+    parallel::for_each_piece(out, ROWS_AT_ONCE * width, |strip, rows_out| {
+        let row = first + strip * ROWS_AT_ONCE;
+        let rows_in = &plane_in[row * src_width..][..rows_out.len() / width * src_width];
         // Column `x` of the strip's rows, side by side.
-        let mut columns = vec![[0.0f32; ROWS_AT_ONCE]; src.width];
-        for (r, row_in) in rows_in.chunks_exact(src.width).enumerate() {
+        let mut columns = vec![[0.0f32; ROWS_AT_ONCE]; src_width];
+        for (r, row_in) in rows_in.chunks_exact(src_width).enumerate() {
             for (column, &v) in columns.iter_mut().zip(row_in) {
                 column[r] = v;
             }
@@ -256,20 +371,23 @@ fn resize_horizontal(src: &Planar, width: usize) -> Planar {
             }
         }
     });
-    out
 }
 
-/// Resamples the columns of `src` (non-empty) to `height` rows, a row at a
-/// time so the inner loop runs over contiguous rows, rows shared out
-/// across threads.
-fn resize_vertical(src: &Planar, height: usize) -> Planar {
-    let axis = AxisWeights::new(src.height, height);
+/// Resamples the columns of the plane `plane_in` (`width` wide) into
+/// `rows` of `plane_out`, a row at a time so the inner loop runs over
+/// contiguous rows, rows shared out across threads.
+fn vertical_rows(
+    axis: &AxisWeights,
+    plane_in: &[f32],
+    width: usize,
+    plane_out: &mut [f32],
+    rows: std::ops::Range<usize>,
+) {
     let taps = axis.taps;
-    let width = src.width;
-    let mut out = Planar::zeros(width, height);
-    parallel::for_each_piece(&mut out.data, width, |k, row_out| {
-        let (plane, row) = (k / height, k % height);
-        let plane_in = &src.data[plane * width * src.height..][..width * src.height];
+    let first = rows.start;
+    let out = &mut plane_out[rows.start * width..rows.end * width];
+    parallel::for_each_piece(out, width, |k, row_out| {
+        let row = first + k;
         let start = axis.starts[row];
         let w = &axis.weights[row * taps..][..taps];
         let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
@@ -282,7 +400,6 @@ fn resize_vertical(src: &Planar, height: usize) -> Planar {
             }
         }
     });
-    out
 }
 
 /// The per-frame camera move of an infinite zoom: the content of each frame
@@ -646,12 +763,41 @@ mod tests {
         // Heights that leave a short last strip; sizes both ways.
         for (w, h, to) in [(97, 13, 41), (41, 13, 97), (700, 301, 255), (255, 3, 700)] {
             let src = noise(w, h);
-            assert_eq!(
-                resize_horizontal(&src, to),
-                one_row(&src, to),
-                "{w}x{h} to {to}"
-            );
+            assert_eq!(resize(&src, to, h), one_row(&src, to), "{w}x{h} to {to}");
         }
+    }
+
+    #[test]
+    fn a_resize_in_bands_of_rows_is_the_whole_resize() {
+        let src = noise(131, 97);
+        for (w, h) in [
+            (190, 140),
+            (60, 40),
+            (131, 140),
+            (190, 97),
+            (131, 97),
+            (60, 140),
+        ] {
+            let whole = resize(&src, w, h);
+            let mut rows = RowResize::new(131, 97, w, h);
+            let mut out = Planar::zeros(w, h);
+            let mut seen = 0;
+            for available in (0..=97).step_by(13).chain([97]) {
+                let done = rows.advance(&src, available, &mut out);
+                assert!(done >= seen, "rows never go back");
+                seen = done;
+            }
+            assert_eq!(seen, h, "{w}x{h}: every row once the source is all there");
+            assert_eq!(out, whole, "{w}x{h}");
+        }
+        let mut rows = RowResize::new(131, 97, 190, 140);
+        let mut out = Planar::zeros(190, 140);
+        assert_eq!(rows.advance(&src, 0, &mut out), 0, "no source, no rows");
+        let part = rows.advance(&src, 40, &mut out);
+        assert!(
+            part > 0 && part < 140 * 40 / 97,
+            "{part} rows from 40 of 97"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! neighbouring tiles' changes are cross-faded over that band with weights
 //! that sum to one everywhere, so no seam shows.
 
+use std::ops::Range;
+
 use crate::parallel;
 use crate::resample::Planar;
 
@@ -189,31 +191,46 @@ impl TileGrid {
         w
     }
 
-    /// The cross-fade of every tile's change (`changes[i]` over tile `i`'s
-    /// output region): `Σ weight × change`, the weights adding up to one at
-    /// every pixel. Rows are shared out across threads; each pixel adds its
-    /// tiles in index order whichever thread computes it, so the result is
-    /// the same bits as adding tile after tile.
-    pub fn blend(&self, changes: &[Planar]) -> Planar {
+    /// The cross-fade of the tiles' changes (`changes[i]` over tile `i`'s
+    /// output region) over image rows `rows`: `Σ weight × change`, the
+    /// weights adding up to one at every pixel; a `width`×`rows.len()`
+    /// image. Every tile whose output reaches into `rows` must have its
+    /// change. Rows are shared out across threads; each pixel adds its tiles
+    /// in index order whichever thread computes it and whatever the rows
+    /// asked for, so the result is the same bits as adding tile after tile
+    /// over the whole image.
+    ///
+    /// # Panics
+    ///
+    /// If a tile over `rows` has no change.
+    pub fn blend_rows(&self, changes: &[Option<Planar>], rows: Range<usize>) -> Planar {
         let columns = self.xs.len() - 1;
-        let rows = self.ys.len() - 1;
-        let tiles: Vec<(Tile, Vec<f32>)> = self
+        let grid_rows = self.ys.len() - 1;
+        let tiles: Vec<(Tile, Vec<f32>, &Planar)> = self
             .tiles()
-            .map(|tile| {
+            .zip(changes)
+            .filter(|(tile, _)| {
+                tile.output.y < rows.end as i64
+                    && tile.output.y + tile.output.height as i64 > rows.start as i64
+            })
+            .map(|(tile, change)| {
                 let c = tile.index % columns;
                 let out = tile.output;
                 let (cx0, cx1) = (tile.cell.x as usize, tile.cell.x as usize + tile.cell.width);
                 let wx = (0..out.width)
                     .map(|i| self.axis_weight(out.x as usize + i, cx0, cx1, c > 0, c + 1 < columns))
                     .collect();
-                (tile, wx)
+                let change = change
+                    .as_ref()
+                    .expect("the change of every tile over the rows");
+                (tile, wx, change)
             })
             .collect();
-        let (width, height) = (self.width, self.height);
+        let (width, height) = (self.width, rows.len());
         let mut sum = Planar::zeros(width, height);
         parallel::for_each_piece(&mut sum.data, width, |k, dst_row| {
-            let (ch, y) = (k / height, k % height);
-            for ((tile, wx), change) in tiles.iter().zip(changes) {
+            let (ch, y) = (k / height, rows.start + k % height);
+            for (tile, wx, change) in &tiles {
                 let out = tile.output;
                 let Some(j) = y.checked_sub(out.y as usize).filter(|&j| j < out.height) else {
                     continue;
@@ -223,7 +240,7 @@ impl TileGrid {
                     tile.cell.y as usize,
                     tile.cell.y as usize + tile.cell.height,
                 );
-                let wy = self.axis_weight(y, cy0, cy1, r > 0, r + 1 < rows);
+                let wy = self.axis_weight(y, cy0, cy1, r > 0, r + 1 < grid_rows);
                 if wy == 0.0 {
                     continue;
                 }
@@ -314,19 +331,44 @@ mod tests {
     #[test]
     fn blend_weights_sum_to_one_everywhere() {
         let grid = TileGrid::new(100, 70, geometry(32));
-        let ones: Vec<Planar> = grid
+        let ones: Vec<Option<Planar>> = grid
             .tiles()
             .map(|t| {
                 let mut ones = Planar::zeros(t.output.width, t.output.height);
                 ones.data.fill(1.0);
-                ones
+                Some(ones)
             })
             .collect();
-        let sum = grid.blend(&ones);
+        let sum = grid.blend_rows(&ones, 0..70);
         assert!(
             sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),
             "weights do not partition unity"
         );
+        // Any band of rows is those rows of the whole, bit for bit.
+        let noisy: Vec<Option<Planar>> = ones
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let mut p = o.clone()?;
+                for (k, v) in p.data.iter_mut().enumerate() {
+                    *v = ((k * 7919 + i * 104_729) % 1000) as f32 / 999.0;
+                }
+                Some(p)
+            })
+            .collect();
+        let whole = grid.blend_rows(&noisy, 0..70);
+        let band = grid.blend_rows(&noisy, 23..41);
+        for c in 0..3 {
+            assert_eq!(band.channel(c), &whole.channel(c)[23 * 100..41 * 100]);
+        }
+        // Only the tiles over the rows are needed.
+        let mut top = noisy.clone();
+        let last_row = grid.tiles().filter(|t| t.output.y > 10).map(|t| t.index);
+        for i in last_row {
+            top[i] = None;
+        }
+        let top_band = grid.blend_rows(&top, 0..10);
+        assert_eq!(top_band.channel(0), &whole.channel(0)[..10 * 100]);
     }
 
     #[test]

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 
 use dreamfarm_common::objective::{FrameObjective, jitter_at};
-use dreamfarm_common::parallel;
 use dreamfarm_common::params::{DreamSettings, JobSpec, ParamError};
-use dreamfarm_common::resample::{Planar, resize};
-use dreamfarm_common::tiling::{Rect, TileGeometry, TileGrid, extract};
-use dreamfarm_common::work::TileWork;
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::tiling::TileGeometry;
 
+use crate::octave_rows::FrameRows;
 use crate::tile_executor::{TileError, TileExecutor};
 
 /// Sizes of the octaves of a `width`×`height` frame, smallest first, the
@@ -82,6 +81,11 @@ impl FramePlan {
 }
 
 /// Dreams `input` as `plan` says and returns the dreamed frame.
+///
+/// Tiles go to `executor` as soon as the rows they read are known, and
+/// each change that comes back completes what rows it can (see
+/// [`FrameRows`]): an octave's top tiles start while the bottom of the
+/// octave before is still out.
 pub fn dream_frame(
     settings: &DreamSettings,
     min_side: usize,
@@ -95,83 +99,45 @@ pub fn dream_frame(
         return Ok(input.clone());
     }
     let sizes = octave_sizes(input.width, input.height, settings, min_side);
-    let (w0, h0) = sizes[0];
-    let mut detail = Planar::zeros(w0, h0);
-    // Each octave starts from the input at its size plus the detail so far.
-    let mut image = Planar::zeros(0, 0);
-    let steps = plan.objective.iterations;
-    let per_lease = match settings.iterations_per_lease {
-        0 => steps,
-        k => k.min(steps),
-    };
-    for (octave, &(w, h)) in sizes.iter().enumerate() {
-        let _span = tracing::debug_span!("octave", octave, w, h).entered();
-        let mut base = resize(input, w, h);
-        image = resize(&detail, w, h);
-        add_into(&mut image, &base);
-        let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
-        for first in (0..steps).step_by(per_lease as usize) {
-            let iterations = per_lease.min(steps - first);
-            let work = parallel::map(grid.len(), 3 * w * h, |i| {
-                let t = grid.tile(i);
-                TileWork {
-                    frame,
-                    octave: octave as u32,
-                    tile: t.index as u32,
-                    objective: plan.objective.clone(),
-                    first_iteration: first,
-                    iterations,
-                    jitter: plan.jitter,
-                    pixels: extract(&image, t.input),
-                    output: Rect {
-                        x: t.output.x - t.input.x,
-                        y: t.output.y - t.input.y,
-                        ..t.output
-                    },
-                }
+    let mut rows = FrameRows::new(settings, plan, input, &sizes);
+    loop {
+        let ready = rows.advance();
+        if let Some(dreamed) = rows.finished() {
+            return Ok(dreamed);
+        }
+        if !ready.is_empty() {
+            executor.submit(ready)?;
+        }
+        if rows.outstanding() == 0 {
+            return Err(TileError {
+                frame,
+                octave: 0,
+                tile: 0,
+                reason: "the frame stalled with no tile out (a frame loop bug)".into(),
             });
-            let changes = executor.run(work)?;
-            // A NaN would pass the clamp below and come out a black frame.
-            if let Some(bad) = changes
-                .iter()
-                .position(|c| c.data.iter().any(|v| !v.is_finite()))
-            {
-                return Err(TileError {
-                    frame,
-                    octave: octave as u32,
-                    tile: bad as u32,
-                    reason: "the dream went non-finite (NaN or infinity): lower --step-size or the layer weights".into(),
-                });
-            }
-            add_into(&mut image, &grid.blend(&changes));
         }
-        // The detail is `image - base`, computed in `base`'s buffer.
-        zip_pieces(&mut base, &image, |b, x| *b = x - *b);
-        detail = base;
+        let (key, change) = executor.next()?;
+        // A NaN would pass the clamp and come out a black frame.
+        if change.data.iter().any(|v| !v.is_finite()) {
+            return Err(TileError {
+                frame,
+                octave: key.octave,
+                tile: key.tile,
+                reason: "the dream went non-finite (NaN or infinity): lower --step-size or the layer weights".into(),
+            });
+        }
+        if !rows.complete(key, change) {
+            tracing::warn!(frame, ?key, "dropped a change for a tile that was not out");
+        }
     }
-    Ok(image)
-}
-
-/// `a += b`, clamped to the valid range. In place: these are frame-sized
-/// buffers, and a fresh one costs a page fault per 4 KiB.
-fn add_into(a: &mut Planar, b: &Planar) {
-    zip_pieces(a, b, |x, y| *x = (*x + y).clamp(0.0, 1.0));
-}
-
-/// `f(a, b)` for every sample of same-sized `a` and `b`, in parallel.
-fn zip_pieces(a: &mut Planar, b: &Planar, f: impl Fn(&mut f32, f32) + Sync) {
-    debug_assert_eq!((a.width, a.height), (b.width, b.height));
-    let width = a.width;
-    parallel::for_each_piece(&mut a.data, width, |row, piece| {
-        for (x, &y) in piece.iter_mut().zip(&b.data[row * width..]) {
-            f(x, y);
-        }
-    });
 }
 
 #[cfg(test)]
 mod tests {
+    use dreamfarm_common::work::TileWork;
+
     use super::*;
+    use crate::tile_executor::{InOrder, TileKey};
 
     #[test]
     fn octaves_end_at_the_frame_and_skip_what_the_net_cannot_see() {
@@ -192,19 +158,106 @@ mod tests {
     }
 
     /// Returns changes full of `value`.
-    struct Constant(f32);
+    struct Constant(f32, InOrder);
 
     impl TileExecutor for Constant {
-        fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
-            Ok(work
-                .iter()
-                .map(|w| {
-                    let mut p = Planar::zeros(w.output.width, w.output.height);
-                    p.data.fill(self.0);
-                    p
-                })
-                .collect())
+        fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
+            self.1.submit(work);
+            Ok(())
         }
+
+        fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+            let value = self.0;
+            self.1.next(|w| {
+                let mut p = Planar::zeros(w.output.width, w.output.height);
+                p.data.fill(value);
+                Ok(p)
+            })
+        }
+    }
+
+    /// Holds every tile handed in and returns the oldest (FIFO) or the
+    /// newest (LIFO) first. Each change is computed from the tile's own
+    /// pixels, so a tile that read rows not yet known changes the frame.
+    struct Holding {
+        lifo: bool,
+        out: Vec<TileWork>,
+        /// Whether tiles of two octaves were ever out at once.
+        octaves_overlapped: bool,
+    }
+
+    impl TileExecutor for Holding {
+        fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
+            self.out.extend(work);
+            let first = self.out[0].octave;
+            self.octaves_overlapped |= self.out.iter().any(|w| w.octave != first);
+            Ok(())
+        }
+
+        fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+            let w = if self.lifo {
+                self.out.pop()
+            } else {
+                (!self.out.is_empty()).then(|| self.out.remove(0))
+            }
+            .expect("a tile is out");
+            let o = w.output;
+            let mut change = Planar::zeros(o.width, o.height);
+            for c in 0..3 {
+                for y in 0..o.height {
+                    for x in 0..o.width {
+                        let p = &w.pixels;
+                        let v =
+                            p.data[(c * p.height + y + o.y as usize) * p.width + x + o.x as usize];
+                        change.data[(c * o.height + y) * o.width + x] = 0.3 * (0.5 - v);
+                    }
+                }
+            }
+            Ok((TileKey::of(&w), change))
+        }
+    }
+
+    #[test]
+    fn octaves_overlap_and_the_order_tiles_come_back_in_changes_nothing() {
+        let s = DreamSettings {
+            octaves: 3,
+            octave_scale: 1.4,
+            iterations: 2.0.into(),
+            iterations_per_lease: 1,
+            tile_size: 24,
+            tile_margin: 8,
+            blend_band: 4,
+            ..Default::default()
+        };
+        let plan = FramePlan {
+            frame: 0,
+            objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
+            jitter: 2,
+        };
+        let mut input = Planar::zeros(160, 120);
+        for (i, v) in input.data.iter_mut().enumerate() {
+            *v = ((i * 7919) % 1000) as f32 / 999.0;
+        }
+        let run = |lifo| {
+            let mut executor = Holding {
+                lifo,
+                out: Vec::new(),
+                octaves_overlapped: false,
+            };
+            let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
+            (frame, executor.octaves_overlapped)
+        };
+        let (fifo, overlapped) = run(false);
+        let (lifo, _) = run(true);
+        assert!(
+            overlapped,
+            "the next octave's top tiles start before the last tiles of the one before are back"
+        );
+        assert!(
+            fifo == lifo,
+            "the frame depends on the order tiles came back in"
+        );
+        assert!(fifo != input, "the changes reached the frame");
     }
 
     #[test]
@@ -220,10 +273,25 @@ mod tests {
             jitter: 32,
         };
         let input = Planar::zeros(96, 96);
-        assert!(dream_frame(&s, 75, &plan(0), &input, &mut Constant(0.01)).is_ok());
-        let e = dream_frame(&s, 75, &plan(3), &input, &mut Constant(f32::NAN))
-            .expect_err("a NaN dream is refused")
-            .to_string();
+        assert!(
+            dream_frame(
+                &s,
+                75,
+                &plan(0),
+                &input,
+                &mut Constant(0.01, InOrder::default())
+            )
+            .is_ok()
+        );
+        let e = dream_frame(
+            &s,
+            75,
+            &plan(3),
+            &input,
+            &mut Constant(f32::NAN, InOrder::default()),
+        )
+        .expect_err("a NaN dream is refused")
+        .to_string();
         assert!(
             e.starts_with("tile 0 of frame 3, octave 0: the dream went non-finite"),
             "{e}"

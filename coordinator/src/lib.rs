@@ -2,7 +2,8 @@
 //! octave of a frame into tiles, has them computed by a [`TileExecutor`],
 //! stitches the results, writes frames and assembles the video.
 //!
-//! - [`frame_loop`]: one frame over octaves and tiles.
+//! - [`frame_loop`]: one frame over octaves and tiles; [`octave_rows`]: its
+//!   images filling in top first, and the tiles each band of rows starts.
 //! - [`render`]: a whole job, frame after frame, resumable.
 //! - [`output`]: the frames folder; [`frame_writer`]: frames written on
 //!   their own thread; [`video`]: ffmpeg.
@@ -20,6 +21,7 @@ pub mod frame_writer;
 pub mod heap;
 #[cfg(feature = "embedded-worker")]
 pub mod local_worker;
+pub mod octave_rows;
 pub mod output;
 pub mod progress;
 pub mod render;

@@ -11,7 +11,7 @@ use dreamfarm_worker::dream::{DreamError, Dreamer};
 use dreamfarm_worker::models::torch_device;
 use dreamfarm_worker::weights::WeightStore;
 
-use crate::tile_executor::{TileError, TileExecutor};
+use crate::tile_executor::{InOrder, TileError, TileExecutor, TileKey};
 
 /// A [`Dreamer`] as a [`TileExecutor`].
 pub struct LocalWorker {
@@ -19,6 +19,8 @@ pub struct LocalWorker {
     min_side: usize,
     /// The job's wire format, whose rounding tiles get here too.
     wire: PixelFormat,
+    /// Tiles submitted and not yet computed.
+    queue: InOrder,
 }
 
 impl LocalWorker {
@@ -40,6 +42,7 @@ impl LocalWorker {
             dreamer,
             min_side,
             wire: pixels::format_for(settings.wire_precision),
+            queue: InOrder::default(),
         })
     }
 
@@ -55,20 +58,24 @@ impl LocalWorker {
 }
 
 impl TileExecutor for LocalWorker {
-    fn run(&mut self, mut work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
-        work.iter_mut()
-            .map(|w| {
-                // What a cluster worker would receive and send back.
-                pixels::round_as_on_the_wire(&mut w.pixels, self.wire);
-                let mut change = self.dreamer.dream_tile(w).map_err(|e| TileError {
-                    frame: w.frame,
-                    octave: w.octave,
-                    tile: w.tile,
-                    reason: e.to_string(),
-                })?;
-                pixels::round_as_on_the_wire(&mut change, self.wire);
-                Ok(change)
-            })
-            .collect()
+    fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
+        self.queue.submit(work);
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+        let (dreamer, wire) = (&mut self.dreamer, self.wire);
+        self.queue.next(|mut w| {
+            // What a cluster worker would receive and send back.
+            pixels::round_as_on_the_wire(&mut w.pixels, wire);
+            let mut change = dreamer.dream_tile(&w).map_err(|e| TileError {
+                frame: w.frame,
+                octave: w.octave,
+                tile: w.tile,
+                reason: e.to_string(),
+            })?;
+            pixels::round_as_on_the_wire(&mut change, wire);
+            Ok(change)
+        })
     }
 }

@@ -85,7 +85,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let page = page.transpose()?;
     // A preview dreams nothing, so it needs no model.
     let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
-        (Box::new(Unchanged), 1)
+        (Box::new(Unchanged::default()), 1)
     } else {
         let worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
         let min_side = worker.min_side();

@@ -295,6 +295,11 @@ impl JobHandle {
         });
     }
 
+    /// `tiles` more tiles joined the current batch.
+    pub fn tiles_added(&self, tiles: usize) {
+        self.view.send_modify(|v| v.tiles_total += tiles as u64);
+    }
+
     /// A tile of the current batch came back.
     pub fn tile_done(&self) {
         self.view.send_modify(|v| v.tiles_done += 1);

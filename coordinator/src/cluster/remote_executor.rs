@@ -1,9 +1,9 @@
-//! The frame loop's [`TileExecutor`] for a cluster job: each batch of tiles
-//! goes into the scheduler's queue, and the call blocks until workers have
-//! returned every tile (the job runs on its own thread).
+//! The frame loop's [`TileExecutor`] for a cluster job: tiles go into the
+//! scheduler's queue as the frame loop hands them in, and `next` blocks
+//! until a worker returns one (the job runs on its own thread).
 
 use std::sync::Arc;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dreamfarm_common::resample::Planar;
@@ -11,50 +11,91 @@ use dreamfarm_common::work::TileWork;
 
 use super::hub::Hub;
 use super::job_handle::JobHandle;
-use crate::tile_executor::{TileError, TileExecutor};
+use super::scheduler::TileOutcome;
+use crate::tile_executor::{TileError, TileExecutor, TileKey};
 
 /// Tiles of one job computed by the worker pool.
 pub struct RemoteExecutor {
     hub: Arc<Hub>,
     job: Arc<JobHandle>,
+    /// The batch in flight: where its outcomes arrive, with its frame.
+    batch: Option<(mpsc::Receiver<(usize, TileOutcome)>, u64)>,
+    /// The key of each tile of the batch, by its index in it, and whether
+    /// it has come back (a retried tile may report twice).
+    tiles: Vec<(TileKey, bool)>,
+    /// Tiles of the batch not yet returned.
+    outstanding: usize,
 }
 
 impl RemoteExecutor {
     /// Executes `job`'s tiles through `hub`.
     pub fn new(hub: Arc<Hub>, job: Arc<JobHandle>) -> Self {
-        Self { hub, job }
+        Self {
+            hub,
+            job,
+            batch: None,
+            tiles: Vec::new(),
+            outstanding: 0,
+        }
+    }
+
+    /// The error for tile `slot` of the batch (or the batch as a whole).
+    fn fail(&self, slot: usize, reason: String) -> TileError {
+        let key = self.tiles.get(slot).map(|t| t.0);
+        TileError {
+            frame: self.batch.as_ref().map_or(0, |b| b.1),
+            octave: key.map_or(0, |k| k.octave),
+            tile: key.map_or(0, |k| k.tile),
+            reason,
+        }
     }
 }
 
 impl TileExecutor for RemoteExecutor {
-    fn run(&mut self, work: Vec<TileWork>) -> Result<Vec<Planar>, TileError> {
+    fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
         let Some(first) = work.first() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let (frame, octave, n) = (first.frame, first.octave, work.len());
-        let fail = |tile: u32, reason: String| TileError {
-            frame,
-            octave,
-            tile,
-            reason,
-        };
-        let rx = self
-            .hub
-            .update(|s| s.submit(&self.job.id, work))
-            .ok_or_else(|| fail(0, "the job was cancelled".into()))?;
-        self.job.batch_started(n);
-        let mut changes: Vec<Option<Planar>> = vec![None; n];
-        let mut left = n;
-        while left > 0 {
+        let (frame, n) = (first.frame, work.len());
+        let keys = work.iter().map(|w| (TileKey::of(w), false));
+        if self.outstanding == 0 {
+            // Nothing in flight: a new batch, which drops whatever is left
+            // of one the job no longer waits for.
+            self.tiles = keys.collect();
+            let rx = self.hub.update(|s| s.submit(&self.job.id, work));
+            self.batch = Some((rx.ok_or_else(|| self.fail(0, CANCELLED.into()))?, frame));
+            self.job.batch_started(n);
+        } else {
+            self.tiles.extend(keys);
+            if !self.hub.update(|s| s.append(&self.job.id, work)) {
+                return Err(self.fail(0, CANCELLED.into()));
+            }
+            self.job.tiles_added(n);
+        }
+        self.outstanding += n;
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+        loop {
+            let Some((rx, _)) = self.batch.as_ref().filter(|_| self.outstanding > 0) else {
+                return Err(self.fail(0, "no tile was outstanding (a frame loop bug)".into()));
+            };
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok((slot, Ok(change))) => {
-                    if changes[slot].replace(change).is_none() {
-                        left -= 1;
-                    }
                     self.hub.metrics.tiles.add(1, Instant::now());
+                    let Some((key, returned)) = self.tiles.get_mut(slot) else {
+                        continue;
+                    };
+                    if std::mem::replace(returned, true) {
+                        continue;
+                    }
+                    let key = *key;
+                    self.outstanding -= 1;
                     self.job.tile_done();
+                    return Ok((key, change));
                 }
-                Ok((slot, Err(reason))) => return Err(fail(slot as u32, reason)),
+                Ok((slot, Err(reason))) => return Err(self.fail(slot, reason)),
                 Err(RecvTimeoutError::Timeout) => {
                     let (workers, blocked) = self
                         .hub
@@ -66,10 +107,12 @@ impl TileExecutor for RemoteExecutor {
                     });
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(fail(0, "the job was cancelled".into()));
+                    return Err(self.fail(0, CANCELLED.into()));
                 }
             }
         }
-        Ok(changes.into_iter().flatten().collect())
     }
 }
+
+/// Why a cancelled job's frame stops.
+const CANCELLED: &str = "the job was cancelled";

@@ -1,8 +1,8 @@
 //! The lease queue: tiles waiting to be computed, the leases that workers
 //! hold on them, and the workers themselves.
 //!
-//! Each running job submits one batch at a time (the tiles of one pass over
-//! an octave) and waits for its results. Workers are handed leases from the
+//! Each running job has one batch at a time (the tiles of a frame, added as
+//! the frame loop learns their pixels) and waits for its results. Workers are handed leases from the
 //! job of highest priority with tiles waiting; jobs of equal priority take
 //! turns, so they share the pool fairly, up to the concurrency each worker
 //! announced. A lease goes back to the front of its job's queue when its
@@ -165,6 +165,8 @@ struct Lease {
 struct Batch {
     id: u64,
     results: mpsc::Sender<(usize, TileOutcome)>,
+    /// Tiles queued in it so far.
+    slots: usize,
 }
 
 struct JobQueue {
@@ -372,33 +374,48 @@ impl Scheduler {
     }
 
     /// Queues `work` as `job`'s next batch; each tile's outcome arrives on
-    /// the returned channel with its index in `work`. Replaces a batch the
-    /// job no longer waits for.
+    /// the returned channel with its index in the batch. Replaces a batch
+    /// the job no longer waits for.
     pub fn submit(
         &mut self,
         job: &str,
         work: Vec<TileWork>,
     ) -> Option<mpsc::Receiver<(usize, TileOutcome)>> {
-        let batch = self.fresh_id();
+        let id = self.fresh_id();
         let queue = self.jobs.get_mut(job)?;
         let (tx, rx) = mpsc::channel();
         queue.batch = Some(Batch {
-            id: batch,
+            id,
             results: tx,
+            slots: 0,
         });
-        queue.pending = work
-            .into_iter()
-            .enumerate()
-            .map(|(slot, w)| Unit {
-                batch,
-                slot,
+        queue.pending.clear();
+        self.append(job, work).then_some(rx)
+    }
+
+    /// Adds `work` to the end of `job`'s current batch, its tiles numbered
+    /// after those already in it: the frame loop hands in tiles as their
+    /// pixels become known. False when the job or its batch is gone.
+    pub fn append(&mut self, job: &str, work: Vec<TileWork>) -> bool {
+        let Some(queue) = self.jobs.get_mut(job) else {
+            return false;
+        };
+        let Some(batch) = queue.batch.as_mut() else {
+            return false;
+        };
+        let (id, first) = (batch.id, batch.slots);
+        batch.slots += work.len();
+        queue
+            .pending
+            .extend(work.into_iter().enumerate().map(|(i, w)| Unit {
+                batch: id,
+                slot: first + i,
                 attempt: 0,
                 failed_on: Vec::new(),
                 lost: 0,
                 work: Arc::new(w),
-            })
-            .collect();
-        Some(rx)
+            }));
+        true
     }
 
     /// Registers a worker.
@@ -797,6 +814,28 @@ mod tests {
         s.add_job("a".into(), params(), 0);
         let rx = s.submit("a", (0..tiles).map(work).collect()).unwrap();
         (s, rx, Instant::now())
+    }
+
+    #[test]
+    fn tiles_appended_to_a_batch_take_the_next_slots() {
+        let (mut s, rx, now) = setup(1);
+        let w = s.add_worker("w".into(), "cpu".into(), 4, now);
+        let a = s.next_lease(w, now).unwrap();
+        assert!(s.next_lease(w, now).is_none(), "one tile so far");
+        assert!(s.append("a", vec![work(7), work(8)]));
+        let b = s.next_lease(w, now).unwrap();
+        assert_eq!(b.work.tile, 7);
+        s.complete(w, b.lease, 0, change()).unwrap();
+        s.complete(w, a.lease, 0, change()).unwrap();
+        let slots: Vec<usize> = rx.try_iter().map(|(slot, _)| slot).collect();
+        assert_eq!(slots, vec![1, 0]);
+        assert!(!s.append("gone", vec![work(0)]), "no such job");
+        // A new batch starts its slots again and drops what was queued.
+        let rx = s.submit("a", vec![work(3)]).unwrap();
+        let c = s.next_lease(w, now).unwrap();
+        assert_eq!(c.work.tile, 3, "tile 8 of the old batch is dropped");
+        s.complete(w, c.lease, 0, change()).unwrap();
+        assert_eq!(rx.try_recv().unwrap().0, 0);
     }
 
     #[test]

@@ -1,0 +1,376 @@
+//! One frame's octave images as they fill in, top rows first, and the
+//! tiles each new band of rows lets start: the frame loop's bookkeeping, so
+//! that no octave waits for the whole of the one before it.
+//!
+//! A frame is a chain of images: each octave starts from the previous
+//! octave's detail resized plus the frame resized to its size, and each
+//! pass of tiles adds its cross-faded changes. A row of an image is known
+//! once the rows it is computed from are, and, after a pass, once every
+//! tile whose change reaches the row is back. A tile starts once the rows
+//! of its input (margin, jitter room and mirrored edges included) are
+//! known. Every sample is computed by the same arithmetic from the same
+//! samples, whatever the order the tiles come back in, so a frame does not
+//! depend on how, or how fast, it was computed.
+
+use dreamfarm_common::objective::FrameObjective;
+use dreamfarm_common::parallel;
+use dreamfarm_common::params::DreamSettings;
+use dreamfarm_common::resample::{Planar, RowResize, resize};
+use dreamfarm_common::tiling::{Rect, Tile, TileGrid, extract};
+use dreamfarm_common::work::TileWork;
+use std::sync::Arc;
+
+use crate::frame_loop::{FramePlan, geometry};
+use crate::tile_executor::TileKey;
+
+/// An image whose top `done` rows are known.
+struct Rows {
+    image: Planar,
+    done: usize,
+}
+
+impl Rows {
+    /// A `width`×`height` image with no row known yet.
+    fn empty(width: usize, height: usize) -> Self {
+        Self {
+            image: Planar::zeros(width, height),
+            done: 0,
+        }
+    }
+
+    /// Whether every row is known.
+    fn is_complete(&self) -> bool {
+        self.done == self.image.height
+    }
+}
+
+/// One pass of tiles over an octave.
+struct Pass {
+    first_iteration: u32,
+    iterations: u32,
+    /// Tiles handed out so far, in index order (the rows a tile reads grow
+    /// with its index).
+    started: usize,
+    /// Each tile's change, once back.
+    changes: Vec<Option<Planar>>,
+    /// The first tile not back: rows above its output have all theirs.
+    first_missing: usize,
+}
+
+/// One octave of the frame.
+struct Octave {
+    grid: TileGrid,
+    /// The frame resized to this octave; its rows become the detail
+    /// (last image minus base) as the last image's rows are known.
+    base: Planar,
+    /// Rows of `base` that hold the detail.
+    detail_done: usize,
+    /// `images[p]` is what pass `p` reads; the last one the octave's result.
+    images: Vec<Rows>,
+    passes: Vec<Pass>,
+    /// The previous octave's detail resized to this one (none for the
+    /// first octave), computed into `images[0]`.
+    from_previous: Option<RowResize>,
+}
+
+/// The rows a tile's input reads: its rows inside the image, and those
+/// its mirrored edges reflect back in.
+fn rows_read(input: Rect, height: usize) -> usize {
+    let bottom = input.y + input.height as i64;
+    bottom.max(-input.y).clamp(0, height as i64) as usize
+}
+
+/// `dst = clamp(dst + b, 0, 1)` over same-sized runs of `width`-sample
+/// rows, in parallel.
+fn add_clamped(dst: &mut [f32], b: &[f32], width: usize) {
+    parallel::for_each_piece(dst, width, |row, piece| {
+        for (d, &y) in piece.iter_mut().zip(&b[row * width..]) {
+            *d = (*d + y).clamp(0.0, 1.0);
+        }
+    });
+}
+
+/// Samples `rows` of every channel of a `width`×`height` image.
+fn channel_rows(
+    height: usize,
+    width: usize,
+    rows: std::ops::Range<usize>,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..3).map(move |c| (c * height + rows.start) * width..(c * height + rows.end) * width)
+}
+
+/// A frame being dreamed.
+pub struct FrameRows {
+    frame: u64,
+    objective: Arc<FrameObjective>,
+    jitter: u32,
+    /// Steps per pass.
+    per_pass: u32,
+    octaves: Vec<Octave>,
+    /// Tiles handed out and not back.
+    outstanding: usize,
+}
+
+impl FrameRows {
+    /// Starts dreaming `input` at `sizes` (smallest first, the last being
+    /// the frame's own) as `plan` says.
+    pub fn new(
+        settings: &DreamSettings,
+        plan: &FramePlan,
+        input: &Planar,
+        sizes: &[(usize, usize)],
+    ) -> Self {
+        let steps = plan.objective.iterations;
+        let per_pass = match settings.iterations_per_lease {
+            0 => steps,
+            k => k.min(steps),
+        };
+        let passes = if steps == 0 {
+            0
+        } else {
+            steps.div_ceil(per_pass)
+        };
+        let octaves = sizes
+            .iter()
+            .enumerate()
+            .map(|(o, &(w, h))| {
+                let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
+                let tiles = grid.len();
+                Octave {
+                    grid,
+                    base: resize(input, w, h),
+                    detail_done: 0,
+                    images: (0..=passes).map(|_| Rows::empty(w, h)).collect(),
+                    passes: (0..passes)
+                        .map(|p| Pass {
+                            first_iteration: p * per_pass,
+                            iterations: per_pass.min(steps - p * per_pass),
+                            started: 0,
+                            changes: vec![None; tiles],
+                            first_missing: 0,
+                        })
+                        .collect(),
+                    from_previous: (o > 0).then(|| {
+                        let (pw, ph) = sizes[o - 1];
+                        RowResize::new(pw, ph, w, h)
+                    }),
+                }
+            })
+            .collect();
+        Self {
+            frame: plan.frame,
+            objective: plan.objective.clone(),
+            jitter: plan.jitter,
+            per_pass: per_pass.max(1),
+            octaves,
+            outstanding: 0,
+        }
+    }
+
+    /// Tiles handed out and not yet back.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Computes every row the known rows and changes determine and returns
+    /// the tiles that can now start, in order.
+    pub fn advance(&mut self) -> Vec<TileWork> {
+        let mut ready = Vec::new();
+        let last = self.octaves.len() - 1;
+        for o in 0..=last {
+            let (before, rest) = self.octaves.split_at_mut(o);
+            let octave = &mut rest[0];
+            octave.start_rows(before.last());
+            if octave.images[0].is_complete() && octave.from_previous.take().is_some() {
+                // The previous octave's detail is spent.
+                if let Some(previous) = before.last_mut() {
+                    previous.base = Planar::zeros(0, 0);
+                }
+            }
+            for p in 0..octave.passes.len() {
+                let work =
+                    octave.ready_tiles(p, self.frame, o as u32, &self.objective, self.jitter);
+                self.outstanding += work.len();
+                ready.extend(work);
+                octave.blend_rows(p);
+            }
+            octave.detail_rows(o == last);
+        }
+        ready
+    }
+
+    /// Takes a tile's change back; false for a tile that is not out.
+    pub fn complete(&mut self, key: TileKey, change: Planar) -> bool {
+        let Some(pass) = self
+            .octaves
+            .get_mut(key.octave as usize)
+            .and_then(|o| {
+                o.passes
+                    .get_mut((key.first_iteration / self.per_pass) as usize)
+            })
+            .filter(|p| p.first_iteration == key.first_iteration)
+        else {
+            return false;
+        };
+        let tile = key.tile as usize;
+        let Some(slot) = pass
+            .changes
+            .get_mut(tile)
+            .filter(|c| c.is_none() && tile < pass.started)
+        else {
+            return false;
+        };
+        *slot = Some(change);
+        self.outstanding -= 1;
+        true
+    }
+
+    /// The dreamed frame, once every row of the last octave is known.
+    pub fn finished(&mut self) -> Option<Planar> {
+        let last = self.octaves.last_mut()?.images.last_mut()?;
+        last.is_complete()
+            .then(|| std::mem::replace(&mut last.image, Planar::zeros(0, 0)))
+    }
+}
+
+impl Octave {
+    /// The rows of the octave's first image: the previous octave's detail
+    /// resized plus the base, clamped (the base alone for the first).
+    fn start_rows(&mut self, previous: Option<&Octave>) {
+        let first = &mut self.images[0];
+        if first.is_complete() {
+            return;
+        }
+        let from = first.done;
+        let to = match (&mut self.from_previous, previous) {
+            (Some(resize), Some(previous)) => {
+                resize.advance(&previous.base, previous.detail_done, &mut first.image)
+            }
+            _ => first.image.height,
+        };
+        if to == from {
+            return;
+        }
+        let (w, h) = (first.image.width, first.image.height);
+        for range in channel_rows(h, w, from..to) {
+            // The image holds the resized detail (zero for the first
+            // octave): image = clamp(detail + base).
+            add_clamped(
+                &mut first.image.data[range.clone()],
+                &self.base.data[range],
+                w,
+            );
+        }
+        first.done = to;
+    }
+
+    /// The tiles of pass `p` whose input rows are now known.
+    fn ready_tiles(
+        &mut self,
+        p: usize,
+        frame: u64,
+        octave: u32,
+        objective: &Arc<FrameObjective>,
+        jitter: u32,
+    ) -> Vec<TileWork> {
+        let (image, pass) = (&self.images[p], &mut self.passes[p]);
+        let height = image.image.height;
+        let from = pass.started;
+        let mut to = from;
+        while to < self.grid.len() && rows_read(self.grid.tile(to).input, height) <= image.done {
+            to += 1;
+        }
+        pass.started = to;
+        let (first_iteration, iterations) = (pass.first_iteration, pass.iterations);
+        let grid = &self.grid;
+        let samples: usize = (from..to)
+            .map(|i| grid.tile(i).input.width * grid.tile(i).input.height)
+            .sum();
+        parallel::map(to - from, 3 * samples, |i| {
+            let t: Tile = grid.tile(from + i);
+            TileWork {
+                frame,
+                octave,
+                tile: t.index as u32,
+                objective: objective.clone(),
+                first_iteration,
+                iterations,
+                jitter,
+                pixels: extract(&image.image, t.input),
+                output: Rect {
+                    x: t.output.x - t.input.x,
+                    y: t.output.y - t.input.y,
+                    ..t.output
+                },
+            }
+        })
+    }
+
+    /// The rows of the image after pass `p` that its changes back so far
+    /// complete: the image before plus the cross-faded changes, clamped.
+    fn blend_rows(&mut self, p: usize) {
+        let pass = &mut self.passes[p];
+        while pass
+            .changes
+            .get(pass.first_missing)
+            .is_some_and(Option::is_some)
+        {
+            pass.first_missing += 1;
+        }
+        let (before, after) = self.images.split_at_mut(p + 1);
+        let (before, after) = (&before[p], &mut after[0]);
+        let height = after.image.height;
+        let covered = if pass.first_missing == self.grid.len() {
+            height
+        } else {
+            self.grid.tile(pass.first_missing).output.y.max(0) as usize
+        };
+        let to = covered.min(before.done);
+        let from = after.done;
+        if to <= from {
+            return;
+        }
+        let width = after.image.width;
+        let sum = self.grid.blend_rows(&pass.changes, from..to);
+        let band = to - from;
+        for (c, range) in channel_rows(height, width, from..to).enumerate() {
+            let rows = &mut after.image.data[range.clone()];
+            rows.copy_from_slice(&before.image.data[range]);
+            add_clamped(rows, &sum.data[c * band * width..][..band * width], width);
+        }
+        after.done = to;
+        if after.is_complete() {
+            // Every tile of the pass is back: its changes and the image
+            // it read are spent.
+            pass.changes = Vec::new();
+            self.images[p].image = Planar::zeros(0, 0);
+        }
+    }
+
+    /// Turns the base's rows into the detail as the octave's last image
+    /// knows them (not for the last octave, whose image is the frame).
+    fn detail_rows(&mut self, last_octave: bool) {
+        let Some(result) = self.images.last() else {
+            return;
+        };
+        if last_octave || result.done == self.detail_done {
+            return;
+        }
+        let (w, h) = (self.base.width, self.base.height);
+        for range in channel_rows(h, w, self.detail_done..result.done) {
+            let image = &result.image.data[range.clone()];
+            parallel::for_each_piece(&mut self.base.data[range], w, |row, piece| {
+                for (b, &x) in piece.iter_mut().zip(&image[row * w..]) {
+                    *b = x - *b;
+                }
+            });
+        }
+        self.detail_done = result.done;
+        if self.detail_done == h
+            && let Some(result) = self.images.last_mut()
+        {
+            // The next octave reads the detail, not the image.
+            result.image = Planar::zeros(0, 0);
+        }
+    }
+}
