@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
-use dreamfarm_tests::{dreamfarm, frame_bytes, frames, repo, run, run_ok};
+use dreamfarm_tests::{Rgb, dreamfarm, frame_bytes, frames, repo, run, run_ok};
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
 /// move with zoom, rotation and pan.
@@ -63,13 +63,16 @@ fn tiled_dreams_show_no_seam_and_no_double_exposure() {
     let dir = tempfile::tempdir().expect("temp dir");
     let borders = inner_boundaries(512, SEAM_TILE);
     let band = 16;
+    // DREAMFARM_TEST_PRECISION=bf16 (or f16) measures mixed precision
+    // instead: minutes on a CPU, which emulates it.
+    let precision = std::env::var("DREAMFARM_TEST_PRECISION").unwrap_or_else(|_| "f32".into());
     let blended = SeamMeasures::of(
-        &tiled_change(dir.path(), 48, band as u32, &[]),
+        &tiled_change(dir.path(), 48, band as u32, &["--precision", &precision]),
         &borders,
         band,
     );
     eprintln!(
-        "blended: edge {:.3} vs {:.3} (ratio {:.3}), contrast {:.3} vs {:.3} (ratio {:.3})",
+        "blended ({precision}): edge {:.3} vs {:.3} (ratio {:.3}), contrast {:.3} vs {:.3} (ratio {:.3})",
         blended.edge_at_borders,
         blended.edge_inside,
         blended.edge_ratio(),
@@ -103,6 +106,85 @@ fn tiled_dreams_show_no_seam_and_no_double_exposure() {
         "hard-cut tiles should show seams, edge ratio {:.3}",
         cut.edge_ratio()
     );
+}
+
+/// Mean |x| of the samples.
+fn mean_abs(v: impl Iterator<Item = f32>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + f64::from(x.abs()), n + 1));
+    sum / n.max(1) as f64
+}
+
+/// Pearson correlation of two same-length sample runs.
+fn correlation(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
+        b.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
+    );
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x) - ma, f64::from(y) - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+#[test]
+fn mixed_precision_changes_the_texture_not_the_dream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let frame = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "render",
+            "--input",
+            "assets/astronaut.png",
+            "--size",
+            "192x160",
+            "--frames",
+            "1",
+            "--octaves",
+            "1",
+            "--iterations",
+            "4",
+            "--tile-size",
+            "96",
+            "--device",
+            "cpu",
+            "--output",
+            path_str(&out),
+        ];
+        args.extend_from_slice(extra);
+        run_ok(dreamfarm(&args));
+        // A dry run writes the camera path alone beside the output folder.
+        let dry = extra.contains(&"--dry-run");
+        Rgb::open(
+            &dir.path()
+                .join(if dry {
+                    format!("{name}-preview")
+                } else {
+                    name.to_string()
+                })
+                .join("000000.png"),
+        )
+    };
+    let undreamed = frame("undreamed", &["--dry-run"]);
+    let f32_change = frame("f32", &[]).minus(&undreamed);
+    for precision in ["bf16", "f16"] {
+        let change = frame(precision, &["--precision", precision]).minus(&undreamed);
+        let dream = mean_abs(f32_change.data.iter().copied());
+        let apart = mean_abs(change.minus(&f32_change).data.into_iter());
+        let agree = correlation(&change.data, &f32_change.data);
+        eprintln!(
+            "{precision}: {apart:.2} levels from f32 (the f32 dream moves {dream:.2}), correlation {agree:.3}"
+        );
+        assert!(apart > 0.0, "{precision} gave the f32 frame: not applied");
+        assert!(
+            apart < 0.6 * dream && agree > 0.7,
+            "{precision} dreams another picture: {apart:.2} levels from f32, correlation {agree:.3}"
+        );
+    }
 }
 
 // ---------------------------------------------------- determinism, resume

@@ -172,6 +172,48 @@ impl FromStr for WirePrecision {
     }
 }
 
+/// The number format the network runs in on a worker. The image, the
+/// gradient step and the objective's reduction stay f32; only the
+/// network's weights and activations are narrowed. A setting of the job,
+/// so a single-machine render and a cluster compute the same frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPrecision {
+    /// 32-bit floats, the reference.
+    #[default]
+    F32,
+    /// bfloat16: f32's range with 8 bits of mantissa. Fast on GPUs with
+    /// bf16 tensor cores; emulated, and slower, on CPUs without them.
+    Bf16,
+    /// IEEE half: 11 bits of mantissa, a narrow range. For GPUs without
+    /// bf16.
+    F16,
+}
+
+impl NetworkPrecision {
+    /// The name used in flags and job files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+impl FromStr for NetworkPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("unknown precision {s:?}: use f32, bf16 or f16")),
+        }
+    }
+}
+
 /// How each frame is dreamed: model, objective, octaves, gradient steps and
 /// tiling. The numbers a user may want to change over a render (layer
 /// weights, steps, step size, jitter, guide strength) are [`Schedule`]s;
@@ -241,6 +283,8 @@ pub struct DreamSettings {
     /// Pixels on the wire in a cluster: f32 (exact, the default) or f16
     /// (half the bytes per tile).
     pub wire_precision: WirePrecision,
+    /// The number format the network runs in (mixed precision).
+    pub precision: NetworkPrecision,
 }
 
 impl Default for DreamSettings {
@@ -267,6 +311,7 @@ impl Default for DreamSettings {
             blend_band: 32,
             iterations_per_lease: 0,
             wire_precision: WirePrecision::F32,
+            precision: NetworkPrecision::F32,
         }
     }
 }

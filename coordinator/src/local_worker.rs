@@ -34,6 +34,7 @@ impl LocalWorker {
         let dreamer = Dreamer::load(
             &settings.model,
             settings.weights.as_deref(),
+            settings.precision,
             seed,
             torch_device(device)?,
             &WeightStore::new(WeightStore::default_dir()),

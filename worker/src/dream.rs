@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use dreamfarm_common::objective::FrameObjective;
-use dreamfarm_common::params::{ParamError, Reduction};
+use dreamfarm_common::params::{NetworkPrecision, ParamError, Reduction};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::seed;
 use dreamfarm_common::work::TileWork;
@@ -75,18 +75,26 @@ pub enum DreamError {
 
 impl Dreamer {
     /// Loads the model `model` (a built-in name or a TorchScript path;
-    /// weights from `weights` or `store`, fetched if missing) on `device`.
+    /// weights from `weights` or `store`, fetched if missing) on `device`,
+    /// running in `precision`.
     pub fn load(
         model: &str,
         weights: Option<&Path>,
+        precision: NetworkPrecision,
         job_seed: u64,
         device: Device,
         store: &WeightStore,
     ) -> Result<Self, DreamError> {
         let spec = model.parse().map_err(ParamError::from)?;
         let weights = store.resolve(&spec, weights)?;
-        let model = Model::load(&spec, &weights, device)?;
-        tracing::info!(model = model.name(), ?device, "model loaded");
+        let mut model = Model::load(&spec, &weights, device)?;
+        model.set_precision(precision);
+        tracing::info!(
+            model = model.name(),
+            ?device,
+            precision = precision.as_str(),
+            "model loaded"
+        );
         Ok(Self::new(model, job_seed))
     }
 

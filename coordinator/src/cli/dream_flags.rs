@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use dreamfarm_common::params::{DreamSettings, LayerTerm, Reduction, WirePrecision};
+use dreamfarm_common::params::{
+    DreamSettings, LayerTerm, NetworkPrecision, Reduction, WirePrecision,
+};
 use dreamfarm_common::schedule::Schedule;
 
 /// Dream settings from the command line.
@@ -101,6 +103,12 @@ pub struct DreamFlags {
     /// bytes; the same rounding on one machine) [default: f32].
     #[arg(long)]
     wire_precision: Option<WirePrecision>,
+    /// The number format the network runs in: f32, or bf16/f16 mixed
+    /// precision (weights and activations narrowed; image, step and loss
+    /// f32). Meant for GPUs; emulated and slower on most CPUs
+    /// [default: f32].
+    #[arg(long)]
+    precision: Option<NetworkPrecision>,
 }
 
 /// Puts a flag's value, if given, into the setting.
@@ -165,6 +173,7 @@ impl DreamFlags {
         set(&mut s.blend_band, self.blend_band);
         set(&mut s.iterations_per_lease, self.iterations_per_lease);
         set(&mut s.wire_precision, self.wire_precision);
+        set(&mut s.precision, self.precision);
         Ok(())
     }
 }

@@ -176,6 +176,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
             .as_ref()
             .map_or(String::new(), |p| p.display().to_string()),
         objective: Some(objective::to_wire(&w.objective)),
+        precision: dream.precision.as_str().to_string(),
         seed: grant.params.seed,
         frame: w.frame,
         octave: w.octave,

@@ -6,7 +6,7 @@
 //! description the network is built from, and lets a dream stop at the
 //! deepest layer it needs instead of running the whole network.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::ModelError;
 use super::layers::{Activation, ConvBn, ConvBnNames, ConvShape, channels_last};
@@ -199,6 +199,19 @@ impl Network {
             blocks,
             layer_blocks,
         })
+    }
+
+    /// Converts every weight to `kind`, in place.
+    pub fn convert(&mut self, kind: Kind) {
+        let ops = self
+            .blocks
+            .iter_mut()
+            .flat_map(|b| b.branches.iter_mut().flatten());
+        for op in ops {
+            if let LoadedOp::Conv(conv) = op {
+                conv.convert(kind);
+            }
+        }
     }
 
     /// Activations of the exposed layers with the given catalogue indices,

@@ -1,6 +1,6 @@
 //! Building blocks shared by the built-in networks.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::ModelError;
 use super::weights_file::WeightsFile;
@@ -137,6 +137,13 @@ impl ConvBn {
             shape,
             activation,
         })
+    }
+
+    /// Converts the weight and bias to `kind` (the weight keeps its
+    /// channels-last layout).
+    pub fn convert(&mut self, kind: Kind) {
+        self.weight = self.weight.to_kind(kind);
+        self.bias = self.bias.to_kind(kind);
     }
 
     /// Applies the folded convolution and the activation.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::model_catalog::{BuiltinModel, CatalogError, ModelSpec, Preprocessing};
+use dreamfarm_common::params::NetworkPrecision;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 pub use graph::{Block, conv_units};
@@ -92,6 +93,8 @@ pub struct Model {
     /// `(mean, std)` as `[1, 3, 1, 1]` tensors on the model's device.
     normalise: (Tensor, Tensor),
     device: Device,
+    /// What the weights and activations are stored in.
+    kind: Kind,
 }
 
 impl Model {
@@ -172,7 +175,26 @@ impl Model {
             layers,
             normalise: (channel(pre.mean), channel(pre.std)),
             device,
+            kind: Kind::Float,
         }
+    }
+
+    /// Runs the network in `precision` from now on: its weights are
+    /// converted once, its input is narrowed on the way in (a
+    /// differentiable cast, so gradients come back to the f32 image) and its
+    /// activations widened to f32 on the way out, so the objective's
+    /// reductions and everything after them stay f32.
+    pub fn set_precision(&mut self, precision: NetworkPrecision) {
+        let kind = match precision {
+            NetworkPrecision::F32 => Kind::Float,
+            NetworkPrecision::Bf16 => Kind::BFloat16,
+            NetworkPrecision::F16 => Kind::Half,
+        };
+        match &mut self.net {
+            Net::Builtin(net) => tch::no_grad(|| net.convert(kind)),
+            Net::Script(module) => module.to(self.device, kind, false),
+        }
+        self.kind = kind;
     }
 
     /// The model's name (`inception-v3`, or the TorchScript path).
@@ -221,26 +243,30 @@ impl Model {
         input: &Tensor,
         layers: &[usize],
     ) -> Result<Vec<Tensor>, ModelError> {
+        let input = input.to_kind(self.kind);
+        let widened = |acts: Vec<Tensor>| acts.iter().map(|a| a.to_kind(Kind::Float)).collect();
         match &self.net {
-            Net::Builtin(net) => Ok(net.activations(input, layers)),
+            Net::Builtin(net) => Ok(widened(net.activations(&input, layers))),
             Net::Script(module) => {
-                let outputs =
-                    script_outputs(module, input).map_err(|reason| ModelError::BadTorchScript {
+                let outputs = script_outputs(module, &input).map_err(|reason| {
+                    ModelError::BadTorchScript {
                         path: PathBuf::from(&self.name),
                         reason,
-                    })?;
+                    }
+                })?;
                 layers
                     .iter()
                     .map(|&i| {
-                        outputs.get(i).map(Tensor::shallow_clone).ok_or_else(|| {
-                            ModelError::BadTorchScript {
+                        outputs
+                            .get(i)
+                            .map(|a| a.to_kind(Kind::Float))
+                            .ok_or_else(|| ModelError::BadTorchScript {
                                 path: PathBuf::from(&self.name),
                                 reason: format!(
                                     "returned {} outputs this time, fewer than when it was loaded",
                                     outputs.len()
                                 ),
-                            }
-                        })
+                            })
                     })
                     .collect()
             }

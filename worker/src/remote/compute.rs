@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::path::Path;
 
 use dreamfarm_common::model_catalog::ModelSpec;
+use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{Chunk, HandBack, LeaseFailed, ResultStart};
@@ -109,9 +110,10 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
     }
 }
 
-/// What makes one dreamer: a job's model, its weights and the job's seed.
-/// The objective is not part of it: it comes with each lease.
-type DreamerKey = (String, Option<String>, u64);
+/// What makes one dreamer: a job's model, its weights, its precision and
+/// the job's seed. The objective is not part of it: it comes with each
+/// lease.
+type DreamerKey = (String, Option<String>, NetworkPrecision, u64);
 
 /// The dreamers one compute thread keeps, one per job's model and seed,
 /// the oldest loaded dropped first.
@@ -136,13 +138,24 @@ impl DreamerCache {
 
     /// The dreamer of a lease's job, loaded on first use.
     fn get(&mut self, lease: &Lease) -> Result<&mut Dreamer, String> {
-        let key = (lease.model.clone(), lease.weights.clone(), lease.seed);
+        let key = (
+            lease.model.clone(),
+            lease.weights.clone(),
+            lease.precision,
+            lease.seed,
+        );
         let i = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
                 let weights = lease.weights.as_deref().map(Path::new);
-                let dreamer =
-                    load_dreamer(&lease.model, weights, lease.seed, self.device, &self.store)?;
+                let dreamer = load_dreamer(
+                    &lease.model,
+                    weights,
+                    lease.precision,
+                    lease.seed,
+                    self.device,
+                    &self.store,
+                )?;
                 if self.kept.len() == DREAMERS_KEPT {
                     self.kept.pop_front();
                 }
@@ -181,6 +194,7 @@ fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
 fn load_dreamer(
     model: &str,
     weights: Option<&Path>,
+    precision: NetworkPrecision,
     seed: u64,
     device: Device,
     store: &WeightStore,
@@ -191,7 +205,7 @@ fn load_dreamer(
             Err("cluster workers dream with built-in models only".into())
         }
         Ok(ModelSpec::Builtin(_)) => {
-            Dreamer::load(model, weights, seed, device, store).map_err(|e| e.to_string())
+            Dreamer::load(model, weights, precision, seed, device, store).map_err(|e| e.to_string())
         }
     }
 }
@@ -202,9 +216,16 @@ mod tests {
 
     #[test]
     fn an_unknown_model_is_refused_before_any_weights_load() {
-        let e = load_dreamer("alexnet", None, 0, Device::Cpu, &WeightStore::new("unused"))
-            .err()
-            .expect("refused");
+        let e = load_dreamer(
+            "alexnet",
+            None,
+            NetworkPrecision::F32,
+            0,
+            Device::Cpu,
+            &WeightStore::new("unused"),
+        )
+        .err()
+        .expect("refused");
         assert!(e.starts_with("bad model from the coordinator"), "{e}");
     }
 
@@ -213,6 +234,7 @@ mod tests {
         let e = load_dreamer(
             "/tmp/evil.pt",
             None,
+            NetworkPrecision::F32,
             0,
             Device::Cpu,
             &WeightStore::new("unused"),

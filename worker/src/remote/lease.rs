@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dreamfarm_common::objective::MAX_ITERATIONS;
+use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::tiling::Rect;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::WireError;
@@ -27,6 +28,8 @@ pub(super) struct Lease {
     pub(super) model: String,
     /// Its weights file as the job names it, if any.
     pub(super) weights: Option<String>,
+    /// The number format the job's network runs in.
+    pub(super) precision: NetworkPrecision,
     /// The job's seed.
     pub(super) seed: u64,
     /// The checked tile work.
@@ -99,6 +102,10 @@ pub(super) fn lease_from_wire(
     let id = start.lease_id;
     let fail = |e: WireError| (id, e);
     let format = pixels::format_of(start.format).map_err(fail)?;
+    let precision = match start.precision.as_str() {
+        "" => Ok(NetworkPrecision::F32),
+        name => name.parse().map_err(|e| fail(WireError::Protocol(e))),
+    }?;
     let data = bytes.finish().map_err(fail)?;
     let image = pixels::decode(&data, start.width, start.height, format).map_err(fail)?;
     let o = start.output.ok_or_else(|| {
@@ -139,6 +146,7 @@ pub(super) fn lease_from_wire(
         format,
         model: start.model,
         weights: Some(start.weights).filter(|w| !w.is_empty()),
+        precision,
         seed: start.seed,
         work,
         session,
@@ -230,6 +238,23 @@ mod tests {
                 height: 22
             }
         );
+    }
+
+    #[test]
+    fn the_precision_comes_with_the_lease_and_an_unknown_one_is_refused() {
+        let of = |name: &str| {
+            receive(LeaseStart {
+                precision: name.into(),
+                ..head(3)
+            })
+            .map(|l| l.precision)
+            .map_err(|(_, e)| e.to_string())
+        };
+        assert_eq!(of(""), Ok(NetworkPrecision::F32), "an older coordinator");
+        assert_eq!(of("bf16"), Ok(NetworkPrecision::Bf16));
+        assert_eq!(of("f16"), Ok(NetworkPrecision::F16));
+        let e = of("f8").expect_err("refused");
+        assert!(e.contains("unknown precision \"f8\""), "{e}");
     }
 
     #[test]
