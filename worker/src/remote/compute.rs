@@ -214,33 +214,25 @@ fn load_dreamer(
 mod tests {
     use super::*;
 
+    /// Why loading `model` from the wire is refused.
+    fn refusal(model: &str) -> String {
+        let store = WeightStore::new("unused");
+        load_dreamer(model, None, NetworkPrecision::F32, 0, Device::Cpu, &store)
+            .err()
+            .expect("refused")
+    }
+
     #[test]
     fn an_unknown_model_is_refused_before_any_weights_load() {
-        let e = load_dreamer(
-            "alexnet",
-            None,
-            NetworkPrecision::F32,
-            0,
-            Device::Cpu,
-            &WeightStore::new("unused"),
-        )
-        .err()
-        .expect("refused");
+        let e = refusal("alexnet");
         assert!(e.starts_with("bad model from the coordinator"), "{e}");
     }
 
     #[test]
     fn a_torchscript_model_from_the_wire_is_refused() {
-        let e = load_dreamer(
-            "/tmp/evil.pt",
-            None,
-            NetworkPrecision::F32,
-            0,
-            Device::Cpu,
-            &WeightStore::new("unused"),
-        )
-        .err()
-        .expect("refused");
-        assert_eq!(e, "cluster workers dream with built-in models only");
+        assert_eq!(
+            refusal("/tmp/evil.pt"),
+            "cluster workers dream with built-in models only"
+        );
     }
 }
