@@ -275,8 +275,8 @@ pub struct DreamSettings {
     /// Width of the band over which neighbouring tiles are cross-faded.
     pub blend_band: u32,
     /// Gradient steps a worker runs per lease (0: all of an octave's).
-    /// Each lease ends in a stitch, a barrier over the octave and a round
-    /// trip of every tile's pixels; 0 is the default because it measured
+    /// Each lease ends in a stitch (the next pass's tile waits for its
+    /// neighbours' changes) and a round trip of every tile's pixels; 0 is the default because it measured
     /// best for throughput and for seams alike (`cargo bench -p
     /// dreamfarm-tests --bench lease_iterations`).
     pub iterations_per_lease: u32,
