@@ -181,11 +181,13 @@ impl FrameRows {
             let (before, rest) = self.octaves.split_at_mut(o);
             let octave = &mut rest[0];
             octave.start_rows(before.last());
-            if octave.images[0].is_complete() && octave.from_previous.take().is_some() {
+            if let Some(previous) = before.last_mut()
+                && octave.images[0].is_complete()
+                && previous.detail_done == previous.base.height
+                && octave.from_previous.take().is_some()
+            {
                 // The previous octave's detail is spent.
-                if let Some(previous) = before.last_mut() {
-                    previous.base = Planar::zeros(0, 0);
-                }
+                previous.base = Planar::zeros(0, 0);
             }
             for p in 0..octave.passes.len() {
                 let work =
