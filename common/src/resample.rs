@@ -264,11 +264,6 @@ impl RowResize {
         }
     }
 
-    /// Output rows computed so far.
-    pub fn done(&self) -> usize {
-        self.done
-    }
-
     /// Computes every output row into `out` (`width`×`height`) that the
     /// first `src_rows` rows of `src` determine, and returns how many rows
     /// are now done.

@@ -16,7 +16,7 @@ use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::parallel;
 use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, RowResize, resize};
-use dreamfarm_common::tiling::{Rect, Tile, TileGrid, extract};
+use dreamfarm_common::tiling::{Rect, TileGrid, extract};
 use dreamfarm_common::work::TileWork;
 use std::sync::Arc;
 
@@ -60,8 +60,10 @@ struct Pass {
 /// One octave of the frame.
 struct Octave {
     grid: TileGrid,
-    /// The frame resized to this octave; its rows become the detail
-    /// (last image minus base) as the last image's rows are known.
+    /// The frame resized to this octave (computed when the octave's first
+    /// rows are, not before: the first octave's tiles wait for nothing
+    /// else); its rows become the detail (last image minus base) as the
+    /// last image's rows are known.
     base: Planar,
     /// Rows of `base` that hold the detail.
     detail_done: usize,
@@ -100,7 +102,9 @@ fn channel_rows(
 }
 
 /// A frame being dreamed.
-pub struct FrameRows {
+pub struct FrameRows<'a> {
+    /// The frame being dreamed, which each octave's base is resized from.
+    input: &'a Planar,
     frame: u64,
     objective: Arc<FrameObjective>,
     jitter: u32,
@@ -111,13 +115,13 @@ pub struct FrameRows {
     outstanding: usize,
 }
 
-impl FrameRows {
+impl<'a> FrameRows<'a> {
     /// Starts dreaming `input` at `sizes` (smallest first, the last being
     /// the frame's own) as `plan` says.
     pub fn new(
         settings: &DreamSettings,
         plan: &FramePlan,
-        input: &Planar,
+        input: &'a Planar,
         sizes: &[(usize, usize)],
     ) -> Self {
         let steps = plan.objective.iterations;
@@ -138,7 +142,7 @@ impl FrameRows {
                 let tiles = grid.len();
                 Octave {
                     grid,
-                    base: resize(input, w, h),
+                    base: Planar::zeros(0, 0),
                     detail_done: 0,
                     images: (0..=passes).map(|_| Rows::empty(w, h)).collect(),
                     passes: (0..passes)
@@ -158,6 +162,7 @@ impl FrameRows {
             })
             .collect();
         Self {
+            input,
             frame: plan.frame,
             objective: plan.objective.clone(),
             jitter: plan.jitter,
@@ -180,7 +185,7 @@ impl FrameRows {
         for o in 0..=last {
             let (before, rest) = self.octaves.split_at_mut(o);
             let octave = &mut rest[0];
-            octave.start_rows(before.last());
+            octave.start_rows(before.last(), self.input);
             if let Some(previous) = before.last_mut()
                 && octave.images[0].is_complete()
                 && previous.detail_done == previous.base.height
@@ -238,7 +243,7 @@ impl FrameRows {
 impl Octave {
     /// The rows of the octave's first image: the previous octave's detail
     /// resized plus the base, clamped (the base alone for the first).
-    fn start_rows(&mut self, previous: Option<&Octave>) {
+    fn start_rows(&mut self, previous: Option<&Octave>, input: &Planar) {
         let first = &mut self.images[0];
         if first.is_complete() {
             return;
@@ -254,6 +259,9 @@ impl Octave {
             return;
         }
         let (w, h) = (first.image.width, first.image.height);
+        if from == 0 {
+            self.base = resize(input, w, h);
+        }
         for range in channel_rows(h, w, from..to) {
             // The image holds the resized detail (zero for the first
             // octave): image = clamp(detail + base).
@@ -286,10 +294,13 @@ impl Octave {
         let (first_iteration, iterations) = (pass.first_iteration, pass.iterations);
         let grid = &self.grid;
         let samples: usize = (from..to)
-            .map(|i| grid.tile(i).input.width * grid.tile(i).input.height)
+            .map(|i| {
+                let input = grid.tile(i).input;
+                input.width * input.height
+            })
             .sum();
         parallel::map(to - from, 3 * samples, |i| {
-            let t: Tile = grid.tile(from + i);
+            let t = grid.tile(from + i);
             TileWork {
                 frame,
                 octave,
