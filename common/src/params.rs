@@ -205,12 +205,10 @@ impl FromStr for NetworkPrecision {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            "f16" => Ok(Self::F16),
-            _ => Err(format!("unknown precision {s:?}: use f32, bf16 or f16")),
-        }
+        [Self::F32, Self::Bf16, Self::F16]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown precision {s:?}: use f32, bf16 or f16"))
     }
 }
 
