@@ -5,7 +5,10 @@ use std::path::Path;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::tls::diagnose;
-use crate::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::{
+    CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    STREAM_WINDOW_BYTES,
+};
 
 /// Why the coordinator could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,9 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectErr
     }
     let connected = endpoint
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .connect()

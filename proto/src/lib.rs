@@ -44,6 +44,19 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// and server so that no library default decides a failure.
 pub const MAX_MESSAGE_BYTES: usize = 4 * CHUNK_BYTES;
 
+/// HTTP/2 flow-control window of one call, both ends. A 4K octave moves
+/// hundreds of megabytes over a few calls; the protocol's 64 KiB default
+/// (or the library's 1-2 MiB) stops a sender every few pieces for a
+/// window update, which costs a system call and a wake-up each time.
+pub const STREAM_WINDOW_BYTES: u32 = 8 * CHUNK_BYTES as u32;
+
+/// HTTP/2 flow-control window of one connection (all its calls).
+pub const CONNECTION_WINDOW_BYTES: u32 = 4 * STREAM_WINDOW_BYTES;
+
+/// Largest HTTP/2 frame either end accepts: a wire piece in one frame
+/// instead of 64 frames of the protocol's default 16 KiB.
+pub const FRAME_BYTES: u32 = CHUNK_BYTES as u32 + 1024;
+
 /// Quiet time on a connection after which either end sends an HTTP/2 ping.
 /// A link that dies without a reset or a close reaching this end (a lost
 /// NAT entry, a peer that vanished) shows no error for many minutes of TCP

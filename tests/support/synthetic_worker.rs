@@ -13,7 +13,10 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{Chunk, Heartbeat, Hello, PixelFormat, ResultStart, WorkerMessage};
-use dreamfarm_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pixels};
+use dreamfarm_proto::{
+    CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    STREAM_WINDOW_BYTES, pixels,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -32,6 +35,9 @@ async fn synthetic_worker(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = tonic::transport::Endpoint::from_shared(url)?
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES)
         .connect()
         .await?;
     let mut client = WorkerServiceClient::with_interceptor(channel, AttachToken::new(Some(TOKEN))?)

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use dreamfarm_proto::auth::CheckToken;
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
 use dreamfarm_proto::pb::worker_service_server::WorkerServiceServer;
-use dreamfarm_proto::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
+use dreamfarm_proto::{
+    CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
+    STREAM_WINDOW_BYTES,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -197,7 +200,10 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut server = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(FRAME_BYTES);
         if let Some(identity) = identity {
             server = server
                 .tls_config(ServerTlsConfig::new().identity(identity))
