@@ -1,45 +1,51 @@
 //! Frames compressed and written on their own thread: the PNG of frame n is
 //! encoded and synced to disk while frame n+1 dreams, off the frame loop's
 //! critical path (a 4K PNG takes longer than a 4K frame's other host work).
+//! Each frame is reported from that thread the moment it is on disk, not
+//! when the frame loop next looks: a job's status, its record of finished
+//! frames and its progress never lag a frame behind the disk.
 
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use crate::output::{OutputDir, OutputError};
 
-/// A frame on disk: its number and the seconds the render spent on it.
-pub type Written = (u64, f64);
-
 /// The writing thread of one render, living in the render's thread scope.
 pub struct FrameWriter<'scope> {
     queue: SyncSender<(u64, Vec<u8>, f64)>,
-    written: Receiver<Result<Written, OutputError>>,
+    failed: Receiver<OutputError>,
     thread: ScopedJoinHandle<'scope, ()>,
 }
 
 impl<'scope> FrameWriter<'scope> {
-    /// Starts writing `width`×`height` frames into `out`. At most one frame
-    /// waits while another is written, so memory stays at two frames.
+    /// Starts writing `width`×`height` frames into `out`, calling
+    /// `on_written(n, seconds)` on the writing thread as each is on disk.
+    /// At most one frame waits while another is written, so memory stays
+    /// at two frames.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         out: &'env OutputDir,
         width: u32,
         height: u32,
+        mut on_written: impl FnMut(u64, f64) + Send + 'scope,
     ) -> Self {
         let (queue, frames) = sync_channel::<(u64, Vec<u8>, f64)>(1);
-        let (done, written) = channel();
+        let (failure, failed) = channel();
+        // Its log lines belong to the job and frame loop that started it.
+        let span = tracing::Span::current();
         let thread = scope.spawn(move || {
+            let _span = span.enter();
             for (n, rgb, seconds) in frames {
-                let result = out.write_frame(n, width, height, rgb);
-                let failed = result.is_err();
-                if done.send(result.map(|()| (n, seconds))).is_err() || failed {
+                if let Err(e) = out.write_frame(n, width, height, rgb) {
+                    let _ = failure.send(e);
                     return;
                 }
+                on_written(n, seconds);
             }
         });
         Self {
             queue,
-            written,
+            failed,
             thread,
         }
     }
@@ -49,39 +55,66 @@ impl<'scope> FrameWriter<'scope> {
     pub fn write(&mut self, n: u64, rgb: Vec<u8>, seconds: f64) -> Result<(), OutputError> {
         if self.queue.send((n, rgb, seconds)).is_err() {
             // The thread ended after a failure, which it reported.
-            while let Ok(result) = self.written.recv() {
-                result?;
-            }
-            return Err(OutputError::WriterGone);
+            return Err(self.failed.recv().unwrap_or(OutputError::WriterGone));
         }
         Ok(())
     }
 
-    /// The frames written since the last call, in order; fails at the
-    /// first that could not be.
-    pub fn written(&mut self) -> Result<Vec<Written>, OutputError> {
-        let mut frames = Vec::new();
-        loop {
-            match self.written.try_recv() {
-                Ok(result) => frames.push(result?),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(frames),
-            }
-        }
-    }
-
-    /// Writes what is queued, ends the thread and returns the frames
-    /// written since the last [`written`](Self::written).
-    pub fn finish(self) -> Result<Vec<Written>, OutputError> {
+    /// Writes what is queued and ends the thread; fails with the error
+    /// that stopped it, if one did.
+    pub fn finish(self) -> Result<(), OutputError> {
         let Self {
             queue,
-            written,
+            failed,
             thread,
         } = self;
         drop(queue);
-        let frames = written.iter().collect::<Result<Vec<_>, _>>();
         if thread.join().is_err() {
             return Err(OutputError::WriterGone);
         }
-        frames
+        failed.try_recv().map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn each_frame_is_reported_once_on_disk_without_waiting_for_the_next() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = OutputDir::existing(dir.path());
+        let (tx, rx) = channel();
+        std::thread::scope(|scope| {
+            let mut writer = FrameWriter::start(scope, &out, 2, 2, move |n, _| {
+                let _ = tx.send(n);
+            });
+            for n in 0..3 {
+                writer.write(n, vec![7; 12], 0.5).expect("queued");
+                // The frame loop now dreams frame n + 1, however long that
+                // takes; frame n is already known to be on disk.
+                assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(n));
+                assert_eq!(out.frames_done(), n + 1);
+            }
+            writer.finish().expect("written");
+        });
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_written_fails_the_render_and_is_not_reported() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        // A file where the folder should be: nothing can be written in it.
+        let out = OutputDir::existing(file.path());
+        let (tx, rx) = channel();
+        std::thread::scope(|scope| {
+            let mut writer = FrameWriter::start(scope, &out, 2, 2, move |n, _| {
+                let _ = tx.send(n);
+            });
+            writer.write(0, vec![7; 12], 0.5).expect("queued");
+            assert!(writer.finish().is_err());
+        });
+        assert!(rx.try_recv().is_err(), "a frame not on disk was reported");
     }
 }

@@ -13,7 +13,7 @@ use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
 use dreamfarm_common::resample::{Planar, Warp, resize, warp};
 
 use crate::frame_loop::{FramePlan, dream_frame};
-use crate::frame_writer::{FrameWriter, Written};
+use crate::frame_writer::FrameWriter;
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
 use crate::tile_executor::{TileError, TileExecutor};
@@ -198,7 +198,7 @@ pub struct RenderReport {
 /// Renders every missing frame of `spec` into `out` with `executor`, then
 /// the video `video`. `input` comes from [`load_input`]; `min_side` is the
 /// model's smallest usable side. `on_frame(n, seconds)` hears of each frame
-/// once it is on disk.
+/// the moment it is on disk (on the thread that wrote it).
 ///
 /// With a cadence of k, frames that are multiples of k are dreamed; each
 /// frame between two of them is the earlier one carried forward by the
@@ -213,7 +213,7 @@ pub fn render(
     video: &Path,
     min_side: usize,
     executor: &mut dyn TileExecutor,
-    on_frame: &mut dyn FnMut(u64, f64),
+    on_frame: &mut (dyn FnMut(u64, f64) + Send),
 ) -> Result<RenderReport, RenderError> {
     check_min_side(spec, input, min_side)?;
     let (w, h) = (input.width, input.height);
@@ -244,12 +244,10 @@ pub fn render(
     };
     let mut progress = FrameProgress::new(total, done);
     let mut report = RenderReport::default();
-    let mut heard = |frames: Vec<Written>| {
-        for (n, seconds) in frames {
-            progress.frame_done(n, seconds);
-            on_frame(n, seconds);
-            report.frame_seconds.push(seconds);
-        }
+    let heard = |n, seconds| {
+        progress.frame_done(n, seconds);
+        on_frame(n, seconds);
+        report.frame_seconds.push(seconds);
     };
     let mut dream = |n: u64, image: &Planar| -> Result<Planar, RenderError> {
         let _span = tracing::info_span!("frame", n).entered();
@@ -262,7 +260,7 @@ pub fn render(
         )?)
     };
     std::thread::scope(|scope| -> Result<(), RenderError> {
-        let mut writer = FrameWriter::start(scope, out, w as u32, h as u32);
+        let mut writer = FrameWriter::start(scope, out, w as u32, h as u32, heard);
         let dreamed = (|| -> Result<(), RenderError> {
             while next < total {
                 let started = Instant::now();
@@ -270,25 +268,28 @@ pub fn render(
                     None => vec![dream(0, input)?],
                     Some(prev) => {
                         let key = next.div_ceil(cadence) * cadence;
-                        // The camera path from the last dreamed frame.
+                        // The camera path from the last dreamed frame:
+                        // `carried` holds frames next.., `moved` the last.
                         let mut carried = Vec::new();
-                        let mut moved = prev.clone();
-                        for m in next..=key.min(total - 1) {
-                            moved = warp(&moved, &camera(spec, m, w, h));
-                            carried.push(moved.clone());
+                        let mut moved = warp(prev, &camera(spec, next, w, h));
+                        for m in next + 1..=key.min(total - 1) {
+                            let further = warp(&moved, &camera(spec, m, w, h));
+                            carried.push(std::mem::replace(&mut moved, further));
                         }
                         if key < total {
-                            let mut key_input = carried.pop().unwrap_or(moved);
+                            // `moved` is frame `key`: dreamed.
                             keep_colors(
                                 &spec.color,
                                 key,
                                 spec.frames,
                                 reference.as_ref(),
-                                &mut key_input,
+                                &mut moved,
                             );
-                            let dreamed = dream(key, &key_input)?;
+                            let dreamed = dream(key, &moved)?;
                             cross_fade(spec, &mut carried, &dreamed, key, w, h);
                             carried.push(dreamed);
+                        } else {
+                            carried.push(moved);
                         }
                         carried
                     }
@@ -312,13 +313,12 @@ pub fn render(
                         writer.write(n, rgb, seconds)?;
                     }
                 }
-                heard(writer.written()?);
             }
             Ok(())
         })();
         // Frames queued before a failure are still written and reported:
         // finished work is never lost.
-        let written = writer.finish().map(&mut heard);
+        let written = writer.finish();
         dreamed?;
         Ok(written?)
     })?;
@@ -339,14 +339,18 @@ fn cross_fade(
     h: usize,
 ) {
     let k = u64::from(spec.dream.cadence) as f32;
-    let mut back = dreamed.clone();
+    let mut back: Option<Planar> = None;
     for (i, frame) in carried.iter_mut().rev().enumerate() {
         let m = key - 1 - i as u64;
-        back = warp(&back, &camera(spec, m + 1, w, h).inverse());
+        let warped = warp(
+            back.as_ref().unwrap_or(dreamed),
+            &camera(spec, m + 1, w, h).inverse(),
+        );
         let t = 1.0 - (i as f32 + 1.0) / k;
-        for (a, &b) in frame.data.iter_mut().zip(&back.data) {
+        for (a, &b) in frame.data.iter_mut().zip(&warped.data) {
             *a += (b - *a) * t;
         }
+        back = Some(warped);
     }
 }
 
