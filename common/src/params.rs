@@ -274,9 +274,9 @@ pub struct DreamSettings {
     pub blend_band: u32,
     /// Gradient steps a worker runs per lease (0: all of an octave's).
     /// Each lease ends in a stitch (the next pass's tile waits for its
-    /// neighbours' changes) and a round trip of every tile's pixels; 0 is the default because it measured
-    /// best for throughput and for seams alike (`cargo bench -p
-    /// dreamfarm-tests --bench lease_iterations`).
+    /// neighbours' changes) and a round trip of every tile's pixels; 0 is
+    /// the default because it measured best for throughput and for seams
+    /// alike (`cargo bench -p dreamfarm-tests --bench lease_iterations`).
     pub iterations_per_lease: u32,
     /// Pixels on the wire in a cluster: f32 (exact, the default) or f16
     /// (half the bytes per tile).
