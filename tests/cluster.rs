@@ -97,6 +97,44 @@ fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
         c.fetch_frames(&id) == rendered(job),
         "a --parallelism job's frames differ from its single-machine render"
     );
+
+    // 4 x 1 tiles of 128 on the 512x128 octave: the two inner ones are
+    // alike and go as one lease; the 366x91 octave's 3 tiles are not.
+    let batched: &[&str] = &[
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        "512x128",
+        "--frames",
+        "2",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+        "--tile-size",
+        "128",
+        "--tile-batch",
+        "3",
+    ];
+    let leases = c.metric("dreamfarm_leases_completed_total");
+    let mut submit = batched.to_vec();
+    submit.extend(["--name", "batched"]);
+    let id = c.submit(&submit);
+    c.wait_done(&id, LIMIT);
+    assert_eq!(
+        c.metric("dreamfarm_tiles_completed_total"),
+        24.0 + 14.0,
+        "2 frames x (3 + 4) tiles"
+    );
+    assert_eq!(
+        c.metric("dreamfarm_leases_completed_total") - leases,
+        12.0,
+        "2 frames x (3 + 3) leases"
+    );
+    assert!(
+        c.fetch_frames(&id) == rendered(batched),
+        "a --tile-batch job's frames differ from its single-machine render"
+    );
 }
 
 #[test]

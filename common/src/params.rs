@@ -278,6 +278,12 @@ pub struct DreamSettings {
     /// the default because it measured best for throughput and for seams
     /// alike (`cargo bench -p dreamfarm-tests --bench lease_iterations`).
     pub iterations_per_lease: u32,
+    /// Equal-sized neighbouring tiles of an octave dreamed as one batch
+    /// through the network (one lease): bigger kernels for a big GPU. The
+    /// batches are fixed by the grid, never by what a worker happens to
+    /// hold, because a network's arithmetic differs in its last bits with
+    /// the batch size: the frames depend on this setting, never on the pool.
+    pub tile_batch: u32,
     /// Pixels on the wire in a cluster: f32 (exact, the default) or f16
     /// (half the bytes per tile).
     pub wire_precision: WirePrecision,
@@ -308,6 +314,7 @@ impl Default for DreamSettings {
             tile_margin: 64,
             blend_band: 32,
             iterations_per_lease: 0,
+            tile_batch: 1,
             wire_precision: WirePrecision::F32,
             precision: NetworkPrecision::F32,
         }
@@ -317,6 +324,9 @@ impl Default for DreamSettings {
 /// Smallest tile core `parallelism` shrinks tiles to: below it a tile's
 /// margins would cost more than its core.
 pub const MIN_PARALLEL_TILE: u32 = 128;
+
+/// Largest `tile_batch`: past a few dozen tiles a batch only adds memory.
+pub const MAX_TILE_BATCH: u32 = 64;
 
 /// Largest `parallelism`: a 4K octave has 506 tiles of 128 pixels, and
 /// leases beyond a few thousand per octave only add overhead.
@@ -448,6 +458,12 @@ impl DreamSettings {
             self.parallelism,
             self.parallelism <= MAX_PARALLELISM,
             "0 to 4096",
+        )?;
+        check(
+            "tile-batch",
+            self.tile_batch,
+            (1..=MAX_TILE_BATCH).contains(&self.tile_batch),
+            "1 to 64",
         )?;
         check(
             "tile-margin",

@@ -293,9 +293,77 @@ pub fn extract(image: &Planar, rect: Rect) -> Planar {
     }
 }
 
+/// The regions `rects` (all the same size) of `image`, as by [`extract`],
+/// stacked top to bottom: what a batch of tiles is dreamed on.
+pub fn extract_stacked(image: &Planar, rects: &[Rect]) -> Planar {
+    if let [one] = rects {
+        return extract(image, *one);
+    }
+    let parts: Vec<Planar> = rects.iter().map(|&r| extract(image, r)).collect();
+    let (width, height) = rects.first().map_or((0, 0), |r| (r.width, r.height));
+    let mut data = Vec::with_capacity(3 * width * height * parts.len());
+    for c in 0..3 {
+        for part in &parts {
+            data.extend_from_slice(&part.data[c * width * height..][..width * height]);
+        }
+    }
+    Planar {
+        width,
+        height: height * parts.len(),
+        data,
+    }
+}
+
+/// Splits `stacked` into `count` images of equal height stacked top to
+/// bottom (the inverse of the stacking in [`extract_stacked`]); `None`
+/// when its rows do not split so.
+pub fn unstack(stacked: Planar, count: usize) -> Option<Vec<Planar>> {
+    if count == 1 {
+        return Some(vec![stacked]);
+    }
+    if count == 0 || !stacked.height.is_multiple_of(count) {
+        return None;
+    }
+    let (width, height) = (stacked.width, stacked.height / count);
+    let plane = width * height;
+    Some(
+        (0..count)
+            .map(|k| Planar {
+                width,
+                height,
+                data: (0..3)
+                    .flat_map(|c| &stacked.data[(c * count + k) * plane..][..plane])
+                    .copied()
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacked_regions_unstack_into_the_regions() {
+        let mut image = Planar::zeros(30, 20);
+        for (i, v) in image.data.iter_mut().enumerate() {
+            *v = i as f32;
+        }
+        let rects = [(-3, -2), (5, 4), (20, 11)].map(|(x, y)| Rect {
+            x,
+            y,
+            width: 12,
+            height: 9,
+        });
+        let stacked = extract_stacked(&image, &rects);
+        assert_eq!((stacked.width, stacked.height), (12, 27));
+        let parts = unstack(stacked, 3).expect("27 rows split in 3");
+        for (part, &rect) in parts.iter().zip(&rects) {
+            assert!(*part == extract(&image, rect));
+        }
+        assert!(unstack(extract(&image, rects[0]), 2).is_none());
+    }
 
     fn geometry(tile_size: usize) -> TileGeometry {
         TileGeometry {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::objective::FrameObjective;
+use crate::params::MAX_TILE_BATCH;
 use crate::resample::Planar;
 use crate::tiling::Rect;
 
@@ -24,23 +25,51 @@ pub struct TileWork {
     pub iterations: u32,
     /// Largest window shift: `pixels` has this much room on each side.
     pub jitter: u32,
-    /// The tile's core, context margin and jitter room.
+    /// The tile's core, context margin and jitter room; for a batch, each
+    /// tile's in turn, stacked top to bottom.
     pub pixels: Planar,
-    /// Where the returned change lies within `pixels`.
+    /// Where the returned change lies within a tile's pixels.
     pub output: Rect,
+    /// Tiles in the batch (at least 1): consecutive in the grid from
+    /// `tile`, equal in size, their changes returned stacked the same way.
+    pub tiles: u32,
 }
 
 impl TileWork {
+    /// Rows of one tile's pixels.
+    pub fn tile_height(&self) -> usize {
+        self.pixels.height / self.tiles.max(1) as usize
+    }
+
+    /// Width and height of the change that comes back: each tile's output
+    /// region, stacked.
+    pub fn change_size(&self) -> (usize, usize) {
+        (
+            self.output.width,
+            self.output.height * self.tiles.max(1) as usize,
+        )
+    }
+
     /// Checks that the geometry is self-consistent, so that a worker never
     /// indexes outside the pixels it was given.
     pub fn check(&self) -> Result<(), String> {
-        let (w, h) = (self.pixels.width as i64, self.pixels.height as i64);
+        if !(1..=MAX_TILE_BATCH).contains(&self.tiles)
+            || !self.pixels.height.is_multiple_of(self.tiles as usize)
+        {
+            return Err(format!(
+                "{} tiles cannot be stacked in {} rows (1 to {MAX_TILE_BATCH} tiles of equal height)",
+                self.tiles, self.pixels.height
+            ));
+        }
+        let (w, h) = (self.pixels.width as i64, self.tile_height() as i64);
         let j = 2 * i64::from(self.jitter);
         let o = self.output;
         if self.pixels.data.len() != 3 * self.pixels.width * self.pixels.height {
             return Err(format!(
-                "{} samples for a {w}x{h} tile",
-                self.pixels.data.len()
+                "{} samples for {}x{} pixels",
+                self.pixels.data.len(),
+                self.pixels.width,
+                self.pixels.height
             ));
         }
         if w <= j || h <= j {

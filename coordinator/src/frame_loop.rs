@@ -169,7 +169,8 @@ mod tests {
         fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
             let value = self.0;
             self.1.next(|w| {
-                let mut p = Planar::zeros(w.output.width, w.output.height);
+                let (width, height) = w.change_size();
+                let mut p = Planar::zeros(width, height);
                 p.data.fill(value);
                 Ok(p)
             })
@@ -178,12 +179,26 @@ mod tests {
 
     /// Holds every tile handed in and returns the oldest (FIFO) or the
     /// newest (LIFO) first. Each change is computed from the tile's own
-    /// pixels, so a tile that read rows not yet known changes the frame.
+    /// pixels (each tile of a batch from its own), so a tile that read
+    /// rows not yet known changes the frame.
     struct Holding {
         lifo: bool,
         out: Vec<TileWork>,
         /// Whether tiles of two octaves were ever out at once.
         octaves_overlapped: bool,
+        /// The most tiles in one batch.
+        largest_batch: u32,
+    }
+
+    impl Holding {
+        fn new(lifo: bool) -> Self {
+            Self {
+                lifo,
+                out: Vec::new(),
+                octaves_overlapped: false,
+                largest_batch: 0,
+            }
+        }
     }
 
     impl TileExecutor for Holding {
@@ -191,6 +206,10 @@ mod tests {
             self.out.extend(work);
             let first = self.out[0].octave;
             self.octaves_overlapped |= self.out.iter().any(|w| w.octave != first);
+            self.largest_batch = self
+                .out
+                .iter()
+                .fold(self.largest_batch, |m, w| m.max(w.tiles));
             Ok(())
         }
 
@@ -201,15 +220,18 @@ mod tests {
                 (!self.out.is_empty()).then(|| self.out.remove(0))
             }
             .expect("a tile is out");
-            let o = w.output;
-            let mut change = Planar::zeros(o.width, o.height);
+            let (o, p) = (w.output, &w.pixels);
+            let (tile_rows, (width, height)) = (w.tile_height(), w.change_size());
+            let mut change = Planar::zeros(width, height);
             for c in 0..3 {
-                for y in 0..o.height {
-                    for x in 0..o.width {
-                        let p = &w.pixels;
-                        let v =
-                            p.data[(c * p.height + y + o.y as usize) * p.width + x + o.x as usize];
-                        change.data[(c * o.height + y) * o.width + x] = 0.3 * (0.5 - v);
+                for k in 0..w.tiles as usize {
+                    for y in 0..o.height {
+                        let row = c * p.height + k * tile_rows + y + o.y as usize;
+                        for x in 0..o.width {
+                            let v = p.data[row * p.width + x + o.x as usize];
+                            change.data[(c * height + k * o.height + y) * width + x] =
+                                0.3 * (0.5 - v);
+                        }
                     }
                 }
             }
@@ -239,11 +261,7 @@ mod tests {
             *v = ((i * 7919) % 1000) as f32 / 999.0;
         }
         let run = |lifo| {
-            let mut executor = Holding {
-                lifo,
-                out: Vec::new(),
-                octaves_overlapped: false,
-            };
+            let mut executor = Holding::new(lifo);
             let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
             (frame, executor.octaves_overlapped)
         };
@@ -258,6 +276,48 @@ mod tests {
             "the frame depends on the order tiles came back in"
         );
         assert!(fifo != input, "the changes reached the frame");
+    }
+
+    #[test]
+    fn batches_of_tiles_give_the_frame_that_single_tiles_do() {
+        let s = DreamSettings {
+            octaves: 3,
+            octave_scale: 1.4,
+            iterations: 2.0.into(),
+            iterations_per_lease: 1,
+            tile_size: 24,
+            tile_margin: 8,
+            blend_band: 4,
+            ..Default::default()
+        };
+        let plan = FramePlan {
+            frame: 0,
+            objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
+            jitter: 2,
+        };
+        let mut input = Planar::zeros(168, 120);
+        for (i, v) in input.data.iter_mut().enumerate() {
+            *v = ((i * 7919) % 1000) as f32 / 999.0;
+        }
+        let run = |tile_batch, lifo| {
+            let s = DreamSettings {
+                tile_batch,
+                ..s.clone()
+            };
+            let mut executor = Holding::new(lifo);
+            let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
+            (frame, executor.largest_batch)
+        };
+        let (single, largest) = run(1, false);
+        assert_eq!(largest, 1);
+        for lifo in [false, true] {
+            let (batched, largest) = run(3, lifo);
+            assert_eq!(largest, 3, "the 7 columns' 5 inner tiles stack");
+            assert!(
+                batched == single,
+                "batches of tiles changed the frame (lifo: {lifo})"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::parallel;
 use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, RowResize, resize};
-use dreamfarm_common::tiling::{Rect, TileGrid, extract};
+use dreamfarm_common::tiling::{Rect, TileGrid, extract_stacked, unstack};
 use dreamfarm_common::work::TileWork;
 use std::sync::Arc;
 
@@ -60,6 +60,9 @@ struct Pass {
 /// One octave of the frame.
 struct Octave {
     grid: TileGrid,
+    /// For each batch's first tile, the index past its last (0 for the
+    /// other tiles): see [`batch_ends`].
+    batch_ends: Vec<usize>,
     /// The frame resized to this octave (computed when the octave's first
     /// rows are, not before: the first octave's tiles wait for nothing
     /// else); its rows become the detail (last image minus base) as the
@@ -80,6 +83,29 @@ struct Octave {
 fn rows_read(input: Rect, height: usize) -> usize {
     let bottom = input.y + input.height as i64;
     bottom.max(-input.y).clamp(0, height as i64) as usize
+}
+
+/// The job's batches of tiles on `grid`, at most `most` tiles each: runs
+/// of consecutive tiles whose pixels and output regions have the same size
+/// and the same place relative to each other, so that they stack. For each
+/// batch's first tile, the index past its last; 0 for the other tiles.
+fn batch_ends(grid: &TileGrid, most: usize) -> Vec<usize> {
+    let shape = |i| {
+        let t = grid.tile(i);
+        let (i, o) = (t.input, t.output);
+        (i.width, i.height, o.x - i.x, o.y - i.y, o.width, o.height)
+    };
+    let mut ends = vec![0; grid.len()];
+    let mut start = 0;
+    while start < grid.len() {
+        let mut end = start + 1;
+        while end < grid.len() && end - start < most && shape(end) == shape(start) {
+            end += 1;
+        }
+        ends[start] = end;
+        start = end;
+    }
+    ends
 }
 
 /// `dst = clamp(dst + b, 0, 1)` over same-sized runs of `width`-sample
@@ -141,6 +167,7 @@ impl<'a> FrameRows<'a> {
                 let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
                 let tiles = grid.len();
                 Octave {
+                    batch_ends: batch_ends(&grid, settings.tile_batch.max(1) as usize),
                     grid,
                     base: Planar::zeros(0, 0),
                     detail_done: 0,
@@ -206,28 +233,31 @@ impl<'a> FrameRows<'a> {
         ready
     }
 
-    /// Takes a tile's change back; false for a tile that is not out.
+    /// Takes a change back (a batch's, stacked, under its first tile's
+    /// key); false for one that is not out or does not split into its
+    /// batch's tiles.
     pub fn complete(&mut self, key: TileKey, change: Planar) -> bool {
-        let Some(pass) = self
-            .octaves
-            .get_mut(key.octave as usize)
-            .and_then(|o| {
-                o.passes
-                    .get_mut((key.first_iteration / self.per_pass) as usize)
-            })
+        let Some(octave) = self.octaves.get_mut(key.octave as usize) else {
+            return false;
+        };
+        let tile = key.tile as usize;
+        let end = octave.batch_ends.get(tile).copied().unwrap_or(0);
+        let Some(pass) = octave
+            .passes
+            .get_mut((key.first_iteration / self.per_pass) as usize)
             .filter(|p| p.first_iteration == key.first_iteration)
         else {
             return false;
         };
-        let tile = key.tile as usize;
-        let Some(slot) = pass
-            .changes
-            .get_mut(tile)
-            .filter(|c| c.is_none() && tile < pass.started)
-        else {
+        if end <= tile || tile >= pass.started || pass.changes[tile].is_some() {
+            return false;
+        }
+        let Some(parts) = unstack(change, end - tile) else {
             return false;
         };
-        *slot = Some(change);
+        for (slot, part) in pass.changes[tile..end].iter_mut().zip(parts) {
+            *slot = Some(part);
+        }
         self.outstanding -= 1;
         true
     }
@@ -274,7 +304,7 @@ impl Octave {
         first.done = to;
     }
 
-    /// The tiles of pass `p` whose input rows are now known.
+    /// The batches of tiles of pass `p` whose input rows are now known.
     fn ready_tiles(
         &mut self,
         p: usize,
@@ -285,22 +315,28 @@ impl Octave {
     ) -> Vec<TileWork> {
         let (image, pass) = (&self.images[p], &mut self.passes[p]);
         let height = image.image.height;
+        let (grid, ends) = (&self.grid, &self.batch_ends);
         let from = pass.started;
+        let mut starts = Vec::new();
         let mut to = from;
-        while to < self.grid.len() && rows_read(self.grid.tile(to).input, height) <= image.done {
-            to += 1;
+        while to < grid.len()
+            && (to..ends[to]).all(|i| rows_read(grid.tile(i).input, height) <= image.done)
+        {
+            starts.push(to);
+            to = ends[to];
         }
         pass.started = to;
         let (first_iteration, iterations) = (pass.first_iteration, pass.iterations);
-        let grid = &self.grid;
         let samples: usize = (from..to)
             .map(|i| {
                 let input = grid.tile(i).input;
                 input.width * input.height
             })
             .sum();
-        parallel::map(to - from, 3 * samples, |i| {
-            let t = grid.tile(from + i);
+        parallel::map(starts.len(), 3 * samples, |k| {
+            let start = starts[k];
+            let t = grid.tile(start);
+            let inputs: Vec<Rect> = (start..ends[start]).map(|i| grid.tile(i).input).collect();
             TileWork {
                 frame,
                 octave,
@@ -309,12 +345,13 @@ impl Octave {
                 first_iteration,
                 iterations,
                 jitter,
-                pixels: extract(&image.image, t.input),
+                pixels: extract_stacked(&image.image, &inputs),
                 output: Rect {
                     x: t.output.x - t.input.x,
                     y: t.output.y - t.input.y,
                     ..t.output
                 },
+                tiles: inputs.len() as u32,
             }
         })
     }

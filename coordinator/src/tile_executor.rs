@@ -96,7 +96,9 @@ impl TileExecutor for Unchanged {
     }
 
     fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
-        self.0
-            .next(|w| Ok(Planar::zeros(w.output.width, w.output.height)))
+        self.0.next(|w| {
+            let (width, height) = w.change_size();
+            Ok(Planar::zeros(width, height))
+        })
     }
 }

@@ -113,7 +113,9 @@ impl Dreamer {
     }
 
     /// One forward and backward pass: the gradient of `objective` with
-    /// respect to `image` (`[1, 3, H, W]` in `0..=1`).
+    /// respect to `image` (`[N, 3, H, W]` in `0..=1`), each of the `N`
+    /// images' objective its own, so that an image's gradient is what it
+    /// would be alone up to the network's rounding.
     pub fn gradient(
         &mut self,
         image: &Tensor,
@@ -123,21 +125,31 @@ impl Dreamer {
         let resolved = resolve(&self.model, &mut self.resolved, objective)?;
         let x = image.detach().set_requires_grad(true);
         let acts = self.model.activations(&x, &resolved.layers)?;
-        let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
         for (term, act) in resolved.terms.iter().zip(&acts) {
             check_channels(&self.model, term, act)?;
-            let a = select(act, term);
-            let plain = match reduction {
-                Reduction::MeanSquare => a.square().mean(Kind::Float),
-                Reduction::Mean => a.mean(Kind::Float),
-            };
-            let value = match &term.guide {
-                Some(g) if guide_strength > 0.0 => {
-                    plain * (1.0 - guide_strength) + guided(&a, g) * guide_strength
-                }
-                _ => plain,
-            };
-            loss += value * term.weight;
+        }
+        let batch = x.size()[0];
+        let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
+        for b in 0..batch {
+            for (term, act) in resolved.terms.iter().zip(&acts) {
+                let own = if batch == 1 {
+                    act.shallow_clone()
+                } else {
+                    act.narrow(0, b, 1)
+                };
+                let a = select(&own, term);
+                let plain = match reduction {
+                    Reduction::MeanSquare => a.square().mean(Kind::Float),
+                    Reduction::Mean => a.mean(Kind::Float),
+                };
+                let value = match &term.guide {
+                    Some(g) if guide_strength > 0.0 => {
+                        plain * (1.0 - guide_strength) + guided(&a, g) * guide_strength
+                    }
+                    _ => plain,
+                };
+                loss += value * term.weight;
+            }
         }
         Ok(Tensor::run_backward(&[loss], &[&x], false, false).remove(0))
     }
@@ -147,16 +159,25 @@ impl Dreamer {
     /// an offset drawn from `derive(seed, [f, o, i])`: the tile index is left
     /// out on purpose, so that overlapping tiles see the same shift and agree
     /// where they are cross-faded.
+    ///
+    /// A batch of tiles (stacked in `work.pixels`) goes through the network
+    /// as one `[N, 3, H, W]` tensor; each tile keeps its own objective value
+    /// and gradient normalisation, and the changes come back stacked.
     pub fn dream_tile(&mut self, work: &TileWork) -> Result<Planar, DreamError> {
         work.check().map_err(DreamError::BadWork)?;
         let objective = &*work.objective;
         let device = self.model.device();
         let p = &work.pixels;
-        let (h, w) = (p.height as i64, p.width as i64);
+        let n = i64::from(work.tiles);
+        let (h, w) = (work.tile_height() as i64, p.width as i64);
         let j = i64::from(work.jitter);
-        let buf = Tensor::from_slice(&p.data)
-            .view([1, 3, h, w])
-            .to_device(device);
+        let host = Tensor::from_slice(&p.data);
+        let buf = if n == 1 {
+            host.view([1, 3, h, w])
+        } else {
+            host.view([3, n, h, w]).permute([1, 0, 2, 3]).contiguous()
+        }
+        .to_device(device);
         let o = work.output;
         let region = |t: &Tensor| {
             t.narrow(2, o.y, o.height as i64)
@@ -171,24 +192,33 @@ impl Dreamer {
             );
             let dy = seed::symmetric(s, work.jitter);
             let dx = seed::symmetric(s.rotate_left(32), work.jitter);
-            let mut window = buf.narrow(2, j + dy, wh).narrow(3, j + dx, ww);
+            let window = buf.narrow(2, j + dy, wh).narrow(3, j + dx, ww);
             let grad = self.gradient(&window, objective)?;
             tch::no_grad(|| {
-                let mut g = &grad / (grad.std(true) + 1e-8);
-                if objective.smoothing {
-                    g = smooth(&g, i, objective.iterations);
+                for b in 0..n {
+                    let grad = grad.narrow(0, b, 1);
+                    let mut g = &grad / (grad.std(true) + 1e-8);
+                    if objective.smoothing {
+                        g = smooth(&g, i, objective.iterations);
+                    }
+                    let _ = window
+                        .narrow(0, b, 1)
+                        .g_add_(&(g * objective.step_size))
+                        .clamp_(0.0, 1.0);
                 }
-                let _ = window.g_add_(&(g * objective.step_size)).clamp_(0.0, 1.0);
             });
         }
+        // [N, 3, h, w] to the stacked planar layout, channel by channel.
         let delta = (region(&buf) - original)
+            .permute([1, 0, 2, 3])
             .to_device(Device::Cpu)
             .contiguous()
             .view([-1]);
         let data = Vec::<f32>::try_from(&delta).map_err(|e| DreamError::BadWork(e.to_string()))?;
+        let (width, height) = work.change_size();
         Ok(Planar {
-            width: o.width,
-            height: o.height,
+            width,
+            height,
             data,
         })
     }

@@ -103,6 +103,7 @@ fn a_guided_dream_grows_the_guides_features() {
                 width: 160,
                 height: 160,
             },
+            tiles: 1,
         };
         let change = dreamer.dream_tile(&work).expect("dream");
         let mut out = input.clone();

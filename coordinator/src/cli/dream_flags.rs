@@ -99,6 +99,11 @@ pub struct DreamFlags {
     /// octave's steps in one lease [default: 0].
     #[arg(long)]
     iterations_per_lease: Option<u32>,
+    /// Equal-sized neighbouring tiles dreamed as one batch (one lease):
+    /// bigger kernels for a big GPU; the frames depend on it, not on the
+    /// pool [default: 1].
+    #[arg(long)]
+    tile_batch: Option<u32>,
     /// Pixels on the wire in a cluster: f32 (exact) or f16 (half the
     /// bytes; the same rounding on one machine) [default: f32].
     #[arg(long)]
@@ -172,6 +177,7 @@ impl DreamFlags {
         set(&mut s.tile_margin, self.tile_margin);
         set(&mut s.blend_band, self.blend_band);
         set(&mut s.iterations_per_lease, self.iterations_per_lease);
+        set(&mut s.tile_batch, self.tile_batch);
         set(&mut s.wire_precision, self.wire_precision);
         set(&mut s.precision, self.precision);
         Ok(())

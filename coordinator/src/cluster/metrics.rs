@@ -136,6 +136,12 @@ impl Metrics {
             s.completed as f64,
         );
         metric(
+            "dreamfarm_leases_completed_total",
+            "counter",
+            "Leases answered with a result (a batch of tiles is one).",
+            s.leases_completed as f64,
+        );
+        metric(
             "dreamfarm_tiles_per_second",
             "gauge",
             "Tiles computed per second over the last 30 s.",
@@ -214,6 +220,7 @@ mod tests {
         assert!(text.contains("dreamfarm_bytes_received_total 10\n"));
         for name in [
             "leases_in_flight",
+            "leases_completed_total",
             "workers",
             "tiles_per_second",
             "lease_retries_total",

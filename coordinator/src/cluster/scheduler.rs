@@ -78,7 +78,7 @@ pub struct JobEvent {
 /// What the result of a lease must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultShape {
-    /// Width of the tile's output region.
+    /// Width of the tile's output region (a batch's are stacked).
     pub width: usize,
     /// Its height.
     pub height: usize,
@@ -235,6 +235,8 @@ pub struct Snapshot {
     pub retries: u64,
     /// Tiles completed so far.
     pub completed: u64,
+    /// Leases completed so far (a batch of tiles is one).
+    pub leases_completed: u64,
 }
 
 /// Timeouts of the lease protocol.
@@ -269,6 +271,7 @@ pub struct Scheduler {
     workers: HashMap<WorkerId, WorkerEntry>,
     retries: u64,
     completed: u64,
+    leases_completed: u64,
     events: Vec<JobEvent>,
 }
 
@@ -286,6 +289,7 @@ impl Scheduler {
             workers: HashMap::new(),
             retries: 0,
             completed: 0,
+            leases_completed: 0,
             events: Vec::new(),
         }
     }
@@ -626,9 +630,10 @@ impl Scheduler {
             });
         }
         let job = self.jobs.get(&l.job).ok_or(LeaseError::TakenBack(lease))?;
+        let (width, height) = l.unit.work.change_size();
         Ok(ResultShape {
-            width: l.unit.work.output.width,
-            height: l.unit.work.output.height,
+            width,
+            height,
             wire: job.params.wire(),
         })
     }
@@ -650,11 +655,13 @@ impl Scheduler {
             .leases
             .remove(&lease)
             .ok_or(LeaseError::NotHeld(lease))?;
+        let tiles = u64::from(l.unit.work.tiles);
         if let Some(w) = self.workers.get_mut(&worker) {
             w.leases.remove(&lease);
-            w.tiles_done += 1;
+            w.tiles_done += tiles;
         }
-        self.completed += 1;
+        self.completed += tiles;
+        self.leases_completed += 1;
         if let Some(batch) = self
             .jobs
             .get(&l.job)
@@ -762,6 +769,7 @@ impl Scheduler {
             workers: self.workers.len(),
             retries: self.retries,
             completed: self.completed,
+            leases_completed: self.leases_completed,
         }
     }
 }
@@ -795,6 +803,7 @@ mod tests {
                 width: 2,
                 height: 2,
             },
+            tiles: 1,
         }
     }
 

@@ -196,6 +196,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
             height: w.output.height as u32,
         }),
         deadline_ms: grant.deadline.as_millis().min(u128::from(u32::MAX)) as u32,
+        tiles: w.tiles,
     };
     tx.send(down(Down::LeaseStart(start)))
         .await

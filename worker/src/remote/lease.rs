@@ -138,6 +138,7 @@ pub(super) fn lease_from_wire(
             width: o.width as usize,
             height: o.height as usize,
         },
+        tiles: start.tiles.max(1),
     };
     work.check().map_err(|e| fail(WireError::Protocol(e)))?;
     Ok(Lease {
@@ -255,6 +256,30 @@ mod tests {
         assert_eq!(of("f16"), Ok(NetworkPrecision::F16));
         let e = of("f8").expect_err("refused");
         assert!(e.contains("unknown precision \"f8\""), "{e}");
+    }
+
+    #[test]
+    fn a_batch_comes_with_the_lease_and_one_that_does_not_stack_is_refused() {
+        let of = |tiles: u32, height: u32, y: u32| {
+            let mut start = LeaseStart {
+                tiles,
+                height,
+                pixels_bytes: u64::from(3 * 40 * height * 4),
+                ..head(5)
+            };
+            if let Some(o) = start.output.as_mut() {
+                (o.y, o.height) = (y, 6);
+            }
+            receive(start)
+                .map(|l| l.work.tiles)
+                .map_err(|(_, e)| e.to_string())
+        };
+        assert_eq!(of(0, 30, 4), Ok(1), "an older coordinator: one tile");
+        assert_eq!(of(3, 30, 2), Ok(3), "three 40x10 tiles");
+        let e = of(4, 30, 2).expect_err("30 rows are not 4 tiles");
+        assert!(e.contains("4 tiles cannot be stacked in 30 rows"), "{e}");
+        let e = of(3, 30, 5).expect_err("the output leaves a 10-row tile");
+        assert!(e.contains("lies outside the 40x10 tile"), "{e}");
     }
 
     #[test]
