@@ -65,6 +65,10 @@ pub struct TileGeometry {
     pub band: usize,
     /// Largest per-step shift of the window (room added around the context).
     pub jitter: usize,
+    /// Cut the image into cells of exactly one size, the last column and
+    /// row taking what remains, so that the inner tiles are alike and
+    /// stack into batches (`tile_batch`); otherwise nearly equal cells.
+    pub equal_cells: bool,
 }
 
 /// One tile of an octave image.
@@ -95,9 +99,15 @@ pub struct TileGrid {
     geometry: TileGeometry,
 }
 
-/// Splits `length` into `ceil(length / size)` nearly equal parts.
-fn boundaries(length: usize, size: usize) -> Vec<usize> {
+/// Splits `length` into `ceil(length / size)` nearly equal parts, or, if
+/// `equal`, parts of one size but the last (unless that would leave the
+/// last under half the others).
+fn boundaries(length: usize, size: usize, equal: bool) -> Vec<usize> {
     let n = length.div_ceil(size.max(1)).max(1);
+    let part = length.div_ceil(n);
+    if equal && 2 * (length - (n - 1) * part).min(part) >= part {
+        return (0..=n).map(|i| (i * part).min(length)).collect();
+    }
     (0..=n).map(|i| i * length / n).collect()
 }
 
@@ -105,8 +115,8 @@ impl TileGrid {
     /// The grid of a `width`×`height` image. The band is narrowed to half the
     /// smallest cell so that only two tiles ever overlap along an axis.
     pub fn new(width: usize, height: usize, geometry: TileGeometry) -> Self {
-        let xs = boundaries(width, geometry.tile_size);
-        let ys = boundaries(height, geometry.tile_size);
+        let xs = boundaries(width, geometry.tile_size, geometry.equal_cells);
+        let ys = boundaries(height, geometry.tile_size, geometry.equal_cells);
         let smallest = xs
             .windows(2)
             .chain(ys.windows(2))
@@ -371,6 +381,7 @@ mod tests {
             margin: 16,
             band: 8,
             jitter: 4,
+            equal_cells: false,
         }
     }
 
@@ -394,6 +405,42 @@ mod tests {
             }
         );
         assert_eq!(t.output, t.cell.grow(8).clip(100, 70));
+    }
+
+    #[test]
+    fn equal_cells_are_one_size_but_the_last() {
+        assert_eq!(boundaries(100, 30, true), [0, 25, 50, 75, 100]);
+        assert_eq!(boundaries(107, 32, true), [0, 27, 54, 81, 107]);
+        assert_eq!(boundaries(107, 32, false), [0, 26, 53, 80, 107]);
+        let cells: Vec<usize> = boundaries(2743, 391, true)
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert_eq!(cells, [343, 343, 343, 343, 343, 343, 343, 342]);
+        // A last cell under half the others: nearly equal cells instead.
+        assert_eq!(boundaries(10, 3, true), [0, 2, 5, 7, 10]);
+        let grid = TileGrid::new(
+            107,
+            70,
+            TileGeometry {
+                equal_cells: true,
+                ..geometry(32)
+            },
+        );
+        let inner: Vec<_> = (1..3).map(|i| grid.tile(4 + i)).collect();
+        assert_eq!(inner[0].input.width, inner[1].input.width);
+        let area: usize = grid.tiles().map(|t| t.cell.width * t.cell.height).sum();
+        assert_eq!(area, 107 * 70);
+        let ones: Vec<Option<Planar>> = grid
+            .tiles()
+            .map(|t| {
+                let mut ones = Planar::zeros(t.output.width, t.output.height);
+                ones.data.fill(1.0);
+                Some(ones)
+            })
+            .collect();
+        let sum = grid.blend_rows(&ones, 0..70);
+        assert!(sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 
     #[test]

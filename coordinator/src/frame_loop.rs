@@ -48,6 +48,7 @@ pub fn geometry(
         margin: settings.tile_margin as usize,
         band: settings.blend_band as usize,
         jitter: jitter as usize,
+        equal_cells: settings.tile_batch > 1,
     }
 }
 
@@ -282,7 +283,7 @@ mod tests {
     fn batches_of_tiles_give_the_frame_that_single_tiles_do() {
         let s = DreamSettings {
             octaves: 3,
-            octave_scale: 1.4,
+            octave_scale: 2.0,
             iterations: 2.0.into(),
             iterations_per_lease: 1,
             tile_size: 24,
@@ -295,7 +296,9 @@ mod tests {
             objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
             jitter: 2,
         };
-        let mut input = Planar::zeros(168, 120);
+        // Octaves of 48x24, 96x48 and 192x96: cells of 24 either way, so
+        // batching (which asks for equal cells) keeps the grid.
+        let mut input = Planar::zeros(192, 96);
         for (i, v) in input.data.iter_mut().enumerate() {
             *v = ((i * 7919) % 1000) as f32 / 999.0;
         }
@@ -305,14 +308,14 @@ mod tests {
                 ..s.clone()
             };
             let mut executor = Holding::new(lifo);
-            let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
+            let frame = dream_frame(&s, 16, &plan, &input, &mut executor).expect("dreamed");
             (frame, executor.largest_batch)
         };
         let (single, largest) = run(1, false);
         assert_eq!(largest, 1);
         for lifo in [false, true] {
             let (batched, largest) = run(3, lifo);
-            assert_eq!(largest, 3, "the 7 columns' 5 inner tiles stack");
+            assert_eq!(largest, 3, "the 8 columns' 6 inner tiles stack");
             assert!(
                 batched == single,
                 "batches of tiles changed the frame (lifo: {lifo})"
