@@ -4,6 +4,9 @@
 # bf16 mixed precision, the GPU's utilisation during each CUDA render
 # (nvidia-smi sampled every 200 ms), and frame 0 of the CPU and CUDA 1080p
 # renders for comparing here (mean absolute difference, target <= 1/255).
+# Runs named with a "+bN" suffix dream small tiles (--parallelism 32) in
+# batches of N (--tile-batch N): "+b1" against "+b8" is what batching
+# alike tiles into one pass is worth on the GPU.
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
@@ -15,7 +18,8 @@
 # GPU_BENCH_SIZES (default "1920x1080,3840x2160"), GPU_BENCH_FRAMES
 # (default 3: the first is warm-up) and GPU_BENCH_DEVICES (default
 # "cpu cuda-f32 cuda-bf16") change what runs; renders go to /tmp/gpu-bench
-# and the report and frames to compare to $OUT (the device's return folder;
+# (default adds "cuda-f32+b1 cuda-f32+b8"), and the report and frames to
+# compare to $OUT (the device's return folder;
 # default /tmp/gpu-bench/out); `GPU_BENCH_DEVICES=cpu GPU_BENCH_SIZES=256x144 bench/gpu.sh run`
 # checks the script on a machine without a GPU.
 set -euo pipefail
@@ -58,11 +62,17 @@ run() {
     fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
     local report=$back/report.txt
-    echo "size device precision s/frame gpu-util%" >"$report"
+    echo "size device precision tiles s/frame gpu-util%" >"$report"
     for size in $(echo "${GPU_BENCH_SIZES:-1920x1080,3840x2160}" | tr ',' ' '); do
-        for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16}; do
-            local device=${run%%-*} precision=f32
-            [ "$run" != "$device" ] && precision=${run#*-}
+        for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8}; do
+            local spec=${run%+b*} tiles=default
+            local -a batch=()
+            if [ "$spec" != "$run" ]; then
+                batch=(--parallelism 32 --tile-batch "${run##*+b}")
+                tiles="parallelism-32-batch-${run##*+b}"
+            fi
+            local device=${spec%%-*} precision=f32
+            [ "$spec" != "$device" ] && precision=${spec#*-}
             local name=$size-$run frames=${GPU_BENCH_FRAMES:-3}
             # One CPU frame past the warm-up at 4K: minutes, not seconds.
             [ "$device" = cpu ] && frames=2
@@ -71,13 +81,14 @@ run() {
                 nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 >"$util" &
                 sampler=$!
             fi
+            rm -rf "${out:?}/$name" # a render resumes what it finds
             "$bin" render --input assets/astronaut.png --size "$size" --frames "$frames" \
-                --device "$device" --precision "$precision" --output "$out/$name" \
+                --device "$device" --precision "$precision" "${batch[@]}" --output "$out/$name" \
                 >"$out/$name.log" 2>&1 || { tail -5 "$out/$name.log"; exit 1; }
             [ -n "$sampler" ] && kill "$sampler"
             local busy=n/a
             [ -s "$util" ] && busy=$(awk '{s+=$1} END {printf "%.0f", s/NR}' "$util")
-            echo "$size $device $precision $(median_seconds "$out/$name.log") $busy" | tee -a "$report"
+            echo "$size $device $precision $tiles $(median_seconds "$out/$name.log") $busy" | tee -a "$report"
         done
     done
     # Frame 0 of the CPU and CUDA renders of the first size, for `compare`.
