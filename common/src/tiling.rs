@@ -9,6 +9,7 @@
 //! that sum to one everywhere, so no seam shows.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::parallel;
 use crate::resample::Planar;
@@ -213,10 +214,10 @@ impl TileGrid {
     /// # Panics
     ///
     /// If a tile over `rows` has no change.
-    pub fn blend_rows(&self, changes: &[Option<Planar>], rows: Range<usize>) -> Planar {
+    pub fn blend_rows(&self, changes: &[Option<TileChange>], rows: Range<usize>) -> Planar {
         let columns = self.xs.len() - 1;
         let grid_rows = self.ys.len() - 1;
-        let tiles: Vec<(Tile, Vec<f32>, &Planar)> = self
+        let tiles: Vec<(Tile, Vec<f32>, &TileChange)> = self
             .tiles()
             .zip(changes)
             .filter(|(tile, _)| {
@@ -254,7 +255,7 @@ impl TileGrid {
                 if wy == 0.0 {
                     continue;
                 }
-                let src = &change.data[(ch * change.height + j) * change.width..][..out.width];
+                let src = &change.row(ch, j)[..out.width];
                 let dst = &mut dst_row[out.x as usize..][..out.width];
                 for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
                     *d += s * w * wy;
@@ -280,74 +281,101 @@ fn mirror(i: i64, n: usize) -> usize {
 /// past an edge go through the mirror. A lease's pixels are extracted for
 /// every tile of every octave, so this is on the coordinator's hot path.
 pub fn extract(image: &Planar, rect: Rect) -> Planar {
+    extract_stacked(image, &[rect])
+}
+
+/// Appends channel `ch` of region `rect` of `image` to `data`, mirroring
+/// what lies outside the image.
+fn extend_with_channel(data: &mut Vec<f32>, image: &Planar, rect: Rect, ch: usize) {
     let column = |i: usize| mirror(rect.x + i as i64, image.width);
     // Output columns `left..right` are image columns `rect.x + i`.
     let clamp = |i: i64| i.clamp(0, rect.width as i64) as usize;
     let left = clamp(-rect.x);
     let right = clamp(image.width as i64 - rect.x).max(left);
     let start = (rect.x + left as i64).clamp(0, image.width as i64) as usize;
-    let mut data = Vec::with_capacity(3 * rect.width * rect.height);
-    for ch in 0..3 {
-        for j in 0..rect.height {
-            let y = mirror(rect.y + j as i64, image.height);
-            let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
-            data.extend((0..left).map(|i| src[column(i)]));
-            data.extend_from_slice(&src[start..][..right - left]);
-            data.extend((right..rect.width).map(|i| src[column(i)]));
-        }
-    }
-    Planar {
-        width: rect.width,
-        height: rect.height,
-        data,
+    for j in 0..rect.height {
+        let y = mirror(rect.y + j as i64, image.height);
+        let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
+        data.extend((0..left).map(|i| src[column(i)]));
+        data.extend_from_slice(&src[start..][..right - left]);
+        data.extend((right..rect.width).map(|i| src[column(i)]));
     }
 }
 
 /// The regions `rects` (all the same size) of `image`, as by [`extract`],
 /// stacked top to bottom: what a batch of tiles is dreamed on.
 pub fn extract_stacked(image: &Planar, rects: &[Rect]) -> Planar {
-    if let [one] = rects {
-        return extract(image, *one);
-    }
-    let parts: Vec<Planar> = rects.iter().map(|&r| extract(image, r)).collect();
     let (width, height) = rects.first().map_or((0, 0), |r| (r.width, r.height));
-    let mut data = Vec::with_capacity(3 * width * height * parts.len());
-    for c in 0..3 {
-        for part in &parts {
-            data.extend_from_slice(&part.data[c * width * height..][..width * height]);
+    let mut data = Vec::with_capacity(3 * width * height * rects.len());
+    for ch in 0..3 {
+        for &rect in rects {
+            extend_with_channel(&mut data, image, rect, ch);
         }
     }
     Planar {
         width,
-        height: height * parts.len(),
+        height: height * rects.len(),
         data,
     }
 }
 
-/// Splits `stacked` into `count` images of equal height stacked top to
-/// bottom (the inverse of the stacking in [`extract_stacked`]); `None`
-/// when its rows do not split so.
-pub fn unstack(stacked: Planar, count: usize) -> Option<Vec<Planar>> {
-    if count == 1 {
-        return Some(vec![stacked]);
+/// One tile's change, for [`TileGrid::blend_rows`]: the tile's own
+/// image, or its place among a batch's changes stacked top to bottom
+/// (shared, not copied apart).
+#[derive(Debug, Clone)]
+pub struct TileChange {
+    stack: Arc<Planar>,
+    /// Which of the stack's tiles.
+    index: usize,
+    /// Tiles in the stack.
+    count: usize,
+}
+
+impl TileChange {
+    /// The changes of the `count` tiles stacked in `stack` (as by
+    /// [`extract_stacked`]), in order; `None` when its rows do not split
+    /// so.
+    pub fn split(stack: Planar, count: usize) -> Option<Vec<Self>> {
+        if count == 0 || !stack.height.is_multiple_of(count) {
+            return None;
+        }
+        let stack = Arc::new(stack);
+        Some(
+            (0..count)
+                .map(|index| Self {
+                    stack: stack.clone(),
+                    index,
+                    count,
+                })
+                .collect(),
+        )
     }
-    if count == 0 || !stacked.height.is_multiple_of(count) {
-        return None;
+
+    /// Width of the tile's change.
+    pub fn width(&self) -> usize {
+        self.stack.width
     }
-    let (width, height) = (stacked.width, stacked.height / count);
-    let plane = width * height;
-    Some(
-        (0..count)
-            .map(|k| Planar {
-                width,
-                height,
-                data: (0..3)
-                    .flat_map(|c| &stacked.data[(c * count + k) * plane..][..plane])
-                    .copied()
-                    .collect(),
-            })
-            .collect(),
-    )
+
+    /// Height of the tile's change.
+    pub fn height(&self) -> usize {
+        self.stack.height / self.count
+    }
+
+    /// Row `j` of channel `ch` of the tile's change.
+    pub fn row(&self, ch: usize, j: usize) -> &[f32] {
+        let (w, h) = (self.width(), self.height());
+        &self.stack.data[((ch * self.count + self.index) * h + j) * w..][..w]
+    }
+}
+
+impl From<Planar> for TileChange {
+    fn from(change: Planar) -> Self {
+        Self {
+            stack: Arc::new(change),
+            index: 0,
+            count: 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -355,7 +383,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stacked_regions_unstack_into_the_regions() {
+    fn stacked_regions_split_into_the_regions() {
         let mut image = Planar::zeros(30, 20);
         for (i, v) in image.data.iter_mut().enumerate() {
             *v = i as f32;
@@ -368,11 +396,20 @@ mod tests {
         });
         let stacked = extract_stacked(&image, &rects);
         assert_eq!((stacked.width, stacked.height), (12, 27));
-        let parts = unstack(stacked, 3).expect("27 rows split in 3");
+        let parts = TileChange::split(stacked, 3).expect("27 rows split in 3");
         for (part, &rect) in parts.iter().zip(&rects) {
-            assert!(*part == extract(&image, rect));
+            let alone = extract(&image, rect);
+            assert_eq!((part.width(), part.height()), (12, 9));
+            for (ch, j) in (0..3).flat_map(|ch| (0..9).map(move |j| (ch, j))) {
+                assert_eq!(part.row(ch, j), &alone.data[(ch * 9 + j) * 12..][..12]);
+            }
         }
-        assert!(unstack(extract(&image, rects[0]), 2).is_none());
+        assert!(TileChange::split(extract(&image, rects[0]), 2).is_none());
+    }
+
+    /// Each tile's own change, for `blend_rows`.
+    fn changes(of: &[Option<Planar>]) -> Vec<Option<TileChange>> {
+        of.iter().map(|c| c.clone().map(TileChange::from)).collect()
     }
 
     fn geometry(tile_size: usize) -> TileGeometry {
@@ -439,7 +476,7 @@ mod tests {
                 Some(ones)
             })
             .collect();
-        let sum = grid.blend_rows(&ones, 0..70);
+        let sum = grid.blend_rows(&changes(&ones), 0..70);
         assert!(sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 
@@ -454,7 +491,7 @@ mod tests {
                 Some(ones)
             })
             .collect();
-        let sum = grid.blend_rows(&ones, 0..70);
+        let sum = grid.blend_rows(&changes(&ones), 0..70);
         assert!(
             sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),
             "weights do not partition unity"
@@ -471,8 +508,8 @@ mod tests {
                 Some(p)
             })
             .collect();
-        let whole = grid.blend_rows(&noisy, 0..70);
-        let band = grid.blend_rows(&noisy, 23..41);
+        let whole = grid.blend_rows(&changes(&noisy), 0..70);
+        let band = grid.blend_rows(&changes(&noisy), 23..41);
         for c in 0..3 {
             assert_eq!(band.channel(c), &whole.channel(c)[23 * 100..41 * 100]);
         }
@@ -482,7 +519,7 @@ mod tests {
         for i in last_row {
             top[i] = None;
         }
-        let top_band = grid.blend_rows(&top, 0..10);
+        let top_band = grid.blend_rows(&changes(&top), 0..10);
         assert_eq!(top_band.channel(0), &whole.channel(0)[..10 * 100]);
     }
 

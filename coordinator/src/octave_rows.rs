@@ -16,7 +16,7 @@ use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::parallel;
 use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, RowResize, resize};
-use dreamfarm_common::tiling::{Rect, TileGrid, extract_stacked, unstack};
+use dreamfarm_common::tiling::{Rect, TileChange, TileGrid, extract_stacked};
 use dreamfarm_common::work::TileWork;
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ struct Pass {
     /// with its index).
     started: usize,
     /// Each tile's change, once back.
-    changes: Vec<Option<Planar>>,
+    changes: Vec<Option<TileChange>>,
     /// The first tile not back: rows above its output have all theirs.
     first_missing: usize,
 }
@@ -252,7 +252,7 @@ impl<'a> FrameRows<'a> {
         if end <= tile || tile >= pass.started || pass.changes[tile].is_some() {
             return false;
         }
-        let Some(parts) = unstack(change, end - tile) else {
+        let Some(parts) = TileChange::split(change, end - tile) else {
             return false;
         };
         for (slot, part) in pass.changes[tile..end].iter_mut().zip(parts) {

@@ -13,7 +13,8 @@
 //! N), against the smallest count run; the share of the workers' time they
 //! were busy; the coordinator's CPU seconds per frame and as a share of one
 //! core over the frame (the job's frame loop is one thread: near 100% it is
-//! the limit); and the megabytes per frame on the wire.
+//! the limit); the megabytes per frame on the wire; and the leases per
+//! frame (fewer than tiles with `--tile-batch`).
 //!
 //! Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
 //! BENCH_TILE_SECONDS (default "0.1,1"), BENCH_WORKERS (default
@@ -48,6 +49,7 @@ struct Sample {
     cpu: f64,
     bytes: f64,
     tiles: u64,
+    leases: f64,
 }
 
 /// What one worker count measured.
@@ -57,6 +59,7 @@ struct Point {
     busy: f64,
     cpu_per_frame: f64,
     mb_per_frame: f64,
+    leases_per_frame: f64,
 }
 
 /// Waits until `dir` holds `frames` frames.
@@ -94,6 +97,7 @@ fn measure(
         bytes: coordinator.metric("dreamfarm_bytes_received_total")
             + coordinator.metric("dreamfarm_bytes_sent_total"),
         tiles: pool.tiles_done(),
+        leases: coordinator.metric("dreamfarm_leases_completed_total"),
     };
     let first = sample();
     wait_frames(&coordinator, &dir, 1 + frames, limit);
@@ -107,6 +111,7 @@ fn measure(
         busy: (last.tiles - first.tiles) as f64 * delay.as_secs_f64() / (workers as f64 * seconds),
         cpu_per_frame: (last.cpu - first.cpu) / n,
         mb_per_frame: (last.bytes - first.bytes) / n / 1e6,
+        leases_per_frame: (last.leases - first.leases) / n,
     }
 }
 
@@ -127,7 +132,7 @@ fn main() {
             let delay: f64 = delay.parse().expect("BENCH_TILE_SECONDS: seconds");
             println!("\n{size}, {delay} s per tile");
             println!(
-                "workers | s/frame | parallel efficiency | workers busy | coordinator CPU s/frame (of one core) | MB/frame on the wire"
+                "workers | s/frame | parallel efficiency | workers busy | coordinator CPU s/frame (of one core) | MB/frame on the wire | leases/frame"
             );
             let mut serial: Option<f64> = None;
             for workers in counts.split(',') {
@@ -143,14 +148,15 @@ fn main() {
                 // Time on one worker, or the smallest count run scaled up.
                 let one = *serial.get_or_insert(p.frame_seconds * p.workers as f64);
                 println!(
-                    "{:7} | {:7.2} | {:19.0}% | {:11.0}% | {:14.3} ({:3.0}%) | {:.0}",
+                    "{:7} | {:7.2} | {:19.0}% | {:11.0}% | {:14.3} ({:3.0}%) | {:20.0} | {:.0}",
                     p.workers,
                     p.frame_seconds,
                     100.0 * one / (p.workers as f64 * p.frame_seconds),
                     100.0 * p.busy,
                     p.cpu_per_frame,
                     100.0 * p.cpu_per_frame / p.frame_seconds,
-                    p.mb_per_frame
+                    p.mb_per_frame,
+                    p.leases_per_frame
                 );
             }
         }

@@ -27,7 +27,9 @@ fn up(body: Up) -> WorkerMessage {
 }
 
 /// One synthetic worker's session: leases in, a zero change out after
-/// `delay`. Counts the tiles it returned in `done`.
+/// `delay` per tile (a batch of tiles takes its tiles' time: the synthetic
+/// device gains nothing from batching, so a bench shows only what fewer
+/// leases save). Counts the tiles it returned in `done`.
 async fn synthetic_worker(
     url: String,
     delay: Duration,
@@ -66,32 +68,36 @@ async fn synthetic_worker(
         }
     });
     let zeros = dreamfarm_proto::Bytes::from(vec![0u8; CHUNK_BYTES]);
-    // Lease id → (attempt, format, output bytes, bytes still to come).
-    let mut arriving: HashMap<u64, (u32, PixelFormat, u64, u64)> = HashMap::new();
+    // Lease id → (attempt, format, tiles, output bytes, bytes still to come).
+    let mut arriving: HashMap<u64, (u32, PixelFormat, u32, u64, u64)> = HashMap::new();
     while let Some(msg) = down.message().await? {
-        let (id, attempt, format, out_bytes) = match msg.body {
+        let (id, attempt, format, tiles, out_bytes) = match msg.body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
                 let format = pixels::format_of(s.format)?;
-                let out_bytes = pixels::payload_bytes("result", o.width, o.height, format)?;
-                arriving.insert(s.lease_id, (s.attempt, format, out_bytes, s.pixels_bytes));
+                let tiles = s.tiles.max(1);
+                let out_bytes = pixels::payload_bytes("result", o.width, o.height * tiles, format)?;
+                arriving.insert(
+                    s.lease_id,
+                    (s.attempt, format, tiles, out_bytes, s.pixels_bytes),
+                );
                 continue;
             }
             Some(Down::LeaseChunk(c)) => {
                 let Some(entry) = arriving.get_mut(&c.lease_id) else {
                     continue;
                 };
-                entry.3 -= c.data.len() as u64;
-                if entry.3 > 0 {
+                entry.4 -= c.data.len() as u64;
+                if entry.4 > 0 {
                     continue;
                 }
-                let (attempt, format, out_bytes, _) = *entry;
+                let (attempt, format, tiles, out_bytes, _) = *entry;
                 arriving.remove(&c.lease_id);
-                (c.lease_id, attempt, format, out_bytes)
+                (c.lease_id, attempt, format, tiles, out_bytes)
             }
             _ => continue,
         };
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(delay * tiles).await;
         tx.send(up(Up::ResultStart(ResultStart {
             lease_id: id,
             attempt,
@@ -109,7 +115,7 @@ async fn synthetic_worker(
             .await?;
             left -= n;
         }
-        done.fetch_add(1, Ordering::Relaxed);
+        done.fetch_add(u64::from(tiles), Ordering::Relaxed);
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use dreamfarm_common::model_catalog::{BuiltinModel, ModelSpec};
 use dreamfarm_common::objective::{FrameObjective, LayerWeight};
 use dreamfarm_common::params::Reduction;
 use dreamfarm_common::resample::{Planar, resize};
-use dreamfarm_common::tiling::{Rect, extract, extract_stacked, unstack};
+use dreamfarm_common::tiling::{Rect, TileChange, extract, extract_stacked};
 use dreamfarm_common::work::TileWork;
 use dreamfarm_worker::dream::Dreamer;
 use dreamfarm_worker::models::Model;
@@ -93,8 +93,11 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
         let stacked = work(extract_stacked(&photo, &inputs), 3, iterations, smoothing);
         let together = dreamer.dream_tile(&stacked).expect("the batch dreams");
         assert_eq!((together.width, together.height), (140, 330));
-        let parts = unstack(together, 3).expect("three changes");
+        let parts = TileChange::split(together, 3).expect("three changes");
         for (rect, together) in inputs.iter().zip(&parts) {
+            let together: Vec<f32> = (0..3)
+                .flat_map(|ch| (0..110).flat_map(move |j| together.row(ch, j).to_vec()))
+                .collect();
             let alone = dreamer
                 .dream_tile(&work(extract(&photo, *rect), 1, iterations, smoothing))
                 .expect("the tile dreams");
@@ -103,7 +106,7 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
             let diff: Vec<f32> = alone
                 .data
                 .iter()
-                .zip(&together.data)
+                .zip(&together)
                 .map(|(a, b)| a - b)
                 .collect();
             let (moved, off) = (mean(&alone.data), mean(&diff));
