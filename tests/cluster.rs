@@ -62,15 +62,14 @@ fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
     );
 }
 
-#[test]
-fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
-    // One 512-pixel tile per octave, unless --parallelism asks for six:
-    // both octaves (274x183 and 384x256) then have 3 x 2 tiles of 128.
-    let job: &[&str] = &[
+/// Two frames of two two-step octaves of the astronaut at `size` in tiles
+/// of `tile` pixels, with `extra` flags.
+fn two_octaves<'a>(size: &'a str, tile: &'a str, extra: [&'a str; 2]) -> Vec<&'a str> {
+    let mut job = vec![
         "--input",
         "assets/astronaut.png",
         "--size",
-        "384x256",
+        size,
         "--frames",
         "2",
         "--octaves",
@@ -78,49 +77,44 @@ fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
         "--iterations",
         "2",
         "--tile-size",
-        "512",
-        "--parallelism",
-        "6",
+        tile,
     ];
+    job.extend(extra);
+    job
+}
+
+#[test]
+fn parallelism_and_tile_batches_give_their_tiles_and_single_machine_frames() {
     let c = Coordinator::start();
     let _pool: Vec<_> = (0..2).map(|i| c.worker(&format!("w{i}"))).collect();
-    let mut submit = job.to_vec();
-    submit.extend(["--name", "parallel"]);
-    let id = c.submit(&submit);
-    c.wait_done(&id, LIMIT);
+    let run = |job: &[&str], name: &str| {
+        let mut submit = job.to_vec();
+        submit.extend(["--name", name]);
+        let id = c.submit(&submit);
+        c.wait_done(&id, LIMIT);
+        assert!(
+            c.fetch_frames(&id) == rendered(job),
+            "the {name} job's frames differ from its single-machine render"
+        );
+    };
+    // One 512-pixel tile per octave, unless --parallelism asks for six:
+    // both octaves (274x183 and 384x256) then have 3 x 2 tiles of 128.
+    run(
+        &two_octaves("384x256", "512", ["--parallelism", "6"]),
+        "parallel",
+    );
     assert_eq!(
         c.metric("dreamfarm_tiles_completed_total"),
         24.0,
         "2 frames x 2 octaves x 6 tiles"
     );
-    assert!(
-        c.fetch_frames(&id) == rendered(job),
-        "a --parallelism job's frames differ from its single-machine render"
-    );
-
     // 4 x 1 tiles of 128 on the 512x128 octave: the two inner ones are
     // alike and go as one lease; the 366x91 octave's 3 tiles are not.
-    let batched: &[&str] = &[
-        "--input",
-        "assets/astronaut.png",
-        "--size",
-        "512x128",
-        "--frames",
-        "2",
-        "--octaves",
-        "2",
-        "--iterations",
-        "2",
-        "--tile-size",
-        "128",
-        "--tile-batch",
-        "3",
-    ];
     let leases = c.metric("dreamfarm_leases_completed_total");
-    let mut submit = batched.to_vec();
-    submit.extend(["--name", "batched"]);
-    let id = c.submit(&submit);
-    c.wait_done(&id, LIMIT);
+    run(
+        &two_octaves("512x128", "128", ["--tile-batch", "3"]),
+        "batched",
+    );
     assert_eq!(
         c.metric("dreamfarm_tiles_completed_total"),
         24.0 + 14.0,
@@ -130,10 +124,6 @@ fn parallelism_gives_every_octave_its_tiles_and_single_machine_frames() {
         c.metric("dreamfarm_leases_completed_total") - leases,
         12.0,
         "2 frames x (3 + 3) leases"
-    );
-    assert!(
-        c.fetch_frames(&id) == rendered(batched),
-        "a --tile-batch job's frames differ from its single-machine render"
     );
 }
 

@@ -19,6 +19,14 @@ pub struct Planar {
     pub data: Vec<f32>,
 }
 
+/// Lets code that takes an image or something holding one (the wire's
+/// encoder) take a plain image.
+impl AsRef<Planar> for Planar {
+    fn as_ref(&self) -> &Planar {
+        self
+    }
+}
+
 impl Planar {
     /// A black `width`×`height` image, the starting point of accumulations.
     ///

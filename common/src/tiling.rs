@@ -407,6 +407,17 @@ mod tests {
         assert!(TileChange::split(extract(&image, rects[0]), 2).is_none());
     }
 
+    /// A change of all ones on each tile of `grid`.
+    fn ones(grid: &TileGrid) -> Vec<Option<Planar>> {
+        grid.tiles()
+            .map(|t| {
+                let mut ones = Planar::zeros(t.output.width, t.output.height);
+                ones.data.fill(1.0);
+                Some(ones)
+            })
+            .collect()
+    }
+
     /// Each tile's own change, for `blend_rows`.
     fn changes(of: &[Option<Planar>]) -> Vec<Option<TileChange>> {
         of.iter().map(|c| c.clone().map(TileChange::from)).collect()
@@ -468,14 +479,7 @@ mod tests {
         assert_eq!(inner[0].input.width, inner[1].input.width);
         let area: usize = grid.tiles().map(|t| t.cell.width * t.cell.height).sum();
         assert_eq!(area, 107 * 70);
-        let ones: Vec<Option<Planar>> = grid
-            .tiles()
-            .map(|t| {
-                let mut ones = Planar::zeros(t.output.width, t.output.height);
-                ones.data.fill(1.0);
-                Some(ones)
-            })
-            .collect();
+        let ones = ones(&grid);
         let sum = grid.blend_rows(&changes(&ones), 0..70);
         assert!(sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
@@ -483,14 +487,7 @@ mod tests {
     #[test]
     fn blend_weights_sum_to_one_everywhere() {
         let grid = TileGrid::new(100, 70, geometry(32));
-        let ones: Vec<Option<Planar>> = grid
-            .tiles()
-            .map(|t| {
-                let mut ones = Planar::zeros(t.output.width, t.output.height);
-                ones.data.fill(1.0);
-                Some(ones)
-            })
-            .collect();
+        let ones = ones(&grid);
         let sum = grid.blend_rows(&changes(&ones), 0..70);
         assert!(
             sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),

@@ -240,11 +240,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn octaves_overlap_and_the_order_tiles_come_back_in_changes_nothing() {
+    /// Three octaves `scale` apart of two one-step passes on tiles of 24,
+    /// the plan of frame 0 and a `width`×`height` noise input.
+    fn small_frame(scale: f64, width: usize, height: usize) -> (DreamSettings, FramePlan, Planar) {
         let s = DreamSettings {
             octaves: 3,
-            octave_scale: 1.4,
+            octave_scale: scale,
             iterations: 2.0.into(),
             iterations_per_lease: 1,
             tile_size: 24,
@@ -257,10 +258,16 @@ mod tests {
             objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
             jitter: 2,
         };
-        let mut input = Planar::zeros(160, 120);
+        let mut input = Planar::zeros(width, height);
         for (i, v) in input.data.iter_mut().enumerate() {
             *v = ((i * 7919) % 1000) as f32 / 999.0;
         }
+        (s, plan, input)
+    }
+
+    #[test]
+    fn octaves_overlap_and_the_order_tiles_come_back_in_changes_nothing() {
+        let (s, plan, input) = small_frame(1.4, 160, 120);
         let run = |lifo| {
             let mut executor = Holding::new(lifo);
             let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
@@ -281,27 +288,9 @@ mod tests {
 
     #[test]
     fn batches_of_tiles_give_the_frame_that_single_tiles_do() {
-        let s = DreamSettings {
-            octaves: 3,
-            octave_scale: 2.0,
-            iterations: 2.0.into(),
-            iterations_per_lease: 1,
-            tile_size: 24,
-            tile_margin: 8,
-            blend_band: 4,
-            ..Default::default()
-        };
-        let plan = FramePlan {
-            frame: 0,
-            objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
-            jitter: 2,
-        };
         // Octaves of 48x24, 96x48 and 192x96: cells of 24 either way, so
         // batching (which asks for equal cells) keeps the grid.
-        let mut input = Planar::zeros(192, 96);
-        for (i, v) in input.data.iter_mut().enumerate() {
-            *v = ((i * 7919) % 1000) as f32 / 999.0;
-        }
+        let (s, plan, input) = small_frame(2.0, 192, 96);
         let run = |tile_batch, lifo| {
             let s = DreamSettings {
                 tile_batch,

@@ -66,46 +66,94 @@ pub fn payload_bytes(
     Ok(3 * u64::from(width) * u64::from(height) * sample_bytes(format)?)
 }
 
-/// Encodes `image`'s samples in wire pieces of at most [`CHUNK_BYTES`],
-/// each straight from the image: a 14 MB tile is not first copied whole.
-pub fn encode(image: &Planar, format: PixelFormat) -> Result<Encoded<'_>, WireError> {
+/// Encodes `image`'s samples in wire pieces of at most [`CHUNK_BYTES`].
+/// In f32 on a little-endian machine the pieces are the samples' own
+/// memory, shared with `image` (which they keep alive), not copied; in
+/// f16 each piece is converted as it is taken, so a 14 MB tile is never
+/// copied whole.
+pub fn encode<P>(image: P, format: PixelFormat) -> Result<Encoded, WireError>
+where
+    P: AsRef<Planar> + Send + 'static,
+{
     let bytes = sample_bytes(format)?;
+    let samples = image.as_ref().data.len();
+    let source = if format == PixelFormat::F32 && cfg!(target_endian = "little") {
+        Source::Shared(Bytes::from_owner(SampleBytes(image)))
+    } else {
+        Source::Samples(Box::new(image))
+    };
     Ok(Encoded {
-        total_bytes: image.data.len() as u64 * bytes,
-        samples: image.data.chunks(CHUNK_BYTES / bytes as usize),
+        total_bytes: samples as u64 * bytes,
+        per_piece: CHUNK_BYTES / bytes as usize,
+        next: 0,
+        samples,
+        source,
         format,
     })
 }
 
+/// An image's samples seen as their bytes in memory.
+struct SampleBytes<P>(P);
+
+impl<P: AsRef<Planar>> AsRef<[u8]> for SampleBytes<P> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0.as_ref().data)
+    }
+}
+
+/// Where an encoding's pieces come from.
+enum Source {
+    /// The samples' own bytes, already the wire's.
+    Shared(Bytes),
+    /// The samples, converted piece by piece.
+    Samples(Box<dyn AsRef<Planar> + Send>),
+}
+
 /// The pieces of an encoded image, in order.
-pub struct Encoded<'a> {
+pub struct Encoded {
     total_bytes: u64,
-    samples: std::slice::Chunks<'a, f32>,
+    /// Samples per piece.
+    per_piece: usize,
+    /// The first sample of the next piece.
+    next: usize,
+    /// Samples in all.
+    samples: usize,
+    source: Source,
     format: PixelFormat,
 }
 
-impl Encoded<'_> {
+impl Encoded {
     /// Bytes of all the pieces together, for the payload's header.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes
     }
 }
 
-impl Iterator for Encoded<'_> {
+impl Iterator for Encoded {
     type Item = Bytes;
 
     fn next(&mut self) -> Option<Bytes> {
-        let samples = self.samples.next()?;
-        Some(match self.format {
-            PixelFormat::F32 => le_bytes(samples, |v| v.to_le_bytes()).into(),
-            PixelFormat::F16 => {
-                // The slice conversion uses the CPU's F16C instructions
-                // where it has them; sample by sample it cannot.
-                let mut halves = vec![f16::ZERO; samples.len()];
-                halves.convert_from_f32_slice(samples);
-                le_bytes(&halves, |v| v.to_le_bytes()).into()
+        let range = self.next..(self.next + self.per_piece).min(self.samples);
+        if range.is_empty() {
+            return None;
+        }
+        self.next = range.end;
+        Some(match &self.source {
+            Source::Shared(bytes) => bytes.slice(4 * range.start..4 * range.end),
+            Source::Samples(image) => {
+                let samples = &(**image).as_ref().data[range];
+                match self.format {
+                    PixelFormat::F16 => {
+                        // The slice conversion uses the CPU's F16C
+                        // instructions where it has them; sample by sample
+                        // it cannot.
+                        let mut halves = vec![f16::ZERO; samples.len()];
+                        halves.convert_from_f32_slice(samples);
+                        le_bytes(&halves, |v| v.to_le_bytes()).into()
+                    }
+                    _ => le_bytes(samples, |v| v.to_le_bytes()).into(),
+                }
             }
-            PixelFormat::Unspecified => unreachable!("sample_bytes refused it"),
         })
     }
 }
@@ -259,7 +307,7 @@ mod tests {
     use super::*;
 
     fn encoded(image: &Planar, format: PixelFormat) -> Vec<u8> {
-        let pieces = encode(image, format).unwrap();
+        let pieces = encode(image.clone(), format).unwrap();
         let total = pieces.total_bytes();
         let bytes = pieces.flatten().collect::<Vec<u8>>();
         assert_eq!(bytes.len() as u64, total);
@@ -345,7 +393,7 @@ mod tests {
             data: (0..3 * w * h).map(|i| (i % 997) as f32 / 997.0).collect(),
         };
         for format in [PixelFormat::F32, PixelFormat::F16] {
-            let pieces: Vec<Bytes> = encode(&img, format).unwrap().collect();
+            let pieces: Vec<Bytes> = encode(img.clone(), format).unwrap().collect();
             assert!(pieces.len() > 1);
             assert!(pieces.iter().all(|p| p.len() <= CHUNK_BYTES));
             let back = decode(&pieces.concat(), w as u32, h as u32, format).unwrap();

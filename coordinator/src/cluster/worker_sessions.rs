@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
@@ -160,11 +162,21 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
     }
 }
 
+/// A lease's pixels, shared with the scheduler's copy of its work: the
+/// pieces on the wire are slices of their memory.
+struct LeasePixels(Arc<TileWork>);
+
+impl AsRef<Planar> for LeasePixels {
+    fn as_ref(&self) -> &Planar {
+        &self.0.pixels
+    }
+}
+
 /// Sends one lease: its head, then its pixels in chunks.
 async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     let w = &grant.work;
     let format = pixels::format_for(grant.params.wire());
-    let pieces = pixels::encode(&w.pixels, format).map_err(|_| ())?;
+    let pieces = pixels::encode(LeasePixels(grant.work.clone()), format).map_err(|_| ())?;
     let dream = &grant.params.dream;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {

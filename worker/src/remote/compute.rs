@@ -94,7 +94,7 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
         settle();
         return;
     }
-    match result.and_then(|change| send_result(lease, &change)) {
+    match result.and_then(|change| send_result(lease, change)) {
         Ok(()) => {
             shared.tile_done();
             settle();
@@ -169,7 +169,7 @@ impl DreamerCache {
 
 /// Sends a lease's change: its head, then its pixels piece by piece as
 /// they are encoded.
-fn send_result(lease: &Lease, change: &Planar) -> Result<(), String> {
+fn send_result(lease: &Lease, change: Planar) -> Result<(), String> {
     let pieces = pixels::encode(change, lease.format).map_err(|e| e.to_string())?;
     let head = ResultStart {
         lease_id: lease.id,
