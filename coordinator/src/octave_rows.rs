@@ -108,12 +108,23 @@ fn batch_ends(grid: &TileGrid, most: usize) -> Vec<usize> {
     ends
 }
 
-/// `dst = clamp(dst + b, 0, 1)` over same-sized runs of `width`-sample
-/// rows, in parallel.
-fn add_clamped(dst: &mut [f32], b: &[f32], width: usize) {
+/// `dst = clamp(a + b, 0, 1)` over same-sized runs of `width`-sample rows,
+/// in parallel, `a` being `dst` itself when `None`: one pass over the
+/// rows, not a copy of `a` first.
+fn add_clamped(dst: &mut [f32], a: Option<&[f32]>, b: &[f32], width: usize) {
     parallel::for_each_piece(dst, width, |row, piece| {
-        for (d, &y) in piece.iter_mut().zip(&b[row * width..]) {
-            *d = (*d + y).clamp(0.0, 1.0);
+        let b = &b[row * width..];
+        match a {
+            Some(a) => {
+                for ((d, &x), &y) in piece.iter_mut().zip(&a[row * width..]).zip(b) {
+                    *d = (x + y).clamp(0.0, 1.0);
+                }
+            }
+            None => {
+                for (d, &y) in piece.iter_mut().zip(b) {
+                    *d = (*d + y).clamp(0.0, 1.0);
+                }
+            }
         }
     });
 }
@@ -297,6 +308,7 @@ impl Octave {
             // octave): image = clamp(detail + base).
             add_clamped(
                 &mut first.image.data[range.clone()],
+                None,
                 &self.base.data[range],
                 w,
             );
@@ -384,9 +396,12 @@ impl Octave {
         let sum = self.grid.blend_rows(&pass.changes, from..to);
         let band = to - from;
         for (c, range) in channel_rows(height, width, from..to).enumerate() {
-            let rows = &mut after.image.data[range.clone()];
-            rows.copy_from_slice(&before.image.data[range]);
-            add_clamped(rows, &sum.data[c * band * width..][..band * width], width);
+            add_clamped(
+                &mut after.image.data[range.clone()],
+                Some(&before.image.data[range]),
+                &sum.data[c * band * width..][..band * width],
+                width,
+            );
         }
         after.done = to;
         if after.is_complete() {
