@@ -1,6 +1,6 @@
 //! A batch of tiles (a job's `tile_batch`) dreamed as one `[N, 3, H, W]`
-//! pass through the real inception-v3 gives each tile the change it gets
-//! alone, up to the network's rounding (the convolutions' arithmetic
+//! pass through the real inception-v3 and mobilenet-v2 gives each tile the
+//! change it gets alone, up to the network's rounding (the convolutions' arithmetic
 //! differs in the last bits with the batch size, which is why batches are
 //! fixed by the job and never by what a worker holds), with each change in
 //! its own place in the stack.
@@ -32,8 +32,14 @@ fn photo() -> Planar {
     resize(&full, 400, 400)
 }
 
-fn dreamer() -> Dreamer {
-    let m = BuiltinModel::InceptionV3;
+/// The built-in models with weights, each with two of its layers to
+/// dream on.
+const MODELS: [(BuiltinModel, [&str; 2]); 2] = [
+    (BuiltinModel::InceptionV3, ["mixed3", "mixed5"]),
+    (BuiltinModel::MobilenetV2, ["features.7", "features.10"]),
+];
+
+fn dreamer(m: BuiltinModel) -> Dreamer {
     let path = WeightStore::new(WeightStore::default_dir())
         .resolve(&ModelSpec::Builtin(m), None)
         .expect("weights: run scripts/setup.sh");
@@ -44,14 +50,21 @@ fn dreamer() -> Dreamer {
 }
 
 /// Work on `pixels` holding `tiles` stacked tiles of 176×144, whose
-/// changes lie at (10, 8) and measure 140×110; `iterations` steps.
-fn work(pixels: Planar, tiles: u32, iterations: u32, smoothing: bool) -> TileWork {
+/// changes lie at (10, 8) and measure 140×110; `iterations` steps on
+/// `layers`.
+fn work(
+    pixels: Planar,
+    tiles: u32,
+    layers: [&str; 2],
+    iterations: u32,
+    smoothing: bool,
+) -> TileWork {
     TileWork {
         frame: 3,
         octave: 1,
         tile: 0,
         objective: Arc::new(FrameObjective {
-            layers: ["mixed3", "mixed5"]
+            layers: layers
                 .map(|name| LayerWeight {
                     name: name.into(),
                     weight: 1.0,
@@ -81,7 +94,6 @@ fn work(pixels: Planar, tiles: u32, iterations: u32, smoothing: bool) -> TileWor
 
 #[test]
 fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
-    let mut dreamer = dreamer();
     let photo = photo();
     let inputs = [(0, 0), (150, 60), (220, 250)].map(|(x, y)| Rect {
         x,
@@ -89,8 +101,18 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
         width: 176,
         height: 144,
     });
-    for (iterations, smoothing) in [(1, false), (3, true)] {
-        let stacked = work(extract_stacked(&photo, &inputs), 3, iterations, smoothing);
+    for ((model, layers), (iterations, smoothing)) in MODELS
+        .into_iter()
+        .flat_map(|m| [(m, (1, false)), (m, (3, true))])
+    {
+        let mut dreamer = dreamer(model);
+        let stacked = work(
+            extract_stacked(&photo, &inputs),
+            3,
+            layers,
+            iterations,
+            smoothing,
+        );
         let together = dreamer.dream_tile(&stacked).expect("the batch dreams");
         assert_eq!((together.width, together.height), (140, 330));
         let parts = TileChange::split(together, 3).expect("three changes");
@@ -99,7 +121,13 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
                 .flat_map(|ch| (0..110).flat_map(move |j| together.row(ch, j).to_vec()))
                 .collect();
             let alone = dreamer
-                .dream_tile(&work(extract(&photo, *rect), 1, iterations, smoothing))
+                .dream_tile(&work(
+                    extract(&photo, *rect),
+                    1,
+                    layers,
+                    iterations,
+                    smoothing,
+                ))
                 .expect("the tile dreams");
             let mean =
                 |v: &[f32]| v.iter().map(|x| f64::from(x.abs())).sum::<f64>() / v.len() as f64;
@@ -111,7 +139,7 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
                 .collect();
             let (moved, off) = (mean(&alone.data), mean(&diff));
             println!(
-                "{iterations} steps at {rect:?}: mean change {moved:.2e}, mean difference {off:.2e}"
+                "{model:?}, {iterations} steps at {rect:?}: mean change {moved:.2e}, mean difference {off:.2e}"
             );
             assert!(moved > 0.005, "the dream changed the tile");
             // One step: the rounding of one pass. More steps let a
@@ -119,7 +147,7 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
             let bound = if iterations == 1 { 1e-6 } else { 1e-2 * moved };
             assert!(
                 off < bound,
-                "{iterations} steps: the batched change is not the tile's own (mean |difference| {off:e}, mean |change| {moved:e})"
+                "{model:?}, {iterations} steps: the batched change is not the tile's own (mean |difference| {off:e}, mean |change| {moved:e})"
             );
         }
     }
@@ -127,7 +155,8 @@ fn a_batch_of_tiles_changes_each_as_it_would_alone_up_to_rounding() {
 
 #[test]
 fn a_batch_whose_rows_do_not_split_into_its_tiles_is_refused() {
-    let mut dreamer = dreamer();
+    let (model, layers) = MODELS[0];
+    let mut dreamer = dreamer(model);
     let pixels = extract(
         &photo(),
         Rect {
@@ -138,7 +167,7 @@ fn a_batch_whose_rows_do_not_split_into_its_tiles_is_refused() {
         },
     );
     let e = dreamer
-        .dream_tile(&work(pixels, 2, 1, false))
+        .dream_tile(&work(pixels, 2, layers, 1, false))
         .expect_err("refused")
         .to_string();
     assert!(e.contains("2 tiles cannot be stacked in 145 rows"), "{e}");
