@@ -17,10 +17,9 @@
 #
 # GPU_BENCH_SIZES (default "1920x1080,3840x2160"), GPU_BENCH_FRAMES
 # (default 3: the first is warm-up) and GPU_BENCH_DEVICES (default
-# "cpu cuda-f32 cuda-bf16") change what runs; renders go to /tmp/gpu-bench
-# (default adds "cuda-f32+b1 cuda-f32+b8"), and the report and frames to
-# compare to $OUT (the device's return folder;
-# default /tmp/gpu-bench/out); `GPU_BENCH_DEVICES=cpu GPU_BENCH_SIZES=256x144 bench/gpu.sh run`
+# "cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8") change what runs;
+# renders go to /tmp/gpu-bench, and the report and frames to compare to
+# $OUT (the device's return folder; default /tmp/gpu-bench/out); `GPU_BENCH_DEVICES=cpu GPU_BENCH_SIZES=256x144 bench/gpu.sh run`
 # checks the script on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -68,35 +68,44 @@ async fn synthetic_worker(
         }
     });
     let zeros = dreamfarm_proto::Bytes::from(vec![0u8; CHUNK_BYTES]);
-    // Lease id → (attempt, format, tiles, output bytes, bytes still to come).
-    let mut arriving: HashMap<u64, (u32, PixelFormat, u32, u64, u64)> = HashMap::new();
+    let mut arriving: HashMap<u64, Arriving> = HashMap::new();
     while let Some(msg) = down.message().await? {
-        let (id, attempt, format, tiles, out_bytes) = match msg.body {
+        let (id, lease) = match msg.body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
                 let format = pixels::format_of(s.format)?;
                 let tiles = s.tiles.max(1);
-                let out_bytes = pixels::payload_bytes("result", o.width, o.height * tiles, format)?;
-                arriving.insert(
-                    s.lease_id,
-                    (s.attempt, format, tiles, out_bytes, s.pixels_bytes),
-                );
+                let lease = Arriving {
+                    attempt: s.attempt,
+                    format,
+                    tiles,
+                    out_bytes: pixels::payload_bytes("result", o.width, o.height * tiles, format)?,
+                    to_come: s.pixels_bytes,
+                };
+                arriving.insert(s.lease_id, lease);
                 continue;
             }
             Some(Down::LeaseChunk(c)) => {
-                let Some(entry) = arriving.get_mut(&c.lease_id) else {
+                let Some(lease) = arriving.get_mut(&c.lease_id) else {
                     continue;
                 };
-                entry.4 -= c.data.len() as u64;
-                if entry.4 > 0 {
+                lease.to_come -= c.data.len() as u64;
+                if lease.to_come > 0 {
                     continue;
                 }
-                let (attempt, format, tiles, out_bytes, _) = *entry;
+                let lease = *lease;
                 arriving.remove(&c.lease_id);
-                (c.lease_id, attempt, format, tiles, out_bytes)
+                (c.lease_id, lease)
             }
             _ => continue,
         };
+        let Arriving {
+            attempt,
+            format,
+            tiles,
+            out_bytes,
+            ..
+        } = lease;
         tokio::time::sleep(delay * tiles).await;
         tx.send(up(Up::ResultStart(ResultStart {
             lease_id: id,
@@ -118,6 +127,19 @@ async fn synthetic_worker(
         done.fetch_add(u64::from(tiles), Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// A lease whose pixels are arriving at a synthetic worker.
+#[derive(Clone, Copy)]
+struct Arriving {
+    attempt: u32,
+    format: PixelFormat,
+    /// Tiles in the lease's batch.
+    tiles: u32,
+    /// Bytes of the change to send back.
+    out_bytes: u64,
+    /// Pixel bytes still to come.
+    to_come: u64,
 }
 
 /// A pool of synthetic workers on a tokio runtime; they leave when it is

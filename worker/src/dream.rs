@@ -171,13 +171,13 @@ impl Dreamer {
         let n = i64::from(work.tiles);
         let (h, w) = (work.tile_height() as i64, p.width as i64);
         let j = i64::from(work.jitter);
-        let host = Tensor::from_slice(&p.data);
-        let buf = if n == 1 {
-            host.view([1, 3, h, w])
-        } else {
-            host.view([3, n, h, w]).permute([1, 0, 2, 3]).contiguous()
-        }
-        .to_device(device);
+        // The stacked planar layout to [N, 3, h, w] (for one tile a view:
+        // `contiguous` copies nothing).
+        let buf = Tensor::from_slice(&p.data)
+            .view([3, n, h, w])
+            .permute([1, 0, 2, 3])
+            .contiguous()
+            .to_device(device);
         let o = work.output;
         let region = |t: &Tensor| {
             t.narrow(2, o.y, o.height as i64)
