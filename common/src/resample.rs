@@ -51,6 +51,11 @@ impl Planar {
         }
     }
 
+    /// Whether every sample is finite (no NaN or infinity).
+    pub fn is_finite(&self) -> bool {
+        all_finite(&self.data)
+    }
+
     /// The `width * height` samples of channel `c` (0: red, 1: green,
     /// 2: blue), row-major.
     ///
@@ -102,15 +107,26 @@ impl Planar {
         }
         let w = self.width;
         parallel::for_each_piece(&mut rgb, 3 * w, |y, row| {
-            for c in 0..3 {
-                let plane = &self.data[c * n + y * w..][..w];
-                for (px, &v) in row.chunks_exact_mut(3).zip(plane) {
-                    px[c] = round_to_u8(v * 255.0);
-                }
+            // One sweep writing whole pixels, not one per channel each
+            // writing every third byte.
+            let plane = |c: usize| &self.data[c * n + y * w..][..w];
+            let pixels = plane(0).iter().zip(plane(1)).zip(plane(2));
+            for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(pixels) {
+                px.copy_from_slice(&[r, g, b].map(|v| round_to_u8(v * 255.0)));
             }
         });
         rgb
     }
+}
+
+/// Whether every sample of `samples` is finite. Every change that comes
+/// back is checked (a NaN would pass the clamp and come out black): a
+/// short-circuiting `any` tests one sample at a time, so blocks are tested
+/// whole, which vectorises, and only the verdict short-circuits.
+pub fn all_finite(samples: &[f32]) -> bool {
+    samples
+        .chunks(1024)
+        .all(|block| block.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
 /// `x.round().clamp(0.0, 255.0) as u8` (NaN to 0) without a call to
@@ -712,6 +728,20 @@ mod tests {
             data: vec![-0.5, 1.5, f32::NAN],
         };
         assert_eq!(out_of_range.to_rgb8(), vec![0, 255, 0]);
+    }
+
+    #[test]
+    fn a_single_non_finite_sample_anywhere_is_found() {
+        let mut samples = vec![0.5f32; 5000];
+        assert!(all_finite(&samples));
+        for at in [0, 1023, 1024, 4999] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                samples[at] = bad;
+                assert!(!all_finite(&samples), "{bad} at {at}");
+            }
+            samples[at] = f32::MAX;
+        }
+        assert!(all_finite(&samples) && all_finite(&[]));
     }
 
     #[test]

@@ -11,7 +11,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::parallel;
 use crate::resample::Planar;
 
 /// A rectangle in image coordinates; `x`/`y` may be negative for regions
@@ -203,21 +202,16 @@ impl TileGrid {
     }
 
     /// The cross-fade of the tiles' changes (`changes[i]` over tile `i`'s
-    /// output region) over image rows `rows`: `Σ weight × change`, the
-    /// weights adding up to one at every pixel; a `width`×`rows.len()`
-    /// image. Every tile whose output reaches into `rows` must have its
-    /// change. Rows are shared out across threads; each pixel adds its tiles
-    /// in index order whichever thread computes it and whatever the rows
-    /// asked for, so the result is the same bits as adding tile after tile
-    /// over the whole image.
+    /// output region) over image rows `rows`, prepared for
+    /// [`Blend::add_row`]. Every tile whose output reaches into `rows` must
+    /// have its change.
     ///
     /// # Panics
     ///
     /// If a tile over `rows` has no change.
-    pub fn blend_rows(&self, changes: &[Option<TileChange>], rows: Range<usize>) -> Planar {
+    pub fn blend<'a>(&'a self, changes: &'a [Option<TileChange>], rows: Range<usize>) -> Blend<'a> {
         let columns = self.xs.len() - 1;
-        let grid_rows = self.ys.len() - 1;
-        let tiles: Vec<(Tile, Vec<f32>, &TileChange)> = self
+        let tiles = self
             .tiles()
             .zip(changes)
             .filter(|(tile, _)| {
@@ -237,32 +231,50 @@ impl TileGrid {
                 (tile, wx, change)
             })
             .collect();
-        let (width, height) = (self.width, rows.len());
-        let mut sum = Planar::zeros(width, height);
-        parallel::for_each_piece(&mut sum.data, width, |k, dst_row| {
-            let (ch, y) = (k / height, rows.start + k % height);
-            for (tile, wx, change) in &tiles {
-                let out = tile.output;
-                let Some(j) = y.checked_sub(out.y as usize).filter(|&j| j < out.height) else {
-                    continue;
-                };
-                let r = tile.index / columns;
-                let (cy0, cy1) = (
-                    tile.cell.y as usize,
-                    tile.cell.y as usize + tile.cell.height,
-                );
-                let wy = self.axis_weight(y, cy0, cy1, r > 0, r + 1 < grid_rows);
-                if wy == 0.0 {
-                    continue;
-                }
-                let src = &change.row(ch, j)[..out.width];
-                let dst = &mut dst_row[out.x as usize..][..out.width];
-                for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
-                    *d += s * w * wy;
-                }
+        Blend { grid: self, tiles }
+    }
+}
+
+/// A pass's changes over some rows with their cross-fade weights, ready to
+/// be added row by row into whatever the caller writes (the frame loop
+/// adds them to the image before the pass in the same sweep, with no
+/// image-sized sum in between).
+pub struct Blend<'a> {
+    grid: &'a TileGrid,
+    /// The tiles over the rows, in index order, with their column weights.
+    tiles: Vec<(Tile, Vec<f32>, &'a TileChange)>,
+}
+
+impl Blend<'_> {
+    /// Adds `Σ weight × change` of channel `ch` at image row `y` to `dst`
+    /// (a row of the image's width), the weights adding up to one at every
+    /// pixel. Each pixel adds its tiles in index order, so a row is the
+    /// same bits whichever thread computes it and whatever rows the blend
+    /// was prepared for: adding into a zeroed row gives the sum of tile
+    /// after tile over the whole image.
+    pub fn add_row(&self, ch: usize, y: usize, dst: &mut [f32]) {
+        let grid = self.grid;
+        let (columns, grid_rows) = (grid.xs.len() - 1, grid.ys.len() - 1);
+        for (tile, wx, change) in &self.tiles {
+            let out = tile.output;
+            let Some(j) = y.checked_sub(out.y as usize).filter(|&j| j < out.height) else {
+                continue;
+            };
+            let r = tile.index / columns;
+            let (cy0, cy1) = (
+                tile.cell.y as usize,
+                tile.cell.y as usize + tile.cell.height,
+            );
+            let wy = grid.axis_weight(y, cy0, cy1, r > 0, r + 1 < grid_rows);
+            if wy == 0.0 {
+                continue;
             }
-        });
-        sum
+            let src = &change.row(ch, j)[..out.width];
+            let dst = &mut dst[out.x as usize..][..out.width];
+            for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
+                *d += s * w * wy;
+            }
+        }
     }
 }
 
@@ -423,6 +435,17 @@ mod tests {
         of.iter().map(|c| c.clone().map(TileChange::from)).collect()
     }
 
+    /// The cross-fade of `changes` over image rows `rows`, a
+    /// `width`×`rows.len()` image.
+    fn blend_rows(grid: &TileGrid, changes: &[Option<TileChange>], rows: Range<usize>) -> Planar {
+        let blend = grid.blend(changes, rows.clone());
+        let mut sum = Planar::zeros(grid.width, rows.len());
+        for (k, row) in sum.data.chunks_mut(grid.width).enumerate() {
+            blend.add_row(k / rows.len(), rows.start + k % rows.len(), row);
+        }
+        sum
+    }
+
     fn geometry(tile_size: usize) -> TileGeometry {
         TileGeometry {
             tile_size,
@@ -480,7 +503,7 @@ mod tests {
         let area: usize = grid.tiles().map(|t| t.cell.width * t.cell.height).sum();
         assert_eq!(area, 107 * 70);
         let ones = ones(&grid);
-        let sum = grid.blend_rows(&changes(&ones), 0..70);
+        let sum = blend_rows(&grid, &changes(&ones), 0..70);
         assert!(sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 
@@ -488,7 +511,7 @@ mod tests {
     fn blend_weights_sum_to_one_everywhere() {
         let grid = TileGrid::new(100, 70, geometry(32));
         let ones = ones(&grid);
-        let sum = grid.blend_rows(&changes(&ones), 0..70);
+        let sum = blend_rows(&grid, &changes(&ones), 0..70);
         assert!(
             sum.data.iter().all(|v| (v - 1.0).abs() < 1e-6),
             "weights do not partition unity"
@@ -505,8 +528,8 @@ mod tests {
                 Some(p)
             })
             .collect();
-        let whole = grid.blend_rows(&changes(&noisy), 0..70);
-        let band = grid.blend_rows(&changes(&noisy), 23..41);
+        let whole = blend_rows(&grid, &changes(&noisy), 0..70);
+        let band = blend_rows(&grid, &changes(&noisy), 23..41);
         for c in 0..3 {
             assert_eq!(band.channel(c), &whole.channel(c)[23 * 100..41 * 100]);
         }
@@ -516,7 +539,7 @@ mod tests {
         for i in last_row {
             top[i] = None;
         }
-        let top_band = grid.blend_rows(&changes(&top), 0..10);
+        let top_band = blend_rows(&grid, &changes(&top), 0..10);
         assert_eq!(top_band.channel(0), &whole.channel(0)[..10 * 100]);
     }
 

@@ -119,7 +119,7 @@ pub fn dream_frame(
         }
         let (key, change) = executor.next()?;
         // A NaN would pass the clamp and come out a black frame.
-        if change.data.iter().any(|v| !v.is_finite()) {
+        if !change.is_finite() {
             return Err(TileError {
                 frame,
                 octave: key.octave,

@@ -108,23 +108,12 @@ fn batch_ends(grid: &TileGrid, most: usize) -> Vec<usize> {
     ends
 }
 
-/// `dst = clamp(a + b, 0, 1)` over same-sized runs of `width`-sample rows,
-/// in parallel, `a` being `dst` itself when `None`: one pass over the
-/// rows, not a copy of `a` first.
-fn add_clamped(dst: &mut [f32], a: Option<&[f32]>, b: &[f32], width: usize) {
+/// `dst = clamp(dst + b, 0, 1)` over same-sized runs of `width`-sample
+/// rows, in parallel.
+fn add_clamped(dst: &mut [f32], b: &[f32], width: usize) {
     parallel::for_each_piece(dst, width, |row, piece| {
-        let b = &b[row * width..];
-        match a {
-            Some(a) => {
-                for ((d, &x), &y) in piece.iter_mut().zip(&a[row * width..]).zip(b) {
-                    *d = (x + y).clamp(0.0, 1.0);
-                }
-            }
-            None => {
-                for (d, &y) in piece.iter_mut().zip(b) {
-                    *d = (*d + y).clamp(0.0, 1.0);
-                }
-            }
+        for (d, &y) in piece.iter_mut().zip(&b[row * width..]) {
+            *d = (*d + y).clamp(0.0, 1.0);
         }
     });
 }
@@ -308,7 +297,6 @@ impl Octave {
             // octave): image = clamp(detail + base).
             add_clamped(
                 &mut first.image.data[range.clone()],
-                None,
                 &self.base.data[range],
                 w,
             );
@@ -393,15 +381,18 @@ impl Octave {
             return;
         }
         let width = after.image.width;
-        let sum = self.grid.blend_rows(&pass.changes, from..to);
-        let band = to - from;
+        let blend = self.grid.blend(&pass.changes, from..to);
         for (c, range) in channel_rows(height, width, from..to).enumerate() {
-            add_clamped(
-                &mut after.image.data[range.clone()],
-                Some(&before.image.data[range]),
-                &sum.data[c * band * width..][..band * width],
-                width,
-            );
+            // after = clamp(before + Σ weight × change), row by row: the
+            // sum is built in the row it is written to, while in cache.
+            let before = &before.image.data[range.clone()];
+            parallel::for_each_piece(&mut after.image.data[range], width, |row, dst| {
+                dst.fill(0.0);
+                blend.add_row(c, from + row, dst);
+                for (d, &b) in dst.iter_mut().zip(&before[row * width..]) {
+                    *d = (b + *d).clamp(0.0, 1.0);
+                }
+            });
         }
         after.done = to;
         if after.is_complete() {

@@ -6,7 +6,7 @@
 //! frames stay identical to the cluster's.
 
 use dreamfarm_common::params::WirePrecision;
-use dreamfarm_common::resample::Planar;
+use dreamfarm_common::resample::{Planar, all_finite};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -257,7 +257,7 @@ impl Decoder {
         let (whole, cut) = piece.split_at(piece.len() / size * size);
         self.convert(whole);
         self.partial.extend_from_slice(cut);
-        if self.data[first..].iter().any(|v| !v.is_finite()) {
+        if !all_finite(&self.data[first..]) {
             return Err(WireError::Protocol(
                 "pixels hold NaN or infinite values".into(),
             ));
@@ -274,6 +274,15 @@ impl Decoder {
                 let first = self.data.len();
                 self.data.resize(first + halves.len(), 0.0);
                 halves.convert_to_f32_slice(&mut self.data[first..]);
+            }
+            _ if cfg!(target_endian = "little") => {
+                // The bytes are the samples' own: one copy, where a
+                // sample-by-sample conversion runs at a third of the speed.
+                // The piece need not be aligned for f32, so it is copied
+                // into samples rather than cast.
+                let first = self.data.len();
+                self.data.resize(first + bytes.len() / 4, 0.0);
+                bytemuck::cast_slice_mut::<f32, u8>(&mut self.data[first..]).copy_from_slice(bytes);
             }
             _ => self
                 .data
