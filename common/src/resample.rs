@@ -119,6 +119,49 @@ impl Planar {
     }
 }
 
+/// Most spent buffers [`SpareImages`] keeps: more than one frame's images
+/// (a few per octave), so a frame loop's are all kept, and a bound should
+/// sizes ever stop repeating.
+const MAX_SPARE_IMAGES: usize = 64;
+
+/// Sample buffers of spent images, kept for the next image of their size.
+///
+/// A frame loop makes the same images every frame, and a new buffer must
+/// be zeroed before it is handed out (safe Rust has no other way to make
+/// one) where a spent one need not be, for an image every sample of which
+/// is written before it is read: at 4K that zeroing was a sixth of the
+/// coordinator's CPU time. Kept buffers stand in for the ones the next
+/// frame would allocate, so the memory held between frames is what one
+/// frame's images take.
+#[derive(Debug, Default)]
+pub struct SpareImages {
+    buffers: Vec<Vec<f32>>,
+}
+
+impl SpareImages {
+    /// A `width`×`height` image whose samples are whatever they are: a
+    /// spent image's, or zeros when none of its size is kept. Only for an
+    /// image each sample of which is written before it is read.
+    pub fn take(&mut self, width: usize, height: usize) -> Planar {
+        let len = 3 * width * height;
+        match self.buffers.iter().rposition(|b| b.len() == len) {
+            Some(i) => Planar {
+                width,
+                height,
+                data: self.buffers.swap_remove(i),
+            },
+            None => Planar::zeros(width, height),
+        }
+    }
+
+    /// Keeps `image`'s samples for a later image of its size.
+    pub fn keep(&mut self, image: Planar) {
+        if !image.data.is_empty() && self.buffers.len() < MAX_SPARE_IMAGES {
+            self.buffers.push(image.data);
+        }
+    }
+}
+
 /// Whether every sample of `samples` is finite. Every change that comes
 /// back is checked (a NaN would pass the clamp and come out black): a
 /// short-circuiting `any` tests one sample at a time, so blocks are tested
@@ -222,11 +265,19 @@ impl AxisWeights {
 ///
 /// An empty source gives a black image; an empty target an empty one.
 pub fn resize(src: &Planar, width: usize, height: usize) -> Planar {
+    resize_with(src, width, height, &mut SpareImages::default())
+}
+
+/// [`resize`] into buffers from `spare`, which keeps the one it needed
+/// between its two passes.
+pub fn resize_with(src: &Planar, width: usize, height: usize, spare: &mut SpareImages) -> Planar {
     if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
         return Planar::zeros(width, height);
     }
-    let mut out = Planar::zeros(width, height);
-    RowResize::new(src.width, src.height, width, height).advance(src, src.height, &mut out);
+    let mut out = spare.take(width, height);
+    let mut rows = RowResize::new(src.width, src.height, width, height, spare);
+    rows.advance(src, src.height, &mut out);
+    rows.spend(spare);
     out
 }
 
@@ -256,14 +307,20 @@ pub struct RowResize {
 
 impl RowResize {
     /// Resizes a non-empty `src_width`×`src_height` source to a non-empty
-    /// `width`×`height`.
-    pub fn new(src_width: usize, src_height: usize, width: usize, height: usize) -> Self {
+    /// `width`×`height`, the image between its passes from `spare`.
+    pub fn new(
+        src_width: usize,
+        src_height: usize,
+        width: usize,
+        height: usize,
+        spare: &mut SpareImages,
+    ) -> Self {
         let horizontal = (src_width != width).then(|| AxisWeights::new(src_width, width));
         let vertical = (src_height != height).then(|| AxisWeights::new(src_height, height));
         let vertical_first = height < src_height;
         let between = match (&horizontal, &vertical) {
-            (Some(_), Some(_)) if vertical_first => Planar::zeros(src_width, height),
-            (Some(_), Some(_)) => Planar::zeros(width, src_height),
+            (Some(_), Some(_)) if vertical_first => spare.take(src_width, height),
+            (Some(_), Some(_)) => spare.take(width, src_height),
             _ => Planar::zeros(0, 0),
         };
         Self {
@@ -277,6 +334,12 @@ impl RowResize {
             width,
             height,
         }
+    }
+
+    /// Gives the image between the passes back to `spare`, once the
+    /// resize is done with.
+    pub fn spend(self, spare: &mut SpareImages) {
+        spare.keep(self.between);
     }
 
     /// Source rows that the first `rows` output rows read.
@@ -410,6 +473,9 @@ fn vertical_rows(
         let start = axis.starts[row];
         let w = &axis.weights[row * taps..][..taps];
         let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
+        // The row may hold a spent image's samples: the sum starts from
+        // zero here, in cache.
+        row_out.fill(0.0);
         for (row_in, &w) in rows_in.zip(w) {
             if w == 0.0 {
                 continue;
@@ -812,8 +878,16 @@ mod tests {
             (60, 140),
         ] {
             let whole = resize(&src, w, h);
-            let mut rows = RowResize::new(131, 97, w, h);
-            let mut out = Planar::zeros(w, h);
+            // Spent buffers full of NaN for the output and the image
+            // between the passes: a sample not written would show.
+            let mut spare = SpareImages::default();
+            for (sw, sh) in [(w, h), (131, h), (w, 97), (w, h)] {
+                let mut spent = Planar::zeros(sw, sh);
+                spent.data.fill(f32::NAN);
+                spare.keep(spent);
+            }
+            let mut rows = RowResize::new(131, 97, w, h, &mut spare);
+            let mut out = spare.take(w, h);
             let mut seen = 0;
             for available in (0..=97).step_by(13).chain([97]) {
                 let done = rows.advance(&src, available, &mut out);
@@ -822,8 +896,9 @@ mod tests {
             }
             assert_eq!(seen, h, "{w}x{h}: every row once the source is all there");
             assert_eq!(out, whole, "{w}x{h}");
+            assert_eq!(resize_with(&src, w, h, &mut spare), whole, "{w}x{h}");
         }
-        let mut rows = RowResize::new(131, 97, 190, 140);
+        let mut rows = RowResize::new(131, 97, 190, 140, &mut SpareImages::default());
         let mut out = Planar::zeros(190, 140);
         assert_eq!(rows.advance(&src, 0, &mut out), 0, "no source, no rows");
         let part = rows.advance(&src, 40, &mut out);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dreamfarm_common::objective::{FrameObjective, jitter_at};
 use dreamfarm_common::params::{DreamSettings, JobSpec, ParamError};
-use dreamfarm_common::resample::Planar;
+use dreamfarm_common::resample::{Planar, SpareImages};
 use dreamfarm_common::tiling::TileGeometry;
 
 use crate::octave_rows::FrameRows;
@@ -81,7 +81,9 @@ impl FramePlan {
     }
 }
 
-/// Dreams `input` as `plan` says and returns the dreamed frame.
+/// Dreams `input` as `plan` says and returns the dreamed frame. Its
+/// images come from `spare` (the last frame's spent ones, when one frame
+/// follows another) and go back there as they are spent.
 ///
 /// Tiles go to `executor` as soon as the rows they read are known, and
 /// each change that comes back completes what rows it can (see
@@ -93,6 +95,7 @@ pub fn dream_frame(
     plan: &FramePlan,
     input: &Planar,
     executor: &mut dyn TileExecutor,
+    spare: &mut SpareImages,
 ) -> Result<Planar, TileError> {
     let frame = plan.frame;
     if plan.objective.layers.is_empty() {
@@ -100,7 +103,7 @@ pub fn dream_frame(
         return Ok(input.clone());
     }
     let sizes = octave_sizes(input.width, input.height, settings, min_side);
-    let mut rows = FrameRows::new(settings, plan, input, &sizes);
+    let mut rows = FrameRows::new(settings, plan, input, &sizes, spare);
     loop {
         let ready = rows.advance();
         if let Some(dreamed) = rows.finished() {
@@ -270,7 +273,15 @@ mod tests {
         let (s, plan, input) = small_frame(1.4, 160, 120);
         let run = |lifo| {
             let mut executor = Holding::new(lifo);
-            let frame = dream_frame(&s, 32, &plan, &input, &mut executor).expect("dreamed");
+            let frame = dream_frame(
+                &s,
+                32,
+                &plan,
+                &input,
+                &mut executor,
+                &mut SpareImages::default(),
+            )
+            .expect("dreamed");
             (frame, executor.octaves_overlapped)
         };
         let (fifo, overlapped) = run(false);
@@ -297,7 +308,15 @@ mod tests {
                 ..s.clone()
             };
             let mut executor = Holding::new(lifo);
-            let frame = dream_frame(&s, 16, &plan, &input, &mut executor).expect("dreamed");
+            let frame = dream_frame(
+                &s,
+                16,
+                &plan,
+                &input,
+                &mut executor,
+                &mut SpareImages::default(),
+            )
+            .expect("dreamed");
             (frame, executor.largest_batch)
         };
         let (single, largest) = run(1, false);
@@ -331,7 +350,8 @@ mod tests {
                 75,
                 &plan(0),
                 &input,
-                &mut Constant(0.01, InOrder::default())
+                &mut Constant(0.01, InOrder::default()),
+                &mut SpareImages::default(),
             )
             .is_ok()
         );
@@ -341,6 +361,7 @@ mod tests {
             &plan(3),
             &input,
             &mut Constant(f32::NAN, InOrder::default()),
+            &mut SpareImages::default(),
         )
         .expect_err("a NaN dream is refused")
         .to_string();

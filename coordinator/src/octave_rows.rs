@@ -15,7 +15,7 @@
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::parallel;
 use dreamfarm_common::params::DreamSettings;
-use dreamfarm_common::resample::{Planar, RowResize, resize};
+use dreamfarm_common::resample::{Planar, RowResize, SpareImages, resize_with};
 use dreamfarm_common::tiling::{Rect, TileChange, TileGrid, extract_stacked};
 use dreamfarm_common::work::TileWork;
 use std::sync::Arc;
@@ -25,7 +25,10 @@ use crate::tile_executor::TileKey;
 
 /// An image whose top `done` rows are known.
 struct Rows {
+    /// Empty until its first rows are computed, and again once spent.
     image: Planar,
+    width: usize,
+    height: usize,
     done: usize,
 }
 
@@ -33,14 +36,30 @@ impl Rows {
     /// A `width`×`height` image with no row known yet.
     fn empty(width: usize, height: usize) -> Self {
         Self {
-            image: Planar::zeros(width, height),
+            image: Planar::zeros(0, 0),
+            width,
+            height,
             done: 0,
         }
     }
 
     /// Whether every row is known.
     fn is_complete(&self) -> bool {
-        self.done == self.image.height
+        self.done == self.height
+    }
+
+    /// The image, taken from `spare` if it has none yet: rows are written
+    /// before they are read, so a spent image's samples do.
+    fn image_from(&mut self, spare: &mut SpareImages) -> &mut Planar {
+        if self.image.data.is_empty() {
+            self.image = spare.take(self.width, self.height);
+        }
+        &mut self.image
+    }
+
+    /// Gives the spent image back to `spare`.
+    fn spend(&mut self, spare: &mut SpareImages) {
+        spare.keep(std::mem::replace(&mut self.image, Planar::zeros(0, 0)));
     }
 }
 
@@ -139,16 +158,20 @@ pub struct FrameRows<'a> {
     octaves: Vec<Octave>,
     /// Tiles handed out and not back.
     outstanding: usize,
+    /// Where the frame's images come from and spent ones go.
+    spare: &'a mut SpareImages,
 }
 
 impl<'a> FrameRows<'a> {
     /// Starts dreaming `input` at `sizes` (smallest first, the last being
-    /// the frame's own) as `plan` says.
+    /// the frame's own) as `plan` says, its images taken from `spare` as
+    /// they are needed and given back as they are spent.
     pub fn new(
         settings: &DreamSettings,
         plan: &FramePlan,
         input: &'a Planar,
         sizes: &[(usize, usize)],
+        spare: &'a mut SpareImages,
     ) -> Self {
         let steps = plan.objective.iterations;
         let per_pass = match settings.iterations_per_lease {
@@ -183,7 +206,7 @@ impl<'a> FrameRows<'a> {
                         .collect(),
                     from_previous: (o > 0).then(|| {
                         let (pw, ph) = sizes[o - 1];
-                        RowResize::new(pw, ph, w, h)
+                        RowResize::new(pw, ph, w, h, spare)
                     }),
                 }
             })
@@ -196,6 +219,7 @@ impl<'a> FrameRows<'a> {
             per_pass: per_pass.max(1),
             octaves,
             outstanding: 0,
+            spare,
         }
     }
 
@@ -212,23 +236,25 @@ impl<'a> FrameRows<'a> {
         for o in 0..=last {
             let (before, rest) = self.octaves.split_at_mut(o);
             let octave = &mut rest[0];
-            octave.start_rows(before.last(), self.input);
+            octave.start_rows(before.last(), self.input, self.spare);
             if let Some(previous) = before.last_mut()
                 && octave.images[0].is_complete()
                 && previous.detail_done == previous.base.height
-                && octave.from_previous.take().is_some()
+                && let Some(resize) = octave.from_previous.take()
             {
                 // The previous octave's detail is spent.
-                previous.base = Planar::zeros(0, 0);
+                resize.spend(self.spare);
+                self.spare
+                    .keep(std::mem::replace(&mut previous.base, Planar::zeros(0, 0)));
             }
             for p in 0..octave.passes.len() {
                 let work =
                     octave.ready_tiles(p, self.frame, o as u32, &self.objective, self.jitter);
                 self.outstanding += work.len();
                 ready.extend(work);
-                octave.blend_rows(p);
+                octave.blend_rows(p, self.spare);
             }
-            octave.detail_rows(o == last);
+            octave.detail_rows(o == last, self.spare);
         }
         ready
     }
@@ -262,18 +288,25 @@ impl<'a> FrameRows<'a> {
         true
     }
 
-    /// The dreamed frame, once every row of the last octave is known.
+    /// The dreamed frame, once every row of the last octave is known; the
+    /// last octave's base is spent with it.
     pub fn finished(&mut self) -> Option<Planar> {
-        let last = self.octaves.last_mut()?.images.last_mut()?;
-        last.is_complete()
-            .then(|| std::mem::replace(&mut last.image, Planar::zeros(0, 0)))
+        let octave = self.octaves.last_mut()?;
+        let last = octave.images.last_mut()?;
+        if !last.is_complete() {
+            return None;
+        }
+        let frame = std::mem::replace(&mut last.image, Planar::zeros(0, 0));
+        self.spare
+            .keep(std::mem::replace(&mut octave.base, Planar::zeros(0, 0)));
+        Some(frame)
     }
 }
 
 impl Octave {
     /// The rows of the octave's first image: the previous octave's detail
     /// resized plus the base, clamped (the base alone for the first).
-    fn start_rows(&mut self, previous: Option<&Octave>, input: &Planar) {
+    fn start_rows(&mut self, previous: Option<&Octave>, input: &Planar, spare: &mut SpareImages) {
         let first = &mut self.images[0];
         if first.is_complete() {
             return;
@@ -281,16 +314,21 @@ impl Octave {
         let from = first.done;
         let to = match (&mut self.from_previous, previous) {
             (Some(resize), Some(previous)) => {
-                resize.advance(&previous.base, previous.detail_done, &mut first.image)
+                let image = first.image_from(spare);
+                resize.advance(&previous.base, previous.detail_done, image)
             }
-            _ => first.image.height,
+            _ => {
+                // The first octave: no detail yet.
+                first.image_from(spare).data.fill(0.0);
+                first.height
+            }
         };
         if to == from {
             return;
         }
-        let (w, h) = (first.image.width, first.image.height);
+        let (w, h) = (first.width, first.height);
         if from == 0 {
-            self.base = resize(input, w, h);
+            self.base = resize_with(input, w, h, spare);
         }
         for range in channel_rows(h, w, from..to) {
             // The image holds the resized detail (zero for the first
@@ -314,7 +352,7 @@ impl Octave {
         jitter: u32,
     ) -> Vec<TileWork> {
         let (image, pass) = (&self.images[p], &mut self.passes[p]);
-        let height = image.image.height;
+        let height = image.height;
         let (grid, ends) = (&self.grid, &self.batch_ends);
         let from = pass.started;
         let mut starts = Vec::new();
@@ -358,7 +396,7 @@ impl Octave {
 
     /// The rows of the image after pass `p` that its changes back so far
     /// complete: the image before plus the cross-faded changes, clamped.
-    fn blend_rows(&mut self, p: usize) {
+    fn blend_rows(&mut self, p: usize, spare: &mut SpareImages) {
         let pass = &mut self.passes[p];
         while pass
             .changes
@@ -369,7 +407,7 @@ impl Octave {
         }
         let (before, after) = self.images.split_at_mut(p + 1);
         let (before, after) = (&before[p], &mut after[0]);
-        let height = after.image.height;
+        let height = after.height;
         let covered = if pass.first_missing == self.grid.len() {
             height
         } else {
@@ -380,13 +418,14 @@ impl Octave {
         if to <= from {
             return;
         }
-        let width = after.image.width;
+        let width = after.width;
         let blend = self.grid.blend(&pass.changes, from..to);
+        let image = after.image_from(spare);
         for (c, range) in channel_rows(height, width, from..to).enumerate() {
             // after = clamp(before + Σ weight × change), row by row: the
             // sum is built in the row it is written to, while in cache.
             let before = &before.image.data[range.clone()];
-            parallel::for_each_piece(&mut after.image.data[range], width, |row, dst| {
+            parallel::for_each_piece(&mut image.data[range], width, |row, dst| {
                 dst.fill(0.0);
                 blend.add_row(c, from + row, dst);
                 for (d, &b) in dst.iter_mut().zip(&before[row * width..]) {
@@ -399,13 +438,13 @@ impl Octave {
             // Every tile of the pass is back: its changes and the image
             // it read are spent.
             pass.changes = Vec::new();
-            self.images[p].image = Planar::zeros(0, 0);
+            self.images[p].spend(spare);
         }
     }
 
     /// Turns the base's rows into the detail as the octave's last image
     /// knows them (not for the last octave, whose image is the frame).
-    fn detail_rows(&mut self, last_octave: bool) {
+    fn detail_rows(&mut self, last_octave: bool, spare: &mut SpareImages) {
         let Some(result) = self.images.last() else {
             return;
         };
@@ -426,7 +465,7 @@ impl Octave {
             && let Some(result) = self.images.last_mut()
         {
             // The next octave reads the detail, not the image.
-            result.image = Planar::zeros(0, 0);
+            result.spend(spare);
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use dreamfarm_common::color::{ColorReference, contrast, match_colors, unsharp_mask};
 use dreamfarm_common::objective::GUIDE_SIDE;
 use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
-use dreamfarm_common::resample::{Planar, Warp, resize, warp};
+use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize, warp};
 
 use crate::frame_loop::{FramePlan, dream_frame};
 use crate::frame_writer::FrameWriter;
@@ -249,6 +249,8 @@ pub fn render(
         on_frame(n, seconds);
         report.frame_seconds.push(seconds);
     };
+    // Each frame's images are the last frame's spent ones.
+    let mut spare = SpareImages::default();
     let mut dream = |n: u64, image: &Planar| -> Result<Planar, RenderError> {
         let _span = tracing::info_span!("frame", n).entered();
         Ok(dream_frame(
@@ -257,6 +259,7 @@ pub fn render(
             &FramePlan::new(spec, n, &guide)?,
             image,
             executor,
+            &mut spare,
         )?)
     };
     std::thread::scope(|scope| -> Result<(), RenderError> {

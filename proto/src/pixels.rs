@@ -275,15 +275,19 @@ impl Decoder {
                 self.data.resize(first + halves.len(), 0.0);
                 halves.convert_to_f32_slice(&mut self.data[first..]);
             }
-            _ if cfg!(target_endian = "little") => {
-                // The bytes are the samples' own: one copy, where a
-                // sample-by-sample conversion runs at a third of the speed.
-                // The piece need not be aligned for f32, so it is copied
-                // into samples rather than cast.
-                let first = self.data.len();
-                self.data.resize(first + bytes.len() / 4, 0.0);
-                bytemuck::cast_slice_mut::<f32, u8>(&mut self.data[first..]).copy_from_slice(bytes);
-            }
+            // The bytes are the samples' own (on a little-endian machine):
+            // copied, which is three times as fast as converting sample by
+            // sample. A piece aligned for f32 is cast; one that is not is
+            // copied into room made for it.
+            _ if cfg!(target_endian = "little") => match bytemuck::try_cast_slice(bytes) {
+                Ok(own) => self.data.extend_from_slice(own),
+                Err(_) => {
+                    let first = self.data.len();
+                    self.data.resize(first + bytes.len() / 4, 0.0);
+                    bytemuck::cast_slice_mut::<f32, u8>(&mut self.data[first..])
+                        .copy_from_slice(bytes);
+                }
+            },
             _ => self
                 .data
                 .extend(samples.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::params::JobSpec;
+use dreamfarm_common::resample::SpareImages;
 use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::render::{check_min_side, load_guide, load_input};
 
@@ -44,7 +45,14 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let guide = load_guide(&spec)?;
     let plan = FramePlan::new(&spec, 0, &guide)?;
-    let dreamed = dream_frame(&spec.dream, min_side, &plan, &input, &mut worker)?;
+    let dreamed = dream_frame(
+        &spec.dream,
+        min_side,
+        &plan,
+        &input,
+        &mut worker,
+        &mut SpareImages::default(),
+    )?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "dreamed");
     let out = image::RgbImage::from_raw(input.width as u32, input.height as u32, dreamed.to_rgb8())
         .context("the dream changed the image size")?;

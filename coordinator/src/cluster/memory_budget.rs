@@ -4,13 +4,14 @@
 //! and a job that does not fit waits in the queue instead of running the
 //! coordinator out of memory.
 
-/// Bytes charged per pixel of a running job's frame: about a dozen
+/// Bytes charged per pixel of a running job's frame: about fifteen
 /// frame-sized f32 RGB buffers (12 bytes a pixel each) at the frame loop's
 /// peak (octaves overlap, so each keeps its images until the next is
-/// whole), plus the 8-bit copies for the PNG. Fitted to the coordinator's
-/// measured peak RSS with one job of 32 workers at 1080p (+0.35 GiB) and
-/// 4K (+1.25 GiB); see the README.
-pub const BYTES_PER_PIXEL: u64 = 160;
+/// whole, and the last frame's spent images wait for the next frame's),
+/// plus the 8-bit copies for the PNG. Fitted to the coordinator's measured
+/// peak RSS with one job of 32 workers at 1080p (+0.42 GiB) and 4K
+/// (+1.50 GiB); see the README.
+pub const BYTES_PER_PIXEL: u64 = 192;
 
 /// Bytes charged per running job whatever its size (tiles in flight and
 /// their wire buffers, the job's thread).
