@@ -122,7 +122,7 @@ pub fn dream_frame(
         }
         let (key, change) = executor.next()?;
         // A NaN would pass the clamp and come out a black frame.
-        if !change.is_finite() {
+        if !executor.changes_are_finite() && !change.is_finite() {
             return Err(TileError {
                 frame,
                 octave: key.octave,

@@ -55,6 +55,14 @@ pub trait TileExecutor {
     /// output region. Called only while a submitted tile has not been
     /// returned; tiles may come back in any order.
     fn next(&mut self) -> Result<(TileKey, Planar), TileError>;
+
+    /// Whether every change [`next`](Self::next) returns is known to be
+    /// finite already, so the frame loop need not read it all again to
+    /// check: a change from the wire was checked piece by piece as it was
+    /// decoded, while in cache.
+    fn changes_are_finite(&self) -> bool {
+        false
+    }
 }
 
 /// The submitted tiles of an executor that computes one at a time, in the

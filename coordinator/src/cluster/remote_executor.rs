@@ -76,6 +76,11 @@ impl TileExecutor for RemoteExecutor {
         Ok(())
     }
 
+    /// The wire's decoder refuses non-finite pieces.
+    fn changes_are_finite(&self) -> bool {
+        true
+    }
+
     fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
         loop {
             let Some((rx, _)) = self.batch.as_ref().filter(|_| self.outstanding > 0) else {
