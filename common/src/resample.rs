@@ -120,9 +120,10 @@ impl Planar {
 }
 
 /// Most spent buffers [`SpareImages`] keeps: more than one frame's images
-/// (a few per octave), so a frame loop's are all kept, and a bound should
+/// (four or five per octave: its images, its base and the resizes'
+/// intermediate images), so a frame loop's are all kept, and a bound should
 /// sizes ever stop repeating.
-const MAX_SPARE_IMAGES: usize = 64;
+const MAX_SPARE_IMAGES: usize = 32;
 
 /// Sample buffers of spent images, kept for the next image of their size.
 ///
