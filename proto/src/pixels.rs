@@ -276,16 +276,19 @@ impl Decoder {
                 halves.convert_to_f32_slice(&mut self.data[first..]);
             }
             // The bytes are the samples' own (on a little-endian machine):
-            // copied, which is three times as fast as converting sample by
-            // sample. A piece aligned for f32 is cast; one that is not is
-            // copied into room made for it.
+            // copied, not converted sample by sample. A piece aligned for
+            // f32 is cast; one that is not goes through a small aligned
+            // block that stays in cache, rather than into zeroed room (a
+            // second pass over the samples' memory).
             _ if cfg!(target_endian = "little") => match bytemuck::try_cast_slice(bytes) {
                 Ok(own) => self.data.extend_from_slice(own),
                 Err(_) => {
-                    let first = self.data.len();
-                    self.data.resize(first + bytes.len() / 4, 0.0);
-                    bytemuck::cast_slice_mut::<f32, u8>(&mut self.data[first..])
-                        .copy_from_slice(bytes);
+                    let mut block = [0.0f32; 4096];
+                    for run in bytes.chunks(4 * block.len()) {
+                        let samples = &mut block[..run.len() / 4];
+                        bytemuck::cast_slice_mut::<f32, u8>(samples).copy_from_slice(run);
+                        self.data.extend_from_slice(samples);
+                    }
                 }
             },
             _ => self
@@ -343,6 +346,22 @@ mod tests {
         let half = decode(&encoded(&img, PixelFormat::F16), 3, 2, PixelFormat::F16).unwrap();
         for (a, b) in half.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn f32_pieces_at_any_alignment_decode_exactly() {
+        // More samples than the block unaligned pieces are copied through.
+        let mut img = Planar::zeros(100, 50);
+        for (i, v) in img.data.iter_mut().enumerate() {
+            *v = f32::from_bits(0x3f00_0000 + (i as u32).wrapping_mul(2_654_435_761) % 0x0080_0000);
+        }
+        let bytes = encoded(&img, PixelFormat::F32);
+        for shift in 0..4 {
+            let mut shifted = vec![0u8; shift];
+            shifted.extend_from_slice(&bytes);
+            let back = decode(&shifted[shift..], 100, 50, PixelFormat::F32).expect("decoded");
+            assert_eq!(back, img, "{shift} bytes off alignment");
         }
     }
 
