@@ -10,7 +10,7 @@ use std::time::Instant;
 use dreamfarm_common::color::{ColorReference, contrast, match_colors, unsharp_mask};
 use dreamfarm_common::objective::GUIDE_SIDE;
 use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
-use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize, warp};
+use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize, warp, warp_rgb8};
 
 use crate::frame_loop::{FramePlan, dream_frame};
 use crate::frame_writer::FrameWriter;
@@ -224,7 +224,8 @@ pub fn render(
         tracing::info!(done, total, dir = %out.dir().display(), "resuming after the last complete frame");
     }
     let guide = load_guide(spec)?;
-    // The last dreamed frame on disk, which the frames after it follow.
+    // The last dreamed frame as written (8-bit RGB), which the frames
+    // after it follow.
     let (mut next, mut previous) = match done {
         0 => (0, None),
         d => {
@@ -237,7 +238,7 @@ pub fn render(
     let mut reference = match (load_color_reference(spec)?, spec.color.coherence, done) {
         (Some(named), _, _) => Some(named),
         (None, Some(space), 1..) => Some(ColorReference::new(
-            &read_frame(&out.frame_path(0), w, h)?,
+            &Planar::from_rgb8(w, h, &read_frame(&out.frame_path(0), w, h)?),
             space,
         )),
         _ => None,
@@ -274,7 +275,7 @@ pub fn render(
                         // The camera path from the last dreamed frame:
                         // `carried` holds frames next.., `moved` the last.
                         let mut carried = Vec::new();
-                        let mut moved = warp(prev, &camera(spec, next, w, h));
+                        let mut moved = warp_rgb8(w, h, prev, &camera(spec, next, w, h));
                         for m in next + 1..=key.min(total - 1) {
                             let further = warp(&moved, &camera(spec, m, w, h));
                             carried.push(std::mem::replace(&mut moved, further));
@@ -306,11 +307,14 @@ pub fn render(
                     // uninterrupted one.
                     let rgb = image.to_rgb8();
                     if n % cadence == 0 {
-                        let written = Planar::from_rgb8(w, h, &rgb);
                         if let (Some(space), 0) = (spec.color.coherence, n) {
-                            reference.get_or_insert_with(|| ColorReference::new(&written, space));
+                            reference.get_or_insert_with(|| {
+                                ColorReference::new(&Planar::from_rgb8(w, h, &rgb), space)
+                            });
                         }
-                        previous = Some(written);
+                        // Kept as bytes, a quarter of its samples' memory:
+                        // the next frame is warped straight from them.
+                        previous = Some(rgb.clone());
                     }
                     if n >= done {
                         writer.write(n, rgb, seconds)?;
@@ -379,7 +383,8 @@ fn keep_colors(
     }
 }
 
-fn read_frame(path: &Path, w: usize, h: usize) -> Result<Planar, RenderError> {
+/// A written frame's 8-bit RGB bytes, checked to be `w`×`h`.
+fn read_frame(path: &Path, w: usize, h: usize) -> Result<Vec<u8>, RenderError> {
     let bad = |reason: String| RenderError::Input {
         path: path.to_path_buf(),
         reason,
@@ -393,5 +398,5 @@ fn read_frame(path: &Path, w: usize, h: usize) -> Result<Planar, RenderError> {
             rgb.dimensions()
         )));
     }
-    Ok(Planar::from_rgb8(w, h, rgb.as_raw()))
+    Ok(rgb.into_raw())
 }
