@@ -10,7 +10,7 @@
 /// whole, and the last frame's spent images wait for the next frame's),
 /// plus the 8-bit copies for the PNG. Fitted to the coordinator's measured
 /// peak RSS with one job of 32 workers at 1080p (+0.42 GiB) and 4K
-/// (+1.50 GiB); see the README.
+/// (+1.50 GiB; +0.41 and +1.43 GiB since); see the README.
 pub const BYTES_PER_PIXEL: u64 = 192;
 
 /// Bytes charged per running job whatever its size (tiles in flight and
