@@ -155,10 +155,13 @@ impl SpareImages {
         }
     }
 
-    /// Keeps `image`'s samples for a later image of its size.
-    pub fn keep(&mut self, image: Planar) {
-        if !image.data.is_empty() && self.buffers.len() < MAX_SPARE_IMAGES {
-            self.buffers.push(image.data);
+    /// Keeps `image`'s samples for a later image of its size, leaving it
+    /// empty.
+    pub fn keep(&mut self, image: &mut Planar) {
+        let data = std::mem::take(&mut image.data);
+        (image.width, image.height) = (0, 0);
+        if !data.is_empty() && self.buffers.len() < MAX_SPARE_IMAGES {
+            self.buffers.push(data);
         }
     }
 }
@@ -345,8 +348,8 @@ impl RowResize {
 
     /// Gives the image between the passes back to `spare`, once the
     /// resize is done with.
-    pub fn spend(self, spare: &mut SpareImages) {
-        spare.keep(self.between);
+    pub fn spend(mut self, spare: &mut SpareImages) {
+        spare.keep(&mut self.between);
     }
 
     /// Source rows that the first `rows` output rows read.
@@ -937,7 +940,7 @@ mod tests {
             for (sw, sh) in [(w, h), (131, h), (w, 97), (w, h)] {
                 let mut spent = Planar::zeros(sw, sh);
                 spent.data.fill(f32::NAN);
-                spare.keep(spent);
+                spare.keep(&mut spent);
             }
             let mut rows = RowResize::new(131, 97, w, h, &mut spare);
             let mut out = spare.take(w, h);

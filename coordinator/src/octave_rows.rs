@@ -56,11 +56,6 @@ impl Rows {
         }
         &mut self.image
     }
-
-    /// Gives the spent image back to `spare`.
-    fn spend(&mut self, spare: &mut SpareImages) {
-        spare.keep(std::mem::replace(&mut self.image, Planar::zeros(0, 0)));
-    }
 }
 
 /// One pass of tiles over an octave.
@@ -244,8 +239,7 @@ impl<'a> FrameRows<'a> {
             {
                 // The previous octave's detail is spent.
                 resize.spend(self.spare);
-                self.spare
-                    .keep(std::mem::replace(&mut previous.base, Planar::zeros(0, 0)));
+                self.spare.keep(&mut previous.base);
             }
             for p in 0..octave.passes.len() {
                 let work =
@@ -297,8 +291,7 @@ impl<'a> FrameRows<'a> {
             return None;
         }
         let frame = std::mem::replace(&mut last.image, Planar::zeros(0, 0));
-        self.spare
-            .keep(std::mem::replace(&mut octave.base, Planar::zeros(0, 0)));
+        self.spare.keep(&mut octave.base);
         Some(frame)
     }
 }
@@ -438,7 +431,7 @@ impl Octave {
             // Every tile of the pass is back: its changes and the image
             // it read are spent.
             pass.changes = Vec::new();
-            self.images[p].spend(spare);
+            spare.keep(&mut self.images[p].image);
         }
     }
 
@@ -465,7 +458,7 @@ impl Octave {
             && let Some(result) = self.images.last_mut()
         {
             // The next octave reads the detail, not the image.
-            result.spend(spare);
+            spare.keep(&mut result.image);
         }
     }
 }
