@@ -28,7 +28,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, x: Tensor) -> Tensor {
+    /// `x` through the nonlinearity.
+    pub fn apply(self, x: Tensor) -> Tensor {
         match self {
             Self::Linear => x,
             Self::Relu => x.relu(),
@@ -42,7 +43,7 @@ impl Activation {
 }
 
 /// Shape and placement of one convolution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvShape {
     /// Input channels (per group times groups).
     pub cin: i64,
@@ -146,6 +147,53 @@ impl ConvBn {
         self.bias = self.bias.to_kind(kind);
     }
 
+    /// Whether this is a 1×1, stride-1, unpadded, ungrouped convolution:
+    /// one that sibling branches reading the same input can share.
+    pub fn is_pointwise(&self) -> bool {
+        let s = self.shape;
+        s.kernel == [1, 1] && s.stride == 1 && s.padding == [0, 0] && s.groups == 1
+    }
+
+    /// The convolution without its activation, and the activation.
+    pub fn split_activation(self) -> (Self, Activation) {
+        let activation = self.activation;
+        (
+            Self {
+                activation: Activation::Linear,
+                ..self
+            },
+            activation,
+        )
+    }
+
+    /// One convolution computing the outputs of `convs` side by side along
+    /// channels, and how many channels each has. They must read the same
+    /// input with the same geometry.
+    pub fn concat(convs: &[Self]) -> (Self, Vec<i64>) {
+        let sizes: Vec<i64> = convs.iter().map(|c| c.shape.cout).collect();
+        let first = convs.first().map(|c| c.shape);
+        let weights: Vec<&Tensor> = convs.iter().map(|c| &c.weight).collect();
+        let biases: Vec<&Tensor> = convs.iter().map(|c| &c.bias).collect();
+        let shape = first.expect("at least one convolution to concatenate");
+        assert!(
+            convs.iter().all(|c| ConvShape {
+                cout: shape.cout,
+                ..c.shape
+            } == shape),
+            "concatenated convolutions differ in more than their outputs"
+        );
+        let fused = Self {
+            weight: channels_last(&Tensor::cat(&weights, 0)),
+            bias: Tensor::cat(&biases, 0),
+            shape: ConvShape {
+                cout: sizes.iter().sum(),
+                ..shape
+            },
+            activation: Activation::Linear,
+        };
+        (fused, sizes)
+    }
+
     /// Applies the folded convolution and the activation.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let s = self.shape;
@@ -157,6 +205,14 @@ impl ConvBn {
             [1, 1],
             s.groups,
         );
-        self.activation.apply(y)
+        match self.activation {
+            // In place: a convolution's gradient does not need its output,
+            // so no second tensor of its size is allocated.
+            Activation::Relu => {
+                let mut y = y;
+                y.relu_()
+            }
+            other => other.apply(y),
+        }
     }
 }
