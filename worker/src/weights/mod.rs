@@ -104,7 +104,8 @@ pub const INCEPTION_V3: Pinned = Pinned {
     what: "InceptionV3 trunk converted from nsfwjs@4.4.0",
 };
 
-/// The converted weights of `mobilenet-v2` (see [`torchvision_pth`]).
+/// The converted weights of `mobilenet-v2`: torchvision's
+/// `mobilenet_v2-b0353104.pth`, converted through the virtualenv's Python.
 pub const MOBILENET_V2: Pinned = Pinned {
     file: "mobilenet-v2.safetensors",
     sha256: "cac55277bcf010a5853d9dd7cc60e50861ecb3f8b62175f29b2fba5106f63dd6",
