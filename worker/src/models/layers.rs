@@ -170,11 +170,10 @@ impl ConvBn {
     /// channels, and how many channels each has. They must read the same
     /// input with the same geometry.
     pub fn concat(convs: &[Self]) -> (Self, Vec<i64>) {
+        let shape = convs.first().expect("a convolution to concatenate").shape;
         let sizes: Vec<i64> = convs.iter().map(|c| c.shape.cout).collect();
-        let first = convs.first().map(|c| c.shape);
         let weights: Vec<&Tensor> = convs.iter().map(|c| &c.weight).collect();
         let biases: Vec<&Tensor> = convs.iter().map(|c| &c.bias).collect();
-        let shape = first.expect("at least one convolution to concatenate");
         assert!(
             convs.iter().all(|c| ConvShape {
                 cout: shape.cout,
