@@ -175,28 +175,18 @@ impl LoadedBlock {
     /// with it, batched tiles parted from their own changes at a rounding
     /// tie after one step (tests/batched_dream.rs, one tile of the three).
     fn new(branches: Vec<Vec<LoadedOp>>, residual: bool) -> Self {
-        let sharing = branches
+        let share = branches
             .iter()
             .filter(|ops| matches!(ops.first(), Some(LoadedOp::Conv(c)) if c.is_pointwise()))
-            .count();
-        if branches.len() < 2 || sharing < 2 {
-            let branches = branches
-                .into_iter()
-                .map(|ops| LoadedBranch { shared: false, ops })
-                .collect();
-            return Self {
-                shared: None,
-                branches,
-                residual,
-            };
-        }
+            .count()
+            >= 2;
         let mut convs = Vec::new();
         let branches = branches
             .into_iter()
             .map(|ops| {
                 let mut ops = ops.into_iter();
                 match ops.next() {
-                    Some(LoadedOp::Conv(conv)) if conv.is_pointwise() => {
+                    Some(LoadedOp::Conv(conv)) if share && conv.is_pointwise() => {
                         // The convolution joins the shared one; its
                         // activation stays at the head of the branch.
                         let (conv, activation) = conv.split_activation();
@@ -215,9 +205,11 @@ impl LoadedBlock {
                 }
             })
             .collect();
-        let (conv, sizes) = ConvBn::concat(&convs);
         Self {
-            shared: Some(SharedConv { conv, sizes }),
+            shared: share.then(|| {
+                let (conv, sizes) = ConvBn::concat(&convs);
+                SharedConv { conv, sizes }
+            }),
             branches,
             residual,
         }
