@@ -587,6 +587,12 @@ impl Padded {
         }
     }
 
+    /// The non-empty image `src`.
+    fn of_planar(src: &Planar) -> Self {
+        let planes = [src.channel(0), src.channel(1), src.channel(2)];
+        Self::new(src.width, src.height, |p| planes.map(|c| c[p]))
+    }
+
     /// The four pixels of padded row `r` from padded column `x0`.
     fn taps(&self, r: usize, x0: usize) -> &[[f32; 4]] {
         &self.pixels[r * self.padded_width + x0..][..4]
@@ -623,8 +629,7 @@ pub fn warp(src: &Planar, warp: &Warp) -> Planar {
     if warp.is_identity() || src.width == 0 || src.height == 0 {
         return src.clone();
     }
-    let planes = [src.channel(0), src.channel(1), src.channel(2)];
-    warp_pixels(src.width, src.height, |p| planes.map(|c| c[p]), warp)
+    warp_padded(&Padded::of_planar(src), warp)
 }
 
 /// [`warp`] of the 8-bit RGB image `rgb` (a frame as written), read as
@@ -640,23 +645,17 @@ pub fn warp_rgb8(width: usize, height: usize, rgb: &[u8], warp: &Warp) -> Planar
         return Planar::from_rgb8(width, height, rgb);
     }
     assert_eq!(rgb.len(), 3 * width * height, "{width}x{height} RGB");
-    warp_pixels(
-        width,
-        height,
-        |p| std::array::from_fn(|c| rgb8_sample(rgb[3 * p + c])),
-        warp,
-    )
+    let pixel = |p: usize| std::array::from_fn(|c| rgb8_sample(rgb[3 * p + c]));
+    warp_padded(&Padded::new(width, height, pixel), warp)
 }
 
-/// A non-empty `w`×`h` image whose pixel `p` (row-major) is `pixel(p)`,
-/// warped.
-fn warp_pixels(w: usize, h: usize, pixel: impl Fn(usize) -> [f32; 3], warp: &Warp) -> Planar {
+/// The padded image `src`, warped.
+fn warp_padded(src: &Padded, warp: &Warp) -> Planar {
     let map = InverseMap::new(warp);
-    let padded = Padded::new(w, h, pixel);
     if map.sin == 0.0 {
-        warp_separable(&padded, &map)
+        warp_separable(src, &map)
     } else {
-        warp_per_pixel(&padded, &map)
+        warp_per_pixel(src, &map)
     }
 }
 
@@ -1096,8 +1095,7 @@ mod tests {
                 pan,
                 center: (30.0, 20.0),
             });
-            let planes = [img.channel(0), img.channel(1), img.channel(2)];
-            let padded = Padded::new(img.width, img.height, |p| planes.map(|c| c[p]));
+            let padded = Padded::of_planar(&img);
             assert_eq!(warp_separable(&padded, &map), warp_per_pixel(&padded, &map));
         }
     }
