@@ -80,7 +80,8 @@ struct Octave {
     /// The frame resized to this octave (computed when the octave's first
     /// rows are, not before: the first octave's tiles wait for nothing
     /// else); its rows become the detail (last image minus base) as the
-    /// last image's rows are known.
+    /// last image's rows are known. Never made for the last octave, whose
+    /// base is the frame itself.
     base: Planar,
     /// Rows of `base` that hold the detail.
     detail_done: usize,
@@ -231,7 +232,7 @@ impl<'a> FrameRows<'a> {
         for o in 0..=last {
             let (before, rest) = self.octaves.split_at_mut(o);
             let octave = &mut rest[0];
-            octave.start_rows(before.last(), self.input, self.spare);
+            octave.start_rows(before.last(), self.input, o == last, self.spare);
             if let Some(previous) = before.last_mut()
                 && octave.images[0].is_complete()
                 && previous.detail_done == previous.base.height
@@ -282,24 +283,28 @@ impl<'a> FrameRows<'a> {
         true
     }
 
-    /// The dreamed frame, once every row of the last octave is known; the
-    /// last octave's base is spent with it.
+    /// The dreamed frame, once every row of the last octave is known.
     pub fn finished(&mut self) -> Option<Planar> {
-        let octave = self.octaves.last_mut()?;
-        let last = octave.images.last_mut()?;
+        let last = self.octaves.last_mut()?.images.last_mut()?;
         if !last.is_complete() {
             return None;
         }
-        let frame = std::mem::replace(&mut last.image, Planar::zeros(0, 0));
-        self.spare.keep(&mut octave.base);
-        Some(frame)
+        Some(std::mem::replace(&mut last.image, Planar::zeros(0, 0)))
     }
 }
 
 impl Octave {
     /// The rows of the octave's first image: the previous octave's detail
-    /// resized plus the base, clamped (the base alone for the first).
-    fn start_rows(&mut self, previous: Option<&Octave>, input: &Planar, spare: &mut SpareImages) {
+    /// resized plus the base, clamped (the base alone for the first). The
+    /// `last` octave is the frame's own size, so its base is `input` itself
+    /// (a resize to the same size is an exact copy), read where it is.
+    fn start_rows(
+        &mut self,
+        previous: Option<&Octave>,
+        input: &Planar,
+        last: bool,
+        spare: &mut SpareImages,
+    ) {
         let first = &mut self.images[0];
         if first.is_complete() {
             return;
@@ -320,17 +325,19 @@ impl Octave {
             return;
         }
         let (w, h) = (first.width, first.height);
-        if from == 0 {
-            self.base = resize_with(input, w, h, spare);
-        }
+        let base = if last {
+            debug_assert_eq!((w, h), (input.width, input.height));
+            input
+        } else {
+            if from == 0 {
+                self.base = resize_with(input, w, h, spare);
+            }
+            &self.base
+        };
         for range in channel_rows(h, w, from..to) {
             // The image holds the resized detail (zero for the first
             // octave): image = clamp(detail + base).
-            add_clamped(
-                &mut first.image.data[range.clone()],
-                &self.base.data[range],
-                w,
-            );
+            add_clamped(&mut first.image.data[range.clone()], &base.data[range], w);
         }
         first.done = to;
     }

@@ -250,32 +250,35 @@ pub fn render(
         on_frame(n, seconds);
         report.frame_seconds.push(seconds);
     };
-    // Each frame's images are the last frame's spent ones.
+    // Each frame's images (the warped input, the octaves' images, the
+    // frame dreamed) are the last frame's spent ones.
     let mut spare = SpareImages::default();
-    let mut dream = |n: u64, image: &Planar| -> Result<Planar, RenderError> {
-        let _span = tracing::info_span!("frame", n).entered();
-        Ok(dream_frame(
-            &spec.dream,
-            min_side,
-            &FramePlan::new(spec, n, &guide)?,
-            image,
-            executor,
-            &mut spare,
-        )?)
-    };
+    let mut dream =
+        |n: u64, image: &Planar, spare: &mut SpareImages| -> Result<Planar, RenderError> {
+            let _span = tracing::info_span!("frame", n).entered();
+            Ok(dream_frame(
+                &spec.dream,
+                min_side,
+                &FramePlan::new(spec, n, &guide)?,
+                image,
+                executor,
+                spare,
+            )?)
+        };
     std::thread::scope(|scope| -> Result<(), RenderError> {
         let mut writer = FrameWriter::start(scope, out, w as u32, h as u32, heard);
         let dreamed = (|| -> Result<(), RenderError> {
             while next < total {
                 let started = Instant::now();
                 let frames = match &previous {
-                    None => vec![dream(0, input)?],
+                    None => vec![dream(0, input, &mut spare)?],
                     Some(prev) => {
                         let key = next.div_ceil(cadence) * cadence;
                         // The camera path from the last dreamed frame:
                         // `carried` holds frames next.., `moved` the last.
                         let mut carried = Vec::new();
-                        let mut moved = warp_rgb8(w, h, prev, &camera(spec, next, w, h));
+                        let mut moved =
+                            warp_rgb8(w, h, prev, &camera(spec, next, w, h), &mut spare);
                         for m in next + 1..=key.min(total - 1) {
                             let further = warp(&moved, &camera(spec, m, w, h));
                             carried.push(std::mem::replace(&mut moved, further));
@@ -289,7 +292,8 @@ pub fn render(
                                 reference.as_ref(),
                                 &mut moved,
                             );
-                            let dreamed = dream(key, &moved)?;
+                            let dreamed = dream(key, &moved, &mut spare)?;
+                            spare.keep(&mut moved);
                             cross_fade(spec, &mut carried, &dreamed, key, w, h);
                             carried.push(dreamed);
                         } else {
@@ -299,13 +303,14 @@ pub fn render(
                     }
                 };
                 let seconds = started.elapsed().as_secs_f64() / frames.len() as f64;
-                for image in frames {
+                for mut image in frames {
                     let n = next;
                     next += 1;
                     // What is fed back is exactly what is on disk, so a
                     // resumed render continues from the same pixels as an
                     // uninterrupted one.
                     let rgb = image.to_rgb8();
+                    spare.keep(&mut image);
                     if n % cadence == 0 {
                         if let (Some(space), 0) = (spec.color.coherence, n) {
                             reference.get_or_insert_with(|| {
