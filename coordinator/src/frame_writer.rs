@@ -5,6 +5,7 @@
 //! when the frame loop next looks: a job's status, its record of finished
 //! frames and its progress never lag a frame behind the disk.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -12,7 +13,7 @@ use crate::output::{OutputDir, OutputError};
 
 /// The writing thread of one render, living in the render's thread scope.
 pub struct FrameWriter<'scope> {
-    queue: SyncSender<(u64, Vec<u8>, f64)>,
+    queue: SyncSender<(u64, Arc<Vec<u8>>, f64)>,
     failed: Receiver<OutputError>,
     thread: ScopedJoinHandle<'scope, ()>,
 }
@@ -29,14 +30,14 @@ impl<'scope> FrameWriter<'scope> {
         height: u32,
         mut on_written: impl FnMut(u64, f64) + Send + 'scope,
     ) -> Self {
-        let (queue, frames) = sync_channel::<(u64, Vec<u8>, f64)>(1);
+        let (queue, frames) = sync_channel::<(u64, Arc<Vec<u8>>, f64)>(1);
         let (failure, failed) = channel();
         // Its log lines belong to the job and frame loop that started it.
         let span = tracing::Span::current();
         let thread = scope.spawn(move || {
             let _span = span.enter();
             for (n, rgb, seconds) in frames {
-                if let Err(e) = out.write_frame(n, width, height, rgb) {
+                if let Err(e) = out.write_frame(n, width, height, &rgb) {
                     let _ = failure.send(e);
                     return;
                 }
@@ -50,9 +51,10 @@ impl<'scope> FrameWriter<'scope> {
         }
     }
 
-    /// Queues frame `n` (8-bit RGB); waits while another frame is queued.
+    /// Queues frame `n` (8-bit RGB, shared with the frame loop, which warps
+    /// the next frame from it); waits while another frame is queued.
     /// Fails with the error that stopped the thread, if one did.
-    pub fn write(&mut self, n: u64, rgb: Vec<u8>, seconds: f64) -> Result<(), OutputError> {
+    pub fn write(&mut self, n: u64, rgb: Arc<Vec<u8>>, seconds: f64) -> Result<(), OutputError> {
         if self.queue.send((n, rgb, seconds)).is_err() {
             // The thread ended after a failure, which it reported.
             return Err(self.failed.recv().unwrap_or(OutputError::WriterGone));
@@ -92,7 +94,7 @@ mod tests {
                 let _ = tx.send(n);
             });
             for n in 0..3 {
-                writer.write(n, vec![7; 12], 0.5).expect("queued");
+                writer.write(n, Arc::new(vec![7; 12]), 0.5).expect("queued");
                 // The frame loop now dreams frame n + 1, however long that
                 // takes; frame n is already known to be on disk.
                 assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(n));
@@ -112,7 +114,7 @@ mod tests {
             let mut writer = FrameWriter::start(scope, &out, 2, 2, move |n, _| {
                 let _ = tx.send(n);
             });
-            writer.write(0, vec![7; 12], 0.5).expect("queued");
+            writer.write(0, Arc::new(vec![7; 12]), 0.5).expect("queued");
             assert!(writer.finish().is_err());
         });
         assert!(rx.try_recv().is_err(), "a frame not on disk was reported");

@@ -158,7 +158,7 @@ impl OutputDir {
         n: u64,
         width: u32,
         height: u32,
-        rgb: Vec<u8>,
+        rgb: &[u8],
     ) -> Result<(), OutputError> {
         let path = self.frame_path(n);
         let fail = |reason: String| OutputError::Frame {
@@ -170,15 +170,23 @@ impl OutputDir {
                 "it already exists and frames are never overwritten".into(),
             ));
         }
-        let img = image::RgbImage::from_raw(width, height, rgb)
-            .ok_or_else(|| fail("wrong pixel count".into()))?;
+        if rgb.len() as u64 != 3 * u64::from(width) * u64::from(height) {
+            return Err(fail("wrong pixel count".into()));
+        }
         let tmp = tempfile::Builder::new()
             .prefix(PARTIAL_PREFIX)
             .suffix(".png")
             .tempfile_in(&self.dir)
             .map_err(|e| fail(e.to_string()))?;
-        img.save_with_format(tmp.path(), image::ImageFormat::Png)
-            .map_err(|e| fail(e.to_string()))?;
+        image::save_buffer_with_format(
+            tmp.path(),
+            rgb,
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         // On disk before it has its name: a frame that exists is complete
         // even after a power cut.
         tmp.as_file().sync_all().map_err(|e| fail(e.to_string()))?;
