@@ -457,13 +457,20 @@ fn horizontal_rows(
     parallel::for_each_piece(out, ROWS_AT_ONCE * width, |strip, rows_out| {
         let row = first + strip * ROWS_AT_ONCE;
         let rows_in = &plane_in[row * src_width..][..rows_out.len() / width * src_width];
-        // Column `x` of the strip's rows, side by side.
-        let mut columns = vec![[0.0f32; ROWS_AT_ONCE]; src_width];
-        for (r, row_in) in rows_in.chunks_exact(src_width).enumerate() {
-            for (column, &v) in columns.iter_mut().zip(row_in) {
-                column[r] = v;
-            }
-        }
+        let strip_rows = rows_in.len() / src_width;
+        // Column `x` of the strip's rows, side by side, gathered in one
+        // write (no zeroed buffer to fill first); rows past the strip's are 0.
+        let columns: Vec<[f32; ROWS_AT_ONCE]> = (0..src_width)
+            .map(|x| {
+                std::array::from_fn(|r| {
+                    if r < strip_rows {
+                        rows_in[r * src_width + x]
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
         for (x, (&start, w)) in axis
             .starts
             .iter()
