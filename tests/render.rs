@@ -54,6 +54,15 @@ fn small_render(out: &Path, frames: u32) -> Command {
     dreamfarm(&args)
 }
 
+/// [`small_render`] started in the background, its log discarded.
+fn spawn_small_render(out: &Path, frames: u32, stdout: Stdio) -> std::process::Child {
+    small_render(out, frames)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dreamfarm starts")
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
@@ -284,11 +293,7 @@ fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
 
     // Kill the second render in the middle of a frame, twice.
     for kill_after in [1, 3] {
-        let mut child = small_render(&killed, frames_total)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dreamfarm starts");
+        let mut child = spawn_small_render(&killed, frames_total, Stdio::null());
         let started = Instant::now();
         while frames(&killed).len() < kill_after + 1 {
             assert!(started.elapsed() < Duration::from_secs(300), "no progress");
@@ -329,6 +334,49 @@ fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
     );
     assert_eq!(stream["r_frame_rate"], "12/1");
     assert_eq!(stream["nb_read_frames"], frames_total.to_string().as_str());
+}
+
+#[test]
+fn the_video_is_encoded_while_frames_are_written_and_is_the_assembled_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("streamed");
+    let total = 8;
+    let partial = out.join(".streamed.partial.mp4");
+    let mut child = spawn_small_render(&out, total, Stdio::piped());
+    // The encoder has the video under way while frames are still missing
+    // (assembled after the last frame, it would not exist yet).
+    let started = Instant::now();
+    let mut encoding_at = None;
+    while child.try_wait().expect("wait").is_none() {
+        let done = frames(&out).len();
+        if done < total as usize && partial.exists() {
+            encoding_at = Some(done);
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "no end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().expect("reaped");
+    assert!(output.status.success(), "the render failed");
+    assert!(
+        encoding_at.is_some(),
+        "no video was being encoded before the last frame"
+    );
+    assert!(!partial.exists(), "the partial video was left behind");
+    let mp4 = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let streamed = std::fs::read(&mp4).expect("the video");
+    assert_eq!(
+        probe(&mp4)["nb_read_frames"],
+        total.to_string().as_str(),
+        "every frame is in the video"
+    );
+    // Run again on the finished folder, the render only assembles the
+    // video from the frames on disk: the same file, byte for byte.
+    std::fs::remove_file(&mp4).expect("video removed");
+    run_ok(small_render(&out, total));
+    assert!(
+        std::fs::read(&mp4).expect("assembled video") == streamed,
+        "the video encoded while rendering differs from the one assembled from the frames"
+    );
 }
 
 // ------------------------------------------------------------ bad input

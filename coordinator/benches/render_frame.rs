@@ -27,6 +27,7 @@ use dreamfarm_coordinator::frame_loop::{FramePlan, geometry, octave_sizes};
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render};
+use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_worker::weights::WeightStore;
 use tch::{Kind, Tensor};
 
@@ -159,7 +160,10 @@ fn main() -> anyhow::Result<()> {
             &spec,
             &input,
             &out,
-            &dir.path().join("bench.mp4"),
+            VideoOut {
+                path: &dir.path().join("bench.mp4"),
+                encoding: VideoEncoding::WhileRendering,
+            },
             min_side,
             &mut worker,
             &mut |_, _| {},

@@ -3,31 +3,35 @@
 //! critical path (a 4K PNG takes longer than a 4K frame's other host work).
 //! Each frame is reported from that thread the moment it is on disk, not
 //! when the frame loop next looks: a job's status, its record of finished
-//! frames and its progress never lag a frame behind the disk.
+//! frames and its progress never lag a frame behind the disk. With a
+//! [`VideoStream`], each frame is fed to the video's encoder once on disk.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use crate::output::{OutputDir, OutputError};
+use crate::video::VideoStream;
 
 /// The writing thread of one render, living in the render's thread scope.
 pub struct FrameWriter<'scope> {
     queue: SyncSender<(u64, Arc<Vec<u8>>, f64)>,
     failed: Receiver<OutputError>,
-    thread: ScopedJoinHandle<'scope, ()>,
+    /// Ends with the video stream, if one was given and did not fail.
+    thread: ScopedJoinHandle<'scope, Option<VideoStream>>,
 }
 
 impl<'scope> FrameWriter<'scope> {
     /// Starts writing `width`×`height` frames into `out`, calling
-    /// `on_written(n, seconds)` on the writing thread as each is on disk.
-    /// At most one frame waits while another is written, so memory stays
-    /// at two frames.
+    /// `on_written(n, seconds)` on the writing thread as each is on disk,
+    /// then feeding it to `video`, if given (the frames must then come in
+    /// order from the video's first). At most one frame waits while
+    /// another is written, so memory stays at two frames.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         out: &'env OutputDir,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
+        mut video: Option<VideoStream>,
         mut on_written: impl FnMut(u64, f64) + Send + 'scope,
     ) -> Self {
         let (queue, frames) = sync_channel::<(u64, Arc<Vec<u8>>, f64)>(1);
@@ -39,10 +43,19 @@ impl<'scope> FrameWriter<'scope> {
             for (n, rgb, seconds) in frames {
                 if let Err(e) = out.write_frame(n, width, height, &rgb) {
                     let _ = failure.send(e);
-                    return;
+                    return None;
                 }
                 on_written(n, seconds);
+                if let Some(stream) = &mut video
+                    && let Err(e) = stream.push(&rgb)
+                {
+                    // Dropped, it stops ffmpeg; the render assembles the
+                    // video from the frames at the end instead.
+                    tracing::warn!(frame = n, error = %e, "the video encoder stopped taking frames; the video will be assembled after the last frame");
+                    video = None;
+                }
             }
+            video
         });
         Self {
             queue,
@@ -62,19 +75,20 @@ impl<'scope> FrameWriter<'scope> {
         Ok(())
     }
 
-    /// Writes what is queued and ends the thread; fails with the error
-    /// that stopped it, if one did.
-    pub fn finish(self) -> Result<(), OutputError> {
+    /// Writes what is queued and ends the thread; returns the video stream
+    /// every frame went to, or fails with the error that stopped the
+    /// thread, if one did.
+    pub fn finish(self) -> Result<Option<VideoStream>, OutputError> {
         let Self {
             queue,
             failed,
             thread,
         } = self;
         drop(queue);
-        if thread.join().is_err() {
+        let Ok(video) = thread.join() else {
             return Err(OutputError::WriterGone);
-        }
-        failed.try_recv().map_or(Ok(()), Err)
+        };
+        failed.try_recv().map_or(Ok(video), Err)
     }
 }
 
@@ -90,7 +104,7 @@ mod tests {
         let out = OutputDir::existing(dir.path());
         let (tx, rx) = channel();
         std::thread::scope(|scope| {
-            let mut writer = FrameWriter::start(scope, &out, 2, 2, move |n, _| {
+            let mut writer = FrameWriter::start(scope, &out, (2, 2), None, move |n, _| {
                 let _ = tx.send(n);
             });
             for n in 0..3 {
@@ -111,7 +125,7 @@ mod tests {
         let out = OutputDir::existing(file.path());
         let (tx, rx) = channel();
         std::thread::scope(|scope| {
-            let mut writer = FrameWriter::start(scope, &out, 2, 2, move |n, _| {
+            let mut writer = FrameWriter::start(scope, &out, (2, 2), None, move |n, _| {
                 let _ = tx.send(n);
             });
             writer.write(0, Arc::new(vec![7; 12]), 0.5).expect("queued");

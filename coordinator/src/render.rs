@@ -17,7 +17,7 @@ use crate::frame_writer::FrameWriter;
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
 use crate::tile_executor::{TileError, TileExecutor};
-use crate::video::{VideoError, assemble};
+use crate::video::{VideoEncoding, VideoError, VideoOut, VideoStream, assemble};
 
 /// Why a render stopped. Frames already written stay.
 #[derive(Debug, thiserror::Error)]
@@ -195,8 +195,8 @@ pub struct RenderReport {
     pub frame_seconds: Vec<f64>,
 }
 
-/// Renders every missing frame of `spec` into `out` with `executor`, then
-/// the video `video`. `input` comes from [`load_input`]; `min_side` is the
+/// Renders every missing frame of `spec` into `out` with `executor`, and
+/// the video `video` (encoded as its frames are written, or after). `input` comes from [`load_input`]; `min_side` is the
 /// model's smallest usable side. `on_frame(n, seconds)` hears of each frame
 /// the moment it is on disk (on the thread that wrote it).
 ///
@@ -210,7 +210,7 @@ pub fn render(
     spec: &JobSpec,
     input: &Planar,
     out: &OutputDir,
-    video: &Path,
+    video: VideoOut<'_>,
     min_side: usize,
     executor: &mut dyn TileExecutor,
     on_frame: &mut (dyn FnMut(u64, f64) + Send),
@@ -268,8 +268,18 @@ pub fn render(
                 spare,
             )?)
         };
-    std::thread::scope(|scope| -> Result<(), RenderError> {
-        let mut writer = FrameWriter::start(scope, out, w as u32, h as u32, heard);
+    // Fed from the first frame on, or not at all: a resumed render's
+    // earlier frames are on disk only, so it assembles at the end.
+    let stream = match (video.encoding, done) {
+        (VideoEncoding::WhileRendering, 0) => {
+            VideoStream::start(video.path, w as u32, h as u32, &spec.video)
+                .inspect_err(|e| tracing::warn!(error = %e, "no video encoder beside the render; the video will be assembled after the last frame"))
+                .ok()
+        }
+        _ => None,
+    };
+    let streamed = std::thread::scope(|scope| -> Result<Option<VideoStream>, RenderError> {
+        let mut writer = FrameWriter::start(scope, out, (w as u32, h as u32), stream, heard);
         let dreamed = (|| -> Result<(), RenderError> {
             while next < total {
                 let started = Instant::now();
@@ -340,7 +350,15 @@ pub fn render(
         Ok(written?)
     })?;
     progress.finish();
-    assemble(&out.frame_pattern(), video, &spec.video)?;
+    // Every frame went to the stream, in order: the video only has to end.
+    let ended = streamed.map(|stream| {
+        stream.finish().inspect_err(|e| {
+            tracing::warn!(error = %e, "the video encoded while rendering failed; assembling it from the frames");
+        })
+    });
+    if !matches!(ended, Some(Ok(()))) {
+        assemble(&out.frame_pattern(), video.path, &spec.video)?;
+    }
     Ok(report)
 }
 

@@ -1,7 +1,13 @@
-//! The frames of a render assembled into an MP4 (H.264, yuv420p) by ffmpeg.
+//! The frames of a render encoded into an MP4 (H.264, yuv420p) by ffmpeg:
+//! either fed to it as they are written, so that the video is ready when
+//! the last frame is ([`VideoStream`]), or assembled from the frames on
+//! disk afterwards ([`assemble`]). Both give ffmpeg the same pixels and
+//! the same settings.
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use dreamfarm_common::params::VideoSettings;
 
@@ -28,55 +34,264 @@ pub enum VideoError {
     },
 }
 
-/// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically. Odd
-/// frame sizes are padded by one pixel: yuv420p needs even sides.
-pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
-    let frames = pattern.parent().unwrap_or(Path::new(".")).to_path_buf();
-    // Hidden until complete: a client fetching the folder skips it, and a
-    // render killed mid-encode leaves no half video under a real name.
+/// When a render's video is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoEncoding {
+    /// Each frame is fed to ffmpeg as it is written, so the video is ready
+    /// when the last frame is. A render that resumes, or whose stream
+    /// fails, assembles the video at the end instead.
+    WhileRendering,
+    /// From the frames on disk once the last is written: no encoder runs
+    /// beside the frame loop (a cluster coordinator's choice: ffmpeg holds
+    /// about 1 GiB for a 4K video, which its memory budget does not charge
+    /// for the whole of a job's run).
+    AfterLastFrame,
+}
+
+/// The video a render makes, and when it is encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoOut<'a> {
+    /// The MP4 file.
+    pub path: &'a Path,
+    /// When its frames are encoded.
+    pub encoding: VideoEncoding,
+}
+
+/// Where `video` is written until it is complete: hidden, so that a client
+/// fetching the folder skips it and a render killed mid-encode leaves no
+/// half video under a real name. Any file already there is removed, so
+/// that ffmpeg writes a new one: the ffmpeg of a render killed with
+/// `kill -9` ends its own video when its input closes, into the old one.
+fn fresh_partial(video: &Path) -> PathBuf {
     let partial = video.with_file_name(format!(
         ".{}.partial.mp4",
         video.file_stem().unwrap_or_default().to_string_lossy()
     ));
+    let _ = std::fs::remove_file(&partial);
+    partial
+}
+
+/// ffmpeg's arguments after its input's: H.264 in yuv420p at `settings`'
+/// quality into `partial`, odd sides padded by one pixel (yuv420p needs
+/// even sides).
+fn output_args(settings: &VideoSettings, partial: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf"]
+        .map(OsString::from)
+        .into();
+    args.push(settings.crf.to_string().into());
+    args.extend(
+        [
+            "-vf",
+            "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            "-movflags",
+            "+faststart",
+        ]
+        .map(OsString::from),
+    );
+    args.push(partial.into());
+    args
+}
+
+/// Moves the finished `partial` to `video` once ffmpeg has ended with
+/// `status`; `stderr` is its last words.
+fn publish(
+    status: std::process::ExitStatus,
+    stderr: &[u8],
+    partial: &Path,
+    video: &Path,
+    frames: PathBuf,
+) -> Result<(), VideoError> {
+    if !status.success() {
+        let _ = std::fs::remove_file(partial);
+        return Err(VideoError::Failed {
+            video: video.into(),
+            frames,
+            reason: String::from_utf8_lossy(stderr).trim().to_string(),
+        });
+    }
+    std::fs::rename(partial, video).map_err(|e| VideoError::Failed {
+        video: video.into(),
+        frames,
+        reason: e.to_string(),
+    })
+}
+
+/// ffmpeg encoding a video from 8-bit RGB frames fed one at a time.
+/// Dropped before [`finish`](Self::finish), it stops ffmpeg and removes
+/// the partial video.
+pub struct VideoStream {
+    /// `None` once finished.
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    frame_bytes: usize,
+    partial: PathBuf,
+    video: PathBuf,
+}
+
+impl VideoStream {
+    /// Starts ffmpeg encoding `width`×`height` frames into `video`.
+    pub fn start(
+        video: &Path,
+        width: u32,
+        height: u32,
+        settings: &VideoSettings,
+    ) -> Result<Self, VideoError> {
+        let partial = fresh_partial(video);
+        let spawned = Command::new("ffmpeg")
+            .args([
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+            ])
+            .arg("-s")
+            .arg(format!("{width}x{height}"))
+            .arg("-framerate")
+            .arg(settings.fps.to_string())
+            .args(["-i", "-"])
+            .args(output_args(settings, &partial))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = spawned.map_err(|e| spawn_error(e, video))?;
+        Ok(Self {
+            stdin: child.stdin.take(),
+            child: Some(child),
+            frame_bytes: 3 * width as usize * height as usize,
+            partial,
+            video: video.into(),
+        })
+    }
+
+    /// Feeds the next frame (8-bit RGB, the stream's size); waits while
+    /// ffmpeg is behind.
+    pub fn push(&mut self, rgb: &[u8]) -> std::io::Result<()> {
+        if rgb.len() != self.frame_bytes {
+            return Err(std::io::Error::other(format!(
+                "a frame of {} bytes in a stream of {}-byte frames",
+                rgb.len(),
+                self.frame_bytes
+            )));
+        }
+        match &mut self.stdin {
+            Some(stdin) => stdin.write_all(rgb),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Ends the stream and puts the video in place, atomically.
+    pub fn finish(mut self) -> Result<(), VideoError> {
+        drop(self.stdin.take());
+        let frames = frames_dir(&self.video);
+        let Some(child) = self.child.take() else {
+            return Err(VideoError::Failed {
+                video: self.video.clone(),
+                frames,
+                reason: "the stream was already finished".into(),
+            });
+        };
+        let output = child.wait_with_output().map_err(|e| VideoError::Failed {
+            video: self.video.clone(),
+            frames: frames.clone(),
+            reason: e.to_string(),
+        })?;
+        publish(
+            output.status,
+            &output.stderr,
+            &self.partial,
+            &self.video,
+            frames,
+        )
+    }
+}
+
+impl Drop for VideoStream {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(self.stdin.take());
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The folder of `video`'s frames.
+fn frames_dir(video: &Path) -> PathBuf {
+    video.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+/// What a failure to start ffmpeg for `video` means.
+fn spawn_error(e: std::io::Error, video: &Path) -> VideoError {
+    let frames = frames_dir(video);
+    if e.kind() == std::io::ErrorKind::NotFound {
+        VideoError::NoFfmpeg { frames }
+    } else {
+        VideoError::Failed {
+            video: video.into(),
+            frames,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically.
+pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
+    let frames = pattern.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let partial = fresh_partial(video);
     let output = Command::new("ffmpeg")
         .args(["-y", "-loglevel", "error", "-framerate"])
         .arg(settings.fps.to_string())
         .arg("-i")
         .arg(pattern)
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf"])
-        .arg(settings.crf.to_string())
-        .args([
-            "-vf",
-            "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-            "-movflags",
-            "+faststart",
-        ])
-        .arg(&partial)
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(VideoError::NoFfmpeg { frames });
+        .args(output_args(settings, &partial))
+        .output()
+        .map_err(|e| spawn_error(e, video))?;
+    publish(output.status, &output.stderr, &partial, video, frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_ends_in_the_video_and_one_dropped_early_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let video = dir.path().join("v.mp4");
+        let settings = VideoSettings::default();
+        let frame = vec![128u8; 3 * 16 * 16];
+        let files = || -> Vec<_> {
+            std::fs::read_dir(dir.path())
+                .expect("folder")
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+
+        let mut stream = VideoStream::start(&video, 16, 16, &settings).expect("ffmpeg starts");
+        assert!(
+            stream.push(&frame[1..]).is_err(),
+            "a frame of the wrong size"
+        );
+        stream.push(&frame).expect("a frame");
+        // Under way: ffmpeg has opened its output.
+        let started = std::time::Instant::now();
+        while files().is_empty() {
+            assert!(started.elapsed().as_secs() < 30, "ffmpeg wrote nothing");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Err(e) => {
-            return Err(VideoError::Failed {
-                video: video.into(),
-                frames,
-                reason: e.to_string(),
-            });
+        drop(stream);
+        assert!(files().is_empty(), "a dropped stream left {:?}", files());
+
+        let mut stream = VideoStream::start(&video, 16, 16, &settings).expect("ffmpeg starts");
+        for _ in 0..3 {
+            stream.push(&frame).expect("a frame");
         }
-    };
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&partial);
-        return Err(VideoError::Failed {
-            video: video.into(),
-            frames,
-            reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
+        stream.finish().expect("the video");
+        assert_eq!(files(), ["v.mp4"], "the video alone, no partial file");
     }
-    std::fs::rename(&partial, video).map_err(|e| VideoError::Failed {
-        video: video.into(),
-        frames,
-        reason: e.to_string(),
-    })
 }

@@ -12,6 +12,7 @@ use dreamfarm_coordinator::render::{
     load_color_reference, load_guide, load_input, render as render_job,
 };
 use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
+use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
 use dreamfarm_coordinator::web::standalone::Standalone;
@@ -96,7 +97,10 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         &spec,
         &input,
         &out,
-        &video,
+        VideoOut {
+            path: &video,
+            encoding: VideoEncoding::WhileRendering,
+        },
         min_side,
         executor.as_mut(),
         &mut |n, seconds| {

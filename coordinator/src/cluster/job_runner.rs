@@ -14,6 +14,7 @@ use super::scheduler::JobParams;
 use crate::output::OutputDir;
 use crate::render::{RenderError, load_input, render};
 use crate::store::{EventKind, JobState, StoreError};
+use crate::video::{VideoEncoding, VideoOut};
 
 /// Why a run ended early.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +103,10 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
         &spec,
         &image,
         &out,
-        &job.video(),
+        VideoOut {
+            path: &job.video(),
+            encoding: VideoEncoding::AfterLastFrame,
+        },
         min_side,
         &mut executor,
         &mut |n, seconds| job.frame_written(n, seconds),
