@@ -196,9 +196,10 @@ pub struct RenderReport {
 }
 
 /// Renders every missing frame of `spec` into `out` with `executor`, and
-/// the video `video` (encoded as its frames are written, or after). `input` comes from [`load_input`]; `min_side` is the
-/// model's smallest usable side. `on_frame(n, seconds)` hears of each frame
-/// the moment it is on disk (on the thread that wrote it).
+/// the video `video` (encoded as its frames are written, or after).
+/// `input` comes from [`load_input`]; `min_side` is the model's smallest
+/// usable side. `on_frame(n, seconds)` hears of each frame the moment it
+/// is on disk (on the thread that wrote it).
 ///
 /// With a cadence of k, frames that are multiples of k are dreamed; each
 /// frame between two of them is the earlier one carried forward by the
