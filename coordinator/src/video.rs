@@ -5,7 +5,7 @@
 //! the same settings.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -116,13 +116,23 @@ fn publish(
     })
 }
 
+/// ffmpeg, quiet but for errors, overwriting its output.
+fn ffmpeg() -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-y", "-loglevel", "error"]);
+    command
+}
+
 /// ffmpeg encoding a video from 8-bit RGB frames fed one at a time.
 /// Dropped before [`finish`](Self::finish), it stops ffmpeg and removes
 /// the partial video.
 pub struct VideoStream {
-    /// `None` once finished.
+    /// `None` once ended (finished or dropped).
     child: Option<Child>,
     stdin: Option<ChildStdin>,
+    /// What ffmpeg says, in a file rather than a pipe: a pipe nobody reads
+    /// until the end would stop ffmpeg, and the render with it, once full.
+    stderr: std::fs::File,
     frame_bytes: usize,
     partial: PathBuf,
     video: PathBuf,
@@ -137,16 +147,15 @@ impl VideoStream {
         settings: &VideoSettings,
     ) -> Result<Self, VideoError> {
         let partial = fresh_partial(video);
-        let spawned = Command::new("ffmpeg")
-            .args([
-                "-y",
-                "-loglevel",
-                "error",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "rgb24",
-            ])
+        let stderr = tempfile::tempfile()
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| VideoError::Failed {
+                video: video.into(),
+                frames: frames_dir(video),
+                reason: format!("no temporary file for ffmpeg's messages ({e})"),
+            })?;
+        let spawned = ffmpeg()
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
             .arg("-s")
             .arg(format!("{width}x{height}"))
             .arg("-framerate")
@@ -155,12 +164,13 @@ impl VideoStream {
             .args(output_args(settings, &partial))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr.0)
             .spawn();
         let mut child = spawned.map_err(|e| spawn_error(e, video))?;
         Ok(Self {
             stdin: child.stdin.take(),
             child: Some(child),
+            stderr: stderr.1,
             frame_bytes: 3 * width as usize * height as usize,
             partial,
             video: video.into(),
@@ -187,25 +197,21 @@ impl VideoStream {
     pub fn finish(mut self) -> Result<(), VideoError> {
         drop(self.stdin.take());
         let frames = frames_dir(&self.video);
-        let Some(child) = self.child.take() else {
-            return Err(VideoError::Failed {
-                video: self.video.clone(),
-                frames,
-                reason: "the stream was already finished".into(),
-            });
-        };
-        let output = child.wait_with_output().map_err(|e| VideoError::Failed {
+        let mut child = self
+            .child
+            .take()
+            .expect("ffmpeg runs until the stream ends");
+        let status = child.wait().map_err(|e| VideoError::Failed {
             video: self.video.clone(),
             frames: frames.clone(),
             reason: e.to_string(),
         })?;
-        publish(
-            output.status,
-            &output.stderr,
-            &self.partial,
-            &self.video,
-            frames,
-        )
+        let mut said = Vec::new();
+        let _ = self
+            .stderr
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| self.stderr.read_to_end(&mut said));
+        publish(status, &said, &self.partial, &self.video, frames)
     }
 }
 
@@ -243,8 +249,8 @@ fn spawn_error(e: std::io::Error, video: &Path) -> VideoError {
 pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
     let frames = pattern.parent().unwrap_or(Path::new(".")).to_path_buf();
     let partial = fresh_partial(video);
-    let output = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-framerate"])
+    let output = ffmpeg()
+        .arg("-framerate")
         .arg(settings.fps.to_string())
         .arg("-i")
         .arg(pattern)
@@ -293,5 +299,20 @@ mod tests {
         }
         stream.finish().expect("the video");
         assert_eq!(files(), ["v.mp4"], "the video alone, no partial file");
+    }
+
+    #[test]
+    fn a_stream_ffmpeg_refuses_fails_with_what_ffmpeg_said() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let video = dir.path().join("v.mp4");
+        let stream = VideoStream::start(&video, 0, 0, &VideoSettings::default());
+        let failure = stream.expect("ffmpeg starts").finish();
+        match failure {
+            Err(VideoError::Failed { reason, .. }) => {
+                assert!(!reason.is_empty(), "ffmpeg's words are lost")
+            }
+            other => panic!("a 0x0 video was made: {other:?}"),
+        }
+        assert!(!video.exists());
     }
 }
