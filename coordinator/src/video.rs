@@ -226,9 +226,10 @@ impl Drop for VideoStream {
     }
 }
 
-/// The folder of `video`'s frames.
-fn frames_dir(video: &Path) -> PathBuf {
-    video.parent().unwrap_or(Path::new(".")).to_path_buf()
+/// The folder of the frames: the one holding `file` (the video, or the
+/// frames' file pattern).
+fn frames_dir(file: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new(".")).to_path_buf()
 }
 
 /// What a failure to start ffmpeg for `video` means.
@@ -247,7 +248,7 @@ fn spawn_error(e: std::io::Error, video: &Path) -> VideoError {
 
 /// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically.
 pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
-    let frames = pattern.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let frames = frames_dir(pattern);
     let partial = fresh_partial(video);
     let output = ffmpeg()
         .arg("-framerate")
