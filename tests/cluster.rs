@@ -5,7 +5,7 @@
 
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
-use dreamfarm_tests::{dreamfarm, run, run_ok};
+use dreamfarm_tests::{dreamfarm, frames, run, run_ok};
 
 /// Polls `cond` until it holds, for at most the job's limit.
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {
@@ -223,6 +223,47 @@ fn a_worker_stopped_with_sigterm_loses_nothing() {
     assert!(
         c.fetch_frames(&id) == reference(),
         "frames differ after a worker left"
+    );
+}
+
+#[test]
+fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
+    // Eight frames, so that the encoder is seen at work before the last.
+    let total = 8;
+    let mut settings = JOB.to_vec();
+    let frames_flag = settings.iter().position(|&a| a == "--frames");
+    let n = total.to_string();
+    settings[frames_flag.expect("--frames in the job") + 1] = &n;
+    let c = Coordinator::start();
+    let mut submitted = settings.clone();
+    submitted.extend(["--name", "streamed"]);
+    let id = c.submit(&submitted);
+    let _worker = c.worker("w");
+    let dir = c.frames_dir(&id);
+    let partial = dir.join(".streamed.partial.mp4");
+    let mut encoding_at = None;
+    wait_for("the job's video", || {
+        let done = frames(&dir).len();
+        if done < total && partial.exists() {
+            encoding_at.get_or_insert(done);
+        }
+        dir.join("streamed.mp4").exists()
+    });
+    assert!(
+        encoding_at.is_some(),
+        "no video was being encoded before the last frame"
+    );
+    c.wait_done(&id, LIMIT);
+    assert!(!partial.exists(), "the partial video was left behind");
+    let single = tempfile::tempdir().expect("temp dir");
+    let out = single.path().to_str().expect("UTF-8");
+    let mut render = vec!["render", "--device", "cpu", "--output", out];
+    render.extend_from_slice(&settings);
+    let video = run_ok(dreamfarm(&render));
+    assert!(
+        std::fs::read(dir.join("streamed.mp4")).expect("the job's video")
+            == std::fs::read(video.trim()).expect("the render's video"),
+        "the job's video differs from the single-machine render's"
     );
 }
 

@@ -391,8 +391,9 @@ fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
 
 #[test]
 fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
-    // One 160x120 job is charged about 83 MiB: one fits, two do not.
-    let c = Coordinator::start_with(&["--max-memory", "120MiB"]);
+    // One 160x120 job is charged about 155 MiB (frames and video encoder):
+    // one fits, two do not.
+    let c = Coordinator::start_with(&["--max-memory", "200MiB"]);
     let first = submit(&c, "first", 2, &[]);
     let second = submit(&c, "second", 2, &[]);
     wait_for("the first to run", || state(&c, &first) == "running");

@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -42,10 +43,23 @@ pub enum VideoEncoding {
     /// fails, assembles the video at the end instead.
     WhileRendering,
     /// From the frames on disk once the last is written: no encoder runs
-    /// beside the frame loop (a cluster coordinator's choice: ffmpeg holds
-    /// about 1 GiB for a 4K video, which its memory budget does not charge
-    /// for the whole of a job's run).
+    /// beside the frame loop, whose cores it would share (a coordinator's
+    /// choice; the memory is the same, see `memory_budget::job_bytes`).
     AfterLastFrame,
+}
+
+/// Most threads x264 is given: each holds a frame, and eight encode a 4K
+/// video faster than a farm dreams it.
+const MAX_ENCODER_THREADS: usize = 8;
+
+/// Threads x264 encodes with: its own default of 1.5 a core, but counted
+/// from the cores this process may use (a container's CPU limit included,
+/// which x264's count ignores) and at most [`MAX_ENCODER_THREADS`]. Set
+/// rather than left to x264 because each thread holds frames, which the
+/// coordinator's memory budget charges.
+pub fn encoder_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    (cores * 3 / 2).clamp(1, MAX_ENCODER_THREADS)
 }
 
 /// The video a render makes, and when it is encoded.
@@ -72,13 +86,15 @@ fn fresh_partial(video: &Path) -> PathBuf {
 }
 
 /// ffmpeg's arguments after its input's: H.264 in yuv420p at `settings`'
-/// quality into `partial`, odd sides padded by one pixel (yuv420p needs
-/// even sides).
+/// quality with [`encoder_threads`] into `partial`, odd sides padded by
+/// one pixel (yuv420p needs even sides).
 fn output_args(settings: &VideoSettings, partial: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf"]
         .map(OsString::from)
         .into();
     args.push(settings.crf.to_string().into());
+    args.push("-threads".into());
+    args.push(encoder_threads().to_string().into());
     args.extend(
         [
             "-vf",
@@ -300,6 +316,39 @@ mod tests {
         }
         stream.finish().expect("the video");
         assert_eq!(files(), ["v.mp4"], "the video alone, no partial file");
+    }
+
+    #[test]
+    fn the_memory_budget_charges_more_than_a_streaming_ffmpeg_holds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let video = dir.path().join("v.mp4");
+        let (w, h) = (1280u32, 720u32);
+        let mut stream =
+            VideoStream::start(&video, w, h, &VideoSettings::default()).expect("ffmpeg starts");
+        let pid = stream.child.as_ref().expect("running").id();
+        // Past x264's 40-frame lookahead, moving content so that every
+        // frame is coded.
+        for n in 0..60u32 {
+            let frame: Vec<u8> = (0..3 * w * h)
+                .map(|i| ((i / 3 % w + n * 7) ^ (i / 3 / w * 3)) as u8)
+                .collect();
+            stream.push(&frame).expect("a frame");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+        let peak_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        stream.finish().expect("the video");
+        let charged = crate::cluster::memory_budget::encoder_bytes(w, h, encoder_threads()) as f64;
+        let peak = (peak_kib * 1024) as f64;
+        assert!(
+            peak < charged && peak > charged / 2.0,
+            "ffmpeg peaked at {:.0} MiB, charged {:.0} MiB",
+            peak / 1048576.0,
+            charged / 1048576.0
+        );
     }
 
     #[test]

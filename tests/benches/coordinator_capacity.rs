@@ -67,7 +67,7 @@ fn measure(
     delay: Duration,
     window: Duration,
 ) -> Measured {
-    let coordinator = Coordinator::start();
+    let coordinator = Coordinator::start_measured();
     let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
     let names: Vec<String> = (0..jobs).map(|j| format!("capacity{j}")).collect();
     let ids: Vec<String> = names

@@ -36,7 +36,7 @@ fn small_png() -> Vec<u8> {
 fn main() {
     let jobs: usize = env_or("BENCH_JOBS", 1000);
     let runs: usize = env_or("BENCH_RUNS", 5);
-    let mut c = Coordinator::start_with(&["--max-memory", "120MiB"]);
+    let mut c = Coordinator::start_with(&["--max-memory", "200MiB"]);
     let input = small_png();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let filled = Instant::now();

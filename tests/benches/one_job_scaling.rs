@@ -85,7 +85,7 @@ fn measure(
     delay: Duration,
     frames: usize,
 ) -> Point {
-    let coordinator = Coordinator::start();
+    let coordinator = Coordinator::start_measured();
     let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
     let id = coordinator.submit(&endless_job(size, "scaling", job_args));
     let dir = coordinator.frames_dir(&id);

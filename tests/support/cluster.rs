@@ -25,6 +25,8 @@ pub struct Coordinator {
     pub metrics: String,
     /// Flags it was started with beyond the usual ones.
     extra: Vec<String>,
+    /// Environment variables it was started with.
+    env: Vec<(String, String)>,
     /// Its data folder and the workers' logs.
     pub dir: tempfile::TempDir,
 }
@@ -53,6 +55,7 @@ fn spawn_coordinator(
     listen: &str,
     metrics: &str,
     extra: &[&str],
+    env: &[(String, String)],
 ) -> Result<(Child, String, String), String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -60,6 +63,7 @@ fn spawn_coordinator(
         .open(dir.join("coordinator.log"))
         .map_err(|e| e.to_string())?;
     let mut child = coordinator_command(dir, listen, metrics, extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -171,7 +175,24 @@ impl Coordinator {
     /// Starts a coordinator with a short heartbeat timeout and `extra`
     /// flags, on a fresh data folder.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::launch(extra, None)
+        Self::launch(extra, None, &[])
+    }
+
+    /// Starts a coordinator as the benches measure it: its frame loops
+    /// alone, with no video encoder beside them on the machine's cores
+    /// (their jobs never end, so no video is made either way), and a memory
+    /// budget that lets every job a bench submits run at once. Set through
+    /// the environment, which coordinators built before these settings
+    /// ignore, so that benches still compare them (`DREAMFARM_BIN`).
+    pub fn start_measured() -> Self {
+        Self::launch(
+            &[],
+            None,
+            &[
+                ("DREAMFARM_VIDEO_ENCODING", "after-last-frame"),
+                ("DREAMFARM_MAX_MEMORY", "64GiB"),
+            ],
+        )
     }
 
     /// Starts a coordinator that serves TLS with the PEM files `cert` and
@@ -182,15 +203,19 @@ impl Coordinator {
             cert.to_str().expect("UTF-8 path"),
             key.to_str().expect("UTF-8 path"),
         );
-        Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca))
+        Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca), &[])
     }
 
-    /// Starts a coordinator with `extra` flags on a fresh data folder,
-    /// serving TLS that clients check with `ca` if one is given.
-    fn launch(extra: &[&str], ca: Option<&Path>) -> Self {
+    /// Starts a coordinator with `extra` flags and `env` on a fresh data
+    /// folder, serving TLS that clients check with `ca` if one is given.
+    fn launch(extra: &[&str], ca: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (child, addr, metrics) =
-            spawn_coordinator(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra)
+            spawn_coordinator(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra, &env)
                 .unwrap_or_else(|e| panic!("coordinator did not start: {e}"));
         let addr: SocketAddr = addr
             .parse()
@@ -205,6 +230,7 @@ impl Coordinator {
             tls_ca: ca.map(Path::to_path_buf),
             metrics,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
             dir,
         }
     }
@@ -216,13 +242,14 @@ impl Coordinator {
     }
 
     /// Starts the coordinator again (after [`kill`](Self::kill)) on the
-    /// same data folder and ports, with the same flags.
+    /// same data folder and ports, with the same flags and environment.
     pub fn restart(&mut self) {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let listen = self.addr().to_string();
-        let (child, _, _) = spawn_coordinator(self.dir.path(), &listen, &self.metrics, &extra)
-            .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
+        let (child, _, _) =
+            spawn_coordinator(self.dir.path(), &listen, &self.metrics, &extra, &self.env)
+                .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
         self.child = child;
     }
 

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use dreamfarm_coordinator::cluster::memory_budget::{default_budget, human, parse_size};
 use dreamfarm_coordinator::cluster::scheduler::Timeouts;
 use dreamfarm_coordinator::cluster::server::{Coordinator, ServerConfig, TlsFiles};
+use dreamfarm_coordinator::video::VideoEncoding;
 use tokio::net::TcpListener;
 
 /// Arguments of `dreamfarm coordinator`.
@@ -50,6 +51,27 @@ pub struct CoordinatorArgs {
     /// limit, or of the machine's memory].
     #[arg(long, env = "DREAMFARM_MAX_MEMORY", value_parser = parse_size)]
     max_memory: Option<u64>,
+    /// When each job's video is encoded: while it renders, each frame fed
+    /// to ffmpeg as it is written, so that the video is ready with the last
+    /// frame; or after its last frame, from the frames on disk, so that no
+    /// encoder shares the coordinator's cores with the frame loops. The
+    /// memory budget charges the encoder either way.
+    #[arg(
+        long,
+        env = "DREAMFARM_VIDEO_ENCODING",
+        value_enum,
+        default_value_t = VideoWhen::WhileRendering
+    )]
+    video_encoding: VideoWhen,
+}
+
+/// The values of `--video-encoding`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VideoWhen {
+    /// While the job renders.
+    WhileRendering,
+    /// From the frames on disk after the job's last frame.
+    AfterLastFrame,
 }
 
 /// Runs `dreamfarm coordinator`.
@@ -75,6 +97,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             heartbeat: Duration::from_secs(args.heartbeat_timeout),
         },
         max_memory: args.max_memory.unwrap_or_else(default_budget),
+        video: match args.video_encoding {
+            VideoWhen::WhileRendering => VideoEncoding::WhileRendering,
+            VideoWhen::AfterLastFrame => VideoEncoding::AfterLastFrame,
+        },
     };
     tracing::info!(max_memory = %human(config.max_memory), "memory budget for running jobs");
     let coordinator = Coordinator::open(config)?;

@@ -14,7 +14,7 @@ use super::scheduler::JobParams;
 use crate::output::OutputDir;
 use crate::render::{RenderError, load_input, render};
 use crate::store::{EventKind, JobState, StoreError};
-use crate::video::{VideoEncoding, VideoOut};
+use crate::video::VideoOut;
 
 /// Why a run ended early.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
         &out,
         VideoOut {
             path: &job.video(),
-            encoding: VideoEncoding::AfterLastFrame,
+            encoding: jobs.video_encoding(),
         },
         min_side,
         &mut executor,

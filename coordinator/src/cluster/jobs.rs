@@ -17,6 +17,7 @@ use super::job_runner;
 use super::memory_budget::human;
 use crate::output::OutputDir;
 use crate::store::{Event, EventKind, JobState, JobStore, StoreError};
+use crate::video::VideoEncoding;
 
 /// Largest input image a client may upload.
 pub const MAX_INPUT_BYTES: u64 = 512 << 20;
@@ -60,6 +61,7 @@ pub struct Jobs {
     data: PathBuf,
     hub: Arc<Hub>,
     budget: u64,
+    video: VideoEncoding,
     jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
     /// One admission pass at a time.
     admitting: Mutex<()>,
@@ -73,14 +75,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Jobs {
     /// The jobs of `hub`'s store, whose folders are under `data`: active
     /// ones are queued again (they continue after their last complete
-    /// frame) and start as `budget` bytes of memory allow.
-    pub fn open(data: PathBuf, hub: Arc<Hub>, budget: u64) -> Result<Arc<Self>, StoreError> {
+    /// frame) and start as `budget` bytes of memory allow; their videos are
+    /// encoded as `video` says.
+    pub fn open(
+        data: PathBuf,
+        hub: Arc<Hub>,
+        budget: u64,
+        video: VideoEncoding,
+    ) -> Result<Arc<Self>, StoreError> {
         let store: Arc<dyn JobStore> = hub.store().clone();
         let records = store.jobs()?;
         let jobs = Arc::new_cyclic(|me| Self {
             data,
             hub,
             budget,
+            video,
             jobs: Mutex::new(BTreeMap::new()),
             admitting: Mutex::new(()),
             me: me.clone(),
@@ -130,6 +139,11 @@ impl Jobs {
     /// The hub the jobs run on.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// When the jobs' videos are encoded.
+    pub fn video_encoding(&self) -> VideoEncoding {
+        self.video
     }
 
     /// Checks, stores and queues a job; blocking (writes files, decodes the

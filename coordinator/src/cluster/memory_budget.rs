@@ -1,8 +1,10 @@
 //! The coordinator's memory budget: running jobs hold frame-sized buffers
 //! (the frame, its octaves, the tiles in flight, the stitched changes, the
-//! PNG), so each running job is charged an estimate from its frame size,
-//! and a job that does not fit waits in the queue instead of running the
-//! coordinator out of memory.
+//! PNG) and an ffmpeg encoding their video, so each running job is charged
+//! an estimate from its frame size, and a job that does not fit waits in
+//! the queue instead of running the coordinator out of memory.
+
+use crate::video::encoder_threads;
 
 /// Bytes charged per pixel of a running job's frame: about fifteen
 /// frame-sized f32 RGB buffers (12 bytes a pixel each) at the frame loop's
@@ -25,12 +27,38 @@ const DEFAULT_SHARE: f64 = 0.75;
 /// the frames between two dreamed ones wait, in f32 RGB, for the second.
 pub const BYTES_PER_CADENCE_PIXEL: u64 = 12;
 
+/// Bytes an ffmpeg encoding a video holds whatever its size (its code,
+/// x264's tables).
+pub const ENCODER_BYTES: u64 = 96 << 20;
+
+/// Bytes an ffmpeg encoding a video holds per pixel of it: x264's 40
+/// frames of lookahead at the default preset, its reference frames and
+/// ffmpeg's queue of input frames.
+pub const ENCODER_BYTES_PER_PIXEL: u64 = 170;
+
+/// Bytes per pixel for each of x264's threads (a frame in flight each).
+pub const ENCODER_BYTES_PER_PIXEL_PER_THREAD: u64 = 17;
+
+/// The memory an ffmpeg encoding `width`×`height` frames with `threads`
+/// x264 threads holds at its peak: 3–23% above its peak RSS measured from
+/// 640×360 to 4K with 1 to 8 threads (see the README).
+pub fn encoder_bytes(width: u32, height: u32, threads: usize) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let per_pixel = ENCODER_BYTES_PER_PIXEL + ENCODER_BYTES_PER_PIXEL_PER_THREAD * threads as u64;
+    ENCODER_BYTES + per_pixel * pixels
+}
+
 /// The memory a running job of `width`×`height` frames dreamed every
-/// `cadence`-th frame is charged.
+/// `cadence`-th frame is charged: its frame loop's and its video encoder's.
+/// Both, whenever the video is encoded: the heap keeps the frame loop's
+/// memory after the last frame ([`crate::heap`]), so an ffmpeg that
+/// assembles the video then needs as much room beside it as one that
+/// encodes while the job renders.
 pub fn job_bytes(width: u32, height: u32, cadence: u32) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
     let waiting = u64::from(cadence.max(1) - 1);
-    (BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting) * pixels + BYTES_PER_JOB
+    let frames = (BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting) * pixels + BYTES_PER_JOB;
+    frames + encoder_bytes(width, height, encoder_threads())
 }
 
 /// `bytes` for people: "1.5 GiB".

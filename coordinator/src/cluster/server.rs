@@ -25,6 +25,7 @@ use super::jobs::Jobs;
 use super::scheduler::Timeouts;
 use super::worker_sessions::WorkerSessions;
 use crate::store::{JobStore, SqliteStore, StoreError};
+use crate::video::VideoEncoding;
 use crate::web::{self, auth::Access, cluster_source::ClusterSource};
 
 /// The job store's file in the data folder.
@@ -56,8 +57,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Lease and heartbeat timeouts.
     pub timeouts: Timeouts,
-    /// Bytes of memory the running jobs' frame buffers may take.
+    /// Bytes of memory the running jobs' frame buffers and video encoders
+    /// may take.
     pub max_memory: u64,
+    /// When each job's video is encoded.
+    pub video: VideoEncoding,
 }
 
 /// Why the server stopped.
@@ -128,7 +132,12 @@ impl Coordinator {
         let store = Arc::new(SqliteStore::open(&config.data.join(STORE_FILE))?);
         let boot = store.next_boot()?;
         let hub = Hub::new(config.timeouts, boot, store);
-        let jobs = Jobs::open(config.data.clone(), hub.clone(), config.max_memory)?;
+        let jobs = Jobs::open(
+            config.data.clone(),
+            hub.clone(),
+            config.max_memory,
+            config.video,
+        )?;
         Ok(Self {
             config,
             jobs,
