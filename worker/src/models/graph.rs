@@ -166,43 +166,40 @@ struct LoadedBlock {
 
 impl LoadedBlock {
     /// The block with the leading 1×1 convolutions of its branches shared,
-    /// where two or more branches start with one.
-    ///
-    /// A branch that pools first (`AvgPool3Same`, then its convolution)
-    /// could join too, its pooling moved after the convolution (an average
-    /// of real pixels commutes with a per-pixel affine map) and run on the
-    /// convolution's fewer channels: 4% more off a frame here. Left out:
-    /// with it, batched tiles parted from their own changes at a rounding
-    /// tie after one step (tests/batched_dream.rs, one tile of the three).
+    /// where two or more branches start with one. A branch that pools first
+    /// (`AvgPool3Same`, then a 1×1 convolution) shares its convolution too,
+    /// its pooling moved after it: that pooling averages real pixels with
+    /// weights summing to one, so it commutes with a per-pixel affine map
+    /// (the same arithmetic up to rounding), and it then runs on the
+    /// convolution's fewer channels.
     fn new(branches: Vec<Vec<LoadedOp>>, residual: bool) -> Self {
+        // Where a branch's shareable convolution is, if it has one.
+        let shareable = |ops: &[LoadedOp]| match ops {
+            [LoadedOp::Conv(c), ..] if c.is_pointwise() => Some(0),
+            [LoadedOp::AvgPool3Same, LoadedOp::Conv(c), ..] if c.is_pointwise() => Some(1),
+            _ => None,
+        };
         let share = branches
             .iter()
-            .filter(|ops| matches!(ops.first(), Some(LoadedOp::Conv(c)) if c.is_pointwise()))
+            .filter(|ops| shareable(ops).is_some())
             .count()
             >= 2;
         let mut convs = Vec::new();
         let branches = branches
             .into_iter()
-            .map(|ops| {
-                let mut ops = ops.into_iter();
-                match ops.next() {
-                    Some(LoadedOp::Conv(conv)) if share && conv.is_pointwise() => {
-                        // The convolution joins the shared one; its
-                        // activation stays at the head of the branch.
-                        let (conv, activation) = conv.split_activation();
-                        convs.push(conv);
-                        LoadedBranch {
-                            shared: true,
-                            ops: std::iter::once(LoadedOp::Activate(activation))
-                                .chain(ops)
-                                .collect(),
-                        }
-                    }
-                    first => LoadedBranch {
-                        shared: false,
-                        ops: first.into_iter().chain(ops).collect(),
-                    },
+            .map(|mut ops| match shareable(&ops).filter(|_| share) {
+                Some(at) => {
+                    let LoadedOp::Conv(conv) = ops.remove(at) else {
+                        unreachable!("a shareable branch has its convolution at {at}");
+                    };
+                    // The convolution joins the shared one; its activation
+                    // stays where it was, after the pooling if any.
+                    let (conv, activation) = conv.split_activation();
+                    convs.push(conv);
+                    ops.insert(at, LoadedOp::Activate(activation));
+                    LoadedBranch { shared: true, ops }
                 }
+                None => LoadedBranch { shared: false, ops },
             })
             .collect();
         Self {
