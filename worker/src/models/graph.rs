@@ -170,7 +170,7 @@ impl LoadedBlock {
     /// (`AvgPool3Same`, then a 1×1 convolution) shares its convolution too,
     /// its pooling moved after it: that pooling averages real pixels with
     /// weights summing to one, so it commutes with a per-pixel affine map
-    /// (the same arithmetic up to rounding), and it then runs on the
+    /// (the same result up to rounding), and it then runs on the
     /// convolution's fewer channels.
     fn new(branches: Vec<Vec<LoadedOp>>, residual: bool) -> Self {
         // Where a branch's shareable convolution is, if it has one.
