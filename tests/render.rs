@@ -338,21 +338,21 @@ fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
     assert_eq!(stream["nb_read_frames"], frames_total.to_string().as_str());
 }
 
-#[test]
-fn the_video_is_encoded_while_frames_are_written_and_is_the_assembled_one() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("streamed");
-    let total = 8;
-    let partial = out.join(".streamed.partial.mp4");
-    let mut child = spawn_small_render(&out, total, Stdio::piped());
-    // The encoder has the video under way while frames are still missing
-    // (assembled after the last frame, it would not exist yet).
+/// Runs [`small_render`] of `total` frames into `out` to its end, seeing
+/// its video under way (ffmpeg's hidden partial file) while frames are
+/// still missing (assembled after the last frame, it would not exist yet),
+/// and checks the video against the one ffmpeg assembles from the frames
+/// on disk when the finished render is run again: the same bytes.
+fn assert_the_video_is_encoded_while_rendering(out: &Path, total: u32) {
+    let name = out.file_name().expect("a folder name").to_string_lossy();
+    let partial = out.join(format!(".{name}.partial.mp4"));
+    let mut child = spawn_small_render(out, total, Stdio::piped());
     let started = Instant::now();
     let mut encoding_at = None;
     while child.try_wait().expect("wait").is_none() {
-        let done = frames(&out).len();
+        let done = frames(out).len();
         if done < total as usize && partial.exists() {
-            encoding_at = Some(done);
+            encoding_at.get_or_insert(done);
         }
         assert!(started.elapsed() < Duration::from_secs(300), "no end");
         std::thread::sleep(Duration::from_millis(5));
@@ -371,14 +371,28 @@ fn the_video_is_encoded_while_frames_are_written_and_is_the_assembled_one() {
         total.to_string().as_str(),
         "every frame is in the video"
     );
-    // Run again on the finished folder, the render only assembles the
-    // video from the frames on disk: the same file, byte for byte.
     std::fs::remove_file(&mp4).expect("video removed");
-    run_ok(small_render(&out, total));
+    run_ok(small_render(out, total));
     assert!(
         std::fs::read(&mp4).expect("assembled video") == streamed,
         "the video encoded while rendering differs from the one assembled from the frames"
     );
+}
+
+#[test]
+fn the_video_is_encoded_while_frames_are_written_and_is_the_assembled_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    assert_the_video_is_encoded_while_rendering(&dir.path().join("streamed"), 8);
+}
+
+#[test]
+fn a_resumed_render_encodes_its_video_while_rendering_from_the_frames_on_disk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("resumed");
+    // Four frames on disk (and their video, which the longer render
+    // replaces), then twelve: the stream takes the four from disk first.
+    run_ok(small_render(&out, 4));
+    assert_the_video_is_encoded_while_rendering(&out, 12);
 }
 
 // ------------------------------------------------------------ bad input

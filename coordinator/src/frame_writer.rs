@@ -4,7 +4,10 @@
 //! Each frame is reported from that thread the moment it is on disk, not
 //! when the frame loop next looks: a job's status, its record of finished
 //! frames and its progress never lag a frame behind the disk. With a
-//! [`VideoStream`], each frame is fed to the video's encoder once on disk.
+//! [`VideoStream`], each frame is fed to the video's encoder once on disk;
+//! a resumed render's stream is fed by a thread of its own, which reads the
+//! frames from disk, the earlier ones first, so that the frame loop never
+//! waits for the encoder to catch up.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
@@ -13,31 +16,56 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crate::output::{OutputDir, OutputError};
 use crate::video::VideoStream;
 
+/// The video a [`FrameWriter`] feeds.
+pub struct VideoFeed {
+    /// The encoder.
+    pub stream: VideoStream,
+    /// Frames already on disk that the stream must have first: 0 for a
+    /// render from its first frame, the frames done for a resumed one.
+    pub on_disk: u64,
+}
+
 /// The writing thread of one render, living in the render's thread scope.
 pub struct FrameWriter<'scope> {
     queue: SyncSender<(u64, Arc<Vec<u8>>, f64)>,
     failed: Receiver<OutputError>,
-    /// Ends with the video stream, if one was given and did not fail.
+    /// Ends with the video stream, if it fed one and it did not fail.
     thread: ScopedJoinHandle<'scope, Option<VideoStream>>,
+    /// The thread feeding a resumed render's stream from disk.
+    catch_up: Option<ScopedJoinHandle<'scope, Option<VideoStream>>>,
 }
 
 impl<'scope> FrameWriter<'scope> {
     /// Starts writing `width`×`height` frames into `out`, calling
     /// `on_written(n, seconds)` on the writing thread as each is on disk,
     /// then feeding it to `video`, if given (the frames must then come in
-    /// order from the video's first). At most one frame waits while
-    /// another is written, so memory stays at two frames.
+    /// order from the first the stream lacks on disk). At most one frame
+    /// waits while another is written, so memory stays at two frames.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         out: &'env OutputDir,
         (width, height): (u32, u32),
-        mut video: Option<VideoStream>,
+        video: Option<VideoFeed>,
         mut on_written: impl FnMut(u64, f64) + Send + 'scope,
     ) -> Self {
         let (queue, frames) = sync_channel::<(u64, Arc<Vec<u8>>, f64)>(1);
         let (failure, failed) = channel();
         // Its log lines belong to the job and frame loop that started it.
         let span = tracing::Span::current();
+        // A resumed render's frames reach the stream from disk, through a
+        // thread told of each new one; a fresh render's straight from here.
+        let (mut video, catch_up, written) = match video {
+            Some(VideoFeed { stream, on_disk }) if on_disk > 0 => {
+                let (written, heard) = channel();
+                let span = span.clone();
+                let feeder = scope.spawn(move || {
+                    let _span = span.enter();
+                    feed_from_disk(out, (width, height), stream, (0..on_disk).chain(heard))
+                });
+                (None, Some(feeder), Some(written))
+            }
+            feed => (feed.map(|f| f.stream), None, None),
+        };
         let thread = scope.spawn(move || {
             let _span = span.enter();
             for (n, rgb, seconds) in frames {
@@ -46,12 +74,14 @@ impl<'scope> FrameWriter<'scope> {
                     return None;
                 }
                 on_written(n, seconds);
+                if let Some(written) = &written {
+                    // Gone only once the feeder gave up on its stream.
+                    let _ = written.send(n);
+                }
                 if let Some(stream) = &mut video
                     && let Err(e) = stream.push(&rgb)
                 {
-                    // Dropped, it stops ffmpeg; the render assembles the
-                    // video from the frames at the end instead.
-                    tracing::warn!(frame = n, error = %e, "the video encoder stopped taking frames; the video will be assembled after the last frame");
+                    stopped_taking(n, &e);
                     video = None;
                 }
             }
@@ -61,6 +91,7 @@ impl<'scope> FrameWriter<'scope> {
             queue,
             failed,
             thread,
+            catch_up,
         }
     }
 
@@ -83,13 +114,48 @@ impl<'scope> FrameWriter<'scope> {
             queue,
             failed,
             thread,
+            catch_up,
         } = self;
         drop(queue);
         let Ok(video) = thread.join() else {
             return Err(OutputError::WriterGone);
         };
+        // The writer has ended, so the feeder hears of no more frames.
+        let video = match catch_up.map(ScopedJoinHandle::join) {
+            Some(Ok(fed)) => fed,
+            Some(Err(_)) => None,
+            None => video,
+        };
         failed.try_recv().map_or(Ok(video), Err)
     }
+}
+
+/// Feeds `stream` the `frames` of `out`, read from disk in order; `None`
+/// once a frame cannot be read or the encoder stops taking them (the
+/// stream, dropped, stops ffmpeg, and the render assembles the video from
+/// the frames at the end instead).
+fn feed_from_disk(
+    out: &OutputDir,
+    (width, height): (u32, u32),
+    mut stream: VideoStream,
+    frames: impl Iterator<Item = u64>,
+) -> Option<VideoStream> {
+    for n in frames {
+        let fed = out
+            .read_frame(n, width, height)
+            .map_err(std::io::Error::other)
+            .and_then(|rgb| stream.push(&rgb));
+        if let Err(e) = fed {
+            stopped_taking(n, &e);
+            return None;
+        }
+    }
+    Some(stream)
+}
+
+/// Says that frame `n` did not reach the video's encoder.
+fn stopped_taking(n: u64, e: &std::io::Error) {
+    tracing::warn!(frame = n, error = %e, "the video encoder stopped taking frames; the video will be assembled after the last frame");
 }
 
 #[cfg(test)]

@@ -50,6 +50,16 @@ pub enum OutputError {
         /// What failed.
         reason: String,
     },
+    /// A frame on disk cannot be read back.
+    #[error(
+        "cannot read frame {path}: {reason}. Fix: delete it and the frames after it, then run the same command: they are made again"
+    )]
+    Unreadable {
+        /// The frame file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The thread writing frames ended without saying why (it panicked).
     #[error(
         "the frame writing thread stopped unexpectedly; the frames on disk are complete, resume the render"
@@ -193,6 +203,26 @@ impl OutputDir {
         tmp.persist_noclobber(&path)
             .map_err(|e| fail(e.error.to_string()))?;
         Ok(())
+    }
+
+    /// Frame `n` as written: `width`×`height` 8-bit RGB.
+    pub fn read_frame(&self, n: u64, width: u32, height: u32) -> Result<Vec<u8>, OutputError> {
+        let path = self.frame_path(n);
+        let fail = |reason: String| OutputError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        let rgb = image::open(&path)
+            .map_err(|e| fail(e.to_string()))?
+            .to_rgb8();
+        if rgb.dimensions() != (width, height) {
+            return Err(fail(format!(
+                "it is {}x{}, the job's frames are {width}x{height}",
+                rgb.width(),
+                rgb.height()
+            )));
+        }
+        Ok(rgb.into_raw())
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

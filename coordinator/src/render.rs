@@ -13,7 +13,7 @@ use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
 use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize, warp, warp_rgb8};
 
 use crate::frame_loop::{FramePlan, dream_frame};
-use crate::frame_writer::FrameWriter;
+use crate::frame_writer::{FrameWriter, VideoFeed};
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
 use crate::tile_executor::{TileError, TileExecutor};
@@ -233,7 +233,7 @@ pub fn render(
             let key = (d - 1) / cadence * cadence;
             (
                 key + 1,
-                Some(Arc::new(read_frame(&out.frame_path(key), w, h)?)),
+                Some(Arc::new(out.read_frame(key, w as u32, h as u32)?)),
             )
         }
     };
@@ -242,7 +242,7 @@ pub fn render(
     let mut reference = match (load_color_reference(spec)?, spec.color.coherence, done) {
         (Some(named), _, _) => Some(named),
         (None, Some(space), 1..) => Some(ColorReference::new(
-            &Planar::from_rgb8(w, h, &read_frame(&out.frame_path(0), w, h)?),
+            &Planar::from_rgb8(w, h, &out.read_frame(0, w as u32, h as u32)?),
             space,
         )),
         _ => None,
@@ -269,13 +269,14 @@ pub fn render(
                 spare,
             )?)
         };
-    // Fed from the first frame on, or not at all: a resumed render's
-    // earlier frames are on disk only, so it assembles at the end.
-    let stream = match (video.encoding, done) {
-        (VideoEncoding::WhileRendering, 0) => {
+    // A resumed render's stream is first fed the frames on disk; one with
+    // every frame on disk only assembles them.
+    let stream = match video.encoding {
+        VideoEncoding::WhileRendering if done < total => {
             VideoStream::start(video.path, w as u32, h as u32, &spec.video)
                 .inspect_err(|e| tracing::warn!(error = %e, "no video encoder beside the render; the video will be assembled after the last frame"))
                 .ok()
+                .map(|stream| VideoFeed { stream, on_disk: done })
         }
         _ => None,
     };
@@ -410,22 +411,4 @@ fn keep_colors(
     if sharpen != 0.0 {
         unsharp_mask(image, sharpen, color.sharpen_radius);
     }
-}
-
-/// A written frame's 8-bit RGB bytes, checked to be `w`×`h`.
-fn read_frame(path: &Path, w: usize, h: usize) -> Result<Vec<u8>, RenderError> {
-    let bad = |reason: String| RenderError::Input {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let rgb = image::open(path)
-        .map_err(|e| bad(format!("cannot read the last frame to resume from ({e})")))?
-        .to_rgb8();
-    if rgb.dimensions() != (w as u32, h as u32) {
-        return Err(bad(format!(
-            "frame is {:?}, the job's frames are {w}x{h}",
-            rgb.dimensions()
-        )));
-    }
-    Ok(rgb.into_raw())
 }
