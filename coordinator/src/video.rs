@@ -39,8 +39,9 @@ pub enum VideoError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoEncoding {
     /// Each frame is fed to ffmpeg as it is written, so the video is ready
-    /// when the last frame is. A render that resumes, or whose stream
-    /// fails, assembles the video at the end instead.
+    /// when the last frame is; a resumed render feeds it the frames on disk
+    /// first. A render whose stream fails, or whose frames are all on disk
+    /// already, assembles the video at the end instead.
     WhileRendering,
     /// From the frames on disk once the last is written: no encoder runs
     /// beside the frame loop, whose cores it would share (a coordinator's

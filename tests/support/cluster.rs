@@ -180,10 +180,11 @@ impl Coordinator {
 
     /// Starts a coordinator as the benches measure it: its frame loops
     /// alone, with no video encoder beside them on the machine's cores
-    /// (their jobs never end, so no video is made either way), and a memory
-    /// budget that lets every job a bench submits run at once. Set through
-    /// the environment, which coordinators built before these settings
-    /// ignore, so that benches still compare them (`DREAMFARM_BIN`).
+    /// (their jobs are stopped before they end, so no video is made either
+    /// way), and a memory budget that lets every job a bench submits run at
+    /// once. Set through the environment, which coordinators built before
+    /// these settings ignore, so that benches still compare them
+    /// (`DREAMFARM_BIN`).
     pub fn start_measured() -> Self {
         Self::launch(
             &[],
