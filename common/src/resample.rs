@@ -507,14 +507,22 @@ fn vertical_rows(
         let row = first + k;
         let start = axis.starts[row];
         let w = &axis.weights[row * taps..][..taps];
-        let rows_in = plane_in[start * width..(start + taps) * width].chunks_exact(width);
+        let mut rows_in = plane_in[start * width..(start + taps) * width]
+            .chunks_exact(width)
+            .zip(w)
+            .filter(|&(_, &w)| w != 0.0);
         // The row may hold a spent image's samples: the sum starts from
-        // zero here, in cache.
-        row_out.fill(0.0);
-        for (row_in, &w) in rows_in.zip(w) {
-            if w == 0.0 {
-                continue;
+        // zero, written with the first tap (`0.0 + w * v` is the sum's
+        // first step, bit for bit) rather than by a pass of its own.
+        match rows_in.next() {
+            Some((row_in, &w)) => {
+                for (o, &v) in row_out.iter_mut().zip(row_in) {
+                    *o = 0.0 + w * v;
+                }
             }
+            None => row_out.fill(0.0),
+        }
+        for (row_in, &w) in rows_in {
             for (o, &v) in row_out.iter_mut().zip(row_in) {
                 *o += w * v;
             }

@@ -3,6 +3,7 @@
 //!
 //! - [`pb`]: the messages and services generated from `dreamfarm.proto`.
 //! - [`pixels`]: planar RGB on the wire (f32 or f16), with exact sizes.
+//! - [`halves`]: the f16 conversions, one pass over memory each way.
 //! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`auth`]: the shared-token check on every call.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod chunks;
 pub mod connect;
+pub mod halves;
 pub mod logging;
 pub mod objective;
 pub mod pixels;

@@ -10,6 +10,7 @@ use dreamfarm_common::resample::{Planar, all_finite};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use crate::halves;
 use crate::pb::PixelFormat;
 use crate::{Bytes, CHUNK_BYTES, MAX_TILE_SIDE, WireError};
 
@@ -24,9 +25,7 @@ pub fn format_for(precision: WirePrecision) -> PixelFormat {
 /// Rounds `image` as [`encode`] then [`decode`] in `format` would.
 pub fn round_as_on_the_wire(image: &mut Planar, format: PixelFormat) {
     if format == PixelFormat::F16 {
-        let mut halves = vec![f16::ZERO; image.data.len()];
-        halves.convert_from_f32_slice(&image.data);
-        halves.convert_to_f32_slice(&mut image.data);
+        halves::narrow(&image.data).convert_to_f32_slice(&mut image.data);
     }
 }
 
@@ -101,6 +100,15 @@ impl<P: AsRef<Planar>> AsRef<[u8]> for SampleBytes<P> {
     }
 }
 
+/// Halves seen as their bytes in memory.
+struct HalfBytes(Vec<f16>);
+
+impl AsRef<[u8]> for HalfBytes {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 /// Where an encoding's pieces come from.
 enum Source {
     /// The samples' own bytes, already the wire's.
@@ -144,12 +152,14 @@ impl Iterator for Encoded {
                 let samples = &(**image).as_ref().data[range];
                 match self.format {
                     PixelFormat::F16 => {
-                        // The slice conversion uses the CPU's F16C
-                        // instructions where it has them; sample by sample
-                        // it cannot.
-                        let mut halves = vec![f16::ZERO; samples.len()];
-                        halves.convert_from_f32_slice(samples);
-                        le_bytes(&halves, |v| v.to_le_bytes()).into()
+                        let halves = halves::narrow(samples);
+                        if cfg!(target_endian = "little") {
+                            // The halves' memory is the piece: not copied
+                            // again.
+                            Bytes::from_owner(HalfBytes(halves))
+                        } else {
+                            le_bytes(&halves, |v| v.to_le_bytes()).into()
+                        }
                     }
                     _ => le_bytes(samples, |v| v.to_le_bytes()).into(),
                 }
@@ -269,12 +279,7 @@ impl Decoder {
     fn convert(&mut self, bytes: &[u8]) {
         let samples = bytes.chunks_exact(self.sample_bytes);
         match self.format {
-            PixelFormat::F16 => {
-                let halves: Vec<f16> = samples.map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
-                let first = self.data.len();
-                self.data.resize(first + halves.len(), 0.0);
-                halves.convert_to_f32_slice(&mut self.data[first..]);
-            }
+            PixelFormat::F16 => halves::widen_into(bytes, &mut self.data),
             // The bytes are the samples' own (on a little-endian machine):
             // copied, not converted sample by sample. A piece aligned for
             // f32 is cast; one that is not goes through a small aligned
@@ -350,18 +355,23 @@ mod tests {
     }
 
     #[test]
-    fn f32_pieces_at_any_alignment_decode_exactly() {
-        // More samples than the block unaligned pieces are copied through.
+    fn pieces_at_any_alignment_decode_exactly() {
+        // More samples than the blocks unaligned pieces are copied
+        // through, each one a half (so exact in f16 too) and most of them
+        // different.
         let mut img = Planar::zeros(100, 50);
         for (i, v) in img.data.iter_mut().enumerate() {
-            *v = f32::from_bits(0x3f00_0000 + (i as u32).wrapping_mul(2_654_435_761) % 0x0080_0000);
+            let bits = 0x3800 + (i as u32).wrapping_mul(2_654_435_761) % 0x0800;
+            *v = f16::from_bits(bits as u16).to_f32();
         }
-        let bytes = encoded(&img, PixelFormat::F32);
-        for shift in 0..4 {
-            let mut shifted = vec![0u8; shift];
-            shifted.extend_from_slice(&bytes);
-            let back = decode(&shifted[shift..], 100, 50, PixelFormat::F32).expect("decoded");
-            assert_eq!(back, img, "{shift} bytes off alignment");
+        for format in [PixelFormat::F32, PixelFormat::F16] {
+            let bytes = encoded(&img, format);
+            for shift in 0..4 {
+                let mut shifted = vec![0u8; shift];
+                shifted.extend_from_slice(&bytes);
+                let back = decode(&shifted[shift..], 100, 50, format).expect("decoded");
+                assert_eq!(back, img, "{format:?}: {shift} bytes off alignment");
+            }
         }
     }
 
