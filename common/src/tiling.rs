@@ -331,7 +331,7 @@ pub fn extract_stacked(image: &Planar, rects: &[Rect]) -> Planar {
     }
 }
 
-/// One tile's change, for [`TileGrid::blend_rows`]: the tile's own
+/// One tile's change, for [`TileGrid::blend`]: the tile's own
 /// image, or its place among a batch's changes stacked top to bottom
 /// (shared, not copied apart).
 #[derive(Debug, Clone)]

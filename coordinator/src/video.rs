@@ -55,7 +55,7 @@ const MAX_ENCODER_THREADS: usize = 8;
 
 /// Threads x264 encodes with: its own default of 1.5 a core, but counted
 /// from the cores this process may use (a container's CPU limit included,
-/// which x264's count ignores) and at most [`MAX_ENCODER_THREADS`]. Set
+/// which x264's count ignores) and at most `MAX_ENCODER_THREADS`. Set
 /// rather than left to x264 because each thread holds frames, which the
 /// coordinator's memory budget charges.
 pub fn encoder_threads() -> usize {

@@ -2,7 +2,7 @@
 //! the controls clients have over them. Queued jobs start in priority order
 //! while their memory fits the budget; each running job has a thread that
 //! renders it with the same loop as `dreamfarm render` (see
-//! [`job_runner`](super::job_runner)). A job's frames are files on disk,
+//! [`job_runner`]). A job's frames are files on disk,
 //! so a job stopped in any way (pause, restart of the coordinator, a
 //! failure) continues after its last complete frame.
 

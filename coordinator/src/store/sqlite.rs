@@ -54,7 +54,7 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 
 impl SqliteStore {
     /// Opens (creating) the store at `path`: checks its integrity and
-    /// version, then migrates it to [`SCHEMA_VERSION`].
+    /// version, then migrates it to `SCHEMA_VERSION`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let sql = |source: rusqlite::Error| {
             if is_damage(&source) {

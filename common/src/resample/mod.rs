@@ -1,0 +1,23 @@
+//! Host-side image resampling: the octave pyramid's resizes and the infinite
+//! zoom's per-frame camera move, on planar f32 RGB images.
+//!
+//! Both use the Keys cubic kernel with `a = -0.5` (Catmull-Rom): sharp, with
+//! little ringing, and exact at integer offsets, so an identity transform
+//! hands back the very same samples.
+//!
+//! - `planar.rs`: the image itself (planar f32 RGB), its 8-bit form and
+//!   the spent images a frame loop reuses.
+//! - `resize.rs`: the resizes between octaves, whole or by bands of rows.
+//! - `warp.rs`: the camera move between frames.
+
+mod planar;
+mod resize;
+mod warp;
+
+pub use planar::{Planar, SpareImages, all_finite};
+pub use resize::{RowResize, resize, resize_with};
+pub use warp::{Warp, warp, warp_rgb8};
+
+/// Images the tests of every part build from.
+#[cfg(test)]
+mod test_images;

@@ -1,0 +1,291 @@
+//! The coordinator's image: planar f32 RGB, its 8-bit form, and the spent
+//! images a frame loop reuses.
+
+use crate::parallel;
+
+/// A planar RGB image of f32 samples (`[channel][row][column]`), the
+/// coordinator's working format between octaves and frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planar {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `3 * height * width` samples, channel-major.
+    pub data: Vec<f32>,
+}
+
+/// Lets code that takes an image or something holding one (the wire's
+/// encoder) take a plain image.
+impl AsRef<Planar> for Planar {
+    fn as_ref(&self) -> &Planar {
+        self
+    }
+}
+
+impl Planar {
+    /// A black `width`×`height` image, the starting point of accumulations.
+    ///
+    /// Its pages are written here, once. A frame-sized buffer is freshly
+    /// mapped memory, and an accumulation reads each page before writing
+    /// it: the read maps the shared zero page and the write then faults
+    /// again and flushes the TLB of every core the process runs on. That
+    /// was a third of a 4K coordinator's CPU time.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        /// Samples per 4 KiB page.
+        const PAGE: usize = 1024;
+        let mut data = vec![0.0; 3 * width * height];
+        // `black_box` keeps the compiler from dropping stores it can see
+        // are zeros into zeroed memory.
+        for page in data.chunks_mut(PAGE) {
+            *std::hint::black_box(&mut page[0]) = 0.0;
+        }
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Whether every sample is finite (no NaN or infinity).
+    pub fn is_finite(&self) -> bool {
+        all_finite(&self.data)
+    }
+
+    /// The `width * height` samples of channel `c` (0: red, 1: green,
+    /// 2: blue), row-major.
+    ///
+    /// # Panics
+    ///
+    /// If `c > 2`.
+    pub fn channel(&self, c: usize) -> &[f32] {
+        assert!(c < 3, "channel {c} of an RGB image");
+        let n = self.width * self.height;
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    /// Converts interleaved 8-bit RGB (as decoded from PNG/JPEG) to samples
+    /// in `0..=1`.
+    ///
+    /// # Panics
+    ///
+    /// If `rgb` does not hold exactly `3 * width * height` bytes.
+    pub fn from_rgb8(width: usize, height: usize, rgb: &[u8]) -> Self {
+        let n = width * height;
+        assert_eq!(
+            rgb.len(),
+            3 * n,
+            "{width}x{height} RGB needs {} bytes",
+            3 * n
+        );
+        let mut data = vec![0.0; 3 * n];
+        parallel::for_each_piece(&mut data, width, |k, row| {
+            let (c, y) = (k / height, k % height);
+            let px = rgb[3 * y * width..][..3 * width].chunks_exact(3);
+            for (d, px) in row.iter_mut().zip(px) {
+                *d = rgb8_sample(px[c]);
+            }
+        });
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Converts to interleaved 8-bit RGB for encoding: `round(x * 255)`,
+    /// clamped to `0..=255` (NaN becomes 0).
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let n = self.width * self.height;
+        let mut rgb = vec![0u8; 3 * n];
+        if n == 0 {
+            return rgb;
+        }
+        let w = self.width;
+        parallel::for_each_piece(&mut rgb, 3 * w, |y, row| {
+            // One sweep writing whole pixels, not one per channel each
+            // writing every third byte.
+            let plane = |c: usize| &self.data[c * n + y * w..][..w];
+            let pixels = plane(0).iter().zip(plane(1)).zip(plane(2));
+            for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(pixels) {
+                px.copy_from_slice(&[r, g, b].map(|v| round_to_u8(v * 255.0)));
+            }
+        });
+        rgb
+    }
+}
+
+/// Most spent buffers [`SpareImages`] keeps: more than one frame's images
+/// (four or five per octave: its images, its base and the resizes'
+/// intermediate images), so a frame loop's are all kept, and a bound should
+/// sizes ever stop repeating.
+const MAX_SPARE_IMAGES: usize = 32;
+
+/// Sample buffers of spent images, kept for the next image of their size.
+///
+/// A frame loop makes the same images every frame, and a new buffer must
+/// be zeroed before it is handed out (safe Rust has no other way to make
+/// one) where a spent one need not be, for an image every sample of which
+/// is written before it is read: at 4K that zeroing was a sixth of the
+/// coordinator's CPU time. Kept buffers stand in for the ones the next
+/// frame would allocate, so the memory held between frames is what one
+/// frame's images take.
+///
+/// Of each size it keeps no more than were taken and not yet kept: so it
+/// never holds more images of a size than its user had out at once,
+/// whatever images made elsewhere it is handed (a frame carried between
+/// dreamed ones, an unwarped copy).
+#[derive(Debug, Default)]
+pub struct SpareImages {
+    buffers: Vec<Vec<f32>>,
+    /// For each buffer length taken, how many are out.
+    out: Vec<(usize, usize)>,
+}
+
+impl SpareImages {
+    /// A `width`×`height` image whose samples are whatever they are: a
+    /// spent image's, or zeros when none of its size is kept. Only for an
+    /// image each sample of which is written before it is read.
+    pub fn take(&mut self, width: usize, height: usize) -> Planar {
+        let len = 3 * width * height;
+        match self.out.iter_mut().find(|(l, _)| *l == len) {
+            Some((_, n)) => *n += 1,
+            None => self.out.push((len, 1)),
+        }
+        match self.buffers.iter().rposition(|b| b.len() == len) {
+            Some(i) => Planar {
+                width,
+                height,
+                data: self.buffers.swap_remove(i),
+            },
+            None => Planar::zeros(width, height),
+        }
+    }
+
+    /// Keeps `image`'s samples for a later image of its size, if one of
+    /// its size is out, leaving it empty.
+    pub fn keep(&mut self, image: &mut Planar) {
+        let data = std::mem::take(&mut image.data);
+        (image.width, image.height) = (0, 0);
+        let Some((_, out)) = self.out.iter_mut().find(|(l, _)| *l == data.len()) else {
+            return;
+        };
+        if *out == 0 {
+            return;
+        }
+        *out -= 1;
+        if self.buffers.len() < MAX_SPARE_IMAGES {
+            self.buffers.push(data);
+        }
+    }
+}
+
+/// Whether every sample of `samples` is finite. Every change that comes
+/// back is checked (a NaN would pass the clamp and come out black): a
+/// short-circuiting `any` tests one sample at a time, so blocks are tested
+/// whole, which vectorises, and only the verdict short-circuits.
+pub fn all_finite(samples: &[f32]) -> bool {
+    samples
+        .chunks(1024)
+        .all(|block| block.iter().fold(true, |ok, v| ok & v.is_finite()))
+}
+
+/// The sample an 8-bit value stands for, in `0..=1`: one definition, so
+/// that a warp of 8-bit pixels reads what [`Planar::from_rgb8`] makes.
+pub(super) fn rgb8_sample(byte: u8) -> f32 {
+    f32::from(byte) / 255.0
+}
+
+/// `x.round().clamp(0.0, 255.0) as u8` (NaN to 0) without a call to
+/// `roundf`, which the baseline x86-64 target cannot inline: 8 million
+/// calls per 4K frame. Rounds half away from zero like `round`: `x - t` is
+/// exact for the truncation `t` of a clamped `x`.
+fn round_to_u8(x: f32) -> u8 {
+    // `as` saturates and maps NaN to 0.
+    let x = x.clamp(0.0, 255.0);
+    let t = x as u8;
+    t + u8::from(x - f32::from(t) >= 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resample::test_images::*;
+
+    #[test]
+    fn rgb8_round_trips() {
+        let rgb: Vec<u8> = (0..2 * 3 * 3).map(|i| (i * 14) as u8).collect();
+        let img = Planar::from_rgb8(3, 2, &rgb);
+        assert_eq!(at(&img, 1, 0, 0), 14.0 / 255.0);
+        assert_eq!(at(&img, 0, 1, 0), 42.0 / 255.0);
+        assert_eq!(img.to_rgb8(), rgb);
+        let out_of_range = Planar {
+            width: 1,
+            height: 1,
+            data: vec![-0.5, 1.5, f32::NAN],
+        };
+        assert_eq!(out_of_range.to_rgb8(), vec![0, 255, 0]);
+    }
+
+    #[test]
+    fn a_single_non_finite_sample_anywhere_is_found() {
+        let mut samples = vec![0.5f32; 5000];
+        assert!(all_finite(&samples));
+        for at in [0, 1023, 1024, 4999] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                samples[at] = bad;
+                assert!(!all_finite(&samples), "{bad} at {at}");
+            }
+            samples[at] = f32::MAX;
+        }
+        assert!(all_finite(&samples) && all_finite(&[]));
+    }
+
+    #[test]
+    fn rounding_to_bytes_matches_round_then_clamp() {
+        let reference = |x: f32| x.round().clamp(0.0, 255.0) as u8;
+        let edges = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -0.5,
+            -0.0,
+            0.0,
+            0.49999997,
+            0.5,
+            1.5,
+            2.5,
+            254.49998,
+            254.5,
+            255.0,
+            255.49998,
+            300.0,
+        ];
+        let sweep = (0..=2_600_000).map(|i| i as f32 * 1e-4 - 1.0);
+        for x in edges.into_iter().chain(sweep) {
+            assert_eq!(round_to_u8(x), reference(x), "{x}");
+        }
+    }
+
+    #[test]
+    fn spare_images_hold_no_more_of_a_size_than_were_out_at_once() {
+        let mut spare = SpareImages::default();
+        // Nothing of this size was taken: a stray image is not kept.
+        spare.keep(&mut noise(4, 3));
+        assert_eq!(spare.buffers.len(), 0);
+        let (mut a, mut b) = (spare.take(4, 3), spare.take(4, 3));
+        // Returned, and one made elsewhere on top: two are kept.
+        spare.keep(&mut a);
+        spare.keep(&mut noise(4, 3));
+        spare.keep(&mut b);
+        assert_eq!(spare.buffers.len(), 2);
+        assert!(
+            a.data.is_empty() && b.data.is_empty(),
+            "kept images are left empty"
+        );
+        // Taken again, they are the kept ones: spent samples, not zeros.
+        let again = spare.take(4, 3);
+        assert_ne!(again, Planar::zeros(4, 3));
+        assert_eq!(spare.buffers.len(), 1);
+    }
+}

@@ -1,0 +1,55 @@
+//! Images the resampling tests build from.
+
+use super::{Planar, SpareImages};
+
+/// An image whose every sample is `f(channel, x, y)` at pixel centres
+/// `x + 0.5`, `y + 0.5`.
+pub(super) fn image(w: usize, h: usize, f: impl Fn(usize, f64, f64) -> f32) -> Planar {
+    let mut img = Planar::zeros(w, h);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                img.data[(c * h + y) * w + x] = f(c, x as f64 + 0.5, y as f64 + 0.5);
+            }
+        }
+    }
+    img
+}
+
+/// Deterministic pseudo-random content, nothing smooth about it.
+pub(super) fn noise(w: usize, h: usize) -> Planar {
+    image(w, h, |c, x, y| {
+        let k = (c as u64 * 7919 + x as u64 * 104_729 + y as u64 * 1_299_709)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (k >> 40) as f32 / (1u64 << 24) as f32
+    })
+}
+
+/// A spent image's buffer at its worst: every sample NaN, so that a
+/// sample an image kernel does not write shows in its output.
+pub(super) fn nan_image(w: usize, h: usize) -> Planar {
+    image(w, h, |_, _, _| f32::NAN)
+}
+
+/// Spare images holding one spent buffer full of NaN for each of
+/// `sizes` (taken first, as a frame loop's are, so that they are kept).
+pub(super) fn nan_spare(sizes: &[(usize, usize)]) -> SpareImages {
+    let mut spare = SpareImages::default();
+    let mut taken: Vec<Planar> = sizes.iter().map(|&(w, h)| spare.take(w, h)).collect();
+    for image in &mut taken {
+        image.data.fill(f32::NAN);
+        spare.keep(image);
+    }
+    spare
+}
+
+pub(super) fn at(img: &Planar, c: usize, x: usize, y: usize) -> f32 {
+    img.channel(c)[y * img.width + x]
+}
+
+pub(super) fn smooth(w: usize, h: usize) -> Planar {
+    image(w, h, |c, x, y| {
+        let (fx, fy) = (x / w as f64, y / h as f64);
+        (0.5 + 0.3 * (3.0 * fx + c as f64).sin() * (2.0 * fy).cos()) as f32
+    })
+}

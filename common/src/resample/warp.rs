@@ -1,0 +1,538 @@
+//! The infinite zoom's per-frame camera move: zoom, rotation and pan about
+//! a centre, with the Keys cubic kernel.
+
+use super::planar::{Planar, SpareImages, rgb8_sample};
+use crate::parallel;
+
+/// The per-frame camera move of an infinite zoom: the content of each frame
+/// is the previous frame magnified by `zoom` and turned by `rotate_deg` about
+/// `center`, then shifted by `pan`.
+///
+/// In pixel coordinates (x right, y down, pixel centres at `i + 0.5`) a
+/// source point `s` appears in the output at
+/// `o = center + zoom * R * (s - center) + pan`, where `R` turns
+/// `rotate_deg` counter-clockwise as seen on screen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    /// Magnification, positive: above 1 zooms in (content grows), below 1
+    /// zooms out.
+    pub zoom: f64,
+    /// Rotation in degrees, counter-clockwise on screen (like
+    /// `ZoomSettings::rotate`).
+    pub rotate_deg: f64,
+    /// Shift in output pixels `(right, down)`: positive `pan.0` moves the
+    /// content right, positive `pan.1` moves it down.
+    pub pan: (f64, f64),
+    /// Fixed point of zoom and rotation in absolute pixel coordinates
+    /// (`(width / 2, height / 2)`: the image centre).
+    pub center: (f64, f64),
+}
+
+impl Warp {
+    /// Whether this warp leaves every pixel where it is (no zoom, rotation or
+    /// pan; the centre then does not matter), so [`warp`] can copy.
+    pub fn is_identity(&self) -> bool {
+        self.zoom == 1.0 && self.rotate_deg == 0.0 && self.pan == (0.0, 0.0)
+    }
+
+    /// The move that undoes this one, `s = center + R⁻¹ (o - center) / zoom
+    /// − R⁻¹ pan / zoom`: zoom `1/zoom`, the opposite turn, the same centre
+    /// and the pan turned back and scaled. Cadence uses it to carry
+    /// a dreamed frame back to the frames before it.
+    pub fn inverse(&self) -> Self {
+        let (sin, cos) = self.rotate_deg.to_radians().sin_cos();
+        let (px, py) = self.pan;
+        Self {
+            zoom: 1.0 / self.zoom,
+            rotate_deg: -self.rotate_deg,
+            pan: (
+                -(cos * px - sin * py) / self.zoom,
+                -(sin * px + cos * py) / self.zoom,
+            ),
+            center: self.center,
+        }
+    }
+}
+
+/// Edge-extension margins of [`warp`]'s padded source: enough that the four
+/// taps of any coordinate clamped to `-1..=len` stay inside.
+const PAD_BEFORE: usize = 2;
+/// Edge-extension margin after the last sample; see [`PAD_BEFORE`].
+const PAD_AFTER: usize = 3;
+
+/// A warp's source image as one `[r, g, b, 0]` group per pixel, so a
+/// bicubic tap is a single 4-lane multiply-add, with its edge pixels
+/// repeated [`PAD_BEFORE`] times before and [`PAD_AFTER`] times after on
+/// both axes, so taps need no per-tap clamping.
+struct Padded {
+    pixels: Vec<[f32; 4]>,
+    /// Width of a padded row.
+    padded_width: usize,
+    /// The image's own size.
+    width: usize,
+    height: usize,
+}
+
+impl Padded {
+    /// The non-empty `w`×`h` image whose pixel `p` (row-major) is
+    /// `pixel(p)`.
+    fn new(w: usize, h: usize, pixel: impl Fn(usize) -> [f32; 3]) -> Self {
+        let padded_width = w + PAD_BEFORE + PAD_AFTER;
+        let mut pixels = Vec::with_capacity(padded_width * (h + PAD_BEFORE + PAD_AFTER));
+        for y in 0..h + PAD_BEFORE + PAD_AFTER {
+            let row = y.saturating_sub(PAD_BEFORE).min(h - 1) * w;
+            pixels.extend((0..padded_width).map(|x| {
+                let [r, g, b] = pixel(row + x.saturating_sub(PAD_BEFORE).min(w - 1));
+                [r, g, b, 0.0]
+            }));
+        }
+        Self {
+            pixels,
+            padded_width,
+            width: w,
+            height: h,
+        }
+    }
+
+    /// The non-empty image `src`.
+    fn of_planar(src: &Planar) -> Self {
+        let planes = [src.channel(0), src.channel(1), src.channel(2)];
+        Self::new(src.width, src.height, |p| planes.map(|c| c[p]))
+    }
+
+    /// The four pixels of padded row `r` from padded column `x0`.
+    fn taps(&self, r: usize, x0: usize) -> &[[f32; 4]] {
+        &self.pixels[r * self.padded_width + x0..][..4]
+    }
+}
+
+/// Bicubic taps for continuous index `u` (sample `i` at `u = i`) on an axis
+/// of `len` samples, in the padded coordinates of [`Padded`]: the
+/// first of four consecutive samples and their Keys weights.
+///
+/// Clamping `u` to `-1..=len` first gives the same result as clamping each
+/// tap's index, since every tap outside the image reads the edge sample.
+fn cubic_taps(u: f64, len: usize) -> (usize, [f32; 4]) {
+    // `u + 1 >= 0`, so truncation is `floor(u) + 1`, the padded index of tap
+    // `floor(u) - 1`; `as` maps a NaN coordinate to 0, still in range.
+    let shifted = u.clamp(-1.0, len as f64) + (PAD_BEFORE - 1) as f64;
+    let first = shifted as usize;
+    let t = (shifted - first as f64) as f32;
+    // keys(t + 1), keys(t), keys(1 - t), keys(2 - t) for t in 0..1, expanded.
+    let w = [
+        0.5 * t * (t * (2.0 - t) - 1.0),
+        0.5 * (t * t * (3.0 * t - 5.0) + 2.0),
+        0.5 * t * (t * (4.0 - 3.0 * t) + 1.0),
+        0.5 * t * t * (t - 1.0),
+    ];
+    (first, w)
+}
+
+/// Applies the camera move `warp` to `src` (see [`Warp`] for the geometry):
+/// the next frame's input in an infinite zoom. Same size as `src`, bicubic
+/// (Keys, `a = -0.5`), edges extended so zooming in never shows a border.
+/// An identity warp returns an exact copy.
+pub fn warp(src: &Planar, warp: &Warp) -> Planar {
+    if warp.is_identity() || src.width == 0 || src.height == 0 {
+        return src.clone();
+    }
+    warp_padded(&Padded::of_planar(src), warp, &mut SpareImages::default())
+}
+
+/// [`warp`] of the 8-bit RGB image `rgb` (a frame as written), read as
+/// [`Planar::from_rgb8`] reads it but without making that image: the
+/// frame fed back is warped straight from its bytes, a quarter of the
+/// memory of its samples.
+///
+/// The warped image's buffer comes from `spare` (every sample is written):
+/// a frame loop warps one frame-sized image a frame.
+///
+/// # Panics
+///
+/// If `rgb` does not hold exactly `3 * width * height` bytes.
+pub fn warp_rgb8(
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+    warp: &Warp,
+    spare: &mut SpareImages,
+) -> Planar {
+    if warp.is_identity() || width == 0 || height == 0 {
+        return Planar::from_rgb8(width, height, rgb);
+    }
+    assert_eq!(rgb.len(), 3 * width * height, "{width}x{height} RGB");
+    let pixel = |p: usize| std::array::from_fn(|c| rgb8_sample(rgb[3 * p + c]));
+    warp_padded(&Padded::new(width, height, pixel), warp, spare)
+}
+
+/// The padded image `src`, warped into an image from `spare`.
+fn warp_padded(src: &Padded, warp: &Warp, spare: &mut SpareImages) -> Planar {
+    let map = InverseMap::new(warp);
+    let out = spare.take(src.width, src.height);
+    if map.sin == 0.0 {
+        warp_separable(src, &map, out)
+    } else {
+        warp_per_pixel(src, &map, out)
+    }
+}
+
+/// Calls `f(first_row, rows)` for bands of consecutive rows of `out`,
+/// `rows` yielding each row's red, green and blue samples together; the
+/// bands are shared out across threads.
+fn for_each_band(
+    out: &mut Planar,
+    f: impl Fn(usize, &mut dyn Iterator<Item = (&mut [f32], &mut [f32], &mut [f32])>) + Sync,
+) {
+    let (w, h) = (out.width, out.height);
+    let band = h.div_ceil(parallel::threads_for(3 * w * h)).max(1);
+    let (r, gb) = out.data.split_at_mut(w * h);
+    let (g, b) = gb.split_at_mut(w * h);
+    let bands = r
+        .chunks_mut(band * w)
+        .zip(g.chunks_mut(band * w))
+        .zip(b.chunks_mut(band * w))
+        .enumerate();
+    std::thread::scope(|scope| {
+        for (i, ((r, g), b)) in bands {
+            let f = &f;
+            let mut run = move || {
+                let mut rows = r
+                    .chunks_exact_mut(w)
+                    .zip(g.chunks_exact_mut(w))
+                    .zip(b.chunks_exact_mut(w))
+                    .map(|((r, g), b)| (r, g, b));
+                f(i * band, &mut rows);
+            };
+            if band >= h {
+                run();
+            } else {
+                scope.spawn(run);
+            }
+        }
+    });
+}
+
+/// The general warp: each output pixel's 4×4 taps on its own, written
+/// into `out` (the source's size; every sample is written).
+fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
+    let (w, h) = (src.width, src.height);
+    for_each_band(&mut out, |first, rows| {
+        for (y, (r_row, g_row, b_row)) in rows.enumerate() {
+            let y = first + y;
+            for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
+                let (u, v) = map.source(x, y);
+                let (x0, wx) = cubic_taps(u, w);
+                let (y0, wy) = cubic_taps(v, h);
+                let filtered: [[f32; 4]; 4] =
+                    std::array::from_fn(|k| weighted_sum(src.taps(y0 + k, x0), &wx));
+                let acc = weighted_sum(&filtered, &wy);
+                (*r, *g, *b) = (acc[0], acc[1], acc[2]);
+            }
+        }
+    });
+    out
+}
+
+/// A warp without rotation: a column's taps depend only on x and a row's
+/// only on y, so each source row is filtered horizontally once (kept for
+/// the four output rows that read it) instead of once per output pixel.
+/// The sums are [`warp_per_pixel`]'s, in the same order: the same bits,
+/// 2.5 times faster (a 4K frame: 0.17 s instead of 0.43 s here).
+fn warp_separable(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
+    let (w, h) = (src.width, src.height);
+    let columns: Vec<_> = (0..w).map(|x| cubic_taps(map.source(x, 0).0, w)).collect();
+    for_each_band(&mut out, |first, rows| {
+        // Padded row r lives in slot r % 4, tagged with r.
+        let mut filtered: [(usize, Vec<[f32; 4]>); 4] =
+            std::array::from_fn(|_| (usize::MAX, vec![[0.0; 4]; w]));
+        for (y, (r_row, g_row, b_row)) in rows.enumerate() {
+            let (y0, wy) = cubic_taps(map.source(0, first + y).1, h);
+            for r in y0..y0 + 4 {
+                let (tag, row) = &mut filtered[r % 4];
+                if *tag != r {
+                    for (f, &(x0, wx)) in row.iter_mut().zip(&columns) {
+                        *f = weighted_sum(src.taps(r, x0), &wx);
+                    }
+                    *tag = r;
+                }
+            }
+            for (x, ((r, g), b)) in r_row.iter_mut().zip(g_row).zip(b_row).enumerate() {
+                let acc = weighted_sum((0..4).map(|k| &filtered[(y0 + k) % 4].1[x]), &wy);
+                (*r, *g, *b) = (acc[0], acc[1], acc[2]);
+            }
+        }
+    });
+    out
+}
+
+/// `Σ weights[k] · samples[k]`, lane by lane, accumulated in order from 0.
+fn weighted_sum<'a>(
+    samples: impl IntoIterator<Item = &'a [f32; 4]>,
+    weights: &[f32; 4],
+) -> [f32; 4] {
+    let mut acc = [0.0f32; 4];
+    for (s, &w) in samples.into_iter().zip(weights) {
+        for (a, &v) in acc.iter_mut().zip(s) {
+            *a += w * v;
+        }
+    }
+    acc
+}
+
+/// Where an output pixel of a [`Warp`] comes from.
+struct InverseMap {
+    /// `sin(angle) / zoom`.
+    sin: f64,
+    /// `cos(angle) / zoom`.
+    cos: f64,
+    center: (f64, f64),
+    pan: (f64, f64),
+}
+
+impl InverseMap {
+    fn new(warp: &Warp) -> Self {
+        let (sin, cos) = warp.rotate_deg.to_radians().sin_cos();
+        Self {
+            sin: sin / warp.zoom,
+            cos: cos / warp.zoom,
+            center: warp.center,
+            pan: warp.pan,
+        }
+    }
+
+    /// Source position in index space (sample i at i, not i + 0.5) of
+    /// output pixel (x, y): s = center + R⁻¹ (o - center - pan) / zoom,
+    /// with R⁻¹ the y-down matrix [[cos, -sin], [sin, cos]].
+    fn source(&self, x: usize, y: usize) -> (f64, f64) {
+        let (cx, cy) = self.center;
+        let dx = x as f64 + 0.5 - cx - self.pan.0;
+        let dy = y as f64 + 0.5 - cy - self.pan.1;
+        (
+            cx + self.cos * dx - self.sin * dy - 0.5,
+            cy + self.sin * dx + self.cos * dy - 0.5,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resample::test_images::*;
+    use crate::resample::*;
+
+    #[test]
+    fn identity_resize_and_warp_are_exact() {
+        let img = noise(17, 11);
+        assert_eq!(resize(&img, 17, 11), img);
+        let still = Warp {
+            zoom: 1.0,
+            rotate_deg: 0.0,
+            pan: (0.0, 0.0),
+            center: (8.3, 5.1),
+        };
+        assert!(still.is_identity());
+        assert_eq!(warp(&img, &still), img);
+    }
+
+    #[test]
+    fn zoom_two_halves_distances_from_the_centre() {
+        // Odd size: the centre (16.5, 16.5) is pixel 16's centre.
+        let img = noise(33, 33);
+        let zoom = Warp {
+            zoom: 2.0,
+            rotate_deg: 0.0,
+            pan: (0.0, 0.0),
+            center: (16.5, 16.5),
+        };
+        assert!(!zoom.is_identity());
+        let out = warp(&img, &zoom);
+        for c in 0..3 {
+            assert_eq!(at(&out, c, 16, 16), at(&img, c, 16, 16));
+            // Output at distance d = 2k from the centre shows the source at k.
+            for k in [-8isize, -3, 1, 5, 8] {
+                let (o, s) = ((16 + 2 * k) as usize, (16 + k) as usize);
+                assert_eq!(at(&out, c, o, 16), at(&img, c, s, 16));
+                assert_eq!(at(&out, c, 16, o), at(&img, c, 16, s));
+                assert_eq!(at(&out, c, o, o), at(&img, c, s, s));
+            }
+        }
+        // Between samples: cubic reproduces a ramp exactly, so odd distances
+        // land on the half-way value.
+        let ramp = |_: usize, x: f64, y: f64| (0.02 * x + 0.01 * y) as f32;
+        let out = warp(&image(33, 33, ramp), &zoom);
+        for d in [-7isize, -1, 3, 7] {
+            let o = (16 + d) as usize;
+            let want = ramp(0, 16.5 + d as f64 / 2.0, 16.5);
+            assert!((at(&out, 0, o, 16) - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn the_separable_warp_gives_the_general_warps_bits() {
+        let img = noise(67, 45);
+        for (zoom, pan) in [(1.02, (0.0, 0.0)), (0.7, (3.5, -2.25)), (1.9, (-11.0, 4.0))] {
+            let map = InverseMap::new(&Warp {
+                zoom,
+                rotate_deg: 0.0,
+                pan,
+                center: (30.0, 20.0),
+            });
+            let padded = Padded::of_planar(&img);
+            // Spent buffers full of NaN: a sample not written would show.
+            assert_eq!(
+                warp_separable(&padded, &map, nan_image(67, 45)),
+                warp_per_pixel(&padded, &map, nan_image(67, 45))
+            );
+        }
+    }
+
+    #[test]
+    fn a_warp_of_8_bit_pixels_is_the_warp_of_their_samples() {
+        let rgb = noise(67, 45).to_rgb8();
+        let samples = Planar::from_rgb8(67, 45, &rgb);
+        for (zoom, rotate_deg) in [(1.0, 0.0), (1.02, 0.0), (0.8, 3.0)] {
+            let w = Warp {
+                zoom,
+                rotate_deg,
+                pan: (1.5, -2.0),
+                center: (30.0, 20.0),
+            };
+            // Into a spent buffer full of NaN: every sample is written.
+            let warped = warp_rgb8(67, 45, &rgb, &w, &mut nan_spare(&[(67, 45)]));
+            assert_eq!(warped, warp(&samples, &w), "{w:?}");
+        }
+        let still = Warp {
+            zoom: 1.0,
+            rotate_deg: 0.0,
+            pan: (0.0, 0.0),
+            center: (30.0, 20.0),
+        };
+        let warped = warp_rgb8(67, 45, &rgb, &still, &mut nan_spare(&[(67, 45)]));
+        assert_eq!(warped, samples);
+    }
+
+    #[test]
+    fn positive_rotation_turns_counter_clockwise() {
+        let (n, img) = (6, noise(6, 6));
+        let turn = Warp {
+            zoom: 1.0,
+            rotate_deg: 90.0,
+            pan: (0.0, 0.0),
+            center: (3.0, 3.0),
+        };
+        let out = warp(&img, &turn);
+        // The source's top row becomes the output's left column, read upwards.
+        for c in 0..3 {
+            for y in 0..n {
+                for x in 0..n {
+                    let want = at(&img, c, n - 1 - y, x);
+                    let got = at(&out, c, x, y);
+                    assert!((got - want).abs() < 1e-5, "({x}, {y}) {c}: {got} vs {want}");
+                }
+            }
+        }
+        // The top-left corner of the source lands bottom-left.
+        assert!((at(&out, 0, 0, n - 1) - at(&img, 0, 0, 0)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn combined_move_follows_the_documented_forward_map() {
+        // Cubic interpolation reproduces a ramp exactly, so interior pixels
+        // must show the ramp at the source point `s` solving
+        // `o = center + zoom * R * (s - center) + pan`.
+        let (w, h) = (48, 40);
+        let ramp = |s: (f64, f64)| 0.1 + 0.013 * s.0 - 0.007 * s.1;
+        let img = image(w, h, |_, x, y| ramp((x, y)) as f32);
+        let mv = Warp {
+            zoom: 1.3,
+            rotate_deg: 30.0,
+            pan: (2.5, -1.25),
+            center: (20.0, 22.5),
+        };
+        let out = warp(&img, &mv);
+        let (sin, cos) = mv.rotate_deg.to_radians().sin_cos();
+        // Counter-clockwise on screen with y pointing down.
+        let m = [
+            [mv.zoom * cos, mv.zoom * sin],
+            [-mv.zoom * sin, mv.zoom * cos],
+        ];
+        let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+        for y in 12..28 {
+            for x in 12..36 {
+                let d0 = x as f64 + 0.5 - mv.center.0 - mv.pan.0;
+                let d1 = y as f64 + 0.5 - mv.center.1 - mv.pan.1;
+                let s = (
+                    mv.center.0 + (m[1][1] * d0 - m[0][1] * d1) / det,
+                    mv.center.1 + (m[0][0] * d1 - m[1][0] * d0) / det,
+                );
+                let (got, want) = (at(&out, 0, x, y), ramp(s) as f32);
+                assert!((got - want).abs() < 1e-5, "({x}, {y}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn pan_moves_content_right_and_down() {
+        let img = noise(20, 12);
+        let pan = Warp {
+            zoom: 1.0,
+            rotate_deg: 0.0,
+            pan: (3.0, -2.0),
+            center: (10.0, 6.0),
+        };
+        let out = warp(&img, &pan);
+        for c in 0..3 {
+            for y in 0..10 {
+                for x in 3..20 {
+                    assert_eq!(at(&out, c, x, y), at(&img, c, x - 3, y + 2));
+                }
+            }
+        }
+        // Uncovered pixels repeat the edge rather than going black.
+        assert_eq!(at(&out, 0, 0, 0), at(&img, 0, 0, 2));
+    }
+
+    #[test]
+    fn empty_images_do_not_panic() {
+        let empty = Planar::zeros(0, 0);
+        assert_eq!(resize(&empty, 4, 3), Planar::zeros(4, 3));
+        assert_eq!(resize(&noise(4, 3), 0, 5), Planar::zeros(0, 5));
+        let spin = Warp {
+            zoom: 1.5,
+            rotate_deg: 10.0,
+            pan: (1.0, 1.0),
+            center: (0.0, 0.0),
+        };
+        assert_eq!(warp(&empty, &spin), empty);
+        assert!(empty.to_rgb8().is_empty());
+    }
+
+    #[test]
+    fn a_warp_then_its_inverse_gives_the_image_back_inside() {
+        let img = image(96, 80, |c, x, y| {
+            0.5 + 0.4 * ((x * 0.11 + c as f64).sin() * (y * 0.07).cos()) as f32
+        });
+        let m = Warp {
+            zoom: 1.07,
+            rotate_deg: 3.0,
+            pan: (2.5, -1.5),
+            center: (40.0, 44.0),
+        };
+        let back = warp(&warp(&img, &m), &m.inverse());
+        let mut worst = 0.0f32;
+        for c in 0..3 {
+            for y in 20..60 {
+                for x in 20..76 {
+                    let i = c * 96 * 80 + y * 96 + x;
+                    worst = worst.max((back.data[i] - img.data[i]).abs());
+                }
+            }
+        }
+        assert!(worst < 0.02, "worst {worst}");
+        let turned = Warp {
+            pan: (0.0, 0.0),
+            ..m
+        };
+        assert!(warp(&img, &turned).data != warp(&img, &turned.inverse()).data);
+    }
+}
