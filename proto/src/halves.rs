@@ -17,9 +17,8 @@ use half::slice::HalfFloatSliceExt;
 pub fn narrow(samples: &[f32]) -> Vec<f16> {
     let mut halves = Vec::with_capacity(samples.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU has F16C and AVX (F16C implies AVX support in
-        // every CPU and in the detection); `halves` has room for every
+    if x86::available() {
+        // SAFETY: the CPU has F16C and AVX; `halves` has room for every
         // sample, and all of them are written before the length is set.
         unsafe {
             x86::narrow(samples, halves.as_mut_ptr());
@@ -27,7 +26,12 @@ pub fn narrow(samples: &[f32]) -> Vec<f16> {
         }
         return halves;
     }
-    halves.resize(samples.len(), f16::ZERO);
+    narrow_portably(samples)
+}
+
+/// [`narrow`] without F16C.
+fn narrow_portably(samples: &[f32]) -> Vec<f16> {
+    let mut halves = vec![f16::ZERO; samples.len()];
     halves.convert_from_f32_slice(samples);
     halves
 }
@@ -38,7 +42,7 @@ pub fn widen_into(bytes: &[u8], out: &mut Vec<f32>) {
     let n = bytes.len() / 2;
     out.reserve(n);
     #[cfg(all(target_arch = "x86_64", target_endian = "little"))]
-    if std::arch::is_x86_feature_detected!("f16c") {
+    if x86::available() {
         // SAFETY: the CPU has F16C and AVX; `out` has room for `n` more
         // floats, and all of them are written before the length grows.
         unsafe {
@@ -48,6 +52,11 @@ pub fn widen_into(bytes: &[u8], out: &mut Vec<f32>) {
         }
         return;
     }
+    widen_portably(bytes, out);
+}
+
+/// [`widen_into`] without F16C.
+fn widen_portably(bytes: &[u8], out: &mut Vec<f32>) {
     out.extend(
         bytes
             .chunks_exact(2)
@@ -63,6 +72,12 @@ mod x86 {
         __m128i, _MM_FROUND_TO_NEAREST_INT, _mm_loadu_si128, _mm_storeu_si128, _mm256_cvtph_ps,
         _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_storeu_ps,
     };
+
+    /// Whether the CPU (and the OS, which must save the AVX registers)
+    /// can run these loops.
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+    }
 
     /// Writes the halves of `samples` at `out`.
     ///
@@ -135,8 +150,10 @@ mod tests {
             .iter()
             .map(|&v| f16::from_f32(v).to_bits())
             .collect();
-        let got: Vec<u16> = narrow(&samples).iter().map(|h| h.to_bits()).collect();
-        assert!(got == expected, "a sample rounded differently");
+        for narrowed in [narrow(&samples), narrow_portably(&samples)] {
+            let got: Vec<u16> = narrowed.iter().map(|h| h.to_bits()).collect();
+            assert!(got == expected, "a sample rounded differently");
+        }
     }
 
     #[test]
@@ -146,15 +163,19 @@ mod tests {
         for shift in 0..3 {
             let mut shifted = vec![0u8; shift];
             shifted.extend_from_slice(&bytes);
-            let mut out = vec![1.5f32];
-            widen_into(&shifted[shift..], &mut out);
-            assert_eq!(out.len(), 1 + halves.len());
-            for (&h, &v) in halves.iter().zip(&out[1..]) {
-                let want = f16::from_bits(h).to_f32();
-                assert!(
-                    v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()),
-                    "half {h:#06x} widened to {v}, not {want}"
-                );
+            let mut fast = vec![1.5f32];
+            widen_into(&shifted[shift..], &mut fast);
+            let mut portable = vec![1.5f32];
+            widen_portably(&shifted[shift..], &mut portable);
+            for out in [fast, portable] {
+                assert_eq!(out.len(), 1 + halves.len());
+                for (&h, &v) in halves.iter().zip(&out[1..]) {
+                    let want = f16::from_bits(h).to_f32();
+                    assert!(
+                        v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()),
+                        "half {h:#06x} widened to {v}, not {want}"
+                    );
+                }
             }
         }
     }
