@@ -240,33 +240,37 @@ impl<'a> Parser<'a> {
 
     /// Terms joined by `+` and `-`.
     fn expr(&mut self) -> Result<Expr, Problem> {
-        let first = self.term()?;
-        let mut rest = Vec::new();
-        loop {
-            let op = match self.peek().tok {
-                Tok::Punct('+') => Op::Add,
-                Tok::Punct('-') => Op::Sub,
-                _ => break,
-            };
-            self.pos += 1;
-            rest.push((op, self.term()?));
-        }
-        Ok(Expr::chain(first, rest))
+        self.joined(Self::term, |c| match c {
+            '+' => Some(Op::Add),
+            '-' => Some(Op::Sub),
+            _ => None,
+        })
     }
 
     /// Factors joined by `*`, `/` and `%`.
     fn term(&mut self) -> Result<Expr, Problem> {
-        let first = self.unary()?;
+        self.joined(Self::unary, |c| match c {
+            '*' => Some(Op::Mul),
+            '/' => Some(Op::Div),
+            '%' => Some(Op::Rem),
+            _ => None,
+        })
+    }
+
+    /// Operands read by `operand`, joined left to right by the operators
+    /// `op_of` names: one level of precedence.
+    fn joined(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Expr, Problem>,
+        op_of: fn(char) -> Option<Op>,
+    ) -> Result<Expr, Problem> {
+        let first = operand(self)?;
         let mut rest = Vec::new();
-        loop {
-            let op = match self.peek().tok {
-                Tok::Punct('*') => Op::Mul,
-                Tok::Punct('/') => Op::Div,
-                Tok::Punct('%') => Op::Rem,
-                _ => break,
-            };
+        while let Tok::Punct(c) = self.peek().tok
+            && let Some(op) = op_of(c)
+        {
             self.pos += 1;
-            rest.push((op, self.unary()?));
+            rest.push((op, operand(self)?));
         }
         Ok(Expr::chain(first, rest))
     }
