@@ -1,0 +1,262 @@
+//! Colour coherence: each frame's colour distribution pulled back to a
+//! reference's, channel by channel, as Deforum does.
+
+use super::space::ColorSpace;
+use super::unit;
+use crate::resample::Planar;
+
+/// Quantiles a [`ColorReference`] keeps per channel: 4 KiB a channel, and
+/// finer than 8-bit output can show for any image's distribution.
+const QUANTILES: usize = 1024;
+
+/// Bins a frame's channel is counted in when matched: samples in a bin map
+/// to one value, and a bin is 1/4096 of the channel's range, far below an
+/// 8-bit step. Counting keeps matching linear in the pixels: sorting each
+/// channel of every frame would cost several times the whole match.
+const BINS: usize = 4096;
+
+/// The colour distribution that frames are matched to: per channel of its
+/// space, evenly spaced quantiles of a reference image (usually the job's
+/// first frame). Built once per job; 12 KiB whatever the image's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorReference {
+    /// The space the quantiles are in.
+    space: ColorSpace,
+    /// [`QUANTILES`] quantiles, from the minimum to the maximum, of each
+    /// matched channel; empty for a channel left alone (HSV's hue) and for
+    /// every channel of an empty image, which matches nothing.
+    quantiles: [Vec<f32>; 3],
+}
+
+impl ColorReference {
+    /// The distribution of `image`'s colours in `space`.
+    pub fn new(image: &Planar, space: ColorSpace) -> Self {
+        let n = image.width * image.height;
+        let mut converted = image.data.clone();
+        space.rgb_to_space(&mut converted);
+        let quantiles = std::array::from_fn(|c| {
+            if n == 0 || !space.matches_channel(c) {
+                return Vec::new();
+            }
+            let mut sorted = converted[c * n..(c + 1) * n].to_vec();
+            // A total order: equal keys are equal bits, so the result does
+            // not depend on the sort's stability.
+            sorted.sort_unstable_by(f32::total_cmp);
+            (0..QUANTILES)
+                .map(|k| at_fraction(&sorted, k as f64 / (QUANTILES - 1) as f64))
+                .collect()
+        });
+        Self { space, quantiles }
+    }
+}
+
+/// Colour coherence: matches the histogram of each channel of `frame`, in
+/// the reference's space, to the reference's (as skimage's
+/// `match_histograms`, which Deforum uses: a sample of rank `r` among the
+/// frame's takes the reference's quantile at the same rank, ties the mid
+/// rank), then blends the result with the frame by `strength` (0, less or
+/// NaN: the frame unchanged; 1 or more: fully matched). Samples end in
+/// `0..=1`.
+pub fn match_colors(frame: &mut Planar, reference: &ColorReference, strength: f64) {
+    let n = frame.width * frame.height;
+    let nothing_to_match = reference.quantiles.iter().all(Vec::is_empty);
+    if strength.is_nan() || strength <= 0.0 || n == 0 || nothing_to_match {
+        return;
+    }
+    let strength = strength.min(1.0) as f32;
+    let mut matched = frame.data.clone();
+    reference.space.rgb_to_space(&mut matched);
+    for (plane, table) in matched.chunks_exact_mut(n).zip(&reference.quantiles) {
+        if !table.is_empty() {
+            match_channel(plane, table);
+        }
+    }
+    reference.space.space_to_rgb(&mut matched);
+    for (x, &m) in frame.data.iter_mut().zip(&matched) {
+        *x = unit(*x + strength * (m - *x));
+    }
+}
+
+/// Maps `values` (not empty) so their distribution follows the quantile
+/// table `table`: each sample's bin takes the table's value at the bin's
+/// mid rank.
+fn match_channel(values: &mut [f32], table: &[f32]) {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let scale = if hi > lo {
+        BINS as f32 / (hi - lo)
+    } else {
+        0.0
+    };
+    // `as` saturates, so rounding at the top stays in range.
+    let bin = |v: f32| (((v - lo) * scale) as usize).min(BINS - 1);
+    let mut counts = vec![0u32; BINS];
+    for &v in values.iter() {
+        counts[bin(v)] += 1;
+    }
+    let last_rank = (values.len() - 1) as f64;
+    let mut below = 0u64;
+    let mapped: Vec<f32> = counts
+        .iter()
+        .map(|&count| {
+            let mid_rank = below as f64 + (f64::from(count) - 1.0) / 2.0;
+            below += u64::from(count);
+            let fraction = if last_rank > 0.0 {
+                mid_rank / last_rank
+            } else {
+                0.5
+            };
+            at_fraction(table, fraction)
+        })
+        .collect();
+    for v in values.iter_mut() {
+        *v = mapped[bin(*v)];
+    }
+}
+
+/// The value `fraction` (clamped to `0..=1`) of the way through the sorted,
+/// non-empty `sorted`, interpolated linearly between neighbours (numpy's
+/// default quantile).
+fn at_fraction(sorted: &[f32], fraction: f64) -> f32 {
+    let x = fraction.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let i = x as usize;
+    match sorted.get(i + 1) {
+        Some(&next) => sorted[i] + (next - sorted[i]) * (x - i as f64) as f32,
+        None => sorted[i],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::color::space::{CURVES, rgb_to_hsv};
+    use crate::color::test_images::*;
+    use crate::color::*;
+
+    #[test]
+    fn matching_a_frame_to_itself_changes_almost_nothing() {
+        let frame = scene(96, 64);
+        for space in SPACES {
+            let mut matched = frame.clone();
+            match_colors(&mut matched, &ColorReference::new(&frame, space), 1.0);
+            let (max, mean) = (
+                max_difference(&matched, &frame),
+                mean_difference(&matched, &frame),
+            );
+            assert!(
+                max < 2.0 / 255.0 && mean < 0.05 / 255.0,
+                "{space:?}: max {max}, mean {mean}"
+            );
+        }
+    }
+
+    /// Mean L* and mean chroma (`sqrt(a*² + b*²)`) of an image.
+    fn lab_means(img: &Planar) -> (f64, f64) {
+        let (mut lightness, mut chroma) = (0.0, 0.0);
+        let n = img.width * img.height;
+        for i in 0..n {
+            let [l, a, b] = CURVES.srgb_to_lab([0, 1, 2].map(|c| img.data[c * n + i]));
+            lightness += f64::from(l);
+            chroma += f64::from(a.hypot(b));
+        }
+        (lightness / n as f64, chroma / n as f64)
+    }
+
+    #[test]
+    fn matching_undoes_a_colour_cast() {
+        let original = scene(96, 64);
+        let shifted = red_shifted(&original);
+        let (sat, luma) = (mean_saturation(&original), mean_luminance(&original));
+        let off = |a: f64, b: f64| (a - b).abs() / b;
+        assert!(off(mean_saturation(&shifted), sat) > 1.0);
+        assert!(off(mean_luminance(&shifted), luma) > 0.1);
+        // RGB undoes a per-channel cast exactly; HSV restores saturation
+        // exactly and luminance through value.
+        for space in [ColorSpace::Rgb, ColorSpace::Hsv] {
+            let mut matched = shifted.clone();
+            match_colors(&mut matched, &ColorReference::new(&original, space), 1.0);
+            let (s, l) = (mean_saturation(&matched), mean_luminance(&matched));
+            assert!(off(s, sat) < 0.02, "{space:?}: saturation {s} vs {sat}");
+            assert!(off(l, luma) < 0.02, "{space:?}: luminance {l} vs {luma}");
+        }
+        // Lab restores lightness and chroma. HSV saturation, which weighs
+        // dark pixels' colour heavily, comes back within 5% only: matching
+        // each channel on its own restores each one's distribution, not how
+        // chroma goes with lightness.
+        let mut matched = shifted.clone();
+        match_colors(
+            &mut matched,
+            &ColorReference::new(&original, ColorSpace::Lab),
+            1.0,
+        );
+        let (lightness, chroma) = lab_means(&original);
+        let (l, c) = lab_means(&matched);
+        assert!(off(l, lightness) < 0.02, "L* {l} vs {lightness}");
+        assert!(off(c, chroma) < 0.02, "chroma {c} vs {chroma}");
+        let (s, l) = (mean_saturation(&matched), mean_luminance(&matched));
+        assert!(off(l, luma) < 0.02, "Lab: luminance {l} vs {luma}");
+        assert!(off(s, sat) < 0.05, "Lab: saturation {s} vs {sat}");
+        // Half strength lands about half way.
+        let mut half = shifted.clone();
+        match_colors(
+            &mut half,
+            &ColorReference::new(&original, ColorSpace::Rgb),
+            0.5,
+        );
+        let expected = (mean_saturation(&shifted) + sat) / 2.0;
+        assert!(off(mean_saturation(&half), expected) < 0.05);
+    }
+
+    #[test]
+    fn strength_zero_leaves_the_frame_alone() {
+        let original = scene(40, 30);
+        let reference = ColorReference::new(&red_shifted(&original), ColorSpace::Lab);
+        for strength in [0.0, -1.0, f64::NAN] {
+            let mut frame = original.clone();
+            match_colors(&mut frame, &reference, strength);
+            assert!(bits(&frame) == bits(&original), "strength {strength}");
+        }
+    }
+
+    #[test]
+    fn constant_images() {
+        let grey = image(16, 8, |_, _, _| 0.5);
+        let orange = image(16, 8, |c, _, _| [0.9, 0.5, 0.1][c]);
+        for space in [ColorSpace::Lab, ColorSpace::Rgb] {
+            // A constant frame takes a constant reference's colour...
+            let mut frame = grey.clone();
+            match_colors(&mut frame, &ColorReference::new(&orange, space), 1.0);
+            assert!(max_difference(&frame, &orange) < 1e-4, "{space:?}");
+            // ...and any frame does.
+            let mut frame = scene(16, 8);
+            match_colors(&mut frame, &ColorReference::new(&orange, space), 1.0);
+            assert!(max_difference(&frame, &orange) < 1e-4, "{space:?}");
+        }
+        // A constant frame matched to a varied reference stays constant.
+        let mut frame = grey.clone();
+        match_colors(
+            &mut frame,
+            &ColorReference::new(&scene(16, 8), ColorSpace::Lab),
+            1.0,
+        );
+        for c in 0..3 {
+            let plane = frame.channel(c);
+            assert!(plane.iter().all(|&v| v == plane[0]));
+        }
+        // HSV takes saturation and value, and keeps the hue.
+        let blue = image(16, 8, |c, _, _| [0.4, 0.5, 0.6][c]);
+        let mut frame = blue.clone();
+        match_colors(
+            &mut frame,
+            &ColorReference::new(&orange, ColorSpace::Hsv),
+            1.0,
+        );
+        let [h, s, v] = rgb_to_hsv([0, 1, 2].map(|c| frame.channel(c)[0]));
+        let [blue_hue, _, _] = rgb_to_hsv([0.4, 0.5, 0.6]);
+        let [_, orange_s, orange_v] = rgb_to_hsv([0.9, 0.5, 0.1]);
+        assert!(close([h, s, v], [blue_hue, orange_s, orange_v], 1e-4));
+    }
+}
