@@ -357,14 +357,16 @@ mod tests {
     #[test]
     fn pieces_at_any_alignment_decode_exactly() {
         // More samples than the blocks unaligned pieces are copied
-        // through, each one a half (so exact in f16 too) and most of them
-        // different.
-        let mut img = Planar::zeros(100, 50);
-        for (i, v) in img.data.iter_mut().enumerate() {
-            let bits = 0x3800 + (i as u32).wrapping_mul(2_654_435_761) % 0x0800;
-            *v = f16::from_bits(bits as u16).to_f32();
+        // through, most of them different: every byte of an f32 varies,
+        // and in f16 each sample is a half, so exact there too.
+        let spread = |i: usize| (i as u32).wrapping_mul(2_654_435_761);
+        let mut floats = Planar::zeros(100, 50);
+        let mut halves = Planar::zeros(100, 50);
+        for (i, (f, h)) in floats.data.iter_mut().zip(&mut halves.data).enumerate() {
+            *f = f32::from_bits(0x3f00_0000 + spread(i) % 0x0080_0000);
+            *h = f16::from_bits((0x3800 + spread(i) % 0x0800) as u16).to_f32();
         }
-        for format in [PixelFormat::F32, PixelFormat::F16] {
+        for (format, img) in [(PixelFormat::F32, floats), (PixelFormat::F16, halves)] {
             let bytes = encoded(&img, format);
             for shift in 0..4 {
                 let mut shifted = vec![0u8; shift];
