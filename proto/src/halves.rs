@@ -15,9 +15,9 @@ use half::slice::HalfFloatSliceExt;
 
 /// `samples` rounded to the nearest halves.
 pub fn narrow(samples: &[f32]) -> Vec<f16> {
-    let mut halves = Vec::with_capacity(samples.len());
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
+        let mut halves = Vec::with_capacity(samples.len());
         // SAFETY: the CPU has F16C and AVX; `halves` has room for every
         // sample, and all of them are written before the length is set.
         unsafe {
