@@ -208,7 +208,8 @@ fn dream_rejects_bad_input_with_one_clear_error() {
     let o = out_png.to_str().expect("utf-8");
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").expect("write");
-    let cases: [(&[&str], &str); 4] = [
+    let no_dir = dir.path().join("no/such/dir/x.png");
+    let cases: [(&[&str], &str); 6] = [
         (
             &["dream", "no/such/image.png", "-o", o],
             "input image no/such/image.png: cannot open it",
@@ -225,11 +226,56 @@ fn dream_rejects_bad_input_with_one_clear_error() {
             &["dream", "assets/chelsea.png", "-o", o, "--device", "tpu"],
             "unknown device",
         ),
+        (
+            &[
+                "dream",
+                "assets/chelsea.png",
+                "-o",
+                no_dir.to_str().expect("utf-8"),
+            ],
+            "cannot write into",
+        ),
+        (
+            &["dream", "assets/chelsea.png", "-o", "x.gif"],
+            "give -o a path ending in .png, .jpg or .jpeg",
+        ),
     ];
     for (args, message) in cases {
         let (out, _, stderr) = run(dreamfarm(args));
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "one error: {stderr}");
+        // A bad output path is refused before the model loads, not after
+        // the dream.
+        assert!(!stderr.contains("model loaded"), "{args:?}: {stderr}");
         assert!(!out_png.exists(), "{args:?} wrote output");
     }
+    assert!(!repo().join("x.gif").exists());
+}
+
+#[test]
+fn dream_writes_the_format_its_output_path_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, magic) in [("x.jpg", &b"\xff\xd8\xff"[..]), ("x.png", &b"\x89PNG"[..])] {
+        let path = dir.path().join(name);
+        let args = [
+            "dream",
+            "assets/chelsea.png",
+            "-o",
+            path.to_str().expect("utf-8"),
+            "--octaves",
+            "1",
+            "--iterations",
+            "1",
+            "--device",
+            "cpu",
+        ];
+        let (out, stdout, stderr) = run(dreamfarm(&args));
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stdout.trim(), path.to_str().expect("utf-8"));
+        let bytes = std::fs::read(&path).expect("output");
+        assert!(bytes.starts_with(magic), "{name} starts {:?}", &bytes[..4]);
+    }
+    // Only the two images: no temporary file left beside them.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);
 }

@@ -19,7 +19,7 @@ use dreamfarm_coordinator::local_worker::LocalWorker;
 pub struct DreamArgs {
     /// Image to dream on (PNG or JPEG).
     input: PathBuf,
-    /// Where to write the dreamed PNG.
+    /// Where to write the dreamed image: a .png or .jpg/.jpeg path.
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
@@ -39,6 +39,9 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     args.dream.apply(&mut spec.dream)?;
     spec.validate()?;
     let input = load_input(&spec)?;
+    // The output is opened before the model loads, so a mistyped path fails
+    // at once instead of after minutes of dreaming.
+    let (format, tmp) = open_output(&args.output)?;
     let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
     let min_side = worker.min_side();
     check_min_side(&spec, &input, min_side)?;
@@ -56,19 +59,31 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "dreamed");
     let out = image::RgbImage::from_raw(input.width as u32, input.height as u32, dreamed.to_rgb8())
         .context("the dream changed the image size")?;
-    let dir = args
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .suffix(".png")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    out.save_with_format(tmp.path(), image::ImageFormat::Png)
-        .context("encoding the PNG")?;
+    out.save_with_format(tmp.path(), format)
+        .context("encoding the image")?;
     tmp.persist(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!("{}", args.output.display());
     Ok(())
+}
+
+/// The image format `output` asks for and a temporary file beside it, which
+/// becomes `output` once the image is whole (never a half-written file).
+fn open_output(output: &Path) -> anyhow::Result<(image::ImageFormat, tempfile::NamedTempFile)> {
+    let format = match image::ImageFormat::from_path(output) {
+        Ok(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => f,
+        _ => anyhow::bail!(
+            "cannot write {}: give -o a path ending in .png, .jpg or .jpeg",
+            output.display()
+        ),
+    };
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    Ok((format, tmp))
 }
