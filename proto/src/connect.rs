@@ -40,16 +40,27 @@ pub enum ConnectError {
         /// The failure it was read from.
         cause: tonic::transport::Error,
     },
-    /// No connection.
+    /// No connection. The message names the innermost cause (say
+    /// "Connection refused") once: tonic's own chain repeats "transport
+    /// error" and "tcp connect error" around it.
     #[error(
-        "cannot reach the coordinator at {url}: {source}; is `dreamfarm coordinator` running there?"
+        "cannot reach the coordinator at {url}: {}; is `dreamfarm coordinator` running there?",
+        innermost(.cause)
     )]
     Transport {
         /// The URL.
         url: String,
-        /// Why.
-        source: tonic::transport::Error,
+        /// The failure, kept for logs and matching, not for the message.
+        cause: tonic::transport::Error,
     },
+}
+
+/// The description of the last error in `error`'s chain of sources.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .last()
+        .unwrap_or(error)
+        .to_string()
 }
 
 /// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)
@@ -91,8 +102,34 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectErr
             Some(mismatch) => ConnectError::Tls { mismatch, cause },
             None => ConnectError::Transport {
                 url: url.to_string(),
-                source: cause,
+                cause,
             },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_named_with_the_cause_once() {
+        // A port nobody listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = connect(&url, None).await.expect_err("nobody listens");
+        let message = err.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "cannot reach the coordinator at {url}: Connection refused (os error 111); \
+                 is `dreamfarm coordinator` running there?"
+            )
+        );
+        // The message is the whole story: no source chain repeats it.
+        assert!(std::error::Error::source(&err).is_none());
     }
 }
