@@ -50,15 +50,27 @@ pub enum ModelError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// The requested CUDA device does not exist here.
-    #[error(
-        "{requested} requested but this machine has {available} CUDA device(s) visible to libtorch; use --device cpu, or a device index below {available}"
-    )]
+    #[error("{requested} requested, but {}", device_advice(*.available))]
     NoSuchDevice {
         /// What was asked for.
         requested: DeviceSpec,
         /// How many CUDA devices libtorch sees.
         available: usize,
     },
+}
+
+/// What to do instead of asking for a CUDA device that is not there.
+fn device_advice(available: usize) -> String {
+    match available {
+        0 => "libtorch sees no CUDA device on this machine (no GPU, no driver, or \
+              CUDA_VISIBLE_DEVICES hides them); use --device cpu"
+            .to_string(),
+        n => format!(
+            "this machine has {n} CUDA device(s) visible to libtorch; use cuda:0 to cuda:{} \
+             or --device cpu",
+            n - 1
+        ),
+    }
 }
 
 /// Maps a user's device request onto a torch device that exists.
@@ -291,4 +303,30 @@ fn script_outputs(module: &CModule, input: &Tensor) -> Result<Vec<Tensor>, Strin
             other => Err(format!("forward returned a non-tensor item {other:?}")),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cuda_device_is_refused_with_advice_that_fits_the_machine() {
+        let missing = |available| {
+            ModelError::NoSuchDevice {
+                requested: DeviceSpec::Cuda(3),
+                available,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            missing(0),
+            "cuda:3 requested, but libtorch sees no CUDA device on this machine (no GPU, \
+             no driver, or CUDA_VISIBLE_DEVICES hides them); use --device cpu"
+        );
+        assert_eq!(
+            missing(2),
+            "cuda:3 requested, but this machine has 2 CUDA device(s) visible to libtorch; \
+             use cuda:0 to cuda:1 or --device cpu"
+        );
+    }
 }
