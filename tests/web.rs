@@ -116,6 +116,14 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         browser.eval(&format!("{row}.querySelector('.state').textContent")),
         serde_json::json!("running")
     );
+    assert_eq!(
+        browser.eval(
+            "!!document.querySelector('nav a[href=\"/workers\"]') && \
+             !!document.querySelector('nav form[action=\"/logout\"]')"
+        ),
+        serde_json::json!(true),
+        "a cluster behind a token links its workers and offers to log out"
+    );
     browser.screenshot(&repo().join("docs/web-jobs.png"));
 
     // The job's page: the latest frame large, the scrubber, then pause.
@@ -332,6 +340,9 @@ fn render_ui_serves_the_render_s_page_behind_its_token() {
     let page = get(&host, "/jobs/solo", &auth).text();
     assert!(page.contains("frames = 500"), "its settings: {page}");
     assert!(!page.contains("data-action=\"pause\""), "read-only: {page}");
+    // One machine, behind a token: no Workers link, a Log out button.
+    assert!(!page.contains("href=\"/workers\""), "{page}");
+    assert!(page.contains("Log out"), "{page}");
     let pause = request(&host, "POST", "/jobs/solo/pause", &auth, "");
     assert_eq!(pause.status, 405, "{}", pause.text());
     assert_eq!(get(&host, "/workers", &auth).status, 404);

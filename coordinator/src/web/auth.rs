@@ -147,15 +147,28 @@ pub fn local_path(next: Option<&str>) -> &str {
     }
 }
 
-/// Middleware: lets a request through with the token or a session, else
-/// answers 401 (with the login form for a browser that asked for a page).
+/// What [`require_access`] hands the pages of a request it let in.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    /// The interface has a token, so a browser has a session to end.
+    pub behind_token: bool,
+}
+
+/// Middleware: lets a request through with the token or a session (and
+/// [`Admitted`] in its extensions), else answers 401 (with the login form
+/// for a browser that asked for a page).
 pub async fn require_access(
     State(access): State<Arc<Access>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let why = match access.credential(request.headers()) {
-        Credential::Valid => return next.run(request).await,
+        Credential::Valid => {
+            request.extensions_mut().insert(Admitted {
+                behind_token: !access.is_open(),
+            });
+            return next.run(request).await;
+        }
         Credential::WrongToken => "wrong token: send the coordinator's --token (DREAMFARM_TOKEN)",
         Credential::Missing => {
             "no token: send Authorization: Bearer TOKEN (the coordinator's --token), or log in at /login"

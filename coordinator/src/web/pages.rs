@@ -8,8 +8,17 @@ use maud::{DOCTYPE, Markup, html};
 use super::source::{EventRow, JobRow, Pool};
 use crate::store::utc_time;
 
-/// A page of the interface with its navigation.
-fn layout(title: &str, signed_in: bool, body: Markup) -> Markup {
+/// The header's links beside "Jobs": each only where it leads somewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nav {
+    /// "Workers": a cluster has a pool; a single-machine render has none.
+    pub workers: bool,
+    /// "Log out": only behind a token; an open page has no session to end.
+    pub log_out: bool,
+}
+
+/// A page of the interface with its navigation (none on the login form).
+fn layout(title: &str, nav: Option<Nav>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -23,12 +32,14 @@ fn layout(title: &str, signed_in: bool, body: Markup) -> Markup {
             body {
                 header {
                     a.brand href="/" { "dreamfarm" }
-                    @if signed_in {
+                    @if let Some(nav) = nav {
                         nav {
                             a href="/" { "Jobs" }
-                            a href="/workers" { "Workers" }
-                            form.inline method="post" action="/logout" {
-                                button.link type="submit" { "Log out" }
+                            @if nav.workers { a href="/workers" { "Workers" } }
+                            @if nav.log_out {
+                                form.inline method="post" action="/logout" {
+                                    button.link type="submit" { "Log out" }
+                                }
                             }
                         }
                     }
@@ -115,10 +126,10 @@ fn pool_line(pool: &Pool) -> Markup {
 }
 
 /// `/`: every job with its progress and latest frame.
-pub fn index(jobs: &[JobRow], pool: Option<&Pool>) -> Markup {
+pub fn index(jobs: &[JobRow], pool: Option<&Pool>, nav: Nav) -> Markup {
     layout(
         "Jobs",
-        true,
+        Some(nav),
         html! {
             h1 { "Jobs" }
             @if let Some(pool) = pool { (pool_line(pool)) }
@@ -195,7 +206,7 @@ pub struct JobPage<'a> {
 
 /// `/jobs/JOB`: the latest frame large, a scrubber over the frames so far,
 /// the controls, the downloads, the settings and the event log.
-pub fn job(page: &JobPage<'_>) -> Markup {
+pub fn job(page: &JobPage<'_>, nav: Nav) -> Markup {
     let job = page.job;
     let base = job_path(&job.id);
     let last = job.frames_done.saturating_sub(1);
@@ -205,7 +216,7 @@ pub fn job(page: &JobPage<'_>) -> Markup {
     };
     layout(
         &job.name,
-        true,
+        Some(nav),
         html! {
             div.jobhead data-job=(job.id) {
                 h1 { (job.name) " " (state_badge(&job.state)) }
@@ -259,10 +270,10 @@ pub fn job(page: &JobPage<'_>) -> Markup {
 }
 
 /// `/workers`: the pool, refreshed every 5 s.
-pub fn workers(pool: &Pool) -> Markup {
+pub fn workers(pool: &Pool, nav: Nav) -> Markup {
     layout(
         "Workers",
-        true,
+        Some(nav),
         html! {
             meta http-equiv="refresh" content="5";
             h1 { "Workers" }
@@ -294,7 +305,7 @@ pub fn workers(pool: &Pool) -> Markup {
 pub fn login(next: &str, message: Option<&str>) -> Markup {
     layout(
         "Log in",
-        false,
+        None,
         html! {
             h1 { "Log in" }
             @if let Some(m) = message { p.error { (m) } }
@@ -310,7 +321,8 @@ pub fn login(next: &str, message: Option<&str>) -> Markup {
     )
 }
 
-/// An error page.
+/// An error page: only the link to the jobs, since it may answer a
+/// request that never got in.
 pub fn error(status: StatusCode, message: &str) -> Markup {
     let title = format!(
         "{} {}",
@@ -319,7 +331,7 @@ pub fn error(status: StatusCode, message: &str) -> Markup {
     );
     layout(
         &title,
-        true,
+        Some(Nav::default()),
         html! {
             h1 { (title) }
             p.error { (message) }
@@ -353,7 +365,7 @@ mod tests {
     #[test]
     fn names_messages_and_events_are_escaped() {
         let evil = job("<img src=x onerror=alert(1)>", ATTACK);
-        let index = index(std::slice::from_ref(&evil), None).into_string();
+        let index = index(std::slice::from_ref(&evil), None, Nav::default()).into_string();
         assert!(!index.contains("<img src=x"), "{index}");
         assert!(index.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(!index.contains(ATTACK));
@@ -363,13 +375,16 @@ mod tests {
             kind: "frame".into(),
             detail: ATTACK.into(),
         }];
-        let page = super::job(&JobPage {
-            job: &evil,
-            settings: "name = \"</pre><script>x</script>\"",
-            events: &events,
-            controls: true,
-            has_video: false,
-        })
+        let page = super::job(
+            &JobPage {
+                job: &evil,
+                settings: "name = \"</pre><script>x</script>\"",
+                events: &events,
+                controls: true,
+                has_video: false,
+            },
+            Nav::default(),
+        )
         .into_string();
         assert!(!page.contains(ATTACK), "{page}");
         assert!(!page.contains("</pre><script>"));
@@ -384,7 +399,11 @@ mod tests {
             }],
             ..Pool::default()
         };
-        assert!(!workers(&pool).into_string().contains(ATTACK));
+        assert!(
+            !workers(&pool, Nav::default())
+                .into_string()
+                .contains(ATTACK)
+        );
         let login = login("/\"><script>alert(1)</script>", Some(ATTACK)).into_string();
         assert!(!login.contains("<script>alert"), "{login}");
     }
@@ -416,5 +435,26 @@ mod tests {
             "{running}"
         );
         assert!(running.contains(r#"data-states="paused" hidden"#));
+    }
+
+    #[test]
+    fn the_header_offers_only_links_that_lead_somewhere() {
+        let header = |nav: Nav| {
+            let page = index(&[], None, nav).into_string();
+            let end = page.find("</header>").expect("a header");
+            page[..end].to_string()
+        };
+        let open_render = header(Nav::default());
+        assert!(open_render.contains(r#"href="/""#), "{open_render}");
+        assert!(!open_render.contains("/workers"), "{open_render}");
+        assert!(!open_render.contains("Log out"), "{open_render}");
+        let cluster = header(Nav {
+            workers: true,
+            log_out: true,
+        });
+        assert!(cluster.contains(r#"href="/workers""#), "{cluster}");
+        assert!(cluster.contains("Log out"), "{cluster}");
+        let login = login("/", None).into_string();
+        assert!(!login.contains("<nav>"), "{login}");
     }
 }

@@ -1,20 +1,38 @@
 //! The pages, the live data `app.js` polls, and the job controls.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
 use maud::Markup;
 use serde::Serialize;
 
+use super::auth::Admitted;
 use super::error::WebError;
-use super::pages::{self, JobPage, segment};
+use super::pages::{self, JobPage, Nav, segment};
 use super::source::{Action, JobRow};
 use super::{Source, blocking};
 
+/// The header's links for a request `admitted` to an interface that
+/// `has_pool` (a cluster) or not (a single-machine render).
+fn nav(has_pool: bool, admitted: Admitted) -> Nav {
+    Nav {
+        workers: has_pool,
+        log_out: admitted.behind_token,
+    }
+}
+
 /// `GET /`: every job.
-pub async fn index(State(source): State<Source>) -> Result<Markup, WebError> {
-    blocking(move || Ok(pages::index(&source.jobs(), source.pool().as_ref()))).await
+pub async fn index(
+    State(source): State<Source>,
+    Extension(admitted): Extension<Admitted>,
+) -> Result<Markup, WebError> {
+    blocking(move || {
+        let pool = source.pool();
+        let nav = nav(pool.is_some(), admitted);
+        Ok(pages::index(&source.jobs(), pool.as_ref(), nav))
+    })
+    .await
 }
 
 /// What `GET /jobs.json` answers: every job, and the tiles waiting.
@@ -38,28 +56,36 @@ pub async fn live(State(source): State<Source>) -> Result<Json<Live>, WebError> 
 }
 
 /// `GET /jobs/JOB`: one job.
-pub async fn job(State(source): State<Source>, Path(id): Path<String>) -> Result<Markup, WebError> {
+pub async fn job(
+    State(source): State<Source>,
+    Extension(admitted): Extension<Admitted>,
+    Path(id): Path<String>,
+) -> Result<Markup, WebError> {
     blocking(move || {
         let job = source.job(&id)?;
         let files = source.files(&id)?;
         let events = source.events(&id)?;
-        Ok(pages::job(&JobPage {
+        let page = JobPage {
             job: &job,
             settings: &files.settings,
             events: &events,
             controls: source.controls(),
             has_video: files.video.is_file(),
-        }))
+        };
+        Ok(pages::job(&page, nav(source.pool().is_some(), admitted)))
     })
     .await
 }
 
 /// `GET /workers`: the pool.
-pub async fn workers(State(source): State<Source>) -> Result<Markup, WebError> {
+pub async fn workers(
+    State(source): State<Source>,
+    Extension(admitted): Extension<Admitted>,
+) -> Result<Markup, WebError> {
     let pool = source.pool().ok_or_else(|| {
         WebError::NotFound("this render runs on one machine: it has no workers".into())
     })?;
-    Ok(pages::workers(&pool))
+    Ok(pages::workers(&pool, nav(true, admitted)))
 }
 
 /// The action `name` of `POST /jobs/JOB/NAME`, with its form `body`.
