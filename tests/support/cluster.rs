@@ -355,7 +355,7 @@ impl Coordinator {
     /// Fetches the job's files into `dir`.
     pub fn fetch(&self, job: &str, dir: &Path) {
         let out = dir.to_str().expect("UTF-8 path");
-        let (status, _, stderr) = run(self.client("fetch", &[job, "--out", out]));
+        let (status, _, stderr) = run(self.client("fetch", &[job, "--output", out]));
         assert!(status.status.success(), "fetch failed: {stderr}");
     }
 

@@ -164,7 +164,8 @@ pub struct FetchArgs {
     /// The job id.
     job: String,
     /// Folder to write the frames and video into [default: dream/JOB].
-    #[arg(long)]
+    // `--output` as in `render`; `--out`, its first name, still works.
+    #[arg(long = "output", visible_alias = "out", value_name = "FOLDER")]
     out: Option<PathBuf>,
 }
 
