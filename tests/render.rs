@@ -395,6 +395,38 @@ fn a_resumed_render_encodes_its_video_while_rendering_from_the_frames_on_disk() 
     assert_the_video_is_encoded_while_rendering(&out, 12);
 }
 
+#[test]
+fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_makes_no_video() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("damaged");
+    run_ok(small_render(&out, 3));
+    let videos = |out: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        snapshot(out)
+            .into_iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "mp4"))
+            .collect()
+    };
+    let three_frames = videos(&out);
+    assert_eq!(three_frames.len(), 1, "one video");
+    std::fs::write(out.join("000001.png"), b"garbage").expect("damage frame 1");
+    let (done, _, stderr) = run(small_render(&out, 5));
+    assert!(
+        !done.status.success(),
+        "the damaged frame went unnoticed: {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("000001.png")
+            && errors[0].contains("Fix: delete it and the frames after it"),
+        "{stderr}"
+    );
+    // The new frames are written all the same, and the video is still the
+    // three frames' one: none is made from a damaged frame.
+    assert!(out.join("000004.png").is_file(), "{stderr}");
+    assert_eq!(videos(&out), three_frames);
+}
+
 // ------------------------------------------------------------ bad input
 
 /// A PNG whose header says `width`×`height` and whose pixels never come: a

@@ -31,8 +31,9 @@ pub struct FrameWriter<'scope> {
     failed: Receiver<OutputError>,
     /// Ends with the video stream, if it fed one and it did not fail.
     thread: ScopedJoinHandle<'scope, Option<VideoStream>>,
-    /// The thread feeding a resumed render's stream from disk.
-    catch_up: Option<ScopedJoinHandle<'scope, Option<VideoStream>>>,
+    /// The thread feeding a resumed render's stream from disk; it fails
+    /// on a finished frame it cannot read.
+    catch_up: Option<ScopedJoinHandle<'scope, Result<Option<VideoStream>, OutputError>>>,
 }
 
 impl<'scope> FrameWriter<'scope> {
@@ -108,7 +109,9 @@ impl<'scope> FrameWriter<'scope> {
 
     /// Writes what is queued and ends the thread; returns the video stream
     /// every frame went to, or fails with the error that stopped the
-    /// thread, if one did.
+    /// thread, if one did, else with a finished frame found damaged while
+    /// feeding the stream from disk (the render's new frames are written
+    /// all the same; no video is made from a damaged frame).
     pub fn finish(self) -> Result<Option<VideoStream>, OutputError> {
         let Self {
             queue,
@@ -121,36 +124,43 @@ impl<'scope> FrameWriter<'scope> {
             return Err(OutputError::WriterGone);
         };
         // The writer has ended, so the feeder hears of no more frames.
-        let video = match catch_up.map(ScopedJoinHandle::join) {
+        let fed = catch_up.map(ScopedJoinHandle::join);
+        if let Ok(e) = failed.try_recv() {
+            return Err(e);
+        }
+        match fed {
             Some(Ok(fed)) => fed,
-            Some(Err(_)) => None,
-            None => video,
-        };
-        failed.try_recv().map_or(Ok(video), Err)
+            Some(Err(_)) => Ok(None),
+            None => Ok(video),
+        }
     }
 }
 
 /// Feeds `stream` the `frames` of `out`, read from disk in order; `None`
-/// once a frame cannot be read or the encoder stops taking them (the
-/// stream, dropped, stops ffmpeg, and the render assembles the video from
-/// the frames at the end instead).
+/// once the encoder stops taking them (the stream, dropped, stops ffmpeg,
+/// and the render assembles the video from the frames at the end
+/// instead). A frame that cannot be read is damaged finished work: the
+/// stream is dropped and the error returned, for the render to end with.
 fn feed_from_disk(
     out: &OutputDir,
     (width, height): (u32, u32),
     mut stream: VideoStream,
     frames: impl Iterator<Item = u64>,
-) -> Option<VideoStream> {
+) -> Result<Option<VideoStream>, OutputError> {
     for n in frames {
-        let fed = out
-            .read_frame(n, width, height)
-            .map_err(std::io::Error::other)
-            .and_then(|rgb| stream.push(&rgb));
-        if let Err(e) = fed {
+        let rgb = out.read_frame(n, width, height).inspect_err(|e| {
+            tracing::warn!(
+                frame = n,
+                error = %e,
+                "a finished frame is damaged: the render writes its new frames, then fails with this error and makes no video"
+            );
+        })?;
+        if let Err(e) = stream.push(&rgb) {
             stopped_taking(n, &e);
-            return None;
+            return Ok(None);
         }
     }
-    Some(stream)
+    Ok(Some(stream))
 }
 
 /// Says that frame `n` did not reach the video's encoder.

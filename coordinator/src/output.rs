@@ -210,7 +210,9 @@ impl OutputDir {
         let path = self.frame_path(n);
         let fail = |reason: String| OutputError::Unreadable {
             path: path.clone(),
-            reason,
+            // The message goes on with ". Fix: …"; the image crate's
+            // reasons end with their own full stop.
+            reason: reason.trim_end_matches('.').to_string(),
         };
         let rgb = image::open(&path)
             .map_err(|e| fail(e.to_string()))?

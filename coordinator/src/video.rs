@@ -263,11 +263,14 @@ fn spawn_error(e: std::io::Error, video: &Path) -> VideoError {
     }
 }
 
-/// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically.
+/// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically. A
+/// frame ffmpeg cannot decode fails it (`-xerror`): by default ffmpeg
+/// would say so, exit 0 and fill the gap with the frame before.
 pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
     let frames = frames_dir(pattern);
     let partial = fresh_partial(video);
     let output = ffmpeg()
+        .arg("-xerror")
         .arg("-framerate")
         .arg(settings.fps.to_string())
         .arg("-i")
@@ -363,6 +366,29 @@ mod tests {
                 assert!(!reason.is_empty(), "ffmpeg's words are lost")
             }
             other => panic!("a 0x0 video was made: {other:?}"),
+        }
+        assert!(!video.exists());
+    }
+
+    #[test]
+    fn frames_with_a_damaged_one_make_no_video() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let video = dir.path().join("v.mp4");
+        let frame = image::RgbImage::from_pixel(16, 16, image::Rgb([90, 120, 200]));
+        for n in 0..4 {
+            frame
+                .save(dir.path().join(format!("{n:06}.png")))
+                .expect("a frame");
+        }
+        let pattern = dir.path().join("%06d.png");
+        assemble(&pattern, &video, &VideoSettings::default()).expect("the video");
+        std::fs::remove_file(&video).expect("remove");
+        std::fs::write(dir.path().join("000002.png"), b"garbage").expect("damage");
+        match assemble(&pattern, &video, &VideoSettings::default()) {
+            Err(VideoError::Failed { reason, .. }) => {
+                assert!(reason.contains("PNG"), "ffmpeg's words: {reason}")
+            }
+            other => panic!("a video was made from a damaged frame: {other:?}"),
         }
         assert!(!video.exists());
     }
