@@ -567,6 +567,23 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         assert!(!out.status.success(), "--name {name} succeeded");
         assert!(stderr.contains("without path separators"), "{stderr}");
     }
+
+    // Frames whose job.toml is gone: refused with what is missing, and
+    // nothing in the folder touched.
+    std::fs::remove_file(finished.join("job.toml")).expect("remove job.toml");
+    let orphans = snapshot(&finished);
+    let args = with(&[], fin);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, _, stderr) = run(dreamfarm(&args));
+    assert!(
+        !out.status.success(),
+        "frames without job.toml were resumed"
+    );
+    assert!(
+        stderr.contains("holds frames but no job.toml saying which job made them"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&finished), orphans, "it touched the frames");
 }
 
 // ------------------------------------------------------- the seed's flags

@@ -32,6 +32,14 @@ pub enum OutputError {
         /// The setting that differs.
         what: String,
     },
+    /// The folder holds frames but no `job.toml` saying whose they are.
+    #[error(
+        "{path} holds frames but no job.toml saying which job made them, so they cannot be resumed. Fix: put its job.toml back, or render into another --name/--output (dreamfarm never deletes frames)"
+    )]
+    UnknownJob {
+        /// The folder.
+        path: PathBuf,
+    },
     /// `job.toml` is unreadable.
     #[error(
         "{path} is not a dreamfarm job file: {reason}. Fix: render into another --name/--output (dreamfarm never deletes frames)"
@@ -105,9 +113,8 @@ impl OutputDir {
                 });
             }
         } else if out.frames_done() > 0 {
-            return Err(OutputError::DifferentJob {
+            return Err(OutputError::UnknownJob {
                 path: dir.to_path_buf(),
-                what: "the job (no job.toml beside its frames)".into(),
             });
         }
         out.remove_partial_frames();
