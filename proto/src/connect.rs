@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::tls::diagnose;
+use crate::tls::{chain, diagnose};
 use crate::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     STREAM_WINDOW_BYTES,
@@ -57,10 +57,7 @@ pub enum ConnectError {
 
 /// The description of the last error in `error`'s chain of sources.
 fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(error), |e| e.source())
-        .last()
-        .unwrap_or(error)
-        .to_string()
+    chain(error).last().unwrap_or(&error).to_string()
 }
 
 /// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)

@@ -190,7 +190,7 @@ pub async fn diagnose(url: &str, error: &(dyn StdError + 'static)) -> Option<Tls
 
 /// `error` and its sources, including the error an `std::io::Error`
 /// wraps (which its `source()` skips).
-fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+pub(crate) fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
     let mut links = Vec::new();
     let mut next = Some(error);
     while let Some(e) = next {
