@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dreamfarm_tests::{default_store, dreamfarm, repo, run};
+use dreamfarm_tests::{default_store, dreamfarm, file_mode, plain_file_mode, repo, run};
 
 /// A registry address where nothing listens: every download fails at once.
 const DEAD_REGISTRY: &str = "http://127.0.0.1:9/";
@@ -275,6 +275,11 @@ fn dream_writes_the_format_its_output_path_names() {
         assert_eq!(stdout.trim(), path.to_str().expect("utf-8"));
         let bytes = std::fs::read(&path).expect("output");
         assert!(bytes.starts_with(magic), "{name} starts {:?}", &bytes[..4]);
+        assert_eq!(
+            file_mode(&path),
+            plain_file_mode(dir.path()),
+            "{name}: not the permissions any other file gets"
+        );
     }
     // Only the two images: no temporary file left beside them.
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
-use dreamfarm_tests::{Rgb, dreamfarm, frame_bytes, frames, repo, run, run_ok};
+use dreamfarm_tests::{
+    Rgb, dreamfarm, file_mode, frame_bytes, frames, plain_file_mode, repo, run, run_ok,
+};
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
 /// move with zoom, rotation and pan.
@@ -584,6 +586,48 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         "{stderr}"
     );
     assert_eq!(snapshot(&finished), orphans, "it touched the frames");
+}
+
+/// A render that stopped before its first frame (here a size too small for
+/// the model) made nothing to keep: the corrected command renders into the
+/// same folder instead of being refused as "a different job". And what a
+/// render writes for the user (frames, job.toml, video) has the
+/// permissions any file the user makes has, not a temporary file's 0600.
+#[test]
+fn a_folder_without_frames_goes_to_the_corrected_command_and_its_files_are_the_users() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("typo");
+    let mut typo: Vec<&str> = SMALL_RENDER
+        .iter()
+        .map(|&a| if a == "176x128" { "64x64" } else { a })
+        .collect();
+    typo.extend(["--frames", "2", "--output", path_str(&out)]);
+    let (status, _, stderr) = run(dreamfarm(&typo));
+    assert!(!status.status.success(), "a 64x64 render succeeded");
+    assert!(stderr.contains("pass a larger --size"), "{stderr}");
+    assert!(frames(&out).is_empty(), "the failed render wrote a frame");
+
+    let stdout = run_ok(small_render(&out, 2));
+    assert_eq!(frames(&out).len(), 2, "the corrected render's frames");
+    let manifest = std::fs::read_to_string(out.join("job.toml")).expect("job.toml");
+    assert!(
+        manifest.contains("size = [176, 128]"),
+        "job.toml is the corrected job's:\n{manifest}"
+    );
+    let video = PathBuf::from(stdout.trim());
+    let plain = plain_file_mode(dir.path());
+    for file in frames(&out)
+        .into_iter()
+        .chain([out.join("job.toml"), video])
+    {
+        assert_eq!(
+            file_mode(&file),
+            plain,
+            "{} has mode {:o}, not a plain file's {plain:o}",
+            file.display(),
+            file_mode(&file)
+        );
+    }
 }
 
 // ------------------------------------------------------- the seed's flags

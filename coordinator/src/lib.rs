@@ -14,6 +14,7 @@
 //!   them in this process (single-machine renders).
 //! - [`heap`]: how the process keeps freed frame buffers for reuse.
 //! - [`web`]: the web interface (jobs, live previews, workers, controls).
+//! - [`whole_file`]: files that appear under their name only once whole.
 
 pub mod cluster;
 pub mod frame_loop;
@@ -29,5 +30,6 @@ pub mod store;
 pub mod tile_executor;
 pub mod video;
 pub mod web;
+pub mod whole_file;
 
 pub use tile_executor::TileExecutor;

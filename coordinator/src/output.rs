@@ -107,12 +107,18 @@ impl OutputDir {
                 reason: e.to_string(),
             })?;
             if let Some(what) = difference(&old, spec) {
-                return Err(OutputError::DifferentJob {
-                    path: dir.to_path_buf(),
-                    what,
-                });
+                // A job that stopped before its first frame (a typo in a
+                // setting, Ctrl-C) left nothing to lose: the corrected
+                // command takes the folder over.
+                if out.holds_frames() {
+                    return Err(OutputError::DifferentJob {
+                        path: dir.to_path_buf(),
+                        what,
+                    });
+                }
+                tracing::info!(folder = %dir.display(), %what, "the folder's job made no frames; this one replaces it");
             }
-        } else if out.frames_done() > 0 {
+        } else if out.holds_frames() {
             return Err(OutputError::UnknownJob {
                 path: dir.to_path_buf(),
             });
@@ -130,6 +136,19 @@ impl OutputDir {
         Self {
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// Whether any frame is in the folder, counting those after a gap.
+    fn holds_frames(&self) -> bool {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return false;
+        };
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.strip_suffix(".png")
+                .is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+        })
     }
 
     /// Removes the temporary files of frames a killed render left half
@@ -190,10 +209,7 @@ impl OutputDir {
         if rgb.len() as u64 != 3 * u64::from(width) * u64::from(height) {
             return Err(fail("wrong pixel count".into()));
         }
-        let tmp = tempfile::Builder::new()
-            .prefix(PARTIAL_PREFIX)
-            .suffix(".png")
-            .tempfile_in(&self.dir)
+        let tmp = crate::whole_file::temp_file_in(&self.dir, PARTIAL_PREFIX, ".png")
             .map_err(|e| fail(e.to_string()))?;
         image::save_buffer_with_format(
             tmp.path(),
@@ -235,7 +251,7 @@ impl OutputDir {
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let tmp = crate::whole_file::temp_file_in(&self.dir, ".job-", ".toml")?;
         std::fs::write(tmp.path(), bytes)?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())

@@ -357,6 +357,16 @@ impl Coordinator {
         let out = dir.to_str().expect("UTF-8 path");
         let (status, _, stderr) = run(self.client("fetch", &[job, "--output", out]));
         assert!(status.status.success(), "fetch failed: {stderr}");
+        // Fetched files are the user's: the permissions of any file they
+        // make, not a temporary file's 0600.
+        let plain = crate::plain_file_mode(dir);
+        for entry in std::fs::read_dir(dir)
+            .expect("fetched")
+            .filter_map(Result::ok)
+        {
+            let mode = crate::file_mode(&entry.path());
+            assert_eq!(mode, plain, "{:?} fetched with mode {mode:o}", entry.path());
+        }
     }
 
     /// Fetches the job's files and returns its frames' bytes; panics

@@ -175,6 +175,27 @@ pub fn frames(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The permission bits of `path`.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("file metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The permission bits a plain `File::create` gives in `dir` under this
+/// process's umask: what the files dreamfarm writes for the user should
+/// have (not a temporary file's owner-only 0600).
+pub fn plain_file_mode(dir: &Path) -> u32 {
+    let probe = dir.join(".mode-probe");
+    std::fs::File::create(&probe).expect("probe file");
+    let mode = file_mode(&probe);
+    std::fs::remove_file(&probe).expect("remove probe");
+    mode
+}
+
 /// The bytes of every frame of `dir`.
 pub fn frame_bytes(dir: &Path) -> Vec<Vec<u8>> {
     frames(dir)

@@ -599,7 +599,10 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
                     finish(done)?;
                     files += 1;
                 }
-                current = Some((name.clone(), tempfile::NamedTempFile::new_in(&out)?));
+                current = Some((
+                    name.clone(),
+                    dreamfarm_coordinator::whole_file::temp_file_in(&out, ".fetch-", ".part")?,
+                ));
             }
             if let Some((_, tmp)) = current.as_mut() {
                 std::io::Write::write_all(tmp, &chunk.data)?;

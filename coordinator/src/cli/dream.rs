@@ -81,9 +81,7 @@ fn open_output(output: &Path) -> anyhow::Result<(image::ImageFormat, tempfile::N
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .suffix(".part")
-        .tempfile_in(dir)
+    let tmp = dreamfarm_coordinator::whole_file::temp_file_in(dir, ".tmp", ".part")
         .with_context(|| format!("cannot write into {}", dir.display()))?;
     Ok((format, tmp))
 }

@@ -1,0 +1,50 @@
+//! Files that appear under their name only once whole: written to a
+//! temporary file beside their place, then renamed to their name.
+
+use std::path::Path;
+
+/// A temporary file in `dir`, named `prefix`…`suffix`, to be renamed to its
+/// real name once written.
+///
+/// tempfile makes its files readable by their owner alone (0600); these
+/// become the user's frames, images and job files, so they get what a
+/// plain `File::create` gives (0666 less the umask), and a web server or
+/// another account can read them like any other file the user writes.
+pub fn temp_file_in(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn a_temporary_file_gets_the_permissions_of_a_plain_create() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).expect("plain file");
+        let tmp = temp_file_in(dir.path(), ".x-", ".png").expect("temp file");
+        let name = tmp.path().file_name().expect("a name").to_string_lossy();
+        assert!(name.starts_with(".x-") && name.ends_with(".png"), "{name}");
+        assert_eq!(mode(tmp.path()), mode(&plain));
+    }
+}
