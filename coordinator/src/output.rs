@@ -251,8 +251,11 @@ impl OutputDir {
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = crate::whole_file::temp_file_in(&self.dir, ".job-", ".toml")?;
-        std::fs::write(tmp.path(), bytes)?;
+        let mut tmp = crate::whole_file::temp_file_in(&self.dir, ".job-", ".toml")?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        // On disk before it has its name, as the frames are: after a power
+        // cut the frames are never left beside an empty job.toml.
+        tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
