@@ -348,3 +348,44 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     assert!(c.fetch_frames(&id) == reference());
     assert!(c.alive());
 }
+
+/// A worker whose model folder cannot be made stops at start with one
+/// error naming the folder and the flag, instead of connecting and then
+/// failing (and getting blocked from) every job's tiles.
+#[test]
+fn a_worker_with_an_unusable_model_folder_stops_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, b"").expect("write");
+    let models = a_file.join("models");
+    let mut worker = std::process::Command::new(dreamfarm_tests::worker_binary())
+        .args(["--coordinator", "http://127.0.0.1:1", "--device", "cpu"])
+        .arg("--models")
+        .arg(&models)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = worker.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = worker.kill();
+            panic!("the worker kept running with an unusable model folder");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot use the model folder {}", models.display()))
+            && errors[0].contains("--models"),
+        "{stderr}"
+    );
+}

@@ -548,6 +548,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         );
         let errors = stderr.lines().filter(|l| l.starts_with("error")).count();
         assert_eq!(errors, 1, "one error, not {errors}: {stderr}");
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "the cause is said once: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(
             snapshot(&finished) == before,

@@ -79,6 +79,9 @@ pub enum RemoteError {
     /// The URL or TLS settings are wrong.
     #[error(transparent)]
     Connect(dreamfarm_proto::connect::ConnectError),
+    /// The model folder cannot be used.
+    #[error(transparent)]
+    Models(#[from] crate::weights::WeightsError),
     /// The health endpoint cannot listen.
     #[error("cannot serve the health probes on {addr}: {source}")]
     Health {
@@ -106,6 +109,7 @@ pub async fn run(
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
     let store = WeightStore::new(&config.models);
+    store.open_folder()?;
     let queue = compute::start_threads(config.concurrency, device, &store, &shared)?;
     let probes = match config.health_listen {
         Some(addr) => Some(health::serve(addr, shared.clone()).await?),

@@ -74,6 +74,16 @@ pub enum WeightsError {
     /// A file the user named does not exist.
     #[error("weights file {0} does not exist; check the path given to --weights")]
     MissingUserWeights(PathBuf),
+    /// The store's folder can be neither made nor read.
+    #[error(
+        "cannot use the model folder {path}: {source}. Fix: point --models (or DREAMFARM_MODELS) at a folder this process can create, or one that holds the weights"
+    )]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl WeightsError {
@@ -141,6 +151,19 @@ impl WeightStore {
         cache.join("dreamfarm").join("models")
     }
 
+    /// Makes the store's folder if it is missing and checks that it can be
+    /// read, so that a worker with an unusable `--models` stops at start
+    /// instead of failing every tile it is given.
+    pub fn open_folder(&self) -> Result<(), WeightsError> {
+        let folder = |source| WeightsError::Folder {
+            path: self.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(folder)?;
+        std::fs::read_dir(&self.dir).map_err(folder)?;
+        Ok(())
+    }
+
     /// The store's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -163,7 +186,7 @@ impl WeightStore {
             verify(&path, pinned)?;
             return Ok(path);
         }
-        std::fs::create_dir_all(&self.dir).map_err(WeightsError::io(&self.dir))?;
+        self.open_folder()?;
         tracing::info!(model = model.info().name, dir = %self.dir.display(), "fetching weights");
         let tmp = tempfile::Builder::new()
             .prefix(".partial-")
