@@ -239,6 +239,16 @@ fn pages_images_downloads_and_actions_need_the_token_and_actions_this_site() {
         (format!("/jobs/{job}/frames/7.png"), 404, "not rendered yet"),
         (format!("/jobs/{job}/video.mp4"), 404, "no video yet"),
         ("/jobs/no-such-job".to_string(), 404, "no job"),
+        (
+            "/no/such/page".to_string(),
+            404,
+            "there is no page at /no/such/page",
+        ),
+        (
+            format!("/jobs/{job}/pause"),
+            405,
+            "is an action: use its button",
+        ),
     ] {
         let reply = get(host, &path, &auth);
         assert_eq!(reply.status, status, "{path}: {}", reply.text());

@@ -29,7 +29,7 @@ pub mod standalone;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{Method, Uri, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -96,8 +96,20 @@ pub fn router(source: Source, access: Arc<Access>) -> Router {
             "/assets/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         );
+    // Addresses that match nothing get the error page a missing job gets,
+    // not an empty reply (say a link typed by hand, or a bookmarked action).
     guarded
         .merge(login)
         .merge(assets)
+        .fallback(|uri: Uri| async move {
+            WebError::NotFound(format!("there is no page at {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            let path = uri.path().to_string();
+            WebError::NotAvailable(match method {
+                Method::GET => format!("{path} is an action: use its button on the job's page"),
+                _ => format!("{path} does not take {method}"),
+            })
+        })
         .layer(from_fn(cross_site::refuse_cross_site))
 }
