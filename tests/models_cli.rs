@@ -197,6 +197,39 @@ torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
     assert_ne!(dreamed, original, "the dream changed the picture");
 }
 
+/// A TorchScript file that is damaged, or whose network cannot take an RGB
+/// image, is refused in one line saying what libtorch found: not its C++
+/// stack (one line per frame) or the traceback of the module's code.
+#[test]
+fn a_bad_torchscript_model_gets_one_line_saying_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gray = dir.path().join("gray.pt");
+    let script = r#"
+import sys, torch
+net = torch.nn.Conv2d(1, 8, 3, padding=1)
+torch.jit.trace(net, torch.zeros(1, 1, 32, 32)).save(sys.argv[1])
+"#;
+    let status = Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(&gray)
+        .status()
+        .expect("project Python");
+    assert!(status.success());
+    let damaged = dir.path().join("damaged.pt");
+    let bytes = std::fs::read(&gray).expect("gray.pt");
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).expect("write");
+    for (model, says) in [
+        (&gray, "expected input[1, 3, 224, 224] to have 1 channels"),
+        (&damaged, "failed reading zip archive"),
+    ] {
+        let (out, _, stderr) = run(dreamfarm(&["layers", model.to_str().expect("utf-8")]));
+        assert!(!out.status.success(), "{model:?} was listed");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: TorchScript model"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
 fn image_bytes(p: &Path) -> Vec<u8> {
     image::open(p).expect("PNG").to_rgb8().into_raw()
 }

@@ -150,7 +150,7 @@ impl Model {
             path: path.to_path_buf(),
             reason,
         };
-        let mut module = CModule::load_on_device(path, device).map_err(|e| bad(e.to_string()))?;
+        let mut module = CModule::load_on_device(path, device).map_err(|e| bad(torch_reason(e)))?;
         module.set_eval();
         let probe = Tensor::zeros([1, 3, 224, 224], (Kind::Float, device));
         let outputs = tch::no_grad(|| script_outputs(&module, &probe)).map_err(bad)?;
@@ -286,10 +286,37 @@ impl Model {
     }
 }
 
+/// What libtorch said, on one line a user can act on: without the C++
+/// stack it appends ("Exception raised from …", one line per frame) and,
+/// for a TorchScript module that failed while running, only the Python
+/// exception its interpreter ends with, not the traceback of its code.
+fn torch_reason(error: tch::TchError) -> String {
+    let text = match error {
+        tch::TchError::Torch(text) => text,
+        other => return other.to_string(),
+    };
+    let text = text
+        .split("\nException raised from")
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if text.contains("Traceback of TorchScript") {
+        let last = text.lines().rev().find(|l| !l.trim().is_empty());
+        if let Some(last) = last {
+            return last
+                .split_once("Error: ")
+                .map_or(last, |(_, message)| message)
+                .trim()
+                .to_string();
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn script_outputs(module: &CModule, input: &Tensor) -> Result<Vec<Tensor>, String> {
     let out = module
         .forward_is(&[IValue::Tensor(input.shallow_clone())])
-        .map_err(|e| e.to_string())?;
+        .map_err(torch_reason)?;
     let items = match out {
         IValue::Tensor(t) => return Ok(vec![t]),
         IValue::Tuple(items) | IValue::GenericList(items) => items,
@@ -308,6 +335,32 @@ fn script_outputs(module: &CModule, input: &Tensor) -> Result<Vec<Tensor>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libtorch_errors_lose_their_cpp_stack_and_script_traceback() {
+        let corrupt = "PytorchStreamReader failed reading zip archive: failed finding central \
+                       directory. This can happen if the checkpoint was not saved properly.\n\
+                       Exception raised from valid at inline_container.cc:242 (most recent call first):\n\
+                       frame #0: c10::Error::Error(c10::SourceLocation) + 0x9d (0x7f in libc10.so)\n";
+        assert_eq!(
+            torch_reason(tch::TchError::Torch(corrupt.into())),
+            "PytorchStreamReader failed reading zip archive: failed finding central directory. \
+             This can happen if the checkpoint was not saved properly."
+        );
+        let failed_forward = "The following operation failed in the TorchScript interpreter.\n\
+                              Traceback of TorchScript, serialized code (most recent call last):\n\
+                              \x20 File \"code/__torch__.py\", line 10, in forward\n\
+                              \x20   return torch.relu((a).forward(x, ))\n\
+                              \x20                      ~~~~~~~~~~ <--- HERE\n\
+                              <string>(9): <module>\n\
+                              RuntimeError: Given groups=1, weight of size [8, 1, 3, 3], expected \
+                              input[1, 3, 224, 224] to have 1 channels, but got 3 channels instead\n";
+        assert_eq!(
+            torch_reason(tch::TchError::Torch(failed_forward.into())),
+            "Given groups=1, weight of size [8, 1, 3, 3], expected input[1, 3, 224, 224] to \
+             have 1 channels, but got 3 channels instead"
+        );
+    }
 
     #[test]
     fn a_missing_cuda_device_is_refused_with_advice_that_fits_the_machine() {
