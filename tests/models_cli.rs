@@ -144,6 +144,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Runs `script` in the project's Python with `path` as its argument, to
+/// save a TorchScript module there.
+fn save_torchscript(script: &str, path: &Path) {
+    let status = Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(path)
+        .status()
+        .expect("project Python");
+    assert!(status.success(), "the script did not save {path:?}");
+}
+
 #[test]
 fn torchscript_outputs_become_layers_and_dream() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -161,12 +172,7 @@ class Net(torch.nn.Module):
 torch.manual_seed(0)
 torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
 "#;
-    let status = Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", script])
-        .arg(&pt)
-        .status()
-        .expect("project Python");
-    assert!(status.success());
+    save_torchscript(script, &pt);
     let p = pt.to_str().expect("utf-8");
     let (out, stdout, stderr) = run(dreamfarm(&["layers", p]));
     assert!(out.status.success(), "{stderr}");
@@ -209,12 +215,7 @@ import sys, torch
 net = torch.nn.Conv2d(1, 8, 3, padding=1)
 torch.jit.trace(net, torch.zeros(1, 1, 32, 32)).save(sys.argv[1])
 "#;
-    let status = Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", script])
-        .arg(&gray)
-        .status()
-        .expect("project Python");
-    assert!(status.success());
+    save_torchscript(script, &gray);
     let damaged = dir.path().join("damaged.pt");
     let bytes = std::fs::read(&gray).expect("gray.pt");
     std::fs::write(&damaged, &bytes[..bytes.len() / 2]).expect("write");
