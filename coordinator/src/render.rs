@@ -81,14 +81,28 @@ fn read_image(path: &Path, what: &'static str) -> Result<Planar, RenderError> {
             "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; scale it down"
         )));
     }
-    let rgb = image::open(path)
-        .map_err(|e| {
-            bad(format!(
-                "not a readable image ({e}); give a PNG or JPEG file as the {what}"
-            ))
-        })?
-        .to_rgb8();
-    Ok(Planar::from_rgb8(w as usize, h as usize, rgb.as_raw()))
+    let unreadable = |e: image::ImageError| {
+        bad(format!(
+            "not a readable image ({e}); give a PNG or JPEG file as the {what}"
+        ))
+    };
+    let mut decoder = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| bad(e.to_string()))?
+        .into_decoder()
+        .map_err(unreadable)?;
+    // A phone stores a photo as its sensor saw it and says in EXIF which
+    // way is up; every viewer turns it, so the dream must too.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut decoded = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    decoded.apply_orientation(orientation);
+    let rgb = decoded.to_rgb8();
+    Ok(Planar::from_rgb8(
+        rgb.width() as usize,
+        rgb.height() as usize,
+        rgb.as_raw(),
+    ))
 }
 
 /// Reads the job's input image, checking its size before decoding it, and
@@ -410,5 +424,61 @@ fn keep_colors(
     let sharpen = color.sharpen.value_at(n, frames);
     if sharpen != 0.0 {
         unsharp_mask(image, sharpen, color.sharpen_radius);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `jpeg` with an EXIF block saying `orientation` (1 to 8) after its
+    /// start marker, as a camera writes it.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u8) -> Vec<u8> {
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        // One entry: tag 0x0112 (Orientation), SHORT, count 1, the value.
+        tiff.extend([1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, orientation, 0, 0, 0]);
+        tiff.extend([0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xff, 0xe1]);
+        out.extend(u16::try_from(app1.len() + 2).expect("small").to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn a_photo_is_read_the_way_up_its_exif_says() {
+        let (w, h) = (48u32, 32u32);
+        let original = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+        });
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgb8(original)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .expect("encode");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let read = |orientation: u8| {
+            let path = dir.path().join(format!("o{orientation}.jpg"));
+            std::fs::write(&path, with_exif_orientation(&jpeg, orientation)).expect("write");
+            read_image(&path, "input image").expect("readable")
+        };
+        let upright = read(1);
+        assert_eq!((upright.width, upright.height), (w as usize, h as usize));
+        // 6: the camera was turned a quarter clockwise; shown turned back.
+        let turned = read(6);
+        assert_eq!((turned.width, turned.height), (h as usize, w as usize));
+        let plane = |p: &Planar, x: usize, y: usize| p.channel(0)[y * p.width + x];
+        for (x, y) in [(0, 0), (5, 17), (47, 31), (20, 3)] {
+            assert_eq!(
+                plane(&turned, h as usize - 1 - y, x),
+                plane(&upright, x, y),
+                "pixel ({x}, {y})"
+            );
+        }
     }
 }
