@@ -524,18 +524,19 @@ impl Scheduler {
                 .workers
                 .values()
                 .all(|w| queue.blocked.contains(&w.name));
+        // The reason goes to the frame loop, whose error names the tile.
         let give_up = if unit.failed_on.len() >= FAILING_WORKERS {
             Some(format!(
-                "{place} failed on {} different workers; the last: {why}",
+                "it failed on {} different workers; the last: {why}",
                 unit.failed_on.len()
             ))
         } else if unit.lost >= MAX_LOST {
             Some(format!(
-                "{place} lost its worker {MAX_LOST} times; the last time {why}"
+                "it lost its worker {MAX_LOST} times; the last time {why}"
             ))
         } else if nobody_left {
             Some(format!(
-                "{place}: every connected worker failed this job's tiles {BLOCK_AFTER_FAILURES} times and is blocked from it; the last failure: {why}"
+                "every connected worker failed this job's tiles {BLOCK_AFTER_FAILURES} times and is blocked from it; the last failure: {why}"
             ))
         } else {
             None
@@ -994,7 +995,14 @@ mod tests {
         }
         assert!(s.next_lease(w, now).is_none());
         let (_, outcome) = rx.try_recv().unwrap();
-        assert!(outcome.unwrap_err().contains("out of memory"));
+        assert_eq!(
+            outcome.unwrap_err(),
+            format!(
+                "every connected worker failed this job's tiles {BLOCK_AFTER_FAILURES} times \
+                 and is blocked from it; the last failure: the worker failed it: out of memory"
+            ),
+            "the tile is named once, by the frame loop's error"
+        );
     }
 
     #[test]
