@@ -634,6 +634,36 @@ fn a_folder_without_frames_goes_to_the_corrected_command_and_its_files_are_the_u
     }
 }
 
+/// Two renders of one folder (the same command started twice): the second
+/// stops at once with one error saying another render writes there, and
+/// the first renders on undisturbed; once it has ended, the folder is free.
+#[test]
+fn a_second_render_into_a_folder_being_rendered_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("busy");
+    let mut first = spawn_small_render(&out, 12, Stdio::null());
+    dreamfarm_tests::wait_for("the first frame", Duration::from_secs(120), || {
+        !frames(&out).is_empty()
+    });
+    let (second, _, stderr) = run(small_render(&out, 12));
+    assert!(!second.status.success(), "the second render ran: {stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another dreamfarm render is writing into"),
+        "{stderr}"
+    );
+    assert!(
+        first.wait().expect("wait").success(),
+        "the first render failed"
+    );
+    assert_eq!(frames(&out).len(), 12);
+    run_ok(small_render(&out, 12));
+}
+
 // ------------------------------------------------------- the seed's flags
 
 /// The value of `key = …` in the `[table]` of a job manifest.

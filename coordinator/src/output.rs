@@ -68,6 +68,14 @@ pub enum OutputError {
         /// Why.
         reason: String,
     },
+    /// Another process is rendering into the folder.
+    #[error(
+        "another dreamfarm render is writing into {path} (it holds {LOCK_FILE} there). Fix: wait for it to end or stop it, then run this command again; or render into another --name/--output"
+    )]
+    Busy {
+        /// The folder.
+        path: PathBuf,
+    },
     /// The thread writing frames ended without saying why (it panicked).
     #[error(
         "the frame writing thread stopped unexpectedly; the frames on disk are complete, resume the render"
@@ -82,6 +90,37 @@ pub struct OutputDir {
 }
 
 const MANIFEST: &str = "job.toml";
+
+/// The file a render holds locked while it writes into its folder.
+const LOCK_FILE: &str = ".dreamfarm.lock";
+
+/// A render's claim on its output folder: while it is held, another
+/// render of the same folder stops at once instead of computing the same
+/// frames, deleting the other's half-written ones and racing it for the
+/// video. The lock goes with the process, however it ends.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+impl FolderLock {
+    /// Creates `dir` if needed and claims it.
+    pub fn claim(dir: &Path) -> Result<Self, OutputError> {
+        let unwritable = |source| OutputError::Unwritable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        let file = std::fs::File::create(dir.join(LOCK_FILE)).map_err(unwritable)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Busy {
+                path: dir.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(unwritable(source)),
+        }
+    }
+}
 
 /// Name prefix of frames being written.
 const PARTIAL_PREFIX: &str = ".frame-";

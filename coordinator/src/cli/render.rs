@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_coordinator::local_worker::LocalWorker;
-use dreamfarm_coordinator::output::OutputDir;
+use dreamfarm_coordinator::output::{FolderLock, OutputDir};
 use dreamfarm_coordinator::render::{
     load_color_reference, load_guide, load_input, render as render_job,
 };
@@ -64,6 +64,9 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // Bad guide or reference images fail before the output folder exists.
     load_guide(&spec)?;
     load_color_reference(&spec)?;
+    // Held to the end, the video included; taken before the folder is
+    // opened, which clears half-written frames.
+    let _claim = FolderLock::claim(&dir)?;
     let out = OutputDir::open(&dir, &spec)?;
     let video = dir.join(format!("{name}.mp4"));
     let page = args.ui.map(|addr| {
