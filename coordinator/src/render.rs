@@ -63,34 +63,27 @@ fn read_image(path: &Path, what: &'static str) -> Result<Planar, RenderError> {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| {
-            bad(format!(
-                "cannot open it ({e}); check the path of the {what}"
-            ))
-        })?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| {
-        bad(format!(
-            "not a readable image ({e}); give a PNG or JPEG file as the {what}"
-        ))
-    })?;
-    if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(bad(format!(
-            "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; scale it down"
-        )));
-    }
     let unreadable = |e: image::ImageError| {
         bad(format!(
             "not a readable image ({e}); give a PNG or JPEG file as the {what}"
         ))
     };
     let mut decoder = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| {
+            bad(format!(
+                "cannot open it ({e}); check the path of the {what}"
+            ))
+        })?
+        .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?
         .into_decoder()
         .map_err(unreadable)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(bad(format!(
+            "it is {w}x{h}, larger than the {MAX_SIDE} pixels per side dreamfarm accepts; scale it down"
+        )));
+    }
     // A phone stores a photo as its sensor saw it and says in EXIF which
     // way is up; every viewer turns it, so the dream must too.
     let orientation = image::ImageDecoder::orientation(&mut decoder)
