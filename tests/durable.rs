@@ -317,6 +317,29 @@ fn job_controls_work_end_to_end() {
     );
     assert!(refused(&c, "extend", &[&high, "--frames", "2"]).contains("larger"));
 
+    // A finished frame damaged on the coordinator's disk: the job fails
+    // saying which and how to redo it with `retry`; done as it says, the
+    // job ends with the frames it would have had.
+    let damaged = c.frames_dir(&high).join("000002.png");
+    std::fs::write(&damaged, b"not a PNG any more").expect("damage a frame");
+    control(&c, "extend", &[&high, "--frames", "5"]);
+    wait_for("the job to fail", || state(&c, &high) == "failed");
+    let why = c.status(&high);
+    assert!(
+        why.contains("cannot read frame") && why.contains("000002.png"),
+        "{why}"
+    );
+    assert!(why.contains(&format!("`dreamfarm retry {high}`")), "{why}");
+    for n in 2..5 {
+        let _ = std::fs::remove_file(c.frames_dir(&high).join(format!("{n:06}.png")));
+    }
+    control(&c, "retry", &[&high]);
+    c.wait_done(&high, LIMIT);
+    assert!(
+        c.fetch_frames(&high) == reference[..5],
+        "the frames made again differ"
+    );
+
     // Delete: refused while running unless forced; gone afterwards.
     let doomed = submit(&c, "doomed", 3, &[]);
     wait_for("the doomed job to run", || state(&c, &doomed) == "running");

@@ -11,7 +11,7 @@ use super::job_handle::{JobHandle, Runner};
 use super::jobs::Jobs;
 use super::remote_executor::RemoteExecutor;
 use super::scheduler::JobParams;
-use crate::output::OutputDir;
+use crate::output::{OutputDir, OutputError};
 use crate::render::{RenderError, load_input, render};
 use crate::store::{EventKind, JobState, StoreError};
 use crate::video::VideoOut;
@@ -25,6 +25,20 @@ enum RunError {
     /// The render failed.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A finished frame on the coordinator's disk cannot be read back (the
+    /// render's own error tells a command-line user to run the command
+    /// again; here the way to do that is `retry`).
+    #[error(
+        "cannot read frame {path}: {reason}. Fix: delete it and the frames after it from the coordinator's data folder, then `dreamfarm retry {job}`: they are made again"
+    )]
+    DamagedFrame {
+        /// The frame file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+        /// The job.
+        job: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,6 +98,14 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
     if stop.get().is_some() {
         return Err(RunError::Stopped);
     }
+    let damaged = |e: RenderError| match e {
+        RenderError::Output(OutputError::Unreadable { path, reason }) => RunError::DamagedFrame {
+            path,
+            reason,
+            job: job.id.to_string(),
+        },
+        other => RunError::Render(other),
+    };
     let out = OutputDir::open(&job.frames_dir(), &spec).map_err(RenderError::from)?;
     let done = out.frames_done();
     job.change(|r| r.frames_done = done)?;
@@ -110,6 +132,7 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
         min_side,
         &mut executor,
         &mut |n, seconds| job.frame_written(n, seconds),
-    )?;
+    )
+    .map_err(damaged)?;
     Ok(())
 }
