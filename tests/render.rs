@@ -534,6 +534,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             "holds frames of a different job",
         ),
         (
+            with(&["--frames", "1"], fin),
+            "already holds 2 frames of this job, more than the 1 asked for",
+        ),
+        (
             with(&[], path_str(&under_a_file)),
             "cannot write to output folder",
         ),

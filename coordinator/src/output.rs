@@ -40,6 +40,18 @@ pub enum OutputError {
         /// The folder.
         path: PathBuf,
     },
+    /// The folder holds more frames than the command asks for.
+    #[error(
+        "{path} already holds {done} frames of this job, more than the {asked} asked for, and dreamfarm never deletes frames. Fix: pass --frames {done} (or more) to keep them, or render into another --name/--output"
+    )]
+    MoreFrames {
+        /// The folder.
+        path: PathBuf,
+        /// Frames on disk.
+        done: u64,
+        /// Frames the command asks for.
+        asked: u64,
+    },
     /// `job.toml` is unreadable.
     #[error(
         "{path} is not a dreamfarm job file: {reason}. Fix: render into another --name/--output (dreamfarm never deletes frames)"
@@ -97,28 +109,50 @@ const LOCK_FILE: &str = ".dreamfarm.lock";
 /// A render's claim on its output folder: while it is held, another
 /// render of the same folder stops at once instead of computing the same
 /// frames, deleting the other's half-written ones and racing it for the
-/// video. The lock goes with the process, however it ends.
+/// video. The lock goes with the process, however it ends; a render that
+/// ends removes the file too, leaving only frames, job.toml and video.
 #[derive(Debug)]
 pub struct FolderLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+    path: PathBuf,
 }
 
 impl FolderLock {
     /// Creates `dir` if needed and claims it.
     pub fn claim(dir: &Path) -> Result<Self, OutputError> {
+        use std::os::unix::fs::MetadataExt;
         let unwritable = |source| OutputError::Unwritable {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
-        let file = std::fs::File::create(dir.join(LOCK_FILE)).map_err(unwritable)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Busy {
-                path: dir.to_path_buf(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(unwritable(source)),
+        let path = dir.join(LOCK_FILE);
+        loop {
+            let file = std::fs::File::create(&path).map_err(unwritable)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(OutputError::Busy {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(unwritable(source)),
+            }
+            // A render that just ended removed the file this one locked:
+            // the claim must be on the file that is there now.
+            let locked = file.metadata().map_err(unwritable)?.ino();
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == locked) {
+                return Ok(Self { file, path });
+            }
         }
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so no other render can hold it then.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -160,6 +194,14 @@ impl OutputDir {
         } else if out.holds_frames() {
             return Err(OutputError::UnknownJob {
                 path: dir.to_path_buf(),
+            });
+        }
+        let done = out.frames_done();
+        if done > u64::from(spec.frames) {
+            return Err(OutputError::MoreFrames {
+                path: dir.to_path_buf(),
+                done,
+                asked: u64::from(spec.frames),
             });
         }
         out.remove_partial_frames();
