@@ -243,7 +243,7 @@ fn dream_rejects_bad_input_with_one_clear_error() {
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").expect("write");
     let no_dir = dir.path().join("no/such/dir/x.png");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["dream", "no/such/image.png", "-o", o],
             "input image no/such/image.png: cannot open it",
@@ -272,6 +272,23 @@ fn dream_rejects_bad_input_with_one_clear_error() {
         (
             &["dream", "assets/chelsea.png", "-o", "x.gif"],
             "give -o a path ending in .png, .jpg or .jpeg",
+        ),
+        (
+            &["dream", "assets/chelsea.png", "-o", o, "--cadence", "3"],
+            "--cadence shapes a video across its frames and does nothing to one still",
+        ),
+        (
+            &[
+                "dream",
+                "assets/chelsea.png",
+                "-o",
+                o,
+                "--layer-every",
+                "4",
+                "--layer-fade",
+                "2",
+            ],
+            "--layer-fade shapes a video",
         ),
     ];
     for (args, message) in cases {

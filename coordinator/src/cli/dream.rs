@@ -37,6 +37,17 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     let mut spec = JobSpec::new(args.input, 1);
     spec.seed = args.seed;
     args.dream.apply(&mut spec.dream)?;
+    // Settings that only shape a video across frames do nothing to one
+    // still; said rather than silently ignored.
+    for (flag, set) in [
+        ("--cadence", spec.dream.cadence != 1),
+        ("--layer-fade", spec.dream.layer_fade != 0),
+    ] {
+        anyhow::ensure!(
+            !set,
+            "{flag} shapes a video across its frames and does nothing to one still image; drop it, or use `dreamfarm render`"
+        );
+    }
     spec.validate()?;
     let input = load_input(&spec)?;
     // The output is opened before the model loads, so a mistyped path fails
