@@ -668,6 +668,44 @@ fn a_second_render_into_a_folder_being_rendered_is_refused() {
     run_ok(small_render(&out, 12));
 }
 
+/// Paths in a job file are relative to the file, the input's and also the
+/// guide's and the colour reference's: a job folder moved elsewhere, or
+/// run from another folder, renders the same.
+#[test]
+fn a_job_files_images_are_found_beside_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).expect("jobs folder");
+    for (from, to) in [
+        ("assets/astronaut.png", "in.png"),
+        ("assets/chelsea.png", "guide.png"),
+        ("assets/chelsea.png", "palette.png"),
+    ] {
+        std::fs::copy(repo().join(from), jobs.join(to)).expect("copy");
+    }
+    let job = jobs.join("job.toml");
+    std::fs::write(
+        &job,
+        "input = \"in.png\"\nframes = 2\nsize = [160, 120]\n\
+         [dream]\nguide = \"guide.png\"\n\
+         [color]\ncoherence = \"lab\"\nreference = \"palette.png\"\n",
+    )
+    .expect("job file");
+    let out = dir.path().join("out");
+    let args = [
+        "render",
+        "--job",
+        path_str(&job),
+        "--dry-run",
+        "--output",
+        path_str(&out),
+    ];
+    // Run from the repository: none of the three is there.
+    let (status, _, stderr) = run(dreamfarm(&args));
+    assert!(status.status.success(), "{stderr}");
+    assert_eq!(frames(&dir.path().join("out-preview")).len(), 2);
+}
+
 // ------------------------------------------------------- the seed's flags
 
 /// The value of `key = …` in the `[table]` of a job manifest.

@@ -3,7 +3,7 @@
 //! before any work starts.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -744,6 +744,27 @@ impl JobSpec {
         }
     }
 
+    /// Makes the paths the job names relative to `dir`, the folder of the
+    /// job file they were written in (as Cargo does): the input, the guide,
+    /// the colour reference, a built-in model's weights and a TorchScript
+    /// model. Absolute paths stay as they are.
+    pub fn relative_to(&mut self, dir: &Path) {
+        self.input = dir.join(&self.input);
+        for path in [
+            &mut self.dream.guide,
+            &mut self.dream.weights,
+            &mut self.color.reference,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = dir.join(&*path);
+        }
+        if let Ok(ModelSpec::TorchScript(model)) = self.dream.model_spec() {
+            self.dream.model = dir.join(model).display().to_string();
+        }
+    }
+
     /// Every schedule of the job, with the name errors give it.
     pub fn schedules(&self) -> Vec<(String, &Schedule)> {
         let (d, z, c) = (&self.dream, &self.zoom, &self.color);
@@ -792,6 +813,38 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_files_paths_are_relative_to_the_file() {
+        let mut spec = JobSpec::new("in.png".into(), 3);
+        spec.dream.guide = Some("guide.jpg".into());
+        spec.dream.weights = Some("/abs/googlenet.safetensors".into());
+        spec.color.reference = Some("pal/ette.png".into());
+        spec.dream.model = "nets/mine.pt".into();
+        spec.relative_to(Path::new("jobs"));
+        assert_eq!(spec.input, Path::new("jobs/in.png"));
+        assert_eq!(
+            spec.dream.guide.as_deref(),
+            Some(Path::new("jobs/guide.jpg"))
+        );
+        assert_eq!(
+            spec.dream.weights.as_deref(),
+            Some(Path::new("/abs/googlenet.safetensors")),
+            "absolute paths stay"
+        );
+        assert_eq!(
+            spec.color.reference.as_deref(),
+            Some(Path::new("jobs/pal/ette.png"))
+        );
+        assert_eq!(spec.dream.model, "jobs/nets/mine.pt");
+        let mut builtin = JobSpec::new("in.png".into(), 3);
+        builtin.relative_to(Path::new("jobs"));
+        assert_eq!(
+            builtin.dream.model,
+            DreamSettings::default().model,
+            "a name stays"
+        );
+    }
 
     #[test]
     fn parallelism_shrinks_tiles_until_each_octave_has_enough() {

@@ -144,7 +144,7 @@ impl JobArgs {
                     .with_context(|| format!("job file {} is not valid", path.display()))?;
                 // Like Cargo: paths in a file are relative to the file.
                 if let Some(dir) = path.parent() {
-                    spec.input = dir.join(&spec.input);
+                    spec.relative_to(dir);
                 }
                 spec
             }
