@@ -107,7 +107,7 @@ pub fn router(source: Source, access: Arc<Access>) -> Router {
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             let path = uri.path().to_string();
             WebError::NotAvailable(match method {
-                Method::GET => format!("{path} is an action: use its button on the job's page"),
+                Method::GET => format!("{path} is an action: use its button on the page"),
                 _ => format!("{path} does not take {method}"),
             })
         })
