@@ -389,3 +389,84 @@ fn a_worker_with_an_unusable_model_folder_stops_at_start() {
         "{stderr}"
     );
 }
+
+/// The files of `dir` by name, with their bytes.
+fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| {
+            let name = e.file_name().into_string().expect("UTF-8 name");
+            (name, std::fs::read(e.path()).expect("read"))
+        })
+        .collect()
+}
+
+/// Fetching a job again sends only the files the folder lacks or holds
+/// changed (a long render fetched as it goes costs its new frames, not all
+/// of them each time), and a file of any size goes through the
+/// coordinator a piece at a time, never whole in its memory.
+#[test]
+fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
+    let c = Coordinator::start();
+    let _worker = c.worker("w");
+    let id = c.submit(&job("again"));
+    c.wait_done(&id, LIMIT);
+    let there = c.frames_dir(&id);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("fetched");
+    let sent = || c.metric("dreamfarm_bytes_sent_total");
+    let fetch = || {
+        let before = sent();
+        let said = run_ok(c.client("fetch", &[&id, "--output", out.to_str().expect("UTF-8")]));
+        assert!(
+            files_of(&out) == files_of(&there),
+            "fetched files differ: {said}"
+        );
+        (sent() - before, said)
+    };
+    let size = |name: &str| std::fs::metadata(there.join(name)).expect("frame").len() as f64;
+
+    let (bytes, said) = fetch();
+    let all: f64 = files_of(&there).values().map(|b| b.len() as f64).sum();
+    assert_eq!(bytes, all, "{said}");
+    assert!(said.starts_with("fetched 5 files"), "{said}");
+
+    let (bytes, said) = fetch();
+    assert_eq!(bytes, 0.0, "a second fetch sent its files again: {said}");
+    assert!(said.contains("fetched 0 files") && said.contains("5 files already there"));
+
+    // A damaged copy and one of another time are sent again.
+    std::fs::write(out.join("000001.png"), b"damaged").expect("damage");
+    std::fs::File::options()
+        .write(true)
+        .open(out.join("000002.png"))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    let (bytes, said) = fetch();
+    assert_eq!(bytes, size("000001.png") + size("000002.png"), "{said}");
+    assert!(said.contains("fetched 2 files") && said.contains("3 files already there"));
+
+    // More frames: the new frame, the new video and the job file come.
+    run_ok(c.client("extend", &[&id, "--frames", "4"]));
+    c.wait_done(&id, LIMIT);
+    let (_, said) = fetch();
+    assert!(
+        said.contains("fetched 3 files") && said.contains("3 files already there"),
+        "{said}"
+    );
+
+    // A file of 512 MiB leaves the coordinator's peak memory where it was.
+    let big = 512u64 << 20;
+    std::fs::File::create(there.join("big.bin"))
+        .and_then(|f| f.set_len(big))
+        .expect("a big file");
+    let peak = c.peak_rss_gib();
+    let (bytes, said) = fetch();
+    assert_eq!(bytes, big as f64, "{said}");
+    let grew = (c.peak_rss_gib() - peak) * 1024.0;
+    assert!(
+        grew < 64.0,
+        "fetching a 512 MiB file raised the coordinator's peak memory by {grew:.0} MiB"
+    );
+}

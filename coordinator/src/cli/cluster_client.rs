@@ -1,7 +1,7 @@
-//! The cluster's client commands: `submit`, `status`, `watch`, `fetch`,
+//! The cluster's client commands: `submit`, `status`, `watch`,
 //! `events` and the job controls (`cancel`, `pause`, `resume`, `retry`,
 //! `priority`, `extend`, `delete`), talking to a coordinator's
-//! `JobService`.
+//! `JobService`; `fetch` has [`super::fetch`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -47,7 +47,8 @@ pub struct ClientArgs {
 type Client = JobServiceClient<InterceptedService<Channel, AttachToken>>;
 
 impl ClientArgs {
-    async fn client(&self) -> anyhow::Result<Client> {
+    /// A client of the coordinator's `JobService`, with the token.
+    pub(super) async fn client(&self) -> anyhow::Result<Client> {
         let channel = connect(&self.coordinator, self.tls_ca.as_deref()).await?;
         let token = AttachToken::new(self.token.as_deref())
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
@@ -66,7 +67,7 @@ impl ClientArgs {
     }
 
     /// Waits for `call`, its failure explained.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> anyhow::Result<T> {
@@ -156,20 +157,8 @@ pub struct StatusArgs {
     job: Option<String>,
 }
 
-/// Arguments of `dreamfarm fetch`.
-#[derive(Debug, Args)]
-pub struct FetchArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-    /// The job id.
-    job: String,
-    /// Folder to write the frames and video into [default: dream/JOB].
-    // `--output` as in `render`; `--out`, its first name, still works.
-    #[arg(long = "output", visible_alias = "out", value_name = "FOLDER")]
-    out: Option<PathBuf>,
-}
-
-fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+/// Runs `f` to its end on a runtime of this thread.
+pub(super) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -562,57 +551,6 @@ pub fn events(args: JobIdArgs) -> anyhow::Result<()> {
             let at = utc_time(e.unix_ms);
             println!("{at}  {:14}  {}", e.kind, e.detail);
         }
-        Ok(())
-    })
-}
-
-/// Runs `dreamfarm fetch`: the job's frames and video into a folder; files
-/// are written whole (temp file + rename) and existing ones are replaced
-/// only by complete copies.
-pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("dream").join(&args.job));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    block_on(async move {
-        let mut client = args.client.client().await?;
-        let mut stream = args
-            .client
-            .call(client.fetch(JobRequest { job_id: args.job }))
-            .await?
-            .into_inner();
-        let mut current: Option<(String, tempfile::NamedTempFile)> = None;
-        let mut files = 0;
-        let finish = |(name, tmp): (String, tempfile::NamedTempFile)| -> anyhow::Result<()> {
-            tmp.persist(out.join(&name))
-                .with_context(|| format!("cannot write {name}"))?;
-            Ok(())
-        };
-        while let Some(chunk) = args.client.call(stream.message()).await? {
-            let name = chunk.path;
-            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                bail!("the coordinator sent a bad file name {name:?}");
-            }
-            if current.as_ref().is_none_or(|(n, _)| *n != name) {
-                if let Some(done) = current.take() {
-                    finish(done)?;
-                    files += 1;
-                }
-                current = Some((
-                    name.clone(),
-                    dreamfarm_coordinator::whole_file::temp_file_in(&out, ".fetch-", ".part")?,
-                ));
-            }
-            if let Some((_, tmp)) = current.as_mut() {
-                std::io::Write::write_all(tmp, &chunk.data)?;
-            }
-        }
-        if let Some(done) = current.take() {
-            finish(done)?;
-            files += 1;
-        }
-        println!("{files} files in {}", out.display());
         Ok(())
     })
 }

@@ -5,6 +5,7 @@ mod coordinator;
 #[cfg(feature = "embedded-worker")]
 mod dream;
 mod dream_flags;
+mod fetch;
 mod job_args;
 mod models;
 #[cfg(feature = "embedded-worker")]
@@ -70,7 +71,7 @@ enum Command {
     /// Show a job's event log.
     Events(cluster_client::JobIdArgs),
     /// Download a job's frames and video.
-    Fetch(cluster_client::FetchArgs),
+    Fetch(fetch::FetchArgs),
     /// Print a shell completion script, e.g. `dreamfarm completions bash >
     /// /etc/bash_completion.d/dreamfarm`.
     Completions {
@@ -123,7 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extend(args) => cluster_client::extend(args),
         Command::Delete(args) => cluster_client::delete(args),
         Command::Events(args) => cluster_client::events(args),
-        Command::Fetch(args) => cluster_client::fetch(args),
+        Command::Fetch(args) => fetch::fetch(args),
         Command::Completions { shell } => completions(shell),
     }
 }

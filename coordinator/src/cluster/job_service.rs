@@ -5,21 +5,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dreamfarm_common::params::JobSpec;
-use dreamfarm_proto::chunks::{Assembler, split};
+use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::job_service_server::JobService;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
-    self, DeleteReply, DeleteRequest, EventsReply, ExtendRequest, FileChunk, JobRequest, JobStatus,
-    ListReply, ListRequest, PriorityRequest, SubmitReply, SubmitRequest,
+    self, DeleteReply, DeleteRequest, EventsReply, ExtendRequest, FetchRequest, FileChunk,
+    JobRequest, JobStatus, ListReply, ListRequest, PriorityRequest, SubmitReply, SubmitRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::fetch::{FileStamp, fetchable_files, send_files};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
-use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES, fetchable_files};
+use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES};
 use crate::store::JobState;
 
 /// The `JobService` implementation.
@@ -255,43 +256,26 @@ impl JobService for JobApi {
 
     async fn fetch(
         &self,
-        request: Request<JobRequest>,
+        request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        let job = self.jobs.get(&request.into_inner().job_id)?;
+        let request = request.into_inner();
+        let job = self.jobs.get(&request.job_id)?;
         let files =
             fetchable_files(&job.frames_dir()).map_err(|e| Status::internal(e.to_string()))?;
+        let held = request
+            .held
+            .into_iter()
+            .map(|h| {
+                let stamp = FileStamp {
+                    size: h.size,
+                    modified_ms: h.modified_unix_ms,
+                };
+                (h.name, stamp)
+            })
+            .collect();
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
-        tokio::spawn(async move {
-            for path in files {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let data = match tokio::fs::read(&path).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("{name}: {e}")))).await;
-                        return;
-                    }
-                };
-                hub.metrics.sent(data.len());
-                // An empty file still announces itself with one empty chunk.
-                let mut pieces: Vec<Vec<u8>> = split(&data).collect();
-                if pieces.is_empty() {
-                    pieces.push(Vec::new());
-                }
-                for data in pieces {
-                    let chunk = FileChunk {
-                        path: name.clone(),
-                        data,
-                    };
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::task::spawn_blocking(move || send_files(files, held, tx, &hub.metrics));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -425,25 +425,3 @@ impl Jobs {
 fn frames_on_disk(dir: &Path) -> u64 {
     OutputDir::existing(dir).frames_done()
 }
-
-/// Files of a job's folder a client may fetch: frames and the video, not
-/// the manifest's temp files or frames being written.
-pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-            })
-            .collect(),
-        // A job that never started has no frames yet.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    files.sort();
-    Ok(files)
-}

@@ -65,11 +65,16 @@ pub fn job_bytes(width: u32, height: u32, cadence: u32) -> u64 {
 pub fn human(bytes: u64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
     const MIB: f64 = (1u64 << 20) as f64;
+    const KIB: f64 = 1024.0;
     let b = bytes as f64;
     if b >= GIB {
         format!("{:.1} GiB", b / GIB)
-    } else {
+    } else if b >= MIB {
         format!("{:.0} MiB", b / MIB)
+    } else if b >= KIB {
+        format!("{:.0} KiB", b / KIB)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -152,5 +157,8 @@ mod tests {
         }
         assert!(default_budget() > 0);
         assert_eq!(human(3 << 29), "1.5 GiB");
+        assert_eq!(human(300 << 20), "300 MiB");
+        assert_eq!(human(21_494), "21 KiB");
+        assert_eq!(human(536), "536 bytes");
     }
 }

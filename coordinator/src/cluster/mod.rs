@@ -9,8 +9,10 @@
 //!   submitted job; [`job_handle`]: one job's record, view and thread;
 //!   [`job_runner`]: that thread, rendering with the same loop as a
 //!   single-machine render through a [`remote_executor`].
+//! - [`fetch`]: a job's files for a fetching client.
 //! - [`hub`]: the shared state; [`metrics`]: Prometheus counters.
 
+pub mod fetch;
 pub mod hub;
 pub mod job_handle;
 pub mod job_prepare;

@@ -1,0 +1,167 @@
+//! `dreamfarm fetch`: a job's frames, job file and video into a folder.
+//! Files the folder already holds as they are on the coordinator are not
+//! sent again (same size and modification time; a fetched file is given
+//! the coordinator's), so fetching a long render as it goes costs only its
+//! new frames and the video each time. Files appear only whole.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use dreamfarm_coordinator::cluster::fetch::FileStamp;
+use dreamfarm_coordinator::cluster::memory_budget::human;
+use dreamfarm_coordinator::whole_file::temp_file_in;
+use dreamfarm_proto::pb::{FetchRequest, FileChunk, HeldFile};
+
+use super::cluster_client::{ClientArgs, block_on};
+
+/// Arguments of `dreamfarm fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The job id.
+    job: String,
+    /// Folder to write the frames and video into [default: dream/JOB].
+    // `--output` as in `render`; `--out`, its first name, still works.
+    #[arg(long = "output", visible_alias = "out", value_name = "FOLDER")]
+    out: Option<PathBuf>,
+}
+
+/// Runs `dreamfarm fetch`.
+pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("dream").join(&args.job));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let held = held_files(&out)?;
+    block_on(async move {
+        let mut client = args.client.client().await?;
+        let request = FetchRequest {
+            job_id: args.job,
+            held,
+        };
+        let mut stream = args.client.call(client.fetch(request)).await?.into_inner();
+        let (mut fetched, mut bytes, mut unchanged) = (0u64, 0, 0u64);
+        let mut current: Option<Incoming> = None;
+        while let Some(chunk) = args.client.call(stream.message()).await? {
+            let name = &chunk.path;
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                bail!("the coordinator sent a bad file name {name:?}");
+            }
+            // A chunk of another file ends the one arriving.
+            let another = chunk.unchanged || current.as_ref().is_some_and(|c| c.name != *name);
+            if another && let Some(done) = current.take() {
+                bytes += done.finish(&out)?;
+                fetched += 1;
+            }
+            if chunk.unchanged {
+                unchanged += 1;
+                continue;
+            }
+            let incoming = match &mut current {
+                Some(c) => c,
+                None => current.insert(Incoming::new(&out, &chunk)?),
+            };
+            std::io::Write::write_all(&mut incoming.file, &chunk.data)
+                .with_context(|| format!("cannot write {name} into {}", out.display()))?;
+            incoming.written += chunk.data.len() as u64;
+        }
+        if let Some(done) = current.take() {
+            bytes += done.finish(&out)?;
+            fetched += 1;
+        }
+        let files = |n: u64| {
+            if n == 1 {
+                "1 file".to_string()
+            } else {
+                format!("{n} files")
+            }
+        };
+        let (out, fetched) = (out.display(), files(fetched));
+        match unchanged {
+            0 => println!("fetched {fetched} ({}) into {out}", human(bytes)),
+            n => println!(
+                "fetched {fetched} ({}) into {out}; {} already there, unchanged",
+                human(bytes),
+                files(n)
+            ),
+        }
+        Ok(())
+    })
+}
+
+/// The files `out` holds, as the coordinator's quick check compares them.
+fn held_files(out: &Path) -> anyhow::Result<Vec<HeldFile>> {
+    let entries =
+        std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stamp = FileStamp::of(&e.metadata().ok()?)?;
+            Some(HeldFile {
+                name,
+                size: stamp.size,
+                modified_unix_ms: stamp.modified_ms,
+            })
+        })
+        .collect())
+}
+
+/// A file arriving: written to a hidden temporary file that takes its name
+/// once complete.
+struct Incoming {
+    /// The file's name in the job's folder.
+    name: String,
+    /// Where its bytes go until it is whole.
+    file: tempfile::NamedTempFile,
+    /// Bytes written so far.
+    written: u64,
+    /// Its size and modification time on the coordinator (coordinators
+    /// before these were sent send neither).
+    stamp: Option<FileStamp>,
+}
+
+impl Incoming {
+    /// Starts the file whose first chunk is `chunk`.
+    fn new(out: &Path, chunk: &FileChunk) -> anyhow::Result<Self> {
+        let stamp = match (chunk.size, chunk.modified_unix_ms) {
+            (Some(size), Some(modified_ms)) => Some(FileStamp { size, modified_ms }),
+            _ => None,
+        };
+        Ok(Self {
+            name: chunk.path.clone(),
+            file: temp_file_in(out, ".fetch-", ".part")?,
+            written: 0,
+            stamp,
+        })
+    }
+
+    /// Checks the file is whole, gives it the coordinator's modification
+    /// time and its name; returns its size.
+    fn finish(self, out: &Path) -> anyhow::Result<u64> {
+        let Self {
+            name,
+            file,
+            written,
+            stamp,
+        } = self;
+        if let Some(stamp) = stamp {
+            if written != stamp.size {
+                bail!(
+                    "{name} came incomplete ({written} of its {} bytes); run the same fetch again",
+                    stamp.size
+                );
+            }
+            file.as_file()
+                .set_modified(stamp.modified())
+                .with_context(|| format!("cannot set the time of {name}"))?;
+        }
+        file.persist(out.join(&name))
+            .with_context(|| format!("cannot write {name} into {}", out.display()))?;
+        Ok(written)
+    }
+}

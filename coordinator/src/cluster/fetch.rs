@@ -1,0 +1,250 @@
+//! A job's files for `dreamfarm fetch`: every frame, the job file and the
+//! video, less those the client already holds as they are here, each read
+//! from disk a piece at a time so that a video of many gigabytes never
+//! sits in the coordinator's memory.
+//!
+//! Whether a client's copy is current is judged as rsync's quick check
+//! does: same size and same modification time. Frames never change once
+//! written, and a fetched file is given the coordinator's modification time,
+//! so a second fetch of a long render sends only its new frames and the
+//! video.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dreamfarm_proto::CHUNK_BYTES;
+use dreamfarm_proto::pb::FileChunk;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::metrics::Metrics;
+
+/// What the quick check compares: a file's length and its modification time
+/// in whole milliseconds since 1970 (file systems keep at least that, and a
+/// client's copy is stamped with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub size: u64,
+    /// Modification time, milliseconds since 1970.
+    pub modified_ms: i64,
+}
+
+impl FileStamp {
+    /// The stamp of a file whose metadata is `meta`; `None` when the file
+    /// system keeps no modification time (then no copy is ever current).
+    pub fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        let modified = meta.modified().ok()?;
+        let ms = match modified.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).ok()?,
+            Err(before) => -i64::try_from(before.duration().as_millis()).ok()?,
+        };
+        Some(Self {
+            size: meta.len(),
+            modified_ms: ms,
+        })
+    }
+
+    /// The modification time as a `SystemTime`, to stamp a copy with.
+    pub fn modified(&self) -> SystemTime {
+        let ms = Duration::from_millis(self.modified_ms.unsigned_abs());
+        if self.modified_ms >= 0 {
+            UNIX_EPOCH + ms
+        } else {
+            UNIX_EPOCH - ms
+        }
+    }
+}
+
+/// Files of a job's folder a client may fetch: frames, the job file and the
+/// video, not the hidden files of frames and a video being written.
+pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+            })
+            .collect(),
+        // A job that never started has no frames yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// Sends `files` into `tx` as chunks, in order: a file whose stamp equals
+/// the one `held` gives for its name as one `unchanged` chunk, any other
+/// as its bytes in pieces of at most [`CHUNK_BYTES`] (one empty piece for
+/// an empty file), each piece carrying the file's stamp. Blocks on the
+/// disk and on the client, so it runs on a thread of its own; stops
+/// quietly when the client goes away, and ends the stream with an error
+/// naming a file that cannot be read.
+pub fn send_files(
+    files: Vec<PathBuf>,
+    held: HashMap<String, FileStamp>,
+    tx: mpsc::Sender<Result<FileChunk, Status>>,
+    metrics: &Metrics,
+) {
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match send_file(&path, &name, held.get(&name), &tx, metrics) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let why = format!("cannot read {name} of the job: {e}");
+                let _ = tx.blocking_send(Err(Status::internal(why)));
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one file (see [`send_files`]); `Ok(false)` when the client has
+/// gone away.
+fn send_file(
+    path: &Path,
+    name: &str,
+    held: Option<&FileStamp>,
+    tx: &mpsc::Sender<Result<FileChunk, Status>>,
+    metrics: &Metrics,
+) -> std::io::Result<bool> {
+    let file = std::fs::File::open(path)?;
+    let stamp = FileStamp::of(&file.metadata()?);
+    let chunk = |data: Vec<u8>, unchanged: bool| FileChunk {
+        path: name.to_string(),
+        data,
+        size: stamp.map(|s| s.size),
+        modified_unix_ms: stamp.map(|s| s.modified_ms),
+        unchanged,
+    };
+    if stamp.is_some() && held == stamp.as_ref() {
+        return Ok(tx.blocking_send(Ok(chunk(Vec::new(), true))).is_ok());
+    }
+    let mut reader = file.take(u64::MAX);
+    let mut total = 0u64;
+    loop {
+        let mut piece = Vec::with_capacity(CHUNK_BYTES);
+        reader.set_limit(CHUNK_BYTES as u64);
+        reader.read_to_end(&mut piece)?;
+        if piece.is_empty() && total > 0 {
+            break;
+        }
+        let last = piece.len() < CHUNK_BYTES;
+        total += piece.len() as u64;
+        metrics.sent(piece.len());
+        if tx.blocking_send(Ok(chunk(piece, false))).is_err() {
+            return Ok(false);
+        }
+        if last {
+            break;
+        }
+    }
+    match stamp {
+        Some(s) if s.size != total => Err(std::io::Error::other(format!(
+            "it changed while being sent ({} bytes, then {total}); fetch again",
+            s.size
+        ))),
+        _ => Ok(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk `send_files` sends for `files`, given `held`.
+    fn chunks(files: Vec<PathBuf>, held: HashMap<String, FileStamp>) -> Vec<FileChunk> {
+        let (tx, mut rx) = mpsc::channel(4);
+        let sender = std::thread::spawn(move || send_files(files, held, tx, &Metrics::default()));
+        let mut got = Vec::new();
+        while let Some(c) = rx.blocking_recv() {
+            got.push(c.expect("no error"));
+        }
+        sender.join().expect("sender");
+        got
+    }
+
+    fn stamp(path: &Path) -> FileStamp {
+        FileStamp::of(&std::fs::metadata(path).expect("metadata")).expect("a modification time")
+    }
+
+    #[test]
+    fn files_go_in_pieces_and_held_copies_are_only_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big: Vec<u8> = (0..2 * CHUNK_BYTES + 3).map(|i| (i % 251) as u8).collect();
+        let exact = vec![7u8; CHUNK_BYTES];
+        for (name, data) in [("a.mp4", &big[..]), ("b.png", &exact), ("c.toml", &[])] {
+            std::fs::write(dir.path().join(name), data).expect("write");
+        }
+        std::fs::write(dir.path().join(".partial.mp4"), b"x").expect("write");
+        let files = fetchable_files(dir.path()).expect("list");
+        assert_eq!(files.len(), 3, "hidden files are not fetchable");
+
+        let all = chunks(files.clone(), HashMap::new());
+        let sizes: Vec<(String, usize)> =
+            all.iter().map(|c| (c.path.clone(), c.data.len())).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("a.mp4".into(), CHUNK_BYTES),
+                ("a.mp4".into(), CHUNK_BYTES),
+                ("a.mp4".into(), 3),
+                ("b.png".into(), CHUNK_BYTES),
+                ("c.toml".into(), 0),
+            ]
+        );
+        let a: Vec<u8> = all[..3].iter().flat_map(|c| c.data.clone()).collect();
+        assert!(a == big);
+        let a_stamp = stamp(&dir.path().join("a.mp4"));
+        assert!(all[..3].iter().all(|c| c.size == Some(a_stamp.size)
+            && c.modified_unix_ms == Some(a_stamp.modified_ms)
+            && !c.unchanged));
+
+        // The client holds a.mp4 as it is and b.png with another time.
+        let mut b_stamp = stamp(&dir.path().join("b.png"));
+        b_stamp.modified_ms -= 1;
+        let held = HashMap::from([
+            ("a.mp4".to_string(), a_stamp),
+            ("b.png".to_string(), b_stamp),
+        ]);
+        let some = chunks(files, held);
+        let sizes: Vec<(String, usize, bool)> = some
+            .iter()
+            .map(|c| (c.path.clone(), c.data.len(), c.unchanged))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("a.mp4".into(), 0, true),
+                ("b.png".into(), CHUNK_BYTES, false),
+                ("c.toml".into(), 0, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stamp_gives_back_its_time() {
+        for ms in [0, 1_764_633_600_123, -5_000] {
+            let s = FileStamp {
+                size: 1,
+                modified_ms: ms,
+            };
+            let back = s.modified().duration_since(UNIX_EPOCH);
+            match back {
+                Ok(d) => assert_eq!(d.as_millis() as i64, ms),
+                Err(e) => assert_eq!(-(e.duration().as_millis() as i64), ms),
+            }
+        }
+    }
+}
