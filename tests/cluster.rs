@@ -456,6 +456,20 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
         "{said}"
     );
 
+    // A folder that cannot be written is one clear error, before any
+    // download.
+    let a_file = out.join("job.toml");
+    for bad in [a_file.clone(), a_file.join("under")] {
+        let bad = bad.to_str().expect("UTF-8");
+        let before = sent();
+        let (status, _, stderr) = run(c.client("fetch", &[&id, "--output", bad]));
+        assert!(!status.status.success(), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(bad) && errors[0].contains("Fix: pass --output a folder"));
+        assert_eq!(sent(), before, "{stderr}");
+    }
+
     // A file of 512 MiB leaves the coordinator's peak memory where it was.
     let big = 512u64 << 20;
     std::fs::File::create(there.join("big.bin"))

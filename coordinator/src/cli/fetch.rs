@@ -34,7 +34,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("dream").join(&args.job));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    prepare_folder(&out)?;
     let held = held_files(&out)?;
     block_on(async move {
         let mut client = args.client.client().await?;
@@ -90,6 +90,30 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Makes the folder `out` and checks that a file can be written in it,
+/// so that a folder the user cannot write to fails before anything is
+/// downloaded.
+fn prepare_folder(out: &Path) -> anyhow::Result<()> {
+    let fix = "Fix: pass --output a folder you can write to, or fix its permissions";
+    if out.exists() && !out.is_dir() {
+        bail!("{} is a file, not a folder. {fix}", out.display());
+    }
+    std::fs::create_dir_all(out)
+        .and_then(|()| temp_file_in(out, ".fetch-", ".part").map(drop))
+        .map_err(|e| {
+            // tempfile's errors end in the temporary file's name, which
+            // says nothing to the user; the kind says what is wrong.
+            let why = match e.raw_os_error() {
+                Some(_) => e.to_string(),
+                None => std::io::Error::from(e.kind()).to_string(),
+            };
+            anyhow::anyhow!(
+                "cannot write into the folder {}: {why}. {fix}",
+                out.display()
+            )
+        })
 }
 
 /// The files `out` holds, as the coordinator's quick check compares them.
