@@ -340,6 +340,24 @@ fn job_controls_work_end_to_end() {
         "the frames made again differ"
     );
 
+    // Cancel: a paused job shows no ETA; cancelled, its frames stay and
+    // `watch` says so.
+    let dropped = submit(&c, "dropped", 5, &[]);
+    wait_for("its first frame", || frames_on_disk(&c, &dropped) >= 1);
+    control(&c, "pause", &[&dropped]);
+    let paused = c.status(&dropped);
+    assert!(!paused.contains("ETA"), "a paused job has an ETA: {paused}");
+    control(&c, "cancel", &[&dropped]);
+    let kept = frames_on_disk(&c, &dropped);
+    let said = refused(&c, "watch", &[&dropped]);
+    assert!(
+        said.contains(&format!("was cancelled after {kept} of its 5 frames"))
+            && said.contains(&format!("`dreamfarm fetch {dropped}`")),
+        "{said}"
+    );
+    assert!(refused(&c, "resume", &[&dropped]).contains("only paused"));
+    assert_eq!(frames_on_disk(&c, &dropped), kept);
+
     // Delete: refused while running unless forced; gone afterwards.
     let doomed = submit(&c, "doomed", 3, &[]);
     wait_for("the doomed job to run", || state(&c, &doomed) == "running");

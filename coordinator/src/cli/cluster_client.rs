@@ -444,15 +444,21 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
             bar.finish();
             println!("{}", status_line(&last));
         }
-        if last.state == JobState::Done as i32 {
-            Ok(())
-        } else {
-            bail!(
+        match JobState::try_from(last.state) {
+            Ok(JobState::Done) => Ok(()),
+            Ok(JobState::Cancelled) => bail!(
+                "job {id} was cancelled after {} of its {} frames; they stay on the coordinator: `dreamfarm fetch {id}`",
+                last.frames_done,
+                last.frames_total,
+                id = last.job_id,
+            ),
+            _ if last.message.is_empty() => bail!("job {} {}", last.job_id, state_name(&last)),
+            _ => bail!(
                 "job {} {}: {}",
                 last.job_id,
                 state_name(&last),
                 last.message
-            )
+            ),
         }
     })
 }

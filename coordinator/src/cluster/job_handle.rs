@@ -219,7 +219,8 @@ impl JobHandle {
             let live = (v.tiles_done, v.tiles_total, v.eta_seconds);
             *v = JobView::of(&shown);
             (v.tiles_done, v.tiles_total, v.eta_seconds) = live;
-            if shown.state.is_final() {
+            // Only a running job is getting nearer its end.
+            if shown.state != JobState::Running {
                 v.eta_seconds = 0.0;
             }
         });
