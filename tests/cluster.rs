@@ -328,7 +328,10 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     args[1] = not_image.path().to_str().expect("UTF-8");
     let (out, _, stderr) = run(c.client("submit", &args));
     assert!(!out.status.success());
-    assert!(stderr.contains("not a PNG or JPEG"), "{stderr}");
+    assert!(
+        stderr.contains("not a readable image") && stderr.contains("give a PNG or JPEG file"),
+        "{stderr}"
+    );
     let mut args = job("bad");
     args.extend(["--layers", "mixed9"]);
     let (out, _, stderr) = run(c.client("submit", &args));
@@ -340,6 +343,26 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     let (out, _, stderr) = run(c.client("submit", &job("bad/name")));
     assert!(!out.status.success());
     assert!(stderr.contains("path separators"), "{stderr}");
+    // `render`'s --output means nothing to a cluster job (it was taken
+    // silently, as the job's name), and an input too small is named as the
+    // user gave it, not as the coordinator's copy.
+    let mut args = job("bad");
+    args.extend(["--output", "somewhere"]);
+    let (out, _, stderr) = run(c.client("submit", &args));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("dreamfarm fetch JOB --output somewhere"),
+        "{stderr}"
+    );
+    let mut args = job("bad");
+    args.extend(["--size", "64x64"]);
+    let (out, _, stderr) = run(c.client("submit", &args));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("input image assets/astronaut.png: it is 64x64"),
+        "{stderr}"
+    );
+    assert_eq!(run_ok(c.client("status", &[])), "no jobs\n", "a bad job was queued");
     // Still serving, and a good job still renders correctly.
     assert!(c.alive());
     let _w = c.worker("w");

@@ -180,6 +180,18 @@ pub fn check_min_side(spec: &JobSpec, input: &Planar, min_side: usize) -> Result
     Ok(())
 }
 
+/// Reads and checks every image the job names (the guide, the colour
+/// reference, and the input at the job's size against the model's
+/// `min_side`) as its render will, so that a job with a bad one is refused
+/// before it is queued, or uploaded; returns the input at the job's size.
+pub fn check_images(spec: &JobSpec, min_side: usize) -> Result<Planar, RenderError> {
+    load_guide(spec)?;
+    load_color_reference(spec)?;
+    let input = load_input(spec)?;
+    check_min_side(spec, &input, min_side)?;
+    Ok(input)
+}
+
 /// The camera move of `spec` into frame `frame` of a `width`×`height`
 /// render.
 pub fn camera(spec: &JobSpec, frame: u64, width: usize, height: usize) -> Warp {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_coordinator::render::check_images;
 use dreamfarm_coordinator::store::utc_time;
 use dreamfarm_proto::MAX_MESSAGE_BYTES;
 use dreamfarm_proto::auth::AttachToken;
@@ -167,7 +168,17 @@ pub(super) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow:
 
 /// Runs `dreamfarm submit`: uploads the job and prints its id.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    if let Some(dir) = args.job.output() {
+        bail!(
+            "--output {} is where `dreamfarm render` writes; a cluster job's files stay on the coordinator. Fix: drop --output (--name names the job), and fetch its files with `dreamfarm fetch JOB --output {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
     let (mut spec, _, name) = args.job.spec()?;
+    // The coordinator checks the images too, but its errors would name its
+    // copies, and only after the upload.
+    check_images(&spec, spec.dream.model_spec()?.min_side())?;
     let read = |path: &mut PathBuf, what: &str, name: &str| {
         let bytes = std::fs::read(&*path)
             .with_context(|| format!("cannot read the {what} {}", path.display()))?;

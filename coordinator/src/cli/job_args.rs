@@ -134,6 +134,11 @@ fn default_name(file: &str) -> String {
 }
 
 impl JobArgs {
+    /// The `--output` folder, if one was given.
+    pub fn output(&self) -> Option<&Path> {
+        self.output.as_deref()
+    }
+
     /// The job (job file, then flags), its output folder and its name.
     pub fn spec(self) -> anyhow::Result<(JobSpec, PathBuf, String)> {
         let mut spec = match &self.job {

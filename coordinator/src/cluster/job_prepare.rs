@@ -11,7 +11,7 @@ use dreamfarm_common::seed;
 
 use super::jobs::JobError;
 use super::memory_budget::{human, job_bytes};
-use crate::render::{check_min_side, load_color_reference, load_guide, load_input};
+use crate::render::check_images;
 use crate::store::{JobRecord, JobState, now_ms};
 
 /// A job as a client sends it.
@@ -79,10 +79,7 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
         spec.input = dir.join(&input);
         spec.dream.guide = guide.as_ref().map(|g| dir.join(g));
         spec.color.reference = reference.as_ref().map(|r| dir.join(r));
-        load_guide(&spec).map_err(|e| invalid(&e))?;
-        load_color_reference(&spec).map_err(|e| invalid(&e))?;
-        let image = load_input(&spec).map_err(|e| invalid(&e))?;
-        check_min_side(&spec, &image, model.min_side()).map_err(|e| invalid(&e))?;
+        let image = check_images(&spec, model.min_side()).map_err(|e| invalid(&e))?;
         let needs = job_bytes(image.width as u32, image.height as u32, spec.dream.cadence);
         if needs > budget {
             return Err(JobError::Invalid(format!(
@@ -146,4 +143,58 @@ fn new_folder(data: &Path, name: &str) -> Result<(String, std::path::PathBuf), J
         "no free job id for {name:?} in {}",
         data.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `width`×`height` grey PNG.
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_pixel(width, height, image::Rgb([128, 128, 128]))
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .expect("encode");
+        bytes.into_inner()
+    }
+
+    /// `prepare` of a job whose input is `input`, in `data`.
+    fn submit(data: &Path, input: &[u8]) -> Result<JobRecord, JobError> {
+        let job = Submission {
+            name: "job",
+            spec: JobSpec::new("photo.jpg".into(), 3),
+            input,
+            guide: None,
+            color_reference: None,
+            priority: 0,
+        };
+        prepare(data, job, u64::MAX)
+    }
+
+    /// The coordinator checks uploads itself (a client other than
+    /// `dreamfarm submit` may send anything), and a refused job leaves no
+    /// folder behind.
+    #[test]
+    fn bad_uploads_are_refused_and_leave_nothing() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let refused = |input: &[u8]| match submit(data.path(), input) {
+            Err(JobError::Invalid(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(
+            refused(b"not an image"),
+            "the input image is not a PNG or JPEG image"
+        );
+        let why = refused(&png(64, 64));
+        assert!(
+            why.contains("it is 64x64, smaller than the 75 pixels per side"),
+            "{why}"
+        );
+        assert_eq!(std::fs::read_dir(data.path()).expect("data").count(), 0);
+
+        let job = submit(data.path(), &png(96, 96)).expect("a good job");
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.spec.input, Path::new("input.png"));
+        assert!(data.path().join(&job.id).join("input.png").is_file());
+    }
 }
