@@ -320,49 +320,43 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage \x13\x37");
     }
-    // A job that is not an image, a job file that is not valid, an unknown
-    // layer, an unknown job.
+    // A job that is not an image, an unknown layer, an unknown job, a bad
+    // name; `render`'s --output, which means nothing to a cluster job (it
+    // was taken silently, as the job's name); an input too small, named as
+    // the user gave it, not as the coordinator's copy.
+    let refused = |command: &str, args: &[&str], says: &[&str]| {
+        let (out, _, stderr) = run(c.client(command, args));
+        assert!(!out.status.success(), "{command} {args:?} succeeded");
+        assert!(says.iter().all(|s| stderr.contains(s)), "{stderr}");
+    };
     let not_image = tempfile::NamedTempFile::new().expect("temp");
     std::fs::write(not_image.path(), b"not an image").expect("write");
     let mut args = job("bad");
     args[1] = not_image.path().to_str().expect("UTF-8");
-    let (out, _, stderr) = run(c.client("submit", &args));
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("not a readable image") && stderr.contains("give a PNG or JPEG file"),
-        "{stderr}"
+    refused(
+        "submit",
+        &args,
+        &["not a readable image", "give a PNG or JPEG file"],
     );
-    let mut args = job("bad");
-    args.extend(["--layers", "mixed9"]);
-    let (out, _, stderr) = run(c.client("submit", &args));
-    assert!(!out.status.success());
-    assert!(stderr.contains("mixed9"), "{stderr}");
-    let (out, _, stderr) = run(c.client("watch", &["no-such-job"]));
-    assert!(!out.status.success());
-    assert!(stderr.contains("NotFound"), "{stderr}");
-    let (out, _, stderr) = run(c.client("submit", &job("bad/name")));
-    assert!(!out.status.success());
-    assert!(stderr.contains("path separators"), "{stderr}");
-    // `render`'s --output means nothing to a cluster job (it was taken
-    // silently, as the job's name), and an input too small is named as the
-    // user gave it, not as the coordinator's copy.
-    let mut args = job("bad");
-    args.extend(["--output", "somewhere"]);
-    let (out, _, stderr) = run(c.client("submit", &args));
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("dreamfarm fetch JOB --output somewhere"),
-        "{stderr}"
+    let with = |extra: [&'static str; 2]| [job("bad"), extra.to_vec()].concat();
+    refused("submit", &with(["--layers", "mixed9"]), &["mixed9"]);
+    refused("watch", &["no-such-job"], &["NotFound"]);
+    refused("submit", &job("bad/name"), &["path separators"]);
+    refused(
+        "submit",
+        &with(["--output", "somewhere"]),
+        &["dreamfarm fetch JOB --output somewhere"],
     );
-    let mut args = job("bad");
-    args.extend(["--size", "64x64"]);
-    let (out, _, stderr) = run(c.client("submit", &args));
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("input image assets/astronaut.png: it is 64x64"),
-        "{stderr}"
+    refused(
+        "submit",
+        &with(["--size", "64x64"]),
+        &["input image assets/astronaut.png: it is 64x64"],
     );
-    assert_eq!(run_ok(c.client("status", &[])), "no jobs\n", "a bad job was queued");
+    assert_eq!(
+        run_ok(c.client("status", &[])),
+        "no jobs\n",
+        "a bad job was queued"
+    );
     // Still serving, and a good job still renders correctly.
     assert!(c.alive());
     let _w = c.worker("w");
