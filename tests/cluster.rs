@@ -453,6 +453,19 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
     assert_eq!(bytes, 0.0, "a second fetch sent its files again: {said}");
     assert!(said.contains("fetched 0 files") && said.contains("5 files already there"));
 
+    // A folder of more files than one request can name (here 50 000 of
+    // the user's own, with long names: about 5 MB of names).
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).expect("a folder");
+    for n in 0..50_000 {
+        let name = format!("{}-{n:06}.txt", "n".repeat(90));
+        std::fs::File::create(many.join(name)).expect("a file");
+    }
+    let many_out = many.to_str().expect("UTF-8");
+    let said = run_ok(c.client("fetch", &[&id, "--output", many_out]));
+    assert!(said.starts_with("fetched 5 files"), "{said}");
+    std::fs::remove_dir_all(&many).expect("clean up");
+
     // A damaged copy and one of another time are sent again.
     std::fs::write(out.join("000001.png"), b"damaged").expect("damage");
     std::fs::File::options()

@@ -38,11 +38,8 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let held = held_files(&out)?;
     block_on(async move {
         let mut client = args.client.client().await?;
-        let request = FetchRequest {
-            job_id: args.job,
-            held,
-        };
-        let mut stream = args.client.call(client.fetch(request)).await?.into_inner();
+        let requests = tokio_stream::iter(requests(args.job.clone(), held));
+        let mut stream = args.client.call(client.fetch(requests)).await?.into_inner();
         let (mut fetched, mut bytes, mut unchanged) = (0u64, 0, 0u64);
         let mut current: Option<Incoming> = None;
         while let Some(chunk) = args.client.call(stream.message()).await? {
@@ -90,6 +87,27 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Files of the folder named per request: however long a name, a request
+/// stays well within the protocol's message size.
+const HELD_PER_REQUEST: usize = 10_000;
+
+/// The requests of a fetch of `job` into a folder holding `held`: the job,
+/// then the files, a batch a request.
+fn requests(job: String, held: Vec<HeldFile>) -> Vec<FetchRequest> {
+    let mut requests = vec![FetchRequest {
+        job_id: job,
+        held: Vec::new(),
+    }];
+    let mut held = held.into_iter().peekable();
+    while held.peek().is_some() {
+        requests.push(FetchRequest {
+            job_id: String::new(),
+            held: held.by_ref().take(HELD_PER_REQUEST).collect(),
+        });
+    }
+    requests
 }
 
 /// Makes the folder `out` and checks that a file can be written in it,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dreamfarm_proto::CHUNK_BYTES;
-use dreamfarm_proto::pb::FileChunk;
+use dreamfarm_proto::pb::{FileChunk, HeldFile};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -58,6 +58,49 @@ impl FileStamp {
     }
 }
 
+/// What a fetching client holds of a job's files: each one's stamp, by
+/// name. Only the job's own files are kept, so a client's list costs no
+/// more memory than the job's listing, however long it is.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The job's files, with the stamp of the client's copy if it has one.
+    stamps: HashMap<String, Option<FileStamp>>,
+}
+
+impl Held {
+    /// Ready to hear of copies of `files` (a job's fetchable files).
+    pub fn of(files: &[PathBuf]) -> Self {
+        Self {
+            stamps: files.iter().map(|p| (file_name(p), None)).collect(),
+        }
+    }
+
+    /// Adds files the client says it holds; other names than the job's
+    /// files' are ignored.
+    pub fn add(&mut self, held: impl IntoIterator<Item = HeldFile>) {
+        for h in held {
+            if let Some(stamp) = self.stamps.get_mut(&h.name) {
+                *stamp = Some(FileStamp {
+                    size: h.size,
+                    modified_ms: h.modified_unix_ms,
+                });
+            }
+        }
+    }
+
+    /// The stamp of the client's copy of `name`, if it holds one.
+    fn get(&self, name: &str) -> Option<&FileStamp> {
+        self.stamps.get(name).and_then(Option::as_ref)
+    }
+}
+
+/// The name of `path`, as the client gets it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Files of a job's folder a client may fetch: frames, the job file and the
 /// video, not the hidden files of frames and a video being written.
 pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -89,15 +132,12 @@ pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// naming a file that cannot be read.
 pub fn send_files(
     files: Vec<PathBuf>,
-    held: HashMap<String, FileStamp>,
+    held: &Held,
     tx: mpsc::Sender<Result<FileChunk, Status>>,
     metrics: &Metrics,
 ) {
     for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name(&path);
         match send_file(&path, &name, held.get(&name), &tx, metrics) {
             Ok(true) => {}
             Ok(false) => return,
@@ -163,10 +203,17 @@ fn send_file(
 mod tests {
     use super::*;
 
-    /// Every chunk `send_files` sends for `files`, given `held`.
-    fn chunks(files: Vec<PathBuf>, held: HashMap<String, FileStamp>) -> Vec<FileChunk> {
+    /// Every chunk `send_files` sends for `files`, given that the client
+    /// holds `held`.
+    fn chunks(files: Vec<PathBuf>, held: &[(&str, FileStamp)]) -> Vec<FileChunk> {
+        let mut holds = Held::of(&files);
+        holds.add(held.iter().map(|(name, s)| HeldFile {
+            name: name.to_string(),
+            size: s.size,
+            modified_unix_ms: s.modified_ms,
+        }));
         let (tx, mut rx) = mpsc::channel(4);
-        let sender = std::thread::spawn(move || send_files(files, held, tx, &Metrics::default()));
+        let sender = std::thread::spawn(move || send_files(files, &holds, tx, &Metrics::default()));
         let mut got = Vec::new();
         while let Some(c) = rx.blocking_recv() {
             got.push(c.expect("no error"));
@@ -191,7 +238,7 @@ mod tests {
         let files = fetchable_files(dir.path()).expect("list");
         assert_eq!(files.len(), 3, "hidden files are not fetchable");
 
-        let all = chunks(files.clone(), HashMap::new());
+        let all = chunks(files.clone(), &[]);
         let sizes: Vec<(String, usize)> =
             all.iter().map(|c| (c.path.clone(), c.data.len())).collect();
         assert_eq!(
@@ -211,14 +258,16 @@ mod tests {
             && c.modified_unix_ms == Some(a_stamp.modified_ms)
             && !c.unchanged));
 
-        // The client holds a.mp4 as it is and b.png with another time.
+        // The client holds a.mp4 as it is, b.png with another time, and a
+        // file the job does not have.
         let mut b_stamp = stamp(&dir.path().join("b.png"));
         b_stamp.modified_ms -= 1;
-        let held = HashMap::from([
-            ("a.mp4".to_string(), a_stamp),
-            ("b.png".to_string(), b_stamp),
-        ]);
-        let some = chunks(files, held);
+        let held = [
+            ("a.mp4", a_stamp),
+            ("b.png", b_stamp),
+            ("notes.txt", a_stamp),
+        ];
+        let some = chunks(files, &held);
         let sizes: Vec<(String, usize, bool)> = some
             .iter()
             .map(|c| (c.path.clone(), c.data.len(), c.unchanged))

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::fetch::{FileStamp, fetchable_files, send_files};
+use super::fetch::{Held, fetchable_files, send_files};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
@@ -256,26 +256,26 @@ impl JobService for JobApi {
 
     async fn fetch(
         &self,
-        request: Request<FetchRequest>,
+        request: Request<Streaming<FetchRequest>>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        let request = request.into_inner();
-        let job = self.jobs.get(&request.job_id)?;
+        let mut requests = request.into_inner();
+        let first = requests
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("a fetch names its job first"))?;
+        let job = self.jobs.get(&first.job_id)?;
         let files =
             fetchable_files(&job.frames_dir()).map_err(|e| Status::internal(e.to_string()))?;
-        let held = request
-            .held
-            .into_iter()
-            .map(|h| {
-                let stamp = FileStamp {
-                    size: h.size,
-                    modified_ms: h.modified_unix_ms,
-                };
-                (h.name, stamp)
-            })
-            .collect();
+        // Only the job's own files are remembered, so what a client says it
+        // holds costs no more memory than the job's listing.
+        let mut held = Held::of(&files);
+        held.add(first.held);
+        while let Some(more) = requests.message().await? {
+            held.add(more.held);
+        }
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
-        tokio::task::spawn_blocking(move || send_files(files, held, tx, &hub.metrics));
+        tokio::task::spawn_blocking(move || send_files(files, &held, tx, &hub.metrics));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
