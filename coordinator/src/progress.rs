@@ -1,5 +1,5 @@
 //! Render progress: a bar with ETA on a terminal, plain log lines otherwise
-//! (CI logs, `nohup`, Kubernetes).
+//! (CI logs, `nohup`, Kubernetes); durations as people write them.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -61,5 +61,31 @@ impl FrameProgress {
         if let Some(bar) = &self.bar {
             bar.finish();
         }
+    }
+}
+
+/// Seconds as "1 h 02 min", "3 min 20 s" or "12 s"; "—" when unknown.
+pub fn duration(seconds: f64) -> String {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return "—".into();
+    }
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(0.0), "—");
+        assert_eq!(duration(12.4), "12 s");
+        assert_eq!(duration(200.0), "3 min 20 s");
+        assert_eq!(duration(3720.0), "1 h 02 min");
     }
 }

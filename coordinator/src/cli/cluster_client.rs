@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_coordinator::progress::duration;
 use dreamfarm_coordinator::render::check_images;
 use dreamfarm_coordinator::store::utc_time;
 use dreamfarm_proto::MAX_MESSAGE_BYTES;
@@ -246,7 +247,7 @@ fn status_line(s: &JobStatus) -> String {
         s.workers
     );
     if s.eta_seconds > 0.0 {
-        line += &format!("  ETA {:.0}s", s.eta_seconds);
+        line += &format!("  ETA {}", duration(s.eta_seconds));
     }
     if !s.message.is_empty() {
         line += &format!("  ({})", s.message);
@@ -330,12 +331,12 @@ impl Display {
                 bar.set_length(s.frames_total);
                 bar.set_position(s.frames_done);
                 bar.set_message(format!(
-                    "{}  tiles {}/{}  {:.2} tiles/s  ETA {:.0}s  {}",
+                    "{}  tiles {}/{}  {:.2} tiles/s  ETA {}  {}",
                     state_name(s),
                     s.tiles_done,
                     s.tiles_total,
                     s.tiles_per_second,
-                    s.eta_seconds,
+                    duration(s.eta_seconds),
                     s.message
                 ));
             }
@@ -570,4 +571,28 @@ pub fn events(args: JobIdArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_line_gives_the_eta_as_people_write_it() {
+        let mut s = JobStatus {
+            job_id: "trip-1a2b".into(),
+            state: JobState::Running as i32,
+            frames_done: 30,
+            frames_total: 3000,
+            eta_seconds: 3720.0,
+            workers: 8,
+            ..JobStatus::default()
+        };
+        assert_eq!(
+            status_line(&s),
+            "trip-1a2b  running    priority 0  frames 30/3000  tiles 0/0  0.00 tiles/s  workers 8  ETA 1 h 02 min"
+        );
+        s.eta_seconds = 0.0;
+        assert!(!status_line(&s).contains("ETA"), "{}", status_line(&s));
+    }
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
 use super::source::{EventRow, JobRow, Pool};
+use crate::progress::duration;
 use crate::store::utc_time;
 
 /// The header's links beside "Jobs": each only where it leads somewhere.
@@ -65,19 +66,6 @@ pub fn segment(id: &str) -> String {
 /// The path of job `id`'s page.
 fn job_path(id: &str) -> String {
     format!("/jobs/{}", segment(id))
-}
-
-/// Seconds as "1 h 02 min", "3 min 20 s" or "12 s"; "—" when unknown.
-pub fn duration(seconds: f64) -> String {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return "—".into();
-    }
-    let s = seconds.round() as u64;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-    }
 }
 
 /// A job's state as a badge that `app.js` keeps current.
@@ -412,14 +400,6 @@ mod tests {
     fn ids_become_one_path_segment() {
         assert_eq!(segment("trip-1a2b"), "trip-1a2b");
         assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(duration(0.0), "—");
-        assert_eq!(duration(12.4), "12 s");
-        assert_eq!(duration(200.0), "3 min 20 s");
-        assert_eq!(duration(3720.0), "1 h 02 min");
     }
 
     #[test]
