@@ -430,6 +430,62 @@ fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
     assert_eq!(state(&c, &id), "done");
 }
 
+/// A long render logs an event a frame: its whole log still comes through
+/// `dreamfarm events` (it was one reply, refused past 4 MiB, about 110 000
+/// frames), and its web page shows the latest events, not megabytes of
+/// them.
+#[test]
+fn a_long_renders_event_log_is_listed_whole_and_its_page_stays_small() {
+    let mut c = Coordinator::start();
+    let _worker = c.worker("w");
+    let id = submit(&c, "long", 1, &[]);
+    c.wait_done(&id, LIMIT);
+    let before = events(&c, &id).lines().count();
+    c.kill();
+    let added: i64 = 150_000;
+    {
+        let mut db = rusqlite::Connection::open(c.data().join("jobs.sqlite")).expect("open");
+        let tx = db.transaction().expect("transaction");
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, 'frame', ?3)",
+                )
+                .expect("prepare");
+            for n in 0..added {
+                let detail = format!("frame {n} in 2.1 s");
+                insert
+                    .execute(rusqlite::params![id, 1_764_633_600_000 + n, detail])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    c.restart();
+
+    let log = events(&c, &id);
+    let total = before + added as usize;
+    assert_eq!(log.lines().count(), total);
+    let last = format!("frame {} in 2.1 s", added - 1);
+    assert!(
+        log.ends_with(&format!("{last}\n")),
+        "{}",
+        &log[log.len() - 200..]
+    );
+
+    let auth = format!("Bearer {}", dreamfarm_tests::cluster::TOKEN);
+    let page = dreamfarm_tests::http::get(
+        &c.metrics,
+        &format!("/jobs/{id}"),
+        &[("Authorization", auth.as_str())],
+    )
+    .text();
+    assert!(page.len() < 200_000, "the page is {} bytes", page.len());
+    assert!(page.contains(&format!("The latest 500 of {total} events.")));
+    assert!(page.contains(&format!("dreamfarm events {id}")));
+    assert!(page.contains(&last));
+}
+
 #[test]
 fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
     // One 160x120 job is charged about 155 MiB (frames and video encoder):

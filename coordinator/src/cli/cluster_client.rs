@@ -3,7 +3,7 @@
 //! `priority`, `extend`, `delete`), talking to a coordinator's
 //! `JobService`; `fetch` has [`super::fetch`].
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -559,15 +559,20 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
 pub fn events(args: JobIdArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        let events = args
+        let mut replies = args
             .client
             .call(client.events(JobRequest { job_id: args.job }))
             .await?
-            .into_inner()
-            .events;
-        for e in events {
-            let at = utc_time(e.unix_ms);
-            println!("{at}  {:14}  {}", e.kind, e.detail);
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        while let Some(reply) = args.client.call(replies.message()).await? {
+            for e in reply.events {
+                let at = utc_time(e.unix_ms);
+                // A reader that stops early (`| head`) ends it quietly.
+                if writeln!(out, "{at}  {:14}  {}", e.kind, e.detail).is_err() {
+                    return Ok(());
+                }
+            }
         }
         Ok(())
     })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dreamfarm_common::params::JobSpec;
+use dreamfarm_proto::CHUNK_BYTES;
 use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::job_service_server::JobService;
 use dreamfarm_proto::pb::submit_request::Body;
@@ -12,6 +13,7 @@ use dreamfarm_proto::pb::{
     self, DeleteReply, DeleteRequest, EventsReply, ExtendRequest, FetchRequest, FileChunk,
     JobRequest, JobStatus, ListReply, ListRequest, PriorityRequest, SubmitReply, SubmitRequest,
 };
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,6 +24,11 @@ use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
 use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES};
 use crate::store::JobState;
+
+/// Bytes of events per reply of `Events`, well within the protocol's
+/// message size (one longer event goes alone, and is refused by no peer
+/// unless it is longer than the message size itself).
+const EVENTS_REPLY_BYTES: usize = CHUNK_BYTES;
 
 /// The `JobService` implementation.
 pub struct JobApi {
@@ -235,21 +242,39 @@ impl JobService for JobApi {
         Ok(Response::new(DeleteReply {}))
     }
 
-    async fn events(&self, request: Request<JobRequest>) -> Result<Response<EventsReply>, Status> {
+    type EventsStream = tokio_stream::Iter<std::vec::IntoIter<Result<EventsReply, Status>>>;
+
+    async fn events(
+        &self,
+        request: Request<JobRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
         let id = request.into_inner().job_id;
         let jobs = self.jobs.clone();
         let events = tokio::task::spawn_blocking(move || jobs.events(&id))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        let events = events
-            .into_iter()
-            .map(|e| pb::JobEvent {
+        // In replies of a bounded size: a long render logs one a frame.
+        let mut replies = vec![EventsReply::default()];
+        let mut bytes = 0;
+        for e in events {
+            let event = pb::JobEvent {
                 unix_ms: e.at_ms,
                 kind: e.kind.to_string(),
                 detail: e.detail,
-            })
-            .collect();
-        Ok(Response::new(EventsReply { events }))
+            };
+            // Its length as a field of the reply, tag and length included.
+            let len = prost::length_delimiter_len(event.encoded_len()) + 1 + event.encoded_len();
+            if bytes + len > EVENTS_REPLY_BYTES && bytes > 0 {
+                replies.push(EventsReply::default());
+                bytes = 0;
+            }
+            bytes += len;
+            if let Some(reply) = replies.last_mut() {
+                reply.events.push(event);
+            }
+        }
+        let replies: Vec<_> = replies.into_iter().map(Ok).collect();
+        Ok(Response::new(tokio_stream::iter(replies)))
     }
 
     type FetchStream = ReceiverStream<Result<FileChunk, Status>>;

@@ -419,6 +419,12 @@ impl Jobs {
         self.get(id)?;
         Ok(self.hub.store().events(id)?)
     }
+
+    /// The last `limit` events of `id`'s log, and how many it holds.
+    pub fn latest_events(&self, id: &str, limit: usize) -> Result<(Vec<Event>, u64), JobError> {
+        self.get(id)?;
+        Ok(self.hub.store().latest_events(id, limit)?)
+    }
 }
 
 /// Complete frames in a job's frames folder.

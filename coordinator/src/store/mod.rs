@@ -71,6 +71,9 @@ pub trait JobStore: Send + Sync {
     fn append_event(&self, job: &str, event: &Event) -> Result<(), StoreError>;
     /// A job's event log, oldest first.
     fn events(&self, job: &str) -> Result<Vec<Event>, StoreError>;
+    /// The last `limit` events of a job's log, oldest first, and how many
+    /// it holds in all (a long render logs a frame a frame).
+    fn latest_events(&self, job: &str, limit: usize) -> Result<(Vec<Event>, u64), StoreError>;
     /// Counts this start of the coordinator and returns its number (1 for
     /// the first): lease numbers start from it, so that no lease granted
     /// before a restart can be mistaken for one granted after it.

@@ -120,6 +120,34 @@ impl SqliteStore {
             source,
         }
     }
+
+    /// The events of `job` that `sql` (at_ms, kind, detail) selects.
+    fn read_events(
+        &self,
+        job: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Event>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql).map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, String, String)> = stmt
+            .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(at_ms, kind, detail)| {
+                let kind = kind.parse().map_err(|reason| StoreError::BadRow {
+                    job: job.to_string(),
+                    reason,
+                })?;
+                Ok(Event {
+                    at_ms,
+                    kind,
+                    detail,
+                })
+            })
+            .collect()
+    }
 }
 
 /// A job row as stored, before its spec and state are parsed.
@@ -255,27 +283,29 @@ impl JobStore for SqliteStore {
     }
 
     fn events(&self, job: &str) -> Result<Vec<Event>, StoreError> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare("SELECT at_ms, kind, detail FROM events WHERE job = ?1 ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let rows: Vec<(i64, String, String)> = stmt
-            .query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(Iterator::collect)
-            .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|(at_ms, kind, detail)| {
-                let kind = kind.parse().map_err(|reason| StoreError::BadRow {
-                    job: job.to_string(),
-                    reason,
-                })?;
-                Ok(Event {
-                    at_ms,
-                    kind,
-                    detail,
-                })
+        self.read_events(
+            job,
+            "SELECT at_ms, kind, detail FROM events WHERE job = ?1 ORDER BY seq",
+            params![job],
+        )
+    }
+
+    fn latest_events(&self, job: &str, limit: usize) -> Result<(Vec<Event>, u64), StoreError> {
+        let events = self.read_events(
+            job,
+            "SELECT at_ms, kind, detail FROM (
+                 SELECT seq, at_ms, kind, detail FROM events WHERE job = ?1
+                 ORDER BY seq DESC LIMIT ?2
+             ) ORDER BY seq",
+            params![job, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        let total: i64 = self
+            .db()
+            .query_row("SELECT COUNT(*) FROM events WHERE job = ?1", [job], |r| {
+                r.get(0)
             })
-            .collect()
+            .map_err(|e| self.err(e))?;
+        Ok((events, total.unsigned_abs()))
     }
 
     fn next_boot(&self) -> Result<u64, StoreError> {
@@ -347,6 +377,16 @@ mod tests {
             .map(|e| e.kind)
             .collect();
         assert_eq!(kinds, [EventKind::Submitted, EventKind::Frame]);
+        let (latest, total) = s.latest_events("a", 1).expect("events");
+        assert_eq!(
+            (latest.len(), latest[0].kind, total),
+            (1, EventKind::Frame, 2)
+        );
+        let (all, total) = s.latest_events("a", 10).expect("events");
+        assert_eq!(
+            (all.len(), all[0].kind, total),
+            (2, EventKind::Submitted, 2)
+        );
         assert_eq!(s.next_boot().expect("boot"), 2);
         s.delete("a").expect("delete");
         assert!(

@@ -58,17 +58,17 @@ impl JobSource for ClusterSource {
         })
     }
 
-    fn events(&self, id: &str) -> Result<Vec<EventRow>, WebError> {
-        Ok(self
-            .jobs
-            .events(id)?
+    fn latest_events(&self, id: &str, limit: usize) -> Result<(Vec<EventRow>, u64), WebError> {
+        let (events, total) = self.jobs.latest_events(id, limit)?;
+        let rows = events
             .into_iter()
             .map(|e| EventRow {
                 at_ms: e.at_ms,
                 kind: e.kind.to_string(),
                 detail: e.detail,
             })
-            .collect())
+            .collect();
+        Ok((rows, total))
     }
 
     fn pool(&self) -> Option<Pool> {

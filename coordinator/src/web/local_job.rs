@@ -164,9 +164,11 @@ impl JobSource for LocalJob {
         Ok(self.files.clone())
     }
 
-    fn events(&self, id: &str) -> Result<Vec<EventRow>, WebError> {
+    fn latest_events(&self, id: &str, limit: usize) -> Result<(Vec<EventRow>, u64), WebError> {
         self.check(id)?;
-        Ok(self.progress().events.clone())
+        let events = &self.progress().events;
+        let latest = events[events.len().saturating_sub(limit)..].to_vec();
+        Ok((latest, events.len() as u64))
     }
 
     fn pool(&self) -> Option<Pool> {
@@ -203,13 +205,14 @@ mod tests {
             (row.state.as_str(), row.message.as_str()),
             ("failed", "a tile failed")
         );
-        let kinds: Vec<String> = job
-            .events("trip")
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(kinds, ["started", "frame", "failed"]);
+        let (events, total) = job.latest_events("trip", 10).unwrap();
+        let kinds: Vec<String> = events.into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            (kinds, total),
+            (vec!["started".into(), "frame".into(), "failed".into()], 3)
+        );
+        let (events, total) = job.latest_events("trip", 1).unwrap();
+        assert_eq!((events[0].kind.as_str(), total), ("failed", 3));
         assert!(job.control("trip", Action::Pause).is_err());
     }
 }

@@ -184,8 +184,13 @@ pub struct JobPage<'a> {
     pub job: &'a JobRow,
     /// Its settings (TOML).
     pub settings: &'a str,
-    /// Its event log, oldest first.
+    /// The latest events of its log, oldest first.
     pub events: &'a [EventRow],
+    /// How many events its log holds.
+    pub events_total: u64,
+    /// Whether this is a coordinator's job (`dreamfarm events` lists its
+    /// whole log), not a single-machine render's.
+    pub cluster: bool,
     /// Whether the controls are offered.
     pub controls: bool,
     /// Whether its video exists.
@@ -244,6 +249,15 @@ pub fn job(page: &JobPage<'_>, nav: Nav) -> Markup {
             }
             section {
                 h2 { "Events" }
+                @let shown = page.events.len() as u64;
+                @if page.events_total > shown {
+                    p.muted {
+                        "The latest " (shown) " of " (page.events_total) " events."
+                        @if page.cluster {
+                            " " code { "dreamfarm events " (job.id) } " lists them all."
+                        }
+                    }
+                }
                 table.events {
                     thead { tr { th { "When (UTC)" } th { "What" } th { "Details" } } }
                     tbody {
@@ -368,6 +382,8 @@ mod tests {
                 job: &evil,
                 settings: "name = \"</pre><script>x</script>\"",
                 events: &events,
+                events_total: 1,
+                cluster: true,
                 controls: true,
                 has_video: false,
             },

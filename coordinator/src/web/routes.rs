@@ -55,6 +55,10 @@ pub async fn live(State(source): State<Source>) -> Result<Json<Live>, WebError> 
     .await
 }
 
+/// Events a job's page shows, the latest: a long render logs one a frame,
+/// and a page of every one of them would run to megabytes.
+const PAGE_EVENTS: usize = 500;
+
 /// `GET /jobs/JOB`: one job.
 pub async fn job(
     State(source): State<Source>,
@@ -64,15 +68,18 @@ pub async fn job(
     blocking(move || {
         let job = source.job(&id)?;
         let files = source.files(&id)?;
-        let events = source.events(&id)?;
+        let (events, events_total) = source.latest_events(&id, PAGE_EVENTS)?;
+        let cluster = source.pool().is_some();
         let page = JobPage {
             job: &job,
             settings: &files.settings,
             events: &events,
+            events_total,
+            cluster,
             controls: source.controls(),
             has_video: files.video.is_file(),
         };
-        Ok(pages::job(&page, nav(source.pool().is_some(), admitted)))
+        Ok(pages::job(&page, nav(cluster, admitted)))
     })
     .await
 }

@@ -110,8 +110,9 @@ pub trait JobSource: Send + Sync + 'static {
     fn job(&self, id: &str) -> Result<JobRow, WebError>;
     /// The job's files and settings.
     fn files(&self, id: &str) -> Result<JobFiles, WebError>;
-    /// The job's event log, oldest first.
-    fn events(&self, id: &str) -> Result<Vec<EventRow>, WebError>;
+    /// The last `limit` events of the job's log, oldest first, and how
+    /// many it holds.
+    fn latest_events(&self, id: &str, limit: usize) -> Result<(Vec<EventRow>, u64), WebError>;
     /// The pool of workers, where there is one.
     fn pool(&self) -> Option<Pool>;
     /// Whether jobs can be controlled here (the pages show the buttons).
