@@ -472,6 +472,7 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
     let a_file = dir.path().join("a-file");
     std::fs::write(&a_file, b"").expect("write");
     let under_a_file = a_file.join("out");
+    let nowhere = dir.path().join("nowhere");
     let fin = path_str(&finished);
 
     // The small render's flags, with `extra` replacing flags of the same
@@ -541,6 +542,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             with(&[], path_str(&under_a_file)),
             "cannot write to output folder",
         ),
+        (
+            with(&["--device", "cuda:99"], path_str(&nowhere)),
+            "cuda:99 requested, but",
+        ),
     ];
     for (args, message) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -562,6 +567,8 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             "{args:?} touched finished work"
         );
     }
+
+    assert!(!nowhere.exists(), "a failed render left a folder behind");
 
     // A name that is a path.
     for name in ["../escape", "a/b", ".."] {

@@ -16,6 +16,7 @@ use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
 use dreamfarm_coordinator::web::standalone::Standalone;
+use dreamfarm_worker::models::torch_device;
 
 use super::job_args::JobArgs;
 
@@ -61,9 +62,13 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         spec.dream.octaves = 1;
     }
     let input = load_input(&spec)?;
-    // Bad guide or reference images fail before the output folder exists.
+    // Bad guide or reference images, or a device that is not there, fail
+    // before the output folder exists.
     load_guide(&spec)?;
     load_color_reference(&spec)?;
+    if !args.dry_run {
+        torch_device(args.device)?;
+    }
     // Held to the end, the video included; taken before the folder is
     // opened, which clears half-written frames.
     let _claim = FolderLock::claim(&dir)?;
