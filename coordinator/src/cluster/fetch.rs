@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dreamfarm_proto::CHUNK_BYTES;
-use dreamfarm_proto::pb::{FileChunk, HeldFile};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use super::metrics::Metrics;
 
@@ -75,15 +73,12 @@ impl Held {
         }
     }
 
-    /// Adds files the client says it holds; other names than the job's
-    /// files' are ignored.
-    pub fn add(&mut self, held: impl IntoIterator<Item = HeldFile>) {
-        for h in held {
-            if let Some(stamp) = self.stamps.get_mut(&h.name) {
-                *stamp = Some(FileStamp {
-                    size: h.size,
-                    modified_ms: h.modified_unix_ms,
-                });
+    /// Adds files the client says it holds, by name; other names than the
+    /// job's files' are ignored.
+    pub fn add(&mut self, held: impl IntoIterator<Item = (String, FileStamp)>) {
+        for (name, held) in held {
+            if let Some(stamp) = self.stamps.get_mut(&name) {
+                *stamp = Some(held);
             }
         }
     }
@@ -100,6 +95,22 @@ fn file_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+/// A piece of a file for a fetching client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePiece {
+    /// The file's name in the job's folder.
+    pub name: String,
+    /// Its bytes from where the last piece ended (empty when `unchanged`).
+    pub data: Vec<u8>,
+    /// The whole file's stamp, when the file system keeps one.
+    pub stamp: Option<FileStamp>,
+    /// The client holds this file as it is: no data follows.
+    pub unchanged: bool,
+}
+
+/// What [`send_files`] sends: pieces, or why a file cannot be sent.
+pub type Sent = Result<FilePiece, String>;
 
 /// Files of a job's folder a client may fetch: frames, the job file and the
 /// video, not the hidden files of frames and a video being written.
@@ -130,20 +141,14 @@ pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// disk and on the client, so it runs on a thread of its own; stops
 /// quietly when the client goes away, and ends the stream with an error
 /// naming a file that cannot be read.
-pub fn send_files(
-    files: Vec<PathBuf>,
-    held: &Held,
-    tx: mpsc::Sender<Result<FileChunk, Status>>,
-    metrics: &Metrics,
-) {
+pub fn send_files(files: Vec<PathBuf>, held: &Held, tx: mpsc::Sender<Sent>, metrics: &Metrics) {
     for path in files {
         let name = file_name(&path);
         match send_file(&path, &name, held.get(&name), &tx, metrics) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                let why = format!("cannot read {name} of the job: {e}");
-                let _ = tx.blocking_send(Err(Status::internal(why)));
+                let _ = tx.blocking_send(Err(format!("cannot read {name} of the job: {e}")));
                 return;
             }
         }
@@ -156,16 +161,15 @@ fn send_file(
     path: &Path,
     name: &str,
     held: Option<&FileStamp>,
-    tx: &mpsc::Sender<Result<FileChunk, Status>>,
+    tx: &mpsc::Sender<Sent>,
     metrics: &Metrics,
 ) -> std::io::Result<bool> {
     let file = std::fs::File::open(path)?;
     let stamp = FileStamp::of(&file.metadata()?);
-    let chunk = |data: Vec<u8>, unchanged: bool| FileChunk {
-        path: name.to_string(),
+    let chunk = |data: Vec<u8>, unchanged: bool| FilePiece {
+        name: name.to_string(),
         data,
-        size: stamp.map(|s| s.size),
-        modified_unix_ms: stamp.map(|s| s.modified_ms),
+        stamp,
         unchanged,
     };
     if stamp.is_some() && held == stamp.as_ref() {
@@ -205,13 +209,9 @@ mod tests {
 
     /// Every chunk `send_files` sends for `files`, given that the client
     /// holds `held`.
-    fn chunks(files: Vec<PathBuf>, held: &[(&str, FileStamp)]) -> Vec<FileChunk> {
+    fn chunks(files: Vec<PathBuf>, held: &[(&str, FileStamp)]) -> Vec<FilePiece> {
         let mut holds = Held::of(&files);
-        holds.add(held.iter().map(|(name, s)| HeldFile {
-            name: name.to_string(),
-            size: s.size,
-            modified_unix_ms: s.modified_ms,
-        }));
+        holds.add(held.iter().map(|&(name, s)| (name.to_string(), s)));
         let (tx, mut rx) = mpsc::channel(4);
         let sender = std::thread::spawn(move || send_files(files, &holds, tx, &Metrics::default()));
         let mut got = Vec::new();
@@ -240,7 +240,7 @@ mod tests {
 
         let all = chunks(files.clone(), &[]);
         let sizes: Vec<(String, usize)> =
-            all.iter().map(|c| (c.path.clone(), c.data.len())).collect();
+            all.iter().map(|c| (c.name.clone(), c.data.len())).collect();
         assert_eq!(
             sizes,
             [
@@ -254,9 +254,11 @@ mod tests {
         let a: Vec<u8> = all[..3].iter().flat_map(|c| c.data.clone()).collect();
         assert!(a == big);
         let a_stamp = stamp(&dir.path().join("a.mp4"));
-        assert!(all[..3].iter().all(|c| c.size == Some(a_stamp.size)
-            && c.modified_unix_ms == Some(a_stamp.modified_ms)
-            && !c.unchanged));
+        assert!(
+            all[..3]
+                .iter()
+                .all(|c| c.stamp == Some(a_stamp) && !c.unchanged)
+        );
 
         // The client holds a.mp4 as it is, b.png with another time, and a
         // file the job does not have.
@@ -270,7 +272,7 @@ mod tests {
         let some = chunks(files, &held);
         let sizes: Vec<(String, usize, bool)> = some
             .iter()
-            .map(|c| (c.path.clone(), c.data.len(), c.unchanged))
+            .map(|c| (c.name.clone(), c.data.len(), c.unchanged))
             .collect();
         assert_eq!(
             sizes,

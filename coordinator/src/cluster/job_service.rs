@@ -11,14 +11,17 @@ use dreamfarm_proto::pb::job_service_server::JobService;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
     self, DeleteReply, DeleteRequest, EventsReply, ExtendRequest, FetchRequest, FileChunk,
-    JobRequest, JobStatus, ListReply, ListRequest, PriorityRequest, SubmitReply, SubmitRequest,
+    HeldFile, JobRequest, JobStatus, ListReply, ListRequest, PriorityRequest, SubmitReply,
+    SubmitRequest,
 };
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::fetch::{Held, fetchable_files, send_files};
+use super::fetch::{FileStamp, Held, Sent, fetchable_files, send_files};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
@@ -277,7 +280,7 @@ impl JobService for JobApi {
         Ok(Response::new(tokio_stream::iter(replies)))
     }
 
-    type FetchStream = ReceiverStream<Result<FileChunk, Status>>;
+    type FetchStream = Map<ReceiverStream<Sent>, fn(Sent) -> Result<FileChunk, Status>>;
 
     async fn fetch(
         &self,
@@ -294,13 +297,38 @@ impl JobService for JobApi {
         // Only the job's own files are remembered, so what a client says it
         // holds costs no more memory than the job's listing.
         let mut held = Held::of(&files);
-        held.add(first.held);
+        held.add(held_files(first.held));
         while let Some(more) = requests.message().await? {
-            held.add(more.held);
+            held.add(held_files(more.held));
         }
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
         tokio::task::spawn_blocking(move || send_files(files, &held, tx, &hub.metrics));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(
+            ReceiverStream::new(rx).map(file_chunk as fn(_) -> _),
+        ))
     }
+}
+
+/// The files a fetching client holds, from the wire.
+fn held_files(held: Vec<HeldFile>) -> impl Iterator<Item = (String, FileStamp)> {
+    held.into_iter().map(|h| {
+        let stamp = FileStamp {
+            size: h.size,
+            modified_ms: h.modified_unix_ms,
+        };
+        (h.name, stamp)
+    })
+}
+
+/// A piece of a fetched file on the wire.
+fn file_chunk(sent: Sent) -> Result<FileChunk, Status> {
+    let piece = sent.map_err(Status::internal)?;
+    Ok(FileChunk {
+        path: piece.name,
+        data: piece.data,
+        size: piece.stamp.map(|s| s.size),
+        modified_unix_ms: piece.stamp.map(|s| s.modified_ms),
+        unchanged: piece.unchanged,
+    })
 }
