@@ -352,6 +352,11 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
         &with(["--size", "64x64"]),
         &["input image assets/astronaut.png: it is 64x64"],
     );
+    refused(
+        "submit",
+        &with(["--model", "googlenet"]),
+        &["googlenet needs your own weights"],
+    );
     assert_eq!(
         run_ok(c.client("status", &[])),
         "no jobs\n",

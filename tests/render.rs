@@ -546,6 +546,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             with(&["--device", "cuda:99"], path_str(&nowhere)),
             "cuda:99 requested, but",
         ),
+        (
+            with(&["--model", "googlenet"], path_str(&nowhere)),
+            "googlenet needs your own weights: pass --weights",
+        ),
     ];
     for (args, message) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -68,6 +68,8 @@ pub struct ModelInfo {
     pub preprocessing: Preprocessing,
     /// Smallest image side the network accepts (every layer still non-empty).
     pub min_side: u32,
+    /// No weights can be fetched for it: a job must name its own file.
+    pub own_weights: bool,
 }
 
 impl BuiltinModel {
@@ -104,6 +106,7 @@ static INCEPTION_V3: ModelInfo = ModelInfo {
     default_layers: &["mixed3", "mixed5"],
     preprocessing: Preprocessing::SYMMETRIC,
     min_side: 75,
+    own_weights: false,
 };
 
 static MOBILENET_V2: ModelInfo = ModelInfo {
@@ -133,6 +136,7 @@ static MOBILENET_V2: ModelInfo = ModelInfo {
     default_layers: &["features.10"],
     preprocessing: Preprocessing::IMAGENET,
     min_side: 32,
+    own_weights: false,
 };
 
 static GOOGLENET: ModelInfo = ModelInfo {
@@ -157,6 +161,7 @@ static GOOGLENET: ModelInfo = ModelInfo {
     // (`transform_input`); dreamfarm feeds that range directly.
     preprocessing: Preprocessing::SYMMETRIC,
     min_side: 32,
+    own_weights: true,
 };
 
 /// A model a job asks for: a built-in one, or a TorchScript file whose
@@ -207,6 +212,14 @@ pub enum CatalogError {
         layer: String,
         /// Comma-separated list of valid layers.
         known: String,
+    },
+    /// A model whose weights cannot be fetched, with no weight file named.
+    #[error(
+        "{model} needs your own weights: pass --weights FILE.safetensors holding torchvision's {model} state dict (in Python: safetensors.torch.save_file(torchvision.models.{model}(weights=\"DEFAULT\").state_dict(), FILE))"
+    )]
+    NeedsWeights {
+        /// Model name.
+        model: &'static str,
     },
 }
 

@@ -385,6 +385,15 @@ impl DreamSettings {
     /// TorchScript model's are known once it is loaded).
     pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
         let spec = self.model_spec()?;
+        if let ModelSpec::Builtin(m) = &spec
+            && m.info().own_weights
+            && self.weights.is_none()
+        {
+            return Err(CatalogError::NeedsWeights {
+                model: m.info().name,
+            }
+            .into());
+        }
         for term in self.layer_terms()? {
             if let ModelSpec::Builtin(m) = &spec {
                 m.layer_index(&term.name)?;
@@ -813,6 +822,23 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model whose weights cannot be fetched is refused without a weight
+    /// file before any render, submission or worker gets to it.
+    #[test]
+    fn googlenet_needs_a_weight_file() {
+        let mut spec = JobSpec::new("in.png".into(), 3);
+        spec.dream.model = "googlenet".into();
+        let refused = spec.validate().expect_err("googlenet without weights");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("googlenet needs your own weights: pass --weights"),
+            "{refused}"
+        );
+        spec.dream.weights = Some("mine.safetensors".into());
+        assert_eq!(spec.validate(), Ok(()));
+    }
 
     #[test]
     fn a_job_files_paths_are_relative_to_the_file() {

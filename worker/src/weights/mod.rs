@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use dreamfarm_common::model_catalog::{BuiltinModel, ModelSpec};
+use dreamfarm_common::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
 use sha2::{Digest, Sha256};
 
 /// Why weights could not be made available.
@@ -66,11 +66,9 @@ pub enum WeightsError {
         /// The error.
         source: io::Error,
     },
-    /// The model needs a weight file that cannot be downloaded here.
-    #[error(
-        "googlenet needs your own weights: pass --weights FILE.safetensors holding torchvision's googlenet state dict (in Python: safetensors.torch.save_file(torchvision.models.googlenet(weights=\"DEFAULT\").state_dict(), FILE))"
-    )]
-    NeedsUserWeights,
+    /// The model needs a weight file that cannot be downloaded.
+    #[error(transparent)]
+    NeedsWeights(#[from] CatalogError),
     /// A file the user named does not exist.
     #[error("weights file {0} does not exist; check the path given to --weights")]
     MissingUserWeights(PathBuf),
@@ -179,7 +177,10 @@ impl WeightStore {
         let (pinned, make): (Pinned, Converter) = match model {
             BuiltinModel::InceptionV3 => (INCEPTION_V3, nsfwjs::convert_into),
             BuiltinModel::MobilenetV2 => (MOBILENET_V2, torchvision_pth::convert_mobilenet_into),
-            BuiltinModel::Googlenet => return Err(WeightsError::NeedsUserWeights),
+            BuiltinModel::Googlenet => {
+                let model = model.info().name;
+                return Err(CatalogError::NeedsWeights { model }.into());
+            }
         };
         let path = self.dir.join(pinned.file);
         if path.exists() {
