@@ -430,6 +430,43 @@ fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
     assert_eq!(state(&c, &id), "done");
 }
 
+/// SIGTERM (Kubernetes stopping the pod, a Ctrl-C) stops a coordinator at
+/// once, although workers' sessions and watches are calls that stay open
+/// (it waited on them for ever, until Kubernetes' SIGKILL); its running job
+/// goes on at the next start with the same frames, and the watch rides
+/// out the restart.
+#[test]
+fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
+    let mut c = Coordinator::start();
+    let _worker = c.worker("w");
+    let frames = REFERENCE_FRAMES;
+    let id = submit(&c, "stopped", frames, &[]);
+    wait_for("its first frame", || frames_on_disk(&c, &id) >= 1);
+    let log = c.dir.path().join("watch.log");
+    let mut watch = c
+        .client("watch", &[&id])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("watch starts");
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let status = c.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", c.log());
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    assert!(
+        frames_on_disk(&c, &id) < frames as usize,
+        "the job ended before the SIGTERM"
+    );
+    c.restart();
+    c.wait_done(&id, LIMIT);
+    assert!(c.fetch_frames(&id) == reference());
+    let watched = watch.wait().expect("watch ends");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(watched.success(), "{said}");
+    assert!(said.contains("shutting down"), "{said}");
+}
+
 /// A long render logs an event a frame: its whole log still comes through
 /// `dreamfarm events` (it was one reply, refused past 4 MiB, about 110 000
 /// frames), and its web page shows the latest events, not megabytes of

@@ -101,7 +101,8 @@ pub struct OutputDir {
     dir: PathBuf,
 }
 
-const MANIFEST: &str = "job.toml";
+/// The job file of a frames folder: the settings that made its frames.
+pub const MANIFEST: &str = "job.toml";
 
 /// The file a render holds locked while it writes into its folder.
 const LOCK_FILE: &str = ".dreamfarm.lock";
@@ -169,12 +170,38 @@ impl OutputDir {
             source,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
+        Self::check_job(dir, spec)?;
         let out = Self {
             dir: dir.to_path_buf(),
         };
         let manifest = dir.join(MANIFEST);
+        let done = out.frames_done();
+        if done > u64::from(spec.frames) {
+            return Err(OutputError::MoreFrames {
+                path: dir.to_path_buf(),
+                done,
+                asked: u64::from(spec.frames),
+            });
+        }
+        out.remove_partial_frames();
+        let text = toml::to_string(spec).expect("a job spec always serialises");
+        out.write_atomically(&manifest, text.as_bytes())
+            .map_err(unwritable)?;
+        Ok(out)
+    }
+
+    /// Checks that the folder `dir` may take `spec`'s frames: it holds no
+    /// frames, or frames its job file says are the same job's (the frame
+    /// count aside). Reads only.
+    pub fn check_job(dir: &Path, spec: &JobSpec) -> Result<(), OutputError> {
+        let out = Self::existing(dir);
+        let manifest = dir.join(MANIFEST);
         if manifest.exists() {
-            let text = std::fs::read_to_string(&manifest).map_err(unwritable)?;
+            let text =
+                std::fs::read_to_string(&manifest).map_err(|source| OutputError::Unwritable {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             let old: JobSpec = toml::from_str(&text).map_err(|e| OutputError::BadManifest {
                 path: manifest.clone(),
                 reason: e.to_string(),
@@ -196,19 +223,7 @@ impl OutputDir {
                 path: dir.to_path_buf(),
             });
         }
-        let done = out.frames_done();
-        if done > u64::from(spec.frames) {
-            return Err(OutputError::MoreFrames {
-                path: dir.to_path_buf(),
-                done,
-                asked: u64::from(spec.frames),
-            });
-        }
-        out.remove_partial_frames();
-        let text = toml::to_string(spec).expect("a job spec always serialises");
-        out.write_atomically(&manifest, text.as_bytes())
-            .map_err(unwritable)?;
-        Ok(out)
+        Ok(())
     }
 
     /// The folder `dir` as it is, to count its frames (nothing is checked or

@@ -242,6 +242,20 @@ impl Coordinator {
         let _ = self.child.wait();
     }
 
+    /// Sends the coordinator SIGTERM, as Kubernetes stopping its pod or a
+    /// Ctrl-C does, and returns how it exited; panics (after killing it)
+    /// unless it exits within `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill failed");
+        let Some(status) = exit_within(&mut self.child, limit) else {
+            self.kill();
+            panic!("the coordinator was still running {limit:?} after SIGTERM");
+        };
+        status
+    }
+
     /// Starts the coordinator again (after [`kill`](Self::kill)) on the
     /// same data folder and ports, with the same flags and environment.
     pub fn restart(&mut self) {

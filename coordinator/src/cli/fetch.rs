@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_common::params::JobSpec;
 use dreamfarm_coordinator::cluster::fetch::FileStamp;
 use dreamfarm_coordinator::cluster::memory_budget::human;
+use dreamfarm_coordinator::output::{MANIFEST, OutputDir, OutputError};
 use dreamfarm_coordinator::whole_file::temp_file_in;
 use dreamfarm_proto::pb::{FetchRequest, FileChunk, HeldFile};
 
@@ -50,7 +52,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             // A chunk of another file ends the one arriving.
             let another = chunk.unchanged || current.as_ref().is_some_and(|c| c.name != *name);
             if another && let Some(done) = current.take() {
-                bytes += done.finish(&out)?;
+                bytes += done.finish(&out, &args.job)?;
                 fetched += 1;
             }
             if chunk.unchanged {
@@ -66,7 +68,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             incoming.written += chunk.data.len() as u64;
         }
         if let Some(done) = current.take() {
-            bytes += done.finish(&out)?;
+            bytes += done.finish(&out, &args.job)?;
             fetched += 1;
         }
         let files = |n: u64| {
@@ -182,9 +184,10 @@ impl Incoming {
         })
     }
 
-    /// Checks the file is whole, gives it the coordinator's modification
+    /// Checks the file is whole (and a job file that the folder may take
+    /// the job `job`'s frames), gives it the coordinator's modification
     /// time and its name; returns its size.
-    fn finish(self, out: &Path) -> anyhow::Result<u64> {
+    fn finish(self, out: &Path, job: &str) -> anyhow::Result<u64> {
         let Self {
             name,
             file,
@@ -202,8 +205,33 @@ impl Incoming {
                 .set_modified(stamp.modified())
                 .with_context(|| format!("cannot set the time of {name}"))?;
         }
+        if name == MANIFEST {
+            check_folder(out, file.path(), job)?;
+        }
         file.persist(out.join(&name))
             .with_context(|| format!("cannot write {name} into {}", out.display()))?;
         Ok(written)
+    }
+}
+
+/// Checks that `out` may take the frames of the job `job`, whose job file
+/// arrived as `manifest` (before any frame, so a folder holding another
+/// job's frames, a render's say, is refused before one is replaced).
+fn check_folder(out: &Path, manifest: &Path, job: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(manifest).context("cannot read the job file it sent")?;
+    let spec: JobSpec = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the coordinator sent a job file that does not parse: {e}"))?;
+    let fix = "Fix: fetch into another --output (fetch never replaces another job's frames)";
+    match OutputDir::check_job(out, &spec) {
+        Ok(()) => Ok(()),
+        Err(OutputError::DifferentJob { what, .. }) => bail!(
+            "{} holds frames of another job ({what} differs from job {job}'s). {fix}",
+            out.display()
+        ),
+        Err(OutputError::UnknownJob { .. }) => bail!(
+            "{} holds frames but no job.toml saying which job made them. {fix}",
+            out.display()
+        ),
+        Err(e) => Err(e.into()),
     }
 }

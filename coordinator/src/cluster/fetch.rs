@@ -10,6 +10,7 @@
 //! video.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use dreamfarm_proto::CHUNK_BYTES;
 use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
+use crate::output::MANIFEST;
 
 /// What the quick check compares: a file's length and its modification time
 /// in whole milliseconds since 1970 (file systems keep at least that, and a
@@ -109,11 +111,21 @@ pub struct FilePiece {
     pub unchanged: bool,
 }
 
-/// What [`send_files`] sends: pieces, or why a file cannot be sent.
-pub type Sent = Result<FilePiece, String>;
+/// Why the files stopped coming before the last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A file could not be read (the reason names it).
+    Unreadable(String),
+    /// The coordinator is shutting down.
+    ShuttingDown,
+}
 
-/// Files of a job's folder a client may fetch: frames, the job file and the
-/// video, not the hidden files of frames and a video being written.
+/// What [`send_files`] sends: pieces, or why no more come.
+pub type Sent = Result<FilePiece, Stop>;
+
+/// Files of a job's folder a client may fetch, the job file first, then the
+/// frames and the video; not the hidden files of frames and a video being
+/// written.
 pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -130,7 +142,9 @@ pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    files.sort();
+    // The job file first: a client checks it against its folder before
+    // any frame is written there.
+    files.sort_by_key(|p| (p.file_name() != Some(OsStr::new(MANIFEST)), p.clone()));
     Ok(files)
 }
 
@@ -139,16 +153,24 @@ pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// as its bytes in pieces of at most [`CHUNK_BYTES`] (one empty piece for
 /// an empty file), each piece carrying the file's stamp. Blocks on the
 /// disk and on the client, so it runs on a thread of its own; stops
-/// quietly when the client goes away, and ends the stream with an error
-/// naming a file that cannot be read.
-pub fn send_files(files: Vec<PathBuf>, held: &Held, tx: mpsc::Sender<Sent>, metrics: &Metrics) {
+/// quietly when the client goes away, and with a [`Stop`] when a file
+/// cannot be read or once `stopping` says the coordinator is shutting
+/// down.
+pub fn send_files(
+    files: Vec<PathBuf>,
+    held: &Held,
+    tx: mpsc::Sender<Sent>,
+    metrics: &Metrics,
+    stopping: &dyn Fn() -> bool,
+) {
     for path in files {
         let name = file_name(&path);
-        match send_file(&path, &name, held.get(&name), &tx, metrics) {
+        match send_file(&path, &name, held.get(&name), &tx, metrics, stopping) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                let _ = tx.blocking_send(Err(format!("cannot read {name} of the job: {e}")));
+                let why = format!("cannot read {name} of the job: {e}");
+                let _ = tx.blocking_send(Err(Stop::Unreadable(why)));
                 return;
             }
         }
@@ -156,13 +178,14 @@ pub fn send_files(files: Vec<PathBuf>, held: &Held, tx: mpsc::Sender<Sent>, metr
 }
 
 /// Sends one file (see [`send_files`]); `Ok(false)` when the client has
-/// gone away.
+/// gone away, or once `stopping` says so (the client is told).
 fn send_file(
     path: &Path,
     name: &str,
     held: Option<&FileStamp>,
     tx: &mpsc::Sender<Sent>,
     metrics: &Metrics,
+    stopping: &dyn Fn() -> bool,
 ) -> std::io::Result<bool> {
     let file = std::fs::File::open(path)?;
     let stamp = FileStamp::of(&file.metadata()?);
@@ -178,6 +201,10 @@ fn send_file(
     let mut reader = file.take(u64::MAX);
     let mut total = 0u64;
     loop {
+        if stopping() {
+            let _ = tx.blocking_send(Err(Stop::ShuttingDown));
+            return Ok(false);
+        }
         let mut piece = Vec::with_capacity(CHUNK_BYTES);
         reader.set_limit(CHUNK_BYTES as u64);
         reader.read_to_end(&mut piece)?;
@@ -213,7 +240,9 @@ mod tests {
         let mut holds = Held::of(&files);
         holds.add(held.iter().map(|&(name, s)| (name.to_string(), s)));
         let (tx, mut rx) = mpsc::channel(4);
-        let sender = std::thread::spawn(move || send_files(files, &holds, tx, &Metrics::default()));
+        let sender = std::thread::spawn(move || {
+            send_files(files, &holds, tx, &Metrics::default(), &|| false)
+        });
         let mut got = Vec::new();
         while let Some(c) = rx.blocking_recv() {
             got.push(c.expect("no error"));
@@ -231,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let big: Vec<u8> = (0..2 * CHUNK_BYTES + 3).map(|i| (i % 251) as u8).collect();
         let exact = vec![7u8; CHUNK_BYTES];
-        for (name, data) in [("a.mp4", &big[..]), ("b.png", &exact), ("c.toml", &[])] {
+        for (name, data) in [("a.mp4", &big[..]), ("b.png", &exact), ("job.toml", &[])] {
             std::fs::write(dir.path().join(name), data).expect("write");
         }
         std::fs::write(dir.path().join(".partial.mp4"), b"x").expect("write");
@@ -244,18 +273,18 @@ mod tests {
         assert_eq!(
             sizes,
             [
+                ("job.toml".into(), 0),
                 ("a.mp4".into(), CHUNK_BYTES),
                 ("a.mp4".into(), CHUNK_BYTES),
                 ("a.mp4".into(), 3),
                 ("b.png".into(), CHUNK_BYTES),
-                ("c.toml".into(), 0),
             ]
         );
-        let a: Vec<u8> = all[..3].iter().flat_map(|c| c.data.clone()).collect();
+        let a: Vec<u8> = all[1..4].iter().flat_map(|c| c.data.clone()).collect();
         assert!(a == big);
         let a_stamp = stamp(&dir.path().join("a.mp4"));
         assert!(
-            all[..3]
+            all[1..4]
                 .iter()
                 .all(|c| c.stamp == Some(a_stamp) && !c.unchanged)
         );
@@ -277,9 +306,9 @@ mod tests {
         assert_eq!(
             sizes,
             [
+                ("job.toml".into(), 0, false),
                 ("a.mp4".into(), 0, true),
                 ("b.png".into(), CHUNK_BYTES, false),
-                ("c.toml".into(), 0, false),
             ]
         );
     }

@@ -1,10 +1,12 @@
 //! The coordinator's shared state: the scheduler behind one lock, a signal
-//! that wakes worker sessions when there may be work for them, the
+//! that wakes worker sessions when there may be work for them, one that
+//! ends the calls that stay open when the coordinator shuts down, the
 //! metrics, and the job store that the scheduler's events go to.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use super::scheduler::{Scheduler, Timeouts};
@@ -15,6 +17,8 @@ pub struct Hub {
     scheduler: Mutex<Scheduler>,
     changed: Notify,
     store: Arc<dyn JobStore>,
+    /// Fired once when the coordinator is shutting down.
+    stopping: CancellationToken,
     /// Counters and rates.
     pub metrics: Metrics,
 }
@@ -27,8 +31,25 @@ impl Hub {
             scheduler: Mutex::new(Scheduler::new(timeouts, boot)),
             changed: Notify::new(),
             store,
+            stopping: CancellationToken::new(),
             metrics: Metrics::default(),
         })
+    }
+
+    /// Tells the calls that would otherwise stay open (workers' sessions,
+    /// watches, fetches) to end, so that a shutdown does not wait on them.
+    pub fn stop(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Resolves once [`stop`](Self::stop) is called.
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await;
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     /// The job store.

@@ -21,7 +21,7 @@ use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::fetch::{FileStamp, Held, Sent, fetchable_files, send_files};
+use super::fetch::{FileStamp, Held, Sent, Stop, fetchable_files, send_files};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
@@ -189,9 +189,19 @@ impl JobService for JobApi {
                     return;
                 }
                 // At most one update per 200 ms, however fast tiles come.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                if changes.changed().await.is_err() {
-                    return;
+                let next = async {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    changes.changed().await
+                };
+                tokio::select! {
+                    changed = next => if changed.is_err() {
+                        return;
+                    },
+                    () = api.hub.stopping() => {
+                        let why = "the coordinator is shutting down; watch again once it is back";
+                        let _ = tx.send(Err(Status::unavailable(why))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -303,7 +313,9 @@ impl JobService for JobApi {
         }
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
-        tokio::task::spawn_blocking(move || send_files(files, &held, tx, &hub.metrics));
+        tokio::task::spawn_blocking(move || {
+            send_files(files, &held, tx, &hub.metrics, &|| hub.is_stopping())
+        });
         Ok(Response::new(
             ReceiverStream::new(rx).map(file_chunk as fn(_) -> _),
         ))
@@ -323,7 +335,12 @@ fn held_files(held: Vec<HeldFile>) -> impl Iterator<Item = (String, FileStamp)> 
 
 /// A piece of a fetched file on the wire.
 fn file_chunk(sent: Sent) -> Result<FileChunk, Status> {
-    let piece = sent.map_err(Status::internal)?;
+    let piece = sent.map_err(|stop| match stop {
+        Stop::Unreadable(why) => Status::internal(why),
+        Stop::ShuttingDown => Status::unavailable(
+            "the coordinator is shutting down; run the same fetch again once it is back (the files fetched so far stay)",
+        ),
+    })?;
     Ok(FileChunk {
         path: piece.name,
         data: piece.data,

@@ -218,6 +218,14 @@ impl Coordinator {
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|e| ServeError::Tls(e.to_string()))?;
         }
+        // Workers' sessions and watches stay open for as long as their
+        // peers like: the shutdown ends them, or it would wait for ever.
+        let stop_hub = hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending workers' sessions, watches and fetches");
+            stop_hub.stop();
+        };
         let result = server
             .add_service(health_service)
             .add_service(InterceptedService::new(workers, check.clone()))

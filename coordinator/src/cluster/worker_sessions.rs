@@ -26,6 +26,9 @@ use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
 /// Largest concurrency a worker may announce.
 const MAX_CONCURRENCY: u32 = 256;
 
+/// What a worker hears when the coordinator shuts down.
+const SHUTTING_DOWN: &str = "the coordinator is shutting down; reconnect to its next start";
+
 /// How long a new session may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,7 +110,10 @@ impl WorkerService for WorkerSessions {
         let pusher = tokio::spawn(push_leases(self.hub.clone(), worker, tx.clone()));
         let hub = self.hub.clone();
         tokio::spawn(async move {
-            let end = read_messages(&hub, worker, &mut inbound).await;
+            let end = tokio::select! {
+                end = read_messages(&hub, worker, &mut inbound) => end,
+                () = hub.stopping() => Err(Status::unavailable(SHUTTING_DOWN)),
+            };
             pusher.abort();
             hub.update(|s| s.remove_worker(worker));
             match end {
