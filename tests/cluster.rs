@@ -491,6 +491,36 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
         "{said}"
     );
 
+    // A folder holding another job's frames (a render's, say), or frames
+    // and no job file, is refused before any of them is replaced.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("a folder");
+    for (name, bytes) in files_of(&out) {
+        std::fs::write(other.join(&name), bytes).expect("copy");
+    }
+    let toml = std::fs::read_to_string(other.join("job.toml")).expect("job.toml");
+    std::fs::write(other.join("job.toml"), toml.replace("seed = 0", "seed = 7")).expect("edit");
+    let mine = files_of(&other);
+    let other_out = other.to_str().expect("UTF-8");
+    let (status, _, stderr) = run(c.client("fetch", &[&id, "--output", other_out]));
+    assert!(!status.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "holds frames of another job (seed differs from job {id}'s)"
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(other.join("job.toml")).expect("remove");
+    let (status, _, stderr) = run(c.client("fetch", &[&id, "--output", other_out]));
+    assert!(!status.status.success(), "{stderr}");
+    assert!(stderr.contains("holds frames but no job.toml"), "{stderr}");
+    let mut left = mine;
+    left.remove("job.toml");
+    assert!(
+        files_of(&other) == left,
+        "a refused fetch changed the folder"
+    );
+
     // A folder that cannot be written is one clear error, before any
     // download.
     let a_file = out.join("job.toml");
