@@ -10,11 +10,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
+use dreamfarm_proto::pb::job_service_client::JobServiceClient;
 use dreamfarm_proto::pb::worker_message::Body as Up;
-use dreamfarm_proto::pb::{Hello, LeaseFailed, WorkerMessage};
-use dreamfarm_tests::cluster::{Coordinator, RawSession, Worker};
+use dreamfarm_proto::pb::{FetchRequest, Hello, LeaseFailed, WorkerMessage};
+use dreamfarm_tests::cluster::{Coordinator, RawSession, TOKEN, Worker};
 use dreamfarm_tests::fault_proxy::{Direction, FaultProxy};
 use dreamfarm_tests::{dreamfarm, frame_bytes, frames, run, run_ok};
+use tokio_stream::StreamExt;
 
 /// A small job: two octaves of 2x2 and 3x2 tiles, a camera move.
 const JOB: &[&str] = &[
@@ -449,6 +451,26 @@ fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("watch starts");
+    // And a client that opens a fetch and never ends its requests.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (_open, requests) = tokio::sync::mpsc::channel(1);
+    let (url, job_id) = (c.url.clone(), id.clone());
+    let fetch = runtime.spawn(async move {
+        let token = dreamfarm_proto::auth::AttachToken::new(Some(TOKEN)).expect("token");
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = JobServiceClient::with_interceptor(channel, token);
+        let first = FetchRequest {
+            job_id,
+            held: Vec::new(),
+        };
+        let requests = tokio_stream::iter([first])
+            .chain(tokio_stream::wrappers::ReceiverStream::new(requests));
+        client.fetch(requests).await.map(|_| ())
+    });
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let status = c.terminate(Duration::from_secs(10));
@@ -457,6 +479,13 @@ fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
     assert!(
         frames_on_disk(&c, &id) < frames as usize,
         "the job ended before the SIGTERM"
+    );
+    let fetched = runtime.block_on(fetch).expect("the fetch task");
+    assert!(
+        fetched
+            .as_ref()
+            .is_err_and(|s| s.message().contains("shutting down")),
+        "{fetched:?}"
     );
     c.restart();
     c.wait_done(&id, LIMIT);

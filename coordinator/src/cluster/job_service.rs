@@ -308,8 +308,17 @@ impl JobService for JobApi {
         // holds costs no more memory than the job's listing.
         let mut held = Held::of(&files);
         held.add(held_files(first.held));
-        while let Some(more) = requests.message().await? {
-            held.add(held_files(more.held));
+        // A client that never ends its requests holds only this call, and
+        // not past a shutdown.
+        loop {
+            let more = tokio::select! {
+                more = requests.message() => more?,
+                () = self.hub.stopping() => return Err(Status::unavailable(FETCH_STOPPED)),
+            };
+            match more {
+                Some(more) => held.add(held_files(more.held)),
+                None => break,
+            }
         }
         let (tx, rx) = mpsc::channel(4);
         let hub = self.hub.clone();
@@ -333,13 +342,14 @@ fn held_files(held: Vec<HeldFile>) -> impl Iterator<Item = (String, FileStamp)> 
     })
 }
 
+/// What a fetch hears when the coordinator shuts down.
+const FETCH_STOPPED: &str = "the coordinator is shutting down; run the same fetch again once it is back (the files fetched so far stay)";
+
 /// A piece of a fetched file on the wire.
 fn file_chunk(sent: Sent) -> Result<FileChunk, Status> {
     let piece = sent.map_err(|stop| match stop {
         Stop::Unreadable(why) => Status::internal(why),
-        Stop::ShuttingDown => Status::unavailable(
-            "the coordinator is shutting down; run the same fetch again once it is back (the files fetched so far stay)",
-        ),
+        Stop::ShuttingDown => Status::unavailable(FETCH_STOPPED),
     })?;
     Ok(FileChunk {
         path: piece.name,
