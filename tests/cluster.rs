@@ -458,6 +458,26 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
     assert_eq!(bytes, 0.0, "a second fetch sent its files again: {said}");
     assert!(said.contains("fetched 0 files") && said.contains("5 files already there"));
 
+    // A render or another fetch writing into the folder holds its lock:
+    // this fetch waits for no one and is refused.
+    let lock_path = out.join(".dreamfarm.lock");
+    let lock = std::fs::File::create(&lock_path).expect("a lock file");
+    lock.lock().expect("lock");
+    let out_str = out.to_str().expect("UTF-8");
+    let (status, _, stderr) = run(c.client("fetch", &[&id, "--output", out_str]));
+    assert!(!status.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another dreamfarm render or fetch is writing into"),
+        "{stderr}"
+    );
+    drop(lock);
+    std::fs::remove_file(&lock_path).expect("unlock");
+    // A fetch killed mid-file leaves its hidden part; the next removes it
+    // (`fetch` checks the folder equals the coordinator's).
+    std::fs::write(out.join(".fetch-killed.part"), b"half a frame").expect("a part");
+    let (bytes, _) = fetch();
+    assert_eq!(bytes, 0.0);
+
     // A folder of more files than one request can name (here 50 000 of
     // the user's own, with long names: about 5 MB of names).
     let many = dir.path().join("many");

@@ -668,7 +668,7 @@ fn a_second_render_into_a_folder_being_rendered_is_refused() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("another dreamfarm render is writing into"),
+        stderr.contains("another dreamfarm render or fetch is writing into"),
         "{stderr}"
     );
     assert!(

@@ -80,9 +80,9 @@ pub enum OutputError {
         /// Why.
         reason: String,
     },
-    /// Another process is rendering into the folder.
+    /// Another process is rendering or fetching into the folder.
     #[error(
-        "another dreamfarm render is writing into {path} (it holds {LOCK_FILE} there). Fix: wait for it to end or stop it, then run this command again; or render into another --name/--output"
+        "another dreamfarm render or fetch is writing into {path} (it holds {LOCK_FILE} there). Fix: wait for it to end or stop it, then run this command again; or write into another --name/--output"
     )]
     Busy {
         /// The folder.

@@ -11,7 +11,7 @@ use clap::Args;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_coordinator::cluster::fetch::FileStamp;
 use dreamfarm_coordinator::cluster::memory_budget::human;
-use dreamfarm_coordinator::output::{MANIFEST, OutputDir, OutputError};
+use dreamfarm_coordinator::output::{FolderLock, MANIFEST, OutputDir, OutputError};
 use dreamfarm_coordinator::whole_file::temp_file_in;
 use dreamfarm_proto::pb::{FetchRequest, FileChunk, HeldFile};
 
@@ -37,6 +37,10 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("dream").join(&args.job));
     prepare_folder(&out)?;
+    // Held to the end: a render or another fetch into the same folder
+    // would race this one's files.
+    let _claim = FolderLock::claim(&out)?;
+    remove_partial_files(&out);
     let held = held_files(&out)?;
     block_on(async move {
         let mut client = args.client.client().await?;
@@ -121,7 +125,7 @@ fn prepare_folder(out: &Path) -> anyhow::Result<()> {
         bail!("{} is a file, not a folder. {fix}", out.display());
     }
     std::fs::create_dir_all(out)
-        .and_then(|()| temp_file_in(out, ".fetch-", ".part").map(drop))
+        .and_then(|()| temp_file_in(out, PARTIAL.0, PARTIAL.1).map(drop))
         .map_err(|e| {
             // tempfile's errors end in the temporary file's name, which
             // says nothing to the user; the kind says what is wrong.
@@ -136,7 +140,26 @@ fn prepare_folder(out: &Path) -> anyhow::Result<()> {
         })
 }
 
-/// The files `out` holds, as the coordinator's quick check compares them.
+/// Prefix and suffix of a file being fetched, before it takes its name.
+const PARTIAL: (&str, &str) = (".fetch-", ".part");
+
+/// Removes the files a fetch that was killed left half written in `out`
+/// (never a file's real name, so nothing else goes).
+fn remove_partial_files(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PARTIAL.0) && name.ends_with(PARTIAL.1) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The files `out` holds, as the coordinator's quick check compares them
+/// (hidden ones are never fetched).
 fn held_files(out: &Path) -> anyhow::Result<Vec<HeldFile>> {
     let entries =
         std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
@@ -145,6 +168,9 @@ fn held_files(out: &Path) -> anyhow::Result<Vec<HeldFile>> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
+            if name.starts_with('.') {
+                return None;
+            }
             let stamp = FileStamp::of(&e.metadata().ok()?)?;
             Some(HeldFile {
                 name,
@@ -178,7 +204,7 @@ impl Incoming {
         };
         Ok(Self {
             name: chunk.path.clone(),
-            file: temp_file_in(out, ".fetch-", ".part")?,
+            file: temp_file_in(out, PARTIAL.0, PARTIAL.1)?,
             written: 0,
             stamp,
         })
