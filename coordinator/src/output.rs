@@ -250,18 +250,7 @@ impl OutputDir {
     /// Removes the temporary files of frames a killed render left half
     /// written (they never have a frame's name, so nothing else is lost).
     fn remove_partial_frames(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(PARTIAL_PREFIX)
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        crate::whole_file::remove_leftovers(&self.dir, PARTIAL_PREFIX, "");
     }
 
     /// The folder.

@@ -1,5 +1,6 @@
 //! Files that appear under their name only once whole: written to a
-//! temporary file beside their place, then renamed to their name.
+//! temporary file beside their place, then renamed to their name; and the
+//! temporary files a killed writer left.
 
 use std::path::Path;
 
@@ -21,6 +22,23 @@ pub fn temp_file_in(
         .suffix(suffix)
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
+}
+
+/// Removes the temporary files named `prefix`…`suffix` that a writer
+/// killed mid-file left in `dir` (never a real file's name, so nothing
+/// else goes). Only for a folder the caller holds, or it may remove a
+/// running writer's file.
+pub fn remove_leftovers(dir: &Path, prefix: &str, suffix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(suffix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +64,27 @@ mod tests {
         let name = tmp.path().file_name().expect("a name").to_string_lossy();
         assert!(name.starts_with(".x-") && name.ends_with(".png"), "{name}");
         assert_eq!(mode(tmp.path()), mode(&plain));
+    }
+
+    #[test]
+    fn leftovers_go_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names = [
+            ".fetch-a1.part",
+            ".fetch-b2.part",
+            ".fetch-x.png",
+            "000001.png",
+            "a.part",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        remove_leftovers(dir.path(), ".fetch-", ".part");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".fetch-x.png", "000001.png", "a.part"]);
     }
 }

@@ -12,7 +12,7 @@ use dreamfarm_common::params::JobSpec;
 use dreamfarm_coordinator::cluster::fetch::FileStamp;
 use dreamfarm_coordinator::cluster::memory_budget::human;
 use dreamfarm_coordinator::output::{FolderLock, MANIFEST, OutputDir, OutputError};
-use dreamfarm_coordinator::whole_file::temp_file_in;
+use dreamfarm_coordinator::whole_file::{remove_leftovers, temp_file_in};
 use dreamfarm_proto::pb::{FetchRequest, FileChunk, HeldFile};
 
 use super::cluster_client::{ClientArgs, block_on};
@@ -40,7 +40,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     // Held to the end: a render or another fetch into the same folder
     // would race this one's files.
     let _claim = FolderLock::claim(&out)?;
-    remove_partial_files(&out);
+    remove_leftovers(&out, PARTIAL.0, PARTIAL.1);
     let held = held_files(&out)?;
     block_on(async move {
         let mut client = args.client.client().await?;
@@ -142,21 +142,6 @@ fn prepare_folder(out: &Path) -> anyhow::Result<()> {
 
 /// Prefix and suffix of a file being fetched, before it takes its name.
 const PARTIAL: (&str, &str) = (".fetch-", ".part");
-
-/// Removes the files a fetch that was killed left half written in `out`
-/// (never a file's real name, so nothing else goes).
-fn remove_partial_files(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(PARTIAL.0) && name.ends_with(PARTIAL.1) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
 
 /// The files `out` holds, as the coordinator's quick check compares them
 /// (hidden ones are never fetched).
