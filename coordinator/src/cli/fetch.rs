@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use dreamfarm_common::params::JobSpec;
-use dreamfarm_coordinator::cluster::fetch::FileStamp;
+use dreamfarm_coordinator::cluster::fetch::{FileStamp, fetchable_files};
 use dreamfarm_coordinator::cluster::memory_budget::human;
 use dreamfarm_coordinator::output::{FolderLock, MANIFEST, OutputDir, OutputError};
 use dreamfarm_coordinator::whole_file::{remove_leftovers, temp_file_in};
@@ -143,20 +143,15 @@ fn prepare_folder(out: &Path) -> anyhow::Result<()> {
 /// Prefix and suffix of a file being fetched, before it takes its name.
 const PARTIAL: (&str, &str) = (".fetch-", ".part");
 
-/// The files `out` holds, as the coordinator's quick check compares them
-/// (hidden ones are never fetched).
+/// The files `out` holds, as the coordinator's quick check compares them:
+/// the same files it would offer from a folder (not hidden ones).
 fn held_files(out: &Path) -> anyhow::Result<Vec<HeldFile>> {
-    let entries =
-        std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            if name.starts_with('.') {
-                return None;
-            }
-            let stamp = FileStamp::of(&e.metadata().ok()?)?;
+    let files = fetchable_files(out).with_context(|| format!("cannot read {}", out.display()))?;
+    Ok(files
+        .into_iter()
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?.to_string();
+            let stamp = FileStamp::of(&std::fs::metadata(&path).ok()?)?;
             Some(HeldFile {
                 name,
                 size: stamp.size,
