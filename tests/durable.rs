@@ -274,6 +274,38 @@ fn a_restarted_coordinator_brings_every_job_back_in_its_state() {
 }
 
 #[test]
+fn a_full_data_volume_fails_the_job_with_its_frames_whole_and_retry_continues_it() {
+    let reference = reference();
+    // Room for the uploaded input (about 800 KB), the store and a few of
+    // the job's frames (about 45 KB each).
+    let (c, disk) = Coordinator::start_on_small_disk(1536 << 10);
+    let _worker = c.worker("w");
+    let total = REFERENCE_FRAMES;
+    let id = submit(&c, "full", total, &[]);
+    wait_for("the job to fail", || state(&c, &id) == "failed");
+    let why = c.status(&id);
+    assert!(
+        why.contains("No space left on device")
+            && why.contains("make room on the coordinator's data volume")
+            && why.contains(&format!("`dreamfarm retry {id}`")),
+        "{why}"
+    );
+    let written = frames_on_disk(&c, &id);
+    assert!(written > 0 && written < total as usize, "{written} frames");
+    assert!(
+        frame_bytes(&c.frames_dir(&id)) == reference[..written],
+        "a frame written before the volume filled is not whole"
+    );
+    disk.grow(64 << 20);
+    control(&c, "retry", &[&id]);
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference[..total as usize],
+        "frames differ after the volume filled"
+    );
+}
+
+#[test]
 fn job_controls_work_end_to_end() {
     let reference = reference();
     let c = Coordinator::start();

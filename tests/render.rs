@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
+use dreamfarm_tests::small_disk::SmallDisk;
 use dreamfarm_tests::{
     Rgb, dreamfarm, file_mode, frame_bytes, frames, plain_file_mode, repo, run, run_ok,
 };
@@ -427,6 +428,53 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
     // three frames' one: none is made from a damaged frame.
     assert!(out.join("000004.png").is_file(), "{stderr}");
     assert_eq!(videos(&out), three_frames);
+}
+
+#[test]
+fn a_full_disk_stops_the_render_with_its_frames_whole_and_it_continues_once_there_is_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let whole = dir.path().join("whole");
+    let total = 12;
+    run_ok(small_render(&whole, total));
+    // Room for a few of the twelve frames (each about 60 KB) and the video
+    // being encoded beside them.
+    let disk = SmallDisk::mount(&dir.path().join("disk"), 320 << 10);
+    let out = disk.path().join("full");
+    let (done, _, stderr) = run(small_render(&out, total));
+    assert!(
+        !done.status.success(),
+        "a full disk went unnoticed: {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("No space left on device")
+            && errors[0].contains("Fix: make room on that disk")
+            && errors[0].contains("run the same command again"),
+        "{stderr}"
+    );
+    let written = frame_bytes(&out);
+    assert!(
+        !written.is_empty() && written.len() < total as usize,
+        "{} frames on a full disk",
+        written.len()
+    );
+    assert!(
+        written == frame_bytes(&whole)[..written.len()],
+        "a frame written before the disk filled is not whole"
+    );
+    // Done as the error says, the render continues to the frames it would
+    // have had, and its video.
+    disk.grow(16 << 20);
+    run_ok(small_render(&out, total));
+    assert!(
+        frame_bytes(&out) == frame_bytes(&whole),
+        "frames differ after the disk filled"
+    );
+    assert_eq!(
+        probe(&out.join("full.mp4"))["nb_read_frames"],
+        total.to_string().as_str()
+    );
 }
 
 // ------------------------------------------------------------ bad input

@@ -62,8 +62,11 @@ pub enum OutputError {
         /// Parse error.
         reason: String,
     },
-    /// Writing a frame failed.
-    #[error("cannot write frame {path}: {reason}")]
+    /// Writing a frame failed (a full disk, say); the frames before it
+    /// are whole, so running the command again continues from this one.
+    #[error(
+        "cannot write frame {path}: {reason}. The frames before it are complete. Fix: make room on that disk (or fix what the error names), then run the same command again: it continues from this frame"
+    )]
     Frame {
         /// The frame file.
         path: PathBuf,

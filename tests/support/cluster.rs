@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::small_disk::SmallDisk;
 use crate::{binary, frame_bytes, repo, run};
 
 /// The token every process of a test cluster shares.
@@ -207,10 +208,27 @@ impl Coordinator {
         Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca), &[])
     }
 
+    /// Starts a coordinator whose data folder is a file system of `bytes`
+    /// (its logs stay on the usual disk); unmounted when the disk drops.
+    pub fn start_on_small_disk(bytes: u64) -> (Self, SmallDisk) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = SmallDisk::mount(&dir.path().join("data"), bytes);
+        (Self::launch_in(dir, &[], None, &[]), disk)
+    }
+
     /// Starts a coordinator with `extra` flags and `env` on a fresh data
     /// folder, serving TLS that clients check with `ca` if one is given.
     fn launch(extra: &[&str], ca: Option<&Path>, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch_in(tempfile::tempdir().expect("temp dir"), extra, ca, env)
+    }
+
+    /// [`launch`](Self::launch) with its data folder in `dir`.
+    fn launch_in(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        ca: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|&(k, v)| (k.to_string(), v.to_string()))

@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod http;
 pub mod manifests;
 pub mod seams;
+pub mod small_disk;
 pub mod small_job;
 pub mod synthetic_worker;
 

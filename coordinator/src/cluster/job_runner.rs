@@ -39,6 +39,20 @@ enum RunError {
         /// The job.
         job: String,
     },
+    /// A frame cannot be written on the coordinator's disk (full, say):
+    /// the render's own advice is to run the command again; here the way
+    /// to do that is `retry`.
+    #[error(
+        "cannot write frame {path}: {reason}. The frames before it are complete. Fix: make room on the coordinator's data volume (or fix what the error names), then `dreamfarm retry {job}`: it continues from this frame"
+    )]
+    FrameNotWritten {
+        /// The frame file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+        /// The job.
+        job: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,8 +112,14 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
     if stop.get().is_some() {
         return Err(RunError::Stopped);
     }
-    let damaged = |e: RenderError| match e {
+    // The render's advice names its command; a cluster job's names retry.
+    let with_advice = |e: RenderError| match e {
         RenderError::Output(OutputError::Unreadable { path, reason }) => RunError::DamagedFrame {
+            path,
+            reason,
+            job: job.id.to_string(),
+        },
+        RenderError::Output(OutputError::Frame { path, reason }) => RunError::FrameNotWritten {
             path,
             reason,
             job: job.id.to_string(),
@@ -133,6 +153,6 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
         &mut executor,
         &mut |n, seconds| job.frame_written(n, seconds),
     )
-    .map_err(damaged)?;
+    .map_err(with_advice)?;
     Ok(())
 }
