@@ -240,7 +240,9 @@ fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
     let id = c.submit(&submitted);
     let _worker = c.worker("w");
     let dir = c.frames_dir(&id);
-    let partial = dir.join(".streamed.partial.mp4");
+    // The first segment's partial file: the video is encoded a segment at
+    // a time.
+    let partial = dir.join(".streamed.000000.segment.partial.mp4");
     let mut encoding_at = None;
     wait_for("the job's video", || {
         let done = frames(&dir).len();

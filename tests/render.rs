@@ -287,6 +287,19 @@ fn probe(mp4: &Path) -> serde_json::Value {
     v["streams"][0].clone()
 }
 
+/// The hidden files in `dir`: what a render keeps only while it runs.
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("output folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}
+
 #[test]
 fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -317,15 +330,7 @@ fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
         frame_bytes(&killed) == frame_bytes(&whole),
         "resumed frames differ from an uninterrupted render"
     );
-    let leftovers: Vec<PathBuf> = std::fs::read_dir(&killed)
-        .expect("output folder")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
+    let leftovers = hidden_files(&killed);
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 
     let mp4 = PathBuf::from(stdout.trim());
@@ -342,13 +347,14 @@ fn resume_after_kill_9_is_exact_and_the_video_has_every_frame() {
 }
 
 /// Runs [`small_render`] of `total` frames into `out` to its end, seeing
-/// its video under way (ffmpeg's hidden partial file) while frames are
+/// its video under way (ffmpeg's hidden partial file of the video's first
+/// segment) while frames are
 /// still missing (assembled after the last frame, it would not exist yet),
 /// and checks the video against the one ffmpeg assembles from the frames
 /// on disk when the finished render is run again: the same bytes.
 fn assert_the_video_is_encoded_while_rendering(out: &Path, total: u32) {
     let name = out.file_name().expect("a folder name").to_string_lossy();
-    let partial = out.join(format!(".{name}.partial.mp4"));
+    let partial = out.join(format!(".{name}.000000.segment.partial.mp4"));
     let mut child = spawn_small_render(out, total, Stdio::piped());
     let started = Instant::now();
     let mut encoding_at = None;
@@ -428,6 +434,66 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
     // three frames' one: none is made from a damaged frame.
     assert!(out.join("000004.png").is_file(), "{stderr}");
     assert_eq!(videos(&out), three_frames);
+}
+
+#[test]
+fn a_resumed_render_reencodes_only_the_video_segment_it_stopped_in() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The camera path alone (--dry-run): frames as fast as the host makes
+    // them, so that a render passes a 500-frame segment in seconds.
+    let render = |name: &str| {
+        dreamfarm(&[
+            "render",
+            "--input",
+            "assets/astronaut.png",
+            "--size",
+            "96x64",
+            "--frames",
+            "700",
+            "--fps",
+            "24",
+            "--dry-run",
+            "--output",
+            path_str(&dir.path().join(name)),
+        ])
+    };
+    run_ok(render("whole"));
+    let whole = dir.path().join("whole-preview");
+    let killed = dir.path().join("killed-preview");
+    let first_segment = killed.join(".killed-preview.000000.segment.mp4");
+    let mut child = render("killed")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dreamfarm starts");
+    let started = Instant::now();
+    while !first_segment.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no segment");
+        assert!(child.try_wait().expect("wait").is_none(), "ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let done = frames(&killed).len();
+    assert!((500..700).contains(&done), "killed after frame {done}");
+
+    let (out, _, stderr) = run(render("killed"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("encoding resumes here frame=500"),
+        "the resumed render encoded the video from its start: {stderr}"
+    );
+    assert!(
+        std::fs::read(killed.join("killed-preview.mp4")).ok()
+            == std::fs::read(whole.join("whole-preview.mp4")).ok(),
+        "the resumed render's video differs from the uninterrupted one's"
+    );
+    assert_eq!(
+        probe(&killed.join("killed-preview.mp4"))["nb_read_frames"],
+        "700"
+    );
+    let hidden = hidden_files(&killed);
+    assert!(hidden.is_empty(), "left behind: {hidden:?}");
 }
 
 #[test]

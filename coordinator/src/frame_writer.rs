@@ -6,8 +6,9 @@
 //! frames and its progress never lag a frame behind the disk. With a
 //! [`VideoStream`], each frame is fed to the video's encoder once on disk;
 //! a resumed render's stream is fed by a thread of its own, which reads the
-//! frames from disk, the earlier ones first, so that the frame loop never
-//! waits for the encoder to catch up.
+//! frames it lacks (those of the segment the render stopped in) from disk,
+//! the earlier ones first, so that the frame loop never waits for the
+//! encoder to catch up.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
@@ -20,8 +21,9 @@ use crate::video::VideoStream;
 pub struct VideoFeed {
     /// The encoder.
     pub stream: VideoStream,
-    /// Frames already on disk that the stream must have first: 0 for a
-    /// render from its first frame, the frames done for a resumed one.
+    /// Frames already on disk: 0 for a render from its first frame, the
+    /// frames done for a resumed one. Those the stream lacks (from its
+    /// [`next_frame`](VideoStream::next_frame)) are read back from disk.
     pub on_disk: u64,
 }
 
@@ -56,12 +58,13 @@ impl<'scope> FrameWriter<'scope> {
         // A resumed render's frames reach the stream from disk, through a
         // thread told of each new one; a fresh render's straight from here.
         let (mut video, catch_up, written) = match video {
-            Some(VideoFeed { stream, on_disk }) if on_disk > 0 => {
+            Some(VideoFeed { stream, on_disk }) if stream.next_frame() < on_disk => {
                 let (written, heard) = channel();
                 let span = span.clone();
+                let lacking = stream.next_frame()..on_disk;
                 let feeder = scope.spawn(move || {
                     let _span = span.enter();
-                    feed_from_disk(out, (width, height), stream, (0..on_disk).chain(heard))
+                    feed_from_disk(out, (width, height), stream, lacking.chain(heard))
                 });
                 (None, Some(feeder), Some(written))
             }

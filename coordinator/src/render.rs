@@ -292,7 +292,7 @@ pub fn render(
     // every frame on disk only assembles them.
     let stream = match video.encoding {
         VideoEncoding::WhileRendering if done < total => {
-            VideoStream::start(video.path, w as u32, h as u32, &spec.video)
+            VideoStream::start(video.path, w as u32, h as u32, &spec.video, done)
                 .inspect_err(|e| tracing::warn!(error = %e, "no video encoder beside the render; the video will be assembled after the last frame"))
                 .ok()
                 .map(|stream| VideoFeed { stream, on_disk: done })
@@ -378,7 +378,7 @@ pub fn render(
         })
     });
     if !matches!(ended, Some(Ok(()))) {
-        assemble(&out.frame_pattern(), video.path, &spec.video)?;
+        assemble(&out.frame_pattern(), video.path, &spec.video, total)?;
     }
     Ok(report)
 }

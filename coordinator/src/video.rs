@@ -2,7 +2,10 @@
 //! either fed to it as they are written, so that the video is ready when
 //! the last frame is ([`VideoStream`]), or assembled from the frames on
 //! disk afterwards ([`assemble`]). Both give ffmpeg the same pixels and
-//! the same settings.
+//! the same settings, a segment of [`SEGMENT_FRAMES`] frames at a time,
+//! and join the segments into the video without re-encoding them: a
+//! resumed render re-encodes at most the segment it stopped in, not every
+//! frame before it (hours of a coordinator's cores for a long 4K render).
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, Write};
@@ -63,6 +66,37 @@ pub fn encoder_threads() -> usize {
     (cores * 3 / 2).clamp(1, MAX_ENCODER_THREADS)
 }
 
+/// Frames in each segment of a video (the last may hold fewer): what a
+/// resumed render re-encodes at most. Each segment starts with a key
+/// frame; x264 puts one every 250 frames anyway, so joining them costs
+/// nothing visible.
+pub const SEGMENT_FRAMES: u64 = 500;
+
+/// Where the segment of `video` starting at frame `first` is kept until the
+/// video is joined: hidden beside it, so that fetch skips it, and named by
+/// its first frame, so that a resumed render finds the ones done.
+fn segment_path(video: &Path, first: u64) -> PathBuf {
+    video.with_file_name(format!(
+        ".{}.{first:06}.segment.mp4",
+        video.file_stem().unwrap_or_default().to_string_lossy()
+    ))
+}
+
+/// The first frames of the segments of a video of `total` frames.
+fn segment_starts(total: u64) -> impl Iterator<Item = u64> {
+    (0..total).step_by(SEGMENT_FRAMES as usize)
+}
+
+/// The first frame a video of `video` still needs encoded when `on_disk`
+/// frames are written: the start of the first segment before them that is
+/// not on disk, or of the segment holding frame `on_disk`.
+fn first_unencoded(video: &Path, on_disk: u64) -> u64 {
+    let whole = on_disk - on_disk % SEGMENT_FRAMES;
+    segment_starts(whole)
+        .find(|&first| !segment_path(video, first).is_file())
+        .unwrap_or(whole)
+}
+
 /// The video a render makes, and when it is encoded.
 #[derive(Debug, Clone, Copy)]
 pub struct VideoOut<'a> {
@@ -72,15 +106,17 @@ pub struct VideoOut<'a> {
     pub encoding: VideoEncoding,
 }
 
-/// Where `video` is written until it is complete: hidden, so that a client
-/// fetching the folder skips it and a render killed mid-encode leaves no
-/// half video under a real name. Any file already there is removed, so
-/// that ffmpeg writes a new one: the ffmpeg of a render killed with
-/// `kill -9` ends its own video when its input closes, into the old one.
-fn fresh_partial(video: &Path) -> PathBuf {
-    let partial = video.with_file_name(format!(
-        ".{}.partial.mp4",
-        video.file_stem().unwrap_or_default().to_string_lossy()
+/// Where `file` (a video or a segment) is written until it is complete:
+/// hidden, so that a client fetching the folder skips it and a render
+/// killed mid-encode leaves no half file under a real name. Any file
+/// already there is removed, so that ffmpeg writes a new one: the ffmpeg of
+/// a render killed with `kill -9` ends its own file when its input closes,
+/// into the old one.
+fn fresh_partial(file: &Path) -> PathBuf {
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let partial = file.with_file_name(format!(
+        "{}{stem}.partial.mp4",
+        if stem.starts_with('.') { "" } else { "." }
     ));
     let _ = std::fs::remove_file(&partial);
     partial
@@ -109,28 +145,25 @@ fn output_args(settings: &VideoSettings, partial: &Path) -> Vec<OsString> {
     args
 }
 
-/// Moves the finished `partial` to `video` once ffmpeg has ended with
-/// `status`; `stderr` is its last words.
+/// Moves the finished `partial` to `target` (a segment of `video`, or
+/// `video` itself) once ffmpeg has ended with `status`; `stderr` is its
+/// last words.
 fn publish(
     status: std::process::ExitStatus,
     stderr: &[u8],
-    partial: &Path,
+    (partial, target): (&Path, &Path),
     video: &Path,
-    frames: PathBuf,
 ) -> Result<(), VideoError> {
+    let failed = |reason: String| VideoError::Failed {
+        video: video.into(),
+        frames: frames_dir(video),
+        reason,
+    };
     if !status.success() {
         let _ = std::fs::remove_file(partial);
-        return Err(VideoError::Failed {
-            video: video.into(),
-            frames,
-            reason: String::from_utf8_lossy(stderr).trim().to_string(),
-        });
+        return Err(failed(String::from_utf8_lossy(stderr).trim().to_string()));
     }
-    std::fs::rename(partial, video).map_err(|e| VideoError::Failed {
-        video: video.into(),
-        frames,
-        reason: e.to_string(),
-    })
+    std::fs::rename(partial, target).map_err(|e| failed(e.to_string()))
 }
 
 /// ffmpeg, quiet but for errors, overwriting its output.
@@ -140,10 +173,10 @@ fn ffmpeg() -> Command {
     command
 }
 
-/// ffmpeg encoding a video from 8-bit RGB frames fed one at a time.
-/// Dropped before [`finish`](Self::finish), it stops ffmpeg and removes
-/// the partial video.
-pub struct VideoStream {
+/// ffmpeg encoding one segment of a video from 8-bit RGB frames fed one at
+/// a time. Dropped before [`finish`](Self::finish), it stops ffmpeg and
+/// removes the partial segment.
+struct SegmentEncoder {
     /// `None` once ended (finished or dropped).
     child: Option<Child>,
     stdin: Option<ChildStdin>,
@@ -152,18 +185,19 @@ pub struct VideoStream {
     stderr: std::fs::File,
     frame_bytes: usize,
     partial: PathBuf,
-    video: PathBuf,
+    segment: PathBuf,
 }
 
-impl VideoStream {
-    /// Starts ffmpeg encoding `width`×`height` frames into `video`.
-    pub fn start(
+impl SegmentEncoder {
+    /// Starts ffmpeg encoding the segment of `video` from frame `first`.
+    fn start(
         video: &Path,
-        width: u32,
-        height: u32,
+        first: u64,
+        (width, height): (u32, u32),
         settings: &VideoSettings,
     ) -> Result<Self, VideoError> {
-        let partial = fresh_partial(video);
+        let segment = segment_path(video, first);
+        let partial = fresh_partial(&segment);
         let stderr = tempfile::tempfile()
             .and_then(|f| Ok((f.try_clone()?, f)))
             .map_err(|e| VideoError::Failed {
@@ -190,13 +224,12 @@ impl VideoStream {
             stderr: stderr.1,
             frame_bytes: 3 * width as usize * height as usize,
             partial,
-            video: video.into(),
+            segment,
         })
     }
 
-    /// Feeds the next frame (8-bit RGB, the stream's size); waits while
-    /// ffmpeg is behind.
-    pub fn push(&mut self, rgb: &[u8]) -> std::io::Result<()> {
+    /// Feeds the next frame; waits while ffmpeg is behind.
+    fn push(&mut self, rgb: &[u8]) -> std::io::Result<()> {
         if rgb.len() != self.frame_bytes {
             return Err(std::io::Error::other(format!(
                 "a frame of {} bytes in a stream of {}-byte frames",
@@ -210,29 +243,23 @@ impl VideoStream {
         }
     }
 
-    /// Ends the stream and puts the video in place, atomically.
-    pub fn finish(mut self) -> Result<(), VideoError> {
+    /// Ends the segment and puts it in place, atomically.
+    fn finish(mut self, video: &Path) -> Result<(), VideoError> {
         drop(self.stdin.take());
-        let frames = frames_dir(&self.video);
-        let mut child = self
-            .child
-            .take()
-            .expect("ffmpeg runs until the stream ends");
-        let status = child.wait().map_err(|e| VideoError::Failed {
-            video: self.video.clone(),
-            frames: frames.clone(),
-            reason: e.to_string(),
-        })?;
+        let status = match self.child.take() {
+            Some(mut child) => child.wait().map_err(|e| spawn_error(e, video))?,
+            None => return Err(spawn_error(std::io::ErrorKind::BrokenPipe.into(), video)),
+        };
         let mut said = Vec::new();
         let _ = self
             .stderr
             .seek(std::io::SeekFrom::Start(0))
             .and_then(|_| self.stderr.read_to_end(&mut said));
-        publish(status, &said, &self.partial, &self.video, frames)
+        publish(status, &said, (&self.partial, &self.segment), video)
     }
 }
 
-impl Drop for VideoStream {
+impl Drop for SegmentEncoder {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             drop(self.stdin.take());
@@ -240,6 +267,86 @@ impl Drop for VideoStream {
             let _ = child.wait();
             let _ = std::fs::remove_file(&self.partial);
         }
+    }
+}
+
+/// A video encoded from 8-bit RGB frames fed one at a time, a segment at a
+/// time. A stream started for a resumed render continues after the
+/// segments already on disk: feed it from [`next_frame`](Self::next_frame).
+/// Dropped before [`finish`](Self::finish), it stops ffmpeg and removes the
+/// partial segment; the finished segments stay for the next resume.
+pub struct VideoStream {
+    video: PathBuf,
+    size: (u32, u32),
+    settings: VideoSettings,
+    /// The first frame of the segment being encoded.
+    first: u64,
+    /// Frames of that segment fed so far.
+    fed: u64,
+    /// Its encoder; `None` between two segments.
+    encoder: Option<SegmentEncoder>,
+}
+
+impl VideoStream {
+    /// Starts ffmpeg encoding `width`×`height` frames into `video` after the
+    /// segments already encoded of its first `on_disk` frames.
+    pub fn start(
+        video: &Path,
+        width: u32,
+        height: u32,
+        settings: &VideoSettings,
+        on_disk: u64,
+    ) -> Result<Self, VideoError> {
+        let first = first_unencoded(video, on_disk);
+        if first > 0 {
+            tracing::info!(
+                frame = first,
+                "the video's segments before this frame are encoded; its encoding resumes here"
+            );
+        }
+        let encoder = SegmentEncoder::start(video, first, (width, height), settings)?;
+        Ok(Self {
+            video: video.into(),
+            size: (width, height),
+            settings: *settings,
+            first,
+            fed: 0,
+            encoder: Some(encoder),
+        })
+    }
+
+    /// The frame the stream takes next.
+    pub fn next_frame(&self) -> u64 {
+        self.first + self.fed
+    }
+
+    /// Feeds the next frame (8-bit RGB, the stream's size); waits while
+    /// ffmpeg is behind, and while a finished segment is closed.
+    pub fn push(&mut self, rgb: &[u8]) -> std::io::Result<()> {
+        if self.fed == SEGMENT_FRAMES {
+            // One encoder at a time: the memory budget charges one.
+            if let Some(done) = self.encoder.take() {
+                done.finish(&self.video).map_err(std::io::Error::other)?;
+            }
+            self.first += SEGMENT_FRAMES;
+            self.fed = 0;
+        }
+        let encoder = match self.encoder.take() {
+            Some(encoder) => encoder,
+            None => SegmentEncoder::start(&self.video, self.first, self.size, &self.settings)
+                .map_err(std::io::Error::other)?,
+        };
+        self.encoder.insert(encoder).push(rgb)?;
+        self.fed += 1;
+        Ok(())
+    }
+
+    /// Ends the stream and puts the video in place, atomically.
+    pub fn finish(mut self) -> Result<(), VideoError> {
+        if let Some(last) = self.encoder.take() {
+            last.finish(&self.video)?;
+        }
+        join(&self.video, self.next_frame(), self.settings.fps)
     }
 }
 
@@ -263,22 +370,96 @@ fn spawn_error(e: std::io::Error, video: &Path) -> VideoError {
     }
 }
 
-/// Encodes `pattern` (e.g. `dir/%06d.png`) into `video`, atomically. A
-/// frame ffmpeg cannot decode fails it (`-xerror`): by default ffmpeg
-/// would say so, exit 0 and fill the gap with the frame before.
-pub fn assemble(pattern: &Path, video: &Path, settings: &VideoSettings) -> Result<(), VideoError> {
-    let frames = frames_dir(pattern);
+/// Encodes the frames `pattern` (e.g. `dir/%06d.png`) names, `total` of
+/// them, into `video`, atomically, reusing the whole segments a stream left
+/// on disk. A frame ffmpeg cannot decode fails it (`-xerror`): by default
+/// ffmpeg would say so, exit 0 and fill the gap with the frame before.
+pub fn assemble(
+    pattern: &Path,
+    video: &Path,
+    settings: &VideoSettings,
+    total: u64,
+) -> Result<(), VideoError> {
+    for first in segment_starts(total) {
+        let count = SEGMENT_FRAMES.min(total - first);
+        let segment = segment_path(video, first);
+        if count == SEGMENT_FRAMES && segment.is_file() {
+            continue;
+        }
+        let partial = fresh_partial(&segment);
+        let output = ffmpeg()
+            .arg("-xerror")
+            .arg("-framerate")
+            .arg(settings.fps.to_string())
+            .arg("-start_number")
+            .arg(first.to_string())
+            .arg("-i")
+            .arg(pattern)
+            .arg("-frames:v")
+            .arg(count.to_string())
+            .args(output_args(settings, &partial))
+            .output()
+            .map_err(|e| spawn_error(e, video))?;
+        publish(output.status, &output.stderr, (&partial, &segment), video)?;
+    }
+    join(video, total, settings.fps)
+}
+
+/// Joins the segments of a video of `total` frames into `video`, atomically
+/// and without re-encoding them (ffmpeg's concat demuxer, streams copied),
+/// then removes them.
+fn join(video: &Path, total: u64, fps: u32) -> Result<(), VideoError> {
+    let failed = |reason: String| VideoError::Failed {
+        video: video.into(),
+        frames: frames_dir(video),
+        reason,
+    };
+    let segments: Vec<(PathBuf, f64)> = segment_starts(total)
+        .map(|first| {
+            let frames = SEGMENT_FRAMES.min(total - first);
+            (segment_path(video, first), frames as f64 / f64::from(fps))
+        })
+        .collect();
+    let list = concat_list(&segments)
+        .map_err(|e| failed(format!("cannot list the video's segments: {e}")))?;
     let partial = fresh_partial(video);
     let output = ffmpeg()
-        .arg("-xerror")
-        .arg("-framerate")
-        .arg(settings.fps.to_string())
-        .arg("-i")
-        .arg(pattern)
-        .args(output_args(settings, &partial))
+        .args(["-f", "concat", "-safe", "0", "-i"])
+        .arg(list.path())
+        .args(["-c", "copy", "-movflags", "+faststart"])
+        .arg(&partial)
         .output()
         .map_err(|e| spawn_error(e, video))?;
-    publish(output.status, &output.stderr, &partial, video, frames)
+    publish(output.status, &output.stderr, (&partial, video), video)?;
+    for (segment, _) in &segments {
+        let _ = std::fs::remove_file(segment);
+    }
+    Ok(())
+}
+
+/// The concat demuxer's list of `files` and their durations in seconds: a
+/// `file '…'` line each, the path absolute and a quote in it written
+/// `'\''`, as its documentation asks, and its duration, so that each file
+/// starts exactly where the frames before it end (from the files' own
+/// lengths, which count x264's start delay, each joint would be a third
+/// of a millisecond late).
+fn concat_list(files: &[(PathBuf, f64)]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut list = tempfile::NamedTempFile::new()?;
+    for (file, seconds) in files {
+        let path = std::path::absolute(file)?;
+        let mut line = b"file '".to_vec();
+        for &b in path.as_os_str().as_bytes() {
+            match b {
+                b'\'' => line.extend_from_slice(br"'\''"),
+                _ => line.push(b),
+            }
+        }
+        line.extend_from_slice(format!("'\nduration {seconds:.6}\n").as_bytes());
+        list.write_all(&line)?;
+    }
+    list.flush()?;
+    Ok(list)
 }
 
 #[cfg(test)]
@@ -299,7 +480,7 @@ mod tests {
                 .collect()
         };
 
-        let mut stream = VideoStream::start(&video, 16, 16, &settings).expect("ffmpeg starts");
+        let mut stream = VideoStream::start(&video, 16, 16, &settings, 0).expect("ffmpeg starts");
         assert!(
             stream.push(&frame[1..]).is_err(),
             "a frame of the wrong size"
@@ -314,12 +495,103 @@ mod tests {
         drop(stream);
         assert!(files().is_empty(), "a dropped stream left {:?}", files());
 
-        let mut stream = VideoStream::start(&video, 16, 16, &settings).expect("ffmpeg starts");
+        let mut stream = VideoStream::start(&video, 16, 16, &settings, 0).expect("ffmpeg starts");
         for _ in 0..3 {
             stream.push(&frame).expect("a frame");
         }
         stream.finish().expect("the video");
         assert_eq!(files(), ["v.mp4"], "the video alone, no partial file");
+    }
+
+    /// Frame `n` of a test video: 16x16, different from every other.
+    fn frame(n: u64) -> Vec<u8> {
+        (0..3 * 16 * 16u64)
+            .map(|i| ((i / 3 % 16) * 9 + (i / 48) * 5 + n * 3 + (i % 3) * 70) as u8)
+            .collect()
+    }
+
+    /// Frames in `video`, as ffprobe counts them.
+    fn frames_in(video: &Path) -> u64 {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .arg(video)
+            .output()
+            .expect("ffprobe runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a frame count")
+    }
+
+    #[test]
+    fn a_resumed_stream_encodes_only_the_segment_it_stopped_in_and_makes_the_same_video() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = VideoSettings::default();
+        let total = SEGMENT_FRAMES + 40;
+        let stopped_at = SEGMENT_FRAMES + 20;
+        let hidden = || -> Vec<String> {
+            std::fs::read_dir(dir.path())
+                .expect("folder")
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect()
+        };
+
+        // Uninterrupted: two segments joined, nothing else left.
+        let whole = dir.path().join("whole.mp4");
+        let mut stream = VideoStream::start(&whole, 16, 16, &settings, 0).expect("ffmpeg starts");
+        for n in 0..total {
+            assert_eq!(stream.next_frame(), n);
+            stream.push(&frame(n)).expect("a frame");
+        }
+        stream.finish().expect("the video");
+        assert_eq!(frames_in(&whole), total);
+        assert!(hidden().is_empty(), "left behind: {:?}", hidden());
+
+        // Stopped in the second segment: the first stays on disk, and the
+        // stream started again takes frames from the second's start.
+        let resumed = dir.path().join("resumed.mp4");
+        let mut stream = VideoStream::start(&resumed, 16, 16, &settings, 0).expect("ffmpeg starts");
+        for n in 0..stopped_at {
+            stream.push(&frame(n)).expect("a frame");
+        }
+        drop(stream);
+        assert_eq!(hidden(), [".resumed.000000.segment.mp4"]);
+        let mut stream =
+            VideoStream::start(&resumed, 16, 16, &settings, stopped_at).expect("ffmpeg starts");
+        assert_eq!(stream.next_frame(), SEGMENT_FRAMES);
+        for n in SEGMENT_FRAMES..total {
+            stream.push(&frame(n)).expect("a frame");
+        }
+        stream.finish().expect("the video");
+        assert!(
+            std::fs::read(&resumed).ok() == std::fs::read(&whole).ok(),
+            "the resumed video differs"
+        );
+        assert!(hidden().is_empty(), "left behind: {:?}", hidden());
+
+        // Without its first segment on disk, a stream starts from frame 0.
+        let stream = VideoStream::start(&resumed, 16, 16, &settings, stopped_at).expect("ffmpeg");
+        assert_eq!(stream.next_frame(), 0);
+        drop(stream);
+
+        // Assembled from the frames on disk: the same video again.
+        for n in 0..total {
+            image::RgbImage::from_raw(16, 16, frame(n))
+                .expect("16x16")
+                .save(dir.path().join(format!("{n:06}.png")))
+                .expect("a frame");
+        }
+        let assembled = dir.path().join("assembled.mp4");
+        let pattern = dir.path().join("%06d.png");
+        assemble(&pattern, &assembled, &settings, total).expect("the video");
+        assert!(
+            std::fs::read(&assembled).ok() == std::fs::read(&whole).ok(),
+            "the assembled video differs"
+        );
+        assert!(hidden().is_empty(), "left behind: {:?}", hidden());
     }
 
     #[test]
@@ -328,8 +600,13 @@ mod tests {
         let video = dir.path().join("v.mp4");
         let (w, h) = (1280u32, 720u32);
         let mut stream =
-            VideoStream::start(&video, w, h, &VideoSettings::default()).expect("ffmpeg starts");
-        let pid = stream.child.as_ref().expect("running").id();
+            VideoStream::start(&video, w, h, &VideoSettings::default(), 0).expect("ffmpeg starts");
+        let pid = stream
+            .encoder
+            .as_ref()
+            .and_then(|e| e.child.as_ref())
+            .expect("running")
+            .id();
         // Past x264's 40-frame lookahead, moving content so that every
         // frame is coded.
         for n in 0..60u32 {
@@ -359,7 +636,7 @@ mod tests {
     fn a_stream_ffmpeg_refuses_fails_with_what_ffmpeg_said() {
         let dir = tempfile::tempdir().expect("temp dir");
         let video = dir.path().join("v.mp4");
-        let stream = VideoStream::start(&video, 0, 0, &VideoSettings::default());
+        let stream = VideoStream::start(&video, 0, 0, &VideoSettings::default(), 0);
         let failure = stream.expect("ffmpeg starts").finish();
         match failure {
             Err(VideoError::Failed { reason, .. }) => {
@@ -381,10 +658,10 @@ mod tests {
                 .expect("a frame");
         }
         let pattern = dir.path().join("%06d.png");
-        assemble(&pattern, &video, &VideoSettings::default()).expect("the video");
+        assemble(&pattern, &video, &VideoSettings::default(), 4).expect("the video");
         std::fs::remove_file(&video).expect("remove");
         std::fs::write(dir.path().join("000002.png"), b"garbage").expect("damage");
-        match assemble(&pattern, &video, &VideoSettings::default()) {
+        match assemble(&pattern, &video, &VideoSettings::default(), 4) {
             Err(VideoError::Failed { reason, .. }) => {
                 assert!(reason.contains("PNG"), "ffmpeg's words: {reason}")
             }
