@@ -296,6 +296,21 @@ fn a_full_data_volume_fails_the_job_with_its_frames_whole_and_retry_continues_it
         frame_bytes(&c.frames_dir(&id)) == reference[..written],
         "a frame written before the volume filled is not whole"
     );
+    // A job submitted to the full volume is refused with the same way out,
+    // and leaves nothing there.
+    let args = job("another", 2);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let why = refused(&c, "submit", &args);
+    assert!(
+        why.contains("data volume is full") && why.contains("make room on it"),
+        "{why}"
+    );
+    let folders = std::fs::read_dir(c.data())
+        .expect("data folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(folders, 1, "a refused job left its folder");
     disk.grow(64 << 20);
     control(&c, "retry", &[&id]);
     c.wait_done(&id, LIMIT);

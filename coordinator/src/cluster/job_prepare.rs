@@ -120,9 +120,18 @@ fn save_upload(dir: &Path, stem: &str, what: &str, bytes: &[u8]) -> Result<Strin
         .and_then(|f| f.extensions_str().first())
         .ok_or_else(|| JobError::Invalid(format!("the {what} is not a PNG or JPEG image")))?;
     let name = format!("{stem}.{extension}");
-    std::fs::write(dir.join(&name), bytes)
-        .map_err(|e| JobError::Storage(format!("{}: {e}", dir.display())))?;
+    std::fs::write(dir.join(&name), bytes).map_err(|e| storage_error(dir, &e))?;
     Ok(name)
+}
+
+/// What a failure to write `path` in the data folder means: a full volume
+/// is the user's to fix, and said so.
+fn storage_error(path: &Path, e: &std::io::Error) -> JobError {
+    let what = format!("{}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => JobError::Full(what),
+        _ => JobError::Storage(what),
+    }
 }
 
 /// A fresh id `NAME-XXXXXXXX` and its new folder.
@@ -136,7 +145,7 @@ fn new_folder(data: &Path, name: &str) -> Result<(String, std::path::PathBuf), J
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok((id, dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(JobError::Storage(format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(storage_error(&dir, &e)),
         }
     }
     Err(JobError::Storage(format!(

@@ -40,6 +40,11 @@ pub enum JobError {
     /// The data directory failed.
     #[error("coordinator storage: {0}")]
     Storage(String),
+    /// The data directory's volume is full: the job was not kept.
+    #[error(
+        "the coordinator's data volume is full ({0}); the job was not kept. Fix: make room on it (`dreamfarm delete` jobs whose frames you have fetched, or grow the volume), then submit again"
+    )]
+    Full(String),
     /// The job store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,6 +56,7 @@ impl From<JobError> for tonic::Status {
             JobError::Invalid(m) => tonic::Status::invalid_argument(m),
             JobError::NotFound(_) => tonic::Status::not_found(e.to_string()),
             JobError::Conflict(m) => tonic::Status::failed_precondition(m),
+            JobError::Full(_) => tonic::Status::resource_exhausted(e.to_string()),
             JobError::Storage(_) | JobError::Store(_) => tonic::Status::internal(e.to_string()),
         }
     }

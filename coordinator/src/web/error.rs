@@ -46,7 +46,9 @@ impl From<JobError> for WebError {
             JobError::Invalid(m) => Self::BadRequest(m),
             JobError::NotFound(id) => Self::NotFound(format!("no job {id:?}")),
             JobError::Conflict(m) => Self::Conflict(m),
-            e @ (JobError::Storage(_) | JobError::Store(_)) => Self::Internal(e.to_string()),
+            e @ (JobError::Full(_) | JobError::Storage(_) | JobError::Store(_)) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }
