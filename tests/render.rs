@@ -437,11 +437,11 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
 }
 
 #[test]
-fn a_resumed_render_reencodes_only_the_video_segment_it_stopped_in() {
+fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The camera path alone (--dry-run): frames as fast as the host makes
     // them, so that a render passes a 500-frame segment in seconds.
-    let render = |name: &str| {
+    let render = |name: &str, frames: u32| {
         dreamfarm(&[
             "render",
             "--input",
@@ -449,7 +449,7 @@ fn a_resumed_render_reencodes_only_the_video_segment_it_stopped_in() {
             "--size",
             "96x64",
             "--frames",
-            "700",
+            &frames.to_string(),
             "--fps",
             "24",
             "--dry-run",
@@ -457,11 +457,17 @@ fn a_resumed_render_reencodes_only_the_video_segment_it_stopped_in() {
             path_str(&dir.path().join(name)),
         ])
     };
-    run_ok(render("whole"));
-    let whole = dir.path().join("whole-preview");
+    let video = |name: &str| {
+        let path = dir
+            .path()
+            .join(format!("{name}-preview/{name}-preview.mp4"));
+        std::fs::read(path).expect("a video")
+    };
+    run_ok(render("whole", 700));
+    run_ok(render("longer", 800));
     let killed = dir.path().join("killed-preview");
     let first_segment = killed.join(".killed-preview.000000.segment.mp4");
-    let mut child = render("killed")
+    let mut child = render("killed", 700)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -477,23 +483,28 @@ fn a_resumed_render_reencodes_only_the_video_segment_it_stopped_in() {
     let done = frames(&killed).len();
     assert!((500..700).contains(&done), "killed after frame {done}");
 
-    let (out, _, stderr) = run(render("killed"));
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("encoding resumes here frame=500"),
-        "the resumed render encoded the video from its start: {stderr}"
-    );
-    assert!(
-        std::fs::read(killed.join("killed-preview.mp4")).ok()
-            == std::fs::read(whole.join("whole-preview.mp4")).ok(),
-        "the resumed render's video differs from the uninterrupted one's"
-    );
-    assert_eq!(
-        probe(&killed.join("killed-preview.mp4"))["nb_read_frames"],
-        "700"
-    );
-    let hidden = hidden_files(&killed);
-    assert!(hidden.is_empty(), "left behind: {hidden:?}");
+    // Resumed, and then made longer (as `extend` does a cluster job): each
+    // run encodes from the last whole segment on, and ends with the video
+    // of an uninterrupted render of its length, byte for byte.
+    for (frames, uninterrupted) in [(700, "whole"), (800, "longer")] {
+        let (out, _, stderr) = run(render("killed", frames));
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("encoding resumes here frame=500"),
+            "the {frames}-frame run encoded the video from its start: {stderr}"
+        );
+        assert!(
+            video("killed") == video(uninterrupted),
+            "the {frames}-frame run's video differs from an uninterrupted render's"
+        );
+        assert_eq!(
+            probe(&killed.join("killed-preview.mp4"))["nb_read_frames"],
+            frames.to_string().as_str()
+        );
+        // The whole segment stays for the next longer run; the short one
+        // and every partial file go.
+        assert_eq!(hidden_files(&killed), std::slice::from_ref(&first_segment));
+    }
 }
 
 #[test]
