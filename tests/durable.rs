@@ -229,6 +229,10 @@ fn a_restarted_coordinator_brings_every_job_back_in_its_state() {
         "{status}"
     );
     assert!(status.contains("illegal memory access"), "{status}");
+    assert!(
+        status.contains(&format!("then `dreamfarm retry {failed}`")),
+        "{status}"
+    );
     assert!(events(&c, &failed).contains("worker-blocked"));
     // Two running ones (no worker: they wait) and a paused one.
     let running: Vec<String> = (0..2)

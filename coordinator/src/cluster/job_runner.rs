@@ -53,6 +53,18 @@ enum RunError {
         /// The job.
         job: String,
     },
+    /// A tile failed for good on the workers: what to do once they are
+    /// mended is `retry`.
+    #[error(
+        "{tile}. The frames before frame {frame} are complete. Fix: the workers' logs say why; mend them (a GPU out of memory: workers with a lower --concurrency; a broken machine: replace it), then `dreamfarm retry {job}`: it continues from frame {frame}",
+        frame = .tile.frame
+    )]
+    TileFailed {
+        /// The tile and why.
+        tile: crate::tile_executor::TileError,
+        /// The job.
+        job: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,6 +134,10 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
         RenderError::Output(OutputError::Frame { path, reason }) => RunError::FrameNotWritten {
             path,
             reason,
+            job: job.id.to_string(),
+        },
+        RenderError::Tile(tile) => RunError::TileFailed {
+            tile,
             job: job.id.to_string(),
         },
         other => RunError::Render(other),
