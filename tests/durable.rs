@@ -99,6 +99,15 @@ fn state(c: &Coordinator, id: &str) -> String {
         .to_string()
 }
 
+/// `dreamfarm watch JOB` in the background, what it says going to `log`.
+fn watch_into(c: &Coordinator, id: &str, log: &std::path::Path) -> std::process::Child {
+    c.client("watch", &[id])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("watch starts")
+}
+
 /// `dreamfarm events JOB`.
 fn events(c: &Coordinator, id: &str) -> String {
     run_ok(c.client("events", &[id]))
@@ -125,12 +134,7 @@ fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_
     let _worker = c.worker("w");
     let id = submit(&c, "crash", 5, &[]);
     let watch_log = c.dir.path().join("watch.log");
-    let mut watch = c
-        .client("watch", &[&id])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&watch_log).expect("log"))
-        .spawn()
-        .expect("watch starts");
+    let mut watch = watch_into(&c, &id, &watch_log);
     // Mid-frame (a lease in flight), then again later in the job.
     for frames in [1, 3] {
         wait_for("frames on disk", || frames_on_disk(&c, &id) >= frames);
@@ -496,12 +500,7 @@ fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
     let id = submit(&c, "stopped", frames, &[]);
     wait_for("its first frame", || frames_on_disk(&c, &id) >= 1);
     let log = c.dir.path().join("watch.log");
-    let mut watch = c
-        .client("watch", &[&id])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("watch starts");
+    let mut watch = watch_into(&c, &id, &log);
     // And a client that opens a fetch and never ends its requests.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (_open, requests) = tokio::sync::mpsc::channel(1);

@@ -287,6 +287,16 @@ fn probe(mp4: &Path) -> serde_json::Value {
     v["streams"][0].clone()
 }
 
+/// Runs `command`, which must fail because of `what` with exactly one
+/// `error:` line; that line.
+fn the_one_error(command: Command, what: &str) -> String {
+    let (done, _, stderr) = run(command);
+    assert!(!done.status.success(), "{what} went unnoticed: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
 /// The hidden files in `dir`: what a render keeps only while it runs.
 fn hidden_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -418,21 +428,14 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
     let three_frames = videos(&out);
     assert_eq!(three_frames.len(), 1, "one video");
     std::fs::write(out.join("000001.png"), b"garbage").expect("damage frame 1");
-    let (done, _, stderr) = run(small_render(&out, 5));
+    let error = the_one_error(small_render(&out, 5), "the damaged frame");
     assert!(
-        !done.status.success(),
-        "the damaged frame went unnoticed: {stderr}"
-    );
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("000001.png")
-            && errors[0].contains("Fix: delete it and the frames after it"),
-        "{stderr}"
+        error.contains("000001.png") && error.contains("Fix: delete it and the frames after it"),
+        "{error}"
     );
     // The new frames are written all the same, and the video is still the
     // three frames' one: none is made from a damaged frame.
-    assert!(out.join("000004.png").is_file(), "{stderr}");
+    assert!(out.join("000004.png").is_file(), "{error}");
     assert_eq!(videos(&out), three_frames);
 }
 
@@ -517,18 +520,12 @@ fn a_full_disk_stops_the_render_with_its_frames_whole_and_it_continues_once_ther
     // being encoded beside them.
     let disk = SmallDisk::mount(&dir.path().join("disk"), 320 << 10);
     let out = disk.path().join("full");
-    let (done, _, stderr) = run(small_render(&out, total));
+    let error = the_one_error(small_render(&out, total), "a full disk");
     assert!(
-        !done.status.success(),
-        "a full disk went unnoticed: {stderr}"
-    );
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("No space left on device")
-            && errors[0].contains("Fix: make room on that disk")
-            && errors[0].contains("run the same command again"),
-        "{stderr}"
+        error.contains("No space left on device")
+            && error.contains("Fix: make room on that disk")
+            && error.contains("run the same command again"),
+        "{error}"
     );
     let written = frame_bytes(&out);
     assert!(
