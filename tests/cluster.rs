@@ -5,7 +5,7 @@
 
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
-use dreamfarm_tests::{dreamfarm, frames, run, run_ok};
+use dreamfarm_tests::{SMALL_MEMORY, dreamfarm, frames, one_tile_dream, run, run_ok};
 
 /// Polls `cond` until it holds, for at most the job's limit.
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {
@@ -195,6 +195,32 @@ fn a_killed_worker_leases_are_retried_and_a_new_worker_picks_up() {
     assert!(
         c.fetch_frames(&id) == reference(),
         "frames differ after a worker died"
+    );
+}
+
+#[test]
+fn a_worker_out_of_memory_fails_the_tile_with_advice_and_goes_on_working() {
+    let c = Coordinator::start();
+    let _small = c.worker_with_memory("small", SMALL_MEMORY);
+    let mut args = one_tile_dream("2048x2048");
+    args.extend(["--frames", "1", "--name", "big"]);
+    let big = c.submit(&args);
+    wait_for("the job too big for the worker to fail", || {
+        c.status(&big).contains("failed")
+    });
+    let status = c.status(&big);
+    assert!(
+        status.contains("out of memory dreaming a ")
+            && status.contains("Fix: dream smaller tiles (a lower --tile-size")
+            && status.contains(&format!("`dreamfarm retry {big}` continues from frame 0")),
+        "{status}"
+    );
+    // The worker lived through it, and still computes.
+    let id = c.submit(&job("after"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames differ after a worker ran out of memory"
     );
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
 use dreamfarm_tests::small_disk::SmallDisk;
 use dreamfarm_tests::{
-    Rgb, dreamfarm, file_mode, frame_bytes, frames, plain_file_mode, repo, run, run_ok,
+    Rgb, SMALL_MEMORY, dreamfarm, file_mode, frame_bytes, frames, limit_memory, one_tile_dream,
+    plain_file_mode, repo, run, run_ok,
 };
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
@@ -549,6 +550,37 @@ fn a_full_disk_stops_the_render_with_its_frames_whole_and_it_continues_once_ther
         probe(&out.join("full.mp4"))["nb_read_frames"],
         total.to_string().as_str()
     );
+}
+
+#[test]
+fn a_tile_too_big_for_memory_fails_with_advice_instead_of_a_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let render = |size: &str| {
+        let out = dir.path().join(size);
+        let mut args = vec!["render"];
+        args.extend(one_tile_dream(size));
+        args.extend(["--frames", "2", "--output", path_str(&out)]);
+        let mut command = dreamfarm(&args);
+        limit_memory(&mut command, SMALL_MEMORY);
+        (command, out)
+    };
+    // The limit leaves room for a small frame ...
+    let (small, out) = render("160x160");
+    run_ok(small);
+    assert_eq!(frames(&out).len(), 2);
+    // ... and not for a 2048x2048 tile, which libtorch fails to allocate:
+    // one error that says so and what to change, not a panic with
+    // libtorch's C++ stack.
+    let (big, out) = render("2048x2048");
+    let error = the_one_error(big, "a tile too big for memory");
+    assert!(
+        error.starts_with("error: tile 0 of frame 0, octave 0: out of memory dreaming a ")
+            && error.contains("can't allocate memory")
+            && error.contains("Fix: dream smaller tiles (a lower --tile-size"),
+        "{error}"
+    );
+    assert!(!error.contains("frame #"), "{error}");
+    assert!(frames(&out).is_empty());
 }
 
 // ------------------------------------------------------------ bad input

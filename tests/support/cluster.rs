@@ -306,14 +306,29 @@ impl Coordinator {
     /// coordinator at `url` (a proxy in front of it, say) and trusting
     /// its CA, if it serves TLS.
     pub fn worker_via(&self, name: &str, url: &str) -> Worker {
+        self.spawn_worker(name, url, None)
+    }
+
+    /// Starts `dreamfarm worker` named `name` on the CPU, allowed to
+    /// allocate at most `bytes` (see [`crate::limit_memory`]): a worker
+    /// whose GPU or machine has that little memory.
+    pub fn worker_with_memory(&self, name: &str, bytes: u64) -> Worker {
+        self.spawn_worker(name, &self.url, Some(bytes))
+    }
+
+    /// Starts a worker named `name` dialling `url`, its memory limited to
+    /// `memory` bytes if given.
+    fn spawn_worker(&self, name: &str, url: &str, memory: Option<u64>) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = self
-            .dialling("worker", url)
+        let mut command = self.dialling("worker", url);
+        command
             .args(["--device", "cpu", "--name", name])
             .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("worker starts");
+            .stderr(std::fs::File::create(&log).expect("log"));
+        if let Some(bytes) = memory {
+            crate::limit_memory(&mut command, bytes);
+        }
+        let child = command.spawn().expect("worker starts");
         Worker { child, log }
     }
 

@@ -89,6 +89,48 @@ pub fn dreamfarm(args: &[&str]) -> Command {
     c
 }
 
+/// What a process may allocate in the out-of-memory tests (with
+/// [`limit_memory`]): the small test renders and jobs dream in about 0.2
+/// GB, a 2048x2048 tile needs about 3.8 GB.
+pub const SMALL_MEMORY: u64 = 1536 << 20;
+
+/// The flags of a one-octave, one-step dream of the astronaut at `size`
+/// in one tile of up to 2048 pixels: it fits in [`SMALL_MEMORY`] at
+/// 160x160, not at 2048x2048.
+pub fn one_tile_dream(size: &str) -> Vec<&str> {
+    vec![
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        size,
+        "--octaves",
+        "1",
+        "--iterations",
+        "1",
+        "--tile-size",
+        "2048",
+    ]
+}
+
+/// Lets `command`'s process allocate at most `bytes` (`RLIMIT_DATA`: its
+/// heap and private mappings, where libtorch's tensors live), as on a
+/// machine or GPU with that little memory: allocations past it fail.
+pub fn limit_memory(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit is async-signal-safe, and it is all the child does
+    // between fork and exec.
+    unsafe {
+        command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_DATA, &limit) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+}
+
 /// Runs `c` to the end: its status, stdout and stderr.
 pub fn run(mut c: Command) -> (Output, String, String) {
     let out = c.output().expect("dreamfarm runs");

@@ -12,6 +12,7 @@ use dreamfarm_common::work::TileWork;
 use tch::{Device, Kind, Tensor};
 
 use crate::models::{Model, ModelError};
+use crate::torch_failure::{self, TorchFailure};
 use crate::weights::{WeightStore, WeightsError};
 
 /// One term of the objective, resolved against a loaded model.
@@ -61,6 +62,20 @@ pub enum DreamError {
     /// The weights are missing or bad.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// Memory ran out: for `what` (a tile of some size, loading a model),
+    /// libtorch's words in `detail`.
+    #[error("out of memory {what} ({detail}). Fix: {advice}")]
+    OutOfMemory {
+        /// What needed the memory.
+        what: String,
+        /// What libtorch said.
+        detail: String,
+        /// What to change.
+        advice: &'static str,
+    },
+    /// libtorch failed otherwise, or the dream's code did.
+    #[error(transparent)]
+    Torch(TorchFailure),
     /// A channel index past the layer's channels.
     #[error("layer {layer} has {available} channels; channel {asked} does not exist")]
     NoSuchChannel {
@@ -87,8 +102,16 @@ impl Dreamer {
     ) -> Result<Self, DreamError> {
         let spec = model.parse().map_err(ParamError::from)?;
         let weights = store.resolve(&spec, weights)?;
-        let mut model = Model::load(&spec, &weights, device)?;
-        model.set_precision(precision);
+        let loaded = torch_failure::catch(|| -> Result<Model, DreamError> {
+            let mut model = Model::load(&spec, &weights, device)?;
+            model.set_precision(precision);
+            Ok(model)
+        });
+        let model = failed_on(
+            loaded,
+            || format!("loading {model} on {device:?}"),
+            FEWER_MODELS,
+        )??;
         tracing::info!(
             model = model.name(),
             ?device,
@@ -165,6 +188,20 @@ impl Dreamer {
     /// and gradient normalisation, and the changes come back stacked.
     pub fn dream_tile(&mut self, work: &TileWork) -> Result<Planar, DreamError> {
         work.check().map_err(DreamError::BadWork)?;
+        let dreamed = torch_failure::catch(|| self.dream_checked_tile(work));
+        let what = || {
+            let (width, height) = (work.pixels.width, work.tile_height());
+            match work.tiles {
+                1 => format!("dreaming a {width}x{height} tile"),
+                n => format!("dreaming a batch of {n} tiles of {width}x{height}"),
+            }
+        };
+        failed_on(dreamed, what, SMALLER_TILES)?
+    }
+
+    /// [`Self::dream_tile`] on work already checked; libtorch's failures
+    /// panic out of it.
+    fn dream_checked_tile(&mut self, work: &TileWork) -> Result<Planar, DreamError> {
         let objective = &*work.objective;
         let device = self.model.device();
         let p = &work.pixels;
@@ -194,7 +231,10 @@ impl Dreamer {
             let dx = seed::symmetric(s.rotate_left(32), work.jitter);
             let window = buf.narrow(2, j + dy, wh).narrow(3, j + dx, ww);
             let grad = self.gradient(&window, objective)?;
-            tch::no_grad(|| {
+            {
+                // A guard, not `tch::no_grad`: it restores gradients even
+                // when a step fails (see `torch_failure`).
+                let _no_grad = tch::no_grad_guard();
                 for b in 0..n {
                     let grad = grad.narrow(0, b, 1);
                     let mut g = &grad / (grad.std(true) + 1e-8);
@@ -206,7 +246,7 @@ impl Dreamer {
                         .g_add_(&(g * objective.step_size))
                         .clamp_(0.0, 1.0);
                 }
-            });
+            }
         }
         // [N, 3, h, w] to the stacked planar layout, channel by channel.
         let delta = (region(&buf) - original)
@@ -222,6 +262,31 @@ impl Dreamer {
             data,
         })
     }
+}
+
+/// What to change when a tile does not fit in memory.
+const SMALLER_TILES: &str = "dream smaller tiles (a lower --tile-size, or --tile-batch 1), \
+     free memory on the machine or GPU, or run a cluster worker with a lower --concurrency";
+
+/// What to change when a model does not fit in memory.
+const FEWER_MODELS: &str = "free memory on the machine or GPU, or run a cluster worker with a lower \
+     --concurrency (each tile computed at once holds its own copy of the model)";
+
+/// `result` of a [`torch_failure::catch`], memory running out told as
+/// such: out of memory `what()`, and `advice` on what to change.
+fn failed_on<T>(
+    result: Result<T, TorchFailure>,
+    what: impl FnOnce() -> String,
+    advice: &'static str,
+) -> Result<T, DreamError> {
+    result.map_err(|failure| match failure {
+        TorchFailure::OutOfMemory(detail) => DreamError::OutOfMemory {
+            what: what(),
+            detail,
+            advice,
+        },
+        other => DreamError::Torch(other),
+    })
 }
 
 /// `objective` resolved against `model`, reusing the last resolution in
@@ -303,7 +368,10 @@ fn guide_features(
     let image = Tensor::from_slice(&guide.data)
         .view([1, 3, h, w])
         .to_device(model.device());
-    let acts = tch::no_grad(|| model.activations(&image, layers))?;
+    let acts = {
+        let _no_grad = tch::no_grad_guard();
+        model.activations(&image, layers)?
+    };
     for (term, act) in terms.iter_mut().zip(&acts) {
         check_channels(model, term, act)?;
         let act = select(act, term);
@@ -341,7 +409,10 @@ fn select(act: &Tensor, term: &Term) -> Tensor {
 fn guided(act: &Tensor, guide: &Tensor) -> Tensor {
     let c = act.size()[1];
     let x = act.reshape([c, -1]);
-    let best = tch::no_grad(|| x.transpose(0, 1).matmul(guide).argmax(1, false));
+    let best = {
+        let _no_grad = tch::no_grad_guard();
+        x.transpose(0, 1).matmul(guide).argmax(1, false)
+    };
     let target = guide.index_select(1, &best);
     (x * target).mean(Kind::Float)
 }

@@ -6,5 +6,6 @@ pub mod dream;
 pub mod image_tensor;
 pub mod models;
 pub mod remote;
+pub mod torch_failure;
 pub mod weights;
 pub mod worker_args;

@@ -55,10 +55,7 @@ enum RunError {
     },
     /// A tile failed for good on the workers: what to do once they are
     /// mended is `retry`.
-    #[error(
-        "{tile}. The frames before frame {frame} are complete. Fix: the workers' logs say why; mend them (a GPU out of memory: workers with a lower --concurrency; a broken machine: replace it), then `dreamfarm retry {job}`: it continues from frame {frame}",
-        frame = .tile.frame
-    )]
+    #[error("{tile}. The frames before frame {frame} are complete. {}", retry_advice(tile, job), frame = .tile.frame)]
     TileFailed {
         /// The tile and why.
         tile: crate::tile_executor::TileError,
@@ -68,6 +65,20 @@ enum RunError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What to do about a tile that failed for good: mend the workers, then
+/// `retry`. The workers' own advice, when their error carries it (memory
+/// ran out, say), stands in for the general one.
+fn retry_advice(tile: &crate::tile_executor::TileError, job: &str) -> String {
+    let frame = tile.frame;
+    if tile.reason.contains("Fix: ") {
+        format!("Once that is done, `dreamfarm retry {job}` continues from frame {frame}")
+    } else {
+        format!(
+            "Fix: the workers' logs say why; mend them (a GPU out of memory: workers with a lower --concurrency; a broken machine: replace it), then `dreamfarm retry {job}`: it continues from frame {frame}"
+        )
+    }
 }
 
 /// Starts `job`'s thread (the job is claimed busy and Queued).

@@ -132,7 +132,13 @@ impl Model {
                 &["fc.", "aux1.", "aux2."],
             ),
         };
-        let net = tch::no_grad(|| Network::load(blocks, info.layers, &mut file, eps))?;
+        let net = {
+            // Guards, not `tch::no_grad`, here and below: a failure inside
+            // must not leave the thread's gradients off (see
+            // `torch_failure`).
+            let _no_grad = tch::no_grad_guard();
+            Network::load(blocks, info.layers, &mut file, eps)?
+        };
         file.finish(unused)?;
         Ok(Self::new(
             Net::Builtin(net),
@@ -153,7 +159,10 @@ impl Model {
         let mut module = CModule::load_on_device(path, device).map_err(|e| bad(torch_reason(e)))?;
         module.set_eval();
         let probe = Tensor::zeros([1, 3, 224, 224], (Kind::Float, device));
-        let outputs = tch::no_grad(|| script_outputs(&module, &probe)).map_err(bad)?;
+        let outputs = {
+            let _no_grad = tch::no_grad_guard();
+            script_outputs(&module, &probe).map_err(bad)?
+        };
         let layers = (0..outputs.len()).map(|i| format!("out{i}")).collect();
         Ok(Self::new(
             Net::Script(module),
@@ -203,7 +212,10 @@ impl Model {
             NetworkPrecision::F16 => Kind::Half,
         };
         match &mut self.net {
-            Net::Builtin(net) => tch::no_grad(|| net.convert(kind)),
+            Net::Builtin(net) => {
+                let _no_grad = tch::no_grad_guard();
+                net.convert(kind);
+            }
             Net::Script(module) => module.to(self.device, kind, false),
         }
         self.kind = kind;
