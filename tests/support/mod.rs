@@ -92,7 +92,7 @@ pub fn dreamfarm(args: &[&str]) -> Command {
 /// What a process may allocate in the out-of-memory tests (with
 /// [`limit_memory`]): the small test renders and jobs dream in about 0.2
 /// GB, a 2048x2048 tile needs about 3.8 GB.
-pub const SMALL_MEMORY: u64 = 1536 << 20;
+pub const SMALL_MEMORY: u64 = 1280 << 20;
 
 /// The flags of a one-octave, one-step dream of the astronaut at `size`
 /// in one tile of up to 2048 pixels: it fits in [`SMALL_MEMORY`] at
