@@ -6,7 +6,8 @@
 # renders for comparing here (mean absolute difference, target <= 1/255).
 # Runs named with a "+bN" suffix dream small tiles (--parallelism 32) in
 # batches of N (--tile-batch N): "+b1" against "+b8" is what batching
-# alike tiles into one pass is worth on the GPU.
+# alike tiles into one pass is worth on the GPU, and "cuda:0,cuda:0-f32+b1"
+# (two embedded workers sharing the GPU) what running two tiles at once is.
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
@@ -17,7 +18,8 @@
 #
 # GPU_BENCH_SIZES (default "1920x1080,3840x2160"), GPU_BENCH_FRAMES
 # (default 3: the first is warm-up) and GPU_BENCH_DEVICES (default
-# "cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8") change what runs;
+# "cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8 cuda:0,cuda:0-f32+b1")
+# change what runs;
 # renders go to /tmp/gpu-bench, and the report and frames to compare to
 # $OUT (the device's return folder; default /tmp/gpu-bench/out); `GPU_BENCH_DEVICES=cpu GPU_BENCH_SIZES=256x144 bench/gpu.sh run`
 # checks the script on a machine without a GPU.
@@ -63,7 +65,7 @@ run() {
     local report=$back/report.txt
     echo "size device precision tiles s/frame gpu-util%" >"$report"
     for size in $(echo "${GPU_BENCH_SIZES:-1920x1080,3840x2160}" | tr ',' ' '); do
-        for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8}; do
+        for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8 cuda:0,cuda:0-f32+b1}; do
             local spec=${run%+b*} tiles=default
             local -a batch=()
             if [ "$spec" != "$run" ]; then
@@ -76,7 +78,7 @@ run() {
             # One CPU frame past the warm-up at 4K: minutes, not seconds.
             [ "$device" = cpu ] && frames=2
             local util=$out/$name.util sampler=
-            if [ "$device" = cuda ]; then
+            if [[ $device == cuda* ]]; then
                 nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 >"$util" &
                 sampler=$!
             fi

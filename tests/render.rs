@@ -262,6 +262,41 @@ fn renders_are_byte_identical_run_after_run_and_from_a_job_file() {
     );
 }
 
+#[test]
+fn several_devices_share_each_frames_tiles_and_render_the_same_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    run_ok(small_render(&one, 3));
+    // Two embedded workers (on the CPU here; on GPUs, cuda:0,cuda:1).
+    let mut args: Vec<&str> = SMALL_RENDER.to_vec();
+    let device = args
+        .iter()
+        .position(|&a| a == "--device")
+        .expect("--device")
+        + 1;
+    args[device] = "cpu,cpu";
+    args.extend(["--output", path_str(&two), "--frames", "3"]);
+    let (out, _, log) = run(dreamfarm(&args));
+    assert!(out.status.success(), "render on two devices failed:\n{log}");
+    assert!(
+        frame_bytes(&two) == frame_bytes(&one),
+        "two embedded workers render other frames than one"
+    );
+    // Both dreamed tiles of those frames.
+    let done = log
+        .lines()
+        .find(|l| l.contains("embedded workers done"))
+        .unwrap_or_else(|| panic!("no tile counts in the log:\n{log}"));
+    let counts: Vec<u64> = done
+        .split("tiles=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .map(|list| list.split(", ").filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(counts.len(), 2, "{done}");
+    assert!(counts.iter().all(|&n| n > 0), "a worker sat idle: {done}");
+}
+
 /// ffprobe's view of the first video stream of `mp4`.
 fn probe(mp4: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")

@@ -47,6 +47,64 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The devices of the embedded workers of `dreamfarm render` and `dream`:
+/// one as [`DeviceSpec`] reads it, several separated by commas
+/// (`cuda:0,cuda:1`), each then running a worker of its own on the same
+/// frame's tiles, or `all`. A multi-GPU machine renders one job on all
+/// its GPUs without running a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devices {
+    /// These devices, one embedded worker each (never empty).
+    Each(Vec<DeviceSpec>),
+    /// Every CUDA device libtorch sees; the CPU when it sees none.
+    All,
+}
+
+/// A `--device` list with an entry that is not a device.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "unknown device {0:?}: use auto, cpu, cuda or cuda:N (N a device index such as 0), \
+     several of those separated by commas (cuda:0,cuda:1), or all"
+)]
+pub struct BadDevices(pub String);
+
+impl From<DeviceSpec> for Devices {
+    fn from(device: DeviceSpec) -> Self {
+        Self::Each(vec![device])
+    }
+}
+
+impl FromStr for Devices {
+    type Err = BadDevices;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(Self::All);
+        }
+        s.split(',')
+            .map(|one| one.parse().map_err(|BadDevice(one)| BadDevices(one)))
+            .collect::<Result<Vec<DeviceSpec>, _>>()
+            .map(Self::Each)
+    }
+}
+
+impl fmt::Display for Devices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::Each(devices) => {
+                for (i, device) in devices.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{device}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +123,37 @@ mod tests {
         let err = "cuda:x".parse::<DeviceSpec>().unwrap_err();
         assert!(err.to_string().contains("auto, cpu, cuda or cuda:N"));
         assert!("tpu".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn a_device_list_reads_one_device_several_or_all() {
+        assert_eq!("auto".parse(), Ok(Devices::Each(vec![DeviceSpec::Auto])));
+        assert_eq!(
+            "cuda:0, CUDA:1,cpu".parse(),
+            Ok(Devices::Each(vec![
+                DeviceSpec::Cuda(0),
+                DeviceSpec::Cuda(1),
+                DeviceSpec::Cpu
+            ]))
+        );
+        assert_eq!(" All ".parse(), Ok(Devices::All));
+        assert_eq!(
+            "cuda:0,cuda:1".parse::<Devices>().map(|d| d.to_string()),
+            Ok("cuda:0,cuda:1".to_string())
+        );
+        assert_eq!(Devices::from(DeviceSpec::Cpu).to_string(), "cpu");
+    }
+
+    #[test]
+    fn a_device_list_names_its_bad_entry() {
+        let err = "cuda:0,,cuda:1".parse::<Devices>().unwrap_err();
+        assert_eq!(err, BadDevices(String::new()));
+        let err = "cuda:0,tpu".parse::<Devices>().unwrap_err();
+        assert!(
+            err.to_string().starts_with("unknown device \"tpu\""),
+            "{err}"
+        );
+        assert!(err.to_string().contains("separated by commas"), "{err}");
+        assert!("".parse::<Devices>().is_err());
     }
 }

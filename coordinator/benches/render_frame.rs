@@ -28,6 +28,7 @@ use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render};
 use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
+use dreamfarm_worker::models::torch_device;
 use dreamfarm_worker::weights::WeightStore;
 use tch::{Kind, Tensor};
 
@@ -151,7 +152,8 @@ fn main() -> anyhow::Result<()> {
         let mut spec = JobSpec::new(repo.join("assets/astronaut.png"), frames);
         spec.size = Some([w, h]);
         spec.validate()?;
-        let mut worker = LocalWorker::load(&spec.dream, spec.seed, DeviceSpec::Auto)?;
+        let mut worker =
+            LocalWorker::load(&spec.dream, spec.seed, torch_device(DeviceSpec::Auto)?)?;
         let min_side = worker.min_side();
         let input = load_input(&spec)?;
         let dir = tempfile::tempdir()?;

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::device::Devices;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::resample::SpareImages;
 use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::render::{check_min_side, load_guide, load_input};
 
 use super::dream_flags::DreamFlags;
-use dreamfarm_coordinator::local_worker::LocalWorker;
+use dreamfarm_coordinator::local_pool::embedded;
+use dreamfarm_worker::models::torch_devices;
 
 /// Arguments of `dreamfarm dream`.
 #[derive(Debug, Args)]
@@ -27,9 +28,10 @@ pub struct DreamArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// auto, cpu, cuda or cuda:N.
+    /// auto, cpu, cuda or cuda:N; several separated by commas
+    /// (cuda:0,cuda:1), or all (every GPU), share the image's tiles.
     #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
+    device: Devices,
 }
 
 /// Runs `dreamfarm dream`.
@@ -53,8 +55,8 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     // The output is opened before the model loads, so a mistyped path fails
     // at once instead of after minutes of dreaming.
     let (format, tmp) = open_output(&args.output)?;
-    let mut worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
-    let min_side = worker.min_side();
+    let mut workers = embedded(&spec.dream, spec.seed, &torch_devices(&args.device)?)?;
+    let min_side = workers.min_side;
     check_min_side(&spec, &input, min_side)?;
     let started = std::time::Instant::now();
     let guide = load_guide(&spec)?;
@@ -64,7 +66,7 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
         min_side,
         &plan,
         &input,
-        &mut worker,
+        workers.executor.as_mut(),
         &mut SpareImages::default(),
     )?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "dreamed");

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Args;
-use dreamfarm_common::device::DeviceSpec;
-use dreamfarm_coordinator::local_worker::LocalWorker;
+use dreamfarm_common::device::Devices;
+use dreamfarm_coordinator::local_pool::embedded;
 use dreamfarm_coordinator::output::{FolderLock, OutputDir};
 use dreamfarm_coordinator::render::{
     load_color_reference, load_guide, load_input, render as render_job,
@@ -16,7 +16,7 @@ use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
 use dreamfarm_coordinator::web::standalone::Standalone;
-use dreamfarm_worker::models::torch_device;
+use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
 
@@ -25,9 +25,11 @@ use super::job_args::JobArgs;
 pub struct RenderArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// Device of the embedded worker: auto, cpu, cuda or cuda:N.
+    /// Device of the embedded worker: auto, cpu, cuda or cuda:N; several
+    /// separated by commas (cuda:0,cuda:1), or all (every GPU), share each
+    /// frame's tiles, a worker on each (the frames stay the same).
     #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
+    device: Devices,
     /// Render only the camera path, no dream, into OUTPUT-preview: every
     /// frame the previous one moved (and colour-adjusted) as scheduled, in
     /// seconds, to check a schedule before the long run.
@@ -66,9 +68,11 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // before the output folder exists.
     load_guide(&spec)?;
     load_color_reference(&spec)?;
-    if !args.dry_run {
-        torch_device(args.device)?;
-    }
+    let devices = if args.dry_run {
+        Vec::new()
+    } else {
+        torch_devices(&args.device)?
+    };
     // Held to the end, the video included; taken before the folder is
     // opened, which clears half-written frames.
     let _claim = FolderLock::claim(&dir)?;
@@ -96,9 +100,8 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
         (Box::new(Unchanged::default()), 1)
     } else {
-        let worker = LocalWorker::load(&spec.dream, spec.seed, args.device)?;
-        let min_side = worker.min_side();
-        (Box::new(worker), min_side)
+        let workers = embedded(&spec.dream, spec.seed, &devices)?;
+        (workers.executor, workers.min_side)
     };
     let job = page.as_ref().map(|(job, _)| job.clone());
     let rendered = render_job(

@@ -14,7 +14,7 @@ mod weights_file;
 
 use std::path::{Path, PathBuf};
 
-use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::device::{DeviceSpec, Devices};
 use dreamfarm_common::model_catalog::{BuiltinModel, CatalogError, ModelSpec, Preprocessing};
 use dreamfarm_common::params::NetworkPrecision;
 use tch::{CModule, Device, IValue, Kind, Tensor};
@@ -89,6 +89,18 @@ pub fn torch_device(spec: DeviceSpec) -> Result<Device, ModelError> {
                 })
             }
         }
+    }
+}
+
+/// Maps a user's device list onto torch devices that exist, in order:
+/// `all` is every CUDA device libtorch sees, or the CPU when it sees none.
+pub fn torch_devices(devices: &Devices) -> Result<Vec<Device>, ModelError> {
+    match devices {
+        Devices::Each(each) => each.iter().map(|&d| torch_device(d)).collect(),
+        Devices::All => match tch::Cuda::device_count().max(0) as usize {
+            0 => Ok(vec![Device::Cpu]),
+            n => Ok((0..n).map(Device::Cuda).collect()),
+        },
     }
 }
 
