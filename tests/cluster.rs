@@ -32,6 +32,35 @@ fn one_worker_three_workers_and_one_machine_give_identical_frames() {
 }
 
 #[test]
+fn a_worker_on_two_devices_offers_both_and_gives_single_machine_frames() {
+    let c = Coordinator::start();
+    // Two CPU "devices" here; cuda:0,cuda:1 (or all) on a GPU machine.
+    let worker = c.worker_on("pair", "cpu,cpu");
+    let id = c.submit(&job("pair"));
+    let watch = run_ok(c.client("watch", &[&id]));
+    assert!(watch.contains("done"), "{watch}");
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames differ from the single-machine render"
+    );
+    let log = c.log();
+    assert!(
+        log.lines().any(|l| l.contains("worker joined")
+            && l.contains("device=cpu,cpu")
+            && l.contains("concurrency=2")),
+        "the worker did not offer two tiles at once on two devices: {log}"
+    );
+    // Each device's compute thread loads its model with its first lease.
+    let loads = worker.log().matches("model loaded").count();
+    assert_eq!(
+        loads,
+        2,
+        "leases went to {loads} device(s): {}",
+        worker.log()
+    );
+}
+
+#[test]
 fn an_f16_job_sends_half_the_pixel_bytes_and_keeps_single_machine_frames() {
     let c = Coordinator::start();
     let _worker = c.worker("w");

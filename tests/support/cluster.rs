@@ -306,23 +306,28 @@ impl Coordinator {
     /// coordinator at `url` (a proxy in front of it, say) and trusting
     /// its CA, if it serves TLS.
     pub fn worker_via(&self, name: &str, url: &str) -> Worker {
-        self.spawn_worker(name, url, None)
+        self.spawn_worker(name, url, "cpu", None)
+    }
+
+    /// Starts `dreamfarm worker` named `name` on `devices` (`--device`).
+    pub fn worker_on(&self, name: &str, devices: &str) -> Worker {
+        self.spawn_worker(name, &self.url, devices, None)
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, allowed to
     /// allocate at most `bytes` (see [`crate::limit_memory`]): a worker
     /// whose GPU or machine has that little memory.
     pub fn worker_with_memory(&self, name: &str, bytes: u64) -> Worker {
-        self.spawn_worker(name, &self.url, Some(bytes))
+        self.spawn_worker(name, &self.url, "cpu", Some(bytes))
     }
 
-    /// Starts a worker named `name` dialling `url`, its memory limited to
-    /// `memory` bytes if given.
-    fn spawn_worker(&self, name: &str, url: &str, memory: Option<u64>) -> Worker {
+    /// Starts a worker named `name` on `devices` dialling `url`, its
+    /// memory limited to `memory` bytes if given.
+    fn spawn_worker(&self, name: &str, url: &str, devices: &str, memory: Option<u64>) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
         let mut command = self.dialling("worker", url);
         command
-            .args(["--device", "cpu", "--name", name])
+            .args(["--device", devices, "--name", name])
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).expect("log"));
         if let Some(bytes) = memory {

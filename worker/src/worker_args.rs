@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::device::Devices;
 
 use crate::remote::{RemoteConfig, RemoteError, run};
 use crate::weights::WeightStore;
@@ -23,13 +23,15 @@ pub struct WorkerArgs {
     /// CA certificate (PEM) that signed the coordinator's TLS certificate.
     #[arg(long, env = "DREAMFARM_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Tiles computed at once, each on its own thread with its own model
-    /// copy (1 on a CPU; more to keep a big GPU busy).
+    /// Tiles computed at once on each device, each on its own thread with
+    /// its own model copy (1 on a CPU; more to keep a big GPU busy).
     #[arg(long, env = "DREAMFARM_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
-    /// Torch device: auto, cpu, cuda or cuda:N.
+    /// Torch device: auto, cpu, cuda or cuda:N; several separated by
+    /// commas (cuda:0,cuda:1), or all (every GPU), share the worker's
+    /// leases.
     #[arg(long, env = "DREAMFARM_DEVICE", default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: Devices,
     /// Name in the coordinator's logs [default: the host name].
     #[arg(long, env = "DREAMFARM_WORKER_NAME")]
     pub name: Option<String>,

@@ -104,6 +104,19 @@ pub fn torch_devices(devices: &Devices) -> Result<Vec<Device>, ModelError> {
     }
 }
 
+/// `devices` as a user writes them (`cpu`, `cuda:0,cuda:1`): what a
+/// worker tells the coordinator it runs on.
+pub fn device_names(devices: &[Device]) -> String {
+    let specs = devices
+        .iter()
+        .map(|d| match d {
+            Device::Cuda(n) => DeviceSpec::Cuda(*n),
+            _ => DeviceSpec::Cpu,
+        })
+        .collect();
+    Devices::Each(specs).to_string()
+}
+
 enum Net {
     Builtin(Network),
     Script(CModule),

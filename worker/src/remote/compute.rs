@@ -24,24 +24,27 @@ use crate::weights::WeightStore;
 /// Dreamers kept per compute thread (one per job's model and seed).
 const DREAMERS_KEPT: usize = 4;
 
-/// Starts `concurrency` compute threads (at least one) on `device`, their
-/// weights from `store`; returns the queue that feeds them. They end when
-/// it is dropped.
+/// Starts `concurrency` compute threads (at least one) on each of
+/// `devices`, their weights from `store`; returns the one queue that feeds
+/// them all, so a free device takes the next lease. They end when it is
+/// dropped.
 pub(super) fn start_threads(
     concurrency: u32,
-    device: Device,
+    devices: &[Device],
     store: &WeightStore,
     shared: &Arc<Shared>,
 ) -> Result<std_mpsc::Sender<Lease>, RemoteError> {
     let (queue_tx, queue_rx) = std_mpsc::channel::<Lease>();
     let queue_rx = Arc::new(Mutex::new(queue_rx));
-    for i in 0..concurrency.max(1) {
-        let (shared, queue_rx) = (shared.clone(), queue_rx.clone());
-        let dreamers = DreamerCache::new(device, store.clone());
-        std::thread::Builder::new()
-            .name(format!("compute {i}"))
-            .spawn(move || compute_loop(dreamers, &shared, &queue_rx))
-            .map_err(|e| RemoteError::Start(format!("a compute thread: {e}")))?;
+    for &device in devices {
+        for i in 0..concurrency.max(1) {
+            let (shared, queue_rx) = (shared.clone(), queue_rx.clone());
+            let dreamers = DreamerCache::new(device, store.clone());
+            std::thread::Builder::new()
+                .name(format!("compute {device:?} {i}"))
+                .spawn(move || compute_loop(dreamers, &shared, &queue_rx))
+                .map_err(|e| RemoteError::Start(format!("a compute thread: {e}")))?;
+        }
     }
     Ok(queue_tx)
 }

@@ -28,12 +28,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dreamfarm_common::device::DeviceSpec;
+use dreamfarm_common::device::Devices;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 
-use crate::models::torch_device;
+use crate::models::{device_names, torch_devices};
 use crate::weights::WeightStore;
 use bookkeeping::Shared;
 use session::{SessionEnd, SessionError, one_session};
@@ -47,10 +47,10 @@ pub struct RemoteConfig {
     pub token: Option<String>,
     /// CA certificate (PEM) to trust for `https://`.
     pub tls_ca: Option<PathBuf>,
-    /// Tiles computed at once.
+    /// Tiles computed at once on each device.
     pub concurrency: u32,
-    /// Torch device.
-    pub device: DeviceSpec,
+    /// Torch devices: several share the worker's leases.
+    pub device: Devices,
     /// Name shown in the coordinator's logs.
     pub name: String,
     /// The weight store (pinned weights, fetched into it if missing).
@@ -59,6 +59,14 @@ pub struct RemoteConfig {
     pub drain_timeout: Duration,
     /// Where to serve the health probes (none: no probe endpoint).
     pub health_listen: Option<SocketAddr>,
+}
+
+/// What a worker tells the coordinator it offers, over all its devices.
+struct Offer {
+    /// Tiles it computes at once.
+    concurrency: u32,
+    /// Its devices as a user writes them (`cuda:0,cuda:1`).
+    devices: String,
 }
 
 /// Why the worker stopped.
@@ -104,13 +112,17 @@ pub async fn run(
     config: RemoteConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, RemoteError> {
-    let device = torch_device(config.device)?;
+    let devices = torch_devices(&config.device)?;
     let token = AttachToken::new(config.token.as_deref())
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
     let store = WeightStore::new(&config.models);
     store.open_folder()?;
-    let queue = compute::start_threads(config.concurrency, device, &store, &shared)?;
+    let queue = compute::start_threads(config.concurrency, &devices, &store, &shared)?;
+    let offer = Offer {
+        concurrency: config.concurrency.max(1) * devices.len() as u32,
+        devices: device_names(&devices),
+    };
     let probes = match config.health_listen {
         Some(addr) => Some(health::serve(addr, shared.clone()).await?),
         None => None,
@@ -119,7 +131,16 @@ pub async fn run(
     let mut backoff = Duration::from_millis(250);
     loop {
         let session = shared.begin_session();
-        let end = one_session(&config, &token, &shared, &queue, session, &mut shutdown).await;
+        let end = one_session(
+            &config,
+            &offer,
+            &token,
+            &shared,
+            &queue,
+            session,
+            &mut shutdown,
+        )
+        .await;
         shared.set_connected(false);
         match end {
             Ok(SessionEnd::Shutdown) => break,

@@ -22,7 +22,7 @@ use tonic::Streaming;
 use super::bookkeeping::Shared;
 use super::drain::drain;
 use super::lease::{Arriving, Lease, lease_from_wire};
-use super::{RemoteConfig, RemoteError, up};
+use super::{Offer, RemoteConfig, RemoteError, up};
 
 /// How a session that ran ended.
 pub(super) enum SessionEnd {
@@ -54,6 +54,7 @@ struct Welcomed {
 /// or `shutdown` resolves (then drains).
 pub(super) async fn one_session(
     config: &RemoteConfig,
+    offer: &Offer,
     token: &AttachToken,
     shared: &Shared,
     queue: &std_mpsc::Sender<Lease>,
@@ -64,7 +65,7 @@ pub(super) async fn one_session(
         up_tx,
         mut down,
         heartbeat,
-    } = handshake(config, token).await?;
+    } = handshake(config, offer, token).await?;
     tracing::info!(coordinator = %config.coordinator, "connected");
     shared.set_connected(true);
     let mut ticker = tokio::time::interval(heartbeat);
@@ -103,7 +104,11 @@ pub(super) async fn one_session(
 
 /// Connects, says Hello and waits for the Welcome, which sets the
 /// heartbeat interval.
-async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcomed, SessionError> {
+async fn handshake(
+    config: &RemoteConfig,
+    offer: &Offer,
+    token: &AttachToken,
+) -> Result<Welcomed, SessionError> {
     let channel = connect(&config.coordinator, config.tls_ca.as_deref())
         .await
         .map_err(|e| match e {
@@ -119,8 +124,8 @@ async fn handshake(config: &RemoteConfig, token: &AttachToken) -> Result<Welcome
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         name: config.name.clone(),
-        concurrency: config.concurrency.max(1),
-        device: format!("{:?}", config.device),
+        concurrency: offer.concurrency,
+        device: offer.devices.clone(),
     };
     let _ = up_tx.send(up(Up::Hello(hello))).await;
     let mut down = match client.session(ReceiverStream::new(up_rx)).await {
