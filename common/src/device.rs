@@ -47,11 +47,10 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// The devices of the embedded workers of `dreamfarm render` and `dream`:
-/// one as [`DeviceSpec`] reads it, several separated by commas
-/// (`cuda:0,cuda:1`), each then running a worker of its own on the same
-/// frame's tiles, or `all`. A multi-GPU machine renders one job on all
-/// its GPUs without running a cluster.
+/// The devices of `dreamfarm render`, `dream` or a cluster worker: one as
+/// [`DeviceSpec`] reads it, several separated by commas (`cuda:0,cuda:1`),
+/// each then computing tiles of the same job, or `all`. A multi-GPU
+/// machine renders one job on all its GPUs in one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Devices {
     /// These devices, one embedded worker each (never empty).
@@ -67,12 +66,6 @@ pub enum Devices {
      several of those separated by commas (cuda:0,cuda:1), or all"
 )]
 pub struct BadDevices(pub String);
-
-impl From<DeviceSpec> for Devices {
-    fn from(device: DeviceSpec) -> Self {
-        Self::Each(vec![device])
-    }
-}
 
 impl FromStr for Devices {
     type Err = BadDevices;
@@ -141,7 +134,7 @@ mod tests {
             "cuda:0,cuda:1".parse::<Devices>().map(|d| d.to_string()),
             Ok("cuda:0,cuda:1".to_string())
         );
-        assert_eq!(Devices::from(DeviceSpec::Cpu).to_string(), "cpu");
+        assert_eq!(Devices::Each(vec![DeviceSpec::Cpu]).to_string(), "cpu");
     }
 
     #[test]
