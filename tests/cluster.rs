@@ -3,9 +3,12 @@
 //! submit, watch and fetch, and hostile callers. Frames must equal those of
 //! the single-machine render of the same job.
 
+use dreamfarm_common::digest::sha256_hex;
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
-use dreamfarm_tests::{SMALL_MEMORY, dreamfarm, frames, one_tile_dream, run, run_ok};
+use dreamfarm_tests::{
+    SMALL_MEMORY, altered_weights, dreamfarm, frames, one_tile_dream, run, run_ok,
+};
 
 /// Polls `cond` until it holds, for at most the job's limit.
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {
@@ -56,6 +59,58 @@ fn a_worker_on_two_devices_offers_both_and_gives_single_machine_frames() {
         loads,
         2,
         "leases went to {loads} device(s): {}",
+        worker.log()
+    );
+}
+
+#[test]
+fn a_jobs_own_weights_reach_workers_that_have_no_copy_of_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mine = dir.path().join("mine.safetensors");
+    altered_weights("inception-v3.safetensors", &mine);
+    let path = mine.to_str().expect("UTF-8");
+    let c = Coordinator::start();
+    let mut own = job("own");
+    own.extend(["--weights", path]);
+    let id = c.submit(&own);
+    // The file is gone from where the job named it (a laptop's path that
+    // no worker can see): only the upload is left.
+    let kept = dir.path().join("kept.safetensors");
+    std::fs::rename(&mine, &kept).expect("moved");
+    let worker = c.worker("w");
+    c.wait_done(&id, LIMIT);
+    let frames = c.fetch_frames(&id);
+    let mut same = JOB.to_vec();
+    same.extend(["--weights", kept.to_str().expect("UTF-8")]);
+    assert!(
+        frames == rendered(&same),
+        "frames differ from the single-machine render with the same weights"
+    );
+    assert!(
+        frames != reference(),
+        "the job dreamed with the worker's own weights, not the uploaded ones"
+    );
+    // Kept under their digest: a later job with the same file fetches
+    // nothing.
+    let digest = sha256_hex(std::fs::File::open(&kept).expect("kept")).expect("hashed");
+    assert!(
+        worker
+            .weights_cache
+            .join(format!("{digest}.safetensors"))
+            .is_file(),
+        "{}",
+        worker.log()
+    );
+    let again = c.submit(&{
+        let mut j = job("again");
+        j.extend(["--weights", kept.to_str().expect("UTF-8"), "--frames", "1"]);
+        j
+    });
+    c.wait_done(&again, LIMIT);
+    assert_eq!(
+        worker.log().matches("fetched the job's weights").count(),
+        1,
+        "{}",
         worker.log()
     );
 }

@@ -5,6 +5,7 @@
 
 pub mod color;
 pub mod device;
+pub mod digest;
 pub mod job_name;
 pub mod model_catalog;
 pub mod objective;

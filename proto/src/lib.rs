@@ -35,8 +35,14 @@ pub mod pb {
 
 /// Bumped whenever the messages change meaning; a worker whose `Hello`
 /// names another version is refused with a clear status.
-/// Version 3 split the model (per job) from the objective (per frame).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 3 split the model (per job) from the objective (per frame);
+/// version 4 sends a job's own weights file instead of its path.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// How a worker's failure starts when the weights a job uploaded do not
+/// fit its model: the coordinator then advises submitting the job again,
+/// not `retry` (the job keeps its weights, so a retry fails the same way).
+pub const WEIGHTS_MISFIT: &str = "the weights file the job uploaded does not fit";
 
 /// Largest piece of a payload in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;

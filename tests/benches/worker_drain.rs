@@ -35,14 +35,20 @@ fn main() {
     let (mut drains, mut peaks) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let log = c.dir.path().join(format!("drain-{run}.log"));
+        let weights_cache = c.dir.path().join(format!("drain-{run}-weights"));
         let child = std::process::Command::new(worker_binary())
             .args(["--coordinator", &c.url, "--token", TOKEN, "--device", "cpu"])
             .args(["--name", &format!("drain-{run}"), "--drain-timeout", "3600"])
+            .env("DREAMFARM_WEIGHTS_CACHE", &weights_cache)
             .current_dir(repo())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("worker starts");
-        let mut worker = Worker { child, log };
+        let mut worker = Worker {
+            child,
+            log,
+            weights_cache,
+        };
         wait_for("a lease in flight", Duration::from_secs(600), || {
             c.metric("dreamfarm_leases_in_flight") >= 1.0
         });

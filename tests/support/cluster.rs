@@ -137,6 +137,8 @@ pub struct Worker {
     pub child: Child,
     /// Its stderr.
     pub log: PathBuf,
+    /// Where it keeps the weights files jobs upload (`--weights-cache`).
+    pub weights_cache: PathBuf,
 }
 
 impl Drop for Coordinator {
@@ -325,16 +327,24 @@ impl Coordinator {
     /// memory limited to `memory` bytes if given.
     fn spawn_worker(&self, name: &str, url: &str, devices: &str, memory: Option<u64>) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
+        let weights_cache = self.dir.path().join(format!("{name}-weights"));
         let mut command = self.dialling("worker", url);
         command
             .args(["--device", devices, "--name", name])
+            // By the environment, which workers built before it ignore
+            // (`DREAMFARM_BIN`).
+            .env("DREAMFARM_WEIGHTS_CACHE", &weights_cache)
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).expect("log"));
         if let Some(bytes) = memory {
             crate::limit_memory(&mut command, bytes);
         }
         let child = command.spawn().expect("worker starts");
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            weights_cache,
+        }
     }
 
     /// The gRPC listener's address.

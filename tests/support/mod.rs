@@ -155,6 +155,35 @@ pub fn default_store() -> PathBuf {
         })
 }
 
+/// Writes to `out` the weights file `model` of the default store with its
+/// first f32 tensor scaled by 1.5: weights that fit the model and give
+/// frames of their own, which no worker holds a copy of.
+pub fn altered_weights(model: &str, out: &Path) {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(default_store().join(model)).expect("the store's weights");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut tensors = file.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let (name, first) = tensors
+        .iter()
+        .find(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+        .expect("an f32 tensor");
+    let scaled: Vec<u8> = first
+        .data()
+        .chunks_exact(4)
+        .flat_map(|b| (1.5 * f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes())
+        .collect();
+    let scaled = TensorView::new(first.dtype(), first.shape().to_vec(), &scaled).expect("view");
+    let views = tensors.iter().map(|(n, t)| {
+        (
+            n.clone(),
+            if n == name { scaled.clone() } else { t.clone() },
+        )
+    });
+    let out_bytes = safetensors::serialize(views, None).expect("serialized");
+    std::fs::write(out, out_bytes).expect("written");
+}
+
 /// An RGB image as `f32` samples in 0..=255, row-major, interleaved.
 pub struct Rgb {
     /// Columns.

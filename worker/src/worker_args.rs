@@ -9,7 +9,7 @@ use clap::Args;
 use dreamfarm_common::device::Devices;
 
 use crate::remote::{RemoteConfig, RemoteError, run};
-use crate::weights::WeightStore;
+use crate::weights::{WeightStore, cache_dir};
 
 /// Arguments of a cluster worker.
 #[derive(Debug, Args)]
@@ -39,6 +39,11 @@ pub struct WorkerArgs {
     /// [default: ~/.cache/dreamfarm/models].
     #[arg(long, env = "DREAMFARM_MODELS")]
     pub models: Option<PathBuf>,
+    /// Folder where the weights files jobs upload (`submit --weights`) are
+    /// kept once fetched, the 8 most recently used
+    /// [default: ~/.cache/dreamfarm/uploaded-weights].
+    #[arg(long, env = "DREAMFARM_WEIGHTS_CACHE")]
+    pub weights_cache: Option<PathBuf>,
     /// Seconds to wait on SIGTERM for the tiles in hand to finish before
     /// leaving them to other workers (keep a pod's grace period above it).
     #[arg(long, env = "DREAMFARM_DRAIN_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -65,6 +70,9 @@ impl WorkerArgs {
             device: self.device,
             name: format!("{name}/{}", std::process::id()),
             models: self.models.unwrap_or_else(WeightStore::default_dir),
+            weights_cache: self
+                .weights_cache
+                .unwrap_or_else(|| cache_dir().join("uploaded-weights")),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             health_listen: self.health_listen,
         }

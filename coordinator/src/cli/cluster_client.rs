@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use dreamfarm_common::model_catalog::ModelSpec;
+use dreamfarm_coordinator::cluster::job_weights::check_weights;
 use dreamfarm_coordinator::progress::duration;
 use dreamfarm_coordinator::render::check_images;
 use dreamfarm_coordinator::store::utc_time;
@@ -195,6 +197,19 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         Some(path) => read(path, "colour reference", "color-reference")?,
         None => Vec::new(),
     };
+    // Workers get the job's own weights from the coordinator: they need no
+    // copy at this path.
+    let model = spec.dream.model_spec()?;
+    let weights = match &mut spec.dream.weights {
+        Some(path) => {
+            let shown = path.display().to_string();
+            check_weights_fit(&model, path)?;
+            let bytes = read(path, "weights file", "weights")?;
+            check_weights(&bytes).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            bytes
+        }
+        None => Vec::new(),
+    };
     let job_toml = toml::to_string(&spec).context("cannot encode the job")?;
     block_on(async move {
         let mut client = args.client.client().await?;
@@ -206,9 +221,10 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 priority: args.priority,
                 guide_bytes: guide.len() as u64,
                 color_reference_bytes: color_reference.len() as u64,
+                weights_bytes: weights.len() as u64,
             })),
         }];
-        let upload = [input, guide, color_reference].concat();
+        let upload = [input, guide, color_reference, weights].concat();
         messages.extend(split(&upload).map(|c| SubmitRequest {
             body: Some(Body::InputChunk(c)),
         }));
@@ -219,6 +235,24 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         println!("{}", reply.into_inner().job_id);
         Ok(())
     })
+}
+
+/// Loads `model` with the weights at `path` on the CPU, so that weights
+/// that do not fit it are refused before the upload, with the model's own
+/// error, rather than by every worker in turn.
+#[cfg(feature = "embedded-worker")]
+fn check_weights_fit(model: &ModelSpec, path: &std::path::Path) -> anyhow::Result<()> {
+    if let ModelSpec::Builtin(_) = model {
+        dreamfarm_worker::models::Model::load(model, path, tch::Device::Cpu)?;
+    }
+    Ok(())
+}
+
+/// Without libtorch, the coordinator checks only that the weights are a
+/// safetensors file; a misfit fails the job's first tile.
+#[cfg(not(feature = "embedded-worker"))]
+fn check_weights_fit(_: &ModelSpec, _: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 fn state_name(s: &JobStatus) -> &'static str {

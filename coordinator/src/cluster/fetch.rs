@@ -1,5 +1,6 @@
 //! A job's files for `dreamfarm fetch`: every frame, the job file and the
-//! video, less those the client already holds as they are here, each read
+//! video, less those the client already holds as they are here (and a
+//! job's weights file for a worker, the same way), each read
 //! from disk a piece at a time so that a video of many gigabytes never
 //! sits in the coordinator's memory.
 //!
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dreamfarm_proto::CHUNK_BYTES;
+use dreamfarm_proto::pb::FileChunk;
 use tokio::sync::mpsc;
+use tonic::Status;
 
 use super::metrics::Metrics;
 use crate::output::MANIFEST;
@@ -146,6 +149,22 @@ pub fn fetchable_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     // any frame is written there.
     files.sort_by_key(|p| (p.file_name() != Some(OsStr::new(MANIFEST)), p.clone()));
     Ok(files)
+}
+
+/// A piece [`send_files`] sent, on the wire; `stopped` is what the
+/// receiver hears when the coordinator shuts down.
+pub fn wire_chunk(sent: Sent, stopped: &str) -> Result<FileChunk, Status> {
+    let piece = sent.map_err(|stop| match stop {
+        Stop::Unreadable(why) => Status::internal(why),
+        Stop::ShuttingDown => Status::unavailable(stopped),
+    })?;
+    Ok(FileChunk {
+        path: piece.name,
+        data: piece.data,
+        size: piece.stamp.map(|s| s.size),
+        modified_unix_ms: piece.stamp.map(|s| s.modified_ms),
+        unchanged: piece.unchanged,
+    })
 }
 
 /// Sends `files` into `tx` as chunks, in order: a file whose stamp equals

@@ -148,13 +148,17 @@ impl JobHandle {
         lock(&self.record).state
     }
 
-    /// Its spec with the input's path resolved.
+    /// Its spec with the paths of its uploaded files resolved.
     pub fn spec(&self) -> JobSpec {
         let mut spec = lock(&self.record).spec.clone();
         spec.input = self.dir.join(&spec.input);
-        for path in [&mut spec.dream.guide, &mut spec.color.reference]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut spec.dream.guide,
+            &mut spec.color.reference,
+            &mut spec.dream.weights,
+        ]
+        .into_iter()
+        .flatten()
         {
             *path = self.dir.join(&*path);
         }

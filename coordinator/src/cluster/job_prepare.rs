@@ -9,6 +9,7 @@ use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::seed;
 
+use super::job_weights::{WEIGHTS_FILE, check_weights};
 use super::jobs::JobError;
 use super::memory_budget::{human, job_bytes};
 use crate::render::check_images;
@@ -27,6 +28,8 @@ pub struct Submission<'a> {
     pub guide: Option<&'a [u8]>,
     /// The colour reference's bytes, when the job has one.
     pub color_reference: Option<&'a [u8]>,
+    /// The model's weights file, when the job names one.
+    pub weights: Option<&'a [u8]>,
     /// Its priority.
     pub priority: i32,
 }
@@ -45,22 +48,32 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
             "cluster jobs dream with built-in models (see `dreamfarm models`); render TorchScript models with `dreamfarm render`".into(),
         ));
     }
+    let image: Namer = image_name;
     let uploads = [
-        ("input image", "input", Some(job.input), true),
+        ("input image", "input", Some(job.input), true, image),
         (
             "guide image",
             "guide",
             job.guide,
             spec.dream.guide.is_some(),
+            image,
         ),
         (
             "colour reference",
             "color-reference",
             job.color_reference,
             spec.color.reference.is_some(),
+            image,
+        ),
+        (
+            "weights file",
+            "weights",
+            job.weights,
+            spec.dream.weights.is_some(),
+            weights_name,
         ),
     ];
-    for (what, _, bytes, named) in uploads {
+    for (what, _, bytes, named, _) in uploads {
         if bytes.is_some() != named {
             return Err(JobError::Invalid(format!(
                 "the {what} was {} but the job file {} one",
@@ -71,11 +84,14 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
     }
     let (id, dir) = new_folder(data, job.name)?;
     let keep = || -> Result<JobRecord, JobError> {
-        let [input, guide, reference] = uploads.map(|(what, stem, bytes, _)| {
-            bytes.map(|b| save_upload(&dir, stem, what, b)).transpose()
+        let [input, guide, reference, weights] = uploads.map(|(what, stem, bytes, _, name)| {
+            bytes
+                .map(|b| save_upload(&dir, name(stem, what, b)?, b))
+                .transpose()
         });
         // The input is always there (checked above).
-        let (input, guide, reference) = (input?.unwrap_or_default(), guide?, reference?);
+        let (input, guide, reference, weights) =
+            (input?.unwrap_or_default(), guide?, reference?, weights?);
         spec.input = dir.join(&input);
         spec.dream.guide = guide.as_ref().map(|g| dir.join(g));
         spec.color.reference = reference.as_ref().map(|r| dir.join(r));
@@ -94,6 +110,7 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
         spec.input = input.into();
         spec.dream.guide = guide.map(Into::into);
         spec.color.reference = reference.map(Into::into);
+        spec.dream.weights = weights.map(Into::into);
         let now = now_ms();
         Ok(JobRecord {
             id: id.clone(),
@@ -112,14 +129,28 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
     })
 }
 
-/// Saves an uploaded image in the job's folder `dir` as `STEM.EXT`, the
-/// extension from its format (which tells the decoder); returns the name.
-fn save_upload(dir: &Path, stem: &str, what: &str, bytes: &[u8]) -> Result<String, JobError> {
+/// Names an upload from its stem, what it is and its bytes, refusing
+/// bytes that are not what the job says they are.
+type Namer = fn(&str, &str, &[u8]) -> Result<String, JobError>;
+
+/// An uploaded image's name, `STEM.EXT`, the extension from its format
+/// (which tells the decoder).
+fn image_name(stem: &str, what: &str, bytes: &[u8]) -> Result<String, JobError> {
     let extension = image::guess_format(bytes)
         .ok()
         .and_then(|f| f.extensions_str().first())
         .ok_or_else(|| JobError::Invalid(format!("the {what} is not a PNG or JPEG image")))?;
-    let name = format!("{stem}.{extension}");
+    Ok(format!("{stem}.{extension}"))
+}
+
+/// The uploaded weights' name, once they are checked.
+fn weights_name(_: &str, _: &str, bytes: &[u8]) -> Result<String, JobError> {
+    check_weights(bytes).map_err(JobError::Invalid)?;
+    Ok(WEIGHTS_FILE.into())
+}
+
+/// Saves an upload in the job's folder `dir` as `name`; returns the name.
+fn save_upload(dir: &Path, name: String, bytes: &[u8]) -> Result<String, JobError> {
     std::fs::write(dir.join(&name), bytes).map_err(|e| storage_error(dir, &e))?;
     Ok(name)
 }
@@ -169,15 +200,63 @@ mod tests {
 
     /// `prepare` of a job whose input is `input`, in `data`.
     fn submit(data: &Path, input: &[u8]) -> Result<JobRecord, JobError> {
+        submit_weights(data, input, false, None)
+    }
+
+    /// `prepare` of a job whose input is `input`, in `data`, whose job
+    /// file names a weights file if `named`, and whose upload holds
+    /// `weights`.
+    fn submit_weights(
+        data: &Path,
+        input: &[u8],
+        named: bool,
+        weights: Option<&[u8]>,
+    ) -> Result<JobRecord, JobError> {
+        let mut spec = JobSpec::new("photo.jpg".into(), 3);
+        spec.dream.weights = named.then(|| "weights".into());
         let job = Submission {
             name: "job",
-            spec: JobSpec::new("photo.jpg".into(), 3),
+            spec,
             input,
             guide: None,
             color_reference: None,
+            weights,
             priority: 0,
         };
         prepare(data, job, u64::MAX)
+    }
+
+    #[test]
+    fn uploaded_weights_are_checked_and_kept_beside_the_input() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let input = png(96, 96);
+        let good = super::super::job_weights::weights(4);
+        let refused = |named, weights| match submit_weights(data.path(), &input, named, weights) {
+            Err(JobError::Invalid(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        };
+        let why = refused(true, Some(&b"not safetensors"[..]));
+        assert!(
+            why.starts_with("the weights file is not a .safetensors file"),
+            "{why}"
+        );
+        assert_eq!(
+            refused(false, Some(&good)),
+            "the weights file was uploaded but the job file does not name one"
+        );
+        assert_eq!(
+            refused(true, None),
+            "the weights file was not uploaded but the job file names one"
+        );
+        assert_eq!(std::fs::read_dir(data.path()).expect("data").count(), 0);
+
+        let job = submit_weights(data.path(), &input, true, Some(&good)).expect("a good job");
+        assert_eq!(
+            job.spec.dream.weights.as_deref(),
+            Some(Path::new(WEIGHTS_FILE))
+        );
+        let kept = std::fs::read(data.path().join(&job.id).join(WEIGHTS_FILE)).expect("kept");
+        assert!(kept == good, "the weights were not kept as uploaded");
     }
 
     /// The coordinator checks uploads itself (a client other than

@@ -6,8 +6,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use dreamfarm_proto::WEIGHTS_MISFIT;
+
 use super::job_handle::Stop;
 use super::job_handle::{JobHandle, Runner};
+use super::job_weights::JobWeights;
 use super::jobs::Jobs;
 use super::remote_executor::RemoteExecutor;
 use super::scheduler::JobParams;
@@ -65,14 +68,20 @@ enum RunError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The job's uploaded weights file cannot be read.
+    #[error("{0}")]
+    Weights(String),
 }
 
 /// What to do about a tile that failed for good: mend the workers, then
 /// `retry`. The workers' own advice, when their error carries it (memory
-/// ran out, say), stands in for the general one.
+/// ran out, say), stands in for the general one; uploaded weights that do
+/// not fit the model need a new job.
 fn retry_advice(tile: &crate::tile_executor::TileError, job: &str) -> String {
     let frame = tile.frame;
-    if tile.reason.contains("Fix: ") {
+    if tile.reason.contains(WEIGHTS_MISFIT) {
+        "Fix: submit the job again (`dreamfarm delete` this one) with weights made for its model; `dreamfarm submit` with libtorch checks them before the upload".into()
+    } else if tile.reason.contains("Fix: ") {
         format!("Once that is done, `dreamfarm retry {job}` continues from frame {frame}")
     } else {
         format!(
@@ -125,9 +134,11 @@ fn run(jobs: &Jobs, job: &Arc<JobHandle>, stop: &OnceLock<Stop>) -> Result<(), R
     }
     let record = job.record();
     let spec = job.spec();
+    let weights = spec.dream.weights.as_deref().map(JobWeights::open);
     let params = JobParams {
         dream: Arc::new(spec.dream.clone()),
         seed: spec.seed,
+        weights: weights.transpose().map_err(RunError::Weights)?,
     };
     jobs.hub()
         .update(|s| s.add_job(job.id.clone(), params, record.priority));

@@ -21,7 +21,7 @@ use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::fetch::{FileStamp, Held, Sent, Stop, fetchable_files, send_files};
+use super::fetch::{FileStamp, Held, Sent, fetchable_files, send_files, wire_chunk};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
@@ -124,6 +124,7 @@ impl JobService for JobApi {
             ("input image", start.input_bytes),
             ("guide image", start.guide_bytes),
             ("colour reference", start.color_reference_bytes),
+            ("weights file", start.weights_bytes),
         ];
         for (what, bytes) in sizes {
             if bytes > MAX_INPUT_BYTES {
@@ -143,6 +144,7 @@ impl JobService for JobApi {
             }
         }
         let mut upload = upload.finish()?;
+        let weights = upload.split_off(upload.len() - start.weights_bytes as usize);
         let color_reference = upload.split_off(upload.len() - start.color_reference_bytes as usize);
         let guide = upload.split_off(upload.len() - start.guide_bytes as usize);
         let input = upload;
@@ -156,6 +158,7 @@ impl JobService for JobApi {
                 input: &input,
                 guide: Some(&guide[..]).filter(|b| !b.is_empty()),
                 color_reference: Some(&color_reference[..]).filter(|b| !b.is_empty()),
+                weights: Some(&weights[..]).filter(|b| !b.is_empty()),
                 priority: start.priority,
             })
         })
@@ -347,15 +350,5 @@ const FETCH_STOPPED: &str = "the coordinator is shutting down; run the same fetc
 
 /// A piece of a fetched file on the wire.
 fn file_chunk(sent: Sent) -> Result<FileChunk, Status> {
-    let piece = sent.map_err(|stop| match stop {
-        Stop::Unreadable(why) => Status::internal(why),
-        Stop::ShuttingDown => Status::unavailable(FETCH_STOPPED),
-    })?;
-    Ok(FileChunk {
-        path: piece.name,
-        data: piece.data,
-        size: piece.stamp.map(|s| s.size),
-        modified_unix_ms: piece.stamp.map(|s| s.modified_ms),
-        unchanged: piece.unchanged,
-    })
+    wire_chunk(sent, FETCH_STOPPED)
 }

@@ -6,7 +6,8 @@
 //! - [`worker_sessions`]: the wire side of a worker's session.
 //! - [`job_service`]: the clients' API; [`jobs`]: every job, its controls
 //!   and admission under the [`memory_budget`]; [`job_prepare`]: checking a
-//!   submitted job; [`job_handle`]: one job's record, view and thread;
+//!   submitted job; [`job_weights`]: a job's own uploaded weights file;
+//!   [`job_handle`]: one job's record, view and thread;
 //!   [`job_runner`]: that thread, rendering with the same loop as a
 //!   single-machine render through a [`remote_executor`].
 //! - [`fetch`]: a job's files for a fetching client.
@@ -18,6 +19,7 @@ pub mod job_handle;
 pub mod job_prepare;
 pub mod job_runner;
 pub mod job_service;
+pub mod job_weights;
 pub mod jobs;
 pub mod memory_budget;
 pub mod metrics;

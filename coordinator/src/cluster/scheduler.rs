@@ -28,6 +28,7 @@ use dreamfarm_common::params::{DreamSettings, WirePrecision};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 
+use super::job_weights::JobWeights;
 use crate::store::EventKind;
 
 /// Distinct workers that must fail a tile before its job fails.
@@ -55,6 +56,8 @@ pub struct JobParams {
     pub dream: Arc<DreamSettings>,
     /// The job's seed.
     pub seed: u64,
+    /// Its own weights file, which its leases name by digest.
+    pub weights: Option<JobWeights>,
 }
 
 impl JobParams {
@@ -339,6 +342,11 @@ impl Scheduler {
                 blocked: HashSet::new(),
             },
         );
+    }
+
+    /// The settings of a job in the pool.
+    pub fn job_params(&self, job: &str) -> Option<&JobParams> {
+        self.jobs.get(job).map(|q| &q.params)
     }
 
     /// Changes a job's priority (higher is served first).
@@ -812,6 +820,7 @@ mod tests {
         JobParams {
             dream: Arc::new(DreamSettings::default()),
             seed: 1,
+            weights: None,
         }
     }
 

@@ -13,7 +13,8 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
 use dreamfarm_proto::pb::{
-    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, Welcome, WorkerMessage,
+    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, WeightsRequest,
+    Welcome, WorkerMessage,
 };
 use dreamfarm_proto::{PROTOCOL_VERSION, WireError, objective, pixels};
 use tokio::sync::mpsc;
@@ -21,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
+use super::job_weights::{WeightsStream, send_weights};
 use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
 
 /// Largest concurrency a worker may announce.
@@ -69,6 +71,14 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
 #[tonic::async_trait]
 impl WorkerService for WorkerSessions {
     type SessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+    type WeightsStream = WeightsStream;
+
+    async fn weights(
+        &self,
+        request: Request<WeightsRequest>,
+    ) -> Result<Response<Self::WeightsStream>, Status> {
+        send_weights(&self.hub, request.into_inner()).map(Response::new)
+    }
 
     async fn session(
         &self,
@@ -189,10 +199,11 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
         lease_id: grant.lease,
         job_id: grant.job.to_string(),
         model: dream.model.clone(),
-        weights: dream
+        weights_sha256: grant
+            .params
             .weights
             .as_ref()
-            .map_or(String::new(), |p| p.display().to_string()),
+            .map_or(String::new(), |w| w.sha256.clone()),
         objective: Some(objective::to_wire(&w.objective)),
         precision: dream.precision.as_str().to_string(),
         seed: grant.params.seed,

@@ -12,26 +12,29 @@ use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{Chunk, HandBack, LeaseFailed, ResultStart};
-use dreamfarm_proto::pixels;
+use dreamfarm_proto::{WEIGHTS_MISFIT, pixels};
 use tch::Device;
 
 use super::bookkeeping::Shared;
 use super::lease::Lease;
+use super::uploaded_weights::UploadedWeights;
 use super::{RemoteError, up};
-use crate::dream::Dreamer;
+use crate::dream::{DreamError, Dreamer};
+use crate::models::ModelError;
 use crate::weights::WeightStore;
 
 /// Dreamers kept per compute thread (one per job's model and seed).
 const DREAMERS_KEPT: usize = 4;
 
 /// Starts `concurrency` compute threads (at least one) on each of
-/// `devices`, their weights from `store`; returns the one queue that feeds
-/// them all, so a free device takes the next lease. They end when it is
-/// dropped.
+/// `devices`, their weights from `store` (pinned) or `uploaded` (a job's
+/// own); returns the one queue that feeds them all, so a free device takes
+/// the next lease. They end when it is dropped.
 pub(super) fn start_threads(
     concurrency: u32,
     devices: &[Device],
     store: &WeightStore,
+    uploaded: &Arc<UploadedWeights>,
     shared: &Arc<Shared>,
 ) -> Result<std_mpsc::Sender<Lease>, RemoteError> {
     let (queue_tx, queue_rx) = std_mpsc::channel::<Lease>();
@@ -39,7 +42,7 @@ pub(super) fn start_threads(
     for &device in devices {
         for i in 0..concurrency.max(1) {
             let (shared, queue_rx) = (shared.clone(), queue_rx.clone());
-            let dreamers = DreamerCache::new(device, store.clone());
+            let dreamers = DreamerCache::new(device, store.clone(), uploaded.clone());
             std::thread::Builder::new()
                 .name(format!("compute {device:?} {i}"))
                 .spawn(move || compute_loop(dreamers, &shared, &queue_rx))
@@ -113,9 +116,9 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
     }
 }
 
-/// What makes one dreamer: a job's model, its weights, its precision and
-/// the job's seed. The objective is not part of it: it comes with each
-/// lease.
+/// What makes one dreamer: a job's model, the digest of its own weights
+/// (if it uploaded any), its precision and the job's seed. The objective
+/// is not part of it: it comes with each lease.
 type DreamerKey = (String, Option<String>, NetworkPrecision, u64);
 
 /// The dreamers one compute thread keeps, one per job's model and seed,
@@ -123,18 +126,22 @@ type DreamerKey = (String, Option<String>, NetworkPrecision, u64);
 struct DreamerCache {
     /// Where the models run.
     device: Device,
-    /// Where their weights come from.
+    /// Where the pinned weights come from.
     store: WeightStore,
+    /// Where the weights jobs upload come from.
+    uploaded: Arc<UploadedWeights>,
     /// Loaded dreamers, oldest first.
     kept: VecDeque<(DreamerKey, Dreamer)>,
 }
 
 impl DreamerCache {
-    /// An empty cache for `device`, loading weights from `store`.
-    fn new(device: Device, store: WeightStore) -> Self {
+    /// An empty cache for `device`, loading weights from `store`, or from
+    /// `uploaded` for a job that sent its own.
+    fn new(device: Device, store: WeightStore, uploaded: Arc<UploadedWeights>) -> Self {
         Self {
             device,
             store,
+            uploaded,
             kept: VecDeque::new(),
         }
     }
@@ -143,17 +150,20 @@ impl DreamerCache {
     fn get(&mut self, lease: &Lease) -> Result<&mut Dreamer, String> {
         let key = (
             lease.model.clone(),
-            lease.weights.clone(),
+            lease.weights_sha256.clone(),
             lease.precision,
             lease.seed,
         );
         let i = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let weights = lease.weights.as_deref().map(Path::new);
+                let weights = match &lease.weights_sha256 {
+                    Some(sha256) => Some(self.uploaded.path(&lease.job, sha256)?),
+                    None => None,
+                };
                 let dreamer = load_dreamer(
                     &lease.model,
-                    weights,
+                    weights.as_deref(),
                     lease.precision,
                     lease.seed,
                     self.device,
@@ -193,7 +203,7 @@ fn send_result(lease: &Lease, change: Planar) -> Result<(), String> {
 }
 
 /// Loads the dreamer of a job's model (a built-in name from the wire,
-/// checked first).
+/// checked first), with the `weights` the job uploaded, or the pinned ones.
 fn load_dreamer(
     model: &str,
     weights: Option<&Path>,
@@ -207,9 +217,13 @@ fn load_dreamer(
         Ok(ModelSpec::TorchScript(_)) => {
             Err("cluster workers dream with built-in models only".into())
         }
-        Ok(ModelSpec::Builtin(_)) => {
-            Dreamer::load(model, weights, precision, seed, device, store).map_err(|e| e.to_string())
-        }
+        Ok(ModelSpec::Builtin(_)) => Dreamer::load(model, weights, precision, seed, device, store)
+            .map_err(|e| match e {
+                DreamError::Model(ModelError::BadWeights { reason, .. }) if weights.is_some() => {
+                    format!("{WEIGHTS_MISFIT} {model}: {reason}")
+                }
+                e => e.to_string(),
+            }),
     }
 }
 
@@ -229,6 +243,29 @@ mod tests {
     fn an_unknown_model_is_refused_before_any_weights_load() {
         let e = refusal("alexnet");
         assert!(e.starts_with("bad model from the coordinator"), "{e}");
+    }
+
+    #[test]
+    fn uploaded_weights_that_do_not_fit_the_model_say_so() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.safetensors");
+        let w = tch::Tensor::zeros([3], (tch::Kind::Float, Device::Cpu));
+        tch::Tensor::write_safetensors(&[("w", &w)], &path).expect("written");
+        let store = WeightStore::new("unused");
+        let e = load_dreamer(
+            "googlenet",
+            Some(&path),
+            NetworkPrecision::F32,
+            0,
+            Device::Cpu,
+            &store,
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            e.starts_with(&format!("{WEIGHTS_MISFIT} googlenet: parameter ")),
+            "{e}"
+        );
     }
 
     #[test]

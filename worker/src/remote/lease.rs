@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
+use dreamfarm_common::digest::is_sha256_hex;
 use dreamfarm_common::objective::MAX_ITERATIONS;
 use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::tiling::Rect;
@@ -24,10 +25,12 @@ pub(super) struct Lease {
     pub(super) attempt: u32,
     /// The lease's pixel format, which its result uses too.
     pub(super) format: PixelFormat,
+    /// The job.
+    pub(super) job: String,
     /// The job's model: a built-in name, checked when loaded.
     pub(super) model: String,
-    /// Its weights file as the job names it, if any.
-    pub(super) weights: Option<String>,
+    /// The SHA-256 of the weights file the job uploaded, if it did.
+    pub(super) weights_sha256: Option<String>,
     /// The number format the job's network runs in.
     pub(super) precision: NetworkPrecision,
     /// The job's seed.
@@ -141,12 +144,20 @@ pub(super) fn lease_from_wire(
         tiles: start.tiles.max(1),
     };
     work.check().map_err(|e| fail(WireError::Protocol(e)))?;
+    // It names a file in the worker's cache.
+    let weights_sha256 = Some(start.weights_sha256).filter(|w| !w.is_empty());
+    if let Some(bad) = weights_sha256.as_ref().filter(|w| !is_sha256_hex(w)) {
+        return Err(fail(WireError::Protocol(format!(
+            "weights digest {bad:?} is not a SHA-256 in lower-case hex"
+        ))));
+    }
     Ok(Lease {
         id,
         attempt: start.attempt,
         format,
+        job: start.job_id,
         model: start.model,
-        weights: Some(start.weights).filter(|w| !w.is_empty()),
+        weights_sha256,
         precision,
         seed: start.seed,
         work,
@@ -256,6 +267,27 @@ mod tests {
         assert_eq!(of("f16"), Ok(NetworkPrecision::F16));
         let e = of("f8").expect_err("refused");
         assert!(e.contains("unknown precision \"f8\""), "{e}");
+    }
+
+    #[test]
+    fn uploaded_weights_come_named_by_a_digest_and_nothing_else_passes() {
+        let of = |digest: &str| {
+            receive(LeaseStart {
+                job_id: "job-1".into(),
+                weights_sha256: digest.into(),
+                ..head(3)
+            })
+            .map(|l| (l.job, l.weights_sha256))
+            .map_err(|(_, e)| e.to_string())
+        };
+        assert_eq!(of(""), Ok(("job-1".into(), None)), "the pinned weights");
+        let digest = "0123456789abcdef".repeat(4);
+        assert_eq!(of(&digest), Ok(("job-1".into(), Some(digest))));
+        // The digest names a file in the worker's cache.
+        for bad in ["../../etc/passwd", &"A".repeat(64), &"a".repeat(65)] {
+            let e = of(bad).expect_err("refused");
+            assert!(e.contains("is not a SHA-256 in lower-case hex"), "{e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - `session`: one connection (handshake, leases in, heartbeats out).
 //! - `lease`: a lease from the wire, checked and decoded.
 //! - `compute`: the compute threads and their cached models.
+//! - `uploaded_weights`: the weights files jobs upload, fetched and kept.
 //! - `drain`: leaving gracefully on shutdown.
 //! - `bookkeeping`: what the session and the compute threads share.
 //! - `health`: the HTTP probes (alive; connected to the coordinator).
@@ -21,6 +22,7 @@ mod drain;
 mod health;
 mod lease;
 mod session;
+mod uploaded_weights;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ use crate::models::{device_names, torch_devices};
 use crate::weights::WeightStore;
 use bookkeeping::Shared;
 use session::{SessionEnd, SessionError, one_session};
+use uploaded_weights::UploadedWeights;
 
 /// How a worker connects and what it offers.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct RemoteConfig {
     pub name: String,
     /// The weight store (pinned weights, fetched into it if missing).
     pub models: PathBuf,
+    /// Where the weights files jobs upload are kept.
+    pub weights_cache: PathBuf,
     /// Longest wait, on shutdown, for the leases in hand to finish.
     pub drain_timeout: Duration,
     /// Where to serve the health probes (none: no probe endpoint).
@@ -90,6 +95,16 @@ pub enum RemoteError {
     /// The model folder cannot be used.
     #[error(transparent)]
     Models(#[from] crate::weights::WeightsError),
+    /// The folder of uploaded weights cannot be made.
+    #[error(
+        "cannot use the weights cache {path}: {source}. Fix: point --weights-cache (or DREAMFARM_WEIGHTS_CACHE) at a folder this process can create and write"
+    )]
+    WeightsCache {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The health endpoint cannot listen.
     #[error("cannot serve the health probes on {addr}: {source}")]
     Health {
@@ -118,7 +133,15 @@ pub async fn run(
     let shared = Arc::new(Shared::default());
     let store = WeightStore::new(&config.models);
     store.open_folder()?;
-    let queue = compute::start_threads(config.concurrency, &devices, &store, &shared)?;
+    let uploaded =
+        UploadedWeights::open(&config, token.clone(), tokio::runtime::Handle::current())?;
+    let queue = compute::start_threads(
+        config.concurrency,
+        &devices,
+        &store,
+        &Arc::new(uploaded),
+        &shared,
+    )?;
     let offer = Offer {
         concurrency: config.concurrency.max(1) * devices.len() as u32,
         devices: device_names(&devices),

@@ -11,11 +11,11 @@ pub mod nsfwjs;
 mod torchvision_pth;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use dreamfarm_common::digest::sha256_hex;
 use dreamfarm_common::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
-use sha2::{Digest, Sha256};
 
 /// Why weights could not be made available.
 #[derive(Debug, thiserror::Error)]
@@ -142,11 +142,7 @@ impl WeightStore {
         if let Some(dir) = std::env::var_os("DREAMFARM_MODELS") {
             return dir.into();
         }
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from(".cache"));
-        cache.join("dreamfarm").join("models")
+        cache_dir().join("models")
     }
 
     /// Makes the store's folder if it is missing and checks that it can be
@@ -228,23 +224,20 @@ pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), WeightsE
     Ok(())
 }
 
-/// Lower-case hex sha256 of a file's bytes.
-pub fn sha256_file(path: &Path) -> Result<String, WeightsError> {
-    let mut file = File::open(path).map_err(WeightsError::io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(WeightsError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+/// dreamfarm's folder of cached files: `$XDG_CACHE_HOME/dreamfarm`, else
+/// `~/.cache/dreamfarm`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("dreamfarm")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex sha256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> Result<String, WeightsError> {
+    let file = File::open(path).map_err(WeightsError::io(path))?;
+    sha256_hex(file).map_err(WeightsError::io(path))
 }
 
 /// Fails unless `path` has the pinned sha256.

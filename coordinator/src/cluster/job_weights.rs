@@ -1,0 +1,161 @@
+//! A cluster job's own weights file (`--weights`, which googlenet needs):
+//! uploaded with the job like its images, checked, kept in the job's
+//! folder, named on its leases by SHA-256, and sent to each worker that
+//! does not hold those bytes yet. Workers need no copy of the user's file
+//! at the user's path (a Kubernetes pod's image is read-only).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dreamfarm_common::digest::sha256_hex;
+use dreamfarm_proto::pb::{FileChunk, WeightsRequest};
+use safetensors::SafeTensors;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::fetch::{Held, Sent, send_files, wire_chunk};
+use super::hub::Hub;
+
+/// The uploaded weights' name in a job's folder.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// Checks that `bytes` are a whole `.safetensors` file holding at least one
+/// tensor, so that a wrong file is refused at submission, not by every
+/// worker in turn. Whether its tensors fit the model only a worker can
+/// tell; a misfit fails the job's first tile with the model's own error.
+pub fn check_weights(bytes: &[u8]) -> Result<(), String> {
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
+        format!("the weights file is not a .safetensors file ({e}). Fix: pass the safetensors file of the model's state dict to --weights")
+    })?;
+    if tensors.is_empty() {
+        return Err("the weights file holds no tensors".into());
+    }
+    Ok(())
+}
+
+/// A running job's weights file and its SHA-256, which its leases name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobWeights {
+    /// Where the coordinator keeps it.
+    pub path: PathBuf,
+    /// Its SHA-256 in lower-case hex.
+    pub sha256: String,
+}
+
+impl JobWeights {
+    /// Hashes the weights file at `path`, when the job starts (a job's
+    /// weights never change, so once per start).
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let hashed = std::fs::File::open(path).and_then(sha256_hex);
+        let sha256 = hashed.map_err(|e| {
+            format!(
+                "cannot read the job's weights file {}: {e}. Fix: submit the job again with --weights",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            sha256,
+        })
+    }
+}
+
+/// The pieces of a job's weights file on the wire.
+pub type WeightsStream =
+    tokio_stream::adapters::Map<ReceiverStream<Sent>, fn(Sent) -> Result<FileChunk, Status>>;
+
+/// What a worker fetching weights hears when the coordinator shuts down.
+const WEIGHTS_STOPPED: &str =
+    "the coordinator is shutting down; the lease goes to a worker after its restart";
+
+/// Answers a worker's `Weights` call: the weights file of a job in the
+/// pool whose digest is the one asked for, read from disk a piece at a
+/// time on a thread of its own.
+pub fn send_weights(hub: &Arc<Hub>, request: WeightsRequest) -> Result<WeightsStream, Status> {
+    let WeightsRequest { job_id, sha256 } = request;
+    let weights = hub
+        .read(|s| s.job_params(&job_id).map(|p| p.weights.clone()))
+        .ok_or_else(|| Status::not_found(format!("job {job_id:?} is not running")))?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "job {job_id:?} dreams with the workers' own weights"
+            ))
+        })?;
+    if weights.sha256 != sha256 {
+        return Err(Status::failed_precondition(format!(
+            "job {job_id:?}'s weights have SHA-256 {}, not {sha256}",
+            weights.sha256
+        )));
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let hub = hub.clone();
+    tokio::task::spawn_blocking(move || {
+        send_files(
+            vec![weights.path],
+            &Held::default(),
+            tx,
+            &hub.metrics,
+            &|| hub.is_stopping(),
+        )
+    });
+    Ok(ReceiverStream::new(rx).map(weights_chunk as fn(_) -> _))
+}
+
+/// A piece of a weights file on the wire.
+fn weights_chunk(sent: Sent) -> Result<FileChunk, Status> {
+    wire_chunk(sent, WEIGHTS_STOPPED)
+}
+
+/// A safetensors file of one f32 tensor of `n` zeros, for tests.
+#[cfg(test)]
+pub(super) fn weights(n: usize) -> Vec<u8> {
+    let data = vec![0u8; 4 * n];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n], &data)
+        .expect("view");
+    safetensors::serialize([("w", view)], None).expect("serialized")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_whole_safetensors_file_passes() {
+        assert_eq!(check_weights(&weights(3)), Ok(()));
+        let truncated = weights(3);
+        let e = check_weights(&truncated[..truncated.len() - 1]).expect_err("truncated");
+        assert!(
+            e.starts_with("the weights file is not a .safetensors file ("),
+            "{e}"
+        );
+        let e = check_weights(b"PK\x03\x04 a zip, as torch.save writes").expect_err("not one");
+        assert!(e.contains("Fix: pass the safetensors file"), "{e}");
+        let empty = safetensors::serialize(
+            std::iter::empty::<(&str, safetensors::tensor::TensorView<'_>)>(),
+            None,
+        )
+        .expect("serialized");
+        assert_eq!(
+            check_weights(&empty),
+            Err("the weights file holds no tensors".into())
+        );
+    }
+
+    #[test]
+    fn a_jobs_weights_are_named_by_their_digest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(WEIGHTS_FILE);
+        std::fs::write(&path, weights(5)).expect("written");
+        let w = JobWeights::open(&path).expect("opened");
+        assert_eq!(w.path, path);
+        assert_eq!(
+            w.sha256,
+            sha256_hex(&weights(5)[..]).expect("hashed"),
+            "the digest of the bytes"
+        );
+        let e = JobWeights::open(&dir.path().join("gone")).expect_err("missing");
+        assert!(e.contains("submit the job again with --weights"), "{e}");
+    }
+}
