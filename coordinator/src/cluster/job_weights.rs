@@ -23,8 +23,9 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 
 /// Checks that `bytes` are a whole `.safetensors` file holding at least one
 /// tensor, so that a wrong file is refused at submission, not by every
-/// worker in turn. Whether its tensors fit the model only a worker can
-/// tell; a misfit fails the job's first tile with the model's own error.
+/// worker in turn. Whether its tensors fit the model takes libtorch:
+/// `submit` loads the model when it has it; otherwise a misfit fails the
+/// job's first tile with the model's own error.
 pub fn check_weights(bytes: &[u8]) -> Result<(), String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
         format!("the weights file is not a .safetensors file ({e}). Fix: pass the safetensors file of the model's state dict to --weights")
