@@ -202,10 +202,10 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let model = spec.dream.model_spec()?;
     let weights = match &mut spec.dream.weights {
         Some(path) => {
-            let shown = path.display().to_string();
-            check_weights_fit(&model, path)?;
+            let local = path.clone();
             let bytes = read(path, "weights file", "weights")?;
-            check_weights(&bytes).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            check_weights(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", local.display()))?;
+            check_weights_fit(&model, &local)?;
             bytes
         }
         None => Vec::new(),
