@@ -148,20 +148,11 @@ impl JobHandle {
         lock(&self.record).state
     }
 
-    /// Its spec with the paths of its uploaded files resolved.
+    /// Its spec with the paths of its uploaded files resolved: they are
+    /// stored relative to its folder, as a job file's are to the file's.
     pub fn spec(&self) -> JobSpec {
         let mut spec = lock(&self.record).spec.clone();
-        spec.input = self.dir.join(&spec.input);
-        for path in [
-            &mut spec.dream.guide,
-            &mut spec.color.reference,
-            &mut spec.dream.weights,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *path = self.dir.join(&*path);
-        }
+        spec.relative_to(&self.dir);
         spec
     }
 
