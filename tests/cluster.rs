@@ -7,7 +7,8 @@ use dreamfarm_common::digest::sha256_hex;
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::{
-    SMALL_MEMORY, altered_weights, dreamfarm, frames, one_tile_dream, run, run_ok,
+    SMALL_MEMORY, altered_weights, dreamfarm, frame_bytes, frames, one_tile_dream, run, run_ok,
+    videos,
 };
 
 /// Polls `cond` until it holds, for at most the job's limit.
@@ -539,6 +540,59 @@ fn a_worker_with_an_unusable_model_folder_stops_at_start() {
     );
 }
 
+/// A fetched job's folder is a render folder of its own: its job file
+/// names the job's uploaded files, which come beside it, so
+/// `dreamfarm render --job FOLDER/job.toml` continues the farm's frames on
+/// this machine, in that folder and into the job's video, with the
+/// coordinator and its data gone.
+#[test]
+fn a_fetched_job_continues_on_this_machine_from_its_folder_alone() {
+    let colour = [
+        "--color-coherence",
+        "lab",
+        "--color-reference",
+        "assets/chelsea.png",
+    ];
+    let c = Coordinator::start();
+    let _worker = c.worker("w");
+    let mut args = job("portable");
+    args.extend(colour);
+    let id = c.submit(&args);
+    c.wait_done(&id, LIMIT);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("fetched");
+    let out_str = out.to_str().expect("UTF-8");
+    run_ok(c.client("fetch", &[&id, "--output", out_str]));
+    let uploaded = c.data().join(&id);
+    for file in ["input.png", "color-reference.png"] {
+        assert!(
+            std::fs::read(out.join(file)).ok() == std::fs::read(uploaded.join(file)).ok(),
+            "{file} was not fetched as uploaded"
+        );
+    }
+    drop(c);
+
+    let manifest = out.join("job.toml");
+    let job_file = manifest.to_str().expect("UTF-8");
+    run_ok(dreamfarm(&[
+        "render", "--job", job_file, "--frames", "5", "--device", "cpu",
+    ]));
+    let mut longer = JOB.to_vec();
+    longer.extend(colour);
+    longer.extend(["--frames", "5"]);
+    assert!(
+        frame_bytes(&out) == rendered(&longer),
+        "the continued frames differ from a single-machine render of 5 frames"
+    );
+    assert_eq!(
+        videos(&out),
+        ["portable.mp4"],
+        "the job's video was not continued"
+    );
+    let manifest = std::fs::read_to_string(&manifest).expect("job.toml");
+    assert!(manifest.contains("frames = 5"), "{manifest}");
+}
+
 /// The files of `dir` by name, with their bytes.
 fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -565,25 +619,34 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("fetched");
     let sent = || c.metric("dreamfarm_bytes_sent_total");
+    // The frames and video as they are there, the input beside them, and
+    // a job file naming it there.
+    let fetched_as_there = || {
+        let mut got = files_of(&out);
+        let job_file = got.remove("job.toml").unwrap_or_default();
+        let input = got.remove("input.png");
+        let mut expected = files_of(&there);
+        expected.remove("job.toml");
+        got == expected
+            && input == std::fs::read(c.data().join(&id).join("input.png")).ok()
+            && String::from_utf8_lossy(&job_file).contains("input = \"input.png\"")
+    };
     let fetch = || {
         let before = sent();
         let said = run_ok(c.client("fetch", &[&id, "--output", out.to_str().expect("UTF-8")]));
-        assert!(
-            files_of(&out) == files_of(&there),
-            "fetched files differ: {said}"
-        );
+        assert!(fetched_as_there(), "fetched files differ: {said}");
         (sent() - before, said)
     };
     let size = |name: &str| std::fs::metadata(there.join(name)).expect("frame").len() as f64;
 
     let (bytes, said) = fetch();
-    let all: f64 = files_of(&there).values().map(|b| b.len() as f64).sum();
+    let all: f64 = files_of(&out).values().map(|b| b.len() as f64).sum();
     assert_eq!(bytes, all, "{said}");
-    assert!(said.starts_with("fetched 5 files"), "{said}");
+    assert!(said.starts_with("fetched 6 files"), "{said}");
 
     let (bytes, said) = fetch();
     assert_eq!(bytes, 0.0, "a second fetch sent its files again: {said}");
-    assert!(said.contains("fetched 0 files") && said.contains("5 files already there"));
+    assert!(said.contains("fetched 0 files") && said.contains("6 files already there"));
 
     // A render or another fetch writing into the folder holds its lock:
     // this fetch waits for no one and is refused.
@@ -615,7 +678,7 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
     }
     let many_out = many.to_str().expect("UTF-8");
     let said = run_ok(c.client("fetch", &[&id, "--output", many_out]));
-    assert!(said.starts_with("fetched 5 files"), "{said}");
+    assert!(said.starts_with("fetched 6 files"), "{said}");
     std::fs::remove_dir_all(&many).expect("clean up");
 
     // A damaged copy and one of another time are sent again.
@@ -627,14 +690,14 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
         .expect("touch");
     let (bytes, said) = fetch();
     assert_eq!(bytes, size("000001.png") + size("000002.png"), "{said}");
-    assert!(said.contains("fetched 2 files") && said.contains("3 files already there"));
+    assert!(said.contains("fetched 2 files") && said.contains("4 files already there"));
 
     // More frames: the new frame, the new video and the job file come.
     run_ok(c.client("extend", &[&id, "--frames", "4"]));
     c.wait_done(&id, LIMIT);
     let (_, said) = fetch();
     assert!(
-        said.contains("fetched 3 files") && said.contains("3 files already there"),
+        said.contains("fetched 3 files") && said.contains("4 files already there"),
         "{said}"
     );
 

@@ -11,7 +11,7 @@ use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_ch
 use dreamfarm_tests::small_disk::SmallDisk;
 use dreamfarm_tests::{
     Rgb, SMALL_MEMORY, dreamfarm, file_mode, frame_bytes, frames, limit_memory, one_tile_dream,
-    plain_file_mode, repo, run, run_ok,
+    plain_file_mode, repo, run, run_ok, videos,
 };
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
@@ -260,6 +260,29 @@ fn renders_are_byte_identical_run_after_run_and_from_a_job_file() {
         frame_bytes(&c) == fa,
         "the job file renders other frames than its flags"
     );
+}
+
+/// A render folder's job file is a job file like any other: run from
+/// another working directory, `render --job FOLDER/job.toml` finds the
+/// input the first command named relative to its own, continues that
+/// folder (no --output) and its video (no --name).
+#[test]
+fn a_render_folders_job_file_continues_it_from_any_working_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (trip, whole) = (dir.path().join("trip"), dir.path().join("whole"));
+    let mut first = small_render(&trip, 2);
+    first.args(["--name", "journey"]);
+    run_ok(first);
+    let job = trip.join("job.toml");
+    let mut more = dreamfarm(&["render", "--job", path_str(&job), "--frames", "3"]);
+    more.current_dir(dir.path());
+    run_ok(more);
+    run_ok(small_render(&whole, 3));
+    assert!(
+        frame_bytes(&trip) == frame_bytes(&whole),
+        "the continued frames differ from a render of 3 frames"
+    );
+    assert_eq!(videos(&trip), ["journey.mp4"]);
 }
 
 #[test]

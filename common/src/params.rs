@@ -758,7 +758,14 @@ impl JobSpec {
     /// the colour reference, a built-in model's weights and a TorchScript
     /// model. Absolute paths stay as they are.
     pub fn relative_to(&mut self, dir: &Path) {
-        self.input = dir.join(&self.input);
+        self.map_paths(|path| dir.join(path));
+    }
+
+    /// Replaces each path the job names (the input, the guide, the colour
+    /// reference, a built-in model's weights and a TorchScript model) with
+    /// `f` of it: one place that knows which settings are files.
+    pub fn map_paths(&mut self, mut f: impl FnMut(&Path) -> PathBuf) {
+        self.input = f(&self.input);
         for path in [
             &mut self.dream.guide,
             &mut self.dream.weights,
@@ -767,10 +774,10 @@ impl JobSpec {
         .into_iter()
         .flatten()
         {
-            *path = dir.join(&*path);
+            *path = f(path);
         }
         if let Ok(ModelSpec::TorchScript(model)) = self.dream.model_spec() {
-            self.dream.model = dir.join(model).display().to_string();
+            self.dream.model = f(&model).display().to_string();
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dreamfarm_common::job_name::check_job_name;
 use dreamfarm_common::params::JobSpec;
 
 /// Why the output folder cannot be used.
@@ -173,7 +174,7 @@ impl OutputDir {
             source,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
-        Self::check_job(dir, spec)?;
+        Self::check_job(dir, spec, FileMatch::SameFile)?;
         let out = Self {
             dir: dir.to_path_buf(),
         };
@@ -187,7 +188,9 @@ impl OutputDir {
             });
         }
         out.remove_partial_frames();
-        let text = toml::to_string(spec).expect("a job spec always serialises");
+        let mut manifest_spec = spec.clone();
+        manifest_spec.map_paths(|path| portable(dir, path));
+        let text = toml::to_string(&manifest_spec).expect("a job spec always serialises");
         out.write_atomically(&manifest, text.as_bytes())
             .map_err(unwritable)?;
         Ok(out)
@@ -195,8 +198,9 @@ impl OutputDir {
 
     /// Checks that the folder `dir` may take `spec`'s frames: it holds no
     /// frames, or frames its job file says are the same job's (the frame
-    /// count aside). Reads only.
-    pub fn check_job(dir: &Path, spec: &JobSpec) -> Result<(), OutputError> {
+    /// count aside; the files both name compared as `files` says). Reads
+    /// only.
+    pub fn check_job(dir: &Path, spec: &JobSpec, files: FileMatch) -> Result<(), OutputError> {
         let out = Self::existing(dir);
         let manifest = dir.join(MANIFEST);
         if manifest.exists() {
@@ -209,7 +213,7 @@ impl OutputDir {
                 path: manifest.clone(),
                 reason: e.to_string(),
             })?;
-            if let Some(what) = difference(&old, spec) {
+            if let Some(what) = difference(dir, &old, spec, files) {
                 // A job that stopped before its first frame (a typo in a
                 // setting, Ctrl-C) left nothing to lose: the corrected
                 // command takes the folder over.
@@ -235,6 +239,20 @@ impl OutputDir {
         Self {
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// The name of the folder's video, `NAME.mp4`, when it holds one and
+    /// only one video with a job's name: a render continuing the folder
+    /// continues that video rather than starting a second one.
+    pub fn video_name(&self) -> Option<String> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        let mut names = entries.filter_map(Result::ok).filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".mp4")?;
+            check_job_name(stem).is_ok().then(|| stem.to_string())
+        });
+        let name = names.next()?;
+        names.next().is_none().then_some(name)
     }
 
     /// Whether any frame is in the folder, counting those after a gap.
@@ -349,13 +367,41 @@ impl OutputDir {
     }
 }
 
-/// The first setting in which two jobs differ, other than the frame count.
-fn difference(old: &JobSpec, new: &JobSpec) -> Option<String> {
-    let same_but_frames = JobSpec {
-        frames: new.frames,
-        ..old.clone()
-    };
-    if same_but_frames == *new {
+/// How the files a folder's job file names are matched with a job's
+/// (the input, guide, colour reference, weights, TorchScript model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileMatch {
+    /// The same path, or the same file on disk: a job file's relative
+    /// paths are read from its folder first (where a fetched job keeps its
+    /// files and this release writes them), then from the working
+    /// directory (where earlier releases left them).
+    SameFile,
+    /// As [`FileMatch::SameFile`], or the same file name where either file
+    /// is missing: a fetch compares the job file a coordinator sends (its
+    /// files named as they arrive beside it) with the one an earlier
+    /// release's fetch wrote (the coordinator's own paths).
+    SameFileOrName,
+}
+
+/// The first setting in which the job `new` (its paths relative to the
+/// working directory) differs from `old`, the job file of the folder
+/// `dir`, other than the frame count.
+fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Option<String> {
+    let mut new_paths = Vec::new();
+    new.clone().map_paths(|path| {
+        new_paths.push(path.to_path_buf());
+        path.to_path_buf()
+    });
+    let mut new_paths = new_paths.into_iter();
+    // Files that match take the new job's paths; any other difference,
+    // a file named in one and not the other included, stays.
+    let mut old = old.clone();
+    old.map_paths(|path| match new_paths.next() {
+        Some(named) if same_file(dir, path, &named, files) => named,
+        _ => path.to_path_buf(),
+    });
+    old.frames = new.frames;
+    if old == *new {
         return None;
     }
     let fields = [
@@ -368,4 +414,121 @@ fn difference(old: &JobSpec, new: &JobSpec) -> Option<String> {
         ("the video settings", old.video != new.video),
     ];
     fields.iter().find(|(_, d)| *d).map(|(n, _)| n.to_string())
+}
+
+/// Whether `old`, a path in the job file of the folder `dir`, and `new`,
+/// one relative to the working directory, name the same file (see
+/// [`FileMatch`]).
+fn same_file(dir: &Path, old: &Path, new: &Path, files: FileMatch) -> bool {
+    if old == new {
+        return true;
+    }
+    let old_file = [dir.join(old), old.to_path_buf()]
+        .iter()
+        .find_map(|p| std::fs::canonicalize(p).ok());
+    match (old_file, std::fs::canonicalize(new).ok()) {
+        (Some(a), Some(b)) => a == b,
+        _ => files == FileMatch::SameFileOrName && old.file_name() == new.file_name(),
+    }
+}
+
+/// How the job file of the folder `dir` names `path`, a file a command
+/// named: relative to the folder when the file is inside it (a fetched
+/// job's input, say, so the folder can move), otherwise absolute, so that
+/// `render --job DIR/job.toml` finds it from any working directory. A
+/// path that names no file stays as it is.
+fn portable(dir: &Path, path: &Path) -> PathBuf {
+    let (Ok(file), Ok(dir)) = (std::fs::canonicalize(path), std::fs::canonicalize(dir)) else {
+        return path.to_path_buf();
+    };
+    match file.strip_prefix(&dir) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder holding `files` (empty), and a job file naming `input`.
+    fn folder(files: &[&str], input: &str) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("frames");
+        std::fs::create_dir(&dir).expect("folder");
+        for file in files {
+            std::fs::write(dir.join(file), b"").expect("file");
+        }
+        let old = JobSpec::new(input.into(), 3);
+        std::fs::write(dir.join(MANIFEST), toml::to_string(&old).expect("toml")).expect("job");
+        std::fs::write(dir.join("000000.png"), b"").expect("frame");
+        (tmp, dir)
+    }
+
+    fn check(dir: &Path, input: &Path, files: FileMatch) -> Result<(), OutputError> {
+        OutputDir::check_job(dir, &JobSpec::new(input.to_path_buf(), 5), files)
+    }
+
+    #[test]
+    fn a_job_file_names_files_beside_it_by_name_and_others_by_their_whole_path() {
+        let (tmp, dir) = folder(&["input.png"], "input.png");
+        std::fs::write(tmp.path().join("mine.png"), b"").expect("file");
+        let inside = portable(&dir, &dir.join("input.png"));
+        assert_eq!(inside, Path::new("input.png"));
+        let outside = portable(&dir, &dir.join("../mine.png"));
+        assert!(outside.is_absolute() && outside.ends_with("mine.png"));
+        assert!(!outside.to_string_lossy().contains(".."), "{outside:?}");
+        // No such file: as the command named it (the render then says so).
+        assert_eq!(portable(&dir, Path::new("gone.png")), Path::new("gone.png"));
+    }
+
+    #[test]
+    fn a_folder_takes_a_job_naming_the_same_files_by_any_path() {
+        let (tmp, dir) = folder(&["input.png"], "input.png");
+        // Relative to the folder's job file, named from anywhere.
+        for same in [
+            dir.join("input.png"),
+            tmp.path().join("frames/../frames/input.png"),
+        ] {
+            check(&dir, &same, FileMatch::SameFile).expect("the same file");
+        }
+        // Another file of the same name is another input.
+        std::fs::write(tmp.path().join("input.png"), b"").expect("file");
+        for files in [FileMatch::SameFile, FileMatch::SameFileOrName] {
+            let other = check(&dir, &tmp.path().join("input.png"), files);
+            assert!(
+                matches!(&other, Err(OutputError::DifferentJob { what, .. }) if what == "input"),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fetch_matches_files_missing_here_by_name() {
+        // An earlier fetch's job file names the coordinator's path.
+        let (_tmp, dir) = folder(&[], "/srv/dreamfarm/data/trip-1/input.png");
+        let arriving = dir.join("input.png");
+        check(&dir, &arriving, FileMatch::SameFileOrName).expect("the same name");
+        let render = check(&dir, &arriving, FileMatch::SameFile);
+        assert!(
+            matches!(render, Err(OutputError::DifferentJob { .. })),
+            "{render:?}"
+        );
+        let renamed = check(&dir, &dir.join("other.png"), FileMatch::SameFileOrName);
+        assert!(
+            matches!(renamed, Err(OutputError::DifferentJob { .. })),
+            "{renamed:?}"
+        );
+    }
+
+    #[test]
+    fn a_folder_names_its_video_when_it_holds_one() {
+        let (_tmp, dir) = folder(&[".trip.000500.segment.mp4", "notes.txt"], "input.png");
+        let out = OutputDir::existing(&dir);
+        assert_eq!(out.video_name(), None);
+        std::fs::write(dir.join("trip.mp4"), b"").expect("video");
+        assert_eq!(out.video_name().as_deref(), Some("trip"));
+        std::fs::write(dir.join("other.mp4"), b"").expect("video");
+        assert_eq!(out.video_name(), None, "two videos name no one");
+    }
 }

@@ -276,6 +276,18 @@ pub fn frame_bytes(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The videos of `dir` (`NAME.mp4`, not the hidden partial ones and
+/// segments), by name.
+pub fn videos(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("the folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".mp4") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Seconds between consecutive frames of `dir` by their modification times:
 /// each frame's time from the end of the one before it to its own end (the
 /// first frame, which also loads the model, has no entry).

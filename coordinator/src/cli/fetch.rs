@@ -1,4 +1,6 @@
-//! `dreamfarm fetch`: a job's frames, job file and video into a folder.
+//! `dreamfarm fetch`: a job's frames, job file, video and uploaded files
+//! (input, guide, colour reference, weights) into a folder, which then
+//! holds all `dreamfarm render --job FOLDER/job.toml` needs to continue it.
 //! Files the folder already holds as they are on the coordinator are not
 //! sent again (same size and modification time; a fetched file is given
 //! the coordinator's), so fetching a long render as it goes costs only its
@@ -11,7 +13,7 @@ use clap::Args;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_coordinator::cluster::fetch::{FileStamp, fetchable_files};
 use dreamfarm_coordinator::cluster::memory_budget::human;
-use dreamfarm_coordinator::output::{FolderLock, MANIFEST, OutputDir, OutputError};
+use dreamfarm_coordinator::output::{FileMatch, FolderLock, MANIFEST, OutputDir, OutputError};
 use dreamfarm_coordinator::whole_file::{remove_leftovers, temp_file_in};
 use dreamfarm_proto::pb::{FetchRequest, FileChunk, HeldFile};
 
@@ -225,10 +227,12 @@ impl Incoming {
 /// job's frames, a render's say, is refused before one is replaced).
 fn check_folder(out: &Path, manifest: &Path, job: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(manifest).context("cannot read the job file it sent")?;
-    let spec: JobSpec = toml::from_str(&text)
+    let mut spec: JobSpec = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("the coordinator sent a job file that does not parse: {e}"))?;
+    // Its files come beside it, as a job file's paths are read.
+    spec.relative_to(out);
     let fix = "Fix: fetch into another --output (fetch never replaces another job's frames)";
-    match OutputDir::check_job(out, &spec) {
+    match OutputDir::check_job(out, &spec, FileMatch::SameFileOrName) {
         Ok(()) => Ok(()),
         Err(OutputError::DifferentJob { what, .. }) => bail!(
             "{} holds frames of another job ({what} differs from job {job}'s). {fix}",

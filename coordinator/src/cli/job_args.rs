@@ -9,6 +9,7 @@ use clap::Args;
 use dreamfarm_common::job_name::{MAX_NAME_CHARS, check_job_name};
 use dreamfarm_common::params::{JobSpec, parse_coherence};
 use dreamfarm_common::schedule::Schedule;
+use dreamfarm_coordinator::output::{MANIFEST, OutputDir};
 
 use super::dream_flags::{DreamFlags, set};
 
@@ -133,6 +134,19 @@ fn default_name(file: &str) -> String {
     }
 }
 
+/// The folder of `job` when it is a frames folder's own job file
+/// ([`MANIFEST`] beside frames).
+fn frames_folder_of(job: &Path) -> Option<PathBuf> {
+    if job.file_name()? != MANIFEST {
+        return None;
+    }
+    let dir = match job.parent()? {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    };
+    (OutputDir::existing(dir).frames_done() > 0).then(|| dir.to_path_buf())
+}
+
 impl JobArgs {
     /// The `--output` folder, if one was given.
     pub fn output(&self) -> Option<&Path> {
@@ -212,21 +226,26 @@ impl JobArgs {
         spec.video.fps = self.fps.unwrap_or(spec.video.fps);
         spec.video.crf = self.crf.unwrap_or(spec.video.crf);
         spec.validate()?;
-        let name = match self.name {
+        // A frames folder's own job file continues that folder and its
+        // video (a fetched job's, say, whose video is named after the job).
+        let output = self
+            .output
+            .or_else(|| self.job.as_deref().and_then(frames_folder_of));
+        let from_output = output.as_deref().and_then(|dir| {
+            OutputDir::existing(dir)
+                .video_name()
+                .or_else(|| Some(default_name(&dir.file_name()?.to_string_lossy())))
+        });
+        let name = match self.name.or(from_output) {
             Some(n) => n,
-            None => {
-                let from = match &self.output {
-                    Some(dir) => dir.file_name(),
-                    None => spec.input.file_stem(),
-                };
-                from.map(|n| default_name(&n.to_string_lossy()))
-                    .unwrap_or_else(|| "dream".into())
-            }
+            None => spec
+                .input
+                .file_stem()
+                .map(|n| default_name(&n.to_string_lossy()))
+                .unwrap_or_else(|| "dream".into()),
         };
         check_job_name(&name)?;
-        let dir = self
-            .output
-            .unwrap_or_else(|| Path::new("dream").join(&name));
+        let dir = output.unwrap_or_else(|| Path::new("dream").join(&name));
         Ok((spec, dir, name))
     }
 }

@@ -23,6 +23,7 @@ use tonic::Status;
 
 use super::metrics::Metrics;
 use crate::output::MANIFEST;
+use crate::store::JobRecord;
 
 /// What the quick check compares: a file's length and its modification time
 /// in whole milliseconds since 1970 (file systems keep at least that, and a
@@ -71,10 +72,10 @@ pub struct Held {
 }
 
 impl Held {
-    /// Ready to hear of copies of `files` (a job's fetchable files).
-    pub fn of(files: &[PathBuf]) -> Self {
+    /// Ready to hear of copies of `files` (what a fetch offers).
+    pub fn of(files: &[Offer]) -> Self {
         Self {
-            stamps: files.iter().map(|p| (file_name(p), None)).collect(),
+            stamps: files.iter().map(|f| (f.name().to_string(), None)).collect(),
         }
     }
 
@@ -94,12 +95,85 @@ impl Held {
     }
 }
 
-/// The name of `path`, as the client gets it.
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// A file a fetch offers: one on disk, or one made for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// A file on disk, offered under its own name.
+    Disk(PathBuf),
+    /// Bytes made for the client (a job file written for its folder), with
+    /// the stamp the client's copy gets, so that the quick check holds.
+    Made {
+        /// Its name in the client's folder.
+        name: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
+        /// Its length and the time it last changed.
+        stamp: FileStamp,
+    },
 }
+
+impl Offer {
+    /// Its name in the client's folder.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Disk(path) => path.file_name().and_then(OsStr::to_str).unwrap_or_default(),
+            Self::Made { name, .. } => name,
+        }
+    }
+
+    /// Its bytes to read from the start, and its stamp when there is one.
+    fn open(&self) -> std::io::Result<(Box<dyn Read + '_>, Option<FileStamp>)> {
+        match self {
+            Self::Disk(path) => {
+                let file = std::fs::File::open(path)?;
+                let stamp = FileStamp::of(&file.metadata()?);
+                Ok((Box::new(file), stamp))
+            }
+            Self::Made { bytes, stamp, .. } => Ok((Box::new(&bytes[..]), Some(*stamp))),
+        }
+    }
+}
+
+/// What `dreamfarm fetch` offers of the job `record`, kept in the folder
+/// `dir`: its job file, then the files uploaded with it (its input, guide,
+/// colour reference, weights), then its frames and video. The job file is
+/// the record's, whose uploaded files are named by their names in `dir`,
+/// and those files come under the same names: the client's folder holds
+/// a job file `dreamfarm render --job` can continue from anywhere. (The
+/// job file among the frames names the coordinator's own paths.)
+pub fn job_files(dir: &Path, record: &JobRecord) -> std::io::Result<Vec<Offer>> {
+    let text = toml::to_string(&record.spec).map_err(std::io::Error::other)?;
+    let mut offers = vec![Offer::Made {
+        name: MANIFEST.to_string(),
+        stamp: FileStamp {
+            size: text.len() as u64,
+            // The text is the record's: it changes only with the record.
+            modified_ms: record.updated_ms,
+        },
+        bytes: text.into_bytes(),
+    }];
+    let mut spec = record.spec.clone();
+    spec.map_paths(|path| {
+        // Jobs stored before their uploads were kept by name name their
+        // coordinator's paths; those are not offered.
+        let bare = path.components().count() == 1 && path.file_name().is_some();
+        if bare && dir.join(path).is_file() {
+            offers.push(Offer::Disk(dir.join(path)));
+        }
+        path.to_path_buf()
+    });
+    let frames = fetchable_files(&dir.join(FRAMES))?;
+    offers.extend(
+        frames
+            .into_iter()
+            .filter(|p| p.file_name() != Some(OsStr::new(MANIFEST)))
+            .map(Offer::Disk),
+    );
+    Ok(offers)
+}
+
+/// The folder of a job's frames and video inside the job's folder.
+pub const FRAMES: &str = "frames";
 
 /// A piece of a file for a fetching client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,15 +250,15 @@ pub fn wire_chunk(sent: Sent, stopped: &str) -> Result<FileChunk, Status> {
 /// cannot be read or once `stopping` says the coordinator is shutting
 /// down.
 pub fn send_files(
-    files: Vec<PathBuf>,
+    files: Vec<Offer>,
     held: &Held,
     tx: mpsc::Sender<Sent>,
     metrics: &Metrics,
     stopping: &dyn Fn() -> bool,
 ) {
-    for path in files {
-        let name = file_name(&path);
-        match send_file(&path, &name, held.get(&name), &tx, metrics, stopping) {
+    for file in files {
+        let name = file.name();
+        match send_file(&file, held.get(name), &tx, metrics, stopping) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -199,17 +273,15 @@ pub fn send_files(
 /// Sends one file (see [`send_files`]); `Ok(false)` when the client has
 /// gone away, or once `stopping` says so (the client is told).
 fn send_file(
-    path: &Path,
-    name: &str,
+    file: &Offer,
     held: Option<&FileStamp>,
     tx: &mpsc::Sender<Sent>,
     metrics: &Metrics,
     stopping: &dyn Fn() -> bool,
 ) -> std::io::Result<bool> {
-    let file = std::fs::File::open(path)?;
-    let stamp = FileStamp::of(&file.metadata()?);
+    let (reader, stamp) = file.open()?;
     let chunk = |data: Vec<u8>, unchanged: bool| FilePiece {
-        name: name.to_string(),
+        name: file.name().to_string(),
         data,
         stamp,
         unchanged,
@@ -217,7 +289,7 @@ fn send_file(
     if stamp.is_some() && held == stamp.as_ref() {
         return Ok(tx.blocking_send(Ok(chunk(Vec::new(), true))).is_ok());
     }
-    let mut reader = file.take(u64::MAX);
+    let mut reader = reader.take(u64::MAX);
     let mut total = 0u64;
     loop {
         if stopping() {
@@ -256,6 +328,7 @@ mod tests {
     /// Every chunk `send_files` sends for `files`, given that the client
     /// holds `held`.
     fn chunks(files: Vec<PathBuf>, held: &[(&str, FileStamp)]) -> Vec<FilePiece> {
+        let files: Vec<Offer> = files.into_iter().map(Offer::Disk).collect();
         let mut holds = Held::of(&files);
         holds.add(held.iter().map(|&(name, s)| (name.to_string(), s)));
         let (tx, mut rx) = mpsc::channel(4);
@@ -330,6 +403,71 @@ mod tests {
                 ("b.png".into(), CHUNK_BYTES, false),
             ]
         );
+    }
+
+    /// A job kept in a folder: its input and colour reference uploaded,
+    /// two frames, a video and the frames' own job file.
+    fn kept_job() -> (tempfile::TempDir, JobRecord) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let frames = dir.path().join(FRAMES);
+        std::fs::create_dir(&frames).expect("frames");
+        for file in ["input.png", "color-reference.jpg"] {
+            std::fs::write(dir.path().join(file), b"upload").expect("upload");
+        }
+        for file in [MANIFEST, "000000.png", "000001.png", "trip.mp4"] {
+            std::fs::write(frames.join(file), b"made").expect("made");
+        }
+        let mut spec = dreamfarm_common::params::JobSpec::new("input.png".into(), 2);
+        spec.color.reference = Some("color-reference.jpg".into());
+        let record = JobRecord {
+            id: "trip-1".into(),
+            name: "trip".into(),
+            spec,
+            state: crate::store::JobState::Done,
+            priority: 0,
+            submitted_ms: 1,
+            updated_ms: 1_764_633_600_123,
+            frames_done: 2,
+            reason: String::new(),
+        };
+        (dir, record)
+    }
+
+    #[test]
+    fn a_job_is_fetched_with_a_job_file_naming_its_uploads_beside_it() {
+        let (dir, record) = kept_job();
+        let offers = job_files(dir.path(), &record).expect("offers");
+        let names: Vec<&str> = offers.iter().map(Offer::name).collect();
+        assert_eq!(
+            names,
+            [
+                MANIFEST,
+                "input.png",
+                "color-reference.jpg",
+                "000000.png",
+                "000001.png",
+                "trip.mp4"
+            ]
+        );
+        let Offer::Made { bytes, stamp, .. } = &offers[0] else {
+            panic!("the job file is made, not the frames' own: {:?}", offers[0]);
+        };
+        let spec: dreamfarm_common::params::JobSpec = toml::from_slice(bytes).expect("a job file");
+        assert_eq!(spec, record.spec);
+        assert_eq!(stamp.size, bytes.len() as u64);
+        assert_eq!(stamp.modified_ms, record.updated_ms);
+        assert_eq!(offers[1], Offer::Disk(dir.path().join("input.png")));
+    }
+
+    #[test]
+    fn uploads_a_job_names_by_another_path_are_not_offered() {
+        let (dir, mut record) = kept_job();
+        // Stored before uploads were kept by name; and one not uploaded.
+        record.spec.input = dir.path().join("input.png");
+        record.spec.color.reference = Some("missing.jpg".into());
+        let offers = job_files(dir.path(), &record).expect("offers");
+        let names: Vec<&str> = offers.iter().map(Offer::name).collect();
+        assert_eq!(names, [MANIFEST, "000000.png", "000001.png", "trip.mp4"]);
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl JobHandle {
 
     /// The folder of its frames and video.
     pub fn frames_dir(&self) -> PathBuf {
-        self.dir.join("frames")
+        self.dir.join(super::fetch::FRAMES)
     }
 
     /// Its video file.

@@ -21,7 +21,7 @@ use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::fetch::{FileStamp, Held, Sent, fetchable_files, send_files, wire_chunk};
+use super::fetch::{FileStamp, Held, Sent, job_files, send_files, wire_chunk};
 use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
@@ -306,7 +306,7 @@ impl JobService for JobApi {
             .ok_or_else(|| Status::invalid_argument("a fetch names its job first"))?;
         let job = self.jobs.get(&first.job_id)?;
         let files =
-            fetchable_files(&job.frames_dir()).map_err(|e| Status::internal(e.to_string()))?;
+            job_files(job.dir(), &job.record()).map_err(|e| Status::internal(e.to_string()))?;
         // Only the job's own files are remembered, so what a client says it
         // holds costs no more memory than the job's listing.
         let mut held = Held::of(&files);

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::fetch::{Held, Sent, send_files, wire_chunk};
+use super::fetch::{Held, Offer, Sent, send_files, wire_chunk};
 use super::hub::Hub;
 
 /// The uploaded weights' name in a job's folder.
@@ -94,7 +94,7 @@ pub fn send_weights(hub: &Arc<Hub>, request: WeightsRequest) -> Result<WeightsSt
     let hub = hub.clone();
     tokio::task::spawn_blocking(move || {
         send_files(
-            vec![weights.path],
+            vec![Offer::Disk(weights.path)],
             &Held::default(),
             tx,
             &hub.metrics,
