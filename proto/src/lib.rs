@@ -44,6 +44,10 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// not `retry` (the job keeps its weights, so a retry fails the same way).
 pub const WEIGHTS_MISFIT: &str = "the weights file the job uploaded does not fit";
 
+/// Most tiles one worker may offer to compute at once (its
+/// `--concurrency` times its devices): a coordinator refuses more.
+pub const MAX_CONCURRENCY: u32 = 256;
+
 /// Largest piece of a payload in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;
 

@@ -267,19 +267,24 @@ fn state_name(s: &JobStatus) -> &'static str {
     }
 }
 
+/// One job's line: its state and frames, and while it runs the live
+/// figures (a paused or finished job's last tile count would read as
+/// progress, and the pool's pace and workers as its own).
 fn status_line(s: &JobStatus) -> String {
     let mut line = format!(
-        "{}  {:9}  priority {}  frames {}/{}  tiles {}/{}  {:.2} tiles/s  workers {}",
+        "{}  {:9}  priority {}  frames {}/{}",
         s.job_id,
         state_name(s),
         s.priority,
         s.frames_done,
         s.frames_total,
-        s.tiles_done,
-        s.tiles_total,
-        s.tiles_per_second,
-        s.workers
     );
+    if s.state == JobState::Running as i32 {
+        line += &format!(
+            "  tiles {}/{}  {:.2} tiles/s  workers {}",
+            s.tiles_done, s.tiles_total, s.tiles_per_second, s.workers
+        );
+    }
     if s.eta_seconds > 0.0 {
         line += &format!("  ETA {}", duration(s.eta_seconds));
     }
@@ -633,5 +638,12 @@ mod tests {
         );
         s.eta_seconds = 0.0;
         assert!(!status_line(&s).contains("ETA"), "{}", status_line(&s));
+        s.state = JobState::Paused as i32;
+        s.tiles_done = 3;
+        s.tiles_total = 12;
+        assert_eq!(
+            status_line(&s),
+            "trip-1a2b  paused     priority 0  frames 30/3000"
+        );
     }
 }

@@ -16,7 +16,7 @@ use dreamfarm_proto::pb::{
     Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, WeightsRequest,
     Welcome, WorkerMessage,
 };
-use dreamfarm_proto::{PROTOCOL_VERSION, WireError, objective, pixels};
+use dreamfarm_proto::{MAX_CONCURRENCY, PROTOCOL_VERSION, WireError, objective, pixels};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,9 +24,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::hub::Hub;
 use super::job_weights::{WeightsStream, send_weights};
 use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
-
-/// Largest concurrency a worker may announce.
-const MAX_CONCURRENCY: u32 = 256;
 
 /// What a worker hears when the coordinator shuts down.
 const SHUTTING_DOWN: &str = "the coordinator is shutting down; reconnect to its next start";

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dreamfarm_common::device::Devices;
+use dreamfarm_proto::MAX_CONCURRENCY;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
@@ -105,6 +106,18 @@ pub enum RemoteError {
         /// Why.
         source: std::io::Error,
     },
+    /// The worker would offer more tiles at once than a coordinator takes.
+    #[error(
+        "--concurrency {concurrency} on {devices} devices offers {} tiles at once, more than a coordinator takes ({MAX_CONCURRENCY}). Fix: pass --concurrency {} or less",
+        u64::from(*concurrency) * *devices as u64,
+        MAX_CONCURRENCY as usize / devices
+    )]
+    TooManyTiles {
+        /// Tiles per device.
+        concurrency: u32,
+        /// Devices.
+        devices: usize,
+    },
     /// The health endpoint cannot listen.
     #[error("cannot serve the health probes on {addr}: {source}")]
     Health {
@@ -113,6 +126,20 @@ pub enum RemoteError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The tiles a worker of `concurrency` tiles on each of `devices` devices
+/// offers at once, if a coordinator takes that many: checked before any
+/// model loads, so the mistake costs no start-up.
+fn offered_tiles(concurrency: u32, devices: usize) -> Result<u32, RemoteError> {
+    let tiles = u64::from(concurrency.max(1)) * devices as u64;
+    match u32::try_from(tiles) {
+        Ok(tiles) if tiles <= MAX_CONCURRENCY => Ok(tiles),
+        _ => Err(RemoteError::TooManyTiles {
+            concurrency,
+            devices,
+        }),
+    }
 }
 
 /// A message up to the coordinator.
@@ -128,6 +155,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, RemoteError> {
     let devices = torch_devices(&config.device)?;
+    let offer = Offer {
+        concurrency: offered_tiles(config.concurrency, devices.len())?,
+        devices: device_names(&devices),
+    };
     let token = AttachToken::new(config.token.as_deref())
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
@@ -142,10 +173,6 @@ pub async fn run(
         &Arc::new(uploaded),
         &shared,
     )?;
-    let offer = Offer {
-        concurrency: config.concurrency.max(1) * devices.len() as u32,
-        devices: device_names(&devices),
-    };
     let probes = match config.health_listen {
         Some(addr) => Some(health::serve(addr, shared.clone()).await?),
         None => None,
@@ -188,4 +215,20 @@ pub async fn run(
     let done = shared.tiles_done();
     tracing::info!(tiles = done, "worker stopped");
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_offers_no_more_tiles_than_a_coordinator_takes() {
+        assert_eq!(offered_tiles(4, 8).ok(), Some(32));
+        assert_eq!(offered_tiles(32, 8).ok(), Some(256));
+        let e = offered_tiles(64, 8).expect_err("512 tiles").to_string();
+        assert_eq!(
+            e,
+            "--concurrency 64 on 8 devices offers 512 tiles at once, more than a coordinator takes (256). Fix: pass --concurrency 32 or less"
+        );
+    }
 }
