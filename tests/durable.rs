@@ -495,7 +495,7 @@ fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
 #[test]
 fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
     let mut c = Coordinator::start();
-    let _worker = c.worker("w");
+    let worker = c.worker("w");
     let frames = REFERENCE_FRAMES;
     let id = submit(&c, "stopped", frames, &[]);
     wait_for("its first frame", || frames_on_disk(&c, &id) >= 1);
@@ -526,6 +526,23 @@ fn a_coordinator_stops_at_once_on_sigterm_and_its_job_goes_on() {
     let status = c.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}: {}", c.log());
     eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    // A planned stop ends the worker's session without a warning on
+    // either side (operators alert on warnings).
+    let stopping = c.log();
+    assert!(
+        !stopping
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("session ended")),
+        "{stopping}"
+    );
+    wait_for("the worker to hear of the restart", || {
+        worker.log().contains("the coordinator is restarting")
+    });
+    assert!(
+        !worker.log().contains("lost the coordinator"),
+        "{}",
+        worker.log()
+    );
     assert!(
         frames_on_disk(&c, &id) < frames as usize,
         "the job ended before the SIGTERM"

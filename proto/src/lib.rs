@@ -44,6 +44,11 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// not `retry` (the job keeps its weights, so a retry fails the same way).
 pub const WEIGHTS_MISFIT: &str = "the weights file the job uploaded does not fit";
 
+/// What a coordinator tells its workers as it shuts down: they reconnect
+/// without alarm (a restart or upgrade is not a fault).
+pub const COORDINATOR_STOPPING: &str =
+    "the coordinator is shutting down; reconnect to its next start";
+
 /// Most tiles one worker may offer to compute at once (its
 /// `--concurrency` times its devices): a coordinator refuses more.
 pub const MAX_CONCURRENCY: u32 = 256;

@@ -16,7 +16,9 @@ use dreamfarm_proto::pb::{
     Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, WeightsRequest,
     Welcome, WorkerMessage,
 };
-use dreamfarm_proto::{MAX_CONCURRENCY, PROTOCOL_VERSION, WireError, objective, pixels};
+use dreamfarm_proto::{
+    COORDINATOR_STOPPING, MAX_CONCURRENCY, PROTOCOL_VERSION, WireError, objective, pixels,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,9 +26,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::hub::Hub;
 use super::job_weights::{WeightsStream, send_weights};
 use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
-
-/// What a worker hears when the coordinator shuts down.
-const SHUTTING_DOWN: &str = "the coordinator is shutting down; reconnect to its next start";
 
 /// How long a new session may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,14 +118,19 @@ impl WorkerService for WorkerSessions {
         tokio::spawn(async move {
             let end = tokio::select! {
                 end = read_messages(&hub, worker, &mut inbound) => end,
-                () = hub.stopping() => Err(Status::unavailable(SHUTTING_DOWN)),
+                () = hub.stopping() => Err(Status::unavailable(COORDINATOR_STOPPING)),
             };
             pusher.abort();
             hub.update(|s| s.remove_worker(worker));
             match end {
                 Ok(()) => tracing::info!(worker, "worker left"),
                 Err(status) => {
-                    tracing::warn!(worker, "session ended: {}", status.message());
+                    // Ending every session is part of a shutdown, not a fault.
+                    if hub.is_stopping() {
+                        tracing::info!(worker, "session ended: {}", status.message());
+                    } else {
+                        tracing::warn!(worker, "session ended: {}", status.message());
+                    }
                     if status.code() == tonic::Code::InvalidArgument {
                         hub.metrics.reject();
                     }

@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dreamfarm_common::device::Devices;
-use dreamfarm_proto::MAX_CONCURRENCY;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY};
 
 use crate::models::{device_names, torch_devices};
 use crate::weights::WeightStore;
@@ -195,7 +195,11 @@ pub async fn run(
         match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Lost(why)) => {
-                tracing::warn!("lost the coordinator ({why}); reconnecting");
+                if why == COORDINATOR_STOPPING {
+                    tracing::info!("the coordinator is restarting; reconnecting");
+                } else {
+                    tracing::warn!("lost the coordinator ({why}); reconnecting");
+                }
                 backoff = Duration::from_millis(250);
             }
             Err(SessionError::Fatal(e)) => return Err(e),
