@@ -9,7 +9,7 @@ use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::seed;
 
-use super::job_weights::{WEIGHTS_FILE, check_weights};
+use super::job_weights::{WEIGHTS_FILE, check_weights, keep_weights, sweep_weights};
 use super::jobs::JobError;
 use super::memory_budget::{human, job_bytes};
 use crate::render::check_images;
@@ -48,7 +48,7 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
             "cluster jobs dream with built-in models (see `dreamfarm models`); render TorchScript models with `dreamfarm render`".into(),
         ));
     }
-    let image: Namer = image_name;
+    let image: Keeper = keep_image;
     let uploads = [
         ("input image", "input", Some(job.input), true, image),
         (
@@ -70,7 +70,7 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
             "weights",
             job.weights,
             spec.dream.weights.is_some(),
-            weights_name,
+            keep_uploaded_weights,
         ),
     ];
     for (what, _, bytes, named, _) in uploads {
@@ -84,10 +84,8 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
     }
     let (id, dir) = new_folder(data, job.name)?;
     let keep = || -> Result<JobRecord, JobError> {
-        let [input, guide, reference, weights] = uploads.map(|(what, stem, bytes, _, name)| {
-            bytes
-                .map(|b| save_upload(&dir, name(stem, what, b)?, b))
-                .transpose()
+        let [input, guide, reference, weights] = uploads.map(|(what, stem, bytes, _, keep)| {
+            bytes.map(|b| keep(data, &dir, stem, what, b)).transpose()
         });
         // The input is always there (checked above).
         let (input, guide, reference, weights) =
@@ -126,26 +124,42 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
     };
     keep().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&dir);
+        sweep_weights(data, false);
     })
 }
 
-/// Names an upload from its stem, what it is and its bytes, refusing
-/// bytes that are not what the job says they are.
-type Namer = fn(&str, &str, &[u8]) -> Result<String, JobError>;
+/// Keeps an upload in the job's folder (the second path; the first is
+/// the data folder) and returns its name there, from its stem, what it is
+/// and its bytes, refusing bytes that are not what the job says they are.
+type Keeper = fn(&Path, &Path, &str, &str, &[u8]) -> Result<String, JobError>;
 
-/// An uploaded image's name, `STEM.EXT`, the extension from its format
+/// Keeps an uploaded image as `STEM.EXT`, the extension from its format
 /// (which tells the decoder).
-fn image_name(stem: &str, what: &str, bytes: &[u8]) -> Result<String, JobError> {
+fn keep_image(
+    _: &Path,
+    dir: &Path,
+    stem: &str,
+    what: &str,
+    bytes: &[u8],
+) -> Result<String, JobError> {
     let extension = image::guess_format(bytes)
         .ok()
         .and_then(|f| f.extensions_str().first())
         .ok_or_else(|| JobError::Invalid(format!("the {what} is not a PNG or JPEG image")))?;
-    Ok(format!("{stem}.{extension}"))
+    save_upload(dir, format!("{stem}.{extension}"), bytes)
 }
 
-/// The uploaded weights' name, once they are checked.
-fn weights_name(_: &str, _: &str, bytes: &[u8]) -> Result<String, JobError> {
+/// Keeps the uploaded weights, once they are checked, linked to the data
+/// folder's one copy of them.
+fn keep_uploaded_weights(
+    data: &Path,
+    dir: &Path,
+    _: &str,
+    _: &str,
+    bytes: &[u8],
+) -> Result<String, JobError> {
     check_weights(bytes).map_err(JobError::Invalid)?;
+    keep_weights(data, &dir.join(WEIGHTS_FILE), bytes).map_err(|e| storage_error(dir, &e))?;
     Ok(WEIGHTS_FILE.into())
 }
 
@@ -257,6 +271,43 @@ mod tests {
         );
         let kept = std::fs::read(data.path().join(&job.id).join(WEIGHTS_FILE)).expect("kept");
         assert!(kept == good, "the weights were not kept as uploaded");
+    }
+
+    #[test]
+    fn jobs_with_the_same_weights_keep_them_once() {
+        use std::os::unix::fs::MetadataExt;
+        let data = tempfile::tempdir().expect("temp dir");
+        let input = png(96, 96);
+        let (a, b) = (
+            super::super::job_weights::weights(4),
+            super::super::job_weights::weights(5),
+        );
+        let jobs = [&a, &a, &b]
+            .map(|w| submit_weights(data.path(), &input, true, Some(w)).expect("a job"));
+        let weights_of = |job: &JobRecord| data.path().join(&job.id).join(WEIGHTS_FILE);
+        let inode = |job| std::fs::metadata(weights_of(job)).expect("weights").ino();
+        assert_eq!(inode(&jobs[0]), inode(&jobs[1]), "the same bytes twice");
+        assert_ne!(inode(&jobs[0]), inode(&jobs[2]));
+        let kept_folder = data.path().join(".weights");
+        let kept = || std::fs::read_dir(&kept_folder).expect("kept").count();
+        assert_eq!(kept(), 2);
+
+        // A damaged copy is written again, not linked.
+        std::fs::write(weights_of(&jobs[0]), b"damaged").expect("damage");
+        let again = submit_weights(data.path(), &input, true, Some(&a)).expect("a job");
+        assert!(std::fs::read(weights_of(&again)).expect("kept") == a);
+
+        // A copy goes with the last job that links to it; a part file a
+        // killed submission left goes at the next start.
+        let part = kept_folder.join(".part-killed.safetensors");
+        std::fs::write(&part, b"half").expect("a part");
+        for (job, left) in jobs.iter().chain([&again]).zip([3, 3, 2, 1]) {
+            std::fs::remove_dir_all(data.path().join(&job.id)).expect("deleted");
+            sweep_weights(data.path(), false);
+            assert_eq!(kept(), left, "after {}", job.id);
+        }
+        sweep_weights(data.path(), true);
+        assert_eq!(kept(), 0);
     }
 
     /// The coordinator checks uploads itself (a client other than

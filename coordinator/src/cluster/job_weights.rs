@@ -1,6 +1,7 @@
 //! A cluster job's own weights file (`--weights`, which googlenet needs):
 //! uploaded with the job like its images, checked, kept in the job's
-//! folder, named on its leases by SHA-256, and sent to each worker that
+//! folder (once in the data folder for all jobs with the same file),
+//! named on its leases by SHA-256, and sent to each worker that
 //! does not hold those bytes yet. Workers need no copy of the user's file
 //! at the user's path (a Kubernetes pod's image is read-only).
 
@@ -17,6 +18,7 @@ use tonic::Status;
 
 use super::fetch::{Held, Offer, Sent, send_files, wire_chunk};
 use super::hub::Hub;
+use crate::whole_file::{remove_leftovers, temp_file_in};
 
 /// The uploaded weights' name in a job's folder.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -34,6 +36,57 @@ pub fn check_weights(bytes: &[u8]) -> Result<(), String> {
         return Err("the weights file holds no tensors".into());
     }
     Ok(())
+}
+
+/// The folder of the data folder that holds each uploaded weights file
+/// once, named by its SHA-256; a job's `weights.safetensors` is a hard link
+/// to its copy. (No job id starts with a dot.)
+const KEPT_WEIGHTS: &str = ".weights";
+
+/// Prefix and suffix of a kept weights file being written.
+const PARTIAL: (&str, &str) = (".part-", ".safetensors");
+
+/// Writes `bytes`, a job's checked weights, to `path` in its folder: as a
+/// hard link to the data folder `data`'s one copy of those bytes (made when
+/// new, or when the copy there is damaged), so that jobs with the same
+/// weights (every googlenet job with the user's file) keep them once; as a
+/// copy of its own where the file system cannot link.
+pub fn keep_weights(data: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = data.join(KEPT_WEIGHTS);
+    std::fs::create_dir_all(&folder)?;
+    let sha256 = sha256_hex(bytes)?;
+    let kept = folder.join(format!("{sha256}.safetensors"));
+    let whole = std::fs::File::open(&kept).and_then(sha256_hex);
+    if whole.ok().as_deref() != Some(sha256.as_str()) {
+        let mut file = temp_file_in(&folder, PARTIAL.0, PARTIAL.1)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.as_file().sync_all()?;
+        file.persist(&kept).map_err(|e| e.error)?;
+    }
+    // A sweep may take the copy between the two steps: then a copy of its own.
+    std::fs::hard_link(&kept, path).or_else(|_| std::fs::write(path, bytes))
+}
+
+/// Removes the kept weights that no job's folder links to any more (once
+/// a job is deleted or its submission failed), and at the coordinator's
+/// start (`starting`) the part files a killed submission left.
+pub fn sweep_weights(data: &Path, starting: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let folder = data.join(KEPT_WEIGHTS);
+    if starting {
+        remove_leftovers(&folder, PARTIAL.0, PARTIAL.1);
+    }
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let unlinked = entry.metadata().is_ok_and(|m| m.nlink() == 1);
+        // Part files are a running submission's until the next start.
+        if unlinked && !name.to_string_lossy().starts_with(PARTIAL.0) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A running job's weights file and its SHA-256, which its leases name.

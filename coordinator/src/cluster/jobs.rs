@@ -14,6 +14,7 @@ use super::hub::Hub;
 use super::job_handle::{JobHandle, Stop};
 use super::job_prepare::{Submission, prepare};
 use super::job_runner;
+use super::job_weights::sweep_weights;
 use super::memory_budget::human;
 use crate::output::OutputDir;
 use crate::store::{Event, EventKind, JobState, JobStore, StoreError};
@@ -100,6 +101,7 @@ impl Jobs {
             admitting: Mutex::new(()),
             me: me.clone(),
         });
+        sweep_weights(&jobs.data, true);
         let mut resumed = 0;
         for record in records {
             let dir = jobs.data.join(&record.id);
@@ -159,6 +161,7 @@ impl Jobs {
         let dir = self.data.join(&record.id);
         if let Err(e) = self.hub.store().insert(&record) {
             let _ = std::fs::remove_dir_all(&dir);
+            sweep_weights(&self.data, false);
             return Err(e.into());
         }
         let job = Arc::new(JobHandle::new(record, dir, self.hub.store().clone()));
@@ -415,6 +418,7 @@ impl Jobs {
                 _ => Err(e),
             })
             .map_err(|e| JobError::Storage(format!("{}: {e}", job.dir().display())))?;
+        sweep_weights(&self.data, false);
         tracing::info!(job = %id, "job deleted");
         self.admit();
         Ok(())
