@@ -418,17 +418,17 @@ fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Opt
 
 /// Whether `old`, a path in the job file of the folder `dir`, and `new`,
 /// one relative to the working directory, name the same file (see
-/// [`FileMatch`]).
+/// [`FileMatch`]). Files on disk are compared as files: the same relative
+/// path read from the folder and from the working directory may name two.
 fn same_file(dir: &Path, old: &Path, new: &Path, files: FileMatch) -> bool {
-    if old == new {
-        return true;
-    }
     let old_file = [dir.join(old), old.to_path_buf()]
         .iter()
         .find_map(|p| std::fs::canonicalize(p).ok());
     match (old_file, std::fs::canonicalize(new).ok()) {
         (Some(a), Some(b)) => a == b,
-        _ => files == FileMatch::SameFileOrName && old.file_name() == new.file_name(),
+        _ => {
+            old == new || (files == FileMatch::SameFileOrName && old.file_name() == new.file_name())
+        }
     }
 }
 
@@ -501,6 +501,18 @@ mod tests {
                 "{other:?}"
             );
         }
+        // So is the same relative path read from the working directory (a
+        // test's is its package's folder, which holds a Cargo.toml).
+        std::fs::write(dir.join("Cargo.toml"), b"").expect("file");
+        let relative = Path::new("Cargo.toml");
+        assert!(relative.is_file(), "the tests run in the package's folder");
+        assert!(!same_file(&dir, relative, relative, FileMatch::SameFile));
+        assert!(same_file(
+            &dir,
+            relative,
+            &dir.join(relative),
+            FileMatch::SameFile
+        ));
     }
 
     #[test]
