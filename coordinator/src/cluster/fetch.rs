@@ -1,5 +1,6 @@
-//! A job's files for `dreamfarm fetch`: every frame, the job file and the
-//! video, less those the client already holds as they are here (and a
+//! A job's files for `dreamfarm fetch`: every frame, the video, the files
+//! the job was submitted with and a job file naming them beside it, less
+//! those the client already holds as they are here (and a
 //! job's weights file for a worker, the same way), each read
 //! from disk a piece at a time so that a video of many gigabytes never
 //! sits in the coordinator's memory.
