@@ -781,6 +781,16 @@ impl JobSpec {
         }
     }
 
+    /// The paths the job names, in [`JobSpec::map_paths`]'s order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        self.clone().map_paths(|path| {
+            paths.push(path.to_path_buf());
+            path.to_path_buf()
+        });
+        paths
+    }
+
     /// Every schedule of the job, with the name errors give it.
     pub fn schedules(&self) -> Vec<(String, &Schedule)> {
         let (d, z, c) = (&self.dream, &self.zoom, &self.color);

@@ -387,12 +387,7 @@ pub enum FileMatch {
 /// working directory) differs from `old`, the job file of the folder
 /// `dir`, other than the frame count.
 fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Option<String> {
-    let mut new_paths = Vec::new();
-    new.clone().map_paths(|path| {
-        new_paths.push(path.to_path_buf());
-        path.to_path_buf()
-    });
-    let mut new_paths = new_paths.into_iter();
+    let mut new_paths = new.paths().into_iter();
     // Files that match take the new job's paths; any other difference,
     // a file named in one and not the other included, stays.
     let mut old = old.clone();

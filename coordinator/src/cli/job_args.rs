@@ -231,12 +231,13 @@ impl JobArgs {
         let output = self
             .output
             .or_else(|| self.job.as_deref().and_then(frames_folder_of));
-        let from_output = output.as_deref().and_then(|dir| {
+        let from_output = || {
+            let dir = output.as_deref()?;
             OutputDir::existing(dir)
                 .video_name()
                 .or_else(|| Some(default_name(&dir.file_name()?.to_string_lossy())))
-        });
-        let name = match self.name.or(from_output) {
+        };
+        let name = match self.name.or_else(from_output) {
             Some(n) => n,
             None => spec
                 .input

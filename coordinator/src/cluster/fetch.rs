@@ -153,16 +153,14 @@ pub fn job_files(dir: &Path, record: &JobRecord) -> std::io::Result<Vec<Offer>> 
         },
         bytes: text.into_bytes(),
     }];
-    let mut spec = record.spec.clone();
-    spec.map_paths(|path| {
+    for path in record.spec.paths() {
         // Jobs stored before their uploads were kept by name name their
         // coordinator's paths; those are not offered.
         let bare = path.components().count() == 1 && path.file_name().is_some();
-        if bare && dir.join(path).is_file() {
+        if bare && dir.join(&path).is_file() {
             offers.push(Offer::Disk(dir.join(path)));
         }
-        path.to_path_buf()
-    });
+    }
     let frames = fetchable_files(&dir.join(FRAMES))?;
     offers.extend(
         frames
