@@ -624,7 +624,7 @@ fn a_long_renders_event_log_is_listed_whole_and_its_page_stays_small() {
 
 #[test]
 fn the_memory_budget_queues_jobs_that_do_not_fit_and_refuses_impossible_ones() {
-    // One 160x120 job is charged about 155 MiB (frames and video encoder):
+    // One 160x120 job is charged about 185 MiB (frames and video encoder):
     // one fits, two do not.
     let c = Coordinator::start_with(&["--max-memory", "200MiB"]);
     let first = submit(&c, "first", 2, &[]);

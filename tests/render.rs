@@ -346,6 +346,36 @@ fn probe(mp4: &Path) -> serde_json::Value {
     v["streams"][0].clone()
 }
 
+/// Where the decoded frames of two videos first differ, for a failure's
+/// message: none when only their containers differ.
+fn decoded_difference(a: &Path, b: &Path) -> String {
+    let hashes = |video: &Path| -> Vec<String> {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(video)
+            .args(["-f", "framemd5", "-"])
+            .output()
+            .expect("ffmpeg runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(',').next().map(str::trim).map(String::from))
+            .collect()
+    };
+    let (a, b) = (hashes(a), hashes(b));
+    match (0..a.len().max(b.len())).find(|&n| a.get(n) != b.get(n)) {
+        Some(n) => format!(
+            "decoded frame {n} first differs ({} and {} frames)",
+            a.len(),
+            b.len()
+        ),
+        None => format!(
+            "the {} decoded frames alike: the containers differ",
+            a.len()
+        ),
+    }
+}
+
 /// Runs `command`, which must fail because of `what` with exactly one
 /// `error:` line; that line.
 fn the_one_error(command: Command, what: &str) -> String {
@@ -502,7 +532,10 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
 fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The camera path alone (--dry-run): frames as fast as the host makes
-    // them, so that a render passes a 500-frame segment in seconds.
+    // them, so that a render passes a 500-frame segment in seconds. The
+    // camera turns without zooming, so every frame differs from the one
+    // before (the default zoom blows a 96x64 image up into one flat
+    // colour by frame 300, and a frame fed twice or skipped would not show).
     let render = |name: &str, frames: u32| {
         dreamfarm(&[
             "render",
@@ -514,6 +547,10 @@ fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
             &frames.to_string(),
             "--fps",
             "24",
+            "--zoom-factor",
+            "1",
+            "--rotate",
+            "3",
             "--dry-run",
             "--output",
             path_str(&dir.path().join(name)),
@@ -555,9 +592,24 @@ fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
             stderr.contains("encoding resumes here frame=500"),
             "the {frames}-frame run encoded the video from its start: {stderr}"
         );
+        // The frames first, then the video: a failure says which part
+        // of the chain (the resumed frame loop, the encoder, the join)
+        // made the difference.
+        let theirs = dir.path().join(format!("{uninterrupted}-preview"));
+        let (ours, same) = (frame_bytes(&killed), frame_bytes(&theirs));
+        assert_eq!(ours.len(), same.len(), "the {frames}-frame run's frames");
+        let differing = (0..ours.len()).find(|&n| ours[n] != same[n]);
+        assert_eq!(
+            differing, None,
+            "the {frames}-frame run's first frame unlike an uninterrupted render's"
+        );
         assert!(
             video("killed") == video(uninterrupted),
-            "the {frames}-frame run's video differs from an uninterrupted render's"
+            "the {frames}-frame run's video differs from an uninterrupted render's, its frames alike; {}",
+            decoded_difference(
+                &killed.join("killed-preview.mp4"),
+                &theirs.join(format!("{uninterrupted}-preview.mp4"))
+            )
         );
         assert_eq!(
             probe(&killed.join("killed-preview.mp4"))["nb_read_frames"],

@@ -36,11 +36,12 @@ pub const ENCODER_BYTES: u64 = 96 << 20;
 /// ffmpeg's queue of input frames.
 pub const ENCODER_BYTES_PER_PIXEL: u64 = 170;
 
-/// Bytes per pixel for each of x264's threads (a frame in flight each).
-pub const ENCODER_BYTES_PER_PIXEL_PER_THREAD: u64 = 17;
+/// Bytes per pixel for each of x264's threads: little, since they share
+/// out the slices of one frame rather than hold a frame each.
+pub const ENCODER_BYTES_PER_PIXEL_PER_THREAD: u64 = 5;
 
 /// The memory an ffmpeg encoding `width`×`height` frames with `threads`
-/// x264 threads holds at its peak: 3–23% above its peak RSS measured from
+/// x264 threads holds at its peak: 3–36% above its peak RSS measured from
 /// 640×360 to 4K with 1 to 8 threads (see the README).
 pub fn encoder_bytes(width: u32, height: u32, threads: usize) -> u64 {
     let pixels = u64::from(width) * u64::from(height);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Does the video encoder make the same file from the same frames every
+# time, on a loaded machine? A resumed render's video is only the
+# uninterrupted one's, byte for byte, if it does. Encodes one clip of
+# moving 96x64 frames (the size of the resume test in tests/render.rs)
+# ROUNDS times on each of 8 parallel lanes, with x264's frame threads (its
+# default) and with the slice threads the coordinator uses (video.rs,
+# `output_args`), and counts the distinct files each gave: 1 is
+# deterministic. Three threads, as encoder_threads() gives on 2 cores.
+#
+#     bench/encoder_determinism.sh [ROUNDS]   # default 25: 200 encodes each
+#
+# Measured on the 2-core VM (2026-12-03, ffmpeg 5.1): frame threads 2 to 5
+# files unlike the rest in 200; slice threads 1 distinct file in 200.
+set -euo pipefail
+rounds=${1:-25}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The frames of the resume test's second segment (500 to 799): the camera
+# path alone, turning 3 degrees a frame (synthetic clips such as ffmpeg's
+# testsrc2 did not show the difference).
+cd "$(dirname "$0")/.."
+export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+target/release/dreamfarm render --input assets/astronaut.png --size 96x64 --frames 800 \
+  --zoom-factor 1 --rotate 3 --dry-run \
+  --output "$work/turn" >/dev/null 2>&1
+ffmpeg -v error -start_number 500 -i "$work/turn-preview/%06d.png" -frames:v 300 \
+  -f rawvideo -pix_fmt rgb24 "$work/clip.rgb"
+
+encode_all() {
+  local name=$1; shift
+  mkdir -p "$work/$name"
+  for lane in $(seq 1 8); do
+    (
+      for round in $(seq 1 "$rounds"); do
+        ffmpeg -y -loglevel error -f rawvideo -pix_fmt rgb24 -s 96x64 -framerate 24 \
+          -i "$work/clip.rgb" -c:v libx264 -pix_fmt yuv420p -crf 18 -threads 3 "$@" \
+          -movflags +faststart "$work/$name/$lane-$round.mp4"
+      done
+    ) &
+  done
+  wait
+  local distinct
+  distinct=$(for f in "$work/$name"/*.mp4; do md5sum <"$f"; done | sort | uniq -c | sort -rn)
+  printf '%s: %s distinct files in %s encodes\n%s\n' "$name" \
+    "$(wc -l <<<"$distinct")" "$((8 * rounds))" "$distinct"
+}
+
+encode_all "frame threads"
+encode_all "slice threads" -x264-params sliced-threads=1
