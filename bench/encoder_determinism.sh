@@ -10,8 +10,9 @@
 #
 #     bench/encoder_determinism.sh [ROUNDS]   # default 25: 200 encodes each
 #
-# Measured on the 2-core VM (2026-12-03, ffmpeg 5.1): frame threads 2 to 5
-# files unlike the rest in 200; slice threads 1 distinct file in 200.
+# Measured on the 2-core VM (2026-12-03, ffmpeg 5.1), ROUNDS 50: frame
+# threads 3 distinct files in 400 encodes (393, 5 and 2 of each); slice
+# threads 1 distinct file in 400.
 set -euo pipefail
 rounds=${1:-25}
 work=$(mktemp -d)
