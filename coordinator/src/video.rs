@@ -130,8 +130,8 @@ fn fresh_partial(file: &Path) -> PathBuf {
 /// The threads split each frame into slices rather than encode several
 /// frames at once (x264's default): frame threads wait on each other's
 /// rows, and on a loaded machine x264 then sometimes decides differently,
-/// so the same frames gave another file (2 to 5 in 200 encodes of one
-/// 96x64 clip, eight at a time on two cores; `bench/encoder_determinism.sh`)
+/// so the same frames gave another file (7 in 400 encodes of one 96x64
+/// clip, eight at a time on two cores; `bench/encoder_determinism.sh`)
 /// and a resumed render's video was not the uninterrupted one's. Slices
 /// gave the same file every time, and at 4K the same size and quality
 /// (0.5% smaller, 0.03 dB lower PSNR) in less time and memory.
