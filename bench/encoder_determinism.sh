@@ -2,19 +2,24 @@
 # Does the video encoder make the same file from the same frames every
 # time, on a loaded machine? A resumed render's video is only the
 # uninterrupted one's, byte for byte, if it does. Encodes one clip of
-# moving 96x64 frames (the size of the resume test in tests/render.rs)
+# moving SIZE frames (default 96x64, the size of the resume test in
+# tests/render.rs, where x264 cuts one slice a frame; 256x192 gives three)
 # ROUNDS times on each of 8 parallel lanes, with x264's frame threads (its
 # default) and with the slice threads the coordinator uses (video.rs,
 # `output_args`), and counts the distinct files each gave: 1 is
-# deterministic. Three threads, as encoder_threads() gives on 2 cores.
+# deterministic. Frame threads with three threads (x264's own count on
+# 2 cores), slice threads with video.rs's ENCODER_THREADS (8).
 #
-#     bench/encoder_determinism.sh [ROUNDS]   # default 25: 200 encodes each
+#     bench/encoder_determinism.sh [ROUNDS] [SIZE]   # default 25: 200 encodes each
 #
 # Measured on the 2-core VM (2026-12-03, ffmpeg 5.1), ROUNDS 50: frame
 # threads 3 distinct files in 400 encodes (393, 5 and 2 of each); slice
-# threads 1 distinct file in 400.
+# threads 1 distinct file in 400. At 256x192 with ROUNDS 25 (slice
+# threads with 8 threads, three slices a frame; frame threads with 3):
+# 1 distinct file in 200 for each.
 set -euo pipefail
 rounds=${1:-25}
+size=${2:-96x64}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -23,20 +28,20 @@ trap 'rm -rf "$work"' EXIT
 # testsrc2 did not show the difference).
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-target/release/dreamfarm render --input assets/astronaut.png --size 96x64 --frames 800 \
+target/release/dreamfarm render --input assets/astronaut.png --size "$size" --frames 800 \
   --zoom-factor 1 --rotate 3 --dry-run \
   --output "$work/turn" >/dev/null 2>&1
 ffmpeg -v error -start_number 500 -i "$work/turn-preview/%06d.png" -frames:v 300 \
   -f rawvideo -pix_fmt rgb24 "$work/clip.rgb"
 
 encode_all() {
-  local name=$1; shift
+  local name=$1 threads=$2; shift 2
   mkdir -p "$work/$name"
   for lane in $(seq 1 8); do
     (
       for round in $(seq 1 "$rounds"); do
-        ffmpeg -y -loglevel error -f rawvideo -pix_fmt rgb24 -s 96x64 -framerate 24 \
-          -i "$work/clip.rgb" -c:v libx264 -pix_fmt yuv420p -crf 18 -threads 3 "$@" \
+        ffmpeg -y -loglevel error -f rawvideo -pix_fmt rgb24 -s "$size" -framerate 24 \
+          -i "$work/clip.rgb" -c:v libx264 -pix_fmt yuv420p -crf 18 -threads "$threads" "$@" \
           -movflags +faststart "$work/$name/$lane-$round.mp4"
       done
     ) &
@@ -48,5 +53,5 @@ encode_all() {
     "$(wc -l <<<"$distinct")" "$((8 * rounds))" "$distinct"
 }
 
-encode_all "frame threads"
-encode_all "slice threads" -x264-params sliced-threads=1
+encode_all "frame threads" 3
+encode_all "slice threads" 8 -x264-params sliced-threads=1

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dreamfarm_tests::seams::{SEAM_TILE, SeamMeasures, inner_boundaries, tiled_change};
 use dreamfarm_tests::small_disk::SmallDisk;
 use dreamfarm_tests::{
-    Rgb, SMALL_MEMORY, dreamfarm, file_mode, frame_bytes, frames, limit_memory, one_tile_dream,
-    plain_file_mode, repo, run, run_ok, videos,
+    Rgb, SMALL_MEMORY, dreamfarm, file_mode, frame_bytes, frames, limit_memory, limit_to_one_core,
+    one_tile_dream, plain_file_mode, repo, run, run_ok, videos,
 };
 
 /// A small, quick render: several tiles per octave, two octaves, a camera
@@ -528,34 +528,37 @@ fn a_damaged_finished_frame_fails_the_resumed_render_after_its_new_frames_and_ma
     assert_eq!(videos(&out), three_frames);
 }
 
+/// A render of the camera path alone (`--dry-run`: frames as fast as the
+/// host makes them) into `out`, turning 3 degrees a frame without
+/// zooming, so that every frame differs from the one before (the default
+/// zoom blows a small image up into one flat colour within a few hundred
+/// frames, and a frame fed twice or skipped would not show).
+fn turning_camera(out: &Path, size: &str, frames: u32) -> Command {
+    dreamfarm(&[
+        "render",
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        size,
+        "--frames",
+        &frames.to_string(),
+        "--fps",
+        "24",
+        "--zoom-factor",
+        "1",
+        "--rotate",
+        "3",
+        "--dry-run",
+        "--output",
+        path_str(out),
+    ])
+}
+
 #[test]
 fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The camera path alone (--dry-run): frames as fast as the host makes
-    // them, so that a render passes a 500-frame segment in seconds. The
-    // camera turns without zooming, so every frame differs from the one
-    // before (the default zoom blows a 96x64 image up into one flat
-    // colour by frame 300, and a frame fed twice or skipped would not show).
-    let render = |name: &str, frames: u32| {
-        dreamfarm(&[
-            "render",
-            "--input",
-            "assets/astronaut.png",
-            "--size",
-            "96x64",
-            "--frames",
-            &frames.to_string(),
-            "--fps",
-            "24",
-            "--zoom-factor",
-            "1",
-            "--rotate",
-            "3",
-            "--dry-run",
-            "--output",
-            path_str(&dir.path().join(name)),
-        ])
-    };
+    // The camera path alone passes a 500-frame segment in seconds.
+    let render = |name: &str, frames: u32| turning_camera(&dir.path().join(name), "96x64", frames);
     let video = |name: &str| {
         dir.path()
             .join(format!("{name}-preview/{name}-preview.mp4"))
@@ -615,6 +618,37 @@ fn a_resumed_or_longer_render_reencodes_only_the_video_segment_it_stopped_in() {
         // and every partial file go.
         assert_eq!(hidden_files(&killed), std::slice::from_ref(&first_segment));
     }
+}
+
+#[test]
+fn the_video_is_the_same_file_whatever_cores_the_machine_has() {
+    // A render resumed elsewhere (a pod rescheduled onto another node, a
+    // laptop continuing a server's render) re-encodes its last segment
+    // there; it joins the earlier ones byte for byte only if the encoder
+    // makes the same file on any machine. 256x192 is tall enough for x264
+    // to cut each frame into several slices, which is what a thread count
+    // taken from the cores changed.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let render = |name: &str| turning_camera(&dir.path().join(name), "256x192", 24);
+    let video = |name: &str| {
+        dir.path()
+            .join(format!("{name}-preview/{name}-preview.mp4"))
+    };
+    run_ok(render("all-cores"));
+    let mut one_core = render("one-core");
+    limit_to_one_core(&mut one_core);
+    run_ok(one_core);
+    assert_eq!(
+        frame_bytes(&dir.path().join("all-cores-preview")),
+        frame_bytes(&dir.path().join("one-core-preview")),
+        "the frames"
+    );
+    assert!(
+        std::fs::read(video("all-cores")).expect("a video")
+            == std::fs::read(video("one-core")).expect("a video"),
+        "one core encoded another video from the same frames; {}",
+        decoded_difference(&video("all-cores"), &video("one-core"))
+    );
 }
 
 #[test]

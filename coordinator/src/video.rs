@@ -10,7 +10,6 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, Write};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -53,19 +52,15 @@ pub enum VideoEncoding {
     AfterLastFrame,
 }
 
-/// Most threads x264 is given: eight encode a 4K video faster than a farm
-/// dreams it.
-const MAX_ENCODER_THREADS: usize = 8;
-
-/// Threads x264 encodes with: its own default of 1.5 a core, but counted
-/// from the cores this process may use (a container's CPU limit included,
-/// which x264's count ignores) and at most `MAX_ENCODER_THREADS`. Set
-/// rather than left to x264 because the coordinator's memory budget
-/// charges the encoder by its threads.
-pub fn encoder_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    (cores * 3 / 2).clamp(1, MAX_ENCODER_THREADS)
-}
+/// Threads x264 encodes with, whatever the machine: they share out the
+/// slices of each frame (see [`output_args`]), one slice a thread, so the
+/// count is part of the video's bytes. A fixed count makes a render
+/// resumed on a machine with other cores (a rescheduled pod, a laptop
+/// continuing a server's render) end with the uninterrupted video, byte
+/// for byte. Eight encode a 4K video faster than a farm dreams it; on
+/// fewer cores the extra threads cost little time and almost no memory
+/// (see the README).
+pub const ENCODER_THREADS: usize = 8;
 
 /// Frames in each segment of a video (the last may hold fewer): what a
 /// resumed render re-encodes at most. Each segment starts with a key
@@ -124,7 +119,7 @@ fn fresh_partial(file: &Path) -> PathBuf {
 }
 
 /// ffmpeg's arguments after its input's: H.264 in yuv420p at `settings`'
-/// quality with [`encoder_threads`] into `partial`, odd sides padded by
+/// quality with [`ENCODER_THREADS`] into `partial`, odd sides padded by
 /// one pixel (yuv420p needs even sides).
 ///
 /// The threads split each frame into slices rather than encode several
@@ -141,7 +136,7 @@ fn output_args(settings: &VideoSettings, partial: &Path) -> Vec<OsString> {
         .into();
     args.push(settings.crf.to_string().into());
     args.push("-threads".into());
-    args.push(encoder_threads().to_string().into());
+    args.push(ENCODER_THREADS.to_string().into());
     args.extend(["-x264-params", "sliced-threads=1"].map(OsString::from));
     args.extend(
         [
@@ -639,7 +634,7 @@ mod tests {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM");
         stream.finish().expect("the video");
-        let charged = crate::cluster::memory_budget::encoder_bytes(w, h, encoder_threads()) as f64;
+        let charged = crate::cluster::memory_budget::encoder_bytes(w, h, ENCODER_THREADS) as f64;
         let peak = (peak_kib * 1024) as f64;
         assert!(
             peak < charged && peak > charged / 2.0,

@@ -131,6 +131,24 @@ pub fn limit_memory(command: &mut Command, bytes: u64) {
     }
 }
 
+/// Runs `command`'s process on the first CPU only, as on a machine with
+/// one core: what it counts from `available_parallelism` counts one.
+pub fn limit_to_one_core(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sched_setaffinity is a system call on a set built before the
+    // fork, and it is all the child does between fork and exec.
+    unsafe {
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut one);
+        command.pre_exec(move || {
+            match libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+}
+
 /// Runs `c` to the end: its status, stdout and stderr.
 pub fn run(mut c: Command) -> (Output, String, String) {
     let out = c.output().expect("dreamfarm runs");

@@ -4,7 +4,7 @@
 //! an estimate from its frame size, and a job that does not fit waits in
 //! the queue instead of running the coordinator out of memory.
 
-use crate::video::encoder_threads;
+use crate::video::ENCODER_THREADS;
 
 /// Bytes charged per pixel of a running job's frame: about fifteen
 /// frame-sized f32 RGB buffers (12 bytes a pixel each) at the frame loop's
@@ -59,7 +59,7 @@ pub fn job_bytes(width: u32, height: u32, cadence: u32) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
     let waiting = u64::from(cadence.max(1) - 1);
     let frames = (BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting) * pixels + BYTES_PER_JOB;
-    frames + encoder_bytes(width, height, encoder_threads())
+    frames + encoder_bytes(width, height, ENCODER_THREADS)
 }
 
 /// `bytes` for people: "1.5 GiB".
