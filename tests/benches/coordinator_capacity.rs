@@ -77,6 +77,7 @@ fn measure(
     // Warm up: every job under way.
     let warm = Instant::now();
     while coordinator.metric("dreamfarm_tiles_completed_total") < 2.0 * jobs as f64 {
+        pool.assert_working();
         assert!(
             warm.elapsed() < Duration::from_secs(300),
             "no progress: {}",

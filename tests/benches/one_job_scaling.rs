@@ -63,9 +63,16 @@ struct Point {
 }
 
 /// Waits until `dir` holds `frames` frames.
-fn wait_frames(coordinator: &Coordinator, dir: &Path, frames: usize, limit: Duration) {
+fn wait_frames(
+    coordinator: &Coordinator,
+    pool: &SyntheticPool,
+    dir: &Path,
+    frames: usize,
+    limit: Duration,
+) {
     let start = Instant::now();
     while frames_written(dir) < frames {
+        pool.assert_working();
         assert!(
             start.elapsed() < limit,
             "frame {frames} did not come within {limit:?}: {}",
@@ -90,7 +97,7 @@ fn measure(
     let id = coordinator.submit(&endless_job(size, "scaling", job_args));
     let dir = coordinator.frames_dir(&id);
     let limit = Duration::from_secs(1800);
-    wait_frames(&coordinator, &dir, 1, limit);
+    wait_frames(&coordinator, &pool, &dir, 1, limit);
     let sample = || Sample {
         at: Instant::now(),
         cpu: coordinator.cpu_seconds(),
@@ -100,7 +107,7 @@ fn measure(
         leases: coordinator.metric("dreamfarm_leases_completed_total"),
     };
     let first = sample();
-    wait_frames(&coordinator, &dir, 1 + frames, limit);
+    wait_frames(&coordinator, &pool, &dir, 1 + frames, limit);
     let last = sample();
     drop(pool);
     let seconds = last.at.duration_since(first.at).as_secs_f64();

@@ -4,8 +4,8 @@
 //! coordinator without GPUs.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dreamfarm_proto::auth::AttachToken;
@@ -145,8 +145,12 @@ struct Arriving {
 /// A pool of synthetic workers on a tokio runtime; they leave when it is
 /// dropped.
 pub struct SyntheticPool {
-    tasks: Vec<tokio::task::JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     done: Arc<AtomicU64>,
+    /// The first error a worker stopped with, so that a bench whose workers
+    /// were refused (a coordinator of another protocol version, a wrong
+    /// token) says so instead of waiting for frames that never come.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl SyntheticPool {
@@ -159,15 +163,39 @@ impl SyntheticPool {
         delay: Duration,
     ) -> Self {
         let done = Arc::new(AtomicU64::new(0));
+        let failure = Arc::new(Mutex::new(None));
         let tasks = (0..workers)
-            .map(|_| runtime.spawn(synthetic_worker(url.to_string(), delay, done.clone())))
+            .map(|_| {
+                let (url, done, failure) = (url.to_string(), done.clone(), failure.clone());
+                runtime.spawn(async move {
+                    if let Err(e) = synthetic_worker(url, delay, done).await {
+                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(e.to_string());
+                    }
+                })
+            })
             .collect();
-        Self { tasks, done }
+        Self {
+            tasks,
+            done,
+            failure,
+        }
     }
 
     /// Tiles the pool has returned so far.
     pub fn tiles_done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
+    }
+
+    /// Panics with the first error a worker stopped with, if one has.
+    pub fn assert_working(&self) {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = failure.as_ref() {
+            panic!(
+                "a synthetic worker stopped: {e} (to measure another commit's coordinator, run \
+                 the bench from that commit's tree)"
+            );
+        }
     }
 }
 
