@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dreamfarm_proto::auth::AttachToken;
@@ -150,7 +150,7 @@ pub struct SyntheticPool {
     /// The first error a worker stopped with, so that a bench whose workers
     /// were refused (a coordinator of another protocol version, a wrong
     /// token) says so instead of waiting for frames that never come.
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<OnceLock<String>>,
 }
 
 impl SyntheticPool {
@@ -163,14 +163,14 @@ impl SyntheticPool {
         delay: Duration,
     ) -> Self {
         let done = Arc::new(AtomicU64::new(0));
-        let failure = Arc::new(Mutex::new(None));
+        let failure = Arc::new(OnceLock::new());
         let tasks = (0..workers)
             .map(|_| {
                 let (url, done, failure) = (url.to_string(), done.clone(), failure.clone());
                 runtime.spawn(async move {
                     if let Err(e) = synthetic_worker(url, delay, done).await {
-                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
-                        first.get_or_insert(e.to_string());
+                        // A later worker's error is dropped: the first says why.
+                        let _ = failure.set(e.to_string());
                     }
                 })
             })
@@ -189,8 +189,7 @@ impl SyntheticPool {
 
     /// Panics with the first error a worker stopped with, if one has.
     pub fn assert_working(&self) {
-        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = failure.as_ref() {
+        if let Some(e) = self.failure.get() {
             panic!(
                 "a synthetic worker stopped: {e} (to measure another commit's coordinator, run \
                  the bench from that commit's tree)"
