@@ -1,0 +1,88 @@
+//! The octave pyramid's resizes, the largest share of the frame loop's
+//! host work: one frame's worth at 4K, on the coordinator's own code.
+//!
+//!     cargo bench -p dreamfarm-tests --bench host_resize
+//!
+//! Each round resizes a noise frame down to every smaller octave (the
+//! octaves' bases) and each octave up to the next (the details carried
+//! between them), with the default recipe's 4 octaves of scale 1.4, and
+//! prints the median seconds per round over the rounds with a digest of
+//! every sample made: a change to the resize code should keep the digest
+//! (frames must not change) and lower the time. Environment: BENCH_SIZE
+//! (default 3840x2160), BENCH_ROUNDS (default 15); DREAMFARM_HOST_THREADS
+//! sets the threads (default: every core).
+
+use std::time::Instant;
+
+use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
+use dreamfarm_tests::{env_or, median};
+
+/// Octaves of the default recipe and the scale between them.
+const OCTAVES: i32 = 4;
+const OCTAVE_SCALE: f64 = 1.4;
+
+/// A `width`×`height` frame of reproducible noise in `0..1`.
+fn noise(width: usize, height: usize) -> Planar {
+    let mut state = 0x2545_f491_u32;
+    let data = (0..3 * width * height)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32
+        })
+        .collect();
+    Planar {
+        width,
+        height,
+        data,
+    }
+}
+
+/// FNV-1a over the bits of `samples`, folded into `digest`.
+fn fold_digest(digest: u64, samples: &[f32]) -> u64 {
+    samples.iter().fold(digest, |d, v| {
+        (d ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn main() {
+    let size: String = env_or("BENCH_SIZE", "3840x2160".into());
+    let rounds: usize = env_or("BENCH_ROUNDS", 15);
+    let (width, height) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .expect("BENCH_SIZE is WIDTHxHEIGHT, e.g. 3840x2160");
+    let frame = noise(width, height);
+    // Smallest octave first, as the frame loop dreams them.
+    let sizes: Vec<(usize, usize)> = (0..OCTAVES)
+        .rev()
+        .map(|k| {
+            let s = OCTAVE_SCALE.powi(k);
+            (
+                (width as f64 / s).round() as usize,
+                (height as f64 / s).round() as usize,
+            )
+        })
+        .collect();
+    let mut spare = SpareImages::default();
+    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+    let mut seconds = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut made = Vec::new();
+        for pair in sizes.windows(2) {
+            let ((w0, h0), (w1, h1)) = (pair[0], pair[1]);
+            let base = resize_with(&frame, w0, h0, &mut spare);
+            made.push(resize_with(&base, w1, h1, &mut spare));
+            made.push(base);
+        }
+        seconds.push(started.elapsed().as_secs_f64());
+        for mut image in made {
+            digest = fold_digest(digest, &image.data);
+            spare.keep(&mut image);
+        }
+    }
+    println!(
+        "{width}x{height}, {OCTAVES} octaves of {OCTAVE_SCALE}: {:.4} s per frame's resizes (median of {rounds}), digest {digest:016x}",
+        median(seconds)
+    );
+}
