@@ -94,6 +94,8 @@ fn measure(
     let (first, done_before) = (sample(&coordinator), pool.tiles_done());
     std::thread::sleep(window);
     let (last, done_after) = (sample(&coordinator), pool.tiles_done());
+    // A worker that stopped in the window would leave it short of workers.
+    pool.assert_working();
     let peak_rss_gib = coordinator.peak_rss_gib();
     for id in &ids {
         let _ = run(coordinator.client("cancel", &[id]));
