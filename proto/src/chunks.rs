@@ -4,9 +4,12 @@
 use crate::{CHUNK_BYTES, WireError};
 
 /// `bytes` cut into pieces of at most [`CHUNK_BYTES`] (none for an empty
-/// payload).
-pub fn split(bytes: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    bytes.chunks(CHUNK_BYTES).map(<[u8]>::to_vec)
+/// payload), each made as it is taken: a payload streamed through this is
+/// held once, not a second time in pieces.
+pub fn split(bytes: Vec<u8>) -> impl Iterator<Item = Vec<u8>> {
+    (0..bytes.len())
+        .step_by(CHUNK_BYTES)
+        .map(move |at| bytes[at..bytes.len().min(at + CHUNK_BYTES)].to_vec())
 }
 
 /// Collects the pieces of one payload of a known length.
@@ -65,7 +68,7 @@ mod tests {
     #[test]
     fn split_and_reassemble() {
         let data: Vec<u8> = (0..(2 * CHUNK_BYTES + 5)).map(|i| i as u8).collect();
-        let pieces: Vec<_> = split(&data).collect();
+        let pieces: Vec<_> = split(data.clone()).collect();
         assert_eq!(pieces.len(), 3);
         let mut a = Assembler::new(data.len() as u64);
         for p in &pieces {

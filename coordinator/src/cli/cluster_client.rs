@@ -213,7 +213,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let job_toml = toml::to_string(&spec).context("cannot encode the job")?;
     block_on(async move {
         let mut client = args.client.client().await?;
-        let mut messages = vec![SubmitRequest {
+        let start = SubmitRequest {
             body: Some(Body::Start(SubmitStart {
                 job_toml,
                 name,
@@ -223,11 +223,16 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 color_reference_bytes: color_reference.len() as u64,
                 weights_bytes: weights.len() as u64,
             })),
-        }];
-        let upload = [input, guide, color_reference, weights].concat();
-        messages.extend(split(&upload).map(|c| SubmitRequest {
-            body: Some(Body::InputChunk(c)),
-        }));
+        };
+        // The files follow one another in the order the sizes name them,
+        // cut into pieces as the upload takes them.
+        let pieces = [input, guide, color_reference, weights]
+            .into_iter()
+            .flat_map(split)
+            .map(|c| SubmitRequest {
+                body: Some(Body::InputChunk(c)),
+            });
+        let messages = std::iter::once(start).chain(pieces);
         let reply = args
             .client
             .call(client.submit(tokio_stream::iter(messages)))
