@@ -5,7 +5,7 @@
 //!
 //! Each round resizes a noise frame down to every smaller octave (the
 //! octaves' bases) and each octave up to the next (the details carried
-//! between them), with the default recipe's 4 octaves of scale 1.4, and
+//! between them), with the default recipe's octaves and scale, and
 //! prints the median seconds per round over the rounds with a digest of
 //! every sample made: a change to the resize code should keep the digest
 //! (frames must not change) and lower the time. Environment: BENCH_SIZE
@@ -14,12 +14,9 @@
 
 use std::time::Instant;
 
+use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
 use dreamfarm_tests::{env_or, median};
-
-/// Octaves of the default recipe and the scale between them.
-const OCTAVES: i32 = 4;
-const OCTAVE_SCALE: f64 = 1.4;
 
 /// A `width`×`height` frame of reproducible noise in `0..1`.
 fn noise(width: usize, height: usize) -> Planar {
@@ -52,11 +49,13 @@ fn main() {
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .expect("BENCH_SIZE is WIDTHxHEIGHT, e.g. 3840x2160");
     let frame = noise(width, height);
-    // Smallest octave first, as the frame loop dreams them.
-    let sizes: Vec<(usize, usize)> = (0..OCTAVES)
+    // Smallest octave first, as the frame loop dreams them (its
+    // `octave_sizes`, which lives in the coordinator this crate only runs).
+    let recipe = DreamSettings::default();
+    let sizes: Vec<(usize, usize)> = (0..recipe.octaves as i32)
         .rev()
         .map(|k| {
-            let s = OCTAVE_SCALE.powi(k);
+            let s = recipe.octave_scale.powi(k);
             (
                 (width as f64 / s).round() as usize,
                 (height as f64 / s).round() as usize,
@@ -82,7 +81,9 @@ fn main() {
         }
     }
     println!(
-        "{width}x{height}, {OCTAVES} octaves of {OCTAVE_SCALE}: {:.4} s per frame's resizes (median of {rounds}), digest {digest:016x}",
+        "{width}x{height}, {} octaves of {}: {:.4} s per frame's resizes (median of {rounds}), digest {digest:016x}",
+        recipe.octaves,
+        recipe.octave_scale,
         median(seconds)
     );
 }
