@@ -112,12 +112,28 @@ fn run_to_failure(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, Stri
 /// Waits up to `limit` for `child` to exit: its status, or `None` if it
 /// is still running.
 fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
+    exit_while_moving(child, limit, || 0)
+}
+
+/// Waits for `child` to exit as long as `progress` keeps changing: its
+/// status, or `None` once `stall` passes with no change. A loaded machine
+/// (CI runs the tests side by side on two cores) slows a render down
+/// without stopping it; a hang still fails after `stall`.
+fn exit_while_moving(
+    child: &mut Child,
+    stall: Duration,
+    mut progress: impl FnMut() -> u64,
+) -> Option<std::process::ExitStatus> {
+    let mut seen = progress();
+    let mut since = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait for a child process") {
             return Some(status);
         }
-        if start.elapsed() > limit {
+        let now = progress();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        } else if since.elapsed() > stall {
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -391,21 +407,25 @@ impl Coordinator {
         format!("{stdout}{stderr}")
     }
 
-    /// Waits until the job is done (panics if it fails or takes too long),
-    /// through one `dreamfarm watch` process: polling with `dreamfarm
-    /// status` would start a process (which loads libtorch) every time and
-    /// take CPU from the workers being measured.
-    pub fn wait_done(&self, job: &str, limit: Duration) {
+    /// Waits until the job is done (panics if it fails, or if `stall`
+    /// passes without a frame finishing), through one `dreamfarm watch`
+    /// process: polling with `dreamfarm status` would start a process
+    /// (which loads libtorch) every time and take CPU from the workers
+    /// being measured. Watch prints a line as each frame ends, so its
+    /// output growing is the job moving.
+    pub fn wait_done(&self, job: &str, stall: Duration) {
         let log = self.dir.path().join(format!("watch-{job}.log"));
+        let lines = self.dir.path().join(format!("watch-{job}.out"));
         let mut watch = self
             .client("watch", &[job])
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&lines).expect("watch output"))
             .stderr(std::fs::File::create(&log).expect("watch log"))
             .spawn()
             .expect("dreamfarm watch starts");
-        let Some(status) = exit_within(&mut watch, limit) else {
+        let moved = || std::fs::metadata(&lines).map_or(0, |m| m.len());
+        let Some(status) = exit_while_moving(&mut watch, stall, moved) else {
             let _ = watch.kill();
-            panic!("job not done after {limit:?}: {}", self.status(job));
+            panic!("job made no progress for {stall:?}: {}", self.status(job));
         };
         assert!(
             status.success(),
