@@ -350,6 +350,29 @@ impl DreamSettings {
             .unwrap_or(smallest)
     }
 
+    /// Sizes of the octaves of a `width`×`height` frame, smallest first,
+    /// the last being the frame itself. Octaves smaller than `min_side` on
+    /// either side are dropped: the network cannot see them. One
+    /// definition for the frame loop and the benches that replay it.
+    pub fn octave_sizes(
+        &self,
+        width: usize,
+        height: usize,
+        min_side: usize,
+    ) -> Vec<(usize, usize)> {
+        (0..self.octaves)
+            .rev()
+            .map(|o| {
+                let f = self.octave_scale.powi(o as i32);
+                (
+                    ((width as f64) / f).round() as usize,
+                    ((height as f64) / f).round() as usize,
+                )
+            })
+            .filter(|&(w, h)| w.min(h) >= min_side || (w, h) == (width, height))
+            .collect()
+    }
+
     /// The model this job dreams with.
     pub fn model_spec(&self) -> Result<ModelSpec, ParamError> {
         Ok(self.model.parse()?)
@@ -842,6 +865,24 @@ mod tests {
 
     /// A model whose weights cannot be fetched is refused without a weight
     /// file before any render, submission or worker gets to it.
+    #[test]
+    fn octaves_end_at_the_frame_and_skip_what_the_net_cannot_see() {
+        let s = DreamSettings {
+            octaves: 4,
+            octave_scale: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.octave_sizes(800, 400, 75),
+            vec![(200, 100), (400, 200), (800, 400)]
+        );
+        let s = DreamSettings {
+            octaves: 1,
+            ..Default::default()
+        };
+        assert_eq!(s.octave_sizes(64, 64, 75), vec![(64, 64)]);
+    }
+
     #[test]
     fn googlenet_needs_a_weight_file() {
         let mut spec = JobSpec::new("in.png".into(), 3);

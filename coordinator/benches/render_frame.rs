@@ -23,7 +23,7 @@ use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::tiling::TileGrid;
-use dreamfarm_coordinator::frame_loop::{FramePlan, geometry, octave_sizes};
+use dreamfarm_coordinator::frame_loop::{FramePlan, geometry};
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render};
@@ -48,7 +48,7 @@ fn window_shapes(
 ) -> BTreeMap<(i64, i64), u32> {
     let mut shapes = BTreeMap::new();
     let jitter = 2 * plan.jitter as usize;
-    for (w, h) in octave_sizes(width, height, &spec.dream, min_side) {
+    for (w, h) in spec.dream.octave_sizes(width, height, min_side) {
         for tile in TileGrid::new(w, h, geometry(&spec.dream, plan.jitter, w, h)).tiles() {
             let shape = (
                 (tile.input.height - jitter) as i64,

@@ -13,28 +13,6 @@ use dreamfarm_common::tiling::TileGeometry;
 use crate::octave_rows::FrameRows;
 use crate::tile_executor::{TileError, TileExecutor};
 
-/// Sizes of the octaves of a `width`×`height` frame, smallest first, the
-/// last being the frame itself. Octaves smaller than `min_side` on either
-/// side are dropped: the network cannot see them.
-pub fn octave_sizes(
-    width: usize,
-    height: usize,
-    settings: &DreamSettings,
-    min_side: usize,
-) -> Vec<(usize, usize)> {
-    (0..settings.octaves)
-        .rev()
-        .map(|o| {
-            let f = settings.octave_scale.powi(o as i32);
-            (
-                ((width as f64) / f).round() as usize,
-                ((height as f64) / f).round() as usize,
-            )
-        })
-        .filter(|&(w, h)| w.min(h) >= min_side || (w, h) == (width, height))
-        .collect()
-}
-
 /// The tile geometry of a job on a `width`×`height` octave of a frame
 /// whose jitter is `jitter`.
 pub fn geometry(
@@ -102,7 +80,7 @@ pub fn dream_frame(
         // Every layer weighted 0 on this frame: nothing to dream.
         return Ok(input.clone());
     }
-    let sizes = octave_sizes(input.width, input.height, settings, min_side);
+    let sizes = settings.octave_sizes(input.width, input.height, min_side);
     let mut rows = FrameRows::new(settings, plan, input, &sizes, spare);
     loop {
         let ready = rows.advance();
@@ -142,24 +120,6 @@ mod tests {
 
     use super::*;
     use crate::tile_executor::{InOrder, TileKey};
-
-    #[test]
-    fn octaves_end_at_the_frame_and_skip_what_the_net_cannot_see() {
-        let s = DreamSettings {
-            octaves: 4,
-            octave_scale: 2.0,
-            ..Default::default()
-        };
-        assert_eq!(
-            octave_sizes(800, 400, &s, 75),
-            vec![(200, 100), (400, 200), (800, 400)]
-        );
-        let s = DreamSettings {
-            octaves: 1,
-            ..Default::default()
-        };
-        assert_eq!(octave_sizes(64, 64, &s, 75), vec![(64, 64)]);
-    }
 
     /// Returns changes full of `value`.
     struct Constant(f32, InOrder);

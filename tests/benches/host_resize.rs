@@ -49,19 +49,10 @@ fn main() {
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .expect("BENCH_SIZE is WIDTHxHEIGHT, e.g. 3840x2160");
     let frame = noise(width, height);
-    // Smallest octave first, as the frame loop dreams them (its
-    // `octave_sizes`, which lives in the coordinator this crate only runs).
+    // Smallest octave first, as the frame loop dreams them (a 4K frame's
+    // octaves are all large enough for the network).
     let recipe = DreamSettings::default();
-    let sizes: Vec<(usize, usize)> = (0..recipe.octaves as i32)
-        .rev()
-        .map(|k| {
-            let s = recipe.octave_scale.powi(k);
-            (
-                (width as f64 / s).round() as usize,
-                (height as f64 / s).round() as usize,
-            )
-        })
-        .collect();
+    let sizes = recipe.octave_sizes(width, height, 0);
     let mut spare = SpareImages::default();
     let mut digest = 0xcbf2_9ce4_8422_2325_u64;
     let mut seconds = Vec::with_capacity(rounds);
