@@ -47,6 +47,9 @@ const REFERENCE_FRAMES: u32 = 20;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
+/// Finished jobs the jobs page shows, the newest.
+const PAGE_FINISHED_JOBS: usize = 100;
+
 /// The job's frames rendered by `dreamfarm render` on this machine.
 fn reference() -> &'static [Vec<u8>] {
     static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
@@ -620,6 +623,76 @@ fn a_long_renders_event_log_is_listed_whole_and_its_page_stays_small() {
     assert!(page.contains(&format!("The latest 500 of {total} events.")));
     assert!(page.contains(&format!("dreamfarm events {id}")));
     assert!(page.contains(&last));
+}
+
+/// A farm's long history: `dreamfarm status` lists every job (it was one
+/// reply, refused past 4 MiB: these 100 001 are 5.1 MB), `status JOB` asks for
+/// that job alone (it listed them all to pick one), and the jobs page
+/// shows every unfinished job and the newest finished ones, not
+/// megabytes of rows.
+#[test]
+fn a_long_history_of_jobs_is_listed_whole_and_its_page_stays_small() {
+    let mut c = Coordinator::start();
+    let _worker = c.worker("w");
+    let id = submit(&c, "newest", 1, &[]);
+    c.wait_done(&id, LIMIT);
+    c.kill();
+    let added: u32 = 100_000;
+    {
+        let db = rusqlite::Connection::open(c.data().join("jobs.sqlite")).expect("open");
+        // Copies of the job, submitted before it, one a second.
+        db.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO jobs SELECT printf('astronaut-zoom-4k-take-%06d', i), 'old', spec, state, priority,
+                 submitted_ms - 1000 * i, updated_ms, frames_done, reason
+             FROM jobs, n WHERE id = ?2",
+            rusqlite::params![added, id],
+        )
+        .expect("insert");
+    }
+    let t = Instant::now();
+    c.restart();
+    eprintln!("restarted in {:?}", t.elapsed());
+
+    let started = Instant::now();
+    let (out, listed, stderr) = run(c.client("status", &[]));
+    eprintln!(
+        "listed {} jobs in {:?}",
+        listed.lines().count(),
+        started.elapsed()
+    );
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), added as usize + 1);
+    assert!(lines[0].starts_with(&id), "newest first: {}", lines[0]);
+    assert!(lines[lines.len() - 1].starts_with(&format!("astronaut-zoom-4k-take-{added:06}")));
+    let one = c.status("astronaut-zoom-4k-take-000042");
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(
+        one.starts_with("astronaut-zoom-4k-take-000042") && one.contains("done"),
+        "{one}"
+    );
+
+    let auth = format!("Bearer {}", dreamfarm_tests::cluster::TOKEN);
+    let get = |path: &str| {
+        dreamfarm_tests::http::get(&c.metrics, path, &[("Authorization", auth.as_str())]).text()
+    };
+    let t = Instant::now();
+    let page = get("/");
+    eprintln!("page in {:?}", t.elapsed());
+    assert!(page.len() < 200_000, "the page is {} bytes", page.len());
+    assert!(
+        page.contains(&format!("/jobs/{id}")),
+        "the newest job is shown"
+    );
+    let hidden = added as usize + 1 - PAGE_FINISHED_JOBS;
+    assert!(
+        page.contains(&format!("{hidden} older finished jobs")),
+        "{}",
+        &page[page.len() - 2000..]
+    );
+    let live = get("/jobs.json");
+    assert!(live.len() < 200_000, "jobs.json is {} bytes", live.len());
 }
 
 #[test]

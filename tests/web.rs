@@ -125,6 +125,16 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         "a cluster behind a token links its workers and offers to log out"
     );
     browser.screenshot(&repo().join("docs/web-jobs.png"));
+    // A job submitted while the index is open is drawn on it.
+    let second = submit(&c, "second-take", 1);
+    browser.wait_for(
+        "the row of a job submitted after the page was drawn",
+        &format!(
+            "!!document.querySelector('tr[data-job=' + {} + ']')",
+            js(&js(&second))
+        ),
+        LIMIT,
+    );
 
     // The job's page: the latest frame large, the scrubber, then pause.
     browser.click(&format!("tr[data-job={}] a.name", js(&id)));

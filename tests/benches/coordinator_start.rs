@@ -69,8 +69,16 @@ fn main() {
                 .await
                 .expect("submit");
         }
-        let listed = client.list(ListRequest {}).await.expect("list");
-        assert_eq!(listed.into_inner().jobs.len(), jobs);
+        let mut replies = client
+            .list(ListRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        let mut listed = 0;
+        while let Some(reply) = replies.message().await.expect("a list reply") {
+            listed += reply.jobs.len();
+        }
+        assert_eq!(listed, jobs);
     });
     eprintln!(
         "store filled with {jobs} jobs in {:.1} s",

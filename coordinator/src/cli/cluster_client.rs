@@ -303,24 +303,27 @@ fn status_line(s: &JobStatus) -> String {
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     block_on(async move {
         let mut client = args.client.client().await?;
-        let jobs = args
-            .client
-            .call(client.list(ListRequest {}))
-            .await?
-            .into_inner()
-            .jobs;
-        let shown: Vec<&JobStatus> = jobs
-            .iter()
-            .filter(|j| args.job.as_ref().is_none_or(|id| &j.job_id == id))
-            .collect();
-        if let (Some(id), true) = (&args.job, shown.is_empty()) {
-            bail!("no job {id:?} on this coordinator");
+        let request = ListRequest {
+            job_id: args.job.clone().unwrap_or_default(),
+        };
+        let mut replies = args.client.call(client.list(request)).await?.into_inner();
+        let mut out = std::io::stdout().lock();
+        let mut shown = 0;
+        while let Some(reply) = args.client.call(replies.message()).await? {
+            // A coordinator before the filter lists every job.
+            let wanted = |j: &&JobStatus| args.job.as_ref().is_none_or(|id| &j.job_id == id);
+            for j in reply.jobs.iter().filter(wanted) {
+                shown += 1;
+                // A reader that stops early (`| head`) ends it quietly.
+                if writeln!(out, "{}", status_line(j)).is_err() {
+                    return Ok(());
+                }
+            }
         }
-        if shown.is_empty() {
-            println!("no jobs");
-        }
-        for j in shown {
-            println!("{}", status_line(j));
+        match (&args.job, shown) {
+            (Some(id), 0) => bail!("no job {id:?} on this coordinator"),
+            (None, 0) => println!("no jobs"),
+            _ => {}
         }
         Ok(())
     })

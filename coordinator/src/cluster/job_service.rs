@@ -28,10 +28,38 @@ use super::job_prepare::Submission;
 use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES};
 use crate::store::JobState;
 
-/// Bytes of events per reply of `Events`, well within the protocol's
-/// message size (one longer event goes alone, and is refused by no peer
-/// unless it is longer than the message size itself).
-const EVENTS_REPLY_BYTES: usize = CHUNK_BYTES;
+/// Bytes of items per reply of a listing (`List`, `Events`), well within
+/// the protocol's message size (one longer item goes alone, and is refused
+/// by no peer unless it is longer than the message size itself).
+const REPLY_BYTES: usize = CHUNK_BYTES;
+
+/// A listing's replies, made up front.
+type ReplyStream<R> = tokio_stream::Iter<std::vec::IntoIter<Result<R, Status>>>;
+
+/// `items` in replies of at most [`REPLY_BYTES`] each, made by `reply`
+/// from a batch: a farm's history or a long render's log runs past any
+/// one message. An empty listing is one empty reply.
+fn in_replies<T: Message, R>(
+    items: impl Iterator<Item = T>,
+    reply: impl Fn(Vec<T>) -> R,
+) -> ReplyStream<R> {
+    let mut batches = vec![Vec::new()];
+    let mut bytes = 0;
+    for item in items {
+        // Its length as a field of the reply, tag and length included.
+        let len = prost::length_delimiter_len(item.encoded_len()) + 1 + item.encoded_len();
+        if bytes + len > REPLY_BYTES && bytes > 0 {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some(batch) = batches.last_mut() {
+            batch.push(item);
+        }
+    }
+    let replies: Vec<_> = batches.into_iter().map(|b| Ok(reply(b))).collect();
+    tokio_stream::iter(replies)
+}
 
 /// The `JobService` implementation.
 pub struct JobApi {
@@ -169,9 +197,21 @@ impl JobService for JobApi {
         }))
     }
 
-    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
-        let jobs = self.jobs.all().iter().map(|j| self.status(j)).collect();
-        Ok(Response::new(ListReply { jobs }))
+    type ListStream = ReplyStream<ListReply>;
+
+    async fn list(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let id = request.into_inner().job_id;
+        let jobs = match id.as_str() {
+            "" => self.jobs.all(),
+            id => self.jobs.get(id).into_iter().collect(),
+        };
+        let statuses = jobs.iter().map(|j| self.status(j));
+        Ok(Response::new(in_replies(statuses, |jobs| ListReply {
+            jobs,
+        })))
     }
 
     type WatchStream = ReceiverStream<Result<JobStatus, Status>>;
@@ -258,7 +298,7 @@ impl JobService for JobApi {
         Ok(Response::new(DeleteReply {}))
     }
 
-    type EventsStream = tokio_stream::Iter<std::vec::IntoIter<Result<EventsReply, Status>>>;
+    type EventsStream = ReplyStream<EventsReply>;
 
     async fn events(
         &self,
@@ -269,28 +309,14 @@ impl JobService for JobApi {
         let events = tokio::task::spawn_blocking(move || jobs.events(&id))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        // In replies of a bounded size: a long render logs one a frame.
-        let mut replies = vec![EventsReply::default()];
-        let mut bytes = 0;
-        for e in events {
-            let event = pb::JobEvent {
-                unix_ms: e.at_ms,
-                kind: e.kind.to_string(),
-                detail: e.detail,
-            };
-            // Its length as a field of the reply, tag and length included.
-            let len = prost::length_delimiter_len(event.encoded_len()) + 1 + event.encoded_len();
-            if bytes + len > EVENTS_REPLY_BYTES && bytes > 0 {
-                replies.push(EventsReply::default());
-                bytes = 0;
-            }
-            bytes += len;
-            if let Some(reply) = replies.last_mut() {
-                reply.events.push(event);
-            }
-        }
-        let replies: Vec<_> = replies.into_iter().map(Ok).collect();
-        Ok(Response::new(tokio_stream::iter(replies)))
+        let events = events.into_iter().map(|e| pb::JobEvent {
+            unix_ms: e.at_ms,
+            kind: e.kind.to_string(),
+            detail: e.detail,
+        });
+        Ok(Response::new(in_replies(events, |events| EventsReply {
+            events,
+        })))
     }
 
     type FetchStream = Map<ReceiverStream<Sent>, fn(Sent) -> Result<FileChunk, Status>>;
@@ -351,4 +377,50 @@ const FETCH_STOPPED: &str = "the coordinator is shutting down; run the same fetc
 /// A piece of a fetched file on the wire.
 fn file_chunk(sent: Sent) -> Result<FileChunk, Status> {
     wire_chunk(sent, FETCH_STOPPED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The replies of `items`, as a client reads them.
+    fn replies(items: Vec<pb::JobEvent>) -> Vec<EventsReply> {
+        let stream = in_replies(items.into_iter(), |events| EventsReply { events });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(stream.map(|r| r.expect("a reply")).collect())
+    }
+
+    #[test]
+    fn listings_come_in_bounded_replies_in_order() {
+        let event = |n: usize| pb::JobEvent {
+            unix_ms: n as i64,
+            kind: "frame".into(),
+            detail: "x".repeat(n % 300),
+        };
+        let items: Vec<_> = (0..40_000).map(event).collect();
+        let got = replies(items.clone());
+        assert!(got.len() > 1);
+        assert!(got.iter().all(|r| r.encoded_len() <= REPLY_BYTES));
+        // Each reply is full: the next one's first item would not fit.
+        for pair in got.windows(2) {
+            let next = EventsReply {
+                events: pair[1].events[..1].to_vec(),
+            };
+            assert!(pair[0].encoded_len() + next.encoded_len() > REPLY_BYTES);
+        }
+        let joined: Vec<_> = got.into_iter().flat_map(|r| r.events).collect();
+        assert_eq!(joined, items);
+        // An empty listing still answers, and an item longer than a reply
+        // goes alone.
+        assert_eq!(replies(Vec::new()), vec![EventsReply::default()]);
+        let long = pb::JobEvent {
+            detail: "x".repeat(REPLY_BYTES),
+            ..event(1)
+        };
+        let got = replies(vec![event(2), long.clone(), event(3)]);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].events, vec![long]);
+    }
 }

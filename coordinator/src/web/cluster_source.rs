@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::WebError;
-use super::source::{Action, EventRow, JobFiles, JobRow, JobSource, Pool, WorkerRow};
+use super::source::{Action, EventRow, JobFiles, JobList, JobRow, JobSource, Pool, WorkerRow};
 use crate::cluster::job_handle::JobHandle;
 use crate::cluster::jobs::Jobs;
 
@@ -38,8 +38,20 @@ fn row(job: &JobHandle) -> JobRow {
 }
 
 impl JobSource for ClusterSource {
-    fn jobs(&self) -> Vec<JobRow> {
-        self.jobs.all().iter().map(|j| row(j)).collect()
+    fn jobs(&self, finished: usize) -> JobList {
+        let mut list = JobList::default();
+        let mut room = finished;
+        for job in self.jobs.all() {
+            if job.state().is_final() {
+                if room == 0 {
+                    list.older_finished += 1;
+                    continue;
+                }
+                room -= 1;
+            }
+            list.jobs.push(row(&job));
+        }
+        list
     }
 
     fn job(&self, id: &str) -> Result<JobRow, WebError> {

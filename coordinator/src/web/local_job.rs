@@ -9,7 +9,7 @@ use std::time::Instant;
 use dreamfarm_common::params::JobSpec;
 
 use super::error::WebError;
-use super::source::{Action, EventRow, JobFiles, JobRow, JobSource, Pool};
+use super::source::{Action, EventRow, JobFiles, JobList, JobRow, JobSource, Pool};
 use crate::store::{JobState, now_ms};
 
 /// Events kept; the oldest go first.
@@ -150,8 +150,11 @@ impl LocalJob {
 }
 
 impl JobSource for LocalJob {
-    fn jobs(&self) -> Vec<JobRow> {
-        vec![self.row()]
+    fn jobs(&self, _finished: usize) -> JobList {
+        JobList {
+            jobs: vec![self.row()],
+            older_finished: 0,
+        }
     }
 
     fn job(&self, id: &str) -> Result<JobRow, WebError> {

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
-use super::source::{EventRow, JobRow, Pool};
+use super::source::{EventRow, JobList, JobRow, Pool};
 use crate::progress::duration;
 use crate::store::utc_time;
 
@@ -113,8 +113,9 @@ fn pool_line(pool: &Pool) -> Markup {
     }
 }
 
-/// `/`: every job with its progress and latest frame.
-pub fn index(jobs: &[JobRow], pool: Option<&Pool>, nav: Nav) -> Markup {
+/// `/`: the jobs with their progress and latest frame.
+pub fn index(list: &JobList, pool: Option<&Pool>, nav: Nav) -> Markup {
+    let jobs = &list.jobs;
     layout(
         "Jobs",
         Some(nav),
@@ -145,6 +146,12 @@ pub fn index(jobs: &[JobRow], pool: Option<&Pool>, nav: Nav) -> Markup {
                             }
                         }
                     }
+                }
+            }
+            @if list.older_finished > 0 {
+                p.older {
+                    (count(list.older_finished, "older finished job")) " not shown: "
+                    code { "dreamfarm status" } " lists every job."
                 }
             }
         },
@@ -367,7 +374,11 @@ mod tests {
     #[test]
     fn names_messages_and_events_are_escaped() {
         let evil = job("<img src=x onerror=alert(1)>", ATTACK);
-        let index = index(std::slice::from_ref(&evil), None, Nav::default()).into_string();
+        let list = JobList {
+            jobs: vec![evil.clone()],
+            older_finished: 0,
+        };
+        let index = index(&list, None, Nav::default()).into_string();
         assert!(!index.contains("<img src=x"), "{index}");
         assert!(index.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(!index.contains(ATTACK));
@@ -436,7 +447,7 @@ mod tests {
     #[test]
     fn the_header_offers_only_links_that_lead_somewhere() {
         let header = |nav: Nav| {
-            let page = index(&[], None, nav).into_string();
+            let page = index(&JobList::default(), None, nav).into_string();
             let end = page.find("</header>").expect("a header");
             page[..end].to_string()
         };

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::auth::Admitted;
 use super::error::WebError;
 use super::pages::{self, JobPage, Nav, segment};
-use super::source::{Action, JobRow};
+use super::source::{Action, JobList};
 use super::{Source, blocking};
 
 /// The header's links for a request `admitted` to an interface that
@@ -22,7 +22,11 @@ fn nav(has_pool: bool, admitted: Admitted) -> Nav {
     }
 }
 
-/// `GET /`: every job.
+/// Finished jobs the index shows, the newest: a farm's history runs to
+/// thousands, and a page of them all to megabytes, polled every 2 s.
+const PAGE_FINISHED_JOBS: usize = 100;
+
+/// `GET /`: the unfinished jobs and the newest finished ones.
 pub async fn index(
     State(source): State<Source>,
     Extension(admitted): Extension<Admitted>,
@@ -30,16 +34,22 @@ pub async fn index(
     blocking(move || {
         let pool = source.pool();
         let nav = nav(pool.is_some(), admitted);
-        Ok(pages::index(&source.jobs(), pool.as_ref(), nav))
+        Ok(pages::index(
+            &source.jobs(PAGE_FINISHED_JOBS),
+            pool.as_ref(),
+            nav,
+        ))
     })
     .await
 }
 
-/// What `GET /jobs.json` answers: every job, and the tiles waiting.
+/// What `GET /jobs.json` answers: the index's jobs, and the tiles
+/// waiting.
 #[derive(Debug, Serialize)]
 pub struct Live {
-    /// Every job, newest first.
-    jobs: Vec<JobRow>,
+    /// The jobs the index shows, newest first, and how many it leaves out.
+    #[serde(flatten)]
+    jobs: JobList,
     /// Tiles waiting for a worker (absent on a single-machine render).
     queued_tiles: Option<usize>,
 }
@@ -48,7 +58,7 @@ pub struct Live {
 pub async fn live(State(source): State<Source>) -> Result<Json<Live>, WebError> {
     blocking(move || {
         Ok(Json(Live {
-            jobs: source.jobs(),
+            jobs: source.jobs(PAGE_FINISHED_JOBS),
             queued_tiles: source.pool().map(|p| p.queued_tiles),
         }))
     })

@@ -100,12 +100,23 @@ pub enum Action {
     Priority(i32),
 }
 
+/// The jobs the index shows (see [`JobSource::jobs`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobList {
+    /// The jobs shown, newest first.
+    pub jobs: Vec<JobRow>,
+    /// Older finished jobs left out (`dreamfarm status` lists them).
+    pub older_finished: usize,
+}
+
 /// Where the web interface gets its jobs from (see the module docs).
 /// Methods that may block (the job store, stopping a job's thread) are
 /// called off the async runtime.
 pub trait JobSource: Send + Sync + 'static {
-    /// Every job, newest first.
-    fn jobs(&self) -> Vec<JobRow>;
+    /// Every unfinished job (queued, running, paused) and the newest
+    /// `finished` finished ones, newest first: a farm's history runs to
+    /// thousands of jobs, more than a page can show or poll.
+    fn jobs(&self, finished: usize) -> JobList;
     /// The job `id`.
     fn job(&self, id: &str) -> Result<JobRow, WebError>;
     /// The job's files and settings.

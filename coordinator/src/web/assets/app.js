@@ -138,9 +138,12 @@
     });
     if (view && byId.has(view.id)) view.update(byId.get(view.id));
     if (live.queued_tiles !== null) text(document, ".queued", live.queued_tiles);
-    // A job submitted or deleted since the index was drawn: draw it again.
+    // A job submitted, deleted, or moved out of the newest finished ones
+    // since the index was drawn: draw it again.
     const index = document.querySelector("table.jobs, p.no-jobs");
-    if (index && document.querySelectorAll("tr[data-job]").length !== live.jobs.length) {
+    const rows = document.querySelectorAll("tr[data-job]");
+    const drawn = new Set(Array.from(rows, (row) => row.dataset.job));
+    if (index && (rows.length !== byId.size || live.jobs.some((job) => !drawn.has(job.id)))) {
       location.reload();
     }
   }
