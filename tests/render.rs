@@ -265,7 +265,9 @@ fn renders_are_byte_identical_run_after_run_and_from_a_job_file() {
 /// A render folder's job file is a job file like any other: run from
 /// another working directory, `render --job FOLDER/job.toml` finds the
 /// input the first command named relative to its own, continues that
-/// folder (no --output) and its video (no --name).
+/// folder (no --output) and its video (no --name); and a copy of the
+/// input at another path continues it too (it was refused as another
+/// input).
 #[test]
 fn a_render_folders_job_file_continues_it_from_any_working_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -277,10 +279,23 @@ fn a_render_folders_job_file_continues_it_from_any_working_directory() {
     let mut more = dreamfarm(&["render", "--job", path_str(&job), "--frames", "3"]);
     more.current_dir(dir.path());
     run_ok(more);
-    run_ok(small_render(&whole, 3));
+    run_ok(small_render(&whole, 4));
+    assert!(
+        frame_bytes(&trip) == frame_bytes(&whole)[..3],
+        "the continued frames differ from a render of 3 frames"
+    );
+    // The input moved (a copy of it at another path): the same job, so
+    // the folder continues.
+    let moved = dir.path().join("moved.png");
+    std::fs::copy(repo().join("assets/astronaut.png"), &moved).expect("copy the input");
+    let mut args: Vec<&str> = SMALL_RENDER.to_vec();
+    let input = args.iter().position(|&a| a == "--input").expect("--input") + 1;
+    args[input] = path_str(&moved);
+    args.extend(["--output", path_str(&trip), "--frames", "4"]);
+    run_ok(dreamfarm(&args));
     assert!(
         frame_bytes(&trip) == frame_bytes(&whole),
-        "the continued frames differ from a render of 3 frames"
+        "the frames continued from the moved input differ from a render of 4 frames"
     );
     assert_eq!(videos(&trip), ["journey.mp4"]);
 }

@@ -5,6 +5,7 @@
 //! so after a crash every frame on disk is good and the render resumes after
 //! the last one. Frames are never overwritten.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dreamfarm_common::job_name::check_job_name;
@@ -414,18 +415,48 @@ fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Opt
 /// Whether `old`, a path in the job file of the folder `dir`, and `new`,
 /// one relative to the working directory, name the same file (see
 /// [`FileMatch`]). Files on disk are compared as files: the same relative
-/// path read from the folder and from the working directory may name two.
+/// path read from the folder and from the working directory may name two,
+/// and a copy of the file at another path (the input moved, the weights
+/// on another disk) renders the same frames.
 fn same_file(dir: &Path, old: &Path, new: &Path, files: FileMatch) -> bool {
     let old_file = [dir.join(old), old.to_path_buf()]
         .iter()
         .find_map(|p| std::fs::canonicalize(p).ok());
     match (old_file, std::fs::canonicalize(new).ok()) {
-        (Some(a), Some(b)) => a == b,
+        (Some(a), Some(b)) => a == b || same_bytes(&a, &b),
         _ => {
             old == new || (files == FileMatch::SameFileOrName && old.file_name() == new.file_name())
         }
     }
 }
+
+/// Whether the files `a` and `b` hold the same bytes, read block by block
+/// (a model's weights run to hundreds of megabytes); a file that cannot be
+/// read is not the same.
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if size(a).is_none() || size(a) != size(b) {
+        return false;
+    }
+    let (Ok(mut a), Ok(mut b)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+        return false;
+    };
+    let read = |f: &mut std::fs::File, block: &mut Vec<u8>| {
+        block.clear();
+        f.by_ref().take(COMPARE_BLOCK).read_to_end(block)
+    };
+    let (mut block_a, mut block_b) = (Vec::new(), Vec::new());
+    loop {
+        match (read(&mut a, &mut block_a), read(&mut b, &mut block_b)) {
+            (Ok(0), Ok(0)) => return true,
+            (Ok(_), Ok(_)) if block_a == block_b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Bytes [`same_bytes`] compares at a time.
+const COMPARE_BLOCK: u64 = 1 << 20;
 
 /// How the job file of the folder `dir` names `path`, a file a command
 /// named: relative to the folder when the file is inside it (a fetched
@@ -487,8 +518,13 @@ mod tests {
         ] {
             check(&dir, &same, FileMatch::SameFile).expect("the same file");
         }
-        // Another file of the same name is another input.
+        // Another file of the same name is another input, unless it holds
+        // the same bytes: a copy renders the same frames.
         std::fs::write(tmp.path().join("input.png"), b"").expect("file");
+        for files in [FileMatch::SameFile, FileMatch::SameFileOrName] {
+            check(&dir, &tmp.path().join("input.png"), files).expect("a copy");
+        }
+        std::fs::write(tmp.path().join("input.png"), b"other").expect("file");
         for files in [FileMatch::SameFile, FileMatch::SameFileOrName] {
             let other = check(&dir, &tmp.path().join("input.png"), files);
             assert!(
@@ -508,6 +544,26 @@ mod tests {
             &dir.join(relative),
             FileMatch::SameFile
         ));
+    }
+
+    #[test]
+    fn files_are_the_same_when_every_block_is() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, bytes: &[u8]| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, bytes).expect("file");
+            path
+        };
+        let bytes: Vec<u8> = (0..3 * COMPARE_BLOCK as usize + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let a = file("a", &bytes);
+        assert!(same_bytes(&a, &file("copy", &bytes)));
+        let mut last = bytes.clone();
+        *last.last_mut().expect("bytes") ^= 1;
+        assert!(!same_bytes(&a, &file("last byte", &last)));
+        assert!(!same_bytes(&a, &file("shorter", &bytes[1..])));
+        assert!(!same_bytes(&a, &tmp.path().join("missing")));
     }
 
     #[test]
