@@ -1,21 +1,24 @@
-//! The octave pyramid's resizes, the largest share of the frame loop's
-//! host work: one frame's worth at 4K, on the coordinator's own code.
+//! The frame loop's resampling, the largest share of its host work: one
+//! frame's worth at 4K, on the coordinator's own code.
 //!
-//!     cargo bench -p dreamfarm-tests --bench host_resize
+//!     cargo bench -p dreamfarm-tests --bench host_resample
 //!
-//! Each round resizes a noise frame down to every smaller octave (the
-//! octaves' bases) and each octave up to the next (the details carried
-//! between them), with the default recipe's octaves and scale, and
-//! prints the median seconds per round over the rounds with a digest of
-//! every sample made: a change to the resize code should keep the digest
-//! (frames must not change) and lower the time. Environment: BENCH_SIZE
-//! (default 3840x2160), BENCH_ROUNDS (default 15); DREAMFARM_HOST_THREADS
-//! sets the threads (default: every core).
+//! Each round of the resizes scales a noise frame down to every smaller
+//! octave (the octaves' bases) and each octave up to the next (the
+//! details carried between them), with the default recipe's octaves and
+//! scale; each round of the warps moves the camera from the frame as
+//! written (8-bit) into the next, by the default zoom (1.02), and by that
+//! zoom with a 1° turn (the general, unseparable warp). Each prints the
+//! median seconds per round with a digest of every sample made: a change
+//! to the resampling should keep the digest (frames must not change) and
+//! lower the time. Environment: BENCH_SIZE (default 3840x2160),
+//! BENCH_ROUNDS (default 15); DREAMFARM_HOST_THREADS sets the threads
+//! (default: every core).
 
 use std::time::Instant;
 
 use dreamfarm_common::params::DreamSettings;
-use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
+use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize_with, warp_rgb8};
 use dreamfarm_tests::{env_or, median};
 
 /// A `width`×`height` frame of reproducible noise in `0..1`.
@@ -77,4 +80,26 @@ fn main() {
         recipe.octave_scale,
         median(seconds)
     );
+    let written = frame.to_rgb8();
+    for rotate_deg in [0.0, 1.0] {
+        let camera = Warp {
+            zoom: 1.02,
+            rotate_deg,
+            pan: (0.0, 0.0),
+            center: (width as f64 / 2.0, height as f64 / 2.0),
+        };
+        let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+        let mut seconds = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let mut moved = warp_rgb8(width, height, &written, &camera, &mut spare);
+            seconds.push(started.elapsed().as_secs_f64());
+            digest = fold_digest(digest, &moved.data);
+            spare.keep(&mut moved);
+        }
+        println!(
+            "{width}x{height}, zoom 1.02, turn {rotate_deg}°: {:.4} s per frame's camera move (median of {rounds}), digest {digest:016x}",
+            median(seconds)
+        );
+    }
 }
