@@ -863,8 +863,6 @@ impl JobSpec {
 mod tests {
     use super::*;
 
-    /// A model whose weights cannot be fetched is refused without a weight
-    /// file before any render, submission or worker gets to it.
     #[test]
     fn octaves_end_at_the_frame_and_skip_what_the_net_cannot_see() {
         let s = DreamSettings {
@@ -883,6 +881,8 @@ mod tests {
         assert_eq!(s.octave_sizes(64, 64, 75), vec![(64, 64)]);
     }
 
+    /// A model whose weights cannot be fetched is refused without a weight
+    /// file before any render, submission or worker gets to it.
     #[test]
     fn googlenet_needs_a_weight_file() {
         let mut spec = JobSpec::new("in.png".into(), 3);

@@ -435,8 +435,9 @@ fn same_file(dir: &Path, old: &Path, new: &Path, files: FileMatch) -> bool {
 /// read is not the same.
 fn same_bytes(a: &Path, b: &Path) -> bool {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    if size(a).is_none() || size(a) != size(b) {
-        return false;
+    match (size(a), size(b)) {
+        (Some(x), Some(y)) if x == y => {}
+        _ => return false,
     }
     let (Ok(mut a), Ok(mut b)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
         return false;

@@ -309,9 +309,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         let mut replies = args.client.call(client.list(request)).await?.into_inner();
         let mut out = std::io::stdout().lock();
         let mut shown = 0;
+        // A coordinator before the filter lists every job.
+        let wanted = |j: &&JobStatus| args.job.as_ref().is_none_or(|id| &j.job_id == id);
         while let Some(reply) = args.client.call(replies.message()).await? {
-            // A coordinator before the filter lists every job.
-            let wanted = |j: &&JobStatus| args.job.as_ref().is_none_or(|id| &j.job_id == id);
             for j in reply.jobs.iter().filter(wanted) {
                 shown += 1;
                 // A reader that stops early (`| head`) ends it quietly.
