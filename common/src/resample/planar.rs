@@ -32,18 +32,10 @@ impl Planar {
     /// again and flushes the TLB of every core the process runs on. That
     /// was a third of a 4K coordinator's CPU time.
     pub fn zeros(width: usize, height: usize) -> Self {
-        /// Samples per 4 KiB page.
-        const PAGE: usize = 1024;
-        let mut data = vec![0.0; 3 * width * height];
-        // `black_box` keeps the compiler from dropping stores it can see
-        // are zeros into zeroed memory.
-        for page in data.chunks_mut(PAGE) {
-            *std::hint::black_box(&mut page[0]) = 0.0;
-        }
         Self {
             width,
             height,
-            data,
+            data: zeros_in_written_pages(3 * width * height),
         }
     }
 
@@ -147,26 +139,36 @@ impl SpareImages {
     /// spent image's, or zeros when none of its size is kept. Only for an
     /// image each sample of which is written before it is read.
     pub fn take(&mut self, width: usize, height: usize) -> Planar {
-        let len = 3 * width * height;
-        match self.out.iter_mut().find(|(l, _)| *l == len) {
-            Some((_, n)) => *n += 1,
-            None => self.out.push((len, 1)),
-        }
-        match self.buffers.iter().rposition(|b| b.len() == len) {
-            Some(i) => Planar {
-                width,
-                height,
-                data: self.buffers.swap_remove(i),
-            },
-            None => Planar::zeros(width, height),
+        Planar {
+            width,
+            height,
+            data: self.take_samples(3 * width * height),
         }
     }
 
     /// Keeps `image`'s samples for a later image of its size, if one of
     /// its size is out, leaving it empty.
     pub fn keep(&mut self, image: &mut Planar) {
-        let data = std::mem::take(&mut image.data);
         (image.width, image.height) = (0, 0);
+        self.keep_samples(std::mem::take(&mut image.data));
+    }
+
+    /// [`take`](Self::take) of a buffer of `len` samples that is not an
+    /// image's (a warp's padded source).
+    pub(super) fn take_samples(&mut self, len: usize) -> Vec<f32> {
+        match self.out.iter_mut().find(|(l, _)| *l == len) {
+            Some((_, n)) => *n += 1,
+            None => self.out.push((len, 1)),
+        }
+        match self.buffers.iter().rposition(|b| b.len() == len) {
+            Some(i) => self.buffers.swap_remove(i),
+            None => zeros_in_written_pages(len),
+        }
+    }
+
+    /// [`keep`](Self::keep) of a buffer from
+    /// [`take_samples`](Self::take_samples).
+    pub(super) fn keep_samples(&mut self, data: Vec<f32>) {
         let Some((_, out)) = self.out.iter_mut().find(|(l, _)| *l == data.len()) else {
             return;
         };
@@ -178,6 +180,19 @@ impl SpareImages {
             self.buffers.push(data);
         }
     }
+}
+
+/// `len` zeros, every page of them written once (see [`Planar::zeros`]).
+fn zeros_in_written_pages(len: usize) -> Vec<f32> {
+    /// Samples per 4 KiB page.
+    const PAGE: usize = 1024;
+    let mut data = vec![0.0; len];
+    // `black_box` keeps the compiler from dropping stores it can see are
+    // zeros into zeroed memory.
+    for page in data.chunks_mut(PAGE) {
+        *std::hint::black_box(&mut page[0]) = 0.0;
+    }
+    data
 }
 
 /// Whether every sample of `samples` is finite. Every change that comes

@@ -3,6 +3,7 @@
 
 use super::planar::{Planar, SpareImages, rgb8_sample};
 use crate::parallel;
+use wide::f32x4;
 
 /// The per-frame camera move of an infinite zoom: the content of each frame
 /// is the previous frame magnified by `zoom` and turned by `rotate_deg` about
@@ -66,7 +67,9 @@ const PAD_AFTER: usize = 3;
 /// [`PAD_BEFORE`] times before and [`PAD_AFTER`] times after on both
 /// axes, so taps need no per-tap clamping. The separable warp reads it a
 /// row at a time as it goes; only the general warp needs the whole padded
-/// image ([`Padded`], four floats a pixel: 133 MB at 4K).
+/// image ([`Padded`], four floats a pixel: 133 MB at 4K, a buffer kept
+/// from frame to frame: a fresh one cost a fault per page to map and its
+/// unmapping, a quarter of a turning camera's move).
 struct Source<F> {
     width: usize,
     height: usize,
@@ -89,13 +92,15 @@ impl<F: Fn(usize) -> [f32; 3] + Sync> Source<F> {
         }
     }
 
-    /// The whole padded image, its rows shared out across threads.
-    fn padded(&self) -> Padded {
+    /// The whole padded image in a buffer from `spare` (every sample is
+    /// written), its rows shared out across threads.
+    fn padded(&self, spare: &mut SpareImages) -> Padded {
         let padded_width = self.padded_width();
         let rows = self.height + PAD_BEFORE + PAD_AFTER;
-        // Zeroed memory from the system: its pages are made as written.
-        let mut pixels = vec![[0.0; 4]; padded_width * rows];
-        parallel::for_each_piece(&mut pixels, padded_width, |r, row| self.fill_row(r, row));
+        let mut pixels = spare.take_samples(4 * padded_width * rows);
+        parallel::for_each_piece(&mut pixels, 4 * padded_width, |r, row| {
+            self.fill_row(r, row.as_chunks_mut().0);
+        });
         Padded {
             pixels,
             padded_width,
@@ -117,7 +122,8 @@ fn of_planar(src: &Planar) -> Source<impl Fn(usize) -> [f32; 3] + Sync + '_> {
 
 /// A [`Source`] padded whole, for the general warp's random access.
 struct Padded {
-    pixels: Vec<[f32; 4]>,
+    /// Four samples a pixel, row after row.
+    pixels: Vec<f32>,
     /// Width of a padded row.
     padded_width: usize,
     /// The image's own size.
@@ -128,7 +134,7 @@ struct Padded {
 impl Padded {
     /// The four pixels of padded row `r` from padded column `x0`.
     fn taps(&self, r: usize, x0: usize) -> &[[f32; 4]] {
-        &self.pixels[r * self.padded_width + x0..][..4]
+        &self.pixels.as_chunks().0[r * self.padded_width + x0..][..4]
     }
 }
 
@@ -206,7 +212,10 @@ fn warp_source<F: Fn(usize) -> [f32; 3] + Sync>(
     if map.sin == 0.0 {
         warp_separable(src, &map, out)
     } else {
-        warp_per_pixel(&src.padded(), &map, out)
+        let padded = src.padded(spare);
+        let out = warp_per_pixel(&padded, &map, out);
+        spare.keep_samples(padded.pixels);
+        out
     }
 }
 
@@ -307,17 +316,18 @@ fn warp_separable<F: Fn(usize) -> [f32; 3] + Sync>(
 }
 
 /// `Σ weights[k] · samples[k]`, lane by lane, accumulated in order from 0.
+/// Written as four-lane vectors: left to itself the compiler did each
+/// colour's multiply-add apart, three scalar lanes of a turning camera's
+/// sixteen taps a pixel (the same multiplies and adds either way).
 fn weighted_sum<'a>(
     samples: impl IntoIterator<Item = &'a [f32; 4]>,
     weights: &[f32; 4],
 ) -> [f32; 4] {
-    let mut acc = [0.0f32; 4];
+    let mut acc = f32x4::ZERO;
     for (s, &w) in samples.into_iter().zip(weights) {
-        for (a, &v) in acc.iter_mut().zip(s) {
-            *a += w * v;
-        }
+        acc += f32x4::splat(w) * f32x4::new(*s);
     }
-    acc
+    acc.to_array()
 }
 
 /// Where an output pixel of a [`Warp`] comes from.
@@ -422,7 +432,11 @@ mod tests {
             // Spent buffers full of NaN: a sample not written would show.
             assert_eq!(
                 warp_separable(&source, &map, nan_image(67, 45)),
-                warp_per_pixel(&source.padded(), &map, nan_image(67, 45))
+                warp_per_pixel(
+                    &source.padded(&mut SpareImages::default()),
+                    &map,
+                    nan_image(67, 45)
+                )
             );
         }
     }
@@ -450,6 +464,32 @@ mod tests {
         };
         let warped = warp_rgb8(67, 45, &rgb, &still, &mut nan_spare(&[(67, 45)]));
         assert_eq!(warped, samples);
+    }
+
+    #[test]
+    fn a_turning_warp_fills_the_padded_source_it_is_lent_and_keeps_it() {
+        let rgb = noise(67, 45).to_rgb8();
+        let turn = Warp {
+            zoom: 0.8,
+            rotate_deg: 3.0,
+            pan: (1.5, -2.0),
+            center: (30.0, 20.0),
+        };
+        let fresh = warp_rgb8(67, 45, &rgb, &turn, &mut SpareImages::default());
+        // The padded source a previous frame left, full of NaN: a sample
+        // not written again would show.
+        let mut spare = nan_spare(&[(67, 45)]);
+        let padded = 4 * (67 + PAD_BEFORE + PAD_AFTER) * (45 + PAD_BEFORE + PAD_AFTER);
+        let mut left = spare.take_samples(padded);
+        left.fill(f32::NAN);
+        spare.keep_samples(left);
+        assert_eq!(warp_rgb8(67, 45, &rgb, &turn, &mut spare), fresh);
+        // Kept again, filled: neither NaN nor a fresh buffer's zeros.
+        let kept = spare.take_samples(padded);
+        assert!(
+            all_finite(&kept) && kept.iter().any(|&v| v != 0.0),
+            "the padded source was not taken from the spares and kept again"
+        );
     }
 
     #[test]

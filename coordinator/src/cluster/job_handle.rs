@@ -243,7 +243,7 @@ impl JobHandle {
                         .map(|(w, h)| [w, h])
                 })
                 .unwrap_or([0, 0]);
-            job_bytes(w, h, spec.dream.cadence)
+            job_bytes(w, h, &spec)
         })
     }
 

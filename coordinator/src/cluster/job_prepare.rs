@@ -94,7 +94,7 @@ pub fn prepare(data: &Path, job: Submission<'_>, budget: u64) -> Result<JobRecor
         spec.dream.guide = guide.as_ref().map(|g| dir.join(g));
         spec.color.reference = reference.as_ref().map(|r| dir.join(r));
         let image = check_images(&spec, model.min_side()).map_err(|e| invalid(&e))?;
-        let needs = job_bytes(image.width as u32, image.height as u32, spec.dream.cadence);
+        let needs = job_bytes(image.width as u32, image.height as u32, &spec);
         if needs > budget {
             return Err(JobError::Invalid(format!(
                 "a {}x{} job needs about {} of coordinator memory while it runs, more than its whole budget of {}. Fix: render at a smaller --size, or give the coordinator more memory (--max-memory, or its container's limit)",

@@ -4,6 +4,8 @@
 //! an estimate from its frame size, and a job that does not fit waits in
 //! the queue instead of running the coordinator out of memory.
 
+use dreamfarm_common::params::JobSpec;
+
 use crate::video::ENCODER_THREADS;
 
 /// Bytes charged per pixel of a running job's frame: about fifteen
@@ -49,17 +51,24 @@ pub fn encoder_bytes(width: u32, height: u32, threads: usize) -> u64 {
     ENCODER_BYTES + per_pixel * pixels
 }
 
-/// The memory a running job of `width`×`height` frames dreamed every
-/// `cadence`-th frame is charged: its frame loop's and its video encoder's.
-/// Both, whenever the video is encoded: the heap keeps the frame loop's
-/// memory after the last frame ([`crate::heap`]), so an ffmpeg that
-/// assembles the video then needs as much room beside it as one that
-/// encodes while the job renders.
-pub fn job_bytes(width: u32, height: u32, cadence: u32) -> u64 {
+/// Bytes per pixel a camera that turns holds beyond the usual ones: the
+/// warp's padded source (four floats a pixel), kept from frame to frame.
+pub const TURNING_BYTES_PER_PIXEL: u64 = 16;
+
+/// The memory a running job `spec` of `width`×`height` frames is charged:
+/// its frame loop's and its video encoder's. Both, whenever the video is
+/// encoded: the heap keeps the frame loop's memory after the last frame
+/// ([`crate::heap`]), so an ffmpeg that assembles the video then needs as
+/// much room beside it as one that encodes while the job renders.
+pub fn job_bytes(width: u32, height: u32, spec: &JobSpec) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
-    let waiting = u64::from(cadence.max(1) - 1);
-    let frames = (BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting) * pixels + BYTES_PER_JOB;
-    frames + encoder_bytes(width, height, ENCODER_THREADS)
+    let waiting = u64::from(spec.dream.cadence.max(1) - 1);
+    let turning = match spec.zoom.rotate.constant() {
+        Some(0.0) => 0,
+        _ => TURNING_BYTES_PER_PIXEL,
+    };
+    let per_pixel = BYTES_PER_PIXEL + BYTES_PER_CADENCE_PIXEL * waiting + turning;
+    per_pixel * pixels + BYTES_PER_JOB + encoder_bytes(width, height, ENCODER_THREADS)
 }
 
 /// `bytes` for people: "1.5 GiB".
@@ -146,6 +155,7 @@ fn machine_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dreamfarm_common::schedule::Schedule;
 
     #[test]
     fn sizes_parse_with_units_and_refuse_nonsense() {
@@ -161,5 +171,23 @@ mod tests {
         assert_eq!(human(300 << 20), "300 MiB");
         assert_eq!(human(21_494), "21 KiB");
         assert_eq!(human(536), "536 bytes");
+    }
+
+    #[test]
+    fn a_camera_that_turns_is_charged_its_padded_source() {
+        let schedule = |text| Schedule::parse("rotate", text).expect("a schedule");
+        let charged = |rotate| {
+            let mut spec = JobSpec::new("in.png".into(), 10);
+            spec.zoom.rotate = rotate;
+            job_bytes(3840, 2160, &spec)
+        };
+        let still = charged(0.0.into());
+        assert_eq!(charged(schedule("0:(0), 5:(0)")), still);
+        for turning in [0.5.into(), schedule("0:(0), 5:(1)"), schedule("0:(sin(t))")] {
+            assert_eq!(
+                charged(turning) - still,
+                TURNING_BYTES_PER_PIXEL * 3840 * 2160
+            );
+        }
     }
 }
