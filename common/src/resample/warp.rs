@@ -96,8 +96,7 @@ impl<F: Fn(usize) -> [f32; 3] + Sync> Source<F> {
     /// written), its rows shared out across threads.
     fn padded(&self, spare: &mut SpareImages) -> Padded {
         let padded_width = self.padded_width();
-        let rows = self.height + PAD_BEFORE + PAD_AFTER;
-        let mut pixels = spare.take_samples(4 * padded_width * rows);
+        let mut pixels = spare.take_samples(padded_samples(self.width, self.height));
         parallel::for_each_piece(&mut pixels, 4 * padded_width, |r, row| {
             self.fill_row(r, row.as_chunks_mut().0);
         });
@@ -108,6 +107,11 @@ impl<F: Fn(usize) -> [f32; 3] + Sync> Source<F> {
             height: self.height,
         }
     }
+}
+
+/// Samples in the padded image of a `width`×`height` source: four a pixel.
+fn padded_samples(width: usize, height: usize) -> usize {
+    4 * (width + PAD_BEFORE + PAD_AFTER) * (height + PAD_BEFORE + PAD_AFTER)
 }
 
 /// The non-empty image `src` as a warp's source.
@@ -542,7 +546,7 @@ mod tests {
         // The padded source a previous frame left, full of NaN: a sample
         // not written again would show.
         let mut spare = nan_spare(&[(67, 45)]);
-        let padded = 4 * (67 + PAD_BEFORE + PAD_AFTER) * (45 + PAD_BEFORE + PAD_AFTER);
+        let padded = padded_samples(67, 45);
         let mut left = spare.take_samples(padded);
         left.fill(f32::NAN);
         spare.keep_samples(left);
