@@ -43,6 +43,25 @@ const JOB: &[&str] = &[
 /// Longest wait for anything (the worker's first frame included).
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// True when every thumbnail on the page takes the one box they all get,
+/// whether its frame has come or not: a row that grew when its first frame
+/// came would move the rows below it away from a pointer about to click.
+const THUMBNAILS_KEEP_THEIR_BOX: &str = "Array.from(document.querySelectorAll('img.thumb'))\
+     .every((i) => { const r = i.getBoundingClientRect(); return r.width === 128 && r.height === 72; })";
+
+/// Asserts [`THUMBNAILS_KEEP_THEIR_BOX`] of the page `when`.
+fn assert_thumbnails_keep_their_box(browser: &mut Browser, when: &str) {
+    assert_eq!(
+        browser.eval(THUMBNAILS_KEEP_THEIR_BOX),
+        serde_json::json!(true),
+        "{when}, a thumbnail is not in its 128x72 box: {}",
+        browser.eval(
+            "JSON.stringify(Array.from(document.querySelectorAll('img.thumb'), \
+             (i) => [i.className, i.getBoundingClientRect().width, i.getBoundingClientRect().height]))"
+        )
+    );
+}
+
 /// Submits the job as `name` with `frames` frames; its id.
 fn submit(c: &Coordinator, name: &str, frames: u32) -> String {
     let frames = frames.to_string();
@@ -95,9 +114,10 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
     );
     browser.wait_for(
         "the job's row after logging in",
-        &format!("location.pathname === '/' && !!{row}"),
+        &format!("location.pathname === '/' && document.readyState === 'complete' && !!{row}"),
         LIMIT,
     );
+    assert_thumbnails_keep_their_box(&mut browser, "as the index is drawn");
     assert_eq!(
         browser.eval("document.cookie.includes('dreamfarm_session')"),
         serde_json::json!(false),
@@ -108,10 +128,11 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         "the latest frame's thumbnail to load",
         &format!(
             "(() => {{ const i = {row}.querySelector('img.thumb'); \
-             return !i.hidden && i.complete && i.naturalWidth > 0; }})()"
+             return !i.classList.contains('pending') && i.complete && i.naturalWidth > 0; }})()"
         ),
         LIMIT,
     );
+    assert_thumbnails_keep_their_box(&mut browser, "with the latest frame loaded");
     assert_eq!(
         browser.eval(&format!("{row}.querySelector('.state').textContent")),
         serde_json::json!("running")
@@ -130,11 +151,13 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
     browser.wait_for(
         "the row of a job submitted after the page was drawn",
         &format!(
-            "!!document.querySelector('tr[data-job=' + {} + ']')",
+            "document.readyState === 'complete' && \
+             !!document.querySelector('tr[data-job=' + {} + ']')",
             js(&js(&second))
         ),
         LIMIT,
     );
+    assert_thumbnails_keep_their_box(&mut browser, "with a second job's row");
 
     // The job's page: the latest frame large, the scrubber, then pause.
     browser.click(&format!("tr[data-job={}] a.name", js(&id)));

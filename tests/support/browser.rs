@@ -189,16 +189,31 @@ impl Browser {
     }
 
     /// Clicks the middle of the first element matching `selector`, with
-    /// the mouse, as a person would.
+    /// the mouse, as a person would: once the page has loaded and the
+    /// element itself is what lies under that point (a page still laying
+    /// out, or a modal over it, would take the click elsewhere).
     pub fn click(&mut self, selector: &str) {
-        let at = self.eval(&format!(
-            "(() => {{ const e = document.querySelector({}); if (!e) return null; \
+        let aim = format!(
+            "(() => {{ if (document.readyState !== 'complete') return 'the page is loading'; \
+             const e = document.querySelector({}); if (!e) return 'no such element'; \
              e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
-             return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+             const x = r.x + r.width / 2, y = r.y + r.height / 2; \
+             const hit = document.elementFromPoint(x, y); \
+             return hit && e.contains(hit) ? [x, y] : 'covered by ' + (hit ? hit.outerHTML.slice(0, 200) : 'nothing'); }})()",
             json!(selector)
-        ));
-        let (Some(x), Some(y)) = (at[0].as_f64(), at[1].as_f64()) else {
-            panic!("nothing to click: no {selector} on the page");
+        );
+        let start = Instant::now();
+        let (x, y) = loop {
+            let at = self.try_eval(&aim);
+            if let Ok(at) = &at
+                && let (Some(x), Some(y)) = (at[0].as_f64(), at[1].as_f64())
+            {
+                break (x, y);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("nothing to click at {selector}: {at:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
         };
         for kind in ["mousePressed", "mouseReleased"] {
             self.call(

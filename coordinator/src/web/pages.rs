@@ -82,14 +82,16 @@ fn progress(job: &JobRow) -> Markup {
     }
 }
 
-/// The thumbnail of a job's latest frame (hidden until there is one).
+/// The thumbnail of a job's latest frame: a box of one size whether or
+/// not a frame has come (an empty box until one has), so that a row never
+/// grows under the pointer of someone about to click the row below.
 fn thumbnail(job: &JobRow) -> Markup {
     let src = match job.frames_done {
-        0 => String::new(),
-        n => format!("{}/latest.png?f={n}", job_path(&job.id)),
+        0 => None,
+        n => Some(format!("{}/latest.png?f={n}", job_path(&job.id))),
     };
     html! {
-        img.thumb src=(src) alt={ "latest frame of " (job.name) } hidden[job.frames_done == 0];
+        img.thumb.pending[src.is_none()] src=[src] alt={ "latest frame of " (job.name) };
     }
 }
 

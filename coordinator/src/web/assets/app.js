@@ -46,7 +46,7 @@
       // The frame count busts the cache: a new frame, a new URL.
       const src = jobPath(job.id) + "/latest.png?f=" + job.frames_done;
       if (img.getAttribute("src") !== src) img.src = src;
-      img.hidden = false;
+      img.classList.remove("pending");
     });
     root.querySelectorAll("form[data-states]").forEach((form) => {
       form.hidden = !form.dataset.states.split(" ").includes(job.state);
