@@ -5,5 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The end-to-end tests run a coordinator, workers and renders at once, each
+# with libtorch's OpenMP threads, on a few cores: threads that spin while
+# waiting for work (libgomp's default, right for one process on its own
+# cores) then take the cores from the processes with work, and the cluster
+# tests took 4x as long. The frames do not depend on it.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # Release profile: the setup already built it, and tests dream on real models.
 cargo test --release --workspace

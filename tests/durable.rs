@@ -774,15 +774,19 @@ fn chaos_kills_and_network_faults_cost_no_frames() {
         .map(|i| dice.within(1 + 6 * i..6 + 6 * i) as usize)
         .collect();
     // Between the kills: worker kills, resets mid-stream and latency
-    // changes, in an order the seed shuffles, one every few seconds.
+    // changes, in an order the seed shuffles.
     let mut bag: Vec<u8> = [[0u8; 3].as_slice(), &[1; 5], &[2; 4]].concat();
     for i in (1..bag.len()).rev() {
         bag.swap(i, dice.within(0..i as u64 + 1) as usize);
     }
     let mut log = Vec::new();
     let start = Instant::now();
+    let mut next_fault = start + Duration::from_millis(dice.within(1500..4000));
+    let mut fault_frame = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(dice.within(1500..4000)));
+        // Looked at often, so that each coordinator kill comes at its
+        // frame however fast the machine renders them.
+        std::thread::sleep(Duration::from_millis(100));
         let on_disk = frames_on_disk(&c, &id);
         if on_disk == frames as usize && state(&c, &id) == "done" {
             break;
@@ -800,6 +804,13 @@ fn chaos_kills_and_network_faults_cost_no_frames() {
             log.push(format!("coordinator killed at frame {on_disk}"));
             continue;
         }
+        // A fault with each new frame, or after a few seconds without one:
+        // as many faults on a fast machine as on a slow one.
+        if on_disk == fault_frame && Instant::now() < next_fault {
+            continue;
+        }
+        fault_frame = on_disk;
+        next_fault = Instant::now() + Duration::from_millis(dice.within(1500..4000));
         match bag.pop() {
             Some(0) => {
                 let victim = dice.within(0..pool.len() as u64) as usize;
