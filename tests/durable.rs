@@ -135,7 +135,9 @@ fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_
     let reference = reference();
     let mut c = Coordinator::start();
     let _worker = c.worker("w");
-    let id = submit(&c, "crash", 5, &[]);
+    // Frames enough after the second kill's that a fast machine still has
+    // leases in flight when it comes.
+    let id = submit(&c, "crash", 8, &[]);
     let watch_log = c.dir.path().join("watch.log");
     let mut watch = watch_into(&c, &id, &watch_log);
     // Mid-frame (a lease in flight), then again later in the job.
@@ -168,7 +170,7 @@ fn a_coordinator_killed_twice_mid_job_finishes_it_identically_and_watch_carries_
     assert!(watched.contains("reconnecting"), "{watched}");
     assert_eq!(state(&c, &id), "done");
     assert!(
-        c.fetch_frames(&id) == reference[..5],
+        c.fetch_frames(&id) == reference[..8],
         "frames differ after two crashes"
     );
     let log = events(&c, &id);
