@@ -159,11 +159,26 @@ impl Browser {
     /// exception, as while a page loads, counts as not yet); panics
     /// naming `what` and showing the page's text otherwise.
     pub fn wait_for(&mut self, what: &str, expression: &str, limit: Duration) {
+        self.wait_for_value(what, expression, limit, |v| {
+            (*v == json!(true)).then_some(())
+        });
+    }
+
+    /// Waits up to `limit` for `expression`'s value to be one `accept`
+    /// takes (an exception counts as not yet); what `accept` made of it.
+    /// Panics like [`wait_for`](Self::wait_for) otherwise.
+    fn wait_for_value<T>(
+        &mut self,
+        what: &str,
+        expression: &str,
+        limit: Duration,
+        accept: impl Fn(&Value) -> Option<T>,
+    ) -> T {
         let start = Instant::now();
         loop {
             let last = self.try_eval(expression);
-            if last == Ok(json!(true)) {
-                return;
+            if let Some(taken) = last.as_ref().ok().and_then(&accept) {
+                return taken;
             }
             if start.elapsed() > limit {
                 let page = self.eval("location.href + '\\n' + document.body.innerText");
@@ -202,19 +217,12 @@ impl Browser {
              return hit && e.contains(hit) ? [x, y] : 'covered by ' + (hit ? hit.outerHTML.slice(0, 200) : 'nothing'); }})()",
             json!(selector)
         );
-        let start = Instant::now();
-        let (x, y) = loop {
-            let at = self.try_eval(&aim);
-            if let Ok(at) = &at
-                && let (Some(x), Some(y)) = (at[0].as_f64(), at[1].as_f64())
-            {
-                break (x, y);
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                panic!("nothing to click at {selector}: {at:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let (x, y) = self.wait_for_value(
+            &format!("{selector} to be clickable"),
+            &aim,
+            Duration::from_secs(30),
+            |at| Some((at[0].as_f64()?, at[1].as_f64()?)),
+        );
         for kind in ["mousePressed", "mouseReleased"] {
             self.call(
                 "Input.dispatchMouseEvent",
