@@ -11,7 +11,9 @@ It is written the way a PyTorch user who knows the library would write it
 convolutions and the network in `channels_last`, the two things that
 measurably speed up a CNN's forward and backward on CPU and GPU without
 leaving plain PyTorch. `--naive` runs the same recipe without them (the
-unfolded NCHW network), to show what they are worth. Prints JSON:
+unfolded NCHW network), to show what they are worth. `--device cuda` runs
+all of it on the GPU (convolutions in IEEE f32 as dreamfarm's f32 runs
+them, unless `--tf32`: PyTorch's default). Prints JSON:
 {"frame_s": [...], "median_s": ..., "threads": ..., ...}.
 
     .venv/bin/python bench/dream_recipe.py --weights W --input assets/astronaut.png \
@@ -43,11 +45,12 @@ def fold_batchnorm(net):
             m.bn = torch.nn.Identity()
 
 
-def trunk(weights, naive):
+def trunk(weights, naive, device):
     """The InceptionV3 trunk to Mixed_6c; returns (mixed3, mixed5)."""
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
     missing, unexpected = net.load_state_dict(load_file(weights), strict=False)
     assert not unexpected, unexpected
+    net = net.to(device)
     if not naive:
         fold_batchnorm(net)
         net = net.to(memory_format=torch.channels_last)
@@ -112,8 +115,8 @@ def dream_octave(net, image, iterations, rng):
             change = (buf - before)[:, :, JITTER:JITTER + th, JITTER:JITTER + tw]
             oy0, oy1 = max(0, y0 - band), min(h, y1 + band)
             ox0, ox1 = max(0, x0 - band), min(w, x1 + band)
-            wy = ramp(torch.arange(oy0, oy1) + 0.5, y0, y1, band, r > 0, r < len(ys) - 1)
-            wx = ramp(torch.arange(ox0, ox1) + 0.5, x0, x1, band, c > 0, c < len(xs) - 1)
+            wy = ramp(torch.arange(oy0, oy1, device=image.device) + 0.5, y0, y1, band, r > 0, r < len(ys) - 1)
+            wx = ramp(torch.arange(ox0, ox1, device=image.device) + 0.5, x0, x1, band, c > 0, c < len(xs) - 1)
             total[:, :, oy0:oy1, ox0:ox1] += (wy[:, None] * wx[None, :]) * \
                 change[:, :, oy0 - iy0:oy1 - iy0, ox0 - ix0:ox1 - ix0]
     return (image + total).clamp(0, 1)
@@ -129,7 +132,7 @@ def dream_frame(net, frame, octaves, iterations, rng):
     _, _, h, w = frame.shape
     sizes = [(round(h / 1.4 ** o), round(w / 1.4 ** o)) for o in reversed(range(octaves))]
     sizes = [s for s in sizes if min(s) >= MIN_SIDE or s == (h, w)]
-    detail = torch.zeros(1, 3, *sizes[0])
+    detail = torch.zeros(1, 3, *sizes[0], device=frame.device)
     for oh, ow in sizes:
         base = resize(frame, oh, ow)
         image = (base + resize(detail, oh, ow)).clamp(0, 1)
@@ -139,7 +142,7 @@ def dream_frame(net, frame, octaves, iterations, rng):
 
 
 def zoom(x, factor):
-    theta = torch.tensor([[[1 / factor, 0, 0], [0, 1 / factor, 0]]], dtype=x.dtype)
+    theta = torch.tensor([[[1 / factor, 0, 0], [0, 1 / factor, 0]]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(0, 1)
 
@@ -154,15 +157,19 @@ def main():
     ap.add_argument("--octaves", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--naive", action="store_true", help="no BatchNorm folding, NCHW (the slow way)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tf32", action="store_true", help="CUDA convolutions in TF32 (PyTorch's default)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
     os.makedirs(args.out, exist_ok=True)
-    net = trunk(args.weights, args.naive)
+    device = torch.device(args.device)
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    net = trunk(args.weights, args.naive, device)
     rgb = Image.open(args.input).convert("RGB").resize((w, h), Image.BICUBIC)
-    frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous().to(device)
     rng = np.random.default_rng(0)
     times = []
     for n in range(args.frames):
@@ -170,13 +177,13 @@ def main():
         if n > 0:
             frame = zoom(frame, 1.02)
         out = dream_frame(net, frame, args.octaves, args.iterations, rng)
-        u8 = (out[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        u8 = (out[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         Image.fromarray(u8).save(os.path.join(args.out, f"frame_{n:05}.png"))
-        frame = torch.from_numpy(u8.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+        frame = torch.from_numpy(u8.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous().to(device)
         times.append(time.perf_counter() - t)
     print(json.dumps({"frame_s": times, "median_s": statistics.median(times), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "size": [w, h],
-                      "naive": args.naive}))
+                      "naive": args.naive, "device": args.device, "tf32": args.tf32}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 # Runs named with a "+bN" suffix dream small tiles (--parallelism 32) in
 # batches of N (--tile-batch N): "+b1" against "+b8" is what batching
 # alike tiles into one pass is worth on the GPU, and "cuda:0,cuda:0-f32+b1"
-# (two embedded workers sharing the GPU) what running two tiles at once is.
+# (two embedded workers sharing the GPU) what running two tiles at once is;
+# "+tN" renders with N-pixel tiles (--tile-size N), and "py-cuda" runs are
+# the same recipe in plain PyTorch on the GPU (bench/dream_recipe.py).
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
@@ -16,12 +18,14 @@
 # Back here, with the files it returned:
 #     bench/gpu.sh compare FILES_AT
 #
-# GPU_BENCH_SIZES (default "1920x1080,3840x2160"), GPU_BENCH_FRAMES
-# (default 3: the first is warm-up) and GPU_BENCH_DEVICES (default
-# "cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8 cuda:0,cuda:0-f32+b1")
-# change what runs;
-# renders go to /tmp/gpu-bench, and the report and frames to compare to
-# $OUT (the device's return folder; default /tmp/gpu-bench/out); `GPU_BENCH_DEVICES=cpu GPU_BENCH_SIZES=256x144 bench/gpu.sh run`
+# GPU_BENCH_RUNS (SIZE/RUN words; the default runs what matters most
+# first, so a run cut short still answers the main questions),
+# GPU_BENCH_FRAMES (default 4: the first is warm-up; CPU renders 2) and
+# GPU_BENCH_RUN_LIMIT (seconds per render, default 200) and GPU_BENCH_ARGS
+# (render flags added to every dreamfarm run) change what runs.
+# Renders go to /tmp/gpu-bench, and the report, frames 0 of the 1080p
+# renders and the logs to $OUT (the device's return folder; default
+# /tmp/gpu-bench/out). `GPU_BENCH_RUNS="256x144/cpu" bench/gpu.sh run`
 # checks the script on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +47,90 @@ median_seconds() {
         awk '{v[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'
 }
 
+# GPU utilisation (mean %, over the samples from the first busy one to the
+# last) and peak memory (MiB) from an nvidia-smi log: the model's loading
+# before and the process's exit after are not the render's.
+gpu_use() {
+    if [ -s "$1" ]; then
+        awk -F', ' '{u[NR]=$1; if ($2>m) m=$2; if ($1>0) {if (!f) f=NR; l=NR}}
+            END {s=0; for (i=f; i<=l; i++) s+=u[i]; printf "%.0f %s", (l ? s/(l-f+1) : 0), m}' "$1"
+    else
+        echo "n/a n/a"
+    fi
+}
+
+# Starts sampling the GPU into $1; prints the sampler's pid.
+sample_gpu() {
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 >"$1" 2>/dev/null &
+    echo $!
+}
+
+# One render: `size/run` as in GPU_BENCH_RUNS. Appends its line to the
+# report; a render that fails is reported and the next one goes on.
+render_one() {
+    local size=${1%%/*} run=${1#*/}
+    local spec=${run%%+*} tiles=default
+    local -a extra=() more=()
+    local word
+    for word in $(echo "${run#"$spec"}" | tr '+' ' '); do
+        case $word in
+        b*) extra+=(--parallelism 32 --tile-batch "${word#b}") tiles="parallelism-32-batch-${word#b}" ;;
+        t*) extra+=(--tile-size "${word#t}") tiles="tile-${word#t}" ;;
+        esac
+    done
+    local device=${spec%%-*} precision=f32
+    [ "$spec" != "$device" ] && precision=${spec#*-}
+    local name=$size-$run frames=${GPU_BENCH_FRAMES:-4}
+    # One CPU frame past the warm-up: at 4K, minutes rather than seconds.
+    [ "$device" = cpu ] && [ "$frames" -gt 2 ] && frames=2
+    # GPU_BENCH_ARGS: more render flags for every run (a shorter recipe).
+    read -r -a more <<<"${GPU_BENCH_ARGS:-}"
+    extra+=("${more[@]}")
+    local util=$out/$name.util sampler=
+    [[ $device == cuda* ]] && sampler=$(sample_gpu "$util")
+    rm -rf "${out:?}/$name" # a render resumes what it finds
+    local status=ok
+    # The video needs ffmpeg, which the device machine may lack: the frames
+    # (and their times) are what is measured, so only a render that wrote
+    # fewer frames than asked has failed.
+    timeout "${GPU_BENCH_RUN_LIMIT:-200}" "$bin" render --input assets/astronaut.png --size "$size" \
+        --frames "$frames" --device "$device" --precision "$precision" "${extra[@]}" \
+        --output "$out/$name" >"$out/$name.log" 2>&1 || true
+    [ -n "$sampler" ] && { kill "$sampler" 2>/dev/null || true; }
+    local written
+    written=$(grep -c 'frame written' "$out/$name.log" || true)
+    if [ "$written" -lt "$frames" ]; then
+        status="failed($written/$frames)"
+        tail -3 "$out/$name.log"
+    fi
+    echo "$size $device $precision $tiles $(median_seconds "$out/$name.log") $(gpu_use "$util") $status" | tee -a "$report"
+    if [ "$size" = 1920x1080 ] && [ "$spec" = "$run" ]; then
+        cp "$out/$name/000000.png" "$back/frame0-$spec.png" 2>/dev/null || true
+    fi
+}
+
+# The same recipe in plain PyTorch (bench/dream_recipe.py) on the GPU:
+# `size/py-cuda` in IEEE f32 as dreamfarm's f32, `size/py-cuda-tf32` with
+# PyTorch's default TF32 convolutions.
+python_one() {
+    local size=${1%%/*} run=${1#*/}
+    local -a tf32=()
+    local precision=f32
+    [[ $run == *tf32 ]] && tf32=(--tf32) precision=tf32
+    local name=$size-$run util=$out/$size-$run.util sampler
+    sampler=$(sample_gpu "$util")
+    timeout "${GPU_BENCH_RUN_LIMIT:-200}" python3 bench/dream_recipe.py --weights "$DREAMFARM_MODELS/inception-v3.safetensors" \
+        --input assets/astronaut.png --size "$size" --frames "${GPU_BENCH_FRAMES:-4}" --device cuda "${tf32[@]}" \
+        --out "$out/$name" >"$out/$name.json" 2>"$out/$name.log" || tail -3 "$out/$name.log"
+    kill "$sampler" 2>/dev/null || true
+    local seconds
+    seconds=$(python3 -c 'import json, statistics, sys; print("%.2f" % statistics.median(json.load(open(sys.argv[1]))["frame_s"][1:]))' \
+        "$out/$name.json" 2>/dev/null || echo n/a)
+    echo "$size plain-pytorch-cuda $precision default $seconds $(gpu_use "$util") ok" | tee -a "$report"
+}
+
 run() {
-    local out=/tmp/gpu-bench bin=$PWD/$carry/dreamfarm
-    local back=${OUT:-$out/out}
+    out=/tmp/gpu-bench bin=$PWD/$carry/dreamfarm back=${OUT:-/tmp/gpu-bench/out}
     mkdir -p "$out" "$back"
     if [ -x "$bin" ]; then
         # The device's own torch: the binary was built against the same
@@ -61,43 +146,30 @@ run() {
     else
         bin=$PWD/target/release/dreamfarm
     fi
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
-    local report=$back/report.txt
-    echo "size device precision tiles s/frame gpu-util%" >"$report"
-    for size in $(echo "${GPU_BENCH_SIZES:-1920x1080,3840x2160}" | tr ',' ' '); do
-        for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16 cuda-f32+b1 cuda-f32+b8 cuda:0,cuda:0-f32+b1}; do
-            local spec=${run%+b*} tiles=default
-            local -a batch=()
-            if [ "$spec" != "$run" ]; then
-                batch=(--parallelism 32 --tile-batch "${run##*+b}")
-                tiles="parallelism-32-batch-${run##*+b}"
-            fi
-            local device=${spec%%-*} precision=f32
-            [ "$spec" != "$device" ] && precision=${spec#*-}
-            local name=$size-$run frames=${GPU_BENCH_FRAMES:-3}
-            # One CPU frame past the warm-up at 4K: minutes, not seconds.
-            [ "$device" = cpu ] && frames=2
-            local util=$out/$name.util sampler=
-            if [[ $device == cuda* ]]; then
-                nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 >"$util" &
-                sampler=$!
-            fi
-            rm -rf "${out:?}/$name" # a render resumes what it finds
-            "$bin" render --input assets/astronaut.png --size "$size" --frames "$frames" \
-                --device "$device" --precision "$precision" "${batch[@]}" --output "$out/$name" \
-                >"$out/$name.log" 2>&1 || { tail -5 "$out/$name.log"; exit 1; }
-            [ -n "$sampler" ] && kill "$sampler"
-            local busy=n/a
-            [ -s "$util" ] && busy=$(awk '{s+=$1} END {printf "%.0f", s/NR}' "$util")
-            echo "$size $device $precision $tiles $(median_seconds "$out/$name.log") $busy" | tee -a "$report"
-        done
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+    # A CUDA render of one small frame first: if the binary cannot reach
+    # the GPU, say why at once rather than after minutes of CPU renders.
+    if [[ ${GPU_BENCH_RUNS:-cuda} == *cuda* ]] &&
+        ! "$bin" render --input assets/astronaut.png --size 128x128 --frames 1 --device cuda:0 \
+            --output "$out/probe" >"$back/probe.log" 2>&1 &&
+        [ ! -s "$out/probe/000000.png" ]; then
+        cat "$back/probe.log"
+        python3 -c 'import torch; print("python torch", torch.__version__, torch.cuda.is_available())'
+        exit 3
+    fi
+    report=$back/report.txt
+    echo "size device precision tiles s/frame gpu-util% gpu-MiB status" >"$report"
+    export DREAMFARM_MODELS=${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}
+    for one in ${GPU_BENCH_RUNS:-1920x1080/cuda-f32 1920x1080/cuda-bf16 1920x1080/cpu \
+        1920x1080/py-cuda 3840x2160/cuda-f32 3840x2160/py-cuda 3840x2160/cuda-bf16 \
+        1920x1080/cuda-f32+t2048 3840x2160/cuda-f32+t2048 1920x1080/cuda-f32+b1 1920x1080/cuda-f32+b8 \
+        1920x1080/cuda:0,cuda:0-f32+b1 3840x2160/cuda-f32+b1 3840x2160/cuda-f32+b8 3840x2160/cpu}; do
+        case $one in
+        */py-*) python_one "$one" ;;
+        *) render_one "$one" ;;
+        esac
     done
-    # Frame 0 of the CPU and CUDA renders of the first size, for `compare`.
-    local first=${GPU_BENCH_SIZES:-1920x1080}
-    first=${first%%,*}
-    for run in ${GPU_BENCH_DEVICES:-cpu cuda-f32 cuda-bf16}; do
-        cp "$out/$first-$run/000000.png" "$back/frame0-$run.png" 2>/dev/null || true
-    done
+    tar -C "$out" -czf "$back/logs.tar.gz" --exclude='*.png' --exclude='*.mp4' . 2>/dev/null || true
 }
 
 compare() {
@@ -108,12 +180,14 @@ from PIL import Image
 d = pathlib.Path(sys.argv[1])
 cat = (d / "report.txt")
 print(cat.read_text() if cat.exists() else "no report.txt")
-ref = d / "frame0-cpu.png"
-a = np.asarray(Image.open(ref)).astype(float)
-for other in sorted(d.glob("frame0-cuda-*.png")):
-    b = np.asarray(Image.open(other)).astype(float)
-    mad = np.abs(a - b).mean() / 255
-    print(f"{other.name} vs CPU: mean absolute difference {mad:.5f} (target <= {1/255:.5f})")
+def load(name):
+    return np.asarray(Image.open(d / name)).astype(float)
+pairs = [(f"frame0-{run}.png", "frame0-cpu.png") for run in ("cuda-f32", "cuda-bf16")]
+pairs.append(("frame0-cuda-bf16.png", "frame0-cuda-f32.png"))
+for a, b in pairs:
+    if (d / a).exists() and (d / b).exists():
+        mad = np.abs(load(a) - load(b)).mean() / 255
+        print(f"{a} vs {b}: mean absolute difference {mad:.5f} (1/255 = {1/255:.5f})")
 EOF
 }
 

@@ -23,6 +23,7 @@ pub use graph::{Block, conv_units};
 pub use layers::ConvShape;
 pub use weights_file::WeightsFile;
 
+use crate::cuda_library::cuda_library;
 use graph::Network;
 
 /// Why a model could not be loaded or run.
@@ -62,9 +63,12 @@ pub enum ModelError {
 /// What to do instead of asking for a CUDA device that is not there.
 fn device_advice(available: usize) -> String {
     match available {
-        0 => "libtorch sees no CUDA device on this machine (no GPU, no driver, or \
-              CUDA_VISIBLE_DEVICES hides them); use --device cpu"
-            .to_string(),
+        0 => match cuda_library().advice() {
+            Some(advice) => format!("libtorch sees no CUDA device: {advice}; or use --device cpu"),
+            None => "libtorch sees no CUDA device on this machine (no GPU, no driver, or \
+                     CUDA_VISIBLE_DEVICES hides them); use --device cpu"
+                .to_string(),
+        },
         n => format!(
             "this machine has {n} CUDA device(s) visible to libtorch; use cuda:0 to cuda:{} \
              or --device cpu",
@@ -75,6 +79,7 @@ fn device_advice(available: usize) -> String {
 
 /// Maps a user's device request onto a torch device that exists.
 pub fn torch_device(spec: DeviceSpec) -> Result<Device, ModelError> {
+    cuda_library();
     match spec {
         DeviceSpec::Auto => Ok(Device::cuda_if_available()),
         DeviceSpec::Cpu => Ok(Device::Cpu),
@@ -95,6 +100,7 @@ pub fn torch_device(spec: DeviceSpec) -> Result<Device, ModelError> {
 /// Maps a user's device list onto torch devices that exist, in order:
 /// `all` is every CUDA device libtorch sees, or the CPU when it sees none.
 pub fn torch_devices(devices: &Devices) -> Result<Vec<Device>, ModelError> {
+    cuda_library();
     match devices {
         Devices::Each(each) => each.iter().map(|&d| torch_device(d)).collect(),
         Devices::All => match tch::Cuda::device_count().max(0) as usize {
