@@ -492,6 +492,32 @@ mod tests {
         (tmp, dir)
     }
 
+    #[test]
+    fn a_frame_reads_back_as_written_and_is_never_overwritten() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let out = OutputDir {
+            dir: tmp.path().to_path_buf(),
+        };
+        let (width, height) = (97, 61);
+        // Every byte its own, as in a dreamed frame's fine texture (xorshift).
+        let mut x = 0x2545_f491_u32;
+        let rgb: Vec<u8> = (0..3 * width * height)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect();
+        out.write_frame(0, width, height, &rgb).expect("written");
+        assert_eq!(out.read_frame(0, width, height).expect("read"), rgb);
+        assert!(
+            out.write_frame(0, width, height, &[0; 3 * 97 * 61])
+                .is_err()
+        );
+        assert_eq!(out.read_frame(0, width, height).expect("read"), rgb);
+    }
+
     fn check(dir: &Path, input: &Path, files: FileMatch) -> Result<(), OutputError> {
         OutputDir::check_job(dir, &JobSpec::new(input.to_path_buf(), 5), files)
     }
