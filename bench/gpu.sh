@@ -109,24 +109,34 @@ render_one() {
     fi
 }
 
-# The same recipe in plain PyTorch (bench/dream_recipe.py) on the GPU:
-# `size/py-cuda` in IEEE f32 as dreamfarm's f32, `size/py-cuda-tf32` with
-# PyTorch's default TF32 convolutions.
+# The same recipe in plain PyTorch (bench/dream_recipe.py): `size/py-cuda`
+# on the GPU in IEEE f32 as dreamfarm's f32, `size/py-cuda-tf32` with
+# PyTorch's default TF32 convolutions, `size/py-cpu` on the CPU. The
+# --octaves and --iterations of GPU_BENCH_ARGS apply (the same flags), so
+# plain PyTorch's CPU and CUDA frames can be compared as dreamfarm's are.
 python_one() {
     local size=${1%%/*} run=${1#*/}
-    local -a tf32=()
+    local device=${run#py-}
+    local -a flags=()
     local precision=f32
-    [[ $run == *tf32 ]] && tf32=(--tf32) precision=tf32
-    local name=$size-$run util=$out/$size-$run.util sampler
-    sampler=$(sample_gpu "$util")
+    if [[ $device == *-tf32 ]]; then
+        device=${device%-tf32} precision=tf32 flags=(--tf32)
+    fi
+    read -r -a more <<<"${GPU_BENCH_ARGS:-}"
+    flags+=("${more[@]}")
+    local name=$size-$run util=$out/$size-$run.util sampler=
+    [ "$device" = cuda ] && sampler=$(sample_gpu "$util")
     timeout "${GPU_BENCH_RUN_LIMIT:-200}" python3 bench/dream_recipe.py --weights "$DREAMFARM_MODELS/inception-v3.safetensors" \
-        --input assets/astronaut.png --size "$size" --frames "${GPU_BENCH_FRAMES:-4}" --device cuda "${tf32[@]}" \
+        --input assets/astronaut.png --size "$size" --frames "${GPU_BENCH_FRAMES:-4}" --device "$device" "${flags[@]}" \
         --out "$out/$name" >"$out/$name.json" 2>"$out/$name.log" || tail -3 "$out/$name.log"
-    kill "$sampler" 2>/dev/null || true
+    [ -n "$sampler" ] && { kill "$sampler" 2>/dev/null || true; }
     local seconds
     seconds=$(python3 -c 'import json, statistics, sys; print("%.2f" % statistics.median(json.load(open(sys.argv[1]))["frame_s"][1:]))' \
         "$out/$name.json" 2>/dev/null || echo n/a)
-    echo "$size plain-pytorch-cuda $precision default $seconds $(gpu_use "$util") ok" | tee -a "$report"
+    echo "$size plain-pytorch-$device $precision default $seconds $(gpu_use "$util") ok" | tee -a "$report"
+    if [ "$size" = 1920x1080 ]; then
+        cp "$out/$name/frame_00000.png" "$back/frame0-$run.png" 2>/dev/null || true
+    fi
 }
 
 run() {
@@ -184,6 +194,7 @@ def load(name):
     return np.asarray(Image.open(d / name)).astype(float)
 pairs = [(f"frame0-{run}.png", "frame0-cpu.png") for run in ("cuda-f32", "cuda-bf16")]
 pairs.append(("frame0-cuda-bf16.png", "frame0-cuda-f32.png"))
+pairs += [(f"frame0-{run}.png", "frame0-py-cpu.png") for run in ("py-cuda", "py-cuda-tf32")]
 for a, b in pairs:
     if (d / a).exists() and (d / b).exists():
         mad = np.abs(load(a) - load(b)).mean() / 255
