@@ -4,10 +4,12 @@
 //! calls into `libtorch_cuda.so` directly, so the linker's `--as-needed`
 //! (the default on Debian and Ubuntu) drops it from our binaries, and
 //! libtorch then sees no CUDA device even on a GPU machine. Loading it by
-//! hand registers its CUDA backend (its static initialisers do) before
-//! anything asks for a device. It is taken from the folder the running
-//! `libtorch_cpu.so` came from, so the two halves are always one build; a
-//! CPU-only libtorch has no CUDA half, and the binary runs on it unchanged.
+//! hand registers its CUDA backend (its static initialisers do); it is
+//! loaded when a request that may use a GPU (auto, cuda, all) resolves its
+//! device, and a `--device cpu` process never loads it. It is taken from
+//! the folder the running `libtorch_cpu.so` came from, so the two halves
+//! are always one build; a CPU-only libtorch has no CUDA half, and the
+//! binary runs on it unchanged.
 //!
 //! Once loaded, CUDA convolutions are set to IEEE f32. libtorch's default
 //! runs them in TF32 (a 10-bit mantissa), a narrowed format as bf16 is:

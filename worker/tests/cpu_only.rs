@@ -1,0 +1,41 @@
+//! A process that asks only for the CPU never loads libtorch's CUDA
+//! library (about 340 MB of resident memory it has no use for). Its own
+//! test binary, so that no other test has loaded it first.
+
+use dreamfarm_common::device::{DeviceSpec, Devices};
+use dreamfarm_worker::models::{torch_device, torch_devices};
+use tch::{Device, Kind, Tensor};
+
+fn cuda_library_mapped() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("the process's mappings")
+        .contains("libtorch_cuda.so")
+}
+
+#[test]
+fn asking_for_the_cpu_leaves_the_cuda_library_unloaded() {
+    assert_eq!(torch_device(DeviceSpec::Cpu).expect("the CPU"), Device::Cpu);
+    let devices =
+        torch_devices(&Devices::Each(vec![DeviceSpec::Cpu, DeviceSpec::Cpu])).expect("CPUs");
+    assert_eq!(devices, [Device::Cpu, Device::Cpu]);
+    let sum = Tensor::ones([4], (Kind::Float, Device::Cpu)).sum(Kind::Float);
+    assert_eq!(f64::try_from(sum).expect("a number"), 4.0);
+    assert!(
+        !cuda_library_mapped(),
+        "a CPU-only process mapped libtorch_cuda.so"
+    );
+    // Any request that may use a GPU loads it (where this libtorch has one).
+    let _ = torch_device(DeviceSpec::Auto);
+    let folder_has_it = std::fs::read_to_string("/proc/self/maps")
+        .expect("mappings")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .map(|p| {
+            std::path::Path::new(p)
+                .with_file_name("libtorch_cuda.so")
+                .exists()
+        })
+        .expect("libtorch_cpu.so is mapped");
+    assert_eq!(cuda_library_mapped(), folder_has_it);
+}
