@@ -95,8 +95,10 @@ pub fn cuda_library() -> &'static CudaLibrary {
 /// The folder of the `libtorch_cpu.so` this process has mapped.
 fn libtorch_folder() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    // A mapping's path is the rest of its line from the first '/' (paths
+    // may hold spaces; anonymous mappings have none).
     maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter_map(|line| line.find('/').map(|at| &line[at..]))
         .map(Path::new)
         .find(|path| {
             path.file_name()

@@ -29,7 +29,7 @@ fn asking_for_the_cpu_leaves_the_cuda_library_unloaded() {
     let folder_has_it = std::fs::read_to_string("/proc/self/maps")
         .expect("mappings")
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(|l| l.find('/').map(|at| &l[at..]))
         .find(|p| p.ends_with("/libtorch_cpu.so"))
         .map(|p| {
             std::path::Path::new(p)
