@@ -15,6 +15,8 @@
 #     bench/gpu.sh prepare
 # On the device machine (its own torch 2.11 provides libtorch and CUDA):
 #     run(command="bench/gpu.sh run", carry=["bench/.gpu"], timeout_s=540)
+# The seam test on CUDA, f32 and bf16 (about a minute):
+#     run(command="bench/gpu.sh seams", carry=["bench/.gpu"], timeout_s=300)
 # Back here, with the files it returned:
 #     bench/gpu.sh compare FILES_AT
 #
@@ -36,6 +38,12 @@ prepare() {
     mkdir -p "$carry/models"
     strip -o "$carry/dreamfarm" target/release/dreamfarm
     cp "${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}/inception-v3.safetensors" "$carry/models/"
+    # The seam test (tests/render.rs), for `seams`: it runs the binary above.
+    local tests
+    tests=$(cargo test --release -p dreamfarm-tests --test render --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    strip -o "$carry/render-tests" "$tests"
+    pwd >"$carry/built-in"
     grep -qx "/$carry/" .git/info/exclude 2>/dev/null || echo "/$carry/" >>.git/info/exclude
     du -sh "$carry"
 }
@@ -139,20 +147,24 @@ python_one() {
     fi
 }
 
+# The device's own torch for the carried binary: it was built against the
+# same version, and its libraries are found through this path.
+libraries() {
+    local torch
+    torch=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+    export LD_LIBRARY_PATH="$torch/lib:$(find "$(dirname "$torch")/nvidia" -maxdepth 3 -name lib -type d 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}"
+    export DREAMFARM_MODELS=$PWD/$carry/models
+    if ldd "$carry/dreamfarm" | grep 'not found'; then
+        echo "the binary misses the libraries above on this machine" >&2
+        exit 1
+    fi
+}
+
 run() {
     out=/tmp/gpu-bench bin=$PWD/$carry/dreamfarm back=${OUT:-/tmp/gpu-bench/out}
     mkdir -p "$out" "$back"
     if [ -x "$bin" ]; then
-        # The device's own torch: the binary was built against the same
-        # version, and its libraries are found through this path.
-        local torch
-        torch=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-        export LD_LIBRARY_PATH="$torch/lib:$(find "$(dirname "$torch")/nvidia" -maxdepth 3 -name lib -type d 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}"
-        export DREAMFARM_MODELS=$PWD/$carry/models
-        if ldd "$bin" | grep 'not found'; then
-            echo "the binary misses the libraries above on this machine" >&2
-            exit 1
-        fi
+        libraries
     else
         bin=$PWD/target/release/dreamfarm
     fi
@@ -182,6 +194,29 @@ run() {
     tar -C "$out" -czf "$back/logs.tar.gz" --exclude='*.png' --exclude='*.mp4' . 2>/dev/null || true
 }
 
+# The seam test on the GPU in f32 and bf16 (edge energy along tile
+# borders against inside tiles, limits as on the CPU); its lines to
+# $OUT/seams.txt. GPU_BENCH_SEAMS (default "cuda/f32 cuda/bf16") names
+# the device/precision pairs; `GPU_BENCH_SEAMS=cpu/f32` checks it here.
+seams() {
+    local back=${OUT:-/tmp/gpu-bench/out}
+    mkdir -p "$back"
+    libraries
+    # The test finds the repository where it was built.
+    local built
+    built=$(cat "$carry/built-in")
+    if [ ! -e "$built" ]; then
+        mkdir -p "$(dirname "$built")"
+        ln -s "$PWD" "$built"
+    fi
+    local pair
+    for pair in ${GPU_BENCH_SEAMS:-cuda/f32 cuda/bf16}; do
+        DREAMFARM_BIN=$PWD/$carry/dreamfarm DREAMFARM_TEST_DEVICE=${pair%/*} DREAMFARM_TEST_PRECISION=${pair#*/} \
+            "$carry/render-tests" --exact tiled_dreams_show_no_seam_and_no_double_exposure --nocapture 2>&1 |
+            tee -a "$back/seams.txt" | grep -E 'blended|test result|panicked' || true
+    done
+}
+
 compare() {
     .venv/bin/python - "$1" <<'EOF'
 import sys, pathlib
@@ -205,6 +240,7 @@ EOF
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
+    seams) seams ;;
     compare) compare "${2:?the folder the device run returned}" ;;
-    *) echo "usage: bench/gpu.sh prepare | run | compare FOLDER" >&2; exit 2 ;;
+    *) echo "usage: bench/gpu.sh prepare | run | seams | compare FOLDER" >&2; exit 2 ;;
 esac

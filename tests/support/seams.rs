@@ -141,9 +141,11 @@ pub fn tiled_change(dir: &Path, margin: u32, band: u32, extra: &[&str]) -> Rgb {
         &band,
         "--jitter",
         "16",
-        "--device",
-        "cpu",
     ];
+    // DREAMFARM_TEST_DEVICE (default cpu) measures the seams on another
+    // device: `bench/gpu.sh seams` runs this on a GPU.
+    let device = std::env::var("DREAMFARM_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    args.extend_from_slice(&["--device", &device]);
     args.extend_from_slice(extra);
     run_ok(dreamfarm(&args));
     Rgb::open(&out).minus(&Rgb::open(&repo().join("assets/astronaut.png")))
