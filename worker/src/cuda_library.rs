@@ -87,7 +87,14 @@ pub fn cuda_library() -> &'static CudaLibrary {
                 }
             }
         };
-        tracing::debug!(?library, "libtorch's CUDA library");
+        // A CUDA library that will not load is a broken install that
+        // `--device auto` would otherwise quietly run on the CPU.
+        match library.advice() {
+            Some(advice) if matches!(library, CudaLibrary::Failed { .. }) => {
+                tracing::warn!("no GPU: {advice}");
+            }
+            _ => tracing::debug!(?library, "libtorch's CUDA library"),
+        }
         library
     })
 }
@@ -232,6 +239,23 @@ mod tests {
                 !NOT_LOADED.iter().any(|text| message.contains(text)),
                 "libtorch still lacks its CUDA backend: {message}"
             );
+        }
+    }
+
+    #[test]
+    fn a_library_that_will_not_load_is_told_with_the_loaders_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("libtorch_cuda.so");
+        std::fs::write(&path, b"not a shared object").expect("written");
+        match load(path.clone()) {
+            CudaLibrary::Failed {
+                path: failed,
+                reason,
+            } => {
+                assert_eq!(failed, path);
+                assert!(reason.contains("libtorch_cuda.so"), "{reason}");
+            }
+            other => panic!("a junk file loaded: {other:?}"),
         }
     }
 
