@@ -8,13 +8,15 @@
 # batches of N (--tile-batch N): "+b1" against "+b8" is what batching
 # alike tiles into one pass is worth on the GPU, and "cuda:0,cuda:0-f32+b1"
 # (two embedded workers sharing the GPU) what running two tiles at once is;
-# "+tN" renders with N-pixel tiles (--tile-size N), and "py-cuda" runs are
-# the same recipe in plain PyTorch on the GPU (bench/dream_recipe.py).
+# "+tN" renders with N-pixel tiles (--tile-size N), and "py-cuda",
+# "py-cuda-tf32" and "py-cpu" runs are the same recipe in plain PyTorch
+# (bench/dream_recipe.py).
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
 # On the device machine (its own torch 2.11 provides libtorch and CUDA):
 #     run(command="bench/gpu.sh run", carry=["bench/.gpu"], timeout_s=540)
+# (on an H200 about 5 minutes; the machine's start about 30 s more)
 # The seam test on CUDA, f32 and bf16 (about a minute):
 #     run(command="bench/gpu.sh seams", carry=["bench/.gpu"], timeout_s=300)
 # Back here, with the files it returned:
