@@ -3,6 +3,7 @@
 //! test binary, so that no other test has loaded it first.
 
 use dreamfarm_common::device::{DeviceSpec, Devices};
+use dreamfarm_worker::cuda_library::{CudaLibrary, cuda_library};
 use dreamfarm_worker::models::{torch_device, torch_devices};
 use tch::{Device, Kind, Tensor};
 
@@ -26,16 +27,16 @@ fn asking_for_the_cpu_leaves_the_cuda_library_unloaded() {
     );
     // Any request that may use a GPU loads it (where this libtorch has one).
     let _ = torch_device(DeviceSpec::Auto);
-    let folder_has_it = std::fs::read_to_string("/proc/self/maps")
-        .expect("mappings")
-        .lines()
-        .filter_map(|l| l.find('/').map(|at| &l[at..]))
-        .find(|p| p.ends_with("/libtorch_cpu.so"))
-        .map(|p| {
-            std::path::Path::new(p)
-                .with_file_name("libtorch_cuda.so")
-                .exists()
-        })
-        .expect("libtorch_cpu.so is mapped");
-    assert_eq!(cuda_library_mapped(), folder_has_it);
+    match cuda_library() {
+        CudaLibrary::Loaded(path) => {
+            assert!(
+                path.exists() && cuda_library_mapped(),
+                "{path:?} not mapped"
+            );
+        }
+        CudaLibrary::Absent { folder } => {
+            assert!(!folder.join("libtorch_cuda.so").exists() && !cuda_library_mapped());
+        }
+        other => panic!("libtorch's CUDA library: {other:?}"),
+    }
 }
