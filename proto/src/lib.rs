@@ -6,6 +6,8 @@
 //! - [`halves`]: the f16 conversions, one pass over memory each way.
 //! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
+//! - [`session_frames`]: the coordinator's messages to a worker as gRPC
+//!   frames, lease pieces uncopied.
 //! - [`auth`]: the shared-token check on every call.
 //! - [`connect`]: a channel to the coordinator, plain or TLS.
 //! - [`tls`]: TLS set up wrong, told as advice (the coordinator's
@@ -20,6 +22,7 @@ pub mod halves;
 pub mod logging;
 pub mod objective;
 pub mod pixels;
+pub mod session_frames;
 pub mod signal;
 pub mod tls;
 

@@ -3,7 +3,8 @@
 //!
 //! - [`server`]: the services, health, metrics and expiry ticker.
 //! - [`scheduler`]: the lease queue and the workers.
-//! - [`worker_sessions`]: the wire side of a worker's session.
+//! - [`worker_sessions`]: the wire side of a worker's session;
+//!   [`worker_routes`]: its service as served, lease pieces uncopied.
 //! - [`job_service`]: the clients' API; [`jobs`]: every job, its controls
 //!   and admission under the [`memory_budget`]; [`job_prepare`]: checking a
 //!   submitted job; [`job_weights`]: a job's own uploaded weights file;
@@ -26,4 +27,5 @@ pub mod metrics;
 pub mod remote_executor;
 pub mod scheduler;
 pub mod server;
+pub mod worker_routes;
 pub mod worker_sessions;

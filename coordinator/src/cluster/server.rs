@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use dreamfarm_proto::auth::CheckToken;
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
-use dreamfarm_proto::pb::worker_service_server::WorkerServiceServer;
 use dreamfarm_proto::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
     STREAM_WINDOW_BYTES,
@@ -23,6 +22,7 @@ use super::hub::Hub;
 use super::job_service::JobApi;
 use super::jobs::Jobs;
 use super::scheduler::Timeouts;
+use super::worker_routes::WorkerRoutes;
 use super::worker_sessions::WorkerSessions;
 use crate::store::{JobStore, SqliteStore, StoreError};
 use crate::video::VideoEncoding;
@@ -196,14 +196,10 @@ impl Coordinator {
         });
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<WorkerServiceServer<WorkerSessions>>()
-            .await;
+        health.set_serving::<WorkerRoutes>().await;
         health.set_serving::<JobServiceServer<JobApi>>().await;
         let check = CheckToken::new(config.token.as_deref());
-        let workers = WorkerServiceServer::new(WorkerSessions::new(hub.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let workers = WorkerRoutes::new(WorkerSessions::new(hub.clone()));
         let clients = JobServiceServer::new(JobApi::new(jobs, hub.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
