@@ -103,9 +103,10 @@ where
     );
     match sessions.session(request).await {
         Ok(reply) => {
-            let (metadata, messages, _) = reply.into_parts();
+            let (metadata, messages, extensions) = reply.into_parts();
             let mut reply = http::Response::new(tonic::body::Body::new(SessionBody::new(messages)));
             *reply.headers_mut() = metadata.into_headers();
+            *reply.extensions_mut() = extensions;
             reply
                 .headers_mut()
                 .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
