@@ -484,6 +484,28 @@ mod tests {
     }
 
     #[test]
+    fn a_non_finite_sample_anywhere_in_a_big_piece_is_refused() {
+        // A piece of almost a chunk; the bad sample first, a few blocks of
+        // a vectorised check in, in the middle and last.
+        let (width, height) = (1024, 85);
+        let samples = 3 * width * height;
+        for at in [0, 1023, 1024, 2049, samples / 2 + 1, samples - 1] {
+            let mut image = vec![0.5f32; samples];
+            image[at] = f32::INFINITY;
+            let f32_bytes: Vec<u8> = image.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let f16_bytes: Vec<u8> = image
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect();
+            for (format, piece) in [(PixelFormat::F32, f32_bytes), (PixelFormat::F16, f16_bytes)] {
+                assert!(piece.len() <= CHUNK_BYTES);
+                let mut d = Decoder::new(width as u32, height as u32, format).unwrap();
+                assert!(d.push(&piece).is_err(), "{format:?}, at {at}");
+            }
+        }
+    }
+
+    #[test]
     fn wrong_lengths_sizes_and_formats_are_refused() {
         let bytes = encoded(&image(), PixelFormat::F32);
         assert_eq!(
