@@ -531,15 +531,35 @@ impl RawSession {
         url: &str,
         first: dreamfarm_proto::pb::WorkerMessage,
     ) -> Result<Self, tonic::Status> {
+        Self::open_with_headers(url, first, &[]).await
+    }
+
+    /// [`Self::open`] with `headers` added to the call's own (a peer that
+    /// claims what it does not do).
+    pub async fn open_with_headers(
+        url: &str,
+        first: dreamfarm_proto::pb::WorkerMessage,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<Self, tonic::Status> {
+        use tonic::service::Interceptor;
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())
             .expect("url")
             .connect()
             .await
             .expect("connect");
-        let token = dreamfarm_proto::auth::AttachToken::new(Some(TOKEN)).expect("token");
+        let mut token = dreamfarm_proto::auth::AttachToken::new(Some(TOKEN)).expect("token");
+        let headers = headers.to_vec();
+        let attach = move |request| {
+            let mut request = token.call(request)?;
+            for &(name, value) in &headers {
+                let value = value.parse().expect("a header value");
+                request.metadata_mut().insert(name, value);
+            }
+            Ok(request)
+        };
         let mut client =
             dreamfarm_proto::pb::worker_service_client::WorkerServiceClient::with_interceptor(
-                channel, token,
+                channel, attach,
             );
         let (up, rx) = tokio::sync::mpsc::channel(64);
         up.send(first).await.expect("send");
