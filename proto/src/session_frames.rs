@@ -13,7 +13,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use prost::Message;
 use prost::bytes::{BufMut, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encode_key, encode_varint};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -39,27 +39,26 @@ const PREFIX_BYTES: usize = 5;
 /// bytes are prost's, in prost's order (a chunk's `lease_id`, then its
 /// `data`), so a worker reads the same message either way.
 pub fn grpc_frames(message: CoordinatorMessage) -> Result<(Bytes, Option<Bytes>), Status> {
+    let len = message.encoded_len();
     match message.body {
-        Some(Down::LeaseChunk(Chunk { lease_id, data })) if data.len() >= SHARED_FROM => {
+        Some(Down::LeaseChunk(chunk)) if chunk.data.len() >= SHARED_FROM => {
+            let chunk_len = chunk.encoded_len();
+            let Chunk { lease_id, data } = chunk;
+            let mut buf = prefixed(len, len - data.len())?;
+            encode_key(LEASE_CHUNK_FIELD, WireType::LengthDelimited, &mut buf);
+            encode_varint(chunk_len as u64, &mut buf);
             let head = Chunk {
                 lease_id,
                 data: Bytes::new(),
             };
-            let data_field = key_len(CHUNK_DATA_FIELD) + encoded_len_varint(data.len() as u64);
-            let chunk_len = head.encoded_len() + data_field + data.len();
-            let len = key_len(LEASE_CHUNK_FIELD) + encoded_len_varint(chunk_len as u64) + chunk_len;
-            let mut buf = prefixed(len, len - data.len())?;
-            encode_key(LEASE_CHUNK_FIELD, WireType::LengthDelimited, &mut buf);
-            encode_varint(chunk_len as u64, &mut buf);
             head.encode_raw(&mut buf);
             encode_key(CHUNK_DATA_FIELD, WireType::LengthDelimited, &mut buf);
             encode_varint(data.len() as u64, &mut buf);
             Ok((buf.freeze(), Some(data)))
         }
-        _ => {
-            let len = message.encoded_len();
+        body => {
             let mut buf = prefixed(len, len)?;
-            message.encode_raw(&mut buf);
+            CoordinatorMessage { body }.encode_raw(&mut buf);
             Ok((buf.freeze(), None))
         }
     }
