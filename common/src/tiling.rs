@@ -11,6 +11,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use multiversion::multiversion;
+
 use crate::resample::Planar;
 
 /// A rectangle in image coordinates; `x`/`y` may be negative for regions
@@ -270,11 +272,16 @@ impl Blend<'_> {
                 continue;
             }
             let src = &change.row(ch, j)[..out.width];
-            let dst = &mut dst[out.x as usize..][..out.width];
-            for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
-                *d += s * w * wy;
-            }
+            add_weighted(&mut dst[out.x as usize..][..out.width], src, wx, wy);
         }
+    }
+}
+
+/// `dst += src × wx × wy`, sample by sample: the blend's inner loop.
+#[multiversion(targets("x86_64+avx2"))]
+fn add_weighted(dst: &mut [f32], src: &[f32], wx: &[f32], wy: f32) {
+    for ((d, s), w) in dst.iter_mut().zip(src).zip(wx) {
+        *d += s * w * wy;
     }
 }
 

@@ -18,6 +18,7 @@ use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, RowResize, SpareImages, resize_with};
 use dreamfarm_common::tiling::{Rect, TileChange, TileGrid, extract_stacked};
 use dreamfarm_common::work::TileWork;
+use multiversion::multiversion;
 use std::sync::Arc;
 
 use crate::frame_loop::{FramePlan, geometry};
@@ -127,10 +128,16 @@ fn batch_ends(grid: &TileGrid, most: usize) -> Vec<usize> {
 /// rows, in parallel.
 fn add_clamped(dst: &mut [f32], b: &[f32], width: usize) {
     parallel::for_each_piece(dst, width, |row, piece| {
-        for (d, &y) in piece.iter_mut().zip(&b[row * width..]) {
-            *d = (*d + y).clamp(0.0, 1.0);
-        }
+        add_clamped_row(piece, &b[row * width..]);
     });
+}
+
+/// `dst = clamp(dst + b, 0, 1)` sample by sample, over `dst`'s length.
+#[multiversion(targets("x86_64+avx2"))]
+fn add_clamped_row(dst: &mut [f32], b: &[f32]) {
+    for (d, &y) in dst.iter_mut().zip(b) {
+        *d = (*d + y).clamp(0.0, 1.0);
+    }
 }
 
 /// Samples `rows` of every channel of a `width`×`height` image.
@@ -428,9 +435,7 @@ impl Octave {
             parallel::for_each_piece(&mut image.data[range], width, |row, dst| {
                 dst.fill(0.0);
                 blend.add_row(c, from + row, dst);
-                for (d, &b) in dst.iter_mut().zip(&before[row * width..]) {
-                    *d = (b + *d).clamp(0.0, 1.0);
-                }
+                add_clamped_row(dst, &before[row * width..]);
             });
         }
         after.done = to;

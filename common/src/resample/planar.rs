@@ -2,6 +2,7 @@
 //! images a frame loop reuses.
 
 use crate::parallel;
+use multiversion::multiversion;
 
 /// A planar RGB image of f32 samples (`[channel][row][column]`), the
 /// coordinator's working format between octaves and frames.
@@ -98,12 +99,17 @@ impl Planar {
             // One sweep writing whole pixels, not one per channel each
             // writing every third byte.
             let plane = |c: usize| &self.data[c * n + y * w..][..w];
-            let pixels = plane(0).iter().zip(plane(1)).zip(plane(2));
-            for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(pixels) {
-                px.copy_from_slice(&[r, g, b].map(|v| round_to_u8(v * 255.0)));
-            }
+            rgb8_row(row, plane(0), plane(1), plane(2));
         });
         rgb
+    }
+}
+
+/// One row of [`Planar::to_rgb8`] from its three planes' rows.
+#[multiversion(targets("x86_64+avx2"))]
+fn rgb8_row(row: &mut [u8], r: &[f32], g: &[f32], b: &[f32]) {
+    for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(r.iter().zip(g).zip(b)) {
+        px.copy_from_slice(&[r, g, b].map(|v| round_to_u8(v * 255.0)));
     }
 }
 
@@ -199,6 +205,7 @@ fn zeros_in_written_pages(len: usize) -> Vec<f32> {
 /// back is checked (a NaN would pass the clamp and come out black): a
 /// short-circuiting `any` tests one sample at a time, so blocks are tested
 /// whole, which vectorises, and only the verdict short-circuits.
+#[multiversion(targets("x86_64+avx2"))]
 pub fn all_finite(samples: &[f32]) -> bool {
     samples
         .chunks(1024)

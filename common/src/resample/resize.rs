@@ -3,6 +3,7 @@
 
 use super::planar::{Planar, SpareImages};
 use crate::parallel;
+use multiversion::multiversion;
 use wide::f32x4;
 
 /// The Keys cubic convolution kernel with `a = -0.5` (Catmull-Rom), support
@@ -237,6 +238,7 @@ const ROWS_AT_ONCE: usize = 8;
 /// columns in the same rows of `plane_out`, strips of [`ROWS_AT_ONCE`]
 /// rows shared out across threads. Each output sample adds its taps in
 /// order from 0, as one row at a time would.
+#[multiversion(targets("x86_64+avx2"))]
 fn horizontal_rows(
     axis: &AxisWeights,
     plane_in: &[f32],
@@ -317,6 +319,7 @@ const COLUMNS_AT_ONCE: usize = 32;
 /// [`COLUMNS_AT_ONCE`] columns, rows shared out across threads. Each output
 /// sample adds its taps in order from 0, skipping zero weights, as one
 /// sweep of the row per tap would.
+#[multiversion(targets("x86_64+avx2"))]
 fn vertical_rows(
     axis: &AxisWeights,
     plane_in: &[f32],
