@@ -3,6 +3,7 @@
 
 use super::planar::{Planar, SpareImages, rgb8_sample};
 use crate::parallel;
+use multiversion::multiversion;
 use wide::{f32x4, f64x4};
 
 /// The per-frame camera move of an infinite zoom: the content of each frame
@@ -275,6 +276,7 @@ fn for_each_band(
 /// The general warp: each output pixel's 4×4 taps on its own (their
 /// coordinates and weights worked out [`LANES`] pixels at a time),
 /// written into `out` (the source's size; every sample is written).
+#[multiversion(targets("x86_64+avx2"))]
 fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
     let (w, h) = (src.width, src.height);
     for_each_band(&mut out, |first, rows| {
@@ -303,6 +305,7 @@ fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
 /// whole image. The sums are [`warp_per_pixel`]'s, in the same order: the
 /// same bits, with about 8 four-lane multiply-adds a pixel instead of 20
 /// and no padded copy of the frame.
+#[multiversion(targets("x86_64+avx2"))]
 fn warp_separable<F: Fn(usize) -> [f32; 3] + Sync>(
     src: &Source<F>,
     map: &InverseMap,
