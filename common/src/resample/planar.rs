@@ -246,7 +246,7 @@ const RGB8_SAMPLES: [f32; 256] = {
 
 /// `x.round().clamp(0.0, 255.0) as u8` (NaN to 0) lane by lane, four
 /// lanes at a time: the baseline x86-64 target cannot inline `roundf`
-/// (8 million calls per 4K frame), and a cast of a float that may be
+/// (25 million samples per 4K frame), and a cast of a float that may be
 /// anything to a byte went one sample at a time. Rounds half away from
 /// zero like `round`: `x - t` is exact for the truncation `t` of a clamped
 /// `x`.
