@@ -258,6 +258,40 @@ mod tests {
     }
 
     #[test]
+    fn the_frame_loops_arithmetic_is_pinned() {
+        // Frames must stay the same bits from one version to the next (a
+        // job resumed by a newer coordinator, a golden render): these are
+        // the samples' SHA-256 of small frames of one and of two passes an
+        // octave, taken before the octaves' passes were fused.
+        let (s, plan, input) = small_frame(1.4, 160, 120);
+        let digest = |iterations_per_lease| {
+            let s = DreamSettings {
+                iterations_per_lease,
+                ..s.clone()
+            };
+            let frame = dream_frame(
+                &s,
+                32,
+                &plan,
+                &input,
+                &mut Holding::new(false),
+                &mut SpareImages::default(),
+            )
+            .expect("dreamed");
+            let bytes: Vec<u8> = frame.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            dreamfarm_common::digest::sha256_hex(&bytes[..]).expect("in memory")
+        };
+        assert_eq!(
+            digest(1),
+            "a1f6951f8e87e5c6170424f78f314c6cbf26b3829a768cf2c22dd8dca9d28888"
+        );
+        assert_eq!(
+            digest(0),
+            "9ef25fa4140af3dd3974d1fc5c52e85562f03cd84c3fc8067626f89b3cec7eed"
+        );
+    }
+
+    #[test]
     fn batches_of_tiles_give_the_frame_that_single_tiles_do() {
         // Octaves of 48x24, 96x48 and 192x96: cells of 24 either way, so
         // batching (which asks for equal cells) keeps the grid.

@@ -1,5 +1,6 @@
-//! The frame loop's resampling, the largest share of its host work: one
-//! frame's worth at 4K, on the coordinator's own code.
+//! The frame loop's resampling, the largest share of its host work, and
+//! then the whole of that work: one frame's worth at 4K, on the
+//! coordinator's own code.
 //!
 //!     cargo bench -p dreamfarm-tests --bench host_resample
 //!
@@ -17,8 +18,13 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use dreamfarm_common::objective::{FrameObjective, jitter_at};
 use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize_with, warp_rgb8};
+use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
+use dreamfarm_coordinator::tile_executor::Unchanged;
 use dreamfarm_tests::{env_or, median};
 
 /// A `width`×`height` frame of reproducible noise in `0..1`.
@@ -102,4 +108,32 @@ fn main() {
             median(seconds)
         );
     }
+    let plan = FramePlan {
+        frame: 0,
+        objective: Arc::new(
+            FrameObjective::at(&recipe, 0, 1, 0, None).expect("the default recipe"),
+        ),
+        jitter: jitter_at(&recipe, 0, 1),
+    };
+    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+    let mut seconds = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut dreamed = dream_frame(
+            &recipe,
+            0,
+            &plan,
+            &frame,
+            &mut Unchanged::default(),
+            &mut spare,
+        )
+        .expect("a frame with no change");
+        seconds.push(started.elapsed().as_secs_f64());
+        digest = fold_digest(digest, &dreamed.data);
+        spare.keep(&mut dreamed);
+    }
+    println!(
+        "{width}x{height}, default recipe, no change: {:.4} s per frame's frame loop (median of {rounds}), digest {digest:016x}",
+        median(seconds)
+    );
 }
