@@ -56,7 +56,7 @@ fn main() {
     // kernel at each free and fault them in, zeroed, at the next
     // allocation, a third of the frame loop's time that the coordinator
     // does not spend. Keep them, as the coordinator's allocator does.
-    // SAFETY: called before any other thread or allocation of this bench.
+    // SAFETY: `mallopt` sets two of glibc's thresholds under its own lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
