@@ -13,7 +13,8 @@ measurably speed up a CNN's forward and backward on CPU and GPU without
 leaving plain PyTorch. `--naive` runs the same recipe without them (the
 unfolded NCHW network), to show what they are worth. `--device cuda` runs
 all of it on the GPU (convolutions in IEEE f32 as dreamfarm's f32 runs
-them, unless `--tf32`: PyTorch's default). Prints JSON:
+them, unless `--tf32`: PyTorch's default; `--no-cudnn` leaves cuDNN out).
+Prints JSON:
 {"frame_s": [...], "median_s": ..., "threads": ..., ...}.
 
     .venv/bin/python bench/dream_recipe.py --weights W --input assets/astronaut.png \
@@ -160,6 +161,9 @@ def main():
     ap.add_argument("--naive", action="store_true", help="no BatchNorm folding, NCHW (the slow way)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--tf32", action="store_true", help="CUDA convolutions in TF32 (PyTorch's default)")
+    ap.add_argument("--no-cudnn", action="store_true",
+                    help="CUDA convolutions without cuDNN (PyTorch's own kernels): whether cuDNN's choice of "
+                         "algorithms is what sets a CUDA step apart from the CPU's")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.threads:
@@ -168,6 +172,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     device = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cudnn.enabled = not args.no_cudnn
     net = trunk(args.weights, args.naive, device)
     rgb = Image.open(args.input).convert("RGB").resize((w, h), Image.BICUBIC)
     frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous().to(device)
@@ -193,7 +198,7 @@ def main():
         saving.result()
     print(json.dumps({"frame_s": times, "median_s": statistics.median(times), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "size": [w, h],
-                      "naive": args.naive, "device": args.device, "tf32": args.tf32}))
+                      "naive": args.naive, "device": args.device, "tf32": args.tf32, "cudnn": not args.no_cudnn}))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
 # batches of N (--tile-batch N): "+b1" against "+b8" is what batching
 # alike tiles into one pass is worth on the GPU, and "cuda:0,cuda:0-f32+b1"
 # (two embedded workers sharing the GPU) what running two tiles at once is;
-# "+tN" renders with N-pixel tiles (--tile-size N), and "py-cuda",
-# "py-cuda-tf32" and "py-cpu" runs are the same recipe in plain PyTorch
-# (bench/dream_recipe.py).
+# "+tN" renders with N-pixel tiles (--tile-size N), "+rN" is the N-th
+# render of the same (its frames against the first's: are CUDA frames the
+# same bits from one run to the next, as a farm's resumes and retries
+# need?), and "py-cuda", "py-cuda-tf32", "py-cuda-nocudnn" and "py-cpu"
+# runs are the same recipe in plain PyTorch (bench/dream_recipe.py).
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
@@ -86,6 +88,7 @@ render_one() {
         case $word in
         b*) extra+=(--parallelism 32 --tile-batch "${word#b}") tiles="parallelism-32-batch-${word#b}" ;;
         t*) extra+=(--tile-size "${word#t}") tiles="tile-${word#t}" ;;
+        r*) tiles="$tiles-run-${word#r}" ;;
         esac
     done
     local device=${spec%%-*} precision=f32
@@ -114,14 +117,16 @@ render_one() {
         tail -3 "$out/$name.log"
     fi
     echo "$size $device $precision $tiles $(median_seconds "$out/$name.log") $(gpu_use "$util") $status" | tee -a "$report"
-    if [ "$size" = 1920x1080 ] && [ "$spec" = "$run" ]; then
-        cp "$out/$name/000000.png" "$back/frame0-$spec.png" 2>/dev/null || true
+    if [ "$size" = 1920x1080 ] && [[ $spec == "$run" || $run == "$spec+r"* ]]; then
+        cp "$out/$name/000000.png" "$back/frame0-$run.png" 2>/dev/null || true
     fi
 }
 
 # The same recipe in plain PyTorch (bench/dream_recipe.py): `size/py-cuda`
 # on the GPU in IEEE f32 as dreamfarm's f32, `size/py-cuda-tf32` with
-# PyTorch's default TF32 convolutions, `size/py-cpu` on the CPU. The
+# PyTorch's default TF32 convolutions, `size/py-cuda-nocudnn` with
+# PyTorch's own CUDA convolutions instead of cuDNN's, `size/py-cpu` on the
+# CPU. The
 # --octaves and --iterations of GPU_BENCH_ARGS apply (the same flags), so
 # plain PyTorch's CPU and CUDA frames can be compared as dreamfarm's are.
 python_one() {
@@ -131,6 +136,8 @@ python_one() {
     local precision=f32
     if [[ $device == *-tf32 ]]; then
         device=${device%-tf32} precision=tf32 flags=(--tf32)
+    elif [[ $device == *-nocudnn ]]; then
+        device=${device%-nocudnn} precision=f32-no-cudnn flags=(--no-cudnn)
     fi
     read -r -a more <<<"${GPU_BENCH_ARGS:-}"
     flags+=("${more[@]}")
@@ -231,11 +238,15 @@ def load(name):
     return np.asarray(Image.open(d / name)).astype(float)
 pairs = [(f"frame0-{run}.png", "frame0-cpu.png") for run in ("cuda-f32", "cuda-bf16")]
 pairs.append(("frame0-cuda-bf16.png", "frame0-cuda-f32.png"))
-pairs += [(f"frame0-{run}.png", "frame0-py-cpu.png") for run in ("py-cuda", "py-cuda-tf32")]
+pairs += [(f"frame0-{run}.png", "frame0-py-cpu.png") for run in ("py-cuda", "py-cuda-tf32", "py-cuda-nocudnn")]
+# Second runs of the same render against the first.
+pairs += [(p.name, p.name.split("+r")[0] + ".png") for p in sorted(d.glob("frame0-*+r*.png"))]
 for a, b in pairs:
     if (d / a).exists() and (d / b).exists():
-        mad = np.abs(load(a) - load(b)).mean() / 255
-        print(f"{a} vs {b}: mean absolute difference {mad:.5f} (1/255 = {1/255:.5f})")
+        x, y = load(a), load(b)
+        mad = np.abs(x - y).mean() / 255
+        same = "identical" if np.array_equal(x, y) else f"{(x != y).mean():.2%} of samples differ"
+        print(f"{a} vs {b}: mean absolute difference {mad:.5f} (1/255 = {1/255:.5f}), {same}")
 EOF
 }
 
