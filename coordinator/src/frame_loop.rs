@@ -262,7 +262,7 @@ mod tests {
         // Frames must stay the same bits from one version to the next (a
         // job resumed by a newer coordinator, a golden render): these are
         // the samples' SHA-256 of small frames of one and of two passes an
-        // octave, taken before the octaves' passes were fused.
+        // octave, as 97211c2 dreamed them.
         let (s, plan, input) = small_frame(1.4, 160, 120);
         let digest = |iterations_per_lease| {
             let s = DreamSettings {

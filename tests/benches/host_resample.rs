@@ -16,9 +16,8 @@
 //! BENCH_ROUNDS (default 15); DREAMFARM_HOST_THREADS sets the threads
 //! (default: every core).
 
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use dreamfarm_common::objective::{FrameObjective, jitter_at};
 use dreamfarm_common::params::DreamSettings;
