@@ -916,10 +916,66 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
     assert_eq!(snapshot(&finished), orphans, "it touched the frames");
 }
 
+/// An input edited in place after frames were made from it (the same
+/// path, other pixels) stops the resumed render with one error that says
+/// so, and no frame is touched; with the photo put back the render goes
+/// on. The folder's `sources.sha256` is what `sha256sum -c` reads.
+#[test]
+fn a_render_whose_input_was_edited_in_place_stops_until_it_is_put_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let photo = dir.path().join("photo.png");
+    let original = repo().join("assets/astronaut.png");
+    std::fs::copy(&original, &photo).expect("the photo");
+    let out = dir.path().join("edited");
+    // The small render's flags, reading the photo instead of the astronaut.
+    let render = |frames: u32| {
+        let args: Vec<String> = small_render(&out, frames)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .map(|a| match a.as_str() {
+                "assets/astronaut.png" => path_str(&photo).to_string(),
+                _ => a,
+            })
+            .collect();
+        let mut command = dreamfarm(&[]);
+        command.args(args);
+        command
+    };
+    run_ok(render(1));
+    let checked = Command::new("sha256sum")
+        .args(["-c", "sources.sha256"])
+        .current_dir(&out)
+        .output()
+        .expect("sha256sum runs");
+    assert!(checked.status.success(), "{checked:?}");
+
+    image::open(&original)
+        .expect("the astronaut")
+        .fliph()
+        .save(&photo)
+        .expect("the photo edited in place");
+    let before = snapshot(&out);
+    let error = the_one_error(render(2), "an input edited in place");
+    assert!(
+        error.contains("photo.png has changed since the frames in")
+            && error.contains("(1 of them;"),
+        "{error}"
+    );
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "the refused render touched the folder"
+    );
+
+    std::fs::copy(&original, &photo).expect("the photo put back");
+    run_ok(render(2));
+    assert_eq!(frames(&out).len(), 2);
+}
+
 /// A render that stopped before its first frame (here a size too small for
 /// the model) made nothing to keep: the corrected command renders into the
 /// same folder instead of being refused as "a different job". And what a
-/// render writes for the user (frames, job.toml, video) has the
+/// render writes for the user (frames, job.toml, sources.sha256, video) has the
 /// permissions any file the user makes has, not a temporary file's 0600.
 #[test]
 fn a_folder_without_frames_goes_to_the_corrected_command_and_its_files_are_the_users() {
@@ -944,9 +1000,10 @@ fn a_folder_without_frames_goes_to_the_corrected_command_and_its_files_are_the_u
     );
     let video = PathBuf::from(stdout.trim());
     let plain = plain_file_mode(dir.path());
-    for file in frames(&out)
-        .into_iter()
-        .chain([out.join("job.toml"), video])
+    for file in
+        frames(&out)
+            .into_iter()
+            .chain([out.join("job.toml"), out.join("sources.sha256"), video])
     {
         assert_eq!(
             file_mode(&file),

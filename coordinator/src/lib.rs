@@ -5,8 +5,9 @@
 //! - [`frame_loop`]: one frame over octaves and tiles; [`octave_rows`]: its
 //!   images filling in top first, and the tiles each band of rows starts.
 //! - [`render`]: a whole job, frame after frame, resumable.
-//! - [`output`]: the frames folder; [`frame_writer`]: frames written on
-//!   their own thread; [`video`]: ffmpeg.
+//! - [`output`]: the frames folder; [`source_files`]: the files its frames
+//!   were made from; [`frame_writer`]: frames written on their own thread;
+//!   [`video`]: ffmpeg.
 //! - [`cluster`]: the gRPC coordinator that leases tiles to remote workers.
 //! - [`store`]: the durable job store (SQLite) the coordinator keeps its
 //!   jobs and their event logs in.
@@ -29,6 +30,7 @@ pub mod octave_rows;
 pub mod output;
 pub mod progress;
 pub mod render;
+pub mod source_files;
 pub mod store;
 pub mod tile_executor;
 pub mod video;

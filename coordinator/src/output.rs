@@ -116,7 +116,8 @@ const LOCK_FILE: &str = ".dreamfarm.lock";
 /// render of the same folder stops at once instead of computing the same
 /// frames, deleting the other's half-written ones and racing it for the
 /// video. The lock goes with the process, however it ends; a render that
-/// ends removes the file too, leaving only frames, job.toml and video.
+/// ends removes the file too, leaving only frames, job.toml, the record of
+/// the files they were made from (`sources.sha256`) and video.
 #[derive(Debug)]
 pub struct FolderLock {
     file: std::fs::File,
@@ -179,7 +180,6 @@ impl OutputDir {
         let out = Self {
             dir: dir.to_path_buf(),
         };
-        let manifest = dir.join(MANIFEST);
         let done = out.frames_done();
         if done > u64::from(spec.frames) {
             return Err(OutputError::MoreFrames {
@@ -192,8 +192,9 @@ impl OutputDir {
         let mut manifest_spec = spec.clone();
         manifest_spec.map_paths(|path| portable(dir, path));
         let text = toml::to_string(&manifest_spec).expect("a job spec always serialises");
-        out.write_atomically(&manifest, text.as_bytes())
-            .map_err(unwritable)?;
+        // On disk before it has its name, as the frames are: after a power
+        // cut the frames are never left beside an empty job.toml.
+        crate::whole_file::replace(dir, MANIFEST, text.as_bytes()).map_err(unwritable)?;
         Ok(out)
     }
 
@@ -356,16 +357,6 @@ impl OutputDir {
         }
         Ok(rgb.into_raw())
     }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let mut tmp = crate::whole_file::temp_file_in(&self.dir, ".job-", ".toml")?;
-        std::io::Write::write_all(&mut tmp, bytes)?;
-        // On disk before it has its name, as the frames are: after a power
-        // cut the frames are never left beside an empty job.toml.
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    }
 }
 
 /// How the files a folder's job file names are matched with a job's
@@ -464,7 +455,7 @@ const COMPARE_BLOCK: u64 = 1 << 20;
 /// job's input, say, so the folder can move), otherwise absolute, so that
 /// `render --job DIR/job.toml` finds it from any working directory. A
 /// path that names no file stays as it is.
-fn portable(dir: &Path, path: &Path) -> PathBuf {
+pub(crate) fn portable(dir: &Path, path: &Path) -> PathBuf {
     let (Ok(file), Ok(dir)) = (std::fs::canonicalize(path), std::fs::canonicalize(dir)) else {
         return path.to_path_buf();
     };

@@ -24,6 +24,19 @@ pub fn temp_file_in(
         .tempfile_in(dir)
 }
 
+/// Writes `bytes` as the file `name` in `dir`, replacing any file of that
+/// name only once they are all on disk: after a crash or a power cut the
+/// file is the old one or the new one, never empty or half written. The
+/// temporary file is hidden, named `.STEM-`…`.EXT` for `STEM.EXT`.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    let mut tmp = temp_file_in(dir, &format!(".{stem}-"), &format!(".{ext}"))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Removes the temporary files named `prefix`…`suffix` that a writer
 /// killed mid-file left in `dir` (never a real file's name, so nothing
 /// else goes). Only for a folder the caller holds, or it may remove a

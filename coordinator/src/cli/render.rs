@@ -7,10 +7,11 @@ use std::sync::Arc;
 use clap::Args;
 use dreamfarm_common::device::Devices;
 use dreamfarm_coordinator::local_pool::embedded;
-use dreamfarm_coordinator::output::{FolderLock, OutputDir};
+use dreamfarm_coordinator::output::{FileMatch, FolderLock, OutputDir};
 use dreamfarm_coordinator::render::{
     load_color_reference, load_guide, load_input, render as render_job,
 };
+use dreamfarm_coordinator::source_files::Sources;
 use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
 use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
@@ -76,7 +77,12 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // Held to the end, the video included; taken before the folder is
     // opened, which clears half-written frames.
     let _claim = FolderLock::claim(&dir)?;
+    // Checked before the folder's job file is written, so a refused
+    // render leaves the folder as it was.
+    OutputDir::check_job(&dir, &spec, FileMatch::SameFile)?;
+    let sources = Sources::check(&dir, &spec)?;
     let out = OutputDir::open(&dir, &spec)?;
+    sources.record(&out)?;
     let video = dir.join(format!("{name}.mp4"));
     let page = args.ui.map(|addr| {
         let job = Arc::new(LocalJob::new(
