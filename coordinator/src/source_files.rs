@@ -84,11 +84,11 @@ impl Sources {
     /// file cannot be read nothing is checked or recorded: the render reads
     /// the files next and says which is missing.
     pub fn check(dir: &Path, spec: &JobSpec) -> Result<Self, SourceError> {
-        let files: Result<Vec<_>, _> = spec
+        let files: std::io::Result<Vec<_>> = spec
             .paths()
             .into_iter()
             .map(|p| Ok((p.clone(), sha256_hex(std::fs::File::open(&p)?)?)))
-            .collect::<std::io::Result<_>>();
+            .collect();
         let Ok(files) = files else {
             return Ok(Self {
                 files: None,
@@ -158,6 +158,7 @@ impl Sources {
     }
 }
 
+/// The record at `path` is damaged, `reason` saying how.
 fn damaged(path: &Path, reason: String) -> SourceError {
     SourceError::Damaged {
         path: path.to_path_buf(),
