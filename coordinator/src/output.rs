@@ -171,12 +171,19 @@ impl OutputDir {
     /// manifest; an existing one must hold the same job, except that the
     /// frame count may grow (extending a finished video).
     pub fn open(dir: &Path, spec: &JobSpec) -> Result<Self, OutputError> {
+        Self::check_job(dir, spec, FileMatch::SameFile)?;
+        Self::open_checked(dir, spec)
+    }
+
+    /// [`OutputDir::open`] for a job [`OutputDir::check_job`] has just
+    /// passed (`FileMatch::SameFile`), for a caller with checks of its own
+    /// to make between the two (a render's source files).
+    pub fn open_checked(dir: &Path, spec: &JobSpec) -> Result<Self, OutputError> {
         let unwritable = |source| OutputError::Unwritable {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
-        Self::check_job(dir, spec, FileMatch::SameFile)?;
         let out = Self {
             dir: dir.to_path_buf(),
         };

@@ -135,7 +135,7 @@ impl Sources {
     }
 
     /// Records the files in `out`, the folder opened for the job
-    /// ([`OutputDir::open`]), named as its job file names them; a record
+    /// ([`OutputDir::open_checked`]), named as its job file names them; a record
     /// that says the same already is left as it is.
     pub fn record(&self, out: &OutputDir) -> Result<(), SourceError> {
         let Some(files) = &self.files else {
@@ -202,6 +202,7 @@ fn recorded_digests(bytes: &[u8]) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::FileMatch;
 
     /// A render folder in a temporary folder, opened for a job whose input
     /// is `photo.png` there.
@@ -243,10 +244,13 @@ mod tests {
             }
         }
 
-        /// What a render does: check, open the folder, record.
+        /// What a render does: check the job, then its files, open the
+        /// folder, record.
         fn check_and_record(&self) -> Result<(), SourceError> {
+            OutputDir::check_job(self.out.dir(), &self.spec, FileMatch::SameFile)
+                .expect("the same job");
             let sources = Sources::check(self.out.dir(), &self.spec)?;
-            OutputDir::open(self.out.dir(), &self.spec).expect("the same job");
+            OutputDir::open_checked(self.out.dir(), &self.spec).expect("the folder opens");
             sources.record(&self.out)
         }
 

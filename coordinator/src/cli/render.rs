@@ -81,7 +81,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // render leaves the folder as it was.
     OutputDir::check_job(&dir, &spec, FileMatch::SameFile)?;
     let sources = Sources::check(&dir, &spec)?;
-    let out = OutputDir::open(&dir, &spec)?;
+    let out = OutputDir::open_checked(&dir, &spec)?;
     sources.record(&out)?;
     let video = dir.join(format!("{name}.mp4"));
     let page = args.ui.map(|addr| {
