@@ -1045,6 +1045,57 @@ fn a_second_render_into_a_folder_being_rendered_is_refused() {
     run_ok(small_render(&out, 12));
 }
 
+/// Linux file names are bytes, not always UTF-8, but a job file is TOML,
+/// which is: a render of such a file, or of a job file in such a folder,
+/// is refused with one error naming the path, before any folder is made
+/// (it panicked); a still (`dream`), which records no job file, takes it.
+#[test]
+fn a_path_that_is_not_utf8_is_refused_by_a_render_and_taken_by_a_still() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let odd = |name: &[u8]| dir.path().join(std::ffi::OsStr::from_bytes(name));
+    let astronaut = repo().join("assets/astronaut.png");
+    let photo = odd(b"a\xffb.png");
+    std::fs::copy(&astronaut, &photo).expect("copy");
+    let job_dir = odd(b"job\xff");
+    std::fs::create_dir(&job_dir).expect("folder");
+    std::fs::copy(&astronaut, job_dir.join("photo.png")).expect("copy");
+    std::fs::write(
+        job_dir.join("job.toml"),
+        "input = \"photo.png\"\nframes = 1\nsize = [64, 64]\n",
+    )
+    .expect("job file");
+    let out = dir.path().join("out");
+    let render = |source: &str, path: &Path| {
+        let mut c = dreamfarm(&["render", "--octaves", "1", "--iterations", "1"]);
+        c.args(["--size", "64x64", "--frames", "1", "--device", "cpu"])
+            .args(["--output", path_str(&out), source])
+            .arg(path);
+        c
+    };
+    let said = the_one_error(render("--input", &photo), "an input named in non-UTF-8");
+    assert!(said.contains(r#"a\xFFb.png" is not UTF-8 text"#), "{said}");
+    assert!(said.contains("Fix: rename the file"), "{said}");
+    let said = the_one_error(
+        render("--job", &job_dir.join("job.toml")),
+        "a job file in a non-UTF-8 folder",
+    );
+    assert!(
+        said.contains(r#"job\xFF/photo.png" is not UTF-8 text"#),
+        "{said}"
+    );
+    assert!(!out.exists(), "a refused render made its folder");
+
+    let still = dir.path().join("still.png");
+    let mut dream = dreamfarm(&["dream", "--octaves", "1", "--iterations", "1"]);
+    dream
+        .args(["--device", "cpu", "-o", path_str(&still)])
+        .arg(&photo);
+    run_ok(dream);
+    let dreamed = image::open(&still).expect("the still is an image");
+    assert_eq!((dreamed.width(), dreamed.height()), (512, 512));
+}
+
 /// Paths in a job file are relative to the file, the input's and also the
 /// guide's and the colour reference's: a job folder moved elsewhere, or
 /// run from another folder, renders the same.

@@ -40,6 +40,12 @@ pub enum ParamError {
     /// A schedule that does not parse, or a frame's value out of range.
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// A file's path that is not UTF-8: a job file is TOML, which holds
+    /// only UTF-8, so the job could be neither recorded nor resumed.
+    #[error(
+        "the path {0:?} is not UTF-8 text, and a job file (TOML) can only name files in UTF-8. Fix: rename the file, or the folder it is in, to a UTF-8 name"
+    )]
+    NotText(PathBuf),
 }
 
 fn check<T: PartialOrd + fmt::Display>(
@@ -814,6 +820,20 @@ impl JobSpec {
         paths
     }
 
+    /// Checks that a job file can name the job's files, whose paths a
+    /// render or a submission records; a single still (`dreamfarm dream`)
+    /// records nothing and takes any path.
+    pub fn check_paths_are_text(&self) -> Result<(), ParamError> {
+        match self
+            .paths()
+            .into_iter()
+            .find(|path| path.to_str().is_none())
+        {
+            Some(path) => Err(ParamError::NotText(path)),
+            None => Ok(()),
+        }
+    }
+
     /// Every schedule of the job, with the name errors give it.
     pub fn schedules(&self) -> Vec<(String, &Schedule)> {
         let (d, z, c) = (&self.dream, &self.zoom, &self.color);
@@ -879,6 +899,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.octave_sizes(64, 64, 75), vec![(64, 64)]);
+    }
+
+    /// A path a job file cannot hold is named, whichever setting holds it.
+    #[test]
+    fn a_path_that_is_not_text_is_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"dir/a\xffb.png"));
+        let mut spec = JobSpec::new("in.png".into(), 3);
+        spec.dream.guide = Some("guide.png".into());
+        assert_eq!(spec.check_paths_are_text(), Ok(()));
+        spec.color.reference = Some(odd.clone());
+        let refused = spec.check_paths_are_text().expect_err("not text");
+        assert_eq!(refused, ParamError::NotText(odd));
+        assert!(
+            refused
+                .to_string()
+                .starts_with(r#"the path "dir/a\xFFb.png" is not UTF-8 text"#),
+            "{refused}"
+        );
     }
 
     /// A model whose weights cannot be fetched is refused without a weight

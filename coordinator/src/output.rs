@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dreamfarm_common::job_name::check_job_name;
-use dreamfarm_common::params::JobSpec;
+use dreamfarm_common::params::{JobSpec, ParamError};
 
 /// Why the output folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,14 @@ pub enum OutputError {
     Busy {
         /// The folder.
         path: PathBuf,
+    },
+    /// The job names a file by a path its job file cannot hold.
+    #[error("{path} cannot record this job: {reason}")]
+    Unrecordable {
+        /// The folder.
+        path: PathBuf,
+        /// Which path, and what to do.
+        reason: ParamError,
     },
     /// The thread writing frames ended without saying why (it panicked).
     #[error(
@@ -179,6 +187,11 @@ impl OutputDir {
     /// passed (`FileMatch::SameFile`), for a caller with checks of its own
     /// to make between the two (a render's source files).
     pub fn open_checked(dir: &Path, spec: &JobSpec) -> Result<Self, OutputError> {
+        spec.check_paths_are_text()
+            .map_err(|reason| OutputError::Unrecordable {
+                path: dir.to_path_buf(),
+                reason,
+            })?;
         let unwritable = |source| OutputError::Unwritable {
             path: dir.to_path_buf(),
             source,
@@ -198,7 +211,8 @@ impl OutputDir {
         out.remove_partial_frames();
         let mut manifest_spec = spec.clone();
         manifest_spec.map_paths(|path| portable(dir, path));
-        let text = toml::to_string(&manifest_spec).expect("a job spec always serialises");
+        let text = toml::to_string(&manifest_spec)
+            .expect("a job spec whose paths are text serialises, and portable keeps them text");
         // On disk before it has its name, as the frames are: after a power
         // cut the frames are never left beside an empty job.toml.
         crate::whole_file::replace(dir, MANIFEST, text.as_bytes()).map_err(unwritable)?;
@@ -461,15 +475,23 @@ const COMPARE_BLOCK: u64 = 1 << 20;
 /// named: relative to the folder when the file is inside it (a fetched
 /// job's input, say, so the folder can move), otherwise absolute, so that
 /// `render --job DIR/job.toml` finds it from any working directory. A
-/// path that names no file stays as it is.
+/// path that names no file stays as it is. A job file holds only UTF-8, so
+/// a file reached through a link into a folder whose name is not is named
+/// by the link (as the command gave it where even that is not text).
 pub(crate) fn portable(dir: &Path, path: &Path) -> PathBuf {
     let (Ok(file), Ok(dir)) = (std::fs::canonicalize(path), std::fs::canonicalize(dir)) else {
         return path.to_path_buf();
     };
-    match file.strip_prefix(&dir) {
-        Ok(inside) => inside.to_path_buf(),
-        Err(_) => file,
-    }
+    [Ok(file), std::path::absolute(path)]
+        .into_iter()
+        .flatten()
+        .map(|file| {
+            file.strip_prefix(&dir)
+                .map(Path::to_path_buf)
+                .unwrap_or(file)
+        })
+        .find(|named| named.to_str().is_some())
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -531,6 +553,48 @@ mod tests {
         assert!(!outside.to_string_lossy().contains(".."), "{outside:?}");
         // No such file: as the command named it (the render then says so).
         assert_eq!(portable(&dir, Path::new("gone.png")), Path::new("gone.png"));
+    }
+
+    /// A path whose bytes are not UTF-8 (Linux allows any but `/` and NUL).
+    fn not_text(path: &Path, name: &[u8]) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        path.join(std::ffi::OsStr::from_bytes(name))
+    }
+
+    #[test]
+    fn a_job_naming_a_path_that_is_not_text_is_refused_before_the_folder_is_made() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let input = not_text(tmp.path(), b"a\xffb.png");
+        std::fs::write(&input, b"").expect("file");
+        let dir = tmp.path().join("frames");
+        let Err(refused) = OutputDir::open(&dir, &JobSpec::new(input, 5)) else {
+            panic!("a path that is not text was taken");
+        };
+        let said = refused.to_string();
+        assert!(said.contains(r#"a\xFFb.png" is not UTF-8 text"#), "{said}");
+        assert!(said.contains("Fix: rename the file"), "{said}");
+        assert!(!dir.exists(), "a refused job left its folder behind");
+    }
+
+    #[test]
+    fn a_file_reached_through_a_name_that_is_not_text_keeps_a_text_path() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let odd = not_text(tmp.path(), b"\xff");
+        std::fs::create_dir(&odd).expect("folder");
+        std::fs::write(odd.join("photo.png"), b"").expect("file");
+        let link = tmp.path().join("photo.png");
+        std::os::unix::fs::symlink(odd.join("photo.png"), &link).expect("link");
+        let dir = tmp.path().join("frames");
+        let out = OutputDir::open(&dir, &JobSpec::new(link.clone(), 5)).expect("opens");
+        let recorded = std::fs::read_to_string(out.dir().join(MANIFEST)).expect("job file");
+        let old: JobSpec = toml::from_str(&recorded).expect("a job file");
+        assert_eq!(old.input, link);
+        // Inside the folder, through a link, it is still named by its name.
+        std::os::unix::fs::symlink(odd.join("photo.png"), dir.join("input.png")).expect("link");
+        assert_eq!(
+            portable(&dir, &dir.join("input.png")),
+            Path::new("input.png")
+        );
     }
 
     #[test]

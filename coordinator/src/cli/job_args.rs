@@ -226,6 +226,7 @@ impl JobArgs {
         spec.video.fps = self.fps.unwrap_or(spec.video.fps);
         spec.video.crf = self.crf.unwrap_or(spec.video.crf);
         spec.validate()?;
+        spec.check_paths_are_text()?;
         // A frames folder's own job file continues that folder and its
         // video (a fetched job's, say, whose video is named after the job).
         let output = self
