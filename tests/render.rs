@@ -816,6 +816,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             "not a readable image",
         ),
         (
+            replace_input(with(&[], fin), dir.path()),
+            "cannot read it (Is a directory (os error 21)); give a PNG or JPEG file",
+        ),
+        (
             replace_input(with(&[], fin), &huge),
             "40000x30000, larger than the 16384 pixels per side",
         ),

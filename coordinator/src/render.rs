@@ -75,7 +75,11 @@ fn read_image(path: &Path, what: &'static str) -> Result<Planar, RenderError> {
             ))
         })?
         .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| {
+            bad(format!(
+                "cannot read it ({e}); give a PNG or JPEG file as the {what}"
+            ))
+        })?
         .into_decoder()
         .map_err(unreadable)?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
