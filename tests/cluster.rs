@@ -499,6 +499,97 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     assert!(c.alive());
 }
 
+/// A token anyone could send (empty: every caller sending an empty token
+/// got in) or that no HTTP header can carry (a file's last newline, a
+/// letter outside ASCII) stops the coordinator, a worker, a client and
+/// `render --ui` at once, each with one error saying what to do and never
+/// repeating the token, before anything is made or dialled.
+#[test]
+fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let page_folder = dir.path().join("frames");
+    // Bounded, so a process that starts instead of refusing fails the
+    // test rather than hanging it.
+    let bounded = |binary: &std::path::Path, args: &[&str], token: Option<&str>| {
+        let mut c = std::process::Command::new("timeout");
+        c.arg("60").arg(binary).args(args);
+        c.current_dir(dreamfarm_tests::repo())
+            .env_remove("DREAMFARM_TOKEN");
+        if let Some(token) = token {
+            c.env("DREAMFARM_TOKEN", token);
+        }
+        c
+    };
+    let nowhere = "http://127.0.0.1:9";
+    let coordinator = [
+        "coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().expect("UTF-8"),
+    ];
+    let bin = dreamfarm_tests::binary();
+    let worker = dreamfarm_tests::worker_binary();
+    let cases = [
+        (
+            bounded(bin, &[&coordinator[..], &["--token", ""]].concat(), None),
+            "--token (DREAMFARM_TOKEN): the token is empty, and anyone can send an empty token. Fix: ",
+        ),
+        (
+            bounded(bin, &coordinator, Some("s3cret\n")),
+            "the token starts or ends with a space, tab or newline",
+        ),
+        (
+            bounded(worker, &["--coordinator", nowhere], Some(" s3cret")),
+            "--token (DREAMFARM_TOKEN): the token starts or ends with",
+        ),
+        (
+            bounded(
+                bin,
+                &["status", "--coordinator", nowhere],
+                Some("s3cr\u{e9}t"),
+            ),
+            "--token (DREAMFARM_TOKEN): the token's character 5 is not printable ASCII",
+        ),
+        (
+            bounded(
+                bin,
+                &[
+                    "render",
+                    "--input",
+                    "assets/astronaut.png",
+                    "--ui",
+                    "127.0.0.1:0",
+                    "--output",
+                    page_folder.to_str().expect("UTF-8"),
+                    "--token",
+                    "",
+                ],
+                None,
+            ),
+            "--token (DREAMFARM_TOKEN): the token is empty",
+        ),
+    ];
+    for (command, says) in cases {
+        let shown = format!("{command:?}");
+        let (out, _, stderr) = run(command);
+        assert!(!out.status.success(), "{shown} went on: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{shown}: {stderr}");
+        assert!(errors[0].contains(says), "{shown}: {stderr}");
+        assert!(errors[0].contains("Fix: "), "{shown}: {stderr}");
+        assert!(
+            !stderr.contains("s3cr"),
+            "{shown} repeated the token: {stderr}"
+        );
+    }
+    assert!(!data.exists(), "a refused coordinator made its data folder");
+    assert!(!page_folder.exists(), "a refused render made its folder");
+}
+
 /// A worker whose model folder cannot be made stops at start with one
 /// error naming the folder and the flag, instead of connecting and then
 /// failing (and getting blocked from) every job's tiles.

@@ -17,6 +17,7 @@ use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
 use dreamfarm_coordinator::web::standalone::Standalone;
+use dreamfarm_proto::auth::check_token;
 use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
@@ -52,6 +53,13 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // Frame buffers and the network's activations are freed and allocated
     // again every tile and frame; a render is a dedicated process too.
     dreamfarm_coordinator::heap::keep_freed_memory();
+    // The page's token, checked before anything is made, as the
+    // coordinator checks its own.
+    if args.ui.is_some()
+        && let Some(token) = &args.token
+    {
+        check_token(token).map_err(|e| anyhow::anyhow!("--token (DREAMFARM_TOKEN): {e}"))?;
+    }
     let (mut spec, mut dir, mut name) = args.job.spec()?;
     if args.dry_run {
         // Its own folder: preview frames must never pass for dreamed ones.

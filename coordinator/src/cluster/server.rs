@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dreamfarm_proto::auth::CheckToken;
+use dreamfarm_proto::auth::{CheckToken, TokenError, check_token};
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
 use dreamfarm_proto::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
@@ -78,6 +78,9 @@ pub enum ServeError {
         /// What is wrong with it.
         why: dreamfarm_proto::tls::ServerCertError,
     },
+    /// The token is one anyone could send, or no client could.
+    #[error("--token (DREAMFARM_TOKEN): {0}")]
+    Token(#[from] TokenError),
     /// The data folder cannot be made.
     #[error("cannot create the data folder {path}: {source}")]
     Data {
@@ -119,6 +122,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens `config.data` (see the type's docs).
     pub fn open(config: ServerConfig) -> Result<Self, ServeError> {
+        config.token.as_deref().map(check_token).transpose()?;
         let identity = config.tls.as_ref().map(read_identity).transpose()?;
         let data_error = |source| ServeError::Data {
             path: config.data.clone(),

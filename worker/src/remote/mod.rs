@@ -82,7 +82,7 @@ pub enum RemoteError {
     #[error(transparent)]
     Device(#[from] crate::models::ModelError),
     /// The token is not usable.
-    #[error("bad token: {0}")]
+    #[error("--token (DREAMFARM_TOKEN): {0}")]
     Token(String),
     /// A thread or the async runtime could not be started.
     #[error("cannot start the worker: {0}")]
@@ -154,13 +154,13 @@ pub async fn run(
     config: RemoteConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, RemoteError> {
+    let token = AttachToken::new(config.token.as_deref())
+        .map_err(|e| RemoteError::Token(e.message().into()))?;
     let devices = torch_devices(&config.device)?;
     let offer = Offer {
         concurrency: offered_tiles(config.concurrency, devices.len())?,
         devices: device_names(&devices),
     };
-    let token = AttachToken::new(config.token.as_deref())
-        .map_err(|e| RemoteError::Token(e.message().into()))?;
     let shared = Arc::new(Shared::default());
     let store = WeightStore::new(&config.models);
     store.open_folder()?;
