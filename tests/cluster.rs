@@ -4,7 +4,7 @@
 //! the single-machine render of the same job.
 
 use dreamfarm_common::digest::sha256_hex;
-use dreamfarm_tests::cluster::Coordinator;
+use dreamfarm_tests::cluster::{Coordinator, TOKEN};
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::{
     SMALL_MEMORY, altered_weights, dreamfarm, frame_bytes, frames, one_tile_dream, run, run_ok,
@@ -441,6 +441,24 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
         stderr.contains("wrong token") && stderr.contains("Unauthenticated"),
         "{stderr}"
     );
+    // The web and metrics port given for the gRPC one (both are in the
+    // README's first lines): the client says so, and so does a worker, in
+    // its log, while it keeps trying.
+    let web = format!("http://{}", c.metrics);
+    let mut misdialled = dreamfarm(&["status", "--coordinator", &web, "--token", TOKEN]);
+    misdialled.current_dir(dreamfarm_tests::repo());
+    let (out, _, stderr) = run(misdialled);
+    assert!(!out.status.success());
+    let not_grpc = "but not gRPC, so it is not the coordinator's gRPC port. Fix: dial the port of the coordinator's --listen";
+    assert!(
+        stderr.contains(&format!(
+            "{web} answered HTTP (status 404 Not Found) {not_grpc}"
+        )),
+        "{stderr}"
+    );
+    let lost = c.worker_via("lost", &web);
+    wait_for("the worker's advice", || lost.log().contains(not_grpc));
+    drop(lost);
     // Garbage bytes on the gRPC port.
     {
         use std::io::Write;

@@ -105,9 +105,66 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectErr
     }
 }
 
+/// The address dialled answered HTTP, but not as a gRPC server: most
+/// often the coordinator's web and metrics port given for its gRPC port.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{url} answered HTTP (status {http}) but not gRPC, so it is not the coordinator's gRPC port. Fix: dial the port of the coordinator's --listen (7070 unless set); its web page and metrics (--metrics-listen, 9090 unless set) are for browsers and Prometheus"
+)]
+pub struct NotGrpc {
+    /// The URL dialled.
+    pub url: String,
+    /// The HTTP status it answered with.
+    pub http: String,
+}
+
+/// Whether the call to `url` that failed with `status` met an HTTP server
+/// that is not a gRPC one, read from how tonic words it: a body without
+/// gRPC's framing (a web page), or an HTTP status without gRPC's.
+pub fn not_grpc(url: &str, status: &tonic::Status) -> Option<NotGrpc> {
+    const BODY: &str = " while receiving response with status: ";
+    const NO_STATUS: &str = "grpc-status header missing, mapped from HTTP status code ";
+    let message = status.message();
+    let (_, http) = message
+        .split_once(BODY)
+        .or_else(|| message.split_once(NO_STATUS))?;
+    Some(NotGrpc {
+        url: url.to_string(),
+        http: http.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_server_that_is_not_grpc_is_told_from_a_coordinators_answer() {
+        let url = "http://host:9090";
+        // As tonic 0.14 words them (the cluster test meets the first from
+        // a real coordinator's web port).
+        let page = tonic::Status::internal(
+            "protocol error: received message with invalid compression flag: 60 (valid flags are 0 and 1) while receiving response with status: 404 Not Found",
+        );
+        let bare = tonic::Status::unimplemented(
+            "grpc-status header missing, mapped from HTTP status code 404",
+        );
+        for (status, http) in [(page, "404 Not Found"), (bare, "404")] {
+            let found = not_grpc(url, &status).expect("not gRPC");
+            assert_eq!(found.http, http);
+            assert!(
+                found
+                    .to_string()
+                    .contains("Fix: dial the port of the coordinator's --listen")
+            );
+        }
+        for answer in [
+            tonic::Status::not_found("no job \"x\""),
+            tonic::Status::internal("the store failed"),
+        ] {
+            assert_eq!(not_grpc(url, &answer), None);
+        }
+    }
 
     #[tokio::test]
     async fn an_unreachable_coordinator_is_named_with_the_cause_once() {

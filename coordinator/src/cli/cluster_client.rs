@@ -17,7 +17,7 @@ use dreamfarm_coordinator::store::utc_time;
 use dreamfarm_proto::MAX_MESSAGE_BYTES;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::chunks::split;
-use dreamfarm_proto::connect::{ConnectError, connect};
+use dreamfarm_proto::connect::{ConnectError, connect, not_grpc};
 use dreamfarm_proto::pb::job_service_client::JobServiceClient;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
@@ -63,9 +63,13 @@ impl ClientArgs {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// A failed call as one error that says what to do: TLS that does not
-    /// match the coordinator's, or else what the coordinator said.
+    /// A failed call as one error that says what to do: a port that is not
+    /// the coordinator's gRPC one, TLS that does not match the
+    /// coordinator's, or else what the coordinator said.
     async fn explain(&self, s: tonic::Status) -> anyhow::Error {
+        if let Some(wrong_port) = not_grpc(&self.coordinator, &s) {
+            return wrong_port.into();
+        }
         match diagnose(&self.coordinator, &s).await {
             Some(mismatch) => mismatch.into(),
             None => anyhow::anyhow!("the coordinator said: {} ({:?})", s.message(), s.code()),

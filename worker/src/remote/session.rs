@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use dreamfarm_proto::auth::AttachToken;
-use dreamfarm_proto::connect::{ConnectError, connect};
+use dreamfarm_proto::connect::{ConnectError, connect, not_grpc};
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
@@ -174,9 +174,13 @@ async fn handshake(
     })
 }
 
-/// A handshake call that failed with `s`, to be tried again: why, as TLS
-/// advice when TLS does not match the coordinator's.
+/// A handshake call that failed with `s`, to be tried again: why, as
+/// advice when the port is not the coordinator's gRPC one (a proxy may
+/// answer so while the coordinator starts) or TLS does not match.
 async fn retry(config: &RemoteConfig, what: &str, s: tonic::Status) -> SessionError {
+    if let Some(wrong_port) = not_grpc(&config.coordinator, &s) {
+        return SessionError::Retry(wrong_port.to_string());
+    }
     SessionError::Retry(match diagnose(&config.coordinator, &s).await {
         Some(mismatch) => mismatch.to_string(),
         None => format!("{what}: {}", s.message()),
