@@ -786,7 +786,7 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
 
     // The small render's flags, with `extra` replacing flags of the same
     // name, into `output`.
-    let with = |extra: &[&'static str], output: &str| -> Vec<String> {
+    let with = |extra: &[&str], output: &str| -> Vec<String> {
         let mut args: Vec<String> = Vec::new();
         let mut base = SMALL_RENDER.iter().chain(&["--frames", "3"]);
         while let Some(&arg) = base.next() {
@@ -806,7 +806,12 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         args[i] = path_str(input).to_string();
         args
     };
+    // The --ui page's address, taken by another program.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let taken = holder.local_addr().expect("its address").to_string();
+    let taken_says = format!("cannot serve the web interface on {taken}: Address already in use");
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (with(&["--ui", &taken], path_str(&nowhere)), &taken_says),
         (
             replace_input(with(&[], fin), Path::new("no/such/photo.png")),
             "input image no/such/photo.png: cannot open it",

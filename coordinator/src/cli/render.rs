@@ -16,7 +16,7 @@ use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
 use dreamfarm_coordinator::video::{VideoEncoding, VideoOut};
 use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
-use dreamfarm_coordinator::web::standalone::Standalone;
+use dreamfarm_coordinator::web::standalone::{Listener, Standalone};
 use dreamfarm_proto::auth::check_token;
 use dreamfarm_worker::models::torch_devices;
 
@@ -82,6 +82,8 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     } else {
         torch_devices(&args.device)?
     };
+    // The page's port too: one in use stops the render before its folder.
+    let listener = args.ui.map(Listener::bind).transpose()?;
     // Held to the end, the video included; taken before the folder is
     // opened, which clears half-written frames.
     let _claim = FolderLock::claim(&dir)?;
@@ -92,7 +94,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let out = OutputDir::open_checked(&dir, &spec)?;
     sources.record(&out)?;
     let video = dir.join(format!("{name}.mp4"));
-    let page = args.ui.map(|addr| {
+    let page = listener.map(|listener| {
         let job = Arc::new(LocalJob::new(
             &name,
             &spec,
@@ -100,7 +102,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
             video.clone(),
             out.frames_done(),
         ));
-        let server = Standalone::start(addr, job.clone(), args.token.as_deref())?;
+        let server = Standalone::start(listener, job.clone(), args.token.as_deref())?;
         // Scripts and tests read the address (port 0 picks one).
         println!(
             "web interface on http://{}/jobs/{}",

@@ -29,18 +29,31 @@ pub struct Standalone {
     _runtime: tokio::runtime::Runtime,
 }
 
-impl Standalone {
-    /// Serves `source` on `addr` (port 0 picks one), behind `token` if
-    /// given, else open.
-    pub fn start(
-        addr: SocketAddr,
-        source: Source,
-        token: Option<&str>,
-    ) -> Result<Self, StandaloneError> {
+/// The interface's port, taken before there is anything to serve, so that
+/// a render whose address is taken stops before it makes its folder.
+pub struct Listener {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Listens on `addr` (port 0 picks one).
+    pub fn bind(addr: SocketAddr) -> Result<Self, StandaloneError> {
         let listen = |source| StandaloneError::Listen { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
         listener.set_nonblocking(true).map_err(listen)?;
-        let bound = listener.local_addr().map_err(listen)?;
+        let addr = listener.local_addr().map_err(listen)?;
+        Ok(Self { listener, addr })
+    }
+}
+
+impl Standalone {
+    /// Serves `source` on `listener`, behind `token` if given, else open.
+    pub fn start(
+        listener: Listener,
+        source: Source,
+        token: Option<&str>,
+    ) -> Result<Self, StandaloneError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("dreamfarm-web")
@@ -48,6 +61,7 @@ impl Standalone {
             .build()
             .map_err(StandaloneError::Runtime)?;
         let app = router(source, Arc::new(Access::new(token)));
+        let Listener { listener, addr } = listener;
         runtime.spawn(async move {
             let served = match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => axum::serve(listener, app).await,
@@ -58,7 +72,7 @@ impl Standalone {
             }
         });
         Ok(Self {
-            addr: bound,
+            addr,
             _runtime: runtime,
         })
     }
