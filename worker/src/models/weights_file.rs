@@ -20,7 +20,7 @@ impl WeightsFile {
     pub fn read(path: &Path, device: Device) -> Result<Self, ModelError> {
         let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::BadWeights {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: unreadable(path, &e.to_string()),
         })?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -82,6 +82,69 @@ impl WeightsFile {
         ModelError::BadWeights {
             path: self.path.clone(),
             reason,
+        }
+    }
+}
+
+/// Why `path` is no `.safetensors` file (`error` as the reader said it),
+/// with the conversion when it is a PyTorch checkpoint: torchvision's
+/// `.pth` files are what a GoogLeNet user has in hand.
+fn unreadable(path: &Path, error: &str) -> String {
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head));
+    // A PyTorch checkpoint is a ZIP archive, or before torch 1.6 a pickle.
+    let pytorch = matches!(read, Ok(4)) && (head == *b"PK\x03\x04" || head[0] == 0x80);
+    if pytorch {
+        format!(
+            "it is a PyTorch checkpoint (.pth), and dreamfarm reads .safetensors. Fix: convert it once with the project's Python: .venv/bin/python -c \"import sys, torch, safetensors.torch as st; st.save_file({{k: v.contiguous() for k, v in torch.load(sys.argv[1], weights_only=True).items()}}, sys.argv[2])\" {} WEIGHTS.safetensors, then pass --weights WEIGHTS.safetensors",
+            path.display()
+        )
+    } else {
+        format!(
+            "not a readable .safetensors file ({error}). Fix: pass the model's weights as .safetensors"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pytorch_checkpoint_is_told_from_other_files_with_its_conversion() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let said = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("file");
+            match WeightsFile::read(&path, Device::Cpu) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{name} was read as weights"),
+            }
+        };
+        for (name, bytes) in [
+            ("zip.pth", &b"PK\x03\x04 and the rest of an archive"[..]),
+            ("legacy.pth", &b"\x80\x02\x8a\x0alegacy pickle"[..]),
+        ] {
+            let message = said(name, bytes);
+            assert!(
+                message.contains("it is a PyTorch checkpoint (.pth), and dreamfarm reads .safetensors. Fix: convert it once"),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("{name} WEIGHTS.safetensors")),
+                "{message}"
+            );
+        }
+        for (name, bytes) in [("text.safetensors", &b"hello"[..]), ("empty", &b""[..])] {
+            let message = said(name, bytes);
+            assert!(
+                message.contains("not a readable .safetensors file ("),
+                "{message}"
+            );
+            assert!(
+                message.contains("Fix: pass the model's weights as .safetensors"),
+                "{message}"
+            );
         }
     }
 }
