@@ -5,24 +5,25 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// Why a string cannot be the cluster's token. The messages never repeat
+/// Why a string cannot be the cluster's token. The messages name the flag
+/// (every process takes it as --token or DREAMFARM_TOKEN) and never repeat
 /// the token: they end up in logs.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum TokenError {
     /// Anyone could send it.
     #[error(
-        "the token is empty, and anyone can send an empty token. Fix: give the coordinator, its workers and its clients the same secret, e.g. from `openssl rand -hex 32`, as --token or DREAMFARM_TOKEN (or unset it for a coordinator started with --insecure-no-auth)"
+        "--token (DREAMFARM_TOKEN): the token is empty, and anyone can send an empty token. Fix: give the coordinator, its workers and its clients the same secret, e.g. from `openssl rand -hex 32`, as --token or DREAMFARM_TOKEN (or unset it for a coordinator started with --insecure-no-auth)"
     )]
     Empty,
     /// A space, tab or newline at an end: a token read from a file keeps
     /// its last newline, which no HTTP header carries.
     #[error(
-        "the token starts or ends with a space, tab or newline (as one read from a file with its last newline does), which an HTTP header cannot carry. Fix: set it without them, e.g. DREAMFARM_TOKEN=\"$(tr -d '[:space:]' < FILE)\""
+        "--token (DREAMFARM_TOKEN): the token starts or ends with a space, tab or newline (as one read from a file with its last newline does), which an HTTP header cannot carry. Fix: set it without them, e.g. DREAMFARM_TOKEN=\"$(tr -d '[:space:]' < FILE)\""
     )]
     Padded,
     /// A character outside printable ASCII, which a header cannot carry.
     #[error(
-        "the token's character {position} is not printable ASCII, which an HTTP header cannot carry. Fix: use letters, digits and punctuation only, e.g. a token from `openssl rand -hex 32`"
+        "--token (DREAMFARM_TOKEN): the token's character {position} is not printable ASCII, which an HTTP header cannot carry. Fix: use letters, digits and punctuation only, e.g. a token from `openssl rand -hex 32`"
     )]
     NotPrintable {
         /// Its position, from 1 (the character itself is not shown).
@@ -60,9 +61,11 @@ impl AttachToken {
         let header = token
             .map(|t| {
                 check_token(t).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("the token cannot go in a header"))
+                format!("Bearer {t}").parse().map_err(|_| {
+                    Status::invalid_argument(
+                        "--token (DREAMFARM_TOKEN): the token cannot go in an HTTP header",
+                    )
+                })
             })
             .transpose()?;
         Ok(Self { header })

@@ -56,7 +56,7 @@ impl ClientArgs {
         // The token first: a bad one fails the same whether or not the
         // coordinator is up.
         let token = AttachToken::new(self.token.as_deref())
-            .map_err(|s| anyhow::anyhow!("--token (DREAMFARM_TOKEN): {}", s.message()))?;
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         let channel = connect(&self.coordinator, self.tls_ca.as_deref()).await?;
         Ok(JobServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

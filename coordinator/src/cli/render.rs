@@ -58,7 +58,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     if args.ui.is_some()
         && let Some(token) = &args.token
     {
-        check_token(token).map_err(|e| anyhow::anyhow!("--token (DREAMFARM_TOKEN): {e}"))?;
+        check_token(token)?;
     }
     let (mut spec, mut dir, mut name) = args.job.spec()?;
     if args.dry_run {

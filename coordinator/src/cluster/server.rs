@@ -79,7 +79,7 @@ pub enum ServeError {
         why: dreamfarm_proto::tls::ServerCertError,
     },
     /// The token is one anyone could send, or no client could.
-    #[error("--token (DREAMFARM_TOKEN): {0}")]
+    #[error(transparent)]
     Token(#[from] TokenError),
     /// The data folder cannot be made.
     #[error("cannot create the data folder {path}: {source}")]

@@ -82,7 +82,7 @@ pub enum RemoteError {
     #[error(transparent)]
     Device(#[from] crate::models::ModelError),
     /// The token is not usable.
-    #[error("--token (DREAMFARM_TOKEN): {0}")]
+    #[error("{0}")]
     Token(String),
     /// A thread or the async runtime could not be started.
     #[error("cannot start the worker: {0}")]
