@@ -4,7 +4,9 @@ file, objective mean(mixed3^2) + mean(mixed5^2), 4 octaves x 1.4 with the
 detail carried between octaves, 1024-pixel tiles with a 64-pixel context
 margin and a 32-pixel cross-fade band, a jittered window (up to 32 pixels)
 per step, g/std(g), step 0.01, clipping to [0, 1]; frames fed back through
-an 8-bit PNG after a 1.02x zoom about the centre.
+an 8-bit PNG after a 1.02x zoom about the centre. `--model mobilenet-v2` or
+`--model googlenet` runs the same recipe on that model's default layers
+(torchvision's network, cut after them).
 
 It is written the way a PyTorch user who knows the library would write it
 (torch ops on tensors, no dreamfarm code): BatchNorm folded into the
@@ -36,20 +38,58 @@ import torchvision
 from PIL import Image
 from safetensors.torch import load_file
 
-TILE, MARGIN, BAND, JITTER, STEP, MIN_SIDE = 1024, 64, 32, 32, 0.01, 75
+TILE, MARGIN, BAND, JITTER, STEP = 1024, 64, 32, 32, 0.01
 
 
 def fold_batchnorm(net):
-    """Folds every BasicConv2d's inference BatchNorm into its convolution."""
-    for m in net.modules():
-        if isinstance(m, torchvision.models.inception.BasicConv2d):
+    """Folds every inference BatchNorm into the convolution before it (each
+    model's conv+BN pair: torchvision's BasicConv2d in the Inceptions,
+    Conv2dNormActivation and the inverted residual's last pair in
+    MobileNetV2)."""
+    for m in list(net.modules()):
+        if isinstance(getattr(m, "conv", None), torch.nn.Conv2d) and isinstance(getattr(m, "bn", None),
+                                                                             torch.nn.BatchNorm2d):
             m.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(m.conv, m.bn)
             m.bn = torch.nn.Identity()
+        elif isinstance(m, torch.nn.Sequential):
+            for i in range(len(m) - 1):
+                if isinstance(m[i], torch.nn.Conv2d) and isinstance(m[i + 1], torch.nn.BatchNorm2d):
+                    m[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(m[i], m[i + 1])
+                    m[i + 1] = torch.nn.Identity()
 
 
-def trunk(weights, naive, device):
-    """The InceptionV3 trunk to Mixed_6c; returns (mixed3, mixed5)."""
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
+def stages(model, net):
+    """The network cut after its deepest dreamed layer, as the stages whose
+    outputs are the model's default layers (dreamfarm's names), the input
+    scaling dreamfarm's preprocessing does, and the smallest image side."""
+    if model == "inception-v3":
+        head = torch.nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.maxpool1,
+                                   net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, net.maxpool2, net.Mixed_5b, net.Mixed_5c,
+                                   net.Mixed_5d, net.Mixed_6a)
+        return [head, torch.nn.Sequential(net.Mixed_6b, net.Mixed_6c)], SYMMETRIC, 75
+    if model == "mobilenet-v2":
+        return [net.features[:11]], IMAGENET, 32
+    # googlenet, to inception4c
+    return [torch.nn.Sequential(net.conv1, net.maxpool1, net.conv2, net.conv3, net.maxpool2, net.inception3a,
+                                net.inception3b, net.maxpool3, net.inception4a, net.inception4b,
+                                net.inception4c)], SYMMETRIC, 32
+
+
+SYMMETRIC = (torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.5, 0.5]))
+IMAGENET = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
+MODELS = {
+    "inception-v3": lambda: torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False),
+    "mobilenet-v2": lambda: torchvision.models.mobilenet_v2(weights=None),
+    "googlenet": lambda: torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=False,
+                                                       init_weights=False),
+}
+
+
+def trunk(weights, naive, device, model="inception-v3"):
+    """`model`'s network from the .safetensors file dreamfarm loads, cut after
+    its default layers; returns (forward: image in 0..1 -> the default
+    layers' activations, the smallest image side)."""
+    net = MODELS[model]().eval()
     missing, unexpected = net.load_state_dict(load_file(weights), strict=False)
     assert not unexpected, unexpected
     net = net.to(device)
@@ -58,23 +98,22 @@ def trunk(weights, naive, device):
         net = net.to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(False)
-    head = torch.nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.maxpool1,
-                               net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, net.maxpool2, net.Mixed_5b, net.Mixed_5c,
-                               net.Mixed_5d, net.Mixed_6a)
-    tail = torch.nn.Sequential(net.Mixed_6b, net.Mixed_6c)
-
+    parts, (mean, std), min_side = stages(model, net)
+    mean, std = mean.to(device)[:, None, None], std.to(device)[:, None, None]
     layout = torch.contiguous_format if naive else torch.channels_last
 
     def forward(x):
-        mixed3 = head((x * 2 - 1).contiguous(memory_format=layout))
-        return mixed3, tail(mixed3)
-    return forward
+        outs, y = [], ((x - mean) / std).contiguous(memory_format=layout)
+        for part in parts:
+            y = part(y)
+            outs.append(y)
+        return outs
+    return forward, min_side
 
 
 def gradient(net, x):
     x = x.detach().requires_grad_(True)
-    m3, m5 = net(x)
-    (m3.square().mean() + m5.square().mean()).backward()
+    sum(a.square().mean() for a in net(x)).backward()
     return x.grad
 
 
@@ -130,10 +169,10 @@ def resize(x, h, w):
     return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
 
 
-def dream_frame(net, frame, octaves, iterations, rng):
+def dream_frame(net, min_side, frame, octaves, iterations, rng):
     _, _, h, w = frame.shape
     sizes = [(round(h / 1.4 ** o), round(w / 1.4 ** o)) for o in reversed(range(octaves))]
-    sizes = [s for s in sizes if min(s) >= MIN_SIDE or s == (h, w)]
+    sizes = [s for s in sizes if min(s) >= min_side or s == (h, w)]
     detail = torch.zeros(1, 3, *sizes[0], device=frame.device)
     for oh, ow in sizes:
         base = resize(frame, oh, ow)
@@ -152,6 +191,8 @@ def zoom(x, factor):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True)
+    ap.add_argument("--model", default="inception-v3", choices=sorted(MODELS),
+                    help="dreamfarm's model name; the objective is its default layers")
     ap.add_argument("--input", required=True)
     ap.add_argument("--size", default="512x512", help="WIDTHxHEIGHT")
     ap.add_argument("--frames", type=int, default=3)
@@ -173,7 +214,7 @@ def main():
     device = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cudnn.enabled = not args.no_cudnn
-    net = trunk(args.weights, args.naive, device)
+    net, min_side = trunk(args.weights, args.naive, device, args.model)
     rgb = Image.open(args.input).convert("RGB").resize((w, h), Image.BICUBIC)
     frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous().to(device)
     rng = np.random.default_rng(0)
@@ -187,7 +228,7 @@ def main():
         t = time.perf_counter()
         if n > 0:
             frame = zoom(frame, 1.02)
-        out = dream_frame(net, frame, args.octaves, args.iterations, rng)
+        out = dream_frame(net, min_side, frame, args.octaves, args.iterations, rng)
         u8 = (out[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         if saving is not None:
             saving.result()
@@ -197,7 +238,7 @@ def main():
     if saving is not None:
         saving.result()
     print(json.dumps({"frame_s": times, "median_s": statistics.median(times), "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "size": [w, h],
+                      "torch": torch.__version__, "size": [w, h], "model": args.model,
                       "naive": args.naive, "device": args.device, "tf32": args.tf32, "cudnn": not args.no_cudnn}))
 
 

@@ -11,7 +11,11 @@
 //!
 //! Environment: BENCH_SIZES (default "512x512,1920x1080"), BENCH_FRAMES
 //! (frames per size, default 3; the first is dropped as warm-up when there
-//! are more than two), BENCH_PYTHON=0 to skip the Python side.
+//! are more than two), BENCH_PYTHON=0 to skip the Python side, BENCH_MODEL
+//! (default `inception-v3`) for another built-in model with its default
+//! layers, and BENCH_WEIGHTS for its weights file (needed for `googlenet`:
+//! `.venv/bin/python scripts/reference/torchvision_models.py
+//! googlenet-weights FILE.safetensors` writes random ones).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,13 +100,14 @@ fn python_frame(
     frames: u32,
     naive: bool,
 ) -> anyhow::Result<f64> {
-    let weights =
-        WeightStore::new(WeightStore::default_dir()).resolve(&spec.dream.model_spec()?, None)?;
+    let weights = WeightStore::new(WeightStore::default_dir())
+        .resolve(&spec.dream.model_spec()?, spec.dream.weights.as_deref())?;
     let out = tempfile::tempdir()?;
     let output = Command::new(repo.join(".venv/bin/python"))
         .arg(repo.join("bench/dream_recipe.py"))
         .args(["--weights".as_ref(), weights.as_os_str()])
         .args(["--input".as_ref(), spec.input.as_os_str()])
+        .args(["--model", &spec.dream.model])
         .args(["--size", size, "--frames", &frames.to_string()])
         .args(["--iterations", &spec.dream.iterations.to_string()])
         .args(["--octaves", &spec.dream.octaves.to_string()])
@@ -143,6 +148,11 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let with_python = std::env::var("BENCH_PYTHON").map_or(true, |v| v != "0");
+    let model = std::env::var("BENCH_MODEL").ok();
+    println!(
+        "model: {}",
+        model.as_deref().unwrap_or("inception-v3 (the default)")
+    );
     println!(
         "size       | dreamfarm s/frame | bare fwd+bwd s/frame | efficiency | python s/frame | dreamfarm/python | naive python s/frame"
     );
@@ -151,6 +161,12 @@ fn main() -> anyhow::Result<()> {
         let (w, h): (u32, u32) = (w.parse()?, h.parse()?);
         let mut spec = JobSpec::new(repo.join("assets/astronaut.png"), frames);
         spec.size = Some([w, h]);
+        if let Some(model) = &model {
+            spec.dream.model.clone_from(model);
+        }
+        spec.dream.weights = std::env::var_os("BENCH_WEIGHTS")
+            .filter(|w| !w.is_empty())
+            .map(Into::into);
         spec.validate()?;
         let mut worker =
             LocalWorker::load(&spec.dream, spec.seed, torch_device(DeviceSpec::Auto)?)?;

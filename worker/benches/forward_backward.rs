@@ -1,17 +1,21 @@
-//! One forward+backward of the default model (InceptionV3 trunk to `mixed5`)
-//! at 512×512 on the CPU, against the same computation in plain Python
-//! PyTorch on the same machine, measured side by side in one run:
+//! One forward+backward of a built-in model to its deepest default layer
+//! (the default model: InceptionV3 trunk to `mixed5`) at 512×512 on the CPU,
+//! against the same computation in plain Python PyTorch on the same machine,
+//! measured side by side in one run:
 //!
 //!     cargo bench -p dreamfarm-worker --bench forward_backward
 //!
 //! `BENCH_SIZE` (default 512) and `BENCH_RUNS` (default 7) change the image
-//! side and the number of timed runs. Prints both medians and their ratio.
+//! side and the number of timed runs; `BENCH_MODEL` (default `inception-v3`)
+//! names the model, and `BENCH_WEIGHTS` its weights file (needed for
+//! `googlenet`, which has none to download). Prints both medians and their
+//! ratio.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dreamfarm_common::model_catalog::BuiltinModel;
+use dreamfarm_common::model_catalog::{BuiltinModel, ModelSpec};
 use dreamfarm_worker::models::Model;
 use dreamfarm_worker::weights::WeightStore;
 use tch::{Device, Kind, Tensor};
@@ -28,17 +32,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The weights of `model`: `BENCH_WEIGHTS` if set, else the store's (every
+/// built-in model but GoogLeNet, which has none to download).
+fn weights(model: BuiltinModel) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BENCH_WEIGHTS").filter(|w| !w.is_empty()) {
+        return Ok(path.into());
+    }
+    anyhow::ensure!(
+        !model.info().own_weights,
+        "{} needs BENCH_WEIGHTS=FILE.safetensors (random ones: .venv/bin/python \
+         scripts/reference/torchvision_models.py googlenet-weights FILE.safetensors)",
+        model.info().name
+    );
+    Ok(WeightStore::new(WeightStore::default_dir()).ensure(model)?)
+}
+
 fn main() -> anyhow::Result<()> {
     let (size, runs) = (env_or("BENCH_SIZE", 512) as i64, env_or("BENCH_RUNS", 7));
-    let weights = WeightStore::new(WeightStore::default_dir()).ensure(BuiltinModel::InceptionV3)?;
-    let model = Model::load_builtin(BuiltinModel::InceptionV3, &weights, Device::Cpu)?;
-    let mixed5 = model.layer_index("mixed5")?;
+    let name = std::env::var("BENCH_MODEL").unwrap_or_else(|_| "inception-v3".into());
+    let ModelSpec::Builtin(builtin) = name.parse()? else {
+        anyhow::bail!("BENCH_MODEL names a built-in model, not {name}");
+    };
+    let weights = weights(builtin)?;
+    let model = Model::load_builtin(builtin, &weights, Device::Cpu)?;
+    let deepest = builtin
+        .info()
+        .default_layers
+        .last()
+        .copied()
+        .unwrap_or_default();
+    let layer = model.layer_index(deepest)?;
     tch::manual_seed(0);
     let input = Tensor::rand([1, 3, size, size], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
-    // One timed unit: forward to mixed5 and the gradient w.r.t. the input.
+    // One timed unit: forward to the layer and the gradient w.r.t. the input.
     let step = || -> anyhow::Result<()> {
         let x = input.copy().set_requires_grad(true);
-        let act = model.activations_of_input(&x, &[mixed5])?.remove(0);
+        let act = model.activations_of_input(&x, &[layer])?.remove(0);
         let loss = act.square().mean(Kind::Float);
         Tensor::run_backward(&[loss], &[&x], false, false);
         Ok(())
@@ -61,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             .arg(&weights)
             .arg(size.to_string())
             .arg(runs.to_string())
+            .args(["--model", &name])
             .args(naive.then_some("--naive"))
             .output()?;
         anyhow::ensure!(
@@ -73,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let (python, naive) = (python(false)?, python(true)?);
     let theirs = python["median_s"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "forward+backward to mixed5, {size}x{size}, CPU, {runs} runs, torch threads {} (Python {})",
+        "forward+backward of {name} to {deepest}, {size}x{size}, CPU, {runs} runs, torch threads {} (Python {})",
         tch::get_num_threads(),
         python["threads"]
     );

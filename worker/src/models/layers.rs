@@ -33,13 +33,30 @@ impl Activation {
         match self {
             Self::Linear => x,
             Self::Relu => x.relu(),
-            Self::Relu6 => {
-                let r = x.relu();
-                let over = (&r - 6.0).relu().detach();
-                r - over
-            }
+            Self::Relu6 => clip_at_six(x.relu()),
         }
     }
+
+    /// Like [`apply`](Self::apply), reusing `x`'s memory where the
+    /// nonlinearity allows: for a convolution's output, whose gradient does
+    /// not need it, so no second tensor of its size is made.
+    fn apply_in_place(self, mut x: Tensor) -> Tensor {
+        match self {
+            Self::Linear => x,
+            Self::Relu => x.relu_(),
+            Self::Relu6 => clip_at_six(x.relu_()),
+        }
+    }
+}
+
+/// `relu` (ReLU's output) clipped at 6 in place, out of autograd's sight:
+/// ReLU's gradient reads only which of its outputs are above 0, which the
+/// clip keeps, so the gradient stays ReLU's. One pass, where subtracting
+/// the detached excess took three and a tensor of their size each.
+fn clip_at_six(relu: Tensor) -> Tensor {
+    // `data` shares the values but not the version autograd checks.
+    let _ = relu.data().clamp_max_(6.0);
+    relu
 }
 
 /// Shape and placement of one convolution.
@@ -204,14 +221,44 @@ impl ConvBn {
             [1, 1],
             s.groups,
         );
-        match self.activation {
-            // In place: a convolution's gradient does not need its output,
-            // so no second tensor of its size is allocated.
-            Activation::Relu => {
-                let mut y = y;
-                y.relu_()
-            }
-            other => other.apply(y),
+        self.activation.apply_in_place(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Kind, Tensor};
+
+    use super::Activation;
+
+    /// ReLU6 keeps its values in 0..=6 but passes ReLU's gradient, above 6
+    /// too, whether it runs on a fresh tensor or in place on one.
+    #[test]
+    fn relu6_clips_the_values_and_keeps_relus_gradient() {
+        let values = [-3.0f32, -0.0, 0.5, 5.9, 6.0, 6.5, 40.0];
+        let clipped = [0.0f32, 0.0, 0.5, 5.9, 6.0, 6.0, 6.0];
+        let gradient = [0.0f32, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        for in_place in [false, true] {
+            let x = Tensor::from_slice(&values).set_requires_grad(true);
+            // What a convolution hands on: a result of autograd, not a leaf.
+            let y = &x * 1.0;
+            let out = if in_place {
+                Activation::Relu6.apply_in_place(y)
+            } else {
+                Activation::Relu6.apply(y)
+            };
+            let seen = Vec::<f32>::try_from(&out).expect("values");
+            assert_eq!(seen, clipped, "in place: {in_place}");
+            // Weighted so that a gradient that skipped the clip shows.
+            let weights = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+            (out * &weights).sum(Kind::Float).backward();
+            let grad = Vec::<f32>::try_from(x.grad()).expect("gradient");
+            let expected: Vec<f32> = gradient
+                .iter()
+                .zip(1..)
+                .map(|(g, w)| g * w as f32)
+                .collect();
+            assert_eq!(grad, expected, "in place: {in_place}");
         }
     }
 }
