@@ -1,12 +1,14 @@
 //! The web interface against a real coordinator and worker: headless
 //! Chromium logs in through the form, sees the job's row with its latest
 //! frame loaded, opens the job and pauses it with a click (the coordinator
-//! agrees), saving screenshots into docs/; over plain HTTP every page,
+//! agrees), saving screenshots (into docs/ with `DREAMFARM_UPDATE_DOCS=1`,
+//! where the README shows them; else beside the build); over plain HTTP every page,
 //! image and download refuses a missing or wrong token, cross-site
 //! actions are refused, `/metrics` stays open, bad input gets 400/404;
 //! and `dreamfarm render --ui` serves its job's page.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +16,17 @@ use dreamfarm_tests::browser::Browser;
 use dreamfarm_tests::cluster::{Coordinator, TOKEN};
 use dreamfarm_tests::http::{Reply, get, request};
 use dreamfarm_tests::{dreamfarm, repo, wait_for};
+
+/// Where screenshot `name` goes: docs/, which the README shows, when
+/// `DREAMFARM_UPDATE_DOCS` is set; else the build's scratch folder, so a
+/// test run leaves the checkout as it found it.
+fn screenshot_path(name: &str) -> PathBuf {
+    if std::env::var_os("DREAMFARM_UPDATE_DOCS").is_some() {
+        repo().join("docs").join(name)
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+    }
+}
 
 /// A job of small, quick frames (well under a second each on a CPU), so
 /// the first frame comes soon and the job runs on while the test clicks.
@@ -145,7 +158,7 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         serde_json::json!(true),
         "a cluster behind a token links its workers and offers to log out"
     );
-    browser.screenshot(&repo().join("docs/web-jobs.png"));
+    browser.screenshot(&screenshot_path("web-jobs.png"));
     // A job submitted while the index is open is drawn on it.
     let second = submit(&c, "second-take", 1);
     browser.wait_for(
@@ -177,7 +190,7 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         "Number(document.getElementById('scrub').max) >= 2",
         LIMIT,
     );
-    browser.screenshot(&repo().join("docs/web-job.png"));
+    browser.screenshot(&screenshot_path("web-job.png"));
     browser.click("button[data-action=pause]");
     browser.wait_for(
         "the page to show the job paused",
