@@ -140,7 +140,7 @@ fn steady(mut times: Vec<f64>) -> Vec<f64> {
 
 fn main() -> anyhow::Result<()> {
     // As `dreamfarm render` does.
-    dreamfarm_coordinator::heap::keep_freed_memory();
+    dreamfarm_proto::heap::keep_freed_memory();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "512x512,1920x1080".into());
     let frames: u32 = std::env::var("BENCH_FRAMES")

@@ -14,14 +14,12 @@
 //! - [`tile_executor`]: where tiles are computed; [`local_worker`] computes
 //!   them in this process (single-machine renders), [`local_pool`] on
 //!   several of this machine's devices at once.
-//! - [`heap`]: how the process keeps freed frame buffers for reuse.
 //! - [`web`]: the web interface (jobs, live previews, workers, controls).
 //! - [`whole_file`]: files that appear under their name only once whole.
 
 pub mod cluster;
 pub mod frame_loop;
 pub mod frame_writer;
-pub mod heap;
 #[cfg(feature = "embedded-worker")]
 pub mod local_pool;
 #[cfg(feature = "embedded-worker")]

@@ -14,11 +14,14 @@
 //!   certificate, and mismatches a client meets).
 //! - [`signal`]: SIGTERM and Ctrl-C, for graceful shutdown.
 //! - [`logging`]: every process's log lines, text or JSON.
+//! - [`heap`]: how a render, coordinator or worker process keeps freed
+//!   buffers for reuse.
 
 pub mod auth;
 pub mod chunks;
 pub mod connect;
 pub mod halves;
+pub mod heap;
 pub mod logging;
 pub mod objective;
 pub mod pixels;

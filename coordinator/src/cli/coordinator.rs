@@ -84,7 +84,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     if args.lease_timeout == 0 || args.heartbeat_timeout == 0 {
         bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
     }
-    dreamfarm_coordinator::heap::keep_freed_memory();
+    dreamfarm_proto::heap::keep_freed_memory();
     let config = ServerConfig {
         data: args.data,
         token: args.token,

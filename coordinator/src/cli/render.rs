@@ -52,7 +52,7 @@ pub struct RenderArgs {
 pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     // Frame buffers and the network's activations are freed and allocated
     // again every tile and frame; a render is a dedicated process too.
-    dreamfarm_coordinator::heap::keep_freed_memory();
+    dreamfarm_proto::heap::keep_freed_memory();
     // The page's token, checked before anything is made, as the
     // coordinator checks its own.
     if args.ui.is_some()
