@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dreamfarm_common::model_catalog::{BuiltinModel, ModelSpec};
+use anyhow::Context;
+use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_worker::models::Model;
 use dreamfarm_worker::weights::WeightStore;
 use tch::{Device, Kind, Tensor};
@@ -32,28 +33,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The weights of `model`: `BENCH_WEIGHTS` if set, else the store's (every
-/// built-in model but GoogLeNet, which has none to download).
-fn weights(model: BuiltinModel) -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("BENCH_WEIGHTS").filter(|w| !w.is_empty()) {
-        return Ok(path.into());
-    }
-    anyhow::ensure!(
-        !model.info().own_weights,
-        "{} needs BENCH_WEIGHTS=FILE.safetensors (random ones: .venv/bin/python \
-         scripts/reference/torchvision_models.py googlenet-weights FILE.safetensors)",
-        model.info().name
-    );
-    Ok(WeightStore::new(WeightStore::default_dir()).ensure(model)?)
-}
-
 fn main() -> anyhow::Result<()> {
     let (size, runs) = (env_or("BENCH_SIZE", 512) as i64, env_or("BENCH_RUNS", 7));
     let name = std::env::var("BENCH_MODEL").unwrap_or_else(|_| "inception-v3".into());
     let ModelSpec::Builtin(builtin) = name.parse()? else {
         anyhow::bail!("BENCH_MODEL names a built-in model, not {name}");
     };
-    let weights = weights(builtin)?;
+    let weights = std::env::var_os("BENCH_WEIGHTS")
+        .filter(|w| !w.is_empty())
+        .map(PathBuf::from);
+    let weights = WeightStore::new(WeightStore::default_dir())
+        .resolve(&ModelSpec::Builtin(builtin), weights.as_deref())
+        .context(
+            "BENCH_WEIGHTS=FILE.safetensors gives the model's weights (GoogLeNet's random ones: \
+             .venv/bin/python scripts/reference/torchvision_models.py googlenet-weights FILE)",
+        )?;
     let model = Model::load_builtin(builtin, &weights, Device::Cpu)?;
     let deepest = builtin
         .info()
