@@ -782,6 +782,9 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
     std::fs::write(&a_file, b"").expect("write");
     let under_a_file = a_file.join("out");
     let nowhere = dir.path().join("nowhere");
+    // A PyTorch checkpoint (a zip archive) given as weights.
+    let checkpoint = dir.path().join("weights.pth");
+    std::fs::write(&checkpoint, b"PK\x03\x04 not a safetensors file").expect("write");
     let fin = path_str(&finished);
 
     // The small render's flags, with `extra` replacing flags of the same
@@ -867,6 +870,15 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         (
             with(&["--model", "googlenet"], path_str(&nowhere)),
             "googlenet needs your own weights: pass --weights",
+        ),
+        // Refused by the model, which is loaded before the folder is made.
+        (
+            with(&["--size", "176x60"], path_str(&nowhere)),
+            "at the job's size it is 176x60, smaller than the 75 pixels per side the model needs; pass a larger --size",
+        ),
+        (
+            with(&["--weights", path_str(&checkpoint)], path_str(&nowhere)),
+            "it is a PyTorch checkpoint (.pth)",
         ),
     ];
     for (args, message) in &cases {

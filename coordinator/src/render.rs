@@ -173,12 +173,17 @@ pub fn load_color_reference(spec: &JobSpec) -> Result<Option<ColorReference>, Re
 /// a side.
 pub fn check_min_side(spec: &JobSpec, input: &Planar, min_side: usize) -> Result<(), RenderError> {
     if input.width.min(input.height) < min_side {
+        let (w, h) = (input.width, input.height);
+        let need = format!("smaller than the {min_side} pixels per side the model needs");
+        // The input is read at the job's size when it sets one.
+        let reason = if spec.size.is_some() {
+            format!("at the job's size it is {w}x{h}, {need}; pass a larger --size")
+        } else {
+            format!("it is {w}x{h}, {need}; pass a larger image, or a --size to enlarge it to")
+        };
         return Err(RenderError::Input {
             path: spec.input.clone(),
-            reason: format!(
-                "it is {}x{}, smaller than the {min_side} pixels per side the model needs; pass a larger --size",
-                input.width, input.height
-            ),
+            reason,
         });
     }
     Ok(())

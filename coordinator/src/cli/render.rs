@@ -9,7 +9,7 @@ use dreamfarm_common::device::Devices;
 use dreamfarm_coordinator::local_pool::embedded;
 use dreamfarm_coordinator::output::{FileMatch, FolderLock, OutputDir};
 use dreamfarm_coordinator::render::{
-    load_color_reference, load_guide, load_input, render as render_job,
+    check_min_side, load_color_reference, load_guide, load_input, render as render_job,
 };
 use dreamfarm_coordinator::source_files::Sources;
 use dreamfarm_coordinator::tile_executor::{TileExecutor, Unchanged};
@@ -84,6 +84,16 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     };
     // The page's port too: one in use stops the render before its folder.
     let listener = args.ui.map(Listener::bind).transpose()?;
+    // A preview dreams nothing, so it needs no model. Loaded before the
+    // folder is made: weights it cannot read, or an input smaller than
+    // the model can see, refuse the render without leaving a folder.
+    let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
+        (Box::new(Unchanged::default()), 1)
+    } else {
+        let workers = embedded(&spec.dream, spec.seed, &devices)?;
+        (workers.executor, workers.min_side)
+    };
+    check_min_side(&spec, &input, min_side)?;
     // Held to the end, the video included; taken before the folder is
     // opened, which clears half-written frames.
     let _claim = FolderLock::claim(&dir)?;
@@ -112,13 +122,6 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         anyhow::Ok((job, server))
     });
     let page = page.transpose()?;
-    // A preview dreams nothing, so it needs no model.
-    let (mut executor, min_side): (Box<dyn TileExecutor>, usize) = if args.dry_run {
-        (Box::new(Unchanged::default()), 1)
-    } else {
-        let workers = embedded(&spec.dream, spec.seed, &devices)?;
-        (workers.executor, workers.min_side)
-    };
     let job = page.as_ref().map(|(job, _)| job.clone());
     let rendered = render_job(
         &spec,
