@@ -469,7 +469,8 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     // A job that is not an image, an unknown layer, an unknown job, a bad
     // name; `render`'s --output, which means nothing to a cluster job (it
     // was taken silently, as the job's name); an input too small, named as
-    // the user gave it, not as the coordinator's copy.
+    // the user gave it, not as the coordinator's copy; a checkpoint as
+    // weights.
     let refused = |command: &str, args: &[&str], says: &[&str]| {
         let (out, _, stderr) = run(c.client(command, args));
         assert!(!out.status.success(), "{command} {args:?} succeeded");
@@ -496,7 +497,26 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     refused(
         "submit",
         &with(["--size", "64x64"]),
-        &["input image assets/astronaut.png: it is 64x64"],
+        &["input image assets/astronaut.png: at the job's size it is 64x64"],
+    );
+    // A PyTorch checkpoint for weights: the command that converts it.
+    let checkpoint = tempfile::Builder::new()
+        .suffix(".pth")
+        .tempfile()
+        .expect("temp");
+    std::fs::write(
+        checkpoint.path(),
+        b"PK\x03\x04 an archive, as torch.save writes",
+    )
+    .expect("write");
+    let checkpoint = checkpoint.path().to_str().expect("UTF-8");
+    refused(
+        "submit",
+        &[job("bad"), vec!["--weights", checkpoint]].concat(),
+        &[
+            "the weights file is a PyTorch checkpoint (.pth), and dreamfarm reads .safetensors",
+            &format!("{checkpoint} WEIGHTS.safetensors"),
+        ],
     );
     refused(
         "submit",

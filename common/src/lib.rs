@@ -15,4 +15,5 @@ pub mod resample;
 pub mod schedule;
 pub mod seed;
 pub mod tiling;
+pub mod weights_format;
 pub mod work;

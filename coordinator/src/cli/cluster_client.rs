@@ -210,7 +210,8 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         Some(path) => {
             let local = path.clone();
             let bytes = read(path, "weights file", "weights")?;
-            check_weights(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", local.display()))?;
+            check_weights(&bytes, &local.display().to_string())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", local.display()))?;
             check_weights_fit(&model, &local)?;
             bytes
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dreamfarm_common::digest::sha256_hex;
+use dreamfarm_common::weights_format::{is_pytorch_checkpoint, pytorch_checkpoint_advice};
 use dreamfarm_proto::pb::{FileChunk, WeightsRequest};
 use safetensors::SafeTensors;
 use tokio::sync::mpsc;
@@ -25,12 +26,17 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 
 /// Checks that `bytes` are a whole `.safetensors` file holding at least one
 /// tensor, so that a wrong file is refused at submission, not by every
-/// worker in turn. Whether its tensors fit the model takes libtorch:
+/// worker in turn; a PyTorch checkpoint gets the command that converts it,
+/// naming it as `shown`. Whether its tensors fit the model takes libtorch:
 /// `submit` loads the model when it has it; otherwise a misfit fails the
 /// job's first tile with the model's own error.
-pub fn check_weights(bytes: &[u8]) -> Result<(), String> {
+pub fn check_weights(bytes: &[u8], shown: &str) -> Result<(), String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
-        format!("the weights file is not a .safetensors file ({e}). Fix: pass the safetensors file of the model's state dict to --weights")
+        if is_pytorch_checkpoint(bytes) {
+            format!("the weights file is {}", pytorch_checkpoint_advice(shown))
+        } else {
+            format!("the weights file is not a .safetensors file ({e}). Fix: pass the safetensors file of the model's state dict to --weights")
+        }
     })?;
     if tensors.is_empty() {
         return Err("the weights file holds no tensors".into());
@@ -177,14 +183,21 @@ mod tests {
 
     #[test]
     fn only_a_whole_safetensors_file_passes() {
-        assert_eq!(check_weights(&weights(3)), Ok(()));
+        assert_eq!(check_weights(&weights(3), "w"), Ok(()));
         let truncated = weights(3);
-        let e = check_weights(&truncated[..truncated.len() - 1]).expect_err("truncated");
+        let e = check_weights(&truncated[..truncated.len() - 1], "w").expect_err("truncated");
         assert!(
             e.starts_with("the weights file is not a .safetensors file ("),
             "{e}"
         );
-        let e = check_weights(b"PK\x03\x04 a zip, as torch.save writes").expect_err("not one");
+        let e =
+            check_weights(b"PK\x03\x04 a zip, as torch.save writes", "g.pth").expect_err("not one");
+        assert!(
+            e.starts_with("the weights file is a PyTorch checkpoint (.pth), and dreamfarm reads .safetensors. Fix: convert it once"),
+            "{e}"
+        );
+        assert!(e.contains(" g.pth WEIGHTS.safetensors"), "{e}");
+        let e = check_weights(b"hello", "w").expect_err("not one");
         assert!(e.contains("Fix: pass the safetensors file"), "{e}");
         let empty = safetensors::serialize(
             std::iter::empty::<(&str, safetensors::tensor::TensorView<'_>)>(),
@@ -192,7 +205,7 @@ mod tests {
         )
         .expect("serialized");
         assert_eq!(
-            check_weights(&empty),
+            check_weights(&empty, "w"),
             Err("the weights file holds no tensors".into())
         );
     }

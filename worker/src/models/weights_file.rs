@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use dreamfarm_common::weights_format::{is_pytorch_checkpoint, pytorch_checkpoint_advice};
 use tch::{Device, Kind, Tensor};
 
 use super::ModelError;
@@ -87,17 +88,14 @@ impl WeightsFile {
 }
 
 /// Why `path` is no `.safetensors` file (`error` as the reader said it),
-/// with the conversion when it is a PyTorch checkpoint: torchvision's
-/// `.pth` files are what a GoogLeNet user has in hand.
+/// with the conversion when it is a PyTorch checkpoint.
 fn unreadable(path: &Path, error: &str) -> String {
     let mut head = [0u8; 4];
     let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head));
-    // A PyTorch checkpoint is a ZIP archive, or before torch 1.6 a pickle.
-    let pytorch = matches!(read, Ok(4)) && (head == *b"PK\x03\x04" || head[0] == 0x80);
-    if pytorch {
+    if matches!(read, Ok(4)) && is_pytorch_checkpoint(&head) {
         format!(
-            "it is a PyTorch checkpoint (.pth), and dreamfarm reads .safetensors. Fix: convert it once with the project's Python: .venv/bin/python -c \"import sys, torch, safetensors.torch as st; st.save_file({{k: v.contiguous() for k, v in torch.load(sys.argv[1], weights_only=True).items()}}, sys.argv[2])\" {} WEIGHTS.safetensors, then pass --weights WEIGHTS.safetensors",
-            path.display()
+            "it is {}",
+            pytorch_checkpoint_advice(&path.display().to_string())
         )
     } else {
         format!(
