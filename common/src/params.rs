@@ -410,8 +410,8 @@ impl DreamSettings {
     }
 
     /// Checks every value of a job of `frames` frames (schedules on every
-    /// frame); layer names are checked here for built-in models (a
-    /// TorchScript model's are known once it is loaded).
+    /// frame); layer names and channel picks are checked here for built-in
+    /// models (a TorchScript model's are known once it is loaded).
     pub fn validate(&self, frames: u32) -> Result<(), ParamError> {
         let spec = self.model_spec()?;
         if let ModelSpec::Builtin(m) = &spec
@@ -425,7 +425,7 @@ impl DreamSettings {
         }
         for term in self.layer_terms()? {
             if let ModelSpec::Builtin(m) = &spec {
-                m.layer_index(&term.name)?;
+                m.check_channels(m.layer_index(&term.name)?, &term.channels)?;
             }
             // NaN compares false, so it fails here too.
             term.weight.check_range(

@@ -31,15 +31,24 @@ fn relative_l2(ours: &Tensor, reference: &Tensor) -> f64 {
     diff / reference.norm().double_value(&[])
 }
 
-/// Compares every layer of `model` with the golden file and returns the
-/// worst relative error, failing on a shape mismatch.
-fn compare_all_layers(model: &Model, golden_file: &str) -> f64 {
+/// Compares every layer of `model`, the built-in `builtin`, with the golden
+/// file and returns the worst relative error, failing on a shape mismatch
+/// or a channel count other than the catalogue's (which jobs are checked
+/// against before they render).
+fn compare_all_layers(model: &Model, builtin: BuiltinModel, golden_file: &str) -> f64 {
     let g = golden(golden_file);
     let all: Vec<usize> = (0..model.layers().len()).collect();
     let acts =
         tch::no_grad(|| model.activations_of_input(&g["input"], &all)).expect("forward pass");
     let mut worst = 0.0f64;
-    for (name, act) in model.layers().iter().zip(&acts) {
+    let catalog = builtin.info();
+    assert_eq!(model.layers(), catalog.layers, "{golden_file}: layers");
+    for ((name, act), &channels) in model.layers().iter().zip(&acts).zip(catalog.channels) {
+        assert_eq!(
+            act.size()[1],
+            i64::from(channels),
+            "{golden_file}: the catalogue's channels of {name}"
+        );
         let reference = &g[name];
         assert_eq!(
             act.size(),
@@ -68,6 +77,7 @@ fn builtin(model: BuiltinModel) -> Model {
 fn inception_v3_matches_tensorflow_keras_at_every_layer() {
     compare_all_layers(
         &builtin(BuiltinModel::InceptionV3),
+        BuiltinModel::InceptionV3,
         "inception-v3.safetensors",
     );
 }
@@ -76,6 +86,7 @@ fn inception_v3_matches_tensorflow_keras_at_every_layer() {
 fn mobilenet_v2_matches_torchvision_at_every_layer() {
     compare_all_layers(
         &builtin(BuiltinModel::MobilenetV2),
+        BuiltinModel::MobilenetV2,
         "mobilenet-v2.safetensors",
     );
 }
@@ -108,7 +119,7 @@ fn googlenet_matches_torchvision_with_torchvisions_random_weights() {
         "torchvision's seed-0 weights are not the ones the golden values were made with"
     );
     let model = Model::load_builtin(BuiltinModel::Googlenet, &weights, Device::Cpu).expect("loads");
-    compare_all_layers(&model, "googlenet.safetensors");
+    compare_all_layers(&model, BuiltinModel::Googlenet, "googlenet.safetensors");
 }
 
 #[test]
