@@ -300,6 +300,16 @@ fn a_worker_out_of_memory_fails_the_tile_with_advice_and_goes_on_working() {
             && status.contains(&format!("`dreamfarm retry {big}` continues from frame 0")),
         "{status}"
     );
+    // Under a data limit the worker gives freed memory back (a heap kept
+    // at the size the failed tile grew it to would fail every allocation
+    // after it, and oneDNN crashed the worker on one).
+    assert!(
+        small
+            .log()
+            .contains("memory is limited by RLIMIT_DATA (ulimit -d): freed memory goes back"),
+        "{}",
+        small.log()
+    );
     // The worker lived through it, and computes the next job. One case
     // is tolerated: an allocation that fails inside oneDNN's kernel
     // generation ("could not create a primitive") can leave libtorch to
