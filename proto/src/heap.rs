@@ -10,7 +10,9 @@
 //! `render --dry-run` as much again, and 5% of an InceptionV3 step at
 //! 1024×1024 on the CPU. Keeping freed memory in one heap lets the next
 //! frame or step reuse those pages. The heap then stays at its peak size,
-//! which a long-running server, worker or render can afford.
+//! which a long-running server, worker or render can afford, except where
+//! memory is hard-limited and a failed allocation must leave room for the
+//! next ones.
 
 /// Serve large allocations from one heap that is never trimmed, unless the
 /// process's memory is hard-limited (see [`hard_limit`]). Call it before
