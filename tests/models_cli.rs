@@ -41,7 +41,14 @@ fn models_and_layers_are_listed() {
     let layers: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
         layers,
-        ["mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5"]
+        [
+            "mixed0   256 channels",
+            "mixed1   288 channels",
+            "mixed2   288 channels",
+            "mixed3   768 channels",
+            "mixed4   768 channels",
+            "mixed5   768 channels",
+        ]
     );
     let (out, _, stderr) = run(dreamfarm(&["layers", "vgg16"]));
     assert!(!out.status.success());
@@ -176,7 +183,10 @@ torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
     let p = pt.to_str().expect("utf-8");
     let (out, stdout, stderr) = run(dreamfarm(&["layers", p]));
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["out0", "out1"]);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["out0     8 channels", "out1     4 channels"]
+    );
 
     let png = dir.path().join("dream.png");
     let args = [
@@ -219,9 +229,25 @@ torch.jit.trace(net, torch.zeros(1, 1, 32, 32)).save(sys.argv[1])
     let damaged = dir.path().join("damaged.pt");
     let bytes = std::fs::read(&gray).expect("gray.pt");
     std::fs::write(&damaged, &bytes[..bytes.len() / 2]).expect("write");
+    // A network that ends in one score per image: no channels to dream on
+    // (its worker used to panic at the first tile).
+    let scores = dir.path().join("scores.pt");
+    let script = r#"
+import sys, torch
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return h, h.mean(dim=(1, 2, 3))
+torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
+"#;
+    save_torchscript(script, &scores);
     for (model, says) in [
         (&gray, "expected input[1, 3, 224, 224] to have 1 channels"),
         (&damaged, "failed reading zip archive"),
+        (&scores, "output out1 has shape [1], without channels"),
     ] {
         let (out, _, stderr) = run(dreamfarm(&["layers", model.to_str().expect("utf-8")]));
         assert!(!out.status.success(), "{model:?} was listed");
@@ -267,7 +293,8 @@ fn dream_rejects_bad_input_with_one_clear_error() {
                 "-o",
                 no_dir.to_str().expect("utf-8"),
             ],
-            "cannot write into",
+            // The folder and why, not the temporary file it tried.
+            "no/such/dir: No such file or directory (os error 2)\n",
         ),
         (
             &["dream", "assets/chelsea.png", "-o", "x.gif"],

@@ -22,6 +22,14 @@ pub fn temp_file_in(
         .suffix(suffix)
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
+        .map_err(|e| {
+            // tempfile's error ends with the random name it tried ("… at
+            // path \"dir/.tmpXYZ.part\""), a file the user never asked for:
+            // callers name the folder themselves.
+            let said = e.to_string();
+            let reason = said.rsplit_once(" at path ").map_or(&*said, |(r, _)| r);
+            std::io::Error::new(e.kind(), reason.to_string())
+        })
 }
 
 /// Writes `bytes` as the file `name` in `dir`, replacing any file of that

@@ -21,7 +21,8 @@ pub struct DreamFlags {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Layers to maximise, comma-separated, each NAME, NAME:WEIGHT or
-    /// NAME:WEIGHT:CHANNELS (CHANNELS like 0-15+40) [default: the model's,
+    /// NAME:WEIGHT:CHANNELS (CHANNELS like 0-15+40; `dreamfarm layers
+    /// MODEL` lists each layer's channels) [default: the model's,
     /// mixed3,mixed5 for inception-v3].
     #[arg(long, value_delimiter = ',')]
     layers: Vec<LayerTerm>,

@@ -81,9 +81,10 @@ fn fetch(models: Vec<String>, store: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `dreamfarm layers MODEL`.
+/// Runs `dreamfarm layers MODEL`: each layer with its channel count, the
+/// range a `NAME:WEIGHT:FIRST-LAST` pick can take.
 pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
-    let names: Vec<String> = match args.model.parse::<ModelSpec>()? {
+    let layers: Vec<(String, u32)> = match args.model.parse::<ModelSpec>()? {
         ModelSpec::Builtin(m) => {
             let info = m.info();
             println!(
@@ -91,24 +92,34 @@ pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
                 info.name,
                 info.default_layers.join(" + ")
             );
-            info.layers.iter().map(|l| l.to_string()).collect()
+            info.layers
+                .iter()
+                .map(|l| l.to_string())
+                .zip(info.channels.iter().copied())
+                .collect()
         }
         ModelSpec::TorchScript(path) => torchscript_layers(&path)?,
     };
-    for name in names {
-        println!("{name}");
+    let width = layers.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, channels) in layers {
+        println!("{name:<width$} {channels:>5} channels");
     }
     Ok(())
 }
 
 #[cfg(feature = "embedded-worker")]
-fn torchscript_layers(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+fn torchscript_layers(path: &std::path::Path) -> anyhow::Result<Vec<(String, u32)>> {
     let model = dreamfarm_worker::models::Model::load_torchscript(path, tch::Device::Cpu)?;
-    Ok(model.layers().to_vec())
+    Ok(model
+        .layers()
+        .iter()
+        .cloned()
+        .zip(model.channels().iter().copied())
+        .collect())
 }
 
 #[cfg(not(feature = "embedded-worker"))]
-fn torchscript_layers(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+fn torchscript_layers(path: &std::path::Path) -> anyhow::Result<Vec<(String, u32)>> {
     anyhow::bail!(
         "listing the layers of {} needs libtorch: use a dreamfarm build with the embedded-worker feature",
         path.display()

@@ -144,6 +144,8 @@ pub struct Model {
     net: Net,
     name: String,
     layers: Vec<String>,
+    /// Each layer's channel count, in the order of `layers`.
+    channels: Vec<u32>,
     /// `(mean, std)` as `[1, 3, 1, 1]` tensors on the model's device.
     normalise: (Tensor, Tensor),
     device: Device,
@@ -186,6 +188,7 @@ impl Model {
             Net::Builtin(net),
             info.name.to_string(),
             info.layers.iter().map(|l| l.to_string()).collect(),
+            info.channels.to_vec(),
             info.preprocessing,
             device,
         ))
@@ -206,10 +209,23 @@ impl Model {
             script_outputs(&module, &probe).map_err(bad)?
         };
         let layers = (0..outputs.len()).map(|i| format!("out{i}")).collect();
+        let channels = outputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.size().as_slice() {
+                [_, c, ..] => {
+                    u32::try_from(*c).map_err(|_| bad(format!("output out{i} has {c} channels")))
+                }
+                shape => Err(bad(format!(
+                    "output out{i} has shape {shape:?}, without channels to dream on"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self::new(
             Net::Script(module),
             path.display().to_string(),
             layers,
+            channels,
             Preprocessing::IDENTITY,
             device,
         ))
@@ -228,6 +244,7 @@ impl Model {
         net: Net,
         name: String,
         layers: Vec<String>,
+        channels: Vec<u32>,
         pre: Preprocessing,
         device: Device,
     ) -> Self {
@@ -236,6 +253,7 @@ impl Model {
             net,
             name,
             layers,
+            channels,
             normalise: (channel(pre.mean), channel(pre.std)),
             device,
             kind: Kind::Float,
@@ -271,6 +289,11 @@ impl Model {
     /// Layer names, shallow to deep.
     pub fn layers(&self) -> &[String] {
         &self.layers
+    }
+
+    /// Each layer's channel count, in the order of [`Model::layers`].
+    pub fn channels(&self) -> &[u32] {
+        &self.channels
     }
 
     /// The device the weights live on.
