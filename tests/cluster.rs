@@ -645,42 +645,64 @@ fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_star
 
 /// A worker whose model folder cannot be made stops at start with one
 /// error naming the folder and the flag, instead of connecting and then
-/// failing (and getting blocked from) every job's tiles.
+/// failing (and getting blocked from) every job's tiles; so does one given
+/// a model's name for that folder (it used to download the model's files
+/// into a folder of that name and fail its tiles converting them).
 #[test]
 fn a_worker_with_an_unusable_model_folder_stops_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let a_file = dir.path().join("a-file");
     std::fs::write(&a_file, b"").expect("write");
     let models = a_file.join("models");
-    let mut worker = std::process::Command::new(dreamfarm_tests::worker_binary())
-        .args(["--coordinator", "http://127.0.0.1:1", "--device", "cpu"])
-        .arg("--models")
-        .arg(&models)
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the worker starts");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = worker.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = worker.kill();
-            panic!("the worker kept running with an unusable model folder");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let stops = |folder: &std::ffi::OsStr| {
+        let mut worker = std::process::Command::new(dreamfarm_tests::worker_binary())
+            .args(["--coordinator", "http://127.0.0.1:1", "--device", "cpu"])
+            .arg("--models")
+            .arg(folder)
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = worker.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = worker.kill();
+                panic!("the worker kept running with model folder {folder:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut worker.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
+        assert!(!status.success(), "{stderr}");
+        let errors: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .map(String::from)
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        errors[0].clone()
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut worker.stderr.take().expect("stderr"), &mut stderr)
-        .expect("stderr");
-    assert!(!status.success(), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = stops(models.as_os_str());
     assert!(
-        errors[0].contains(&format!("cannot use the model folder {}", models.display()))
-            && errors[0].contains("--models"),
-        "{stderr}"
+        error.contains(&format!("cannot use the model folder {}", models.display()))
+            && error.contains("--models"),
+        "{error}"
+    );
+    let error = stops("mobilenet-v2".as_ref());
+    assert!(
+        error
+            .contains("--models (or DREAMFARM_MODELS) is the folder the model weights are kept in")
+            && error.contains("write ./mobilenet-v2 for a folder of that name"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("mobilenet-v2").exists(),
+        "the worker made a folder named after the model"
     );
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use dreamfarm_common::device::Devices;
+use dreamfarm_common::model_catalog::BuiltinModel;
 
 use crate::remote::{RemoteConfig, RemoteError, run};
 use crate::weights::{WeightStore, cache_dir};
@@ -37,7 +38,7 @@ pub struct WorkerArgs {
     pub name: Option<String>,
     /// Folder of the model weights (fetched into it when missing)
     /// [default: ~/.cache/dreamfarm/models].
-    #[arg(long, env = "DREAMFARM_MODELS")]
+    #[arg(long, env = "DREAMFARM_MODELS", value_parser = models_folder)]
     pub models: Option<PathBuf>,
     /// Folder where the weights files jobs upload (`submit --weights`) are
     /// kept once fetched, the 8 most recently used
@@ -52,6 +53,25 @@ pub struct WorkerArgs {
     /// the coordinator), e.g. 0.0.0.0:8080 [default: no probes].
     #[arg(long, env = "DREAMFARM_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+}
+
+/// Reads `--models`, a folder. Model names there are a mistake that would
+/// otherwise surface tiles later as a download into a folder named after
+/// the model: a worker dreams whatever model each job names. A folder of
+/// that name that exists is taken as meant.
+fn models_folder(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    let is_model = |name: &str| {
+        BuiltinModel::ALL
+            .iter()
+            .any(|m| m.info().name == name.trim())
+    };
+    if value.split(',').all(is_model) && !path.exists() {
+        return Err(format!(
+            "--models (or DREAMFARM_MODELS) is the folder the model weights are kept in (fetched into it when missing), not a list of models: a worker dreams whichever model each job names. Fix: drop --models (default ~/.cache/dreamfarm/models), or write ./{value} for a folder of that name"
+        ));
+    }
+    Ok(path)
 }
 
 impl WorkerArgs {
@@ -93,4 +113,23 @@ pub fn run_until_signal(config: RemoteConfig) -> Result<u64, RemoteError> {
         .build()
         .map_err(|e| RemoteError::Start(format!("the runtime: {e}")))?;
     runtime.block_on(run(config, dreamfarm_proto::signal::shutdown_signal()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_name_for_the_weights_folder_is_refused_with_the_fix() {
+        for names in ["mobilenet-v2", "inception-v3,googlenet"] {
+            let said = models_folder(names).expect_err("a model name");
+            assert!(
+                said.contains(&format!("write ./{names} for a folder")),
+                "{said}"
+            );
+        }
+        for folder in ["./mobilenet-v2", "/srv/weights", "weights"] {
+            assert_eq!(models_folder(folder), Ok(PathBuf::from(folder)));
+        }
+    }
 }
