@@ -556,7 +556,8 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
 /// got in) or that no HTTP header can carry (a file's last newline, a
 /// letter outside ASCII) stops the coordinator, a worker, a client and
 /// `render --ui` at once, each with one error saying what to do and never
-/// repeating the token, before anything is made or dialled.
+/// repeating the token, before anything is made or dialled; so does a
+/// coordinator whose data folder is a file.
 #[test]
 fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -586,7 +587,23 @@ fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_star
     ];
     let bin = dreamfarm_tests::binary();
     let worker = dreamfarm_tests::worker_binary();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, b"").expect("write");
+    let on_a_file = [
+        &coordinator[..5],
+        &["--data", a_file.to_str().expect("UTF-8")],
+    ]
+    .concat();
+    let not_a_folder = format!(
+        "cannot use the data folder {}: File exists (os error 17). Fix: give --data (DREAMFARM_DATA) a folder",
+        a_file.display()
+    );
     let cases = [
+        // Not a token, but refused at start the same way.
+        (
+            bounded(bin, &on_a_file, Some("s3cret-enough-for-a-test")),
+            &*not_a_folder,
+        ),
         (
             bounded(bin, &[&coordinator[..], &["--token", ""]].concat(), None),
             "--token (DREAMFARM_TOKEN): the token is empty, and anyone can send an empty token. Fix: ",

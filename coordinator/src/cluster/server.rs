@@ -81,8 +81,10 @@ pub enum ServeError {
     /// The token is one anyone could send, or no client could.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The data folder cannot be made.
-    #[error("cannot create the data folder {path}: {source}")]
+    /// The data folder cannot be made or written.
+    #[error(
+        "cannot use the data folder {path}: {source}. Fix: give --data (DREAMFARM_DATA) a folder this process can create and write"
+    )]
     Data {
         /// The folder.
         path: PathBuf,
