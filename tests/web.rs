@@ -159,6 +159,8 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         "a cluster behind a token links its workers and offers to log out"
     );
     browser.screenshot(&screenshot_path("web-jobs.png"));
+    // On a phone the jobs' table scrolls in its box, not the page.
+    assert_eq!(browser.overflow_on_a_phone(), 0.0, "the index on a phone");
     // A job submitted while the index is open is drawn on it.
     let second = submit(&c, "second-take", 1);
     browser.wait_for(
@@ -191,6 +193,11 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         LIMIT,
     );
     browser.screenshot(&screenshot_path("web-job.png"));
+    assert_eq!(
+        browser.overflow_on_a_phone(),
+        0.0,
+        "the job's page on a phone"
+    );
     browser.click("button[data-action=pause]");
     browser.wait_for(
         "the page to show the job paused",

@@ -100,11 +100,29 @@ impl Browser {
             _process: process,
             _profile: profile,
         };
-        browser.call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({"width": VIEWPORT.0, "height": VIEWPORT.1, "deviceScaleFactor": 1, "mobile": false}),
-        );
+        browser.lay_out_as(VIEWPORT, false);
         browser
+    }
+
+    /// Lays pages out on a `size` screen, a phone's if `mobile`.
+    fn lay_out_as(&mut self, size: (u32, u32), mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": size.0, "height": size.1, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+    }
+
+    /// How many CSS pixels the page is wider than a phone's screen (390
+    /// wide, as mobile browsers lay pages out), 0 if it fits; the page is
+    /// back at the desktop size afterwards.
+    pub fn overflow_on_a_phone(&mut self) -> f64 {
+        self.lay_out_as((390, 844), true);
+        let overflow = self
+            .eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .as_f64()
+            .expect("a width");
+        self.lay_out_as(VIEWPORT, false);
+        overflow.max(0.0)
     }
 
     /// Calls the DevTools method `method`; its result (events that come

@@ -127,24 +127,26 @@ pub fn index(list: &JobList, pool: Option<&Pool>, nav: Nav) -> Markup {
             @if jobs.is_empty() {
                 p.no-jobs { "No jobs yet. Submit one with " code { "dreamfarm submit" } "." }
             } @else {
-                table.jobs {
-                    thead { tr {
-                        th { "Latest" } th { "Job" } th { "State" } th { "Priority" }
-                        th { "Progress" } th { "Frames/min" } th { "ETA" }
-                    } }
-                    tbody {
-                        @for job in jobs {
-                            tr data-job=(job.id) {
-                                td { a href=(job_path(&job.id)) { (thumbnail(job)) } }
-                                td {
-                                    a.name href=(job_path(&job.id)) { (job.name) }
-                                    div.id { (job.id) }
+                div.scroll {
+                    table.jobs {
+                        thead { tr {
+                            th { "Latest" } th { "Job" } th { "State" } th { "Priority" }
+                            th { "Progress" } th { "Frames/min" } th { "ETA" }
+                        } }
+                        tbody {
+                            @for job in jobs {
+                                tr data-job=(job.id) {
+                                    td { a href=(job_path(&job.id)) { (thumbnail(job)) } }
+                                    td {
+                                        a.name href=(job_path(&job.id)) { (job.name) }
+                                        div.id { (job.id) }
+                                    }
+                                    td { (state_badge(&job.state)) div.message { (job.message) } }
+                                    td.priority { (job.priority) }
+                                    td.progress { (progress(job)) }
+                                    td.fpm { (format!("{:.1}", job.frames_per_minute)) }
+                                    td.eta { (duration(job.eta_seconds)) }
                                 }
-                                td { (state_badge(&job.state)) div.message { (job.message) } }
-                                td.priority { (job.priority) }
-                                td.progress { (progress(job)) }
-                                td.fpm { (format!("{:.1}", job.frames_per_minute)) }
-                                td.eta { (duration(job.eta_seconds)) }
                             }
                         }
                     }
@@ -267,11 +269,13 @@ pub fn job(page: &JobPage<'_>, nav: Nav) -> Markup {
                         }
                     }
                 }
-                table.events {
-                    thead { tr { th { "When (UTC)" } th { "What" } th { "Details" } } }
-                    tbody {
-                        @for e in page.events.iter().rev() {
-                            tr { td { (utc_time(e.at_ms)) } td { (e.kind) } td { (e.detail) } }
+                div.scroll {
+                    table.events {
+                        thead { tr { th { "When (UTC)" } th { "What" } th { "Details" } } }
+                        tbody {
+                            @for e in page.events.iter().rev() {
+                                tr { td { (utc_time(e.at_ms)) } td { (e.kind) } td { (e.detail) } }
+                            }
                         }
                     }
                 }
@@ -292,17 +296,19 @@ pub fn workers(pool: &Pool, nav: Nav) -> Markup {
             @if pool.workers.is_empty() {
                 p.no-workers { "No worker is connected. Start one with " code { "dreamfarm worker" } "." }
             } @else {
-                table.workers {
-                    thead { tr {
-                        th { "Name" } th { "Device" } th { "Concurrency" } th { "Leases" }
-                        th { "Tiles/s" } th { "Last heartbeat" }
-                    } }
-                    tbody {
-                        @for w in &pool.workers {
-                            tr {
-                                td { (w.name) } td { (w.device) } td { (w.concurrency) }
-                                td { (w.leases) } td { (format!("{:.2}", w.tiles_per_second)) }
-                                td { (format!("{:.1} s ago", w.last_heartbeat_s)) }
+                div.scroll {
+                    table.workers {
+                        thead { tr {
+                            th { "Name" } th { "Device" } th { "Concurrency" } th { "Leases" }
+                            th { "Tiles/s" } th { "Last heartbeat" }
+                        } }
+                        tbody {
+                            @for w in &pool.workers {
+                                tr {
+                                    td { (w.name) } td { (w.device) } td { (w.concurrency) }
+                                    td { (w.leases) } td { (format!("{:.2}", w.tiles_per_second)) }
+                                    td { (format!("{:.1} s ago", w.last_heartbeat_s)) }
+                                }
                             }
                         }
                     }
