@@ -875,6 +875,14 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             with(&["--model", "googlenet"], path_str(&nowhere)),
             "googlenet needs your own weights: pass --weights",
         ),
+        // More memory than the render may take (the machine's, by default).
+        (
+            with(
+                &["--size", "4096x4096", "--max-memory", "1GiB"],
+                path_str(&nowhere),
+            ),
+            "a 4096x4096 render needs about 6.7 GiB of memory for its frames and video, more than --max-memory (1.0 GiB). Fix: pass a smaller --size",
+        ),
         // Refused by the model, which is loaded before the folder is made.
         (
             with(&["--size", "176x60"], path_str(&nowhere)),

@@ -121,8 +121,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The default budget: a share of the container's cgroup memory limit if it
 /// has one, else of the machine's memory.
 pub fn default_budget() -> u64 {
-    let limit = cgroup_limit().or_else(machine_memory).unwrap_or(4 << 30);
+    let limit = memory_limit().map_or(4 << 30, |(bytes, _)| bytes);
     (limit as f64 * DEFAULT_SHARE) as u64
+}
+
+/// The memory this process can have: its container's cgroup limit if it
+/// has one, else the machine's memory; with which of the two it is, for
+/// people.
+pub fn memory_limit() -> Option<(u64, &'static str)> {
+    cgroup_limit()
+        .map(|bytes| (bytes, "the container's memory limit"))
+        .or_else(|| machine_memory().map(|bytes| (bytes, "this machine's memory")))
 }
 
 /// The cgroup (v2, then v1) memory limit of this process, if any.
