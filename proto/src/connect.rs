@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::tls::{chain, diagnose};
+use crate::tls::{TlsMismatch, chain, diagnose};
 use crate::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     STREAM_WINDOW_BYTES,
@@ -121,7 +121,7 @@ pub struct NotGrpc {
 /// Whether the call to `url` that failed with `status` met an HTTP server
 /// that is not a gRPC one, read from how tonic words it: a body without
 /// gRPC's framing (a web page), or an HTTP status without gRPC's.
-pub fn not_grpc(url: &str, status: &tonic::Status) -> Option<NotGrpc> {
+fn not_grpc(url: &str, status: &tonic::Status) -> Option<NotGrpc> {
     const BODY: &str = " while receiving response with status: ";
     const NO_STATUS: &str = "grpc-status header missing, mapped from HTTP status code ";
     let message = status.message();
@@ -132,6 +132,27 @@ pub fn not_grpc(url: &str, status: &tonic::Status) -> Option<NotGrpc> {
         url: url.to_string(),
         http: http.to_string(),
     })
+}
+
+/// A call that reached something other than the coordinator it meant to:
+/// advice in place of the coordinator's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum Misdialled {
+    /// An HTTP server that is not the coordinator's gRPC port.
+    #[error(transparent)]
+    NotGrpc(#[from] NotGrpc),
+    /// TLS on one side and not the other, or a certificate refused.
+    #[error(transparent)]
+    Tls(#[from] TlsMismatch),
+}
+
+/// Whether the call to `url` that failed with `status` dialled the wrong
+/// port (see [`not_grpc`]) or mismatched TLS (see [`diagnose`]).
+pub async fn misdialled(url: &str, status: &tonic::Status) -> Option<Misdialled> {
+    if let Some(wrong_port) = not_grpc(url, status) {
+        return Some(wrong_port.into());
+    }
+    diagnose(url, status).await.map(Misdialled::from)
 }
 
 #[cfg(test)]

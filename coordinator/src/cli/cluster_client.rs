@@ -17,7 +17,7 @@ use dreamfarm_coordinator::store::utc_time;
 use dreamfarm_proto::MAX_MESSAGE_BYTES;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::chunks::split;
-use dreamfarm_proto::connect::{ConnectError, connect, not_grpc};
+use dreamfarm_proto::connect::{ConnectError, connect, misdialled};
 use dreamfarm_proto::pb::job_service_client::JobServiceClient;
 use dreamfarm_proto::pb::submit_request::Body;
 use dreamfarm_proto::pb::{
@@ -67,11 +67,8 @@ impl ClientArgs {
     /// the coordinator's gRPC one, TLS that does not match the
     /// coordinator's, or else what the coordinator said.
     async fn explain(&self, s: tonic::Status) -> anyhow::Error {
-        if let Some(wrong_port) = not_grpc(&self.coordinator, &s) {
-            return wrong_port.into();
-        }
-        match diagnose(&self.coordinator, &s).await {
-            Some(mismatch) => mismatch.into(),
+        match misdialled(&self.coordinator, &s).await {
+            Some(advice) => advice.into(),
             None => anyhow::anyhow!("the coordinator said: {} ({:?})", s.message(), s.code()),
         }
     }

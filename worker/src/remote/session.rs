@@ -8,12 +8,11 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use dreamfarm_proto::auth::AttachToken;
-use dreamfarm_proto::connect::{ConnectError, connect, not_grpc};
+use dreamfarm_proto::connect::{ConnectError, connect, misdialled};
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{CoordinatorMessage, Heartbeat, Hello, LeaseFailed, WorkerMessage};
-use dreamfarm_proto::tls::diagnose;
 use dreamfarm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -178,11 +177,8 @@ async fn handshake(
 /// advice when the port is not the coordinator's gRPC one (a proxy may
 /// answer so while the coordinator starts) or TLS does not match.
 async fn retry(config: &RemoteConfig, what: &str, s: tonic::Status) -> SessionError {
-    if let Some(wrong_port) = not_grpc(&config.coordinator, &s) {
-        return SessionError::Retry(wrong_port.to_string());
-    }
-    SessionError::Retry(match diagnose(&config.coordinator, &s).await {
-        Some(mismatch) => mismatch.to_string(),
+    SessionError::Retry(match misdialled(&config.coordinator, &s).await {
+        Some(advice) => advice.to_string(),
         None => format!("{what}: {}", s.message()),
     })
 }
