@@ -269,7 +269,7 @@ fn dream_rejects_bad_input_with_one_clear_error() {
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").expect("write");
     let no_dir = dir.path().join("no/such/dir/x.png");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["dream", "no/such/image.png", "-o", o],
             "input image no/such/image.png: cannot open it",
@@ -299,6 +299,17 @@ fn dream_rejects_bad_input_with_one_clear_error() {
         (
             &["dream", "assets/chelsea.png", "-o", "x.gif"],
             "give -o a path ending in .png, .jpg or .jpeg",
+        ),
+        (
+            &[
+                "dream",
+                "assets/chelsea.png",
+                "-o",
+                o,
+                "--max-memory",
+                "1MiB",
+            ],
+            "dreaming a 451x300 image needs about 105 MiB of memory for its octaves, more than --max-memory (1 MiB). Fix: dream a smaller copy of the image, or a larger --max-memory",
         ),
         (
             &["dream", "assets/chelsea.png", "-o", o, "--cadence", "3"],

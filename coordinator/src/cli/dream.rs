@@ -12,6 +12,8 @@ use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::render::{check_min_side, load_guide, load_input};
 
 use super::dream_flags::DreamFlags;
+use super::memory_check::MaxMemory;
+use dreamfarm_coordinator::cluster::memory_budget::still_bytes;
 use dreamfarm_coordinator::local_pool::embedded;
 use dreamfarm_worker::models::torch_devices;
 
@@ -32,6 +34,8 @@ pub struct DreamArgs {
     /// (cuda:0,cuda:1), or all (every GPU), share the image's tiles.
     #[arg(long, default_value = "auto")]
     device: Devices,
+    #[command(flatten)]
+    max_memory: MaxMemory,
 }
 
 /// Runs `dreamfarm dream`.
@@ -52,6 +56,14 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     }
     spec.validate()?;
     let input = load_input(&spec)?;
+    let (width, height) = (input.width as u32, input.height as u32);
+    args.max_memory.check(
+        &format!("dreaming a {width}x{height} image"),
+        still_bytes(width, height),
+        "for its octaves",
+        "dream a smaller copy of the image",
+        "dream it on a machine with more memory",
+    )?;
     // The output is opened before the model loads, so a mistyped path fails
     // at once instead of after minutes of dreaming.
     let (format, tmp) = open_output(&args.output)?;

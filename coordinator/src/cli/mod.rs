@@ -7,6 +7,8 @@ mod dream;
 mod dream_flags;
 mod fetch;
 mod job_args;
+#[cfg(feature = "embedded-worker")]
+mod memory_check;
 mod models;
 #[cfg(feature = "embedded-worker")]
 mod render;

@@ -4,12 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::bail;
 use clap::Args;
 use dreamfarm_common::device::Devices;
-use dreamfarm_common::params::JobSpec;
-use dreamfarm_common::resample::Planar;
-use dreamfarm_coordinator::cluster::memory_budget::{human, job_bytes, memory_limit, parse_size};
+use dreamfarm_coordinator::cluster::memory_budget::job_bytes;
 use dreamfarm_coordinator::local_pool::embedded;
 use dreamfarm_coordinator::output::{FileMatch, FolderLock, OutputDir};
 use dreamfarm_coordinator::render::{
@@ -25,6 +22,7 @@ use dreamfarm_proto::auth::check_token;
 use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
+use super::memory_check::MaxMemory;
 
 /// Arguments of `dreamfarm render`.
 #[derive(Debug, Args)]
@@ -41,12 +39,8 @@ pub struct RenderArgs {
     /// seconds, to check a schedule before the long run.
     #[arg(long)]
     dry_run: bool,
-    /// Memory the render's frames and video may take, e.g. 16GiB: a size
-    /// that needs more is refused before it starts, instead of running the
-    /// machine out of memory [default: the container's memory limit, or
-    /// the machine's memory].
-    #[arg(long, value_parser = parse_size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    max_memory: MaxMemory,
     /// Serve the render's web page (latest frame, frames so far, settings,
     /// progress) on ADDR while it renders, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
@@ -83,8 +77,16 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         spec.dream.octaves = 1;
     }
     let input = load_input(&spec)?;
+    // A preview holds a fraction of a dream's buffers: not checked.
     if !args.dry_run {
-        check_memory(&spec, &input, args.max_memory)?;
+        let (width, height) = (input.width as u32, input.height as u32);
+        args.max_memory.check(
+            &format!("a {width}x{height} render"),
+            job_bytes(width, height, &spec),
+            "for its frames and video",
+            "pass a smaller --size",
+            "submit it to a cluster whose coordinator has the memory",
+        )?;
     }
     // Bad guide or reference images, or a device that is not there, fail
     // before the output folder exists.
@@ -157,34 +159,5 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     }
     rendered?;
     println!("{}", video.display());
-    Ok(())
-}
-
-/// Refuses a render whose frames and video would not fit in `max_memory`,
-/// or else in what this process can have: charged as a cluster job is (see
-/// [`job_bytes`]), so a size the machine cannot hold stops with the fix
-/// instead of being killed by the kernel once it runs. A preview holds a
-/// fraction of that and is not checked.
-fn check_memory(spec: &JobSpec, input: &Planar, max_memory: Option<u64>) -> anyhow::Result<()> {
-    let (limit, what) = match max_memory {
-        Some(bytes) => (bytes, "--max-memory"),
-        None => match memory_limit() {
-            Some(limit) => limit,
-            None => return Ok(()),
-        },
-    };
-    let (width, height) = (input.width as u32, input.height as u32);
-    let needs = job_bytes(width, height, spec);
-    if needs > limit {
-        let or = match max_memory {
-            Some(_) => "or a larger --max-memory",
-            None => "or submit it to a cluster whose coordinator has the memory",
-        };
-        bail!(
-            "a {width}x{height} render needs about {} of memory for its frames and video, more than {what} ({}). Fix: pass a smaller --size, {or}",
-            human(needs),
-            human(limit)
-        );
-    }
     Ok(())
 }

@@ -71,6 +71,13 @@ pub fn job_bytes(width: u32, height: u32, spec: &JobSpec) -> u64 {
     per_pixel * pixels + BYTES_PER_JOB + encoder_bytes(width, height, ENCODER_THREADS)
 }
 
+/// The memory the frame loop holds dreaming one `width`×`height` still
+/// (`dreamfarm dream`): a job's frame buffers, without a video or a next
+/// frame's.
+pub fn still_bytes(width: u32, height: u32) -> u64 {
+    BYTES_PER_PIXEL * u64::from(width) * u64::from(height) + BYTES_PER_JOB
+}
+
 /// `bytes` for people: "1.5 GiB".
 pub fn human(bytes: u64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
