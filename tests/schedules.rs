@@ -177,7 +177,7 @@ fn malformed_schedules_and_bad_numbers_are_refused_by_name() {
         ),
         (
             vec!["--color-strength", "0:(0/0)"],
-            "color strength at frame 0 = NaN is not a finite number",
+            "color strength at frame 0 = NaN is not a finite number; change the schedule so that every frame gets one",
         ),
         (
             vec!["--layers", "mixed3:nan"],

@@ -40,7 +40,9 @@ pub enum ScheduleError {
         problem: String,
     },
     /// A frame's value is NaN or infinite.
-    #[error("{name} at frame {frame} = {value} is not a finite number")]
+    #[error(
+        "{name} at frame {frame} = {value} is not a finite number; change the schedule so that every frame gets one (an expression that divides by zero or overflows does not)"
+    )]
     NotFinite {
         /// The setting.
         name: String,
@@ -549,14 +551,14 @@ mod tests {
         let e = nan.check_range("zoom", 20, |_| true, "anything");
         assert_eq!(
             e.expect_err("NaN").to_string(),
-            "zoom at frame 1 = NaN is not a finite number"
+            "zoom at frame 1 = NaN is not a finite number; change the schedule so that every frame gets one (an expression that divides by zero or overflows does not)"
         );
         let inf = parse("0:(exp(t * 100))");
         assert_eq!(
             inf.check_range("zoom", 20, |_| true, "anything")
                 .expect_err("inf")
                 .to_string(),
-            "zoom at frame 8 = inf is not a finite number"
+            "zoom at frame 8 = inf is not a finite number; change the schedule so that every frame gets one (an expression that divides by zero or overflows does not)"
         );
         let constant_nan = Schedule::from(f64::NAN);
         assert!(constant_nan.check_range("zoom", 1, |_| true, "").is_err());
@@ -565,7 +567,7 @@ mod tests {
                 .check_range("zoom", 1, |_| true, "")
                 .expect_err("NaN")
                 .to_string(),
-            "zoom at frame 0 = NaN is not a finite number"
+            "zoom at frame 0 = NaN is not a finite number; change the schedule so that every frame gets one (an expression that divides by zero or overflows does not)"
         );
     }
 
