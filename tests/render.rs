@@ -857,7 +857,7 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
         ),
         (
             with(&["--iterations", "3", "--seed", "9"], fin),
-            "holds frames of a different job",
+            "holds frames of a different job (seed: 0 in the folder's job, 9 in this command)",
         ),
         (
             with(&["--frames", "1"], fin),

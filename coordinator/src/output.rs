@@ -26,12 +26,12 @@ pub enum OutputError {
     },
     /// The folder holds frames of another job.
     #[error(
-        "{path} holds frames of a different job ({what} differs from this command). Fix: re-run with the job's original settings to resume it, or render into another --name/--output"
+        "{path} holds frames of a different job ({what}). Fix: re-run with the job's original settings to resume it, or render into another --name/--output"
     )]
     DifferentJob {
         /// The folder.
         path: PathBuf,
-        /// The setting that differs.
+        /// The settings that differ, with both values.
         what: String,
     },
     /// The folder holds frames but no `job.toml` saying whose they are.
@@ -412,16 +412,55 @@ fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Opt
     if old == *new {
         return None;
     }
-    let fields = [
-        ("input", old.input != new.input),
-        ("seed", old.seed != new.seed),
-        ("size", old.size != new.size),
-        ("the dream settings", old.dream != new.dream),
-        ("the zoom settings", old.zoom != new.zoom),
-        ("the colour settings", old.color != new.color),
-        ("the video settings", old.video != new.video),
-    ];
-    fields.iter().find(|(_, d)| *d).map(|(n, _)| n.to_string())
+    let as_toml = |spec: &JobSpec| toml::Value::try_from(spec).ok();
+    let mut differences = Vec::new();
+    if let (Some(a), Some(b)) = (as_toml(&old), as_toml(new)) {
+        differing_keys("", Some(&a), Some(&b), &mut differences);
+    }
+    const SHOWN: usize = 3;
+    let more = differences.len().saturating_sub(SHOWN);
+    differences.truncate(SHOWN);
+    if more > 0 {
+        differences.push(format!("{more} more"));
+    }
+    Some(match differences.is_empty() {
+        // Equal as TOML, unequal as settings: not expected, still refused.
+        true => "its settings differ from this command's".to_string(),
+        false => differences.join("; "),
+    })
+}
+
+/// Each setting (a job file's dotted key, in key order) whose value differs
+/// between the folder's job `a` and this command's `b`, with both values:
+/// the user learns which flag to change, and to what.
+fn differing_keys(
+    key: &str,
+    a: Option<&toml::Value>,
+    b: Option<&toml::Value>,
+    out: &mut Vec<String>,
+) {
+    match (a, b) {
+        (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+            let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
+            for k in keys {
+                let dotted = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                differing_keys(&dotted, a.get(k), b.get(k), out);
+            }
+        }
+        _ if a != b => {
+            let shown = |v: Option<&toml::Value>| v.map_or("unset".into(), ToString::to_string);
+            out.push(format!(
+                "{key}: {} in the folder's job, {} in this command",
+                shown(a),
+                shown(b)
+            ));
+        }
+        _ => {}
+    }
 }
 
 /// Whether `old`, a path in the job file of the folder `dir`, and `new`,
@@ -543,6 +582,42 @@ mod tests {
     }
 
     #[test]
+    fn another_jobs_folder_is_refused_naming_each_setting_that_differs() {
+        use dreamfarm_common::params::DreamSettings;
+        let (_tmp, dir) = folder(&["input.png"], "input.png");
+        let mut spec = JobSpec::new(dir.join("input.png"), 5);
+        spec.seed = 4;
+        spec.dream.octaves = 2;
+        let said = OutputDir::check_job(&dir, &spec, FileMatch::SameFile)
+            .expect_err("another job")
+            .to_string();
+        assert!(
+            said.contains(
+                "(dream.octaves: 4 in the folder's job, 2 in this command; seed: 0 in the folder's job, 4 in this command)"
+            ),
+            "{said}"
+        );
+        // Settings set in one and not the other, and a long list cut short.
+        spec.size = Some([64, 48]);
+        spec.dream.jitter = 3.0.into();
+        spec.dream.tile_size = 512;
+        let said = OutputDir::check_job(&dir, &spec, FileMatch::SameFile)
+            .expect_err("another job")
+            .to_string();
+        assert!(said.contains("; 2 more)"), "{said}");
+        spec.dream.octaves = 4;
+        spec.dream.jitter = DreamSettings::default().jitter;
+        spec.dream.tile_size = DreamSettings::default().tile_size;
+        let said = OutputDir::check_job(&dir, &spec, FileMatch::SameFile)
+            .expect_err("another job")
+            .to_string();
+        assert!(
+            said.contains("(seed: 0 in the folder's job, 4 in this command; size: unset in the folder's job, [64, 48] in this command)"),
+            "{said}"
+        );
+    }
+
+    #[test]
     fn a_job_file_names_files_beside_it_by_name_and_others_by_their_whole_path() {
         let (tmp, dir) = folder(&["input.png"], "input.png");
         std::fs::write(tmp.path().join("mine.png"), b"").expect("file");
@@ -617,7 +692,7 @@ mod tests {
         for files in [FileMatch::SameFile, FileMatch::SameFileOrName] {
             let other = check(&dir, &tmp.path().join("input.png"), files);
             assert!(
-                matches!(&other, Err(OutputError::DifferentJob { what, .. }) if what == "input"),
+                matches!(&other, Err(OutputError::DifferentJob { what, .. }) if what.starts_with("input: ")),
                 "{other:?}"
             );
         }
