@@ -899,7 +899,7 @@ fn fetching_again_sends_only_new_and_changed_files_a_piece_at_a_time() {
     assert!(!status.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "holds frames of another job (seed differs from job {id}'s)"
+            "holds frames of another job (seed: 7 in the folder's job, 0 in job {id})"
         )),
         "{stderr}"
     );

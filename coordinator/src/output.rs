@@ -26,13 +26,14 @@ pub enum OutputError {
     },
     /// The folder holds frames of another job.
     #[error(
-        "{path} holds frames of a different job ({what}). Fix: re-run with the job's original settings to resume it, or render into another --name/--output"
+        "{path} holds frames of a different job ({}). Fix: re-run with the job's original settings to resume it, or render into another --name/--output",
+        differences.against("this command")
     )]
     DifferentJob {
         /// The folder.
         path: PathBuf,
-        /// The settings that differ, with both values.
-        what: String,
+        /// The settings that differ.
+        differences: Differences,
     },
     /// The folder holds frames but no `job.toml` saying whose they are.
     #[error(
@@ -236,17 +237,17 @@ impl OutputDir {
                 path: manifest.clone(),
                 reason: e.to_string(),
             })?;
-            if let Some(what) = difference(dir, &old, spec, files) {
+            if let Some(differences) = difference(dir, &old, spec, files) {
                 // A job that stopped before its first frame (a typo in a
                 // setting, Ctrl-C) left nothing to lose: the corrected
                 // command takes the folder over.
                 if out.holds_frames() {
                     return Err(OutputError::DifferentJob {
                         path: dir.to_path_buf(),
-                        what,
+                        differences,
                     });
                 }
-                tracing::info!(folder = %dir.display(), %what, "the folder's job made no frames; this one replaces it");
+                tracing::info!(folder = %dir.display(), differences = %differences.against("this job"), "the folder's job made no frames; this one replaces it");
             }
         } else if out.holds_frames() {
             return Err(OutputError::UnknownJob {
@@ -399,7 +400,7 @@ pub enum FileMatch {
 /// The first setting in which the job `new` (its paths relative to the
 /// working directory) differs from `old`, the job file of the folder
 /// `dir`, other than the frame count.
-fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Option<String> {
+fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Option<Differences> {
     let mut new_paths = new.paths().into_iter();
     // Files that match take the new job's paths; any other difference,
     // a file named in one and not the other included, stays.
@@ -413,31 +414,50 @@ fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Opt
         return None;
     }
     let as_toml = |spec: &JobSpec| toml::Value::try_from(spec).ok();
-    let mut differences = Vec::new();
+    let mut differences = Differences::default();
     if let (Some(a), Some(b)) = (as_toml(&old), as_toml(new)) {
-        differing_keys("", Some(&a), Some(&b), &mut differences);
+        differing_keys("", Some(&a), Some(&b), &mut differences.0);
     }
-    const SHOWN: usize = 3;
-    let more = differences.len().saturating_sub(SHOWN);
-    differences.truncate(SHOWN);
-    if more > 0 {
-        differences.push(format!("{more} more"));
+    Some(differences)
+}
+
+/// The settings in which a folder's job and another differ, each as its
+/// job file's dotted key with the folder's value and the other's: the
+/// user learns which flag to change, and to what.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Differences(Vec<(String, String, String)>);
+
+impl Differences {
+    /// For people, the other job called `other` ("this command"): up to
+    /// three settings with both values, then how many more.
+    pub fn against(&self, other: &str) -> String {
+        const SHOWN: usize = 3;
+        if self.0.is_empty() {
+            // Equal as TOML, unequal as settings: not expected; still said.
+            return format!("its settings differ from {other}'s");
+        }
+        let mut said: Vec<String> = self
+            .0
+            .iter()
+            .take(SHOWN)
+            .map(|(key, folder, theirs)| {
+                format!("{key}: {folder} in the folder's job, {theirs} in {other}")
+            })
+            .collect();
+        if self.0.len() > SHOWN {
+            said.push(format!("{} more", self.0.len() - SHOWN));
+        }
+        said.join("; ")
     }
-    Some(match differences.is_empty() {
-        // Equal as TOML, unequal as settings: not expected, still refused.
-        true => "its settings differ from this command's".to_string(),
-        false => differences.join("; "),
-    })
 }
 
 /// Each setting (a job file's dotted key, in key order) whose value differs
-/// between the folder's job `a` and this command's `b`, with both values:
-/// the user learns which flag to change, and to what.
+/// between the folder's job `a` and another `b`, with both values.
 fn differing_keys(
     key: &str,
     a: Option<&toml::Value>,
     b: Option<&toml::Value>,
-    out: &mut Vec<String>,
+    out: &mut Vec<(String, String, String)>,
 ) {
     match (a, b) {
         (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
@@ -453,11 +473,7 @@ fn differing_keys(
         }
         _ if a != b => {
             let shown = |v: Option<&toml::Value>| v.map_or("unset".into(), ToString::to_string);
-            out.push(format!(
-                "{key}: {} in the folder's job, {} in this command",
-                shown(a),
-                shown(b)
-            ));
+            out.push((key.to_string(), shown(a), shown(b)));
         }
         _ => {}
     }
@@ -692,7 +708,8 @@ mod tests {
         for files in [FileMatch::SameFile, FileMatch::SameFileOrName] {
             let other = check(&dir, &tmp.path().join("input.png"), files);
             assert!(
-                matches!(&other, Err(OutputError::DifferentJob { what, .. }) if what.starts_with("input: ")),
+                matches!(&other, Err(OutputError::DifferentJob { differences, .. })
+                    if differences.against("it").starts_with("input: ")),
                 "{other:?}"
             );
         }

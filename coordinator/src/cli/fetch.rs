@@ -234,9 +234,10 @@ fn check_folder(out: &Path, manifest: &Path, job: &str) -> anyhow::Result<()> {
     let fix = "Fix: fetch into another --output (fetch never replaces another job's frames)";
     match OutputDir::check_job(out, &spec, FileMatch::SameFileOrName) {
         Ok(()) => Ok(()),
-        Err(OutputError::DifferentJob { what, .. }) => bail!(
-            "{} holds frames of another job ({what} differs from job {job}'s). {fix}",
-            out.display()
+        Err(OutputError::DifferentJob { differences, .. }) => bail!(
+            "{} holds frames of another job ({}). {fix}",
+            out.display(),
+            differences.against(&format!("job {job}"))
         ),
         Err(OutputError::UnknownJob { .. }) => bail!(
             "{} holds frames but no job.toml saying which job made them. {fix}",
