@@ -397,9 +397,9 @@ pub enum FileMatch {
     SameFileOrName,
 }
 
-/// The first setting in which the job `new` (its paths relative to the
-/// working directory) differs from `old`, the job file of the folder
-/// `dir`, other than the frame count.
+/// The settings in which the job `new` (its paths relative to the working
+/// directory) differs from `old`, the job file of the folder `dir`, other
+/// than the frame count; `None` when it is the same job.
 fn difference(dir: &Path, old: &JobSpec, new: &JobSpec, files: FileMatch) -> Option<Differences> {
     let mut new_paths = new.paths().into_iter();
     // Files that match take the new job's paths; any other difference,
