@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use dreamfarm_common::device::Devices;
-use dreamfarm_common::model_catalog::BuiltinModel;
+use dreamfarm_common::model_catalog::ModelSpec;
 
 use crate::remote::{RemoteConfig, RemoteError, run};
 use crate::weights::{WeightStore, cache_dir};
@@ -61,11 +61,7 @@ pub struct WorkerArgs {
 /// that name that exists is taken as meant.
 fn models_folder(value: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(value);
-    let is_model = |name: &str| {
-        BuiltinModel::ALL
-            .iter()
-            .any(|m| m.info().name == name.trim())
-    };
+    let is_model = |name: &str| matches!(name.trim().parse(), Ok(ModelSpec::Builtin(_)));
     if value.split(',').all(is_model) && !path.exists() {
         return Err(format!(
             "--models (or DREAMFARM_MODELS) is the folder the model weights are kept in (fetched into it when missing), not a list of models: a worker dreams whichever model each job names. Fix: drop --models (default ~/.cache/dreamfarm/models), or write ./{value} for a folder of that name"
