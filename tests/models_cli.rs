@@ -211,6 +211,18 @@ torch.jit.trace(Net(), torch.zeros(1, 3, 32, 32)).save(sys.argv[1])
     let original = image_bytes(&repo().join("assets/chelsea.png"));
     assert_eq!(dreamed.len(), original.len(), "same size");
     assert_ne!(dreamed, original, "the dream changed the picture");
+
+    // A channel the output does not have, checked against the channels
+    // the model was loaded with.
+    let beyond = args.map(|a| if a == "out1" { "out1:1:2-9" } else { a });
+    std::fs::remove_file(&png).expect("remove");
+    let (out, _, stderr) = run(dreamfarm(&beyond));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("layer out1 has 4 channels; channel 9 does not exist"),
+        "{stderr}"
+    );
+    assert!(!png.exists(), "a refused dream wrote its image");
 }
 
 /// A TorchScript file that is damaged, or whose network cannot take an RGB

@@ -21,8 +21,6 @@ struct Term {
     weight: f64,
     /// Channel indices on the model's device, or `None` for all channels.
     channels: Option<Tensor>,
-    /// The largest channel index asked for.
-    max_channel: Option<u32>,
     /// The guide's features at this layer and channels, `[C, M]`.
     guide: Option<Tensor>,
 }
@@ -84,7 +82,7 @@ pub enum DreamError {
         /// Largest index asked for.
         asked: u32,
         /// Channels the layer has.
-        available: i64,
+        available: u32,
     },
 }
 
@@ -148,9 +146,6 @@ impl Dreamer {
         let resolved = resolve(&self.model, &mut self.resolved, objective)?;
         let x = image.detach().set_requires_grad(true);
         let acts = self.model.activations(&x, &resolved.layers)?;
-        for (term, act) in resolved.terms.iter().zip(&acts) {
-            check_channels(&self.model, term, act)?;
-        }
         let batch = x.size()[0];
         let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
         for b in 0..batch {
@@ -317,6 +312,7 @@ fn resolve_new(
         .iter()
         .map(|t| {
             let layer = model.layer_index(&t.name)?;
+            check_channels(model, layer, &t.channels)?;
             let channels = (!t.channels.is_empty()).then(|| {
                 let idx: Vec<i64> = t.channels.iter().map(|&c| i64::from(c)).collect();
                 Tensor::from_slice(&idx).to_device(device)
@@ -325,11 +321,10 @@ fn resolve_new(
                 layer,
                 weight: t.weight,
                 channels,
-                max_channel: t.channels.iter().copied().max(),
                 guide: None,
             })
         })
-        .collect::<Result<Vec<_>, ModelError>>()?;
+        .collect::<Result<Vec<_>, DreamError>>()?;
     let layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
     if let Some(guide) = &objective.guide {
         let same_guide = previous.filter(|p| {
@@ -373,7 +368,6 @@ fn guide_features(
         model.activations(&image, layers)?
     };
     for (term, act) in terms.iter_mut().zip(&acts) {
-        check_channels(model, term, act)?;
         let act = select(act, term);
         let c = act.size()[1];
         term.guide = Some(act.reshape([c, -1]).detach());
@@ -381,12 +375,14 @@ fn guide_features(
     Ok(())
 }
 
-/// Refuses a channel subset past the layer's channels.
-fn check_channels(model: &Model, term: &Term, act: &Tensor) -> Result<(), DreamError> {
-    let available = act.size()[1];
-    match term.max_channel {
-        Some(asked) if i64::from(asked) >= available => Err(DreamError::NoSuchChannel {
-            layer: model.layers()[term.layer].clone(),
+/// Refuses a pick of `channels` past the channels of the model's layer
+/// `layer`: once, as the objective is resolved, before any pass through the
+/// network.
+fn check_channels(model: &Model, layer: usize, channels: &[u32]) -> Result<(), DreamError> {
+    let available = model.channels()[layer];
+    match channels.iter().max() {
+        Some(&asked) if asked >= available => Err(DreamError::NoSuchChannel {
+            layer: model.layers()[layer].clone(),
             asked,
             available,
         }),
