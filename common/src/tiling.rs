@@ -204,56 +204,74 @@ impl TileGrid {
     }
 
     /// The cross-fade of the tiles' changes (`changes[i]` over tile `i`'s
-    /// output region) over image rows `rows`, prepared for
-    /// [`Blend::add_row`]. Every tile whose output reaches into `rows` must
-    /// have its change.
+    /// output region) over image `rows` × `columns`, prepared for
+    /// [`Blend::add_row`]. Every tile whose output reaches into that
+    /// rectangle must have its change; the others need not.
     ///
     /// # Panics
     ///
-    /// If a tile over `rows` has no change.
-    pub fn blend<'a>(&'a self, changes: &'a [Option<TileChange>], rows: Range<usize>) -> Blend<'a> {
-        let columns = self.xs.len() - 1;
+    /// If a tile over the rectangle has no change.
+    pub fn blend<'a>(
+        &'a self,
+        changes: &'a [Option<TileChange>],
+        rows: Range<usize>,
+        columns: Range<usize>,
+    ) -> Blend<'a> {
+        let grid_columns = self.xs.len() - 1;
+        let reaches = |start: i64, len: usize, over: &Range<usize>| {
+            start < over.end as i64 && start + len as i64 > over.start as i64
+        };
         let tiles = self
             .tiles()
             .zip(changes)
             .filter(|(tile, _)| {
-                tile.output.y < rows.end as i64
-                    && tile.output.y + tile.output.height as i64 > rows.start as i64
+                let out = tile.output;
+                reaches(out.y, out.height, &rows) && reaches(out.x, out.width, &columns)
             })
             .map(|(tile, change)| {
-                let c = tile.index % columns;
+                let c = tile.index % grid_columns;
                 let out = tile.output;
                 let (cx0, cx1) = (tile.cell.x as usize, tile.cell.x as usize + tile.cell.width);
                 let wx = (0..out.width)
-                    .map(|i| self.axis_weight(out.x as usize + i, cx0, cx1, c > 0, c + 1 < columns))
+                    .map(|i| {
+                        let before = c > 0;
+                        self.axis_weight(out.x as usize + i, cx0, cx1, before, c + 1 < grid_columns)
+                    })
                     .collect();
                 let change = change
                     .as_ref()
-                    .expect("the change of every tile over the rows");
+                    .expect("the change of every tile over the rectangle");
                 (tile, wx, change)
             })
             .collect();
-        Blend { grid: self, tiles }
+        Blend {
+            grid: self,
+            tiles,
+            columns,
+        }
     }
 }
 
-/// A pass's changes over some rows with their cross-fade weights, ready to
-/// be added row by row into whatever the caller writes (the frame loop
+/// A pass's changes over a rectangle with their cross-fade weights, ready
+/// to be added row by row into whatever the caller writes (the frame loop
 /// adds them to the image before the pass in the same sweep, with no
 /// image-sized sum in between).
 pub struct Blend<'a> {
     grid: &'a TileGrid,
-    /// The tiles over the rows, in index order, with their column weights.
+    /// The tiles over the rectangle, in index order, with their column
+    /// weights.
     tiles: Vec<(Tile, Vec<f32>, &'a TileChange)>,
+    /// The rectangle's columns.
+    columns: Range<usize>,
 }
 
 impl Blend<'_> {
     /// Adds `Σ weight × change` of channel `ch` at image row `y` to `dst`
-    /// (a row of the image's width), the weights adding up to one at every
-    /// pixel. Each pixel adds its tiles in index order, so a row is the
-    /// same bits whichever thread computes it and whatever rows the blend
-    /// was prepared for: adding into a zeroed row gives the sum of tile
-    /// after tile over the whole image.
+    /// (the row's samples over the blend's columns), the weights adding up
+    /// to one at every pixel. Each pixel adds its tiles in index order, so
+    /// a sample is the same bits whichever thread computes it and whatever
+    /// rectangle the blend was prepared for: adding into a zeroed row gives
+    /// the sum of tile after tile over the whole image.
     pub fn add_row(&self, ch: usize, y: usize, dst: &mut [f32]) {
         let grid = self.grid;
         let (columns, grid_rows) = (grid.xs.len() - 1, grid.ys.len() - 1);
@@ -271,8 +289,13 @@ impl Blend<'_> {
             if wy == 0.0 {
                 continue;
             }
-            let src = &change.row(ch, j)[..out.width];
-            add_weighted(&mut dst[out.x as usize..][..out.width], src, wx, wy);
+            // The tile's columns inside the blend's, relative to the tile.
+            let x0 = out.x as usize;
+            let from = self.columns.start.max(x0) - x0;
+            let to = self.columns.end.min(x0 + out.width) - x0;
+            let src = &change.row(ch, j)[from..to];
+            let at = x0 + from - self.columns.start;
+            add_weighted(&mut dst[at..at + to - from], src, &wx[from..to], wy);
         }
     }
 }
@@ -445,9 +468,20 @@ mod tests {
     /// The cross-fade of `changes` over image rows `rows`, a
     /// `width`×`rows.len()` image.
     fn blend_rows(grid: &TileGrid, changes: &[Option<TileChange>], rows: Range<usize>) -> Planar {
-        let blend = grid.blend(changes, rows.clone());
-        let mut sum = Planar::zeros(grid.width, rows.len());
-        for (k, row) in sum.data.chunks_mut(grid.width).enumerate() {
+        blend_rect(grid, changes, rows, 0..grid.width)
+    }
+
+    /// The cross-fade of `changes` over image `rows` × `columns`, an
+    /// image of that size.
+    fn blend_rect(
+        grid: &TileGrid,
+        changes: &[Option<TileChange>],
+        rows: Range<usize>,
+        columns: Range<usize>,
+    ) -> Planar {
+        let blend = grid.blend(changes, rows.clone(), columns.clone());
+        let mut sum = Planar::zeros(columns.len(), rows.len());
+        for (k, row) in sum.data.chunks_mut(columns.len()).enumerate() {
             blend.add_row(k / rows.len(), rows.start + k % rows.len(), row);
         }
         sum
@@ -548,6 +582,33 @@ mod tests {
         }
         let top_band = blend_rows(&grid, &changes(&top), 0..10);
         assert_eq!(top_band.channel(0), &whole.channel(0)[..10 * 100]);
+        // Any rectangle is that part of the whole, bit for bit, from the
+        // changes of the tiles over it alone.
+        for (rows, columns) in [
+            (23..41, 31..67),
+            (0..70, 0..1),
+            (69..70, 99..100),
+            (5..6, 40..90),
+        ] {
+            let mut over = noisy.clone();
+            for t in grid.tiles() {
+                let (o, r, c) = (t.output, &rows, &columns);
+                let off = |a: i64, n: usize, s: &Range<usize>| {
+                    a + n as i64 <= s.start as i64 || a >= s.end as i64
+                };
+                if off(o.y, o.height, r) || off(o.x, o.width, c) {
+                    over[t.index] = None;
+                }
+            }
+            let part = blend_rect(&grid, &changes(&over), rows.clone(), columns.clone());
+            for (c, y) in (0..3).flat_map(|c| rows.clone().map(move |y| (c, y))) {
+                assert_eq!(
+                    &part.channel(c)[(y - rows.start) * columns.len()..][..columns.len()],
+                    &whole.channel(c)[y * 100 + columns.start..y * 100 + columns.end],
+                    "{rows:?} x {columns:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -426,7 +426,7 @@ impl Octave {
             return;
         }
         let width = after.width;
-        let blend = self.grid.blend(&pass.changes, from..to);
+        let blend = self.grid.blend(&pass.changes, from..to, 0..width);
         let image = after.image_from(spare);
         for (c, range) in channel_rows(height, width, from..to).enumerate() {
             // after = clamp(before + Σ weight × change), row by row: the

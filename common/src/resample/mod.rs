@@ -23,7 +23,7 @@ mod resize;
 mod warp;
 
 pub use planar::{Planar, SpareImages, all_finite};
-pub use resize::{RowResize, resize, resize_with};
+pub use resize::{Resize, RowResize, resize, resize_with};
 pub use warp::{Warp, warp, warp_rgb8};
 
 /// Images the tests of every part build from.

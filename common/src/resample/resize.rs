@@ -1,9 +1,10 @@
-//! Resizing between octaves: separable Keys cubic resampling, whole or a
-//! band of rows at a time.
+//! Resizing between octaves: separable Keys cubic resampling, whole, a
+//! band of rows at a time, or any rectangle of the output on its own.
 
 use super::planar::{Planar, SpareImages};
 use crate::parallel;
 use multiversion::multiversion;
+use std::ops::Range;
 use wide::f32x4;
 
 /// The Keys cubic convolution kernel with `a = -0.5` (Catmull-Rom), support
@@ -79,6 +80,21 @@ impl AxisWeights {
             weights,
         }
     }
+
+    /// The source samples that outputs `out` read (zero weights included);
+    /// empty for none.
+    fn support(&self, out: Range<usize>) -> Range<usize> {
+        if out.is_empty() {
+            return 0..0;
+        }
+        self.starts[out.start]..self.starts[out.end - 1] + self.taps
+    }
+}
+
+/// The source range of one axis that outputs `out` read: `axis`'s support,
+/// or `out` itself on an axis that keeps its size.
+fn axis_support(axis: Option<&AxisWeights>, out: Range<usize>) -> Range<usize> {
+    axis.map_or(out.clone(), |a| a.support(out))
 }
 
 /// Resizes `src` to `width`×`height` with the Keys cubic (Catmull-Rom)
@@ -104,11 +120,12 @@ pub fn resize_with(src: &Planar, width: usize, height: usize, spare: &mut SpareI
     out
 }
 
-/// A [`resize`] computed band by band as the source's rows arrive, top
-/// first: the frame loop starts an octave's top tiles while the bottom of
-/// the octave before is still being dreamed. Every output sample is the
-/// same bits as the whole resize's, whatever the bands.
-pub struct RowResize {
+/// The weights of a resize between two non-empty sizes, for the whole
+/// output or any rectangle of it: a rectangle computed on its own from
+/// the source samples it reads ([`Resize::source_of`]) is the same bits
+/// as that part of the whole resize, so an octave can be computed piece by
+/// piece wherever its pieces are needed.
+pub struct Resize {
     /// The column pass, if the width changes.
     horizontal: Option<AxisWeights>,
     /// The row pass, if the height changes.
@@ -116,6 +133,172 @@ pub struct RowResize {
     /// Whether the row pass comes first: when shrinking the height, so the
     /// column pass runs on the smaller image.
     vertical_first: bool,
+    src_width: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Resize {
+    /// Resizes a non-empty `src_width`×`src_height` source to a non-empty
+    /// `width`×`height`.
+    pub fn new(src_width: usize, src_height: usize, width: usize, height: usize) -> Self {
+        Self {
+            horizontal: (src_width != width).then(|| AxisWeights::new(src_width, width)),
+            vertical: (src_height != height).then(|| AxisWeights::new(src_height, height)),
+            vertical_first: height < src_height,
+            src_width,
+            width,
+            height,
+        }
+    }
+
+    /// The source columns and rows that output `columns` × `rows` read.
+    pub fn source_of(
+        &self,
+        columns: Range<usize>,
+        rows: Range<usize>,
+    ) -> (Range<usize>, Range<usize>) {
+        (
+            axis_support(self.horizontal.as_ref(), columns),
+            axis_support(self.vertical.as_ref(), rows),
+        )
+    }
+
+    /// Output `columns` × `rows` (within the output's size) as an image
+    /// of their own, from `src`: the source's samples over a rectangle
+    /// from `origin` (column, row) that holds [`Resize::source_of`] them.
+    /// The image and the one between the passes come from `spare`.
+    ///
+    /// # Panics
+    ///
+    /// If `src` does not hold the source samples the rectangle reads.
+    pub fn rect(
+        &self,
+        src: &Planar,
+        origin: (usize, usize),
+        columns: Range<usize>,
+        rows: Range<usize>,
+        spare: &mut SpareImages,
+    ) -> Planar {
+        let (source_columns, source_rows) = self.source_of(columns.clone(), rows.clone());
+        assert!(
+            columns.end <= self.width
+                && rows.end <= self.height
+                && (source_columns.is_empty()
+                    || origin.0 <= source_columns.start
+                        && source_columns.end <= origin.0 + src.width)
+                && (source_rows.is_empty()
+                    || origin.1 <= source_rows.start && source_rows.end <= origin.1 + src.height),
+            "a resize's rectangle {columns:?} x {rows:?} of {}x{} reads source {source_columns:?} x \
+             {source_rows:?}, outside the {}x{} samples from {origin:?}",
+            self.width,
+            self.height,
+            src.width,
+            src.height,
+        );
+        let mut out = spare.take(columns.len(), rows.len());
+        if out.data.is_empty() {
+            return out;
+        }
+        let (sw, sh) = (src.width, src.height);
+        let (w, h) = (columns.len(), rows.len());
+        // The window's rows that the source rows read are.
+        let window_rows = source_rows.start - origin.1..source_rows.end - origin.1;
+        let planes_in = src.data.chunks_exact(sw * sh);
+        let planes_out = out.data.chunks_exact_mut(w * h);
+        let input = |samples| PlaneIn {
+            samples,
+            width: sw,
+            origin,
+        };
+        match (&self.horizontal, &self.vertical) {
+            (None, None) => {
+                let x = columns.start - origin.0;
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    for (row_out, y) in p_out.chunks_exact_mut(w).zip(window_rows.clone()) {
+                        row_out.copy_from_slice(&p_in[y * sw + x..][..w]);
+                    }
+                }
+            }
+            (Some(x), None) => {
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    horizontal_rows(
+                        x,
+                        input(p_in),
+                        p_out,
+                        rows.start,
+                        columns.clone(),
+                        rows.clone(),
+                    );
+                }
+            }
+            (None, Some(y)) => {
+                for (p_in, p_out) in planes_in.zip(planes_out) {
+                    vertical_rows(
+                        y,
+                        input(p_in),
+                        p_out,
+                        rows.start,
+                        columns.clone(),
+                        rows.clone(),
+                    );
+                }
+            }
+            (Some(x), Some(y)) => {
+                // The image between the passes, over the source's columns
+                // and the output's rows when the row pass comes first, and
+                // the other way round when the column pass does.
+                let (first, second): (Pass, Pass) = if self.vertical_first {
+                    ((vertical_rows, y), (horizontal_rows, x))
+                } else {
+                    ((horizontal_rows, x), (vertical_rows, y))
+                };
+                let (mid_columns, mid_rows) = if self.vertical_first {
+                    (source_columns, rows.clone())
+                } else {
+                    (columns.clone(), source_rows)
+                };
+                let (mid_width, mid_height) = (mid_columns.len(), mid_rows.len());
+                let mut between = spare.take(mid_width, mid_height);
+                let planes_between = between.data.chunks_exact_mut(mid_width * mid_height);
+                for ((p_in, p_mid), p_out) in planes_in.zip(planes_between).zip(planes_out) {
+                    let at = mid_rows.start;
+                    first.0(
+                        first.1,
+                        input(p_in),
+                        p_mid,
+                        at,
+                        mid_columns.clone(),
+                        mid_rows.clone(),
+                    );
+                    let mid = PlaneIn {
+                        samples: p_mid,
+                        width: mid_width,
+                        origin: (mid_columns.start, mid_rows.start),
+                    };
+                    second.0(
+                        second.1,
+                        mid,
+                        p_out,
+                        rows.start,
+                        columns.clone(),
+                        rows.clone(),
+                    );
+                }
+                spare.keep(&mut between);
+            }
+        }
+        out
+    }
+}
+
+/// A [`resize`] computed band by band as the source's rows arrive, top
+/// first: the frame loop starts an octave's top tiles while the bottom of
+/// the octave before is still being dreamed. Every output sample is the
+/// same bits as the whole resize's, whatever the bands.
+pub struct RowResize {
+    /// The weights.
+    resize: Resize,
     /// The image between the two passes (both axes change), in the
     /// second pass's input rows.
     between: Planar,
@@ -123,9 +306,6 @@ pub struct RowResize {
     between_rows: usize,
     /// Output rows computed.
     done: usize,
-    src_width: usize,
-    width: usize,
-    height: usize,
 }
 
 impl RowResize {
@@ -138,24 +318,17 @@ impl RowResize {
         height: usize,
         spare: &mut SpareImages,
     ) -> Self {
-        let horizontal = (src_width != width).then(|| AxisWeights::new(src_width, width));
-        let vertical = (src_height != height).then(|| AxisWeights::new(src_height, height));
-        let vertical_first = height < src_height;
-        let between = match (&horizontal, &vertical) {
-            (Some(_), Some(_)) if vertical_first => spare.take(src_width, height),
+        let resize = Resize::new(src_width, src_height, width, height);
+        let between = match (&resize.horizontal, &resize.vertical) {
+            (Some(_), Some(_)) if resize.vertical_first => spare.take(src_width, height),
             (Some(_), Some(_)) => spare.take(width, src_height),
             _ => Planar::zeros(0, 0),
         };
         Self {
-            horizontal,
-            vertical,
-            vertical_first,
+            resize,
             between,
             between_rows: 0,
             done: 0,
-            src_width,
-            width,
-            height,
         }
     }
 
@@ -167,11 +340,7 @@ impl RowResize {
 
     /// Source rows that the first `rows` output rows read.
     fn source_rows(&self, rows: usize) -> usize {
-        match (&self.vertical, rows) {
-            (_, 0) => 0,
-            (Some(v), _) => v.starts[rows - 1] + v.taps,
-            (None, _) => rows,
-        }
+        axis_support(self.resize.vertical.as_ref(), 0..rows).end
     }
 
     /// Computes every output row into `out` (`width`×`height`) that the
@@ -179,18 +348,32 @@ impl RowResize {
     /// are now done.
     pub fn advance(&mut self, src: &Planar, src_rows: usize, out: &mut Planar) -> usize {
         let from = self.done;
+        let Resize {
+            horizontal,
+            vertical,
+            vertical_first,
+            src_width: sw,
+            width: w,
+            height: h,
+            ..
+        } = &self.resize;
+        let (sw, w, h) = (*sw, *w, *h);
         let mut to = from;
-        while to < self.height && self.source_rows(to + 1) <= src_rows {
+        while to < h && self.source_rows(to + 1) <= src_rows {
             to += 1;
         }
         if to == from {
             return from;
         }
-        let (sw, sh) = (self.src_width, src.height);
-        let (w, h) = (self.width, self.height);
+        let sh = src.height;
         let planes_in = src.data.chunks_exact(sw * sh);
         let planes_out = out.data.chunks_exact_mut(w * h);
-        match (&self.horizontal, &self.vertical) {
+        let whole = |samples, width| PlaneIn {
+            samples,
+            width,
+            origin: (0, 0),
+        };
+        match (horizontal, vertical) {
             (None, None) => {
                 for (p_in, p_out) in planes_in.zip(planes_out) {
                     p_out[from * w..to * w].copy_from_slice(&p_in[from * w..to * w]);
@@ -198,27 +381,27 @@ impl RowResize {
             }
             (Some(x), None) => {
                 for (p_in, p_out) in planes_in.zip(planes_out) {
-                    horizontal_rows(x, p_in, sw, p_out, w, from..to);
+                    horizontal_rows(x, whole(p_in, sw), p_out, 0, 0..w, from..to);
                 }
             }
             (None, Some(y)) => {
                 for (p_in, p_out) in planes_in.zip(planes_out) {
-                    vertical_rows(y, p_in, w, p_out, from..to);
+                    vertical_rows(y, whole(p_in, w), p_out, 0, 0..w, from..to);
                 }
             }
-            (Some(x), Some(y)) if self.vertical_first => {
+            (Some(x), Some(y)) if *vertical_first => {
                 let planes_between = self.between.data.chunks_exact_mut(sw * h);
                 for ((p_in, p_mid), p_out) in planes_in.zip(planes_between).zip(planes_out) {
-                    vertical_rows(y, p_in, sw, p_mid, from..to);
-                    horizontal_rows(x, p_mid, sw, p_out, w, from..to);
+                    vertical_rows(y, whole(p_in, sw), p_mid, 0, 0..sw, from..to);
+                    horizontal_rows(x, whole(p_mid, sw), p_out, 0, 0..w, from..to);
                 }
             }
             (Some(x), Some(y)) => {
                 let (mid_from, mid_to) = (self.between_rows, self.source_rows(to));
                 let planes_between = self.between.data.chunks_exact_mut(w * sh);
                 for ((p_in, p_mid), p_out) in planes_in.zip(planes_between).zip(planes_out) {
-                    horizontal_rows(x, p_in, sw, p_mid, w, mid_from..mid_to);
-                    vertical_rows(y, p_mid, w, p_out, from..to);
+                    horizontal_rows(x, whole(p_in, sw), p_mid, 0, 0..w, mid_from..mid_to);
+                    vertical_rows(y, whole(p_mid, w), p_out, 0, 0..w, from..to);
                 }
                 self.between_rows = mid_to;
             }
@@ -234,36 +417,50 @@ impl RowResize {
 /// order).
 const ROWS_AT_ONCE: usize = 8;
 
-/// Resamples `rows` of the plane `plane_in` (`src_width` wide) to `width`
-/// columns in the same rows of `plane_out`, strips of [`ROWS_AT_ONCE`]
-/// rows shared out across threads. Each output sample adds its taps in
-/// order from 0, as one row at a time would.
+/// A pass of a resize ([`horizontal_rows`] or [`vertical_rows`]) with its
+/// axis's weights.
+type Pass<'a> = (
+    fn(&AxisWeights, PlaneIn, &mut [f32], usize, Range<usize>, Range<usize>),
+    &'a AxisWeights,
+);
+
+/// One plane of a pass's input: rows of `width` samples, the first
+/// sample being the image's column and row `origin`.
+#[derive(Clone, Copy)]
+struct PlaneIn<'a> {
+    samples: &'a [f32],
+    width: usize,
+    origin: (usize, usize),
+}
+
+/// Resamples image `rows` of `input` to output `columns` in the same rows
+/// of `plane_out` (`columns.len()` wide, its first row image row
+/// `out_row`), strips of [`ROWS_AT_ONCE`] rows shared out across threads.
+/// Each output sample adds its taps in order from 0, as one row at a time
+/// would.
 #[multiversion(targets("x86_64+avx2"))]
 fn horizontal_rows(
     axis: &AxisWeights,
-    plane_in: &[f32],
-    src_width: usize,
+    input: PlaneIn,
     plane_out: &mut [f32],
-    width: usize,
-    rows: std::ops::Range<usize>,
+    out_row: usize,
+    columns: Range<usize>,
+    rows: Range<usize>,
 ) {
-    let taps = axis.taps;
-    let first = rows.start;
-    let out = &mut plane_out[rows.start * width..rows.end * width];
+    let (taps, width, src_width) = (axis.taps, columns.len(), input.width);
+    let (src_x, first) = (input.origin.0, rows.start - input.origin.1);
+    let out = &mut plane_out[(rows.start - out_row) * width..(rows.end - out_row) * width];
     parallel::for_each_piece(out, ROWS_AT_ONCE * width, |strip, rows_out| {
         let row = first + strip * ROWS_AT_ONCE;
-        let rows_in = &plane_in[row * src_width..][..rows_out.len() / width * src_width];
+        let rows_in = &input.samples[row * src_width..][..rows_out.len() / width * src_width];
         let strip_rows = rows_in.len() / src_width;
-        let columns = side_by_side(rows_in, src_width, strip_rows);
-        let columns = columns.as_flattened();
-        for (x, (&start, w)) in axis
-            .starts
-            .iter()
-            .zip(axis.weights.chunks_exact(taps))
-            .enumerate()
-        {
+        let side = side_by_side(rows_in, src_width, strip_rows);
+        let side = side.as_flattened();
+        let starts = &axis.starts[columns.clone()];
+        let weights = axis.weights[columns.start * taps..columns.end * taps].chunks_exact(taps);
+        for (x, (&start, w)) in starts.iter().zip(weights).enumerate() {
             let mut acc = [0.0f32; ROWS_AT_ONCE];
-            for (column, &w) in columns[start..start + taps].iter().zip(w) {
+            for (column, &w) in side[start - src_x..][..taps].iter().zip(w) {
                 for (a, &v) in acc.iter_mut().zip(column) {
                     *a += w * v;
                 }
@@ -314,39 +511,44 @@ fn side_by_side(samples: &[f32], width: usize, rows: usize) -> Vec<[[f32; ROWS_A
 /// costs one load per sample instead of a load and a store of the row too.
 const COLUMNS_AT_ONCE: usize = 32;
 
-/// Resamples the columns of the plane `plane_in` (`width` wide) into
-/// `rows` of `plane_out`, a row at a time in blocks of
-/// [`COLUMNS_AT_ONCE`] columns, rows shared out across threads. Each output
-/// sample adds its taps in order from 0, skipping zero weights, as one
-/// sweep of the row per tap would.
+/// Resamples the columns of `input` into image `rows` of `plane_out`
+/// over `columns` (`plane_out` is `columns.len()` wide, its first row
+/// image row `out_row`), a row at a time in blocks of
+/// [`COLUMNS_AT_ONCE`] columns, rows shared out across threads. Each
+/// output sample adds its taps in order from 0, skipping zero weights, as
+/// one sweep of the row per tap would.
 #[multiversion(targets("x86_64+avx2"))]
 fn vertical_rows(
     axis: &AxisWeights,
-    plane_in: &[f32],
-    width: usize,
+    input: PlaneIn,
     plane_out: &mut [f32],
-    rows: std::ops::Range<usize>,
+    out_row: usize,
+    columns: Range<usize>,
+    rows: Range<usize>,
 ) {
-    let taps = axis.taps;
+    let (taps, width, src_width) = (axis.taps, columns.len(), input.width);
     let first = rows.start;
-    let out = &mut plane_out[rows.start * width..rows.end * width];
+    let out = &mut plane_out[(rows.start - out_row) * width..(rows.end - out_row) * width];
+    let column = columns.start - input.origin.0;
     parallel::for_each_piece(out, width, |k, row_out| {
         let row = first + k;
-        let start = axis.starts[row];
+        let start = axis.starts[row] - input.origin.1;
         let weights = &axis.weights[row * taps..][..taps];
-        let rows_in = || {
-            plane_in[start * width..(start + taps) * width]
-                .chunks_exact(width)
-                .zip(weights)
-                .filter(|&(_, &w)| w != 0.0)
-        };
+        // The rows read and their weights, once for every block.
+        let rows_in: Vec<(&[f32], f32)> = input.samples
+            [start * src_width..(start + taps) * src_width]
+            .chunks_exact(src_width)
+            .zip(weights)
+            .filter(|&(_, &w)| w != 0.0)
+            .map(|(row_in, &w)| (&row_in[column..column + width], w))
+            .collect();
         // The row may hold a spent image's samples: every sum starts from
         // zero (`0.0 + w * v` is its first step, bit for bit).
         let mut blocks = row_out.chunks_exact_mut(COLUMNS_AT_ONCE);
         for (b, block) in blocks.by_ref().enumerate() {
             let x = b * COLUMNS_AT_ONCE;
             let mut acc = [0.0f32; COLUMNS_AT_ONCE];
-            for (row_in, &w) in rows_in() {
+            for &(row_in, w) in &rows_in {
                 for (a, &v) in acc.iter_mut().zip(&row_in[x..x + COLUMNS_AT_ONCE]) {
                     *a += w * v;
                 }
@@ -356,7 +558,7 @@ fn vertical_rows(
         let rest = blocks.into_remainder();
         let x = width - rest.len();
         rest.fill(0.0);
-        for (row_in, &w) in rows_in() {
+        for &(row_in, w) in &rows_in {
             for (o, &v) in rest.iter_mut().zip(&row_in[x..]) {
                 *o += w * v;
             }
@@ -478,6 +680,67 @@ mod tests {
             part > 0 && part < 140 * 40 / 97,
             "{part} rows from 40 of 97"
         );
+    }
+
+    #[test]
+    fn a_rectangle_resized_on_its_own_is_that_part_of_the_whole_resize() {
+        // Sizes that keep, grow and shrink each axis, random rectangles of
+        // their outputs, each from a window of the source that holds what
+        // it reads and NaN around that, into spent buffers full of NaN: a
+        // sample read outside `source_of`, or not written, would show.
+        let mut random = Lcg(7);
+        for case in 0..200 {
+            let (sw, sh) = (random.below(60) + 1, random.below(60) + 1);
+            let size = |random: &mut Lcg, s: usize| match random.below(3) {
+                0 => s,
+                1 => s + random.below(50) + 1,
+                _ => random.below(s) + 1,
+            };
+            let (w, h) = (size(&mut random, sw), size(&mut random, sh));
+            let src = noise(sw, sh);
+            let whole = resize(&src, w, h);
+            let resize = Resize::new(sw, sh, w, h);
+            let x0 = random.below(w);
+            let columns = x0..x0 + random.below(w - x0) + 1;
+            let y0 = random.below(h);
+            let rows = y0..y0 + random.below(h - y0) + 1;
+            let (sx, sy) = resize.source_of(columns.clone(), rows.clone());
+            assert!(
+                sx.end <= sw && sy.end <= sh,
+                "case {case}: {sx:?} x {sy:?} in {sw}x{sh}"
+            );
+            let origin = (
+                sx.start - random.below(sx.start + 1),
+                sy.start - random.below(sy.start + 1),
+            );
+            let (ww, wh) = (
+                sx.end - origin.0 + random.below(sw - sx.end + 1),
+                sy.end - origin.1 + random.below(sh - sy.end + 1),
+            );
+            let window = image(ww, wh, |c, x, y| {
+                let (x, y) = (x as usize + origin.0, y as usize + origin.1);
+                if sx.contains(&x) && sy.contains(&y) {
+                    at(&src, c, x, y)
+                } else {
+                    f32::NAN
+                }
+            });
+            let (cw, ch) = (columns.len(), rows.len());
+            let mut spare = nan_spare(&[(cw, ch), (sx.len(), ch), (cw, sy.len())]);
+            let part = resize.rect(&window, origin, columns.clone(), rows.clone(), &mut spare);
+            let want = image(cw, ch, |c, x, y| {
+                at(
+                    &whole,
+                    c,
+                    x as usize + columns.start,
+                    y as usize + rows.start,
+                )
+            });
+            assert_eq!(
+                part, want,
+                "case {case}: {sw}x{sh} to {w}x{h}, {columns:?} x {rows:?} from {origin:?}"
+            );
+        }
     }
 
     #[test]

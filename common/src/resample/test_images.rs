@@ -53,3 +53,18 @@ pub(super) fn smooth(w: usize, h: usize) -> Planar {
         (0.5 + 0.3 * (3.0 * fx + c as f64).sin() * (2.0 * fy).cos()) as f32
     })
 }
+
+/// A small seeded pseudo-random sequence for the tests' random cases
+/// (Knuth's MMIX linear congruential generator).
+pub(super) struct Lcg(pub(super) u64);
+
+impl Lcg {
+    /// A number in `0..n` (`n` above 0).
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
