@@ -113,11 +113,8 @@ pub fn resize_with(src: &Planar, width: usize, height: usize, spare: &mut SpareI
     if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
         return Planar::zeros(width, height);
     }
-    let mut out = spare.take(width, height);
-    let mut rows = RowResize::new(src.width, src.height, width, height, spare);
-    rows.advance(src, src.height, &mut out);
-    rows.spend(spare);
-    out
+    let resize = Resize::new(src.width, src.height, width, height);
+    resize.rect(src, (0, 0), 0..width, 0..height, spare)
 }
 
 /// The weights of a resize between two non-empty sizes, for the whole
