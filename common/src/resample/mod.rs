@@ -24,7 +24,7 @@ mod warp;
 
 pub use planar::{Planar, SpareImages, all_finite};
 pub use resize::{Resize, RowResize, resize, resize_with};
-pub use warp::{Warp, warp, warp_rgb8};
+pub use warp::{Rgb8Rect, Warp, warp, warp_rgb8, warp_rgb8_rect};
 
 /// Images the tests of every part build from.
 #[cfg(test)]

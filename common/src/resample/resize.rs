@@ -697,10 +697,7 @@ mod tests {
             let src = noise(sw, sh);
             let whole = resize(&src, w, h);
             let resize = Resize::new(sw, sh, w, h);
-            let x0 = random.below(w);
-            let columns = x0..x0 + random.below(w - x0) + 1;
-            let y0 = random.below(h);
-            let rows = y0..y0 + random.below(h - y0) + 1;
+            let (columns, rows) = random.rect(w, h);
             let (sx, sy) = resize.source_of(columns.clone(), rows.clone());
             assert!(
                 sx.end <= sw && sy.end <= sh,
@@ -725,14 +722,7 @@ mod tests {
             let (cw, ch) = (columns.len(), rows.len());
             let mut spare = nan_spare(&[(cw, ch), (sx.len(), ch), (cw, sy.len())]);
             let part = resize.rect(&window, origin, columns.clone(), rows.clone(), &mut spare);
-            let want = image(cw, ch, |c, x, y| {
-                at(
-                    &whole,
-                    c,
-                    x as usize + columns.start,
-                    y as usize + rows.start,
-                )
-            });
+            let want = crop(&whole, columns.clone(), rows.clone());
             assert_eq!(
                 part, want,
                 "case {case}: {sw}x{sh} to {w}x{h}, {columns:?} x {rows:?} from {origin:?}"

@@ -1,6 +1,7 @@
 //! Images the resampling tests build from.
 
 use super::{Planar, SpareImages};
+use std::ops::Range;
 
 /// An image whose every sample is `f(channel, x, y)` at pixel centres
 /// `x + 0.5`, `y + 0.5`.
@@ -67,4 +68,21 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 33) % n as u64) as usize
     }
+
+    /// A non-empty rectangle of a `width`×`height` image: its columns and
+    /// rows.
+    pub(super) fn rect(&mut self, width: usize, height: usize) -> (Range<usize>, Range<usize>) {
+        let x = self.below(width);
+        let columns = x..x + self.below(width - x) + 1;
+        let y = self.below(height);
+        (columns, y..y + self.below(height - y) + 1)
+    }
+}
+
+/// `columns` × `rows` of `img`, as an image of their own.
+pub(super) fn crop(img: &Planar, columns: Range<usize>, rows: Range<usize>) -> Planar {
+    let (x0, y0) = (columns.start, rows.start);
+    image(columns.len(), rows.len(), |c, x, y| {
+        at(img, c, x as usize + x0, y as usize + y0)
+    })
 }

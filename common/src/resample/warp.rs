@@ -4,6 +4,7 @@
 use super::planar::{Planar, SpareImages, rgb8_sample};
 use crate::parallel;
 use multiversion::multiversion;
+use std::ops::Range;
 use wide::{f32x4, f64x4};
 
 /// The per-frame camera move of an infinite zoom: the content of each frame
@@ -62,57 +63,80 @@ const PAD_BEFORE: usize = 2;
 /// Edge-extension margin after the last sample; see [`PAD_BEFORE`].
 const PAD_AFTER: usize = 3;
 
-/// A warp's source image, `pixel(p)` giving pixel `p` (row-major), read
-/// as rows of one `[r, g, b, 0]` group per pixel, so a bicubic tap is a
-/// single 4-lane multiply-add, with its edge pixels repeated
-/// [`PAD_BEFORE`] times before and [`PAD_AFTER`] times after on both
-/// axes, so taps need no per-tap clamping. The separable warp reads it a
-/// row at a time as it goes; only the general warp needs the whole padded
-/// image ([`Padded`], four floats a pixel: 133 MB at 4K, a buffer kept
-/// from frame to frame: a fresh one cost a fault per page to map and its
-/// unmapping, a quarter of a turning camera's move).
+/// A warp's source image, or the rectangle of it a warp reads:
+/// `columns` × `rows` of the image, `pixel(p)` giving the rectangle's
+/// pixel `p` (row-major). It is read as rows of one `[r, g, b, 0]` group
+/// per pixel, so a bicubic tap is a single 4-lane multiply-add, with the
+/// image's edge pixels repeated [`PAD_BEFORE`] times before and
+/// [`PAD_AFTER`] times after on both axes, so taps need no per-tap
+/// clamping. The separable warp reads it a row at a time as it goes; only
+/// the general warp needs the whole padded rectangle ([`Padded`], four
+/// floats a pixel: 133 MB for a whole 4K frame, a buffer kept from frame
+/// to frame: a fresh one cost a fault per page to map and its unmapping,
+/// a quarter of a turning camera's move).
 struct Source<F> {
+    /// The image's size.
     width: usize,
     height: usize,
+    /// The pixels held.
+    columns: Range<usize>,
+    rows: Range<usize>,
     pixel: F,
 }
 
+/// The padded coordinates (pixel `i` at `i + PAD_BEFORE`) whose samples
+/// come from pixels `held` of an axis of `len` pixels: the padding
+/// before and after the image is included where `held` reaches the edge.
+fn padded_range(held: &Range<usize>, len: usize) -> Range<usize> {
+    let start = if held.start == 0 {
+        0
+    } else {
+        held.start + PAD_BEFORE
+    };
+    let end = held.end + PAD_BEFORE + if held.end == len { PAD_AFTER } else { 0 };
+    start..end
+}
+
 impl<F: Fn(usize) -> [f32; 3] + Sync> Source<F> {
-    /// Width of a padded row.
-    fn padded_width(&self) -> usize {
-        self.width + PAD_BEFORE + PAD_AFTER
+    /// The padded columns of the pixels held.
+    fn padded_columns(&self) -> Range<usize> {
+        padded_range(&self.columns, self.width)
     }
 
-    /// Writes padded row `r` into `row` (a padded row's width).
+    /// The padded rows of the pixels held.
+    fn padded_rows(&self) -> Range<usize> {
+        padded_range(&self.rows, self.height)
+    }
+
+    /// Writes the held columns of padded row `r` into `row`.
     fn fill_row(&self, r: usize, row: &mut [[f32; 4]]) {
         let (w, h) = (self.width, self.height);
-        let first = r.saturating_sub(PAD_BEFORE).min(h - 1) * w;
-        for (x, px) in row.iter_mut().enumerate() {
-            let [r, g, b] = (self.pixel)(first + x.saturating_sub(PAD_BEFORE).min(w - 1));
+        let y = r.saturating_sub(PAD_BEFORE).min(h - 1);
+        let first = (y - self.rows.start) * self.columns.len();
+        for (x, px) in self.padded_columns().zip(row) {
+            let x = x.saturating_sub(PAD_BEFORE).min(w - 1) - self.columns.start;
+            let [r, g, b] = (self.pixel)(first + x);
             *px = [r, g, b, 0.0];
         }
     }
 
-    /// The whole padded image in a buffer from `spare` (every sample is
-    /// written), its rows shared out across threads.
+    /// The whole padded rectangle held, in a buffer from `spare` (every
+    /// sample is written), its rows shared out across threads.
     fn padded(&self, spare: &mut SpareImages) -> Padded {
-        let padded_width = self.padded_width();
-        let mut pixels = spare.take_samples(padded_samples(self.width, self.height));
-        parallel::for_each_piece(&mut pixels, 4 * padded_width, |r, row| {
-            self.fill_row(r, row.as_chunks_mut().0);
+        let (columns, rows) = (self.padded_columns(), self.padded_rows());
+        let padded_width = columns.len();
+        let mut pixels = spare.take_samples(4 * padded_width * rows.len());
+        parallel::for_each_piece(&mut pixels, 4 * padded_width, |k, row| {
+            self.fill_row(rows.start + k, row.as_chunks_mut().0);
         });
         Padded {
             pixels,
             padded_width,
+            origin: (columns.start, rows.start),
             width: self.width,
             height: self.height,
         }
     }
-}
-
-/// Samples in the padded image of a `width`×`height` source: four a pixel.
-fn padded_samples(width: usize, height: usize) -> usize {
-    4 * (width + PAD_BEFORE + PAD_AFTER) * (height + PAD_BEFORE + PAD_AFTER)
 }
 
 /// The non-empty image `src` as a warp's source.
@@ -121,16 +145,20 @@ fn of_planar(src: &Planar) -> Source<impl Fn(usize) -> [f32; 3] + Sync + '_> {
     Source {
         width: src.width,
         height: src.height,
+        columns: 0..src.width,
+        rows: 0..src.height,
         pixel: move |p| planes.map(|c| c[p]),
     }
 }
 
-/// A [`Source`] padded whole, for the general warp's random access.
+/// A [`Source`]'s padded rectangle, for the general warp's random access.
 struct Padded {
     /// Four samples a pixel, row after row.
     pixels: Vec<f32>,
     /// Width of a padded row.
     padded_width: usize,
+    /// The padded column and row of the first pixel.
+    origin: (usize, usize),
     /// The image's own size.
     width: usize,
     height: usize,
@@ -139,7 +167,8 @@ struct Padded {
 impl Padded {
     /// The four pixels of padded row `r` from padded column `x0`.
     fn taps(&self, r: usize, x0: usize) -> &[[f32; 4]] {
-        &self.pixels.as_chunks().0[r * self.padded_width + x0..][..4]
+        let (c0, r0) = self.origin;
+        &self.pixels.as_chunks().0[(r - r0) * self.padded_width + x0 - c0..][..4]
     }
 }
 
@@ -186,7 +215,30 @@ pub fn warp(src: &Planar, warp: &Warp) -> Planar {
     if warp.is_identity() || src.width == 0 || src.height == 0 {
         return src.clone();
     }
-    warp_source(&of_planar(src), warp, &mut SpareImages::default())
+    let whole = (0..src.width, 0..src.height);
+    warp_source(&of_planar(src), warp, whole, &mut SpareImages::default())
+}
+
+/// The 8-bit RGB pixels of a rectangle of an image (a frame as written,
+/// or the part of it a warp of a rectangle reads).
+#[derive(Debug, Clone, Copy)]
+pub struct Rgb8Rect<'a> {
+    /// Three bytes a pixel, row after row.
+    pub bytes: &'a [u8],
+    /// The image's width and height.
+    pub image: (usize, usize),
+    /// The image's column and row of the first pixel.
+    pub origin: (usize, usize),
+    /// The rectangle's width and height.
+    pub size: (usize, usize),
+}
+
+impl Rgb8Rect<'_> {
+    /// The rectangle's columns and rows of the image.
+    fn extent(&self) -> (Range<usize>, Range<usize>) {
+        let ((x, y), (w, h)) = (self.origin, self.size);
+        (x..x + w, y..y + h)
+    }
 }
 
 /// [`warp`] of the 8-bit RGB image `rgb` (a frame as written), read as
@@ -210,28 +262,125 @@ pub fn warp_rgb8(
     if warp.is_identity() || width == 0 || height == 0 {
         return Planar::from_rgb8(width, height, rgb);
     }
-    assert_eq!(rgb.len(), 3 * width * height, "{width}x{height} RGB");
+    let whole = Rgb8Rect {
+        bytes: rgb,
+        image: (width, height),
+        origin: (0, 0),
+        size: (width, height),
+    };
+    warp_rgb8_rect(&whole, warp, 0..width, 0..height, spare)
+}
+
+/// The pixels `columns` × `rows` of [`warp_rgb8`] of the image `src` is a
+/// rectangle of, from those pixels alone: the same bits as that part of the
+/// whole image's warp, for as long as `src` holds the pixels
+/// [`Warp::source_of`] the rectangle.
+///
+/// # Panics
+///
+/// If `src`'s bytes are not its size's, or it does not hold the pixels
+/// the rectangle reads, or the rectangle is not inside the image.
+pub fn warp_rgb8_rect(
+    src: &Rgb8Rect,
+    warp: &Warp,
+    columns: Range<usize>,
+    rows: Range<usize>,
+    spare: &mut SpareImages,
+) -> Planar {
+    let (width, height) = src.image;
+    let (w, h) = src.size;
+    assert_eq!(src.bytes.len(), 3 * w * h, "{w}x{h} RGB");
+    let (held_columns, held_rows) = src.extent();
+    let (read_columns, read_rows) = warp.source_of(width, height, columns.clone(), rows.clone());
+    let holds = |held: &Range<usize>, read: &Range<usize>| {
+        read.is_empty() || held.start <= read.start && read.end <= held.end
+    };
+    assert!(
+        columns.end <= width
+            && rows.end <= height
+            && holds(&held_columns, &read_columns)
+            && holds(&held_rows, &read_rows),
+        "a warp's rectangle {columns:?} x {rows:?} of {width}x{height} reads pixels \
+         {read_columns:?} x {read_rows:?}, outside those held: {held_columns:?} x {held_rows:?}"
+    );
+    let ((x0, y0), bytes) = (src.origin, src.bytes);
+    let pixel = move |p: usize| std::array::from_fn(|c| rgb8_sample(bytes[3 * p + c]));
+    if warp.is_identity() || columns.is_empty() || rows.is_empty() {
+        let mut out = spare.take(columns.len(), rows.len());
+        let plane = columns.len() * rows.len();
+        for (i, (y, x)) in rows
+            .flat_map(|y| columns.clone().map(move |x| (y, x)))
+            .enumerate()
+        {
+            let [r, g, b] = pixel((y - y0) * w + x - x0);
+            (out.data[i], out.data[plane + i], out.data[2 * plane + i]) = (r, g, b);
+        }
+        return out;
+    }
     let source = Source {
         width,
         height,
-        pixel: |p: usize| std::array::from_fn(|c| rgb8_sample(rgb[3 * p + c])),
+        columns: held_columns,
+        rows: held_rows,
+        pixel,
     };
-    warp_source(&source, warp, spare)
+    warp_source(&source, warp, (columns, rows), spare)
 }
 
-/// The non-empty image `src`, warped into an image from `spare`.
+impl Warp {
+    /// The pixels of a `width`×`height` image (non-empty) that the pixels
+    /// `columns` × `rows` of its warp read: every tap of every pixel, the
+    /// image's edge pixels for taps beyond it.
+    pub fn source_of(
+        &self,
+        width: usize,
+        height: usize,
+        columns: Range<usize>,
+        rows: Range<usize>,
+    ) -> (Range<usize>, Range<usize>) {
+        if self.is_identity() || columns.is_empty() || rows.is_empty() {
+            return (columns, rows);
+        }
+        // A source coordinate only grows, or only falls, along each axis
+        // of the output, rounding included: its extremes, and so its
+        // taps', are at the rectangle's corners.
+        let map = InverseMap::new(self);
+        let corners = [columns.start, columns.end - 1]
+            .into_iter()
+            .flat_map(|x| [rows.start, rows.end - 1].map(|y| map.sources(x, y)));
+        let (mut first_x, mut first_y) = ((usize::MAX, 0), (usize::MAX, 0));
+        for (u, v) in corners {
+            let (x, _) = cubic_taps(u, width)[0];
+            let (y, _) = cubic_taps(v, height)[0];
+            first_x = (first_x.0.min(x), first_x.1.max(x));
+            first_y = (first_y.0.min(y), first_y.1.max(y));
+        }
+        // Taps from each first padded index to three past it, clamped
+        // back into the image.
+        let pixels = |(lo, hi): (usize, usize), len: usize| {
+            let pixel = |p: usize| p.saturating_sub(PAD_BEFORE).min(len - 1);
+            pixel(lo)..pixel(hi + 3) + 1
+        };
+        (pixels(first_x, width), pixels(first_y, height))
+    }
+}
+
+/// The pixels `columns` × `rows` (non-empty) of the warp of the non-empty
+/// image `src` is a rectangle of, into an image from `spare`.
 fn warp_source<F: Fn(usize) -> [f32; 3] + Sync>(
     src: &Source<F>,
     warp: &Warp,
+    (columns, rows): (Range<usize>, Range<usize>),
     spare: &mut SpareImages,
 ) -> Planar {
     let map = InverseMap::new(warp);
-    let out = spare.take(src.width, src.height);
+    let out = spare.take(columns.len(), rows.len());
+    let at = (columns.start, rows.start);
     if map.sin == 0.0 {
-        warp_separable(src, &map, out)
+        warp_separable(src, &map, out, at)
     } else {
         let padded = src.padded(spare);
-        let out = warp_per_pixel(&padded, &map, out);
+        let out = warp_per_pixel(&padded, &map, out, at);
         spare.keep_samples(padded.pixels);
         out
     }
@@ -275,16 +424,17 @@ fn for_each_band(
 
 /// The general warp: each output pixel's 4×4 taps on its own (their
 /// coordinates and weights worked out [`LANES`] pixels at a time),
-/// written into `out` (the source's size; every sample is written).
+/// written into `out`, the output's pixels from column and row `at`
+/// (every sample is written).
 #[multiversion(targets("x86_64+avx2"))]
-fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
+fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar, at: (usize, usize)) -> Planar {
     let (w, h) = (src.width, src.height);
     for_each_band(&mut out, |first, rows| {
         for (y, (r_row, g_row, b_row)) in rows.enumerate() {
-            let y = first + y;
+            let y = at.1 + first + y;
             let pixels = r_row.chunks_mut(LANES).zip(g_row.chunks_mut(LANES));
             for (i, ((r, g), b)) in pixels.zip(b_row.chunks_mut(LANES)).enumerate() {
-                let (u, v) = map.sources(i * LANES, y);
+                let (u, v) = map.sources(at.0 + i * LANES, y);
                 let taps = cubic_taps(u, w).into_iter().zip(cubic_taps(v, h));
                 for (((r, g), b), ((x0, wx), (y0, wy))) in r.iter_mut().zip(g).zip(b).zip(taps) {
                     let filtered: [[f32; 4]; 4] =
@@ -304,32 +454,35 @@ fn warp_per_pixel(src: &Padded, map: &InverseMap, mut out: Planar) -> Planar {
 /// and read padded a row at a time rather than from a padded copy of the
 /// whole image. The sums are [`warp_per_pixel`]'s, in the same order: the
 /// same bits, with about 8 four-lane multiply-adds a pixel instead of 20
-/// and no padded copy of the frame.
+/// and no padded copy of the frame. `out` is the output's pixels from
+/// column and row `at`.
 #[multiversion(targets("x86_64+avx2"))]
 fn warp_separable<F: Fn(usize) -> [f32; 3] + Sync>(
     src: &Source<F>,
     map: &InverseMap,
     mut out: Planar,
+    at: (usize, usize),
 ) -> Planar {
     let (w, h) = (src.width, src.height);
-    let columns: Vec<_> = (0..w)
+    let columns: Vec<_> = (at.0..at.0 + out.width)
         .step_by(LANES)
         .flat_map(|x| cubic_taps(map.sources(x, 0).0, w))
-        .take(w)
+        .take(out.width)
         .collect();
+    let (held, width) = (src.padded_columns(), out.width);
     for_each_band(&mut out, |first, rows| {
-        let mut source_row = vec![[0.0; 4]; src.padded_width()];
+        let mut source_row = vec![[0.0; 4]; held.len()];
         // Padded row r lives in slot r % 4, tagged with r.
         let mut filtered: [(usize, Vec<[f32; 4]>); 4] =
-            std::array::from_fn(|_| (usize::MAX, vec![[0.0; 4]; w]));
+            std::array::from_fn(|_| (usize::MAX, vec![[0.0; 4]; width]));
         for (y, (r_row, g_row, b_row)) in rows.enumerate() {
-            let [(y0, wy), ..] = cubic_taps(map.sources(0, first + y).1, h);
+            let [(y0, wy), ..] = cubic_taps(map.sources(0, at.1 + first + y).1, h);
             for r in y0..y0 + 4 {
                 let (tag, row) = &mut filtered[r % 4];
                 if *tag != r {
                     src.fill_row(r, &mut source_row);
                     for (f, &(x0, wx)) in row.iter_mut().zip(&columns) {
-                        *f = weighted_sum(&source_row[x0..x0 + 4], &wx);
+                        *f = weighted_sum(&source_row[x0 - held.start..][..4], &wx);
                     }
                     *tag = r;
                 }
@@ -462,11 +615,12 @@ mod tests {
             let source = of_planar(&img);
             // Spent buffers full of NaN: a sample not written would show.
             assert_eq!(
-                warp_separable(&source, &map, nan_image(67, 45)),
+                warp_separable(&source, &map, nan_image(67, 45), (0, 0)),
                 warp_per_pixel(
                     &source.padded(&mut SpareImages::default()),
                     &map,
-                    nan_image(67, 45)
+                    nan_image(67, 45),
+                    (0, 0)
                 )
             );
         }
@@ -495,6 +649,66 @@ mod tests {
         };
         let warped = warp_rgb8(67, 45, &rgb, &still, &mut nan_spare(&[(67, 45)]));
         assert_eq!(warped, samples);
+    }
+
+    #[test]
+    fn a_rectangle_warped_on_its_own_is_that_part_of_the_whole_warp() {
+        // Zooms in and out, turns and pans (the frame's own centre and
+        // others), random rectangles, each warped from exactly the pixels
+        // `source_of` names (a read outside them fails the index) or a
+        // random larger window, into spent buffers full of NaN.
+        let mut random = Lcg(11);
+        for case in 0..150 {
+            let (w, h) = (random.below(70) + 1, random.below(70) + 1);
+            let rgb = noise(w, h).to_rgb8();
+            let pick = |random: &mut Lcg, options: &[f64]| options[random.below(options.len())];
+            let turn = Warp {
+                zoom: pick(&mut random, &[1.0, 1.02, 1.3, 0.97, 0.6, 2.5]),
+                rotate_deg: pick(&mut random, &[0.0, 0.0, 1.0, -7.5, 90.0]),
+                pan: (
+                    pick(&mut random, &[0.0, 1.5, -3.25, 40.0]),
+                    pick(&mut random, &[0.0, -0.5, 2.0]),
+                ),
+                center: (
+                    pick(&mut random, &[w as f64 / 2.0, 0.0, 13.7]),
+                    pick(&mut random, &[h as f64 / 2.0, 5.5]),
+                ),
+            };
+            let whole = warp_rgb8(w, h, &rgb, &turn, &mut SpareImages::default());
+            let (columns, rows) = random.rect(w, h);
+            let (sx, sy) = turn.source_of(w, h, columns.clone(), rows.clone());
+            assert!(
+                sx.end <= w && sy.end <= h,
+                "case {case}: {sx:?} x {sy:?} in {w}x{h}"
+            );
+            let (held_x, held_y) = if random.below(2) == 0 {
+                (sx, sy)
+            } else {
+                let grow = |random: &mut Lcg, r: Range<usize>, len: usize| {
+                    r.start - random.below(r.start + 1)..r.end + random.below(len - r.end + 1)
+                };
+                (grow(&mut random, sx, w), grow(&mut random, sy, h))
+            };
+            let bytes: Vec<u8> = held_y
+                .clone()
+                .flat_map(|y| held_x.clone().map(move |x| y * w + x))
+                .flat_map(|p| rgb[3 * p..3 * p + 3].to_vec())
+                .collect();
+            let held = Rgb8Rect {
+                bytes: &bytes,
+                image: (w, h),
+                origin: (held_x.start, held_y.start),
+                size: (held_x.len(), held_y.len()),
+            };
+            let (cw, ch) = (columns.len(), rows.len());
+            let mut spare = nan_spare(&[(cw, ch)]);
+            let part = warp_rgb8_rect(&held, &turn, columns.clone(), rows.clone(), &mut spare);
+            let want = crop(&whole, columns.clone(), rows.clone());
+            assert_eq!(
+                part, want,
+                "case {case}: {w}x{h} {turn:?}, {columns:?} x {rows:?} from {held_x:?} x {held_y:?}"
+            );
+        }
     }
 
     #[test]
@@ -549,7 +763,7 @@ mod tests {
         // The padded source a previous frame left, full of NaN: a sample
         // not written again would show.
         let mut spare = nan_spare(&[(67, 45)]);
-        let padded = padded_samples(67, 45);
+        let padded = 4 * (67 + PAD_BEFORE + PAD_AFTER) * (45 + PAD_BEFORE + PAD_AFTER);
         let mut left = spare.take_samples(padded);
         left.fill(f32::NAN);
         spare.keep_samples(left);
