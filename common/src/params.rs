@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::color::ColorSpace;
 use crate::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
 use crate::schedule::{Schedule, ScheduleError};
+use crate::tiling::TileGeometry;
 
 /// Largest image side accepted (16K): beyond it a frame no longer fits a
 /// machine's memory comfortably.
@@ -354,6 +355,33 @@ impl DreamSettings {
             .rev()
             .find(|&side| tiles(side) >= wanted)
             .unwrap_or(smallest)
+    }
+
+    /// The tile geometry on a `width`×`height` octave of a frame whose
+    /// jitter is `jitter`.
+    pub fn tile_geometry(&self, jitter: u32, width: usize, height: usize) -> TileGeometry {
+        TileGeometry {
+            tile_size: self.tile_side(width, height),
+            margin: self.tile_margin as usize,
+            band: self.blend_band as usize,
+            jitter: jitter as usize,
+            equal_cells: self.tile_batch > 1,
+        }
+    }
+
+    /// How an octave's `steps` are leased: steps per pass of tiles and the
+    /// number of passes (none for no steps).
+    pub fn passes(&self, steps: u32) -> (u32, u32) {
+        let per_pass = match self.iterations_per_lease {
+            0 => steps,
+            k => k.min(steps),
+        };
+        let passes = if steps == 0 {
+            0
+        } else {
+            steps.div_ceil(per_pass)
+        };
+        (per_pass, passes)
     }
 
     /// Sizes of the octaves of a `width`×`height` frame, smallest first,

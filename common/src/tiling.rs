@@ -176,6 +176,30 @@ impl TileGrid {
         }
     }
 
+    /// The job's batches of tiles, at most `most` tiles each: runs of
+    /// consecutive tiles whose pixels and output regions have the same size
+    /// and the same place relative to each other, so that they stack. For
+    /// each batch's first tile, the index past its last; 0 for the other
+    /// tiles.
+    pub fn batches(&self, most: usize) -> Vec<usize> {
+        let shape = |i| {
+            let t = self.tile(i);
+            let (i, o) = (t.input, t.output);
+            (i.width, i.height, o.x - i.x, o.y - i.y, o.width, o.height)
+        };
+        let mut ends = vec![0; self.len()];
+        let mut start = 0;
+        while start < self.len() {
+            let mut end = start + 1;
+            while end < self.len() && end - start < most && shape(end) == shape(start) {
+                end += 1;
+            }
+            ends[start] = end;
+            start = end;
+        }
+        ends
+    }
+
     /// The geometry in force (band possibly narrowed).
     pub fn geometry(&self) -> TileGeometry {
         self.geometry

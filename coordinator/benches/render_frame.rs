@@ -27,7 +27,7 @@ use dreamfarm_common::device::DeviceSpec;
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::tiling::TileGrid;
-use dreamfarm_coordinator::frame_loop::{FramePlan, geometry};
+use dreamfarm_coordinator::frame_loop::FramePlan;
 use dreamfarm_coordinator::local_worker::LocalWorker;
 use dreamfarm_coordinator::output::OutputDir;
 use dreamfarm_coordinator::render::{load_input, render};
@@ -53,7 +53,7 @@ fn window_shapes(
     let mut shapes = BTreeMap::new();
     let jitter = 2 * plan.jitter as usize;
     for (w, h) in spec.dream.octave_sizes(width, height, min_side) {
-        for tile in TileGrid::new(w, h, geometry(&spec.dream, plan.jitter, w, h)).tiles() {
+        for tile in TileGrid::new(w, h, spec.dream.tile_geometry(plan.jitter, w, h)).tiles() {
             let shape = (
                 (tile.input.height - jitter) as i64,
                 (tile.input.width - jitter) as i64,

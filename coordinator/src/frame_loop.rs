@@ -8,27 +8,9 @@ use std::sync::Arc;
 use dreamfarm_common::objective::{FrameObjective, jitter_at};
 use dreamfarm_common::params::{DreamSettings, JobSpec, ParamError};
 use dreamfarm_common::resample::{Planar, SpareImages};
-use dreamfarm_common::tiling::TileGeometry;
 
 use crate::octave_rows::FrameRows;
 use crate::tile_executor::{TileError, TileExecutor};
-
-/// The tile geometry of a job on a `width`×`height` octave of a frame
-/// whose jitter is `jitter`.
-pub fn geometry(
-    settings: &DreamSettings,
-    jitter: u32,
-    width: usize,
-    height: usize,
-) -> TileGeometry {
-    TileGeometry {
-        tile_size: settings.tile_side(width, height),
-        margin: settings.tile_margin as usize,
-        band: settings.blend_band as usize,
-        jitter: jitter as usize,
-        equal_cells: settings.tile_batch > 1,
-    }
-}
 
 /// One frame to dream: its number, its objective and its jitter (the
 /// job's schedules evaluated there).

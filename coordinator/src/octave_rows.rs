@@ -21,7 +21,7 @@ use dreamfarm_common::work::TileWork;
 use multiversion::multiversion;
 use std::sync::Arc;
 
-use crate::frame_loop::{FramePlan, geometry};
+use crate::frame_loop::FramePlan;
 use crate::tile_executor::TileKey;
 
 /// An image whose top `done` rows are known.
@@ -76,7 +76,7 @@ struct Pass {
 struct Octave {
     grid: TileGrid,
     /// For each batch's first tile, the index past its last (0 for the
-    /// other tiles): see [`batch_ends`].
+    /// other tiles): see [`TileGrid::batches`].
     batch_ends: Vec<usize>,
     /// The frame resized to this octave (computed when the octave's first
     /// rows are, not before: the first octave's tiles wait for nothing
@@ -99,29 +99,6 @@ struct Octave {
 fn rows_read(input: Rect, height: usize) -> usize {
     let bottom = input.y + input.height as i64;
     bottom.max(-input.y).clamp(0, height as i64) as usize
-}
-
-/// The job's batches of tiles on `grid`, at most `most` tiles each: runs
-/// of consecutive tiles whose pixels and output regions have the same size
-/// and the same place relative to each other, so that they stack. For each
-/// batch's first tile, the index past its last; 0 for the other tiles.
-fn batch_ends(grid: &TileGrid, most: usize) -> Vec<usize> {
-    let shape = |i| {
-        let t = grid.tile(i);
-        let (i, o) = (t.input, t.output);
-        (i.width, i.height, o.x - i.x, o.y - i.y, o.width, o.height)
-    };
-    let mut ends = vec![0; grid.len()];
-    let mut start = 0;
-    while start < grid.len() {
-        let mut end = start + 1;
-        while end < grid.len() && end - start < most && shape(end) == shape(start) {
-            end += 1;
-        }
-        ends[start] = end;
-        start = end;
-    }
-    ends
 }
 
 /// `dst = clamp(dst + b, 0, 1)` over same-sized runs of `width`-sample
@@ -177,23 +154,15 @@ impl<'a> FrameRows<'a> {
         spare: &'a mut SpareImages,
     ) -> Self {
         let steps = plan.objective.iterations;
-        let per_pass = match settings.iterations_per_lease {
-            0 => steps,
-            k => k.min(steps),
-        };
-        let passes = if steps == 0 {
-            0
-        } else {
-            steps.div_ceil(per_pass)
-        };
+        let (per_pass, passes) = settings.passes(steps);
         let octaves = sizes
             .iter()
             .enumerate()
             .map(|(o, &(w, h))| {
-                let grid = TileGrid::new(w, h, geometry(settings, plan.jitter, w, h));
+                let grid = TileGrid::new(w, h, settings.tile_geometry(plan.jitter, w, h));
                 let tiles = grid.len();
                 Octave {
-                    batch_ends: batch_ends(&grid, settings.tile_batch.max(1) as usize),
+                    batch_ends: grid.batches(settings.tile_batch.max(1) as usize),
                     grid,
                     base: Planar::zeros(0, 0),
                     detail_done: 0,
