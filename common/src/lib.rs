@@ -11,6 +11,7 @@ pub mod model_catalog;
 pub mod objective;
 pub mod parallel;
 pub mod params;
+pub mod region_frame;
 pub mod region_plan;
 pub mod resample;
 pub mod schedule;

@@ -146,8 +146,14 @@ pub struct RegionPlan {
     pub batches: Vec<Vec<usize>>,
     /// Each octave's tiles' regions (a batch's tiles all its first's).
     pub owners: Vec<Vec<usize>>,
+    /// Gradient steps an octave.
+    pub steps: u32,
+    /// Steps per pass of tiles.
+    pub per_pass: u32,
     /// Passes of tiles per octave.
     pub passes: usize,
+    /// The tiles' largest window shift.
+    pub jitter: u32,
     /// The regions, one per tile of the top octave, in its order.
     pub regions: Vec<Region>,
 }
@@ -155,13 +161,14 @@ pub struct RegionPlan {
 impl RegionPlan {
     /// The plan of a frame of `settings` with octaves of `sizes` (as
     /// [`DreamSettings::octave_sizes`] gives them), tiles shifted by up to
-    /// `jitter` and `passes` passes of tiles an octave.
+    /// `jitter` and `steps` gradient steps an octave.
     pub fn new(
         settings: &DreamSettings,
         jitter: u32,
-        passes: usize,
+        steps: u32,
         sizes: &[(usize, usize)],
     ) -> Self {
+        let (per_pass, passes) = settings.passes(steps);
         let grids: Vec<TileGrid> = sizes
             .iter()
             .map(|&(w, h)| TileGrid::new(w, h, settings.tile_geometry(jitter, w, h)))
@@ -182,7 +189,10 @@ impl RegionPlan {
             grids,
             batches,
             owners,
-            passes,
+            steps,
+            per_pass: per_pass.max(1),
+            passes: passes as usize,
+            jitter,
             regions: Vec::new(),
         };
         plan.regions = (0..regions).map(|r| plan.region(r)).collect();
@@ -194,6 +204,16 @@ impl RegionPlan {
     pub fn own_batches(&self, region: usize, octave: usize) -> impl Iterator<Item = usize> + '_ {
         let (owners, ends) = (&self.owners[octave], &self.batches[octave]);
         (0..owners.len()).filter(move |&t| ends[t] > t && owners[t] == region)
+    }
+
+    /// The first tile of the batch that holds tile `tile` of octave
+    /// `octave`.
+    pub fn batch_of(&self, octave: usize, tile: usize) -> usize {
+        let ends = &self.batches[octave];
+        (0..=tile)
+            .rev()
+            .find(|&t| ends[t] > t)
+            .expect("tile 0 starts a batch")
     }
 
     /// Region `r`'s share, worked out from its cell down.
@@ -307,15 +327,15 @@ mod tests {
     /// several passes, a frame of one tile.
     fn plans() -> Vec<RegionPlan> {
         [
-            (settings(1024, 1, 0), 3840, 2160, 1),
-            (settings(128, 3, 0), 700, 420, 1),
-            (settings(200, 1, 4), 640, 480, 3),
-            (settings(1024, 1, 0), 300, 200, 1),
+            (settings(1024, 1, 0), 3840, 2160),
+            (settings(128, 3, 0), 700, 420),
+            (settings(200, 1, 4), 640, 480),
+            (settings(1024, 1, 0), 300, 200),
         ]
         .into_iter()
-        .map(|(s, w, h, passes)| {
+        .map(|(s, w, h)| {
             let sizes = s.octave_sizes(w, h, 64);
-            RegionPlan::new(&s, 4, passes, &sizes)
+            RegionPlan::new(&s, 4, 10, &sizes)
         })
         .collect()
     }

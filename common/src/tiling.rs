@@ -350,32 +350,57 @@ pub fn extract(image: &Planar, rect: Rect) -> Planar {
     extract_stacked(image, &[rect])
 }
 
-/// Appends channel `ch` of region `rect` of `image` to `data`, mirroring
-/// what lies outside the image.
-fn extend_with_channel(data: &mut Vec<f32>, image: &Planar, rect: Rect, ch: usize) {
-    let column = |i: usize| mirror(rect.x + i as i64, image.width);
+/// Part of an image held on its own: `samples` are the image's pixels
+/// from column and row `origin`, of an image of `size`.
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePart<'a> {
+    /// The pixels held.
+    pub samples: &'a Planar,
+    /// The image's column and row of the first pixel held.
+    pub origin: (usize, usize),
+    /// The whole image's width and height.
+    pub size: (usize, usize),
+}
+
+/// Appends channel `ch` of region `rect` of the image `part` is part of
+/// to `data`, mirroring what lies outside the image.
+fn extend_with_channel(data: &mut Vec<f32>, part: ImagePart, rect: Rect, ch: usize) {
+    let ((x0, y0), (width, height), held) = (part.origin, part.size, part.samples);
+    let column = |i: usize| mirror(rect.x + i as i64, width) - x0;
     // Output columns `left..right` are image columns `rect.x + i`.
     let clamp = |i: i64| i.clamp(0, rect.width as i64) as usize;
     let left = clamp(-rect.x);
-    let right = clamp(image.width as i64 - rect.x).max(left);
-    let start = (rect.x + left as i64).clamp(0, image.width as i64) as usize;
+    let right = clamp(width as i64 - rect.x).max(left);
+    let start = (rect.x + left as i64).clamp(0, width as i64) as usize;
     for j in 0..rect.height {
-        let y = mirror(rect.y + j as i64, image.height);
-        let src = &image.data[(ch * image.height + y) * image.width..][..image.width];
+        let y = mirror(rect.y + j as i64, height) - y0;
+        let src = &held.data[(ch * held.height + y) * held.width..][..held.width];
         data.extend((0..left).map(|i| src[column(i)]));
-        data.extend_from_slice(&src[start..][..right - left]);
+        data.extend_from_slice(&src[start.saturating_sub(x0)..][..right - left]);
         data.extend((right..rect.width).map(|i| src[column(i)]));
     }
 }
 
-/// The regions `rects` (all the same size) of `image`, as by [`extract`],
-/// stacked top to bottom: what a batch of tiles is dreamed on.
+/// The pixels of each of `rects` (all one size) from `image`, mirrored
+/// where they leave it, stacked top to bottom: a batch's tiles in one
+/// lease.
 pub fn extract_stacked(image: &Planar, rects: &[Rect]) -> Planar {
+    let whole = ImagePart {
+        samples: image,
+        origin: (0, 0),
+        size: (image.width, image.height),
+    };
+    extract_stacked_from(whole, rects)
+}
+
+/// [`extract_stacked`] from the image `part` is part of, which holds
+/// every pixel the rectangles read.
+pub fn extract_stacked_from(part: ImagePart, rects: &[Rect]) -> Planar {
     let (width, height) = rects.first().map_or((0, 0), |r| (r.width, r.height));
     let mut data = Vec::with_capacity(3 * width * height * rects.len());
     for ch in 0..3 {
         for &rect in rects {
-            extend_with_channel(&mut data, image, rect, ch);
+            extend_with_channel(&mut data, part, rect, ch);
         }
     }
     Planar {

@@ -98,6 +98,11 @@ pub fn dream_frame(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use dreamfarm_common::region_frame::RegionFrame;
+    use dreamfarm_common::region_plan::RegionPlan;
+    use dreamfarm_common::tiling::{ImagePart, Rect, extract_stacked_from};
     use dreamfarm_common::work::TileWork;
 
     use super::*;
@@ -166,23 +171,128 @@ mod tests {
                 (!self.out.is_empty()).then(|| self.out.remove(0))
             }
             .expect("a tile is out");
-            let (o, p) = (w.output, &w.pixels);
-            let (tile_rows, (width, height)) = (w.tile_height(), w.change_size());
-            let mut change = Planar::zeros(width, height);
+            Ok((TileKey::of(&w), change_at_output(&w)))
+        }
+    }
+
+    /// A change computed from each tile's own pixels under its output
+    /// (each tile of a batch from its own), plus `spread` times the mean of
+    /// all its pixels, margins and jitter room included, less a half: a
+    /// tile that read a wrong pixel anywhere changes the frame.
+    fn change_of(w: &TileWork, spread: f32) -> Planar {
+        let (o, p) = (w.output, &w.pixels);
+        let (tile_rows, (width, height)) = (w.tile_height(), w.change_size());
+        let mut change = Planar::zeros(width, height);
+        for k in 0..w.tiles as usize {
+            let rows = (0..3).flat_map(|c| {
+                let first = c * p.height + k * tile_rows;
+                p.data[first * p.width..(first + tile_rows) * p.width].iter()
+            });
+            let mean = rows.sum::<f32>() / (3 * tile_rows * p.width) as f32;
             for c in 0..3 {
-                for k in 0..w.tiles as usize {
-                    for y in 0..o.height {
-                        let row = c * p.height + k * tile_rows + y + o.y as usize;
-                        for x in 0..o.width {
-                            let v = p.data[row * p.width + x + o.x as usize];
-                            change.data[(c * height + k * o.height + y) * width + x] =
-                                0.3 * (0.5 - v);
-                        }
+                for y in 0..o.height {
+                    let row = c * p.height + k * tile_rows + y + o.y as usize;
+                    for x in 0..o.width {
+                        let v = p.data[row * p.width + x + o.x as usize];
+                        change.data[(c * height + k * o.height + y) * width + x] =
+                            0.3 * (0.5 - v) + spread * (mean - 0.5);
                     }
                 }
             }
-            Ok((TileKey::of(&w), change))
         }
+        change
+    }
+
+    /// [`change_of`] from the pixels under the output alone (the frames
+    /// the pinned digests hold).
+    fn change_at_output(w: &TileWork) -> Planar {
+        change_of(w, 0.0)
+    }
+
+    /// [`change_of`] from every pixel of each tile.
+    fn change_from_whole_input(w: &TileWork) -> Planar {
+        change_of(w, 0.05)
+    }
+
+    /// Computes each tile with a function of its work, in order.
+    struct Computed(fn(&TileWork) -> Planar, InOrder);
+
+    impl TileExecutor for Computed {
+        fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
+            self.1.submit(work);
+            Ok(())
+        }
+
+        fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+            let f = self.0;
+            self.1.next(|w| Ok(f(&w)))
+        }
+    }
+
+    /// The frame [`dream_frame`] gives, computed region by region instead
+    /// (each region from its part of `input` alone, the regions' stages in
+    /// lockstep, the changes of each stage passed between them), the tiles
+    /// dreamed by `change`.
+    fn dream_by_regions(
+        s: &DreamSettings,
+        min_side: usize,
+        plan: &FramePlan,
+        input: &Planar,
+        change: fn(&TileWork) -> Planar,
+    ) -> Planar {
+        let (w, h) = (input.width, input.height);
+        let sizes = s.octave_sizes(w, h, min_side);
+        let regions = RegionPlan::new(s, plan.jitter, plan.objective.iterations, &sizes);
+        let whole = ImagePart {
+            samples: input,
+            origin: (0, 0),
+            size: (w, h),
+        };
+        let mut frames: Vec<RegionFrame> = regions
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(r, region)| {
+                let (columns, rows) = (region.input.columns.clone(), region.input.rows.clone());
+                let rect = Rect {
+                    x: columns.start as i64,
+                    y: rows.start as i64,
+                    width: columns.len(),
+                    height: rows.len(),
+                };
+                let part = extract_stacked_from(whole, &[rect]);
+                RegionFrame::new(&regions, r, plan.frame, plan.objective.clone(), part)
+            })
+            .collect();
+        while frames.iter().any(|f| f.stage().is_some()) {
+            let changes: HashMap<usize, Planar> = frames
+                .iter()
+                .flat_map(RegionFrame::own_work)
+                .map(|w| (w.tile as usize, change(&w)))
+                .collect();
+            for f in &mut frames {
+                for first in f.missing() {
+                    assert!(
+                        f.take_change(first, changes[&first].clone()),
+                        "batch {first}"
+                    );
+                }
+                assert!(f.advance(), "every change of the stage was in");
+            }
+        }
+        let mut out = Planar::zeros(w, h);
+        for (f, region) in frames.iter_mut().zip(&regions.regions) {
+            let cell = f.finished().expect("every stage done");
+            let (columns, rows) = (&region.cell.columns, &region.cell.rows);
+            for c in 0..3 {
+                for (k, y) in rows.clone().enumerate() {
+                    let from = &cell.data[(c * rows.len() + k) * columns.len()..][..columns.len()];
+                    out.data[(c * h + y) * w + columns.start..][..columns.len()]
+                        .copy_from_slice(from);
+                }
+            }
+        }
+        out
     }
 
     /// Three octaves `scale` apart of two one-step passes on tiles of 24,
@@ -304,6 +414,39 @@ mod tests {
                 batched == single,
                 "batches of tiles changed the frame (lifo: {lifo})"
             );
+        }
+    }
+
+    #[test]
+    fn regions_computed_apart_give_the_whole_frames_bits() {
+        // Octave scales that do and do not divide evenly, one pass and
+        // several, batches of tiles, frames of one region and of many, and
+        // tiles that read every pixel of their input.
+        for (scale, w, h, per_lease, batch, tile, min_side) in [
+            (1.4, 160, 120, 1, 1, 24, 32),
+            (1.4, 160, 120, 0, 1, 24, 32),
+            (2.0, 192, 96, 1, 3, 24, 16),
+            (1.3, 150, 101, 0, 1, 40, 24),
+            (1.5, 90, 60, 1, 1, 200, 16),
+        ] {
+            let (s, plan, input) = small_frame(scale, w, h);
+            let s = DreamSettings {
+                iterations_per_lease: per_lease,
+                tile_batch: batch,
+                tile_size: tile,
+                ..s
+            };
+            for change in [change_at_output, change_from_whole_input] {
+                let mut executor = Computed(change, InOrder::default());
+                let spare = &mut SpareImages::default();
+                let whole = dream_frame(&s, min_side, &plan, &input, &mut executor, spare)
+                    .expect("dreamed");
+                let regions = dream_by_regions(&s, min_side, &plan, &input, change);
+                assert!(
+                    regions == whole,
+                    "{w}x{h} by {scale}, {per_lease} steps a lease, batches of {batch}, tiles of {tile}"
+                );
+            }
         }
     }
 

@@ -15,10 +15,9 @@
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::parallel;
 use dreamfarm_common::params::DreamSettings;
-use dreamfarm_common::resample::{Planar, RowResize, SpareImages, resize_with};
+use dreamfarm_common::resample::{Planar, RowResize, SpareImages, add_clamped_row, resize_with};
 use dreamfarm_common::tiling::{Rect, TileChange, TileGrid, extract_stacked};
 use dreamfarm_common::work::TileWork;
-use multiversion::multiversion;
 use std::sync::Arc;
 
 use crate::frame_loop::FramePlan;
@@ -107,14 +106,6 @@ fn add_clamped(dst: &mut [f32], b: &[f32], width: usize) {
     parallel::for_each_piece(dst, width, |row, piece| {
         add_clamped_row(piece, &b[row * width..]);
     });
-}
-
-/// `dst = clamp(dst + b, 0, 1)` sample by sample, over `dst`'s length.
-#[multiversion(targets("x86_64+avx2"))]
-fn add_clamped_row(dst: &mut [f32], b: &[f32]) {
-    for (d, &y) in dst.iter_mut().zip(b) {
-        *d = (*d + y).clamp(0.0, 1.0);
-    }
 }
 
 /// Samples `rows` of every channel of a `width`×`height` image.

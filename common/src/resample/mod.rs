@@ -22,7 +22,7 @@ mod planar;
 mod resize;
 mod warp;
 
-pub use planar::{Planar, SpareImages, all_finite};
+pub use planar::{Planar, SpareImages, add_clamped_row, all_finite};
 pub use resize::{Resize, RowResize, resize, resize_with};
 pub use warp::{Rgb8Rect, Warp, warp, warp_rgb8, warp_rgb8_rect};
 

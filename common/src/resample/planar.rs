@@ -214,6 +214,16 @@ fn zeros_in_written_pages(len: usize) -> Vec<f32> {
     data
 }
 
+/// `dst = clamp(dst + b, 0, 1)` sample by sample, over `dst`'s length:
+/// how the frame loop adds a detail to a base, or a pass's changes to
+/// the image before it.
+#[multiversion(targets("x86_64+avx2"))]
+pub fn add_clamped_row(dst: &mut [f32], b: &[f32]) {
+    for (d, &y) in dst.iter_mut().zip(b) {
+        *d = (*d + y).clamp(0.0, 1.0);
+    }
+}
+
 /// Whether every sample of `samples` is finite. Every change that comes
 /// back is checked (a NaN would pass the clamp and come out black): a
 /// short-circuiting `any` tests one sample at a time, so blocks are tested
