@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Pixel pieces are received as slices of the transport's buffer
         // instead of fresh copies: they are most of the bytes a farm moves.
         .bytes(".dreamfarm.v1.Chunk.data")
+        .bytes(".dreamfarm.v1.ChangePiece.data")
         .compile_protos(&["dreamfarm.proto"], &["."])?;
     println!("cargo:rerun-if-changed=dreamfarm.proto");
     Ok(())

@@ -192,10 +192,58 @@ impl<'p> RegionFrame<'p> {
         firsts
     }
 
+    /// The tiles of other regions' batches whose changes this stage
+    /// cross-fades and has not got yet, each with the part of its change
+    /// it reads (within the tile's change, from its top-left corner): what
+    /// a worker fetches from its neighbours.
+    pub fn needs(&self) -> Vec<(usize, Area)> {
+        let Some((o, p)) = self.stage() else {
+            return Vec::new();
+        };
+        let plan = self.plan;
+        let next = &plan.regions[self.region].octaves[o].images[p + 1];
+        plan.regions[self.region].octaves[o].blends[p]
+            .iter()
+            .filter(|&&t| {
+                plan.owners[o][t] != self.region && self.changes.get(t).is_none_or(Option::is_none)
+            })
+            .map(|&t| {
+                let out = plan.grids[o].tile(t).output;
+                let (x, y) = (out.x as usize, out.y as usize);
+                let span = |at: usize, len: usize, over: &std::ops::Range<usize>| {
+                    at.max(over.start) - at..(at + len).min(over.end) - at
+                };
+                let area = Area {
+                    columns: span(x, out.width, &next.columns),
+                    rows: span(y, out.height, &next.rows),
+                };
+                (t, area)
+            })
+            .collect()
+    }
+
+    /// Takes tile `tile`'s change at this stage, as [`needs`](Self::needs)
+    /// named it: the size of the tile's change, what lies outside the part
+    /// it named unread; false for a tile this stage does not blend or a
+    /// change of another size.
+    pub fn take_tile_change(&mut self, tile: usize, change: Planar) -> bool {
+        let Some((o, p)) = self.stage() else {
+            return false;
+        };
+        let out = self.plan.grids[o].tile(tile).output;
+        let blends = &self.plan.regions[self.region].octaves[o].blends[p];
+        if (change.width, change.height) != (out.width, out.height) || !blends.contains(&tile) {
+            return false;
+        }
+        self.changes.resize(self.plan.grids[o].len(), None);
+        self.changes[tile] = Some(TileChange::from(change));
+        true
+    }
+
     /// Takes the change of the batch from tile `first` at this stage
     /// (stacked as a lease returns it); false for a batch this stage does
     /// not blend or a change that does not split into its tiles.
-    pub fn take_change(&mut self, first: usize, change: Planar) -> bool {
+    pub fn take_change(&mut self, first: usize, change: impl Into<Arc<Planar>>) -> bool {
         let Some((o, _)) = self.stage() else {
             return false;
         };

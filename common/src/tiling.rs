@@ -426,11 +426,11 @@ impl TileChange {
     /// The changes of the `count` tiles stacked in `stack` (as by
     /// [`extract_stacked`]), in order; `None` when its rows do not split
     /// so.
-    pub fn split(stack: Planar, count: usize) -> Option<Vec<Self>> {
+    pub fn split(stack: impl Into<Arc<Planar>>, count: usize) -> Option<Vec<Self>> {
+        let stack = stack.into();
         if count == 0 || !stack.height.is_multiple_of(count) {
             return None;
         }
-        let stack = Arc::new(stack);
         Some(
             (0..count)
                 .map(|index| Self {

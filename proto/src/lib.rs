@@ -6,6 +6,8 @@
 //! - [`halves`]: the f16 conversions, one pass over memory each way.
 //! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
+//! - [`change_exchange`]: the tile changes workers serve each other.
+//! - [`region_worker`]: one region of a frame computed on a worker.
 //! - [`session_frames`]: the coordinator's messages to a worker as gRPC
 //!   frames, lease pieces uncopied.
 //! - [`auth`]: the shared-token check on every call.
@@ -18,6 +20,7 @@
 //!   buffers for reuse.
 
 pub mod auth;
+pub mod change_exchange;
 pub mod chunks;
 pub mod connect;
 pub mod halves;
@@ -25,6 +28,7 @@ pub mod heap;
 pub mod logging;
 pub mod objective;
 pub mod pixels;
+pub mod region_worker;
 pub mod session_frames;
 pub mod signal;
 pub mod tls;

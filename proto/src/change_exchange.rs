@@ -1,0 +1,212 @@
+//! The changes of the tiles a worker dreams for its regions of a frame,
+//! kept and served to the workers of the neighbouring regions, and
+//! fetched from them (`ChangeService`; docs/frame-loop-on-workers.md).
+//!
+//! A neighbour asks for the part of one tile's change it cross-fades, as
+//! soon as it needs it: the call waits until the batch is dreamed. Only
+//! that part crosses the network, as f32 pieces.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use dreamfarm_common::region_plan::Area;
+use dreamfarm_common::resample::Planar;
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::pb::change_service_client::ChangeServiceClient;
+use crate::pb::change_service_server::ChangeService;
+use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, Rect};
+use crate::{MAX_MESSAGE_BYTES, WireError, pixels};
+
+/// Which batch's change: a job's frame, octave, pass and the batch's
+/// first tile.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    /// The job.
+    pub job: String,
+    /// The frame.
+    pub frame: u64,
+    /// The octave, 0 the smallest.
+    pub octave: u32,
+    /// The pass of tiles, 0 first.
+    pub pass: u32,
+    /// The batch's first tile.
+    pub batch: u32,
+}
+
+/// One batch's change as its lease returned it: its tiles' changes
+/// stacked top to bottom.
+#[derive(Debug, Clone)]
+pub struct BatchChange {
+    /// Tiles in the batch.
+    pub tiles: usize,
+    /// The stacked changes.
+    pub change: Arc<Planar>,
+}
+
+/// The changes of the batches this worker dreamed, by batch.
+#[derive(Debug, Default)]
+pub struct Changes {
+    held: Mutex<HashMap<BatchKey, BatchChange>>,
+    /// Woken whenever a change is added.
+    added: Notify,
+}
+
+impl Changes {
+    /// Keeps the change of batch `key` for the neighbours that ask for it.
+    pub fn add(&self, key: BatchKey, change: BatchChange) {
+        self.lock().insert(key, change);
+        self.added.notify_waiters();
+    }
+
+    /// The change of batch `key`, once it is added.
+    pub async fn wait_for(&self, key: &BatchKey) -> BatchChange {
+        loop {
+            let added = self.added.notified();
+            if let Some(change) = self.lock().get(key) {
+                return change.clone();
+            }
+            added.await;
+        }
+    }
+
+    /// Drops the changes of frame `frame` of job `job` (its frame is
+    /// written: nobody asks for them again).
+    pub fn forget_frame(&self, job: &str, frame: u64) {
+        self.lock().retain(|k, _| k.job != job || k.frame != frame);
+    }
+
+    /// The map, whatever a panicking holder left in it (each entry is
+    /// whole: inserts and removals do not half-happen).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BatchKey, BatchChange>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The part `area` of tile `index`'s change in the stacked `batch` of
+/// `tiles` tiles, as an image of its own; none if the area is outside it.
+fn part_of(batch: &Planar, tiles: usize, index: usize, area: &Area) -> Option<Planar> {
+    let tile_rows = batch.height / tiles.max(1);
+    let (w, h) = (batch.width, batch.height);
+    if index >= tiles || area.columns.end > w || area.rows.end > tile_rows || area.is_empty() {
+        return None;
+    }
+    let mut data = Vec::with_capacity(3 * area.pixels());
+    for c in 0..3 {
+        for y in area.rows.clone() {
+            let row = (c * h + index * tile_rows + y) * w;
+            data.extend_from_slice(&batch.data[row + area.columns.start..row + area.columns.end]);
+        }
+    }
+    Some(Planar {
+        width: area.columns.len(),
+        height: area.rows.len(),
+        data,
+    })
+}
+
+/// Serves a worker's [`Changes`] to its neighbours.
+#[derive(Debug, Clone)]
+pub struct ChangeServer(pub Arc<Changes>);
+
+/// A stream of change pieces, for the generated service.
+type Pieces = Pin<Box<dyn Stream<Item = Result<ChangePiece, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ChangeService for ChangeServer {
+    type ChangeStream = Pieces;
+
+    async fn change(
+        &self,
+        request: Request<ChangeRequest>,
+    ) -> Result<Response<Self::ChangeStream>, Status> {
+        let r = request.into_inner();
+        let key = BatchKey {
+            job: r.job_id,
+            frame: r.frame,
+            octave: r.octave,
+            pass: r.pass,
+            batch: r.batch,
+        };
+        let rect = r
+            .area
+            .ok_or_else(|| Status::invalid_argument("a change request names no area"))?;
+        let area = Area {
+            columns: rect.x as usize..rect.x as usize + rect.width as usize,
+            rows: rect.y as usize..rect.y as usize + rect.height as usize,
+        };
+        let batch = self.0.wait_for(&key).await;
+        let part =
+            part_of(&batch.change, batch.tiles, r.index as usize, &area).ok_or_else(|| {
+                Status::out_of_range(format!(
+                    "tile {} of batch {} has no part {area:?}",
+                    r.index, key.batch
+                ))
+            })?;
+        let pieces = pixels::encode(part, PixelFormat::F32)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(|data| Ok(ChangePiece { data }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+    }
+}
+
+/// Why a change could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The call failed.
+    #[error("the neighbour's change service failed: {0}")]
+    Call(#[from] Status),
+    /// The pieces were not the part asked for.
+    #[error("the neighbour sent a change that is not the part asked for: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// Fetches the part `area` of tile `index`'s change in batch `key` from
+/// the worker behind `channel`, as an image of the tile's change's size
+/// (`size`) holding that part, zero elsewhere.
+pub async fn fetch(
+    channel: Channel,
+    key: &BatchKey,
+    index: usize,
+    area: &Area,
+    size: (usize, usize),
+) -> Result<Planar, FetchError> {
+    let mut client = ChangeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rect = Rect {
+        x: area.columns.start as u32,
+        y: area.rows.start as u32,
+        width: area.columns.len() as u32,
+        height: area.rows.len() as u32,
+    };
+    let request = ChangeRequest {
+        job_id: key.job.clone(),
+        frame: key.frame,
+        octave: key.octave,
+        pass: key.pass,
+        batch: key.batch,
+        index: index as u32,
+        area: Some(rect),
+    };
+    let mut pieces = client.change(request).await?.into_inner();
+    let mut decoder = pixels::Decoder::new(rect.width, rect.height, PixelFormat::F32)?;
+    while let Some(piece) = pieces.message().await? {
+        decoder.push(&piece.data)?;
+    }
+    let part = decoder.finish()?;
+    let (w, h) = size;
+    let mut change = Planar::zeros(w, h);
+    let (pw, ph) = (part.width, part.height);
+    for c in 0..3 {
+        for (k, y) in area.rows.clone().enumerate() {
+            let from = &part.data[(c * ph + k) * pw..][..pw];
+            change.data[(c * h + y) * w + area.columns.start..][..pw].copy_from_slice(from);
+        }
+    }
+    Ok(change)
+}

@@ -1,0 +1,143 @@
+//! A worker's share of a frame: one of the frame's regions computed stage
+//! by stage (`RegionFrame`), its own batches dreamed by whatever the worker
+//! dreams with and kept for its neighbours, the neighbours' changes it
+//! cross-fades fetched from their workers (docs/frame-loop-on-workers.md).
+//!
+//! Within a stage a region adds its own changes before it asks for its
+//! neighbours', and a stage's changes depend only on the stages before
+//! it, so regions that wait on each other never wait in a circle.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use dreamfarm_common::objective::FrameObjective;
+use dreamfarm_common::region_frame::RegionFrame;
+use dreamfarm_common::region_plan::RegionPlan;
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::work::TileWork;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::change_exchange::{BatchChange, BatchKey, Changes, FetchError, fetch};
+
+/// Why a region could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// Dreaming one of its batches failed.
+    #[error("dreaming tile {tile} of octave {octave} failed: {reason}")]
+    Dream {
+        /// The octave.
+        octave: usize,
+        /// The batch's first tile.
+        tile: u32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A neighbour's change could not be fetched.
+    #[error("tile {tile} of octave {octave}: {source}")]
+    Fetch {
+        /// The octave.
+        octave: usize,
+        /// The tile.
+        tile: usize,
+        /// What went wrong.
+        source: FetchError,
+    },
+    /// A change did not fit the tile it was for.
+    #[error("the change of tile {tile} of octave {octave} is not its tile's size")]
+    Misfit {
+        /// The octave.
+        octave: usize,
+        /// The tile.
+        tile: usize,
+    },
+}
+
+/// One region of one frame of a job, as a worker is given it.
+pub struct RegionWork<'p> {
+    /// The frame's plan.
+    pub plan: &'p RegionPlan,
+    /// Which region.
+    pub region: usize,
+    /// The job.
+    pub job: String,
+    /// The frame.
+    pub frame: u64,
+    /// What the frame's dream maximises.
+    pub objective: Arc<FrameObjective>,
+    /// The frame to dream over the region's input area.
+    pub input: Planar,
+}
+
+/// Computes `work`: its own batches dreamed by `dream` and added to
+/// `changes` (which the worker serves), its neighbours' changes fetched
+/// from `holders` (a channel to each region's worker, by region). Returns
+/// the frame's pixels over the region's cell.
+pub async fn run_region<F, Fut>(
+    work: RegionWork<'_>,
+    changes: &Changes,
+    holders: &[Channel],
+    mut dream: F,
+) -> Result<Planar, RegionError>
+where
+    F: FnMut(TileWork) -> Fut,
+    Fut: Future<Output = Result<Planar, String>>,
+{
+    let plan = work.plan;
+    let key = |octave: usize, pass: usize, batch: usize| BatchKey {
+        job: work.job.clone(),
+        frame: work.frame,
+        octave: octave as u32,
+        pass: pass as u32,
+        batch: batch as u32,
+    };
+    let mut region = RegionFrame::new(plan, work.region, work.frame, work.objective, work.input);
+    while let Some((o, p)) = region.stage() {
+        for tile in region.own_work() {
+            let (first, tiles) = (tile.tile, tile.tiles as usize);
+            let change = Arc::new(dream(tile).await.map_err(|reason| RegionError::Dream {
+                octave: o,
+                tile: first,
+                reason,
+            })?);
+            let batch = BatchChange {
+                tiles,
+                change: change.clone(),
+            };
+            changes.add(key(o, p, first as usize), batch);
+            if !region.take_change(first as usize, change) {
+                return Err(RegionError::Misfit {
+                    octave: o,
+                    tile: first as usize,
+                });
+            }
+        }
+        let mut fetches = JoinSet::new();
+        for (tile, area) in region.needs() {
+            let first = plan.batch_of(o, tile);
+            let channel = holders[plan.owners[o][tile]].clone();
+            let out = plan.grids[o].tile(tile).output;
+            let key = key(o, p, first);
+            fetches.spawn(async move {
+                let size = (out.width, out.height);
+                (tile, fetch(channel, &key, tile - first, &area, size).await)
+            });
+        }
+        while let Some(done) = fetches.join_next().await {
+            let (tile, fetched) = done.expect("a fetch does not panic");
+            let change = fetched.map_err(|source| RegionError::Fetch {
+                octave: o,
+                tile,
+                source,
+            })?;
+            if !region.take_tile_change(tile, change) {
+                return Err(RegionError::Misfit { octave: o, tile });
+            }
+        }
+        let advanced = region.advance();
+        debug_assert!(advanced, "every change the stage blends is in");
+    }
+    Ok(region
+        .finished()
+        .expect("a region with no stage left is finished"))
+}

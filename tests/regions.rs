@@ -1,0 +1,191 @@
+//! A frame computed region by region on separate "workers" that exchange
+//! their tiles' changes over real gRPC on loopback gives the frame loop's
+//! bits (docs/frame-loop-on-workers.md, step 4).
+
+use std::sync::Arc;
+
+use dreamfarm_common::objective::FrameObjective;
+use dreamfarm_common::params::DreamSettings;
+use dreamfarm_common::region_plan::RegionPlan;
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::resample::SpareImages;
+use dreamfarm_common::work::TileWork;
+use dreamfarm_coordinator::TileExecutor;
+use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
+use dreamfarm_coordinator::tile_executor::{InOrder, TileError, TileKey};
+use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
+use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
+use dreamfarm_proto::region_worker::{RegionWork, run_region};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+/// A stand-in dream that reads every pixel of a tile's input: its change
+/// is a fifth of the distance to grey plus the tile's mean brightness
+/// less a half, so a wrong pixel anywhere in a tile's input shows.
+fn dream(w: &TileWork) -> Planar {
+    let (o, p) = (w.output, &w.pixels);
+    let tile_rows = w.tile_height();
+    let (width, height) = w.change_size();
+    let mut change = Planar::zeros(width, height);
+    for k in 0..w.tiles as usize {
+        let mut sum = 0.0f32;
+        for c in 0..3 {
+            let first = (c * p.height + k * tile_rows) * p.width;
+            sum += p.data[first..first + tile_rows * p.width]
+                .iter()
+                .sum::<f32>();
+        }
+        let mean = sum / (3 * tile_rows * p.width) as f32;
+        for c in 0..3 {
+            for y in 0..o.height {
+                let row = (c * p.height + k * tile_rows + y + o.y as usize) * p.width;
+                let out = (c * height + k * o.height + y) * width;
+                for x in 0..o.width {
+                    let v = p.data[row + x + o.x as usize];
+                    change.data[out + x] = 0.2 * (0.5 - v) + 0.04 * (mean - 0.5);
+                }
+            }
+        }
+    }
+    change
+}
+
+/// The frame loop's executor for [`dream`].
+#[derive(Default)]
+struct Dreaming(InOrder);
+
+impl TileExecutor for Dreaming {
+    fn submit(&mut self, work: Vec<TileWork>) -> Result<(), TileError> {
+        self.0.submit(work);
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
+        self.0.next(|w| Ok(dream(&w)))
+    }
+}
+
+/// A worker's change service on a loopback port of its own, and a channel
+/// to it.
+async fn change_worker() -> (Arc<Changes>, Channel) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("its address");
+    let changes = Arc::new(Changes::default());
+    let service = ChangeServiceServer::new(ChangeServer(changes.clone()));
+    tokio::spawn(
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .expect("a url")
+        .connect_lazy();
+    (changes, channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_frame_loops() {
+    // Octaves of 1.3 on a 150x101 frame, tiles of 32 in batches of two,
+    // passes of two steps and one, held by three workers round the
+    // regions.
+    let settings = DreamSettings {
+        octaves: 3,
+        octave_scale: 1.3,
+        iterations: 3.0.into(),
+        iterations_per_lease: 2,
+        tile_size: 32,
+        tile_batch: 2,
+        tile_margin: 10,
+        blend_band: 5,
+        ..Default::default()
+    };
+    let (w, h, min_side) = (150, 101, 32);
+    let mut input = Planar::zeros(w, h);
+    for (i, v) in input.data.iter_mut().enumerate() {
+        *v = ((i * 7919) % 1000) as f32 / 999.0;
+    }
+    let objective = Arc::new(FrameObjective::at(&settings, 0, 1, 0, None).expect("objective"));
+    let plan = FramePlan {
+        frame: 0,
+        objective: objective.clone(),
+        jitter: 3,
+    };
+    let mut executor = Dreaming::default();
+    let whole = dream_frame(
+        &settings,
+        min_side,
+        &plan,
+        &input,
+        &mut executor,
+        &mut SpareImages::default(),
+    )
+    .expect("dreamed");
+
+    let sizes = settings.octave_sizes(w, h, min_side);
+    let regions = Arc::new(RegionPlan::new(
+        &settings,
+        plan.jitter,
+        objective.iterations,
+        &sizes,
+    ));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(change_worker().await);
+    }
+    let holders: Arc<Vec<Channel>> = Arc::new(
+        (0..regions.regions.len())
+            .map(|r| workers[r % 3].1.clone())
+            .collect(),
+    );
+    let mut running = tokio::task::JoinSet::new();
+    for (r, region) in regions.regions.iter().enumerate() {
+        let part = dreamfarm_common::tiling::extract(
+            &input,
+            dreamfarm_common::tiling::Rect {
+                x: region.input.columns.start as i64,
+                y: region.input.rows.start as i64,
+                width: region.input.columns.len(),
+                height: region.input.rows.len(),
+            },
+        );
+        let (regions, holders, objective) = (regions.clone(), holders.clone(), objective.clone());
+        let changes = workers[r % 3].0.clone();
+        running.spawn(async move {
+            let work = RegionWork {
+                plan: &regions,
+                region: r,
+                job: "j".into(),
+                frame: 0,
+                objective,
+                input: part,
+            };
+            let cell = run_region(work, &changes, &holders, |tile| async move {
+                // Other regions get ahead meanwhile.
+                tokio::task::yield_now().await;
+                Ok(dream(&tile))
+            })
+            .await;
+            (r, cell)
+        });
+    }
+    let mut frame = Planar::zeros(w, h);
+    while let Some(done) = running.join_next().await {
+        let (r, cell) = done.expect("a region's task");
+        let cell = cell.expect("the region computed");
+        let area = &regions.regions[r].cell;
+        let cw = area.columns.len();
+        for c in 0..3 {
+            for (k, y) in area.rows.clone().enumerate() {
+                let from = &cell.data[(c * area.rows.len() + k) * cw..][..cw];
+                frame.data[(c * h + y) * w + area.columns.start..][..cw].copy_from_slice(from);
+            }
+        }
+    }
+    assert!(
+        frame == whole,
+        "the regions' frame differs from the frame loop's"
+    );
+    assert!(whole != input, "the dream changed the frame");
+}
