@@ -29,6 +29,7 @@ fn hello(version: u32) -> WorkerMessage {
         name: "hostile".into(),
         concurrency: 1,
         device: "none".into(),
+        ..Default::default()
     }))
 }
 

@@ -191,6 +191,7 @@ async fn failing_worker(url: String, name: &str) {
         name: name.into(),
         concurrency: 1,
         device: "cuda:0".into(),
+        ..Default::default()
     };
     let first = WorkerMessage {
         body: Some(Up::Hello(hello)),

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use crate::objective::FrameObjective;
-use crate::params::MAX_TILE_BATCH;
-use crate::resample::Planar;
+use crate::params::{DreamSettings, MAX_TILE_BATCH};
+use crate::region_plan::RegionPlan;
+use crate::resample::{Planar, Rgb8Rect, SpareImages, Warp, warp_rgb8_rect};
 use crate::tiling::Rect;
 
 /// Gradient steps on one tile.
@@ -88,5 +89,75 @@ impl TileWork {
             return Err(format!("output {o:?} lies outside the {w}x{h} tile"));
         }
         Ok(())
+    }
+}
+
+/// One region of one frame as a worker is given it
+/// (docs/frame-loop-on-workers.md): what makes the frame's region plan, and
+/// the last frame's 8-bit pixels over the part of it the region reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionLease {
+    /// Frame number.
+    pub frame: u64,
+    /// The region.
+    pub region: u32,
+    /// The job's settings as far as the plan reads them (octaves, their
+    /// scale, the tiles' size, parallelism, margin, band and batches, the
+    /// steps a pass); the rest are the defaults.
+    pub settings: DreamSettings,
+    /// The frame's width and height.
+    pub size: (usize, usize),
+    /// The model's smallest octave side.
+    pub min_side: usize,
+    /// The frame's largest window shift.
+    pub jitter: u32,
+    /// What the frame's dream maximises.
+    pub objective: Arc<FrameObjective>,
+    /// The camera move from the last frame to this one.
+    pub camera: Warp,
+    /// The last frame's column and row where `rgb` starts.
+    pub origin: (usize, usize),
+    /// Width and height of the part `rgb` holds.
+    pub part: (usize, usize),
+    /// The last frame's 8-bit RGB over the part, interleaved, row-major.
+    pub rgb: Vec<u8>,
+}
+
+impl RegionLease {
+    /// The frame's region plan, as the coordinator made it.
+    pub fn plan(&self) -> RegionPlan {
+        let (w, h) = self.size;
+        let sizes = self.settings.octave_sizes(w, h, self.min_side);
+        RegionPlan::new(
+            &self.settings,
+            self.jitter,
+            self.objective.iterations,
+            &sizes,
+        )
+    }
+
+    /// The frame to dream over the region's input area: the last frame's
+    /// part moved by the camera. None when the part does not hold what the
+    /// region reads.
+    pub fn input(&self, plan: &RegionPlan) -> Option<Planar> {
+        let area = &plan.regions.get(self.region as usize)?.input;
+        let (columns, rows) = (area.columns.clone(), area.rows.clone());
+        let (w, h) = self.size;
+        let (read_x, read_y) = self.camera.source_of(w, h, columns.clone(), rows.clone());
+        let ((x, y), (pw, ph)) = (self.origin, self.part);
+        let holds = |read: &std::ops::Range<usize>, at: usize, len: usize| {
+            read.is_empty() || at <= read.start && read.end <= at + len
+        };
+        if !holds(&read_x, x, pw) || !holds(&read_y, y, ph) || self.rgb.len() != 3 * pw * ph {
+            return None;
+        }
+        let part = Rgb8Rect {
+            bytes: &self.rgb,
+            image: self.size,
+            origin: self.origin,
+            size: self.part,
+        };
+        let spare = &mut SpareImages::default();
+        Some(warp_rgb8_rect(&part, &self.camera, columns, rows, spare))
     }
 }

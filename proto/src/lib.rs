@@ -7,6 +7,7 @@
 //! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`change_exchange`]: the tile changes workers serve each other.
+//! - [`region_lease`]: a region lease on the wire, checked on arrival.
 //! - [`region_worker`]: one region of a frame computed on a worker.
 //! - [`session_frames`]: the coordinator's messages to a worker as gRPC
 //!   frames, lease pieces uncopied.
@@ -28,6 +29,7 @@ pub mod heap;
 pub mod logging;
 pub mod objective;
 pub mod pixels;
+pub mod region_lease;
 pub mod region_worker;
 pub mod session_frames;
 pub mod signal;

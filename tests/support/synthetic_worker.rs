@@ -51,6 +51,7 @@ async fn synthetic_worker(
         name: "synthetic".into(),
         concurrency: 1,
         device: "synthetic".into(),
+        ..Default::default()
     })))
     .await?;
     let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();

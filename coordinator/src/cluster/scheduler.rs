@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use dreamfarm_common::params::{DreamSettings, WirePrecision};
 use dreamfarm_common::resample::Planar;
-use dreamfarm_common::work::TileWork;
+use dreamfarm_common::work::{RegionLease, TileWork};
 
 use super::job_weights::JobWeights;
 use crate::store::EventKind;
@@ -48,6 +48,37 @@ pub type LeaseId = u64;
 
 /// How one tile of a batch ended.
 pub type TileOutcome = Result<Planar, String>;
+
+/// How one region of a frame ended: the frame's 8-bit RGB over its cell.
+pub type RegionOutcome = Result<Vec<u8>, String>;
+
+/// What a lease computes.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Steps on a tile (or a batch of tiles): its change comes back.
+    Tile(Arc<TileWork>),
+    /// One region of a frame (docs/frame-loop-on-workers.md): the frame's
+    /// pixels over the region's cell come back. It goes only to workers
+    /// that serve changes, and takes none of a worker's concurrency: a
+    /// region waits on its neighbours without holding a device, so a frame
+    /// of more regions than workers cannot deadlock.
+    Region {
+        /// The lease.
+        lease: Arc<RegionLease>,
+        /// Width and height of the region's cell.
+        cell: (usize, usize),
+    },
+}
+
+impl Work {
+    /// Where it lies, for people.
+    fn place(&self) -> String {
+        match self {
+            Work::Tile(w) => format!("frame {} octave {} tile {}", w.frame, w.octave, w.tile),
+            Work::Region { lease, .. } => format!("frame {} region {}", lease.frame, lease.region),
+        }
+    }
+}
 
 /// What a job needs a worker to know to compute its tiles.
 #[derive(Debug, Clone)]
@@ -100,8 +131,8 @@ pub struct Grant {
     pub params: JobParams,
     /// Which try this is.
     pub attempt: u32,
-    /// The tile.
-    pub work: Arc<TileWork>,
+    /// What to compute.
+    pub work: Work,
     /// Time the worker has.
     pub deadline: Duration,
 }
@@ -129,6 +160,10 @@ pub enum LeaseError {
         /// The attempt named.
         given: u32,
     },
+    /// The result is not of the lease's kind (a change for a region, or
+    /// a region's pixels for a tile).
+    #[error("lease {0} is of another kind than its result")]
+    WrongKind(LeaseId),
     /// The returned change does not have the tile's output size.
     #[error("lease {lease}: a {got:?} change for a {want:?} output region")]
     WrongSize {
@@ -152,7 +187,7 @@ struct Unit {
     failed_on: Vec<String>,
     /// Leases of it lost with their worker.
     lost: u32,
-    work: Arc<TileWork>,
+    work: Work,
 }
 
 /// A lease in flight.
@@ -164,12 +199,35 @@ struct Lease {
     deadline: Instant,
 }
 
+/// Where a batch's outcomes go, by its kind.
+enum Results {
+    Tiles(mpsc::Sender<(usize, TileOutcome)>),
+    Regions {
+        results: mpsc::Sender<(usize, RegionOutcome)>,
+        /// The frame.
+        frame: u64,
+    },
+}
+
+impl Results {
+    /// Tells the waiting job that slot `slot` failed for `reason`.
+    fn fail(&self, slot: usize, reason: String) {
+        let _ = match self {
+            Results::Tiles(tx) => tx.send((slot, Err(reason))).is_ok(),
+            Results::Regions { results, .. } => results.send((slot, Err(reason))).is_ok(),
+        };
+    }
+}
+
 /// The batch a job waits on.
 struct Batch {
     id: u64,
-    results: mpsc::Sender<(usize, TileOutcome)>,
+    results: Results,
     /// Tiles queued in it so far.
     slots: usize,
+    /// For a frame's regions: the worker that holds each, or held it to
+    /// the end (it serves the region's changes until the frame is done).
+    holders: Vec<Option<WorkerId>>,
 }
 
 struct JobQueue {
@@ -205,6 +263,11 @@ pub struct WorkerEntry {
     joined: Instant,
     /// Tiles it completed.
     pub tiles_done: u64,
+    /// Where its change service listens (empty: it takes no regions).
+    change_address: String,
+    /// Jobs whose regions' holders changed since it was last told, among
+    /// those it holds a region of.
+    holders_changed: HashSet<Arc<str>>,
 }
 
 impl WorkerEntry {
@@ -365,7 +428,7 @@ impl Scheduler {
         };
         if let Some(batch) = queue.batch.take() {
             for unit in queue.pending.drain(..) {
-                let _ = batch.results.send((unit.slot, Err(reason.to_string())));
+                batch.results.fail(unit.slot, reason.to_string());
             }
         }
         let held: Vec<LeaseId> = self
@@ -398,11 +461,98 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel();
         queue.batch = Some(Batch {
             id,
-            results: tx,
+            results: Results::Tiles(tx),
             slots: 0,
+            holders: Vec::new(),
         });
         queue.pending.clear();
         self.append(job, work).then_some(rx)
+    }
+
+    /// Queues the regions of `job`'s frame `frame` (each with its cell's
+    /// size, in region order) as its next batch; each region's outcome
+    /// arrives on the returned channel with its index.
+    pub fn submit_regions(
+        &mut self,
+        job: &str,
+        frame: u64,
+        regions: Vec<(RegionLease, (usize, usize))>,
+    ) -> Option<mpsc::Receiver<(usize, RegionOutcome)>> {
+        let id = self.fresh_id();
+        let queue = self.jobs.get_mut(job)?;
+        let (tx, rx) = mpsc::channel();
+        queue.batch = Some(Batch {
+            id,
+            results: Results::Regions { results: tx, frame },
+            slots: regions.len(),
+            holders: vec![None; regions.len()],
+        });
+        queue.pending = regions
+            .into_iter()
+            .enumerate()
+            .map(|(slot, (lease, cell))| Unit {
+                batch: id,
+                slot,
+                attempt: 0,
+                failed_on: Vec::new(),
+                lost: 0,
+                work: Work::Region {
+                    lease: Arc::new(lease),
+                    cell,
+                },
+            })
+            .collect();
+        Some(rx)
+    }
+
+    /// Marks the holders of `job`'s regions changed for every worker that
+    /// holds one.
+    fn holders_moved(&mut self, job: &Arc<str>) {
+        let Some(batch) = self.jobs.get(job).and_then(|q| q.batch.as_ref()) else {
+            return;
+        };
+        let holding: HashSet<WorkerId> = batch.holders.iter().flatten().copied().collect();
+        for id in holding {
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.holders_changed.insert(job.clone());
+            }
+        }
+    }
+
+    /// For each job whose regions' holders changed since `worker` was
+    /// last told, among those it holds a region of: the frame and each
+    /// region's holder's change address, in region order (empty: none
+    /// holds it now).
+    pub fn take_holders(&mut self, worker: WorkerId) -> Vec<(Arc<str>, u64, Vec<String>)> {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let jobs = std::mem::take(&mut w.holders_changed);
+        jobs.into_iter()
+            .filter_map(|job| {
+                let batch = self.jobs.get(&job)?.batch.as_ref()?;
+                let Results::Regions { frame, .. } = batch.results else {
+                    return None;
+                };
+                let addresses = batch
+                    .holders
+                    .iter()
+                    .map(|h| {
+                        h.and_then(|id| self.workers.get(&id))
+                            .map_or(String::new(), |w| w.change_address.clone())
+                    })
+                    .collect();
+                Some((job, frame, addresses))
+            })
+            .collect()
+    }
+
+    /// Notes where `worker`'s change service listens: it takes region
+    /// leases from now on.
+    pub fn serve_changes(&mut self, worker: WorkerId, address: String) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.change_address = address;
+        }
     }
 
     /// Adds `work` to the end of `job`'s current batch, its tiles numbered
@@ -425,7 +575,7 @@ impl Scheduler {
                 attempt: 0,
                 failed_on: Vec::new(),
                 lost: 0,
-                work: Arc::new(w),
+                work: Work::Tile(Arc::new(w)),
             }));
         true
     }
@@ -452,6 +602,8 @@ impl Scheduler {
                 last_seen: now,
                 joined: now,
                 tiles_done: 0,
+                change_address: String::new(),
+                holders_changed: HashSet::new(),
             },
         );
         id
@@ -523,8 +675,8 @@ impl Scheduler {
                 }
             }
         }
-        let w = &unit.work;
-        let place = format!("frame {} octave {} tile {}", w.frame, w.octave, w.tile);
+        let place = unit.work.place();
+        let (lease_kind, slot) = (unit.work.clone(), unit.slot);
         tracing::warn!(job = %lease.job, %place, attempt = unit.attempt, "lease requeued: {why}");
         // No worker left that may take it: every connected one is blocked.
         let nobody_left = blocked_now
@@ -550,12 +702,27 @@ impl Scheduler {
             None
         };
         let job = lease.job.clone();
-        let batch = queue.batch.as_ref().map(|b| b.results.clone());
+        let batch = queue.batch.as_ref().map(|b| match &b.results {
+            Results::Tiles(tx) => Results::Tiles(tx.clone()),
+            Results::Regions { results, frame } => Results::Regions {
+                results: results.clone(),
+                frame: *frame,
+            },
+        });
         match (give_up, batch) {
-            (Some(reason), Some(results)) => {
-                let _ = results.send((lease.unit.slot, Err(reason)));
-            }
+            (Some(reason), Some(results)) => results.fail(lease.unit.slot, reason),
             _ => queue.pending.push_front(lease.unit),
+        }
+        if matches!(lease_kind, Work::Region { .. }) {
+            if let Some(holder) = self
+                .jobs
+                .get_mut(&job)
+                .and_then(|q| q.batch.as_mut())
+                .and_then(|b| b.holders.get_mut(slot))
+            {
+                *holder = None;
+            }
+            self.holders_moved(&job);
         }
         self.event(
             &job,
@@ -576,13 +743,38 @@ impl Scheduler {
     /// priorities in turn.
     pub fn next_lease(&mut self, worker: WorkerId, now: Instant) -> Option<Grant> {
         let w = self.workers.get(&worker)?;
-        if w.leases.len() >= w.concurrency as usize {
-            return None;
-        }
+        let regions_of = |w: &WorkerEntry| {
+            w.leases
+                .iter()
+                .filter(|id| {
+                    self.leases
+                        .get(id)
+                        .is_some_and(|l| matches!(l.unit.work, Work::Region { .. }))
+                })
+                .count()
+        };
+        let regions = regions_of(w);
+        // Tiles take the worker's concurrency; regions go, beyond it, to
+        // the workers serving changes that hold the fewest.
+        let has_room = w.leases.len() - regions < w.concurrency as usize;
+        let fewest = self
+            .workers
+            .values()
+            .filter(|w| !w.change_address.is_empty())
+            .map(regions_of)
+            .min();
+        let takes_regions = !w.change_address.is_empty() && fewest.is_some_and(|f| regions <= f);
         let (job, queue) = self
             .jobs
             .iter_mut()
-            .filter(|(_, q)| !q.pending.is_empty() && !q.blocked.contains(&w.name))
+            .filter(|(_, q)| {
+                let fits = match q.pending.front().map(|u| &u.work) {
+                    Some(Work::Tile(_)) => has_room,
+                    Some(Work::Region { .. }) => takes_regions,
+                    None => false,
+                };
+                fits && !q.blocked.contains(&w.name)
+            })
             .min_by_key(|(_, q)| (std::cmp::Reverse(q.priority), q.last_served))?;
         let job = job.clone();
         self.tick += 1;
@@ -610,6 +802,18 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.leases.insert(lease);
         }
+        if let Work::Region { .. } = grant.work {
+            let slot = self.leases[&lease].unit.slot;
+            if let Some(holder) = self
+                .jobs
+                .get_mut(&grant.job)
+                .and_then(|q| q.batch.as_mut())
+                .and_then(|b| b.holders.get_mut(slot))
+            {
+                *holder = Some(worker);
+            }
+            self.holders_moved(&grant.job);
+        }
         Some(grant)
     }
 
@@ -621,14 +825,14 @@ impl Scheduler {
         })
     }
 
-    /// Checks that `worker` holds `lease` at `attempt`; returns the size
-    /// and pixel precision its result must have.
-    pub fn check_result(
+    /// The lease `lease` that `worker` holds at `attempt`, of a job still
+    /// running.
+    fn held_at(
         &self,
         worker: WorkerId,
         lease: LeaseId,
         attempt: u32,
-    ) -> Result<ResultShape, LeaseError> {
+    ) -> Result<&Lease, LeaseError> {
         self.owned(worker, lease)?;
         let l = &self.leases[&lease];
         if l.unit.attempt != attempt {
@@ -638,16 +842,73 @@ impl Scheduler {
                 given: attempt,
             });
         }
-        let job = self.jobs.get(&l.job).ok_or(LeaseError::TakenBack(lease))?;
-        let (width, height) = l.unit.work.change_size();
+        if !self.jobs.contains_key(&l.job) {
+            return Err(LeaseError::TakenBack(lease));
+        }
+        Ok(l)
+    }
+
+    /// Checks that `worker` holds the tile lease `lease` at `attempt`;
+    /// returns the size and pixel precision its result must have.
+    pub fn check_result(
+        &self,
+        worker: WorkerId,
+        lease: LeaseId,
+        attempt: u32,
+    ) -> Result<ResultShape, LeaseError> {
+        let l = self.held_at(worker, lease, attempt)?;
+        let Work::Tile(work) = &l.unit.work else {
+            return Err(LeaseError::WrongKind(lease));
+        };
+        let (width, height) = work.change_size();
+        let wire = self.jobs[&l.job].params.wire();
         Ok(ResultShape {
             width,
             height,
-            wire: job.params.wire(),
+            wire,
         })
     }
 
-    /// Delivers the result of `lease` to the batch waiting on it.
+    /// Checks that `worker` holds the region lease `lease` at `attempt`;
+    /// returns the width and height of the region's cell, which its
+    /// result covers.
+    pub fn check_region_result(
+        &self,
+        worker: WorkerId,
+        lease: LeaseId,
+        attempt: u32,
+    ) -> Result<(usize, usize), LeaseError> {
+        match &self.held_at(worker, lease, attempt)?.unit.work {
+            Work::Region { cell, .. } => Ok(*cell),
+            Work::Tile(_) => Err(LeaseError::WrongKind(lease)),
+        }
+    }
+
+    /// Ends `worker`'s lease `lease`, counting `tiles` tiles done, and
+    /// returns it with the batch's outcomes if its job still waits on it.
+    fn finish(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        tiles: u64,
+    ) -> Option<(Lease, &Results)> {
+        let l = self.leases.remove(&lease)?;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.remove(&lease);
+            w.tiles_done += tiles;
+        }
+        self.completed += tiles;
+        self.leases_completed += 1;
+        let batch = self
+            .jobs
+            .get(&l.job)
+            .and_then(|q| q.batch.as_ref())
+            .filter(|b| b.id == l.unit.batch)?;
+        Some((l, &batch.results))
+    }
+
+    /// Delivers the change of tile lease `lease` to the batch waiting on
+    /// it.
     pub fn complete(
         &mut self,
         worker: WorkerId,
@@ -660,24 +921,36 @@ impl Scheduler {
         if got != want {
             return Err(LeaseError::WrongSize { lease, want, got });
         }
-        let l = self
-            .leases
-            .remove(&lease)
-            .ok_or(LeaseError::NotHeld(lease))?;
-        let tiles = u64::from(l.unit.work.tiles);
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.leases.remove(&lease);
-            w.tiles_done += tiles;
+        let tiles = match &self.leases[&lease].unit.work {
+            Work::Tile(w) => u64::from(w.tiles),
+            Work::Region { .. } => 0,
+        };
+        if let Some((l, Results::Tiles(tx))) = self.finish(worker, lease, tiles) {
+            let _ = tx.send((l.unit.slot, Ok(change)));
         }
-        self.completed += tiles;
-        self.leases_completed += 1;
-        if let Some(batch) = self
-            .jobs
-            .get(&l.job)
-            .and_then(|q| q.batch.as_ref())
-            .filter(|b| b.id == l.unit.batch)
-        {
-            let _ = batch.results.send((l.unit.slot, Ok(change)));
+        Ok(())
+    }
+
+    /// Delivers the 8-bit RGB of region lease `lease`'s cell to the frame
+    /// waiting on it.
+    pub fn complete_region(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        attempt: u32,
+        rgb: Vec<u8>,
+    ) -> Result<(), LeaseError> {
+        let (width, height) = self.check_region_result(worker, lease, attempt)?;
+        if rgb.len() != 3 * width * height {
+            let got = (rgb.len() / 3 / height.max(1), height);
+            return Err(LeaseError::WrongSize {
+                lease,
+                want: (width, height),
+                got,
+            });
+        }
+        if let Some((l, Results::Regions { results, .. })) = self.finish(worker, lease, 0) {
+            let _ = results.send((l.unit.slot, Ok(rgb)));
         }
         Ok(())
     }
@@ -816,6 +1089,39 @@ mod tests {
         }
     }
 
+    /// The tile a grant leases.
+    fn tile(grant: &Grant) -> u32 {
+        match &grant.work {
+            Work::Tile(w) => w.tile,
+            Work::Region { .. } => panic!("a region lease, not a tile's"),
+        }
+    }
+
+    /// Region `region` of frame 5, its part a 2x2 corner, its cell 2x2.
+    fn region(region: u32) -> (RegionLease, (usize, usize)) {
+        let settings = DreamSettings::default();
+        let objective = FrameObjective::at(&settings, 5, 10, 1, None).expect("objective");
+        let lease = RegionLease {
+            frame: 5,
+            region,
+            settings,
+            size: (64, 64),
+            min_side: 32,
+            jitter: 0,
+            objective: Arc::new(objective),
+            camera: dreamfarm_common::resample::Warp {
+                zoom: 1.0,
+                rotate_deg: 0.0,
+                pan: (0.0, 0.0),
+                center: (32.0, 32.0),
+            },
+            origin: (0, 0),
+            part: (2, 2),
+            rgb: vec![0; 12],
+        };
+        (lease, (2, 2))
+    }
+
     fn params() -> JobParams {
         JobParams {
             dream: Arc::new(DreamSettings::default()),
@@ -843,7 +1149,7 @@ mod tests {
         assert!(s.next_lease(w, now).is_none(), "one tile so far");
         assert!(s.append("a", vec![work(7), work(8)]));
         let b = s.next_lease(w, now).unwrap();
-        assert_eq!(b.work.tile, 7);
+        assert_eq!(tile(&b), 7);
         s.complete(w, b.lease, 0, change()).unwrap();
         s.complete(w, a.lease, 0, change()).unwrap();
         let slots: Vec<usize> = rx.try_iter().map(|(slot, _)| slot).collect();
@@ -852,7 +1158,7 @@ mod tests {
         // A new batch starts its slots again and drops what was queued.
         let rx = s.submit("a", vec![work(3)]).unwrap();
         let c = s.next_lease(w, now).unwrap();
-        assert_eq!(c.work.tile, 3, "tile 8 of the old batch is dropped");
+        assert_eq!(tile(&c), 3, "tile 8 of the old batch is dropped");
         s.complete(w, c.lease, 0, change()).unwrap();
         assert_eq!(rx.try_recv().unwrap().0, 0);
     }
@@ -867,7 +1173,7 @@ mod tests {
         s.complete(w, b.lease, 0, change()).unwrap();
         assert_eq!(rx.try_recv().unwrap().0, 1);
         let c = s.next_lease(w, now).unwrap();
-        assert_eq!(c.work.tile, 2);
+        assert_eq!(tile(&c), 2);
         s.complete(w, a.lease, 0, change()).unwrap();
         s.complete(w, c.lease, 0, change()).unwrap();
         let slots: Vec<usize> = rx.try_iter().map(|(i, r)| r.map(|_| i).unwrap()).collect();
@@ -883,7 +1189,7 @@ mod tests {
         let first = s.next_lease(w1, now).unwrap();
         s.remove_worker(w1);
         let second = s.next_lease(w2, now).unwrap();
-        assert_eq!((second.work.tile, second.attempt), (0, 1));
+        assert_eq!((tile(&second), second.attempt), (0, 1));
         assert_eq!(
             s.complete(w1, first.lease, 0, change()),
             Err(LeaseError::NotHeld(first.lease))
@@ -1079,6 +1385,87 @@ mod tests {
                 workers: 1,
                 ..Default::default()
             }
+        );
+    }
+
+    #[test]
+    fn regions_go_evenly_to_the_workers_serving_changes_whatever_their_concurrency() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(T, 0);
+        s.add_job("a".into(), params(), 0);
+        let serving = [
+            s.add_worker("w1".into(), "cpu".into(), 1, now),
+            s.add_worker("w2".into(), "cpu".into(), 1, now),
+        ];
+        s.serve_changes(serving[0], "h1:1".into());
+        s.serve_changes(serving[1], "h2:2".into());
+        let plain = s.add_worker("w3".into(), "cpu".into(), 1, now);
+        let rx = s
+            .submit_regions("a", 5, (0..5).map(region).collect())
+            .expect("the job runs");
+        // Each worker's session asks until it is refused, in turn.
+        let mut held = vec![Vec::new(); 2];
+        while let Some(k) = (0..2).find(|&k| {
+            s.next_lease(serving[k], now)
+                .map(|g| held[k].push(g))
+                .is_some()
+        }) {
+            assert!(held[k].len() <= held[1 - k].len() + 1, "{held:?}");
+        }
+        assert_eq!(held[0].len() + held[1].len(), 5, "every region leased");
+        assert!(held[0].len() > 1, "regions are not bound by concurrency");
+        assert!(s.next_lease(plain, now).is_none(), "w3 serves no changes");
+        // Both serving workers learn who holds each region.
+        let address = |k: usize| ["h1:1", "h2:2"][k].to_string();
+        let mut want = vec![String::new(); 5];
+        for (k, grants) in held.iter().enumerate() {
+            for g in grants {
+                let Work::Region { lease, .. } = &g.work else {
+                    panic!("a tile lease")
+                };
+                want[lease.region as usize] = address(k);
+            }
+        }
+        for w in serving {
+            assert_eq!(s.take_holders(w), vec![("a".into(), 5, want.clone())]);
+            assert!(s.take_holders(w).is_empty(), "told once");
+        }
+        // A cell of the wrong size is refused; the right one delivered.
+        let g = &held[0][0];
+        assert!(matches!(
+            s.complete_region(serving[0], g.lease, 0, vec![0; 11]),
+            Err(LeaseError::WrongSize { .. })
+        ));
+        assert!(matches!(
+            s.complete(serving[0], g.lease, 0, change()),
+            Err(LeaseError::WrongKind(_))
+        ));
+        s.complete_region(serving[0], g.lease, 0, vec![7; 12])
+            .expect("delivered");
+        let Work::Region { lease, .. } = &g.work else {
+            panic!("a tile lease")
+        };
+        assert_eq!(
+            rx.recv().expect("an outcome"),
+            (lease.region as usize, Ok(vec![7; 12]))
+        );
+        // A worker lost: its regions go back, and the other learns they
+        // have no holder until they are leased again.
+        s.remove_worker(serving[1]);
+        let mut moved = want.clone();
+        for slot in moved.iter_mut().filter(|a| **a == address(1)) {
+            slot.clear();
+        }
+        assert_eq!(s.take_holders(serving[0]), vec![("a".into(), 5, moved)]);
+        while s.next_lease(serving[0], now).is_some() {}
+        // A finished region's worker still serves its changes: it stays
+        // its holder.
+        assert!(
+            s.take_holders(serving[0])[0]
+                .2
+                .iter()
+                .all(|a| *a == address(0)),
+            "every region held again"
         );
     }
 }

@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dreamfarm_common::resample::Planar;
-use dreamfarm_common::work::TileWork;
+use dreamfarm_common::work::{RegionLease, TileWork};
 use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
 use dreamfarm_proto::pb::{
-    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, ResultStart, Revoke, WeightsRequest,
-    Welcome, WorkerMessage,
+    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, RegionHolders, RegionLeaseStart,
+    RegionResultStart, ResultStart, Revoke, WeightsRequest, Welcome, WorkerMessage,
 };
 use dreamfarm_proto::{
-    COORDINATOR_STOPPING, MAX_CONCURRENCY, PROTOCOL_VERSION, WireError, objective, pixels,
+    Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, MAX_CONCURRENCY, PROTOCOL_VERSION, WireError,
+    objective, pixels, region_lease,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
 use super::job_weights::{WeightsStream, send_weights};
-use super::scheduler::{Grant, LeaseError, LeaseId, WorkerId};
+use super::scheduler::{Grant, LeaseError, LeaseId, Work, WorkerId};
 
 /// How long a new session may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,6 +60,15 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!(
             "concurrency {} is out of range (1 to {MAX_CONCURRENCY})",
             hello.concurrency
+        )));
+    }
+    let address = &hello.change_address;
+    let port = address
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    if !address.is_empty() && !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
+        return Err(Status::invalid_argument(format!(
+            "change address {address:?} is not host:port"
         )));
     }
     Ok(())
@@ -96,12 +106,16 @@ impl WorkerService for WorkerSessions {
         };
         check_hello(&hello)?;
         let worker = self.hub.update(|s| {
-            s.add_worker(
+            let worker = s.add_worker(
                 hello.name.clone(),
                 hello.device.clone(),
                 hello.concurrency,
                 Instant::now(),
-            )
+            );
+            if !hello.change_address.is_empty() {
+                s.serve_changes(worker, hello.change_address.clone());
+            }
+            worker
         });
         let heartbeat = self.hub.read(|s| s.timeouts().heartbeat) / 4;
         tracing::info!(worker, name = %hello.name, device = %hello.device, concurrency = hello.concurrency, ?peer, "worker joined");
@@ -166,8 +180,24 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
                 return;
             }
         }
+        let mut regions = false;
         while let Some(grant) = hub.update_quietly(|s| s.next_lease(worker, Instant::now())) {
+            regions |= matches!(grant.work, Work::Region { .. });
             if send_lease(&hub, &tx, grant).await.is_err() {
+                return;
+            }
+        }
+        if regions {
+            // The other workers of the frames learn who holds the regions.
+            hub.update(|_| ());
+        }
+        for (job, frame, addresses) in hub.update_quietly(|s| s.take_holders(worker)) {
+            let holders = RegionHolders {
+                job_id: job.to_string(),
+                frame,
+                addresses,
+            };
+            if tx.send(down(Down::Holders(holders))).await.is_err() {
                 return;
             }
         }
@@ -189,11 +219,69 @@ impl AsRef<Planar> for LeasePixels {
     }
 }
 
+/// A region lease's 8-bit part, shared with the scheduler's copy.
+struct RegionPart(Arc<RegionLease>);
+
+impl AsRef<[u8]> for RegionPart {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.rgb
+    }
+}
+
 /// Sends one lease: its head, then its pixels in chunks.
 async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
-    let w = &grant.work;
+    let (head, pieces) = match &grant.work {
+        Work::Tile(w) => tile_lease(&grant, w.clone())?,
+        Work::Region { lease, .. } => region_lease(&grant, lease.clone()),
+    };
+    tx.send(down(head)).await.map_err(|_| ())?;
+    for piece in pieces {
+        hub.metrics.sent(piece.len());
+        let chunk = Chunk {
+            lease_id: grant.lease,
+            data: piece,
+        };
+        tx.send(down(Down::LeaseChunk(chunk)))
+            .await
+            .map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// A region lease's head and its part's pieces.
+fn region_lease(grant: &Grant, lease: Arc<RegionLease>) -> (Down, Pieces) {
+    let dream = &grant.params.dream;
+    tracing::debug!(job = %grant.job, frame = lease.frame, region = lease.region, lease = grant.lease, "region lease granted");
+    let start = RegionLeaseStart {
+        lease_id: grant.lease,
+        job_id: grant.job.to_string(),
+        model: dream.model.clone(),
+        seed: grant.params.seed,
+        attempt: grant.attempt,
+        deadline_ms: grant.deadline.as_millis().min(u128::from(u32::MAX)) as u32,
+        precision: dream.precision.as_str().to_string(),
+        weights_sha256: grant
+            .params
+            .weights
+            .as_ref()
+            .map_or(String::new(), |w| w.sha256.clone()),
+        ..region_lease::to_wire(&lease)
+    };
+    let bytes = Bytes::from_owner(RegionPart(lease));
+    let pieces = (0..bytes.len())
+        .step_by(CHUNK_BYTES)
+        .map(move |at| bytes.slice(at..(at + CHUNK_BYTES).min(bytes.len())));
+    (Down::RegionStart(start), Box::new(pieces))
+}
+
+/// A lease's pieces, made as they are sent.
+type Pieces = Box<dyn Iterator<Item = Bytes> + Send>;
+
+/// A tile lease's head and its pixels' pieces.
+fn tile_lease(grant: &Grant, work: Arc<TileWork>) -> Result<(Down, Pieces), ()> {
+    let w = &work;
     let format = pixels::format_for(grant.params.wire());
-    let pieces = pixels::encode(LeasePixels(grant.work.clone()), format).map_err(|_| ())?;
+    let pieces = pixels::encode(LeasePixels(work.clone()), format).map_err(|_| ())?;
     let dream = &grant.params.dream;
     tracing::debug!(job = %grant.job, frame = w.frame, octave = w.octave, tile = w.tile, lease = grant.lease, "lease granted");
     let start = LeaseStart {
@@ -228,20 +316,7 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
         deadline_ms: grant.deadline.as_millis().min(u128::from(u32::MAX)) as u32,
         tiles: w.tiles,
     };
-    tx.send(down(Down::LeaseStart(start)))
-        .await
-        .map_err(|_| ())?;
-    for piece in pieces {
-        hub.metrics.sent(piece.len());
-        let chunk = Chunk {
-            lease_id: grant.lease,
-            data: piece,
-        };
-        tx.send(down(Down::LeaseChunk(chunk)))
-            .await
-            .map_err(|_| ())?;
-    }
-    Ok(())
+    Ok((Down::LeaseStart(start), Box::new(pieces)))
 }
 
 /// A result being received.
@@ -255,6 +330,8 @@ struct Incoming {
 enum Receiving {
     /// Into the change, for a lease still held.
     Kept(pixels::Decoder),
+    /// Into a region's 8-bit cell, for a lease still held.
+    Cell(Assembler),
     /// Nowhere: the lease is no longer held, the bytes are only counted.
     Dropped(Assembler),
 }
@@ -264,7 +341,7 @@ impl Receiving {
     fn push(&mut self, piece: &[u8]) -> Result<(), WireError> {
         match self {
             Self::Kept(d) => d.push(piece),
-            Self::Dropped(a) => a.push(piece),
+            Self::Cell(a) | Self::Dropped(a) => a.push(piece),
         }
     }
 
@@ -272,7 +349,7 @@ impl Receiving {
     fn is_complete(&self) -> bool {
         match self {
             Self::Kept(d) => d.is_complete(),
-            Self::Dropped(a) => a.is_complete(),
+            Self::Cell(a) | Self::Dropped(a) => a.is_complete(),
         }
     }
 }
@@ -299,15 +376,14 @@ async fn read_messages(
         }
         match msg.body {
             Some(Up::Heartbeat(_)) => {}
-            Some(Up::ResultStart(r)) => {
-                if incoming.is_some() {
-                    return Err(WireError::Protocol(
-                        "a result started before the previous one ended".into(),
-                    )
-                    .into());
-                }
-                incoming = Some(start_result(hub, worker, &r)?);
+            Some(Up::ResultStart(_) | Up::RegionResult(_)) if incoming.is_some() => {
+                return Err(WireError::Protocol(
+                    "a result started before the previous one ended".into(),
+                )
+                .into());
             }
+            Some(Up::ResultStart(r)) => incoming = Some(start_result(hub, worker, &r)?),
+            Some(Up::RegionResult(r)) => incoming = Some(start_region_result(hub, worker, &r)?),
             Some(Up::ResultChunk(c)) => {
                 let Some(inc) = incoming.as_mut().filter(|i| i.lease == c.lease_id) else {
                     return Err(WireError::Protocol(format!(
@@ -397,13 +473,56 @@ fn start_result(hub: &Hub, worker: WorkerId, r: &ResultStart) -> Result<Incoming
     })
 }
 
+/// Checks a region result's head against the lease it names.
+fn start_region_result(
+    hub: &Hub,
+    worker: WorkerId,
+    r: &RegionResultStart,
+) -> Result<Incoming, Status> {
+    let pixels = match hub.read(|s| s.check_region_result(worker, r.lease_id, r.attempt)) {
+        Ok((w, h)) => {
+            let want = 3 * w as u64 * h as u64;
+            if r.rgb_bytes != want {
+                return Err(WireError::Length {
+                    expected: want,
+                    got: r.rgb_bytes,
+                }
+                .into());
+            }
+            Receiving::Cell(Assembler::new(want))
+        }
+        // A late result (the lease expired or went elsewhere): dropped.
+        Err(e @ LeaseError::TakenBack(_)) => {
+            tracing::info!(worker, "dropping a late region result: {e}");
+            if r.rgb_bytes > 3 * u64::from(dreamfarm_common::params::MAX_SIDE).pow(2) {
+                return Err(refused(e));
+            }
+            Receiving::Dropped(Assembler::new(r.rgb_bytes))
+        }
+        Err(e) => return Err(refused(e)),
+    };
+    Ok(Incoming {
+        lease: r.lease_id,
+        attempt: r.attempt,
+        pixels,
+    })
+}
+
 /// Decodes a complete result and hands it to the scheduler.
 fn finish_result(hub: &Hub, worker: WorkerId, inc: Incoming) -> Result<(), Status> {
-    let Receiving::Kept(decoder) = inc.pixels else {
-        return Ok(());
+    let (lease, attempt) = (inc.lease, inc.attempt);
+    let done = match inc.pixels {
+        Receiving::Kept(decoder) => {
+            let change = decoder.finish()?;
+            hub.update(|s| s.complete(worker, lease, attempt, change))
+        }
+        Receiving::Cell(cell) => {
+            let rgb = cell.finish()?;
+            hub.update(|s| s.complete_region(worker, lease, attempt, rgb))
+        }
+        Receiving::Dropped(_) => return Ok(()),
     };
-    let change = decoder.finish()?;
-    match hub.update(|s| s.complete(worker, inc.lease, inc.attempt, change)) {
+    match done {
         Ok(()) => Ok(()),
         // Revoked while its bytes were arriving.
         Err(e @ LeaseError::TakenBack(_)) => {

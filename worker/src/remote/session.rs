@@ -125,6 +125,8 @@ async fn handshake(
         name: config.name.clone(),
         concurrency: offer.concurrency,
         device: offer.devices.clone(),
+        // No change service yet: no region leases.
+        change_address: String::new(),
     };
     let _ = up_tx.send(up(Up::Hello(hello))).await;
     let mut down = match client.session(ReceiverStream::new(up_rx)).await {
@@ -221,7 +223,9 @@ async fn on_message(
                 shared.revoke(r.lease_id);
             }
         }
-        Some(Down::Welcome(_)) | None => {
+        // This worker announces no change service, so it is given no
+        // region leases.
+        Some(Down::Welcome(_) | Down::RegionStart(_) | Down::Holders(_)) | None => {
             return Err(WireError::Protocol("unexpected message".into()));
         }
     }
