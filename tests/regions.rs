@@ -1,8 +1,11 @@
-//! A frame computed region by region on separate "workers" that exchange
-//! their tiles' changes over real gRPC on loopback gives the frame loop's
-//! bits (docs/frame-loop-on-workers.md, step 4).
+//! Frames computed region by region on workers that exchange their tiles'
+//! changes over real gRPC on loopback are the frame loop's bits
+//! (docs/frame-loop-on-workers.md, step 4): one frame against
+//! `dream_frame`, and a job on a real coordinator against the same job by
+//! tiles.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::params::DreamSettings;
@@ -15,9 +18,12 @@ use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::tile_executor::{InOrder, TileError, TileKey};
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
-use dreamfarm_proto::region_worker::{RegionWork, run_region};
+use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
+use dreamfarm_tests::cluster::Coordinator;
+use dreamfarm_tests::frames;
+use dreamfarm_tests::synthetic_worker::SyntheticPool;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Server;
 
 /// A stand-in dream that reads every pixel of a tile's input: its change
 /// is a fifth of the distance to grey plus the tile's mean brightness
@@ -65,9 +71,9 @@ impl TileExecutor for Dreaming {
     }
 }
 
-/// A worker's change service on a loopback port of its own, and a channel
-/// to it.
-async fn change_worker() -> (Arc<Changes>, Channel) {
+/// A worker's change service on a loopback port of its own, and its
+/// address.
+async fn change_worker() -> (Arc<Changes>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
@@ -79,10 +85,7 @@ async fn change_worker() -> (Arc<Changes>, Channel) {
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .expect("a url")
-        .connect_lazy();
-    (changes, channel)
+    (changes, address.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,11 +137,8 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
     for _ in 0..3 {
         workers.push(change_worker().await);
     }
-    let holders: Arc<Vec<Channel>> = Arc::new(
-        (0..regions.regions.len())
-            .map(|r| workers[r % 3].1.clone())
-            .collect(),
-    );
+    let (tell, addresses) = tokio::sync::watch::channel(Vec::new());
+    let holders = Holders::new(addresses);
     let mut running = tokio::task::JoinSet::new();
     for (r, region) in regions.regions.iter().enumerate() {
         let part = dreamfarm_common::tiling::extract(
@@ -170,6 +170,14 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
             (r, cell)
         });
     }
+    // The holders are told once the regions have started, as a
+    // coordinator tells them as it leases them.
+    tokio::task::yield_now().await;
+    let _ = tell.send(
+        (0..regions.regions.len())
+            .map(|r| workers[r % 3].1.clone())
+            .collect(),
+    );
     let mut frame = Planar::zeros(w, h);
     while let Some(done) = running.join_next().await {
         let (r, cell) = done.expect("a region's task");
@@ -188,4 +196,51 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
         "the regions' frame differs from the frame loop's"
     );
     assert!(whole != input, "the dream changed the frame");
+}
+
+#[test]
+fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
+    // Synthetic workers dream every tile as no change. Serving changes,
+    // they are given the frames after the first as regions (12 of them,
+    // the top octave's tiles of 96); not serving any, as tiles through
+    // the coordinator's frame loop: the frames must be the same bits.
+    let flags = [
+        "--input",
+        "assets/astronaut.png",
+        "--size",
+        "320x240",
+        "--frames",
+        "4",
+        "--tile-size",
+        "96",
+        "--rotate",
+        "2",
+        "--name",
+        "regions",
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let job = |regions: bool| {
+        let coordinator = Coordinator::start();
+        let pool =
+            SyntheticPool::start_with(&runtime, &coordinator.url, 3, Duration::ZERO, regions);
+        let id = coordinator.submit(&flags);
+        coordinator.wait_done(&id, Duration::from_secs(120));
+        pool.assert_working();
+        let pixels: Vec<Vec<u8>> = frames(&coordinator.frames_dir(&id))
+            .iter()
+            .map(|p| image::open(p).expect("a frame").to_rgb8().into_raw())
+            .collect();
+        (pixels, pool.regions_done())
+    };
+    let (by_regions, regions) = job(true);
+    let (by_tiles, none) = job(false);
+    assert!(
+        regions >= 3 * 12 && none == 0,
+        "frames 1 to 3 went by regions: {regions} regions came back ({none} without)"
+    );
+    assert_eq!((by_regions.len(), by_tiles.len()), (4, 4));
+    for (n, (a, b)) in by_regions.iter().zip(&by_tiles).enumerate() {
+        assert!(a == b, "frame {n} by regions differs from the one by tiles");
+    }
+    assert!(by_tiles[3] != by_tiles[2], "the camera moved");
 }

@@ -16,6 +16,7 @@ use crate::frame_loop::{FramePlan, dream_frame};
 use crate::frame_writer::{FrameWriter, VideoFeed};
 use crate::output::{OutputDir, OutputError};
 use crate::progress::FrameProgress;
+use crate::region_frames;
 use crate::tile_executor::{TileError, TileExecutor};
 use crate::video::{VideoEncoding, VideoError, VideoOut, VideoStream, assemble};
 
@@ -285,18 +286,21 @@ pub fn render(
     // Each frame's images (the warped input, the octaves' images, the
     // frame dreamed) are the last frame's spent ones.
     let mut spare = SpareImages::default();
-    let mut dream =
-        |n: u64, image: &Planar, spare: &mut SpareImages| -> Result<Planar, RenderError> {
-            let _span = tracing::info_span!("frame", n).entered();
-            Ok(dream_frame(
-                &spec.dream,
-                min_side,
-                &FramePlan::new(spec, n, &guide)?,
-                image,
-                executor,
-                spare,
-            )?)
-        };
+    let dream = |n: u64,
+                 image: &Planar,
+                 spare: &mut SpareImages,
+                 executor: &mut dyn TileExecutor|
+     -> Result<Planar, RenderError> {
+        let _span = tracing::info_span!("frame", n).entered();
+        Ok(dream_frame(
+            &spec.dream,
+            min_side,
+            &FramePlan::new(spec, n, &guide)?,
+            image,
+            executor,
+            spare,
+        )?)
+    };
     // A resumed render's stream is first fed the frames on disk; one with
     // every frame on disk only assembles them.
     let stream = match video.encoding {
@@ -313,9 +317,41 @@ pub fn render(
         let dreamed = (|| -> Result<(), RenderError> {
             while next < total {
                 let started = Instant::now();
-                let frames = match &previous {
-                    None => vec![dream(0, input, &mut spare)?],
-                    Some(prev) => {
+                let regions = match &previous {
+                    Some(prev) if next % cadence == 0 => {
+                        let plan = FramePlan::new(spec, next, &guide)?;
+                        match executor.regions() {
+                            Some(regions)
+                                if region_frames::eligible(spec, &plan, reference.is_some()) =>
+                            {
+                                let camera = camera(spec, next, w, h);
+                                let _span = tracing::info_span!("frame", n = next).entered();
+                                Some(region_frames::dream(
+                                    spec,
+                                    &plan,
+                                    (w, h),
+                                    min_side,
+                                    prev,
+                                    camera,
+                                    regions,
+                                )?)
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let to_rgb = |mut image: Planar, spare: &mut SpareImages| {
+                    let rgb = image.to_rgb8();
+                    spare.keep(&mut image);
+                    rgb
+                };
+                let frames = match (&previous, regions) {
+                    (_, Some(rgb)) => vec![rgb],
+                    (None, None) => {
+                        vec![to_rgb(dream(0, input, &mut spare, executor)?, &mut spare)]
+                    }
+                    (Some(prev), None) => {
                         let key = next.div_ceil(cadence) * cadence;
                         // The camera path from the last dreamed frame:
                         // `carried` holds frames next.., `moved` the last.
@@ -335,7 +371,7 @@ pub fn render(
                                 reference.as_ref(),
                                 &mut moved,
                             );
-                            let dreamed = dream(key, &moved, &mut spare)?;
+                            let dreamed = dream(key, &moved, &mut spare, executor)?;
                             spare.keep(&mut moved);
                             cross_fade(spec, &mut carried, &dreamed, key, w, h);
                             carried.push(dreamed);
@@ -343,10 +379,13 @@ pub fn render(
                             carried.push(moved);
                         }
                         carried
+                            .into_iter()
+                            .map(|image| to_rgb(image, &mut spare))
+                            .collect()
                     }
                 };
                 let seconds = started.elapsed().as_secs_f64() / frames.len() as f64;
-                for mut image in frames {
+                for rgb in frames {
                     let n = next;
                     next += 1;
                     // What is fed back is exactly what is on disk, so a
@@ -354,8 +393,7 @@ pub fn render(
                     // uninterrupted one.
                     // Shared by the writer and, for a dreamed frame, the
                     // next frame's warp: 25 MB at 4K not copied.
-                    let rgb = Arc::new(image.to_rgb8());
-                    spare.keep(&mut image);
+                    let rgb = Arc::new(rgb);
                     if n % cadence == 0 {
                         if let (Some(space), 0) = (spec.color.coherence, n) {
                             reference.get_or_insert_with(|| {

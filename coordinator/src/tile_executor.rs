@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 
+use crate::region_frames::RegionExecutor;
+
 /// A tile computation that failed for good (retries are the executor's
 /// business).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,13 @@ pub trait TileExecutor {
     /// decoded, while in cache.
     fn changes_are_finite(&self) -> bool {
         false
+    }
+
+    /// Where this executor computes a frame's regions, when it can now
+    /// (workers that serve changes: docs/frame-loop-on-workers.md); none
+    /// sends every frame through tiles.
+    fn regions(&mut self) -> Option<&mut dyn RegionExecutor> {
+        None
     }
 }
 

@@ -7,18 +7,21 @@
 //! neighbours', and a stage's changes depend only on the stages before
 //! it, so regions that wait on each other never wait in a circle.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::region_frame::RegionFrame;
 use dreamfarm_common::region_plan::RegionPlan;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::change_exchange::{BatchChange, BatchKey, Changes, FetchError, fetch};
+use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 
 /// Why a region could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,53 @@ pub enum RegionError {
     },
 }
 
+/// Where the workers holding a frame's regions serve their changes, as
+/// the coordinator says (`RegionHolders`), with a channel to each.
+#[derive(Debug, Clone)]
+pub struct Holders {
+    /// Each region's holder's address (empty: none now).
+    addresses: watch::Receiver<Vec<String>>,
+    /// A channel to each address met, shared: one connection a neighbour.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Holders {
+    /// Holders as `addresses` says, now and whenever it changes.
+    pub fn new(addresses: watch::Receiver<Vec<String>>) -> Self {
+        Self {
+            addresses,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A channel to region `region`'s holder, once there is one.
+    async fn channel(&mut self, region: usize) -> Result<Channel, FetchError> {
+        let address = self
+            .addresses
+            .wait_for(|a| a.get(region).is_some_and(|a| !a.is_empty()))
+            .await
+            .map_err(|_| FetchError::Call(tonic::Status::cancelled("the frame was given up")))?
+            [region]
+            .clone();
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(channel) = channels.get(&address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| FetchError::Call(tonic::Status::invalid_argument(e.to_string())))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .http2_adaptive_window(false);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address, channel.clone());
+        Ok(channel)
+    }
+}
+
 /// One region of one frame of a job, as a worker is given it.
 pub struct RegionWork<'p> {
     /// The frame's plan.
@@ -71,12 +121,12 @@ pub struct RegionWork<'p> {
 
 /// Computes `work`: its own batches dreamed by `dream` and added to
 /// `changes` (which the worker serves), its neighbours' changes fetched
-/// from `holders` (a channel to each region's worker, by region). Returns
-/// the frame's pixels over the region's cell.
+/// from their `holders`. Returns the frame's pixels over the region's
+/// cell.
 pub async fn run_region<F, Fut>(
     work: RegionWork<'_>,
     changes: &Changes,
-    holders: &[Channel],
+    holders: &Holders,
     mut dream: F,
 ) -> Result<Planar, RegionError>
 where
@@ -115,12 +165,16 @@ where
         let mut fetches = JoinSet::new();
         for (tile, area) in region.needs() {
             let first = plan.batch_of(o, tile);
-            let channel = holders[plan.owners[o][tile]].clone();
+            let (owner, mut holders) = (plan.owners[o][tile], holders.clone());
             let out = plan.grids[o].tile(tile).output;
             let key = key(o, p, first);
             fetches.spawn(async move {
                 let size = (out.width, out.height);
-                (tile, fetch(channel, &key, tile - first, &area, size).await)
+                let fetched = match holders.channel(owner).await {
+                    Ok(channel) => fetch(channel, &key, tile - first, &area, size).await,
+                    Err(e) => Err(e),
+                };
+                (tile, fetched)
             });
         }
         while let Some(done) = fetches.join_next().await {

@@ -21,7 +21,9 @@
 //! × t. Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
 //! BENCH_JOBS (concurrent jobs, default 8), BENCH_WORKERS (default 32),
 //! BENCH_TILE_SECONDS (default 1.5), BENCH_WINDOW (seconds, default 20),
-//! BENCH_WIRE (the jobs' wire precision, f32 or f16; default f32).
+//! BENCH_WIRE (the jobs' wire precision, f32 or f16; default f32),
+//! BENCH_REGIONS (1: the workers serve changes and take region leases, so
+//! each job's frames after the first are dreamed by regions; default 0).
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,8 @@ fn measure(
     window: Duration,
 ) -> Measured {
     let coordinator = Coordinator::start_measured();
-    let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
+    let regions = env_or("BENCH_REGIONS", 0) == 1;
+    let pool = SyntheticPool::start_with(runtime, &coordinator.url, workers, delay, regions);
     let names: Vec<String> = (0..jobs).map(|j| format!("capacity{j}")).collect();
     let ids: Vec<String> = names
         .iter()

@@ -19,7 +19,9 @@
 //! Environment: BENCH_SIZES (default "1920x1080,3840x2160"),
 //! BENCH_TILE_SECONDS (default "0.1,1"), BENCH_WORKERS (default
 //! "1,2,4,8,16,32,64"), BENCH_FRAMES (frames timed, default 1),
-//! BENCH_JOB_ARGS (extra job flags), DREAMFARM_BIN (the coordinator to run).
+//! BENCH_JOB_ARGS (extra job flags), DREAMFARM_BIN (the coordinator to run),
+//! BENCH_REGIONS (1: the workers serve changes and take region leases, so
+//! the frames after the first are dreamed by regions; default 0).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -93,7 +95,8 @@ fn measure(
     frames: usize,
 ) -> Point {
     let coordinator = Coordinator::start_measured();
-    let pool = SyntheticPool::start(runtime, &coordinator.url, workers, delay);
+    let regions = env_or("BENCH_REGIONS", 0) == 1;
+    let pool = SyntheticPool::start_with(runtime, &coordinator.url, workers, delay, regions);
     let id = coordinator.submit(&endless_job(size, "scaling", job_args));
     let dir = coordinator.frames_dir(&id);
     let limit = Duration::from_secs(1800);

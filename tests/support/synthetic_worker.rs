@@ -8,16 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use dreamfarm_common::resample::Planar;
+use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
+use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
-use dreamfarm_proto::pb::{Chunk, Heartbeat, Hello, PixelFormat, ResultStart, WorkerMessage};
+use dreamfarm_proto::pb::{
+    Chunk, Heartbeat, Hello, PixelFormat, RegionHolders, RegionLeaseStart, RegionResultStart,
+    ResultStart, WorkerMessage,
+};
+use dreamfarm_proto::region_lease;
+use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cluster::TOKEN;
@@ -29,12 +38,22 @@ fn up(body: Up) -> WorkerMessage {
 /// One synthetic worker's session: leases in, a zero change out after
 /// `delay` per tile (a batch of tiles takes its tiles' time: the synthetic
 /// device gains nothing from batching, so a bench shows only what fewer
-/// leases save). Counts the tiles it returned in `done`.
+/// leases save). Counts the tiles it returned in `done`. With `regions`
+/// it serves changes on a loopback port and computes the region leases
+/// it is given as a real worker does, its tiles dreamed as zero changes
+/// one at a time after the same delay.
 async fn synthetic_worker(
     url: String,
     delay: Duration,
     done: Arc<AtomicU64>,
+    regions: Option<Arc<AtomicU64>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let region_worker = match regions {
+        Some(count) => Some(Arc::new(
+            RegionSide::start(delay, done.clone(), count).await?,
+        )),
+        None => None,
+    };
     let channel = tonic::transport::Endpoint::from_shared(url)?
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -51,7 +70,9 @@ async fn synthetic_worker(
         name: "synthetic".into(),
         concurrency: 1,
         device: "synthetic".into(),
-        ..Default::default()
+        change_address: region_worker
+            .as_ref()
+            .map_or(String::new(), |r| r.address.clone()),
     })))
     .await?;
     let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -70,7 +91,33 @@ async fn synthetic_worker(
     });
     let zeros = dreamfarm_proto::Bytes::from(vec![0u8; CHUNK_BYTES]);
     let mut arriving: HashMap<u64, Arriving> = HashMap::new();
+    let mut regions_arriving: HashMap<u64, (RegionLeaseStart, Vec<u8>)> = HashMap::new();
     while let Some(msg) = down.message().await? {
+        if let Some(side) = &region_worker {
+            match msg.body {
+                Some(Down::RegionStart(s)) => {
+                    regions_arriving.insert(s.lease_id, (s, Vec::new()));
+                    continue;
+                }
+                Some(Down::LeaseChunk(c)) if regions_arriving.contains_key(&c.lease_id) => {
+                    let Some((start, bytes)) = regions_arriving.get_mut(&c.lease_id) else {
+                        continue;
+                    };
+                    bytes.extend_from_slice(&c.data);
+                    if bytes.len() as u64 >= start.part_bytes
+                        && let Some((start, bytes)) = regions_arriving.remove(&c.lease_id)
+                    {
+                        side.clone().compute(start, bytes, tx.clone());
+                    }
+                    continue;
+                }
+                Some(Down::Holders(h)) => {
+                    side.tell(h);
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let (id, lease) = match msg.body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
@@ -130,6 +177,139 @@ async fn synthetic_worker(
     Ok(())
 }
 
+/// A synthetic worker's side for region leases: its change service, the
+/// holders the coordinator tells it of, and its one device.
+struct RegionSide {
+    address: String,
+    changes: Arc<Changes>,
+    /// Each frame's holders (by job and frame), as last told.
+    holders: std::sync::Mutex<HashMap<(String, u64), watch::Sender<Vec<String>>>>,
+    /// One tile dreamed at a time.
+    device: Semaphore,
+    delay: Duration,
+    done: Arc<AtomicU64>,
+    /// Regions it returned.
+    regions: Arc<AtomicU64>,
+}
+
+impl RegionSide {
+    /// Starts the change service on a loopback port.
+    async fn start(
+        delay: Duration,
+        done: Arc<AtomicU64>,
+        regions: Arc<AtomicU64>,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let changes = Arc::new(Changes::default());
+        let service = ChangeServiceServer::new(ChangeServer(changes.clone()))
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .max_frame_size(FRAME_BYTES)
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Ok(Self {
+            address,
+            changes,
+            holders: std::sync::Mutex::default(),
+            device: Semaphore::new(1),
+            delay,
+            done,
+            regions,
+        })
+    }
+
+    /// The holders of a job's frame, as last told (none yet: an empty
+    /// list, filled in when told).
+    fn holders_of(&self, job: &str, frame: u64) -> watch::Receiver<Vec<String>> {
+        let mut all = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry((job.to_string(), frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .subscribe()
+    }
+
+    /// Takes the coordinator's word on a frame's holders.
+    fn tell(&self, h: RegionHolders) {
+        let mut all = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = all
+            .entry((h.job_id, h.frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0);
+        tx.send_replace(h.addresses);
+    }
+
+    /// Computes a region lease and sends its cell up `tx`.
+    fn compute(
+        self: Arc<Self>,
+        start: RegionLeaseStart,
+        rgb: Vec<u8>,
+        tx: mpsc::Sender<WorkerMessage>,
+    ) {
+        tokio::spawn(async move {
+            let (id, attempt, job) = (start.lease_id, start.attempt, start.job_id.clone());
+            let Ok(lease) = region_lease::from_wire(start, rgb) else {
+                return;
+            };
+            let plan = lease.plan();
+            let Some(input) = lease.input(&plan) else {
+                return;
+            };
+            let holders = Holders::new(self.holders_of(&job, lease.frame));
+            let work = RegionWork {
+                plan: &plan,
+                region: lease.region as usize,
+                job,
+                frame: lease.frame,
+                objective: lease.objective.clone(),
+                input,
+            };
+            let side = self.clone();
+            let dream = move |tile: TileWork| {
+                let side = side.clone();
+                async move {
+                    let _device = side.device.acquire().await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep(side.delay * tile.tiles).await;
+                    side.done
+                        .fetch_add(u64::from(tile.tiles), Ordering::Relaxed);
+                    let (w, h) = tile.change_size();
+                    Ok(Planar::zeros(w, h))
+                }
+            };
+            let Ok(cell) = run_region(work, &self.changes, &holders, dream).await else {
+                return;
+            };
+            let rgb = cell.to_rgb8();
+            let head = RegionResultStart {
+                lease_id: id,
+                attempt,
+                rgb_bytes: rgb.len() as u64,
+            };
+            if tx.send(up(Up::RegionResult(head))).await.is_err() {
+                return;
+            }
+            for piece in rgb.chunks(CHUNK_BYTES) {
+                let chunk = Chunk {
+                    lease_id: id,
+                    data: dreamfarm_proto::Bytes::copy_from_slice(piece),
+                };
+                if tx.send(up(Up::ResultChunk(chunk))).await.is_err() {
+                    return;
+                }
+            }
+            self.regions.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}
+
 /// A lease whose pixels are arriving at a synthetic worker.
 #[derive(Clone, Copy)]
 struct Arriving {
@@ -148,6 +328,8 @@ struct Arriving {
 pub struct SyntheticPool {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     done: Arc<AtomicU64>,
+    /// Regions returned, by workers that take them.
+    regions: Arc<AtomicU64>,
     /// The first error a worker stopped with, so that a bench whose workers
     /// were refused (a coordinator of another protocol version, a wrong
     /// token) says so instead of waiting for frames that never come.
@@ -163,13 +345,27 @@ impl SyntheticPool {
         workers: usize,
         delay: Duration,
     ) -> Self {
+        Self::start_with(runtime, url, workers, delay, false)
+    }
+
+    /// [`start`](Self::start), the workers taking region leases too when
+    /// `regions` says so.
+    pub fn start_with(
+        runtime: &tokio::runtime::Runtime,
+        url: &str,
+        workers: usize,
+        delay: Duration,
+        regions: bool,
+    ) -> Self {
         let done = Arc::new(AtomicU64::new(0));
+        let regions_done = Arc::new(AtomicU64::new(0));
         let failure = Arc::new(OnceLock::new());
         let tasks = (0..workers)
             .map(|_| {
                 let (url, done, failure) = (url.to_string(), done.clone(), failure.clone());
+                let count = regions.then(|| regions_done.clone());
                 runtime.spawn(async move {
-                    if let Err(e) = synthetic_worker(url, delay, done).await {
+                    if let Err(e) = synthetic_worker(url, delay, done, count).await {
                         // A later worker's error is dropped: the first says why.
                         let _ = failure.set(e.to_string());
                     }
@@ -179,8 +375,14 @@ impl SyntheticPool {
         Self {
             tasks,
             done,
+            regions: regions_done,
             failure,
         }
+    }
+
+    /// Regions the pool has returned so far.
+    pub fn regions_done(&self) -> u64 {
+        self.regions.load(Ordering::Relaxed)
     }
 
     /// Tiles the pool has returned so far.

@@ -12,7 +12,9 @@ use dreamfarm_common::work::TileWork;
 use super::hub::Hub;
 use super::job_handle::JobHandle;
 use super::scheduler::TileOutcome;
+use crate::region_frames::RegionExecutor;
 use crate::tile_executor::{TileError, TileExecutor, TileKey};
+use dreamfarm_common::work::RegionLease;
 
 /// Tiles of one job computed by the worker pool.
 pub struct RemoteExecutor {
@@ -37,6 +39,18 @@ impl RemoteExecutor {
             tiles: Vec::new(),
             outstanding: 0,
         }
+    }
+
+    /// Tells the job's status why it waits, if it waits for workers.
+    fn note_waiting(&self) {
+        let (workers, blocked) = self
+            .hub
+            .read(|s| (s.snapshot().workers, s.all_blocked(&self.job.id)));
+        self.job.waiting(match (workers, blocked) {
+            (0, _) => "waiting for workers: none is connected",
+            (_, true) => "waiting for workers: every connected one is blocked from this job after failing its tiles",
+            _ => "",
+        });
     }
 
     /// The error for tile `slot` of the batch (or the batch as a whole).
@@ -81,6 +95,13 @@ impl TileExecutor for RemoteExecutor {
         true
     }
 
+    /// Frames go by regions whenever a worker that serves changes is
+    /// connected: the frames are the same bits either way.
+    fn regions(&mut self) -> Option<&mut dyn RegionExecutor> {
+        let serving = self.hub.read(|s| s.serves_changes());
+        serving.then_some(self as &mut dyn RegionExecutor)
+    }
+
     fn next(&mut self) -> Result<(TileKey, Planar), TileError> {
         loop {
             let Some((rx, _)) = self.batch.as_ref().filter(|_| self.outstanding > 0) else {
@@ -101,16 +122,7 @@ impl TileExecutor for RemoteExecutor {
                     return Ok((key, change));
                 }
                 Ok((slot, Err(reason))) => return Err(self.fail(slot, reason)),
-                Err(RecvTimeoutError::Timeout) => {
-                    let (workers, blocked) = self
-                        .hub
-                        .read(|s| (s.snapshot().workers, s.all_blocked(&self.job.id)));
-                    self.job.waiting(match (workers, blocked) {
-                        (0, _) => "waiting for workers: none is connected",
-                        (_, true) => "waiting for workers: every connected one is blocked from this job after failing its tiles",
-                        _ => "",
-                    });
-                }
+                Err(RecvTimeoutError::Timeout) => self.note_waiting(),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(self.fail(0, CANCELLED.into()));
                 }
@@ -121,3 +133,41 @@ impl TileExecutor for RemoteExecutor {
 
 /// Why a cancelled job's frame stops.
 const CANCELLED: &str = "the job was cancelled";
+
+impl RegionExecutor for RemoteExecutor {
+    fn dream_regions(
+        &mut self,
+        frame: u64,
+        leases: Vec<(RegionLease, (usize, usize))>,
+    ) -> Result<Vec<Vec<u8>>, TileError> {
+        let n = leases.len();
+        let failed = |region: usize, reason: String| TileError {
+            frame,
+            octave: 0,
+            tile: region as u32,
+            reason: format!("region {region}: {reason}"),
+        };
+        let rx = self
+            .hub
+            .update(|s| s.submit_regions(&self.job.id, frame, leases))
+            .ok_or_else(|| failed(0, CANCELLED.into()))?;
+        self.job.batch_started(n);
+        let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut left = n;
+        while left > 0 {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok((slot, Ok(rgb))) => {
+                    if let Some(cell @ None) = cells.get_mut(slot) {
+                        *cell = Some(rgb);
+                        left -= 1;
+                        self.job.tile_done();
+                    }
+                }
+                Ok((slot, Err(reason))) => return Err(failed(slot, reason)),
+                Err(RecvTimeoutError::Timeout) => self.note_waiting(),
+                Err(RecvTimeoutError::Disconnected) => return Err(failed(0, CANCELLED.into())),
+            }
+        }
+        Ok(cells.into_iter().flatten().collect())
+    }
+}

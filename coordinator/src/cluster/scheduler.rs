@@ -547,6 +547,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether a connected worker serves changes (takes region leases).
+    pub fn serves_changes(&self) -> bool {
+        self.workers.values().any(|w| !w.change_address.is_empty())
+    }
+
     /// Notes where `worker`'s change service listens: it takes region
     /// leases from now on.
     pub fn serve_changes(&mut self, worker: WorkerId, address: String) {

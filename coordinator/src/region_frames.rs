@@ -1,0 +1,98 @@
+//! A frame dreamed by regions on the workers (docs/frame-loop-on-workers.md)
+//! instead of tile by tile on the coordinator: from the last frame as
+//! written, each region is sent the 8-bit part of it that it reads and
+//! sends back the frame's 8-bit pixels over its cell. The same bits as the
+//! frame loop, for the frames the regions can compute alone.
+
+use dreamfarm_common::params::JobSpec;
+use dreamfarm_common::region_plan::RegionPlan;
+use dreamfarm_common::resample::Warp;
+use dreamfarm_common::work::RegionLease;
+
+use crate::frame_loop::FramePlan;
+use crate::tile_executor::TileError;
+
+/// Where a frame's regions are computed.
+pub trait RegionExecutor {
+    /// Computes the regions `leases` of frame `frame`, each with its
+    /// cell's width and height; returns each cell's 8-bit RGB, in region
+    /// order.
+    fn dream_regions(
+        &mut self,
+        frame: u64,
+        leases: Vec<(RegionLease, (usize, usize))>,
+    ) -> Result<Vec<Vec<u8>>, TileError>;
+}
+
+/// Whether frame `n` of `spec` can be dreamed by regions: it follows the
+/// last frame with no cross-fade between key frames, no colour reference
+/// and no contrast or sharpening to apply to the whole moved frame, and
+/// it is dreamed at all.
+pub fn eligible(spec: &JobSpec, plan: &FramePlan, has_reference: bool) -> bool {
+    let (n, frames, color) = (plan.frame, spec.frames, &spec.color);
+    spec.dream.cadence <= 1
+        && !has_reference
+        && color.coherence.is_none()
+        && color.contrast.value_at(n, frames) == 1.0
+        && color.sharpen.value_at(n, frames) == 0.0
+        && !plan.objective.layers.is_empty()
+}
+
+/// Frame `plan.frame` of `spec`, `width`×`height`, dreamed by `regions`
+/// from `previous`, the last frame as written (8-bit RGB), moved by
+/// `camera`: its 8-bit RGB.
+pub fn dream(
+    spec: &JobSpec,
+    plan: &FramePlan,
+    (width, height): (usize, usize),
+    min_side: usize,
+    previous: &[u8],
+    camera: Warp,
+    regions: &mut dyn RegionExecutor,
+) -> Result<Vec<u8>, TileError> {
+    let sizes = spec.dream.octave_sizes(width, height, min_side);
+    let steps = plan.objective.iterations;
+    let regions_plan = RegionPlan::new(&spec.dream, plan.jitter, steps, &sizes);
+    let leases = regions_plan
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(r, region)| {
+            let input = &region.input;
+            let (columns, rows) =
+                camera.source_of(width, height, input.columns.clone(), input.rows.clone());
+            let mut rgb = Vec::with_capacity(3 * columns.len() * rows.len());
+            for y in rows.clone() {
+                rgb.extend_from_slice(
+                    &previous[3 * (y * width + columns.start)..3 * (y * width + columns.end)],
+                );
+            }
+            let lease = RegionLease {
+                frame: plan.frame,
+                region: r as u32,
+                settings: spec.dream.clone(),
+                size: (width, height),
+                min_side,
+                jitter: plan.jitter,
+                objective: plan.objective.clone(),
+                camera,
+                origin: (columns.start, rows.start),
+                part: (columns.len(), rows.len()),
+                rgb,
+            };
+            let cell = (region.cell.columns.len(), region.cell.rows.len());
+            (lease, cell)
+        })
+        .collect();
+    let cells = regions.dream_regions(plan.frame, leases)?;
+    let mut frame = vec![0u8; 3 * width * height];
+    for (region, cell) in regions_plan.regions.iter().zip(&cells) {
+        let (columns, rows) = (&region.cell.columns, &region.cell.rows);
+        let row_bytes = 3 * columns.len();
+        for (k, y) in rows.clone().enumerate() {
+            let at = 3 * (y * width + columns.start);
+            frame[at..at + row_bytes].copy_from_slice(&cell[k * row_bytes..(k + 1) * row_bytes]);
+        }
+    }
+    Ok(frame)
+}
