@@ -12,15 +12,25 @@ use dreamfarm_common::work::RegionLease;
 use crate::frame_loop::FramePlan;
 use crate::tile_executor::TileError;
 
+/// One region of a frame to compute.
+#[derive(Debug, Clone)]
+pub struct RegionTask {
+    /// The lease its worker is given.
+    pub lease: RegionLease,
+    /// Width and height of its cell, which its result covers.
+    pub cell: (usize, usize),
+    /// Tiles it dreams: its own, every pass.
+    pub tiles: u64,
+}
+
 /// Where a frame's regions are computed.
 pub trait RegionExecutor {
-    /// Computes the regions `leases` of frame `frame`, each with its
-    /// cell's width and height; returns each cell's 8-bit RGB, in region
-    /// order.
+    /// Computes the regions `regions` of frame `frame`; returns each
+    /// cell's 8-bit RGB, in region order.
     fn dream_regions(
         &mut self,
         frame: u64,
-        leases: Vec<(RegionLease, (usize, usize))>,
+        regions: Vec<RegionTask>,
     ) -> Result<Vec<Vec<u8>>, TileError>;
 }
 
@@ -80,8 +90,15 @@ pub fn dream(
                 part: (columns.len(), rows.len()),
                 rgb,
             };
-            let cell = (region.cell.columns.len(), region.cell.rows.len());
-            (lease, cell)
+            let own: usize = (0..sizes.len())
+                .flat_map(|o| regions_plan.own_batches(r, o).map(move |t| (o, t)))
+                .map(|(o, t)| regions_plan.batches[o][t] - t)
+                .sum();
+            RegionTask {
+                lease,
+                cell: (region.cell.columns.len(), region.cell.rows.len()),
+                tiles: (own * regions_plan.passes) as u64,
+            }
         })
         .collect();
     let cells = regions.dream_regions(plan.frame, leases)?;

@@ -46,6 +46,9 @@ pub enum RegionError {
         /// What went wrong.
         source: FetchError,
     },
+    /// The worker is stopping.
+    #[error("the region was stopped: {0}")]
+    Stopped(String),
     /// A change did not fit the tile it was for.
     #[error("the change of tile {tile} of octave {octave} is not its tile's size")]
     Misfit {
@@ -178,7 +181,9 @@ where
             });
         }
         while let Some(done) = fetches.join_next().await {
-            let (tile, fetched) = done.expect("a fetch does not panic");
+            // A fetch stops only with the runtime (the worker shutting
+            // down).
+            let (tile, fetched) = done.map_err(|e| RegionError::Stopped(e.to_string()))?;
             let change = fetched.map_err(|source| RegionError::Fetch {
                 octave: o,
                 tile,

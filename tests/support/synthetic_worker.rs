@@ -155,6 +155,11 @@ async fn synthetic_worker(
             ..
         } = lease;
         tokio::time::sleep(delay * tiles).await;
+        // A result goes up whole, never interleaved with a region's.
+        let _sending = match &region_worker {
+            Some(side) => Some(side.sending.lock().await),
+            None => None,
+        };
         tx.send(up(Up::ResultStart(ResultStart {
             lease_id: id,
             attempt,
@@ -177,19 +182,25 @@ async fn synthetic_worker(
     Ok(())
 }
 
+/// A job's frame: the job and the frame number.
+type FrameOf = (String, u64);
+
 /// A synthetic worker's side for region leases: its change service, the
 /// holders the coordinator tells it of, and its one device.
 struct RegionSide {
     address: String,
     changes: Arc<Changes>,
     /// Each frame's holders (by job and frame), as last told.
-    holders: std::sync::Mutex<HashMap<(String, u64), watch::Sender<Vec<String>>>>,
+    holders: std::sync::Mutex<HashMap<FrameOf, watch::Sender<Vec<String>>>>,
     /// One tile dreamed at a time.
     device: Semaphore,
     delay: Duration,
     done: Arc<AtomicU64>,
     /// Regions it returned.
     regions: Arc<AtomicU64>,
+    /// Held while a result goes up the session: its head and pieces
+    /// must not interleave with another's.
+    sending: tokio::sync::Mutex<()>,
 }
 
 impl RegionSide {
@@ -220,6 +231,7 @@ impl RegionSide {
             delay,
             done,
             regions,
+            sending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -288,6 +300,7 @@ impl RegionSide {
                 return;
             };
             let rgb = cell.to_rgb8();
+            let _sending = self.sending.lock().await;
             let head = RegionResultStart {
                 lease_id: id,
                 attempt,

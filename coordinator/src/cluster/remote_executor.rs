@@ -12,9 +12,8 @@ use dreamfarm_common::work::TileWork;
 use super::hub::Hub;
 use super::job_handle::JobHandle;
 use super::scheduler::TileOutcome;
-use crate::region_frames::RegionExecutor;
+use crate::region_frames::{RegionExecutor, RegionTask};
 use crate::tile_executor::{TileError, TileExecutor, TileKey};
-use dreamfarm_common::work::RegionLease;
 
 /// Tiles of one job computed by the worker pool.
 pub struct RemoteExecutor {
@@ -138,9 +137,10 @@ impl RegionExecutor for RemoteExecutor {
     fn dream_regions(
         &mut self,
         frame: u64,
-        leases: Vec<(RegionLease, (usize, usize))>,
+        regions: Vec<RegionTask>,
     ) -> Result<Vec<Vec<u8>>, TileError> {
-        let n = leases.len();
+        let n = regions.len();
+        let tiles: Vec<u64> = regions.iter().map(|r| r.tiles).collect();
         let failed = |region: usize, reason: String| TileError {
             frame,
             octave: 0,
@@ -149,7 +149,7 @@ impl RegionExecutor for RemoteExecutor {
         };
         let rx = self
             .hub
-            .update(|s| s.submit_regions(&self.job.id, frame, leases))
+            .update(|s| s.submit_regions(&self.job.id, frame, regions))
             .ok_or_else(|| failed(0, CANCELLED.into()))?;
         self.job.batch_started(n);
         let mut cells: Vec<Option<Vec<u8>>> = vec![None; n];
@@ -161,6 +161,7 @@ impl RegionExecutor for RemoteExecutor {
                         *cell = Some(rgb);
                         left -= 1;
                         self.job.tile_done();
+                        self.hub.metrics.tiles.add(tiles[slot], Instant::now());
                     }
                 }
                 Ok((slot, Err(reason))) => return Err(failed(slot, reason)),

@@ -28,6 +28,8 @@ use dreamfarm_common::params::{DreamSettings, WirePrecision};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::{RegionLease, TileWork};
 
+pub use crate::region_frames::RegionTask;
+
 use super::job_weights::JobWeights;
 use crate::store::EventKind;
 
@@ -67,6 +69,8 @@ pub enum Work {
         lease: Arc<RegionLease>,
         /// Width and height of the region's cell.
         cell: (usize, usize),
+        /// Tiles the region dreams (its own, every pass).
+        tiles: u64,
     },
 }
 
@@ -469,14 +473,14 @@ impl Scheduler {
         self.append(job, work).then_some(rx)
     }
 
-    /// Queues the regions of `job`'s frame `frame` (each with its cell's
-    /// size, in region order) as its next batch; each region's outcome
-    /// arrives on the returned channel with its index.
+    /// Queues the regions of `job`'s frame `frame` (in region order) as
+    /// its next batch; each region's outcome arrives on the returned
+    /// channel with its index.
     pub fn submit_regions(
         &mut self,
         job: &str,
         frame: u64,
-        regions: Vec<(RegionLease, (usize, usize))>,
+        regions: Vec<RegionTask>,
     ) -> Option<mpsc::Receiver<(usize, RegionOutcome)>> {
         let id = self.fresh_id();
         let queue = self.jobs.get_mut(job)?;
@@ -490,15 +494,16 @@ impl Scheduler {
         queue.pending = regions
             .into_iter()
             .enumerate()
-            .map(|(slot, (lease, cell))| Unit {
+            .map(|(slot, task)| Unit {
                 batch: id,
                 slot,
                 attempt: 0,
                 failed_on: Vec::new(),
                 lost: 0,
                 work: Work::Region {
-                    lease: Arc::new(lease),
-                    cell,
+                    lease: Arc::new(task.lease),
+                    cell: task.cell,
+                    tiles: task.tiles,
                 },
             })
             .collect();
@@ -928,7 +933,7 @@ impl Scheduler {
         }
         let tiles = match &self.leases[&lease].unit.work {
             Work::Tile(w) => u64::from(w.tiles),
-            Work::Region { .. } => 0,
+            Work::Region { tiles, .. } => *tiles,
         };
         if let Some((l, Results::Tiles(tx))) = self.finish(worker, lease, tiles) {
             let _ = tx.send((l.unit.slot, Ok(change)));
@@ -954,7 +959,11 @@ impl Scheduler {
                 got,
             });
         }
-        if let Some((l, Results::Regions { results, .. })) = self.finish(worker, lease, 0) {
+        let tiles = match &self.leases[&lease].unit.work {
+            Work::Region { tiles, .. } => *tiles,
+            Work::Tile(_) => 0,
+        };
+        if let Some((l, Results::Regions { results, .. })) = self.finish(worker, lease, tiles) {
             let _ = results.send((l.unit.slot, Ok(rgb)));
         }
         Ok(())
@@ -1102,8 +1111,9 @@ mod tests {
         }
     }
 
-    /// Region `region` of frame 5, its part a 2x2 corner, its cell 2x2.
-    fn region(region: u32) -> (RegionLease, (usize, usize)) {
+    /// Region `region` of frame 5, its part a 2x2 corner, its cell 2x2,
+    /// three tiles its own.
+    fn region(region: u32) -> RegionTask {
         let settings = DreamSettings::default();
         let objective = FrameObjective::at(&settings, 5, 10, 1, None).expect("objective");
         let lease = RegionLease {
@@ -1124,7 +1134,11 @@ mod tests {
             part: (2, 2),
             rgb: vec![0; 12],
         };
-        (lease, (2, 2))
+        RegionTask {
+            lease,
+            cell: (2, 2),
+            tiles: 3,
+        }
     }
 
     fn params() -> JobParams {
