@@ -317,26 +317,25 @@ pub fn render(
         let dreamed = (|| -> Result<(), RenderError> {
             while next < total {
                 let started = Instant::now();
-                let regions = match &previous {
-                    Some(prev) if next % cadence == 0 => {
+                // A frame that follows the last goes by regions when the
+                // executor has them now and the frame allows it.
+                let regions = match (&previous, executor.regions()) {
+                    (Some(prev), Some(regions)) => {
                         let plan = FramePlan::new(spec, next, &guide)?;
-                        match executor.regions() {
-                            Some(regions)
-                                if region_frames::eligible(spec, &plan, reference.is_some()) =>
-                            {
-                                let camera = camera(spec, next, w, h);
-                                let _span = tracing::info_span!("frame", n = next).entered();
-                                Some(region_frames::dream(
-                                    spec,
-                                    &plan,
-                                    (w, h),
-                                    min_side,
-                                    prev,
-                                    camera,
-                                    regions,
-                                )?)
-                            }
-                            _ => None,
+                        if region_frames::eligible(spec, &plan, reference.is_some()) {
+                            let camera = camera(spec, next, w, h);
+                            let _span = tracing::info_span!("frame", n = next).entered();
+                            Some(region_frames::dream(
+                                spec,
+                                &plan,
+                                (w, h),
+                                min_side,
+                                prev,
+                                camera,
+                                regions,
+                            )?)
+                        } else {
+                            None
                         }
                     }
                     _ => None,

@@ -204,6 +204,7 @@ struct Lease {
 }
 
 /// Where a batch's outcomes go, by its kind.
+#[derive(Clone)]
 enum Results {
     Tiles(mpsc::Sender<(usize, TileOutcome)>),
     Regions {
@@ -712,13 +713,7 @@ impl Scheduler {
             None
         };
         let job = lease.job.clone();
-        let batch = queue.batch.as_ref().map(|b| match &b.results {
-            Results::Tiles(tx) => Results::Tiles(tx.clone()),
-            Results::Regions { results, frame } => Results::Regions {
-                results: results.clone(),
-                frame: *frame,
-            },
-        });
+        let batch = queue.batch.as_ref().map(|b| b.results.clone());
         match (give_up, batch) {
             (Some(reason), Some(results)) => results.fail(lease.unit.slot, reason),
             _ => queue.pending.push_front(lease.unit),
