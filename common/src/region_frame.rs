@@ -41,19 +41,11 @@ impl Part {
 
     /// `area` (within this part's) as a part of its own.
     fn crop(&self, area: &Area) -> Part {
-        let (w, h) = (area.columns.len(), area.rows.len());
-        let mut data = Vec::with_capacity(3 * w * h);
-        for c in 0..3 {
-            for y in area.rows.clone() {
-                data.extend_from_slice(self.row(c, y, area));
-            }
-        }
+        let (x, y) = self.origin();
+        let columns = area.columns.start - x..area.columns.end - x;
+        let rows = area.rows.start - y..area.rows.end - y;
         Part {
-            samples: Planar {
-                width: w,
-                height: h,
-                data,
-            },
+            samples: self.samples.crop(columns, rows),
             area: area.clone(),
         }
     }

@@ -93,22 +93,17 @@ impl Changes {
 /// `tiles` tiles, as an image of its own; none if the area is outside it.
 fn part_of(batch: &Planar, tiles: usize, index: usize, area: &Area) -> Option<Planar> {
     let tile_rows = batch.height / tiles.max(1);
-    let (w, h) = (batch.width, batch.height);
-    if index >= tiles || area.columns.end > w || area.rows.end > tile_rows || area.is_empty() {
+    if index >= tiles
+        || area.columns.end > batch.width
+        || area.rows.end > tile_rows
+        || area.is_empty()
+    {
         return None;
     }
-    let mut data = Vec::with_capacity(3 * area.pixels());
-    for c in 0..3 {
-        for y in area.rows.clone() {
-            let row = (c * h + index * tile_rows + y) * w;
-            data.extend_from_slice(&batch.data[row + area.columns.start..row + area.columns.end]);
-        }
-    }
-    Some(Planar {
-        width: area.columns.len(),
-        height: area.rows.len(),
-        data,
-    })
+    // Tile `index`'s rows are the stack's from `index * tile_rows`.
+    let first = index * tile_rows;
+    let rows = first + area.rows.start..first + area.rows.end;
+    Some(batch.crop(area.columns.clone(), rows))
 }
 
 /// Serves a worker's [`Changes`] to its neighbours.

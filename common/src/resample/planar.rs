@@ -1,6 +1,8 @@
 //! The coordinator's image: planar f32 RGB, its 8-bit form, and the spent
 //! images a frame loop reuses.
 
+use std::ops::Range;
+
 use crate::parallel;
 use multiversion::multiversion;
 use wide::{f32x4, i32x4};
@@ -38,6 +40,23 @@ impl Planar {
             width,
             height,
             data: zeros_in_written_pages(3 * width * height),
+        }
+    }
+
+    /// Its pixels `columns` × `rows` (within it) as an image of their own.
+    pub fn crop(&self, columns: Range<usize>, rows: Range<usize>) -> Planar {
+        let (w, h) = (self.width, self.height);
+        let mut data = Vec::with_capacity(3 * columns.len() * rows.len());
+        for c in 0..3 {
+            for y in rows.clone() {
+                let row = (c * h + y) * w;
+                data.extend_from_slice(&self.data[row + columns.start..row + columns.end]);
+            }
+        }
+        Planar {
+            width: columns.len(),
+            height: rows.len(),
+            data,
         }
     }
 
