@@ -466,6 +466,29 @@ fn probes_and_ports_are_what_the_processes_serve() {
         Duration::from_secs(30),
         || http_status(w_ready, &ready.path) == 200,
     );
+    // It serves its changes to the other workers on its declared port
+    // `changes`, at the pod's IP, which the workers' policy opens to each
+    // other.
+    let changes = probe_port(worker, &w, "changes");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", changes)).is_ok(),
+        "nothing serves changes on port {changes}"
+    );
+    let policy = &find(&objects, "NetworkPolicy", "dreamfarm-worker").spec;
+    let opens = |rules: &str, peers: &str, port: &str| {
+        policy[rules].as_array().is_some_and(|rules| {
+            rules.iter().any(|r| {
+                r["ports"][0]["port"].to_string().trim_matches('"') == port
+                    && r[peers][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                        == "worker"
+            })
+        })
+    };
+    let number = worker.port("changes").expect("a changes port").to_string();
+    assert!(
+        opens("ingress", "from", "changes") && opens("egress", "to", &number),
+        "the workers' network policy does not open the change port between workers: {policy}"
+    );
     drop(c);
     wait_for(
         "the worker to notice the coordinator left",

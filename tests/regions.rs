@@ -1,8 +1,9 @@
 //! Frames computed region by region on workers that exchange their tiles'
 //! changes over real gRPC on loopback are the frame loop's bits
 //! (docs/frame-loop-on-workers.md, step 4): one frame against
-//! `dream_frame`, and a job on a real coordinator against the same job by
-//! tiles.
+//! `dream_frame`, a job on a real coordinator against the same job by
+//! tiles, and jobs on real `dreamfarm worker`s with real models (one of
+//! them killed mid-frame) against the single-machine render.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,16 @@ use dreamfarm_common::work::TileWork;
 use dreamfarm_coordinator::TileExecutor;
 use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::tile_executor::{InOrder, TileError, TileKey};
+use dreamfarm_proto::auth::{AttachToken, CheckToken};
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
-use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
-use dreamfarm_tests::cluster::Coordinator;
-use dreamfarm_tests::frames;
+use dreamfarm_proto::region_worker::{Channels, Holders, RegionWork, run_region};
+use dreamfarm_tests::cluster::{Coordinator, Worker};
+use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::synthetic_worker::SyntheticPool;
+use dreamfarm_tests::{dreamfarm, frames, run, wait_for};
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 /// A stand-in dream that reads every pixel of a tile's input: its change
@@ -71,15 +75,21 @@ impl TileExecutor for Dreaming {
     }
 }
 
-/// A worker's change service on a loopback port of its own, and its
-/// address.
+/// The cluster's token, which the change services ask for.
+const TOKEN: &str = "regions-test-token";
+
+/// A worker's change service on a loopback port of its own, behind the
+/// cluster's token, and its address.
 async fn change_worker() -> (Arc<Changes>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
     let address = listener.local_addr().expect("its address");
     let changes = Arc::new(Changes::default());
-    let service = ChangeServiceServer::new(ChangeServer(changes.clone()));
+    let service = InterceptedService::new(
+        ChangeServiceServer::new(ChangeServer(changes.clone())),
+        CheckToken::new(Some(TOKEN)),
+    );
     tokio::spawn(
         Server::builder()
             .add_service(service)
@@ -138,7 +148,8 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
         workers.push(change_worker().await);
     }
     let (tell, addresses) = tokio::sync::watch::channel(Vec::new());
-    let holders = Holders::new(addresses);
+    let token = AttachToken::new(Some(TOKEN)).expect("a token");
+    let holders = Holders::new(addresses, Channels::default(), token);
     let mut running = tokio::task::JoinSet::new();
     for (r, region) in regions.regions.iter().enumerate() {
         let part = dreamfarm_common::tiling::extract(
@@ -243,4 +254,84 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
         assert!(a == b, "frame {n} by regions differs from the one by tiles");
     }
     assert!(by_tiles[3] != by_tiles[2], "the camera moved");
+}
+
+#[test]
+fn real_workers_dreaming_regions_give_the_single_machine_frames() {
+    // Three `dreamfarm worker`s with real models serve their changes on
+    // loopback: frames 1 and 2 of the small job go by regions (its top
+    // octave has six tiles), frame 0 by tiles.
+    let c = Coordinator::start();
+    let _pool: Vec<_> = (0..3)
+        .map(|i| c.worker_serving_changes(&format!("w{i}")))
+        .collect();
+    let id = c.submit(&job("regions"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames dreamed by regions differ from the single-machine render"
+    );
+    let regions = c.metric("dreamfarm_regions_completed_total");
+    assert!(regions >= 2.0 * 6.0, "{regions} regions answered");
+}
+
+#[test]
+fn a_worker_killed_mid_frame_leaves_its_regions_to_the_others_and_the_frames_unchanged() {
+    // The first worker to finish a region is killed (-9) once its cell is
+    // in: with regions of the frame in hand, or finished ones whose
+    // changes its neighbours may still fetch. Both are leased again, and
+    // the frames stay the same bits.
+    let mut longer = JOB.to_vec();
+    longer.extend(["--frames", "5"]);
+    let reference = rendered(&longer);
+    let c = Coordinator::start();
+    let pool: Vec<_> = (0..3)
+        .map(|i| c.worker_serving_changes(&format!("w{i}")))
+        .collect();
+    longer.extend(["--name", "killed"]);
+    let id = c.submit(&longer);
+    // Killed once its cell is in, so that its region is finished.
+    let done = |w: &Worker| w.log().matches("region done").count() as f64;
+    let mut first = None;
+    wait_for("a region done", LIMIT, || {
+        first = pool.iter().position(|w| done(w) > 0.0);
+        let all: f64 = pool.iter().map(done).sum();
+        first.is_some() && c.metric("dreamfarm_regions_completed_total") >= all
+    });
+    let first = first.expect("a worker finished a region");
+    pool[first].signal(libc::SIGKILL);
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference,
+        "frames differ from the single-machine render after a worker was killed"
+    );
+    // Its regions in hand went back to the queue; a finished one whose
+    // frame was still being dreamed was leased again (the scheduler's
+    // tests check that case on its own: here it depends on timing).
+    let log = c.log();
+    assert!(
+        log.contains("requeued: its worker left") || log.contains("leasing it again"),
+        "nothing of the killed worker's was leased again: {log}"
+    );
+}
+
+#[test]
+fn a_change_service_neighbours_cannot_reach_or_would_read_in_clear_is_refused_at_start() {
+    let refusal = |extra: &[&str]| {
+        let mut args = vec!["worker", "--device", "cpu", "--coordinator"];
+        args.extend_from_slice(extra);
+        let (out, _, stderr) = run(dreamfarm(&args));
+        assert!(!out.status.success(), "{stderr}");
+        stderr
+    };
+    let said = refusal(&["http://127.0.0.1:1", "--change-listen", "0.0.0.0:0"]);
+    assert!(
+        said.contains("names no address other workers can dial")
+            && said.contains("--change-address"),
+        "{said}"
+    );
+    let said = refusal(&["https://localhost:1", "--change-listen", "127.0.0.1:0"]);
+    assert!(said.contains("would cross the network in clear"), "{said}");
+    let said = refusal(&["http://127.0.0.1:1", "--change-address", "10.0.0.7"]);
+    assert!(said.contains("--change-listen"), "{said}");
 }

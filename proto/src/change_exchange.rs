@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dreamfarm_common::region_plan::Area;
 use dreamfarm_common::resample::Planar;
@@ -17,6 +18,7 @@ use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::AttachToken;
 use crate::pb::change_service_client::ChangeServiceClient;
 use crate::pb::change_service_server::ChangeService;
 use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, Rect};
@@ -48,10 +50,11 @@ pub struct BatchChange {
     pub change: Arc<Planar>,
 }
 
-/// The changes of the batches this worker dreamed, by batch.
+/// The changes of the batches this worker dreamed, by batch, each with
+/// when it was added.
 #[derive(Debug, Default)]
 pub struct Changes {
-    held: Mutex<HashMap<BatchKey, BatchChange>>,
+    held: Mutex<HashMap<BatchKey, (BatchChange, Instant)>>,
     /// Woken whenever a change is added.
     added: Notify,
 }
@@ -59,7 +62,7 @@ pub struct Changes {
 impl Changes {
     /// Keeps the change of batch `key` for the neighbours that ask for it.
     pub fn add(&self, key: BatchKey, change: BatchChange) {
-        self.lock().insert(key, change);
+        self.lock().insert(key, (change, Instant::now()));
         self.added.notify_waiters();
     }
 
@@ -67,22 +70,41 @@ impl Changes {
     pub async fn wait_for(&self, key: &BatchKey) -> BatchChange {
         loop {
             let added = self.added.notified();
-            if let Some(change) = self.lock().get(key) {
+            if let Some((change, _)) = self.lock().get(key) {
                 return change.clone();
             }
             added.await;
         }
     }
 
-    /// Drops the changes of frame `frame` of job `job` (its frame is
-    /// written: nobody asks for them again).
-    pub fn forget_frame(&self, job: &str, frame: u64) {
-        self.lock().retain(|k, _| k.job != job || k.frame != frame);
+    /// Drops the changes of job `job`'s frames other than `frame`, and
+    /// other jobs' changes added more than `idle` ago. A region of frame
+    /// n is leased only once frame n - 1 is whole, so nobody asks for
+    /// another frame's changes again; a job that ended (or went to other
+    /// workers) says so by silence alone.
+    pub fn forget_all_but(&self, job: &str, frame: u64, idle: Duration) {
+        self.lock().retain(|k, (_, added)| {
+            if k.job == job {
+                k.frame == frame
+            } else {
+                added.elapsed() < idle
+            }
+        });
+    }
+
+    /// Batches held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The map, whatever a panicking holder left in it (each entry is
     /// whole: inserts and removals do not half-happen).
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BatchKey, BatchChange>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BatchKey, (BatchChange, Instant)>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -163,16 +185,18 @@ pub enum FetchError {
 }
 
 /// Fetches the part `area` of tile `index`'s change in batch `key` from
-/// the worker behind `channel`, as an image of the tile's change's size
-/// (`size`) holding that part, zero elsewhere.
+/// the worker behind `channel`, with the cluster's `token`, as an image of
+/// the tile's change's size (`size`) holding that part, zero elsewhere.
 pub async fn fetch(
     channel: Channel,
+    token: AttachToken,
     key: &BatchKey,
     index: usize,
     area: &Area,
     size: (usize, usize),
 ) -> Result<Planar, FetchError> {
-    let mut client = ChangeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut client = ChangeServiceClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rect = Rect {
         x: area.columns.start as u32,
         y: area.rows.start as u32,
@@ -204,4 +228,62 @@ pub async fn fetch(
         }
     }
     Ok(change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(job: &str, frame: u64) -> BatchKey {
+        BatchKey {
+            job: job.into(),
+            frame,
+            octave: 0,
+            pass: 0,
+            batch: 0,
+        }
+    }
+
+    fn change() -> BatchChange {
+        BatchChange {
+            tiles: 1,
+            change: Arc::new(Planar::zeros(2, 2)),
+        }
+    }
+
+    #[test]
+    fn a_new_frame_of_a_job_drops_its_others_and_idle_jobs_go_too() {
+        let changes = Changes::default();
+        for (job, frame) in [("a", 4), ("a", 5), ("b", 9)] {
+            changes.add(key(job, frame), change());
+        }
+        changes.forget_all_but("a", 5, Duration::from_secs(60));
+        assert_eq!(changes.len(), 2, "a's frame 4 is gone, b's kept");
+        assert!(changes.lock().contains_key(&key("b", 9)));
+        changes.forget_all_but("a", 5, Duration::ZERO);
+        assert!(
+            changes.lock().contains_key(&key("a", 5)),
+            "the frame asked for stays"
+        );
+        assert_eq!(changes.len(), 1, "b went idle");
+    }
+
+    #[test]
+    fn a_part_outside_the_tile_is_refused() {
+        let batch = Planar::zeros(4, 6);
+        let area = |columns, rows| Area { columns, rows };
+        assert!(part_of(&batch, 2, 1, &area(0..4, 0..3)).is_some());
+        assert!(
+            part_of(&batch, 2, 2, &area(0..4, 0..3)).is_none(),
+            "no third tile"
+        );
+        assert!(
+            part_of(&batch, 2, 0, &area(0..5, 0..3)).is_none(),
+            "too wide"
+        );
+        assert!(
+            part_of(&batch, 2, 0, &area(0..4, 0..4)).is_none(),
+            "into the next tile"
+        );
+    }
 }

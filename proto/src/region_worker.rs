@@ -10,16 +10,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::region_frame::RegionFrame;
-use dreamfarm_common::region_plan::RegionPlan;
+use dreamfarm_common::region_plan::{Area, RegionPlan};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::AttachToken;
 use crate::change_exchange::{BatchChange, BatchKey, Changes, FetchError, fetch};
 use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 
@@ -61,37 +63,67 @@ pub enum RegionError {
 
 /// Where the workers holding a frame's regions serve their changes, as
 /// the coordinator says (`RegionHolders`), with a channel to each.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Holders {
     /// Each region's holder's address (empty: none now).
     addresses: watch::Receiver<Vec<String>>,
     /// A channel to each address met, shared: one connection a neighbour.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Channels,
+    /// The cluster's token, which the change services ask for.
+    token: AttachToken,
 }
 
+/// Channels to the change services met, by address: shared by a worker's
+/// regions, so that a neighbour is one connection however many regions
+/// fetch from it.
+pub type Channels = Arc<Mutex<HashMap<String, Channel>>>;
+
 impl Holders {
-    /// Holders as `addresses` says, now and whenever it changes.
-    pub fn new(addresses: watch::Receiver<Vec<String>>) -> Self {
+    /// Holders as `addresses` says, now and whenever it changes, reached
+    /// through `channels` with the cluster's `token`.
+    pub fn new(
+        addresses: watch::Receiver<Vec<String>>,
+        channels: Channels,
+        token: AttachToken,
+    ) -> Self {
         Self {
             addresses,
-            channels: Arc::default(),
+            channels,
+            token,
         }
     }
 
-    /// A channel to region `region`'s holder, once there is one.
-    async fn channel(&mut self, region: usize) -> Result<Channel, FetchError> {
-        let address = self
+    /// Region `region`'s holder's address, once there is one.
+    async fn address(&mut self, region: usize) -> Result<String, FetchError> {
+        let given_up = || FetchError::Call(tonic::Status::cancelled("the frame was given up"));
+        Ok(self
             .addresses
             .wait_for(|a| a.get(region).is_some_and(|a| !a.is_empty()))
             .await
-            .map_err(|_| FetchError::Call(tonic::Status::cancelled("the frame was given up")))?
-            [region]
-            .clone();
+            .map_err(|_| given_up())?[region]
+            .clone())
+    }
+
+    /// Resolves once region `region`'s holder is no longer at `address`.
+    async fn moved_from(&self, region: usize, address: &str) {
+        let mut addresses = self.addresses.clone();
+        if addresses
+            .wait_for(|a| a.get(region).is_none_or(|a| a != address))
+            .await
+            .is_err()
+        {
+            // The frame was given up: nothing moves again.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// A channel to `address`: the one already made, or a new one.
+    fn channel(&self, address: &str) -> Result<Channel, FetchError> {
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(channel) = channels.get(&address) {
+        if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -101,10 +133,48 @@ impl Holders {
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_adaptive_window(false);
         let channel = endpoint.connect_lazy();
-        channels.insert(address, channel.clone());
+        channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
+
+    /// Fetches part `area` of tile `index`'s change in batch `key` from
+    /// region `region`'s holder (see [`fetch`]). When the holder moves (its
+    /// worker was lost and the coordinator leased the region again) the
+    /// new one is asked; a call that fails is tried at the holder's next
+    /// address if the coordinator names one within [`MOVE_WAIT`].
+    async fn fetch(
+        &mut self,
+        region: usize,
+        key: &BatchKey,
+        index: usize,
+        area: &Area,
+        size: (usize, usize),
+    ) -> Result<Planar, FetchError> {
+        loop {
+            let address = self.address(region).await?;
+            let channel = self.channel(&address)?;
+            let call = fetch(channel, self.token.clone(), key, index, area, size);
+            let failed = tokio::select! {
+                fetched = call => match fetched {
+                    Ok(change) => return Ok(change),
+                    Err(e) => e,
+                },
+                () = self.moved_from(region, &address) => continue,
+            };
+            if tokio::time::timeout(MOVE_WAIT, self.moved_from(region, &address))
+                .await
+                .is_err()
+            {
+                return Err(failed);
+            }
+        }
+    }
 }
+
+/// How long a region whose fetch failed waits for the coordinator to say
+/// the holder moved before it fails: a lost worker is noticed within its
+/// heartbeat timeout.
+pub const MOVE_WAIT: Duration = Duration::from_secs(60);
 
 /// One region of one frame of a job, as a worker is given it.
 pub struct RegionWork<'p> {
@@ -173,10 +243,7 @@ where
             let key = key(o, p, first);
             fetches.spawn(async move {
                 let size = (out.width, out.height);
-                let fetched = match holders.channel(owner).await {
-                    Ok(channel) => fetch(channel, &key, tile - first, &area, size).await,
-                    Err(e) => Err(e),
-                };
+                let fetched = holders.fetch(owner, &key, tile - first, &area, size).await;
                 (tile, fetched)
             });
         }

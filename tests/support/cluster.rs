@@ -324,29 +324,50 @@ impl Coordinator {
     /// coordinator at `url` (a proxy in front of it, say) and trusting
     /// its CA, if it serves TLS.
     pub fn worker_via(&self, name: &str, url: &str) -> Worker {
-        self.spawn_worker(name, url, "cpu", None)
+        self.spawn_worker(name, url, "cpu", None, &[])
+    }
+
+    /// Starts `dreamfarm worker` named `name` on the CPU, serving its
+    /// changes to its neighbours on a loopback port: it takes whole
+    /// regions of frames.
+    pub fn worker_serving_changes(&self, name: &str) -> Worker {
+        self.spawn_worker(
+            name,
+            &self.url,
+            "cpu",
+            None,
+            &["--change-listen", "127.0.0.1:0"],
+        )
     }
 
     /// Starts `dreamfarm worker` named `name` on `devices` (`--device`).
     pub fn worker_on(&self, name: &str, devices: &str) -> Worker {
-        self.spawn_worker(name, &self.url, devices, None)
+        self.spawn_worker(name, &self.url, devices, None, &[])
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, allowed to
     /// allocate at most `bytes` (see [`crate::limit_memory`]): a worker
     /// whose GPU or machine has that little memory.
     pub fn worker_with_memory(&self, name: &str, bytes: u64) -> Worker {
-        self.spawn_worker(name, &self.url, "cpu", Some(bytes))
+        self.spawn_worker(name, &self.url, "cpu", Some(bytes), &[])
     }
 
     /// Starts a worker named `name` on `devices` dialling `url`, its
-    /// memory limited to `memory` bytes if given.
-    fn spawn_worker(&self, name: &str, url: &str, devices: &str, memory: Option<u64>) -> Worker {
+    /// memory limited to `memory` bytes if given, with `extra` flags.
+    fn spawn_worker(
+        &self,
+        name: &str,
+        url: &str,
+        devices: &str,
+        memory: Option<u64>,
+        extra: &[&str],
+    ) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
         let weights_cache = self.dir.path().join(format!("{name}-weights"));
         let mut command = self.dialling("worker", url);
         command
             .args(["--device", devices, "--name", name])
+            .args(extra)
             // By the environment, which workers built before it ignore
             // (`DREAMFARM_BIN`).
             .env("DREAMFARM_WEIGHTS_CACHE", &weights_cache)

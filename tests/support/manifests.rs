@@ -125,6 +125,10 @@ impl Container {
                 let value = match (&var.value, &var.value_from) {
                     (Some(v), _) => v.clone(),
                     (None, Some(from)) if from.get("secretKeyRef").is_some() => token.into(),
+                    // The pod's IP, on loopback.
+                    (None, Some(from)) if from["fieldRef"]["fieldPath"] == "status.podIP" => {
+                        "127.0.0.1".into()
+                    }
                     (None, Some(_)) => pod.into(),
                     (None, None) => String::new(),
                 };

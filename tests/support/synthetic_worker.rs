@@ -21,7 +21,7 @@ use dreamfarm_proto::pb::{
     ResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_lease;
-use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
+use dreamfarm_proto::region_worker::{Channels, Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,
@@ -192,6 +192,8 @@ struct RegionSide {
     changes: Arc<Changes>,
     /// Each frame's holders (by job and frame), as last told.
     holders: std::sync::Mutex<HashMap<FrameOf, watch::Sender<Vec<String>>>>,
+    /// A channel to each neighbour met.
+    channels: Channels,
     /// One tile dreamed at a time.
     device: Semaphore,
     delay: Duration,
@@ -227,6 +229,7 @@ impl RegionSide {
             address,
             changes,
             holders: std::sync::Mutex::default(),
+            channels: Channels::default(),
             device: Semaphore::new(1),
             delay,
             done,
@@ -275,7 +278,14 @@ impl RegionSide {
             let Some(input) = lease.input(&plan) else {
                 return;
             };
-            let holders = Holders::new(self.holders_of(&job, lease.frame));
+            let Ok(token) = AttachToken::new(None) else {
+                return;
+            };
+            let holders = Holders::new(
+                self.holders_of(&job, lease.frame),
+                self.channels.clone(),
+                token,
+            );
             let work = RegionWork {
                 plan: &plan,
                 region: lease.region as usize,

@@ -9,7 +9,7 @@ use clap::Args;
 use dreamfarm_common::device::Devices;
 use dreamfarm_common::model_catalog::ModelSpec;
 
-use crate::remote::{RemoteConfig, RemoteError, run};
+use crate::remote::{ChangeAddress, RemoteConfig, RemoteError, run};
 use crate::weights::{WeightStore, cache_dir};
 
 /// Arguments of a cluster worker.
@@ -53,6 +53,17 @@ pub struct WorkerArgs {
     /// the coordinator), e.g. 0.0.0.0:8080 [default: no probes].
     #[arg(long, env = "DREAMFARM_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// Serve this worker's tile changes to the workers dreaming the
+    /// neighbouring regions of a frame, e.g. 0.0.0.0:7072: the worker then
+    /// takes whole regions of frames, which spares the coordinator most of
+    /// its work (docs/frame-loop-on-workers.md) [default: tiles only].
+    #[arg(long, env = "DREAMFARM_CHANGE_LISTEN")]
+    pub change_listen: Option<SocketAddr>,
+    /// Where the other workers reach --change-listen: a host (the pod's IP
+    /// in Kubernetes), with a port if it is not the one listened on
+    /// [default: the --change-listen address].
+    #[arg(long, env = "DREAMFARM_CHANGE_ADDRESS", requires = "change_listen", value_parser = dial_address)]
+    pub change_address: Option<ChangeAddress>,
 }
 
 /// Reads `--models`, a folder. Model names there are a mistake that would
@@ -68,6 +79,42 @@ fn models_folder(value: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(path)
+}
+
+/// Reads `--change-address`: a host, with a port or without one (then the
+/// port --change-listen listens on), that other workers dial; an IPv6
+/// address may come without brackets, as Kubernetes gives a pod's.
+fn dial_address(value: &str) -> Result<ChangeAddress, String> {
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        let host = match ip {
+            std::net::IpAddr::V4(_) => value.to_string(),
+            std::net::IpAddr::V6(_) => format!("[{value}]"),
+        };
+        return Ok(ChangeAddress { host, port: None });
+    }
+    let uri: Result<tonic::codegen::http::Uri, _> = format!("http://{value}").parse();
+    match uri {
+        Ok(uri) if !value.contains(['/', '@']) => {
+            let (host, port) = (uri.host().unwrap_or_default(), uri.port_u16());
+            // A port given must be a number.
+            let port_given = uri.authority().is_some_and(|a| a.as_str() != host);
+            if host.is_empty() || port_given && port.is_none() {
+                return Err(bad_address(value));
+            }
+            Ok(ChangeAddress {
+                host: host.to_string(),
+                port,
+            })
+        }
+        _ => Err(bad_address(value)),
+    }
+}
+
+/// What a malformed `--change-address` is told.
+fn bad_address(value: &str) -> String {
+    format!(
+        "--change-address (or DREAMFARM_CHANGE_ADDRESS) is a host other workers dial, with or without a port: 10.0.3.7, 10.0.3.7:7072, fd00::7, [fd00::7]:7072 or worker-3.pool, not {value:?}"
+    )
 }
 
 impl WorkerArgs {
@@ -91,6 +138,8 @@ impl WorkerArgs {
                 .unwrap_or_else(|| cache_dir().join("uploaded-weights")),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             health_listen: self.health_listen,
+            change_listen: self.change_listen,
+            change_address: self.change_address,
         }
     }
 }
@@ -114,6 +163,31 @@ pub fn run_until_signal(config: RemoteConfig) -> Result<u64, RemoteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_address_is_a_host_with_or_without_a_port() {
+        let dial = |v: &str| dial_address(v).map(|a| a.dial(7072));
+        for (given, dialled) in [
+            ("10.0.3.7:7000", "10.0.3.7:7000"),
+            ("10.0.3.7", "10.0.3.7:7072"),
+            ("fd00::7", "[fd00::7]:7072"),
+            ("[fd00::7]:7000", "[fd00::7]:7000"),
+            ("worker-3.pool", "worker-3.pool:7072"),
+        ] {
+            assert_eq!(dial(given).as_deref(), Ok(dialled), "{given}");
+        }
+        for bad in [
+            "http://10.0.3.7:7072",
+            "a b:1",
+            "host:port",
+            ":7072",
+            "u@h:1",
+            "",
+        ] {
+            let said = dial(bad).expect_err(bad);
+            assert!(said.contains("is a host other workers dial"), "{said}");
+        }
+    }
 
     #[test]
     fn a_model_name_for_the_weights_folder_is_refused_with_the_fix() {

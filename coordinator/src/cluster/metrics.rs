@@ -142,6 +142,12 @@ impl Metrics {
             s.leases_completed as f64,
         );
         metric(
+            "dreamfarm_regions_completed_total",
+            "counter",
+            "Region leases answered, by workers that serve changes (each is one of the leases completed).",
+            s.regions_completed as f64,
+        );
+        metric(
             "dreamfarm_tiles_per_second",
             "gauge",
             "Tiles computed per second over the last 30 s.",
@@ -221,6 +227,7 @@ mod tests {
         for name in [
             "leases_in_flight",
             "leases_completed_total",
+            "regions_completed_total",
             "workers",
             "tiles_per_second",
             "lease_retries_total",

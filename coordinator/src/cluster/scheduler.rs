@@ -233,6 +233,13 @@ struct Batch {
     /// For a frame's regions: the worker that holds each, or held it to
     /// the end (it serves the region's changes until the frame is done).
     holders: Vec<Option<WorkerId>>,
+    /// For a frame's regions: each region's work, leased again when the
+    /// worker that finished it is lost while the frame still waits on
+    /// other regions (they may need its changes).
+    regions: Vec<Work>,
+    /// For a frame's regions: whether each region's cell was delivered
+    /// (a region leased again is not delivered twice).
+    delivered: Vec<bool>,
 }
 
 struct JobQueue {
@@ -308,6 +315,8 @@ pub struct Snapshot {
     pub completed: u64,
     /// Leases completed so far (a batch of tiles is one).
     pub leases_completed: u64,
+    /// Region leases among them.
+    pub regions_completed: u64,
 }
 
 /// Timeouts of the lease protocol.
@@ -343,6 +352,7 @@ pub struct Scheduler {
     retries: u64,
     completed: u64,
     leases_completed: u64,
+    regions_completed: u64,
     events: Vec<JobEvent>,
 }
 
@@ -361,6 +371,7 @@ impl Scheduler {
             retries: 0,
             completed: 0,
             leases_completed: 0,
+            regions_completed: 0,
             events: Vec::new(),
         }
     }
@@ -469,6 +480,8 @@ impl Scheduler {
             results: Results::Tiles(tx),
             slots: 0,
             holders: Vec::new(),
+            regions: Vec::new(),
+            delivered: Vec::new(),
         });
         queue.pending.clear();
         self.append(job, work).then_some(rx)
@@ -486,29 +499,69 @@ impl Scheduler {
         let id = self.fresh_id();
         let queue = self.jobs.get_mut(job)?;
         let (tx, rx) = mpsc::channel();
-        queue.batch = Some(Batch {
-            id,
-            results: Results::Regions { results: tx, frame },
-            slots: regions.len(),
-            holders: vec![None; regions.len()],
-        });
-        queue.pending = regions
+        let regions: Vec<Work> = regions
             .into_iter()
+            .map(|task| Work::Region {
+                lease: Arc::new(task.lease),
+                cell: task.cell,
+                tiles: task.tiles,
+            })
+            .collect();
+        queue.pending = regions
+            .iter()
             .enumerate()
-            .map(|(slot, task)| Unit {
+            .map(|(slot, work)| Unit {
                 batch: id,
                 slot,
                 attempt: 0,
                 failed_on: Vec::new(),
                 lost: 0,
-                work: Work::Region {
-                    lease: Arc::new(task.lease),
-                    cell: task.cell,
-                    tiles: task.tiles,
-                },
+                work: work.clone(),
             })
             .collect();
+        queue.batch = Some(Batch {
+            id,
+            results: Results::Regions { results: tx, frame },
+            slots: regions.len(),
+            holders: vec![None; regions.len()],
+            delivered: vec![false; regions.len()],
+            regions,
+        });
         Some(rx)
+    }
+
+    /// Leases again the regions that `worker`, now gone, finished while
+    /// their frame still waits on others: the neighbours still dreaming
+    /// may need the changes it served. The region comes out the same
+    /// bits; its cell is not delivered twice.
+    fn redo_regions_of(&mut self, worker: WorkerId) {
+        let mut moved = Vec::new();
+        for (job, queue) in &mut self.jobs {
+            let Some(batch) = queue.batch.as_mut() else {
+                continue;
+            };
+            if batch.delivered.iter().all(|&d| d) {
+                continue;
+            }
+            for slot in 0..batch.holders.len() {
+                if batch.holders[slot] == Some(worker) && batch.delivered[slot] {
+                    batch.holders[slot] = None;
+                    queue.pending.push_front(Unit {
+                        batch: batch.id,
+                        slot,
+                        attempt: 0,
+                        failed_on: Vec::new(),
+                        lost: 0,
+                        work: batch.regions[slot].clone(),
+                    });
+                    tracing::info!(%job, slot, "a finished region's worker left: leasing it again for its neighbours");
+                    moved.push(job.clone());
+                }
+            }
+        }
+        for job in moved {
+            self.holders_moved(&job);
+        }
     }
 
     /// Marks the holders of `job`'s regions changed for every worker that
@@ -644,6 +697,7 @@ impl Scheduler {
             for id in w.leases {
                 self.requeue(id, &w.name, Requeue::Lost, "its worker left");
             }
+            self.redo_regions_of(worker);
         }
     }
 
@@ -958,8 +1012,19 @@ impl Scheduler {
             Work::Region { tiles, .. } => *tiles,
             Work::Tile(_) => 0,
         };
-        if let Some((l, Results::Regions { results, .. })) = self.finish(worker, lease, tiles) {
-            let _ = results.send((l.unit.slot, Ok(rgb)));
+        self.regions_completed += 1;
+        let Some((l, Results::Regions { results, .. })) = self.finish(worker, lease, tiles) else {
+            return Ok(());
+        };
+        let (results, slot) = (results.clone(), l.unit.slot);
+        let first = self
+            .jobs
+            .get_mut(&l.job)
+            .and_then(|q| q.batch.as_mut())
+            .and_then(|b| b.delivered.get_mut(slot))
+            .is_some_and(|d| !std::mem::replace(d, true));
+        if first {
+            let _ = results.send((slot, Ok(rgb)));
         }
         Ok(())
     }
@@ -1061,6 +1126,7 @@ impl Scheduler {
             retries: self.retries,
             completed: self.completed,
             leases_completed: self.leases_completed,
+            regions_completed: self.regions_completed,
         }
     }
 }
@@ -1481,5 +1547,66 @@ mod tests {
                 .all(|a| *a == address(0)),
             "every region held again"
         );
+    }
+
+    #[test]
+    fn a_lost_workers_finished_regions_are_leased_again_while_their_frame_needs_them() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(T, 0);
+        s.add_job("a".into(), params(), 0);
+        let w = [
+            s.add_worker("w1".into(), "cpu".into(), 1, now),
+            s.add_worker("w2".into(), "cpu".into(), 1, now),
+        ];
+        s.serve_changes(w[0], "h1:1".into());
+        s.serve_changes(w[1], "h2:2".into());
+        let rx = s
+            .submit_regions("a", 5, (0..4).map(region).collect())
+            .expect("the job runs");
+        let region_of = |g: &Grant| match &g.work {
+            Work::Region { lease, .. } => lease.region as usize,
+            Work::Tile(_) => panic!("a tile lease"),
+        };
+        // Regions go evenly: the two workers take turns.
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            first.extend(s.next_lease(w[0], now));
+            second.extend(s.next_lease(w[1], now));
+        }
+        assert_eq!((first.len(), second.len()), (2, 2));
+        // w2 finishes both of its regions, then is lost while w1 dreams.
+        for g in &second {
+            s.complete_region(w[1], g.lease, 0, vec![2; 12])
+                .expect("delivered");
+            assert_eq!(rx.recv().expect("a cell").0, region_of(g));
+        }
+        let _ = s.take_holders(w[0]);
+        s.remove_worker(w[1]);
+        let told = s.take_holders(w[0]);
+        for g in &second {
+            assert_eq!(told[0].2[region_of(g)], "", "no holder until leased again");
+        }
+        let again: Vec<Grant> = (0..2).filter_map(|_| s.next_lease(w[0], now)).collect();
+        let mut redone: Vec<usize> = again.iter().map(region_of).collect();
+        let mut lost: Vec<usize> = second.iter().map(region_of).collect();
+        redone.sort_unstable();
+        lost.sort_unstable();
+        assert_eq!(redone, lost, "w2's finished regions are leased again");
+        assert!(
+            s.take_holders(w[0])[0].2.iter().all(|a| a == "h1:1"),
+            "w1 holds every region now"
+        );
+        // Their cells are not delivered twice; w1's own are.
+        for g in again.iter().chain(&first) {
+            s.complete_region(w[0], g.lease, 0, vec![1; 12])
+                .expect("taken");
+        }
+        let cells: Vec<usize> = rx.try_iter().map(|(slot, _)| slot).collect();
+        assert_eq!(cells.len(), 2, "only w1's first two regions: {cells:?}");
+        // A whole frame needs nobody's changes: nothing is leased again.
+        let w3 = s.add_worker("w3".into(), "cpu".into(), 1, now);
+        s.serve_changes(w3, "h3:3".into());
+        s.remove_worker(w[0]);
+        assert!(s.next_lease(w3, now).is_none(), "the frame is whole");
     }
 }

@@ -1,7 +1,7 @@
 //! What the session and the compute threads both keep count of: which
 //! session is current and whether it is connected, the leases in hand,
-//! those the coordinator revoked, whether the worker is draining, and the
-//! tiles computed.
+//! those the coordinator revoked, whether the worker is draining, the
+//! tiles computed, and the turn to send a result.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -22,6 +22,10 @@ pub(super) struct Shared {
     done: AtomicU64,
     /// The coordinator has welcomed the current session (readiness).
     connected: AtomicBool,
+    /// Held while a result goes up the session: its head and pieces must
+    /// not interleave with another's, and the compute threads and the
+    /// region tasks all send them.
+    pub(super) sending: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -86,13 +90,13 @@ impl Shared {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// A tile was computed and sent.
-    pub(super) fn tile_done(&self) {
-        self.done.fetch_add(1, Ordering::SeqCst);
+    /// `tiles` tiles were computed (and sent, or kept for a region).
+    pub(super) fn tiles_done(&self, tiles: u64) {
+        self.done.fetch_add(tiles, Ordering::SeqCst);
     }
 
     /// Tiles computed so far.
-    pub(super) fn tiles_done(&self) -> u64 {
+    pub(super) fn tiles_computed(&self) -> u64 {
         self.done.load(Ordering::SeqCst)
     }
 

@@ -1,6 +1,7 @@
 //! The compute threads: one per unit of announced concurrency, each taking
-//! leases off one queue, dreaming them with its own cached copy of the
-//! model, and sending the result up the lease's session stream.
+//! work off one queue, dreaming it with its own cached copy of the model:
+//! a tile lease's result goes up the lease's session stream, a region's
+//! tile back to the region's task.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -10,13 +11,15 @@ use std::path::Path;
 use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::resample::Planar;
+use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{Chunk, HandBack, LeaseFailed, ResultStart};
 use dreamfarm_proto::{WEIGHTS_MISFIT, pixels};
 use tch::Device;
+use tokio::sync::oneshot;
 
 use super::bookkeeping::Shared;
-use super::lease::Lease;
+use super::lease::{JobModel, Lease};
 use super::uploaded_weights::UploadedWeights;
 use super::{RemoteError, up};
 use crate::dream::{DreamError, Dreamer};
@@ -25,6 +28,25 @@ use crate::weights::WeightStore;
 
 /// Dreamers kept per compute thread (one per job's model and seed).
 const DREAMERS_KEPT: usize = 4;
+
+/// What a compute thread is given.
+pub(super) enum Task {
+    /// A tile lease, answered up its session.
+    Lease(Lease),
+    /// A tile of a region this worker computes.
+    RegionTile(RegionTile),
+}
+
+/// A tile (or batch) of one of this worker's regions, to dream on a
+/// device.
+pub(super) struct RegionTile {
+    /// What dreams it.
+    pub(super) model: JobModel,
+    /// The tile.
+    pub(super) work: TileWork,
+    /// Where its change goes.
+    pub(super) reply: oneshot::Sender<Result<Planar, String>>,
+}
 
 /// Starts `concurrency` compute threads (at least one) on each of
 /// `devices`, their weights from `store` (pinned) or `uploaded` (a job's
@@ -36,8 +58,8 @@ pub(super) fn start_threads(
     store: &WeightStore,
     uploaded: &Arc<UploadedWeights>,
     shared: &Arc<Shared>,
-) -> Result<std_mpsc::Sender<Lease>, RemoteError> {
-    let (queue_tx, queue_rx) = std_mpsc::channel::<Lease>();
+) -> Result<std_mpsc::Sender<Task>, RemoteError> {
+    let (queue_tx, queue_rx) = std_mpsc::channel::<Task>();
     let queue_rx = Arc::new(Mutex::new(queue_rx));
     for &device in devices {
         for i in 0..concurrency.max(1) {
@@ -52,17 +74,35 @@ pub(super) fn start_threads(
     Ok(queue_tx)
 }
 
-/// A compute thread: takes leases off the queue and computes them.
+/// A compute thread: takes tasks off the queue and computes them.
 fn compute_loop(
     mut dreamers: DreamerCache,
     shared: &Shared,
-    queue: &Mutex<std_mpsc::Receiver<Lease>>,
+    queue: &Mutex<std_mpsc::Receiver<Task>>,
 ) {
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(lease) = next else { return };
-        compute_one(&mut dreamers, shared, &lease);
+        match next {
+            Ok(Task::Lease(lease)) => compute_one(&mut dreamers, shared, &lease),
+            Ok(Task::RegionTile(tile)) => dream_region_tile(&mut dreamers, shared, tile),
+            Err(_) => return,
+        }
     }
+}
+
+/// Dreams a region's tile and hands its change back (a region being
+/// computed is finished while the worker drains: its neighbours wait for
+/// its changes).
+fn dream_region_tile(dreamers: &mut DreamerCache, shared: &Shared, tile: RegionTile) {
+    // A region given up (revoked, its session lost) wants nothing more.
+    if tile.reply.is_closed() {
+        return;
+    }
+    let change = dreamers.dream(&tile.model, &tile.work);
+    if change.is_ok() {
+        shared.tiles_done(u64::from(tile.work.tiles));
+    }
+    let _ = tile.reply.send(change);
 }
 
 /// Computes one lease and answers it, unless it was revoked, belongs to a
@@ -83,15 +123,7 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
         }));
         return;
     }
-    let dreamer = dreamers.get(lease);
-    let span = tracing::info_span!(
-        "tile",
-        frame = lease.work.frame,
-        octave = lease.work.octave,
-        tile = lease.work.tile
-    );
-    let _span = span.enter();
-    let result = dreamer.and_then(|d| d.dream_tile(&lease.work).map_err(|e| e.to_string()));
+    let result = dreamers.dream(&lease.model, &lease.work);
     if shared.take_revoked(lease.id) {
         tracing::info!(
             lease = lease.id,
@@ -100,9 +132,9 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
         settle();
         return;
     }
-    match result.and_then(|change| send_result(lease, change)) {
+    match result.and_then(|change| send_result(shared, lease, change)) {
         Ok(()) => {
-            shared.tile_done();
+            shared.tiles_done(1);
             settle();
             tracing::debug!(lease = lease.id, "tile done");
         }
@@ -146,8 +178,21 @@ impl DreamerCache {
         }
     }
 
-    /// The dreamer of a lease's job, loaded on first use.
-    fn get(&mut self, lease: &Lease) -> Result<&mut Dreamer, String> {
+    /// Dreams `work` with `model`'s dreamer, in a span naming the tile.
+    fn dream(&mut self, model: &JobModel, work: &TileWork) -> Result<Planar, String> {
+        let span = tracing::info_span!(
+            "tile",
+            frame = work.frame,
+            octave = work.octave,
+            tile = work.tile
+        );
+        let _span = span.enter();
+        self.get(model)
+            .and_then(|d| d.dream_tile(work).map_err(|e| e.to_string()))
+    }
+
+    /// The dreamer of a job's model, loaded on first use.
+    fn get(&mut self, lease: &JobModel) -> Result<&mut Dreamer, String> {
         let key = (
             lease.model.clone(),
             lease.weights_sha256.clone(),
@@ -181,9 +226,10 @@ impl DreamerCache {
 }
 
 /// Sends a lease's change: its head, then its pixels piece by piece as
-/// they are encoded.
-fn send_result(lease: &Lease, change: Planar) -> Result<(), String> {
+/// they are encoded, none of another result's between them.
+fn send_result(shared: &Shared, lease: &Lease, change: Planar) -> Result<(), String> {
     let pieces = pixels::encode(change, lease.format).map_err(|e| e.to_string())?;
+    let _sending = shared.sending.blocking_lock();
     let head = ResultStart {
         lease_id: lease.id,
         attempt: lease.attempt,

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use dreamfarm_common::digest::is_sha256_hex;
 use dreamfarm_common::objective::MAX_ITERATIONS;
+use dreamfarm_common::params::MAX_SIDE;
 use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::tiling::Rect;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::WireError;
 use dreamfarm_proto::chunks::Assembler;
-use dreamfarm_proto::pb::{Chunk, LeaseStart, PixelFormat, WorkerMessage};
+use dreamfarm_proto::pb::{Chunk, LeaseStart, PixelFormat, RegionLeaseStart, WorkerMessage};
 use dreamfarm_proto::{objective, pixels};
 use tokio::sync::mpsc;
 
@@ -25,6 +26,19 @@ pub(super) struct Lease {
     pub(super) attempt: u32,
     /// The lease's pixel format, which its result uses too.
     pub(super) format: PixelFormat,
+    /// What dreams it.
+    pub(super) model: JobModel,
+    /// The checked tile work.
+    pub(super) work: TileWork,
+    /// The session the lease came in; results of older ones are dropped.
+    pub(super) session: u64,
+    /// That session's stream up to the coordinator.
+    pub(super) up: mpsc::Sender<WorkerMessage>,
+}
+
+/// What dreams a job's tiles: its model, weights, precision and seed.
+#[derive(Debug, Clone)]
+pub(super) struct JobModel {
     /// The job.
     pub(super) job: String,
     /// The job's model: a built-in name, checked when loaded.
@@ -35,19 +49,54 @@ pub(super) struct Lease {
     pub(super) precision: NetworkPrecision,
     /// The job's seed.
     pub(super) seed: u64,
-    /// The checked tile work.
-    pub(super) work: TileWork,
-    /// The session the lease came in; results of older ones are dropped.
-    pub(super) session: u64,
-    /// That session's stream up to the coordinator.
-    pub(super) up: mpsc::Sender<WorkerMessage>,
+}
+
+impl JobModel {
+    /// A lease's model fields, checked: a known precision (none: f32) and
+    /// a weights digest (none: the pinned weights) that can only name a
+    /// file in the worker's cache.
+    pub(super) fn from_wire(
+        job: String,
+        model: String,
+        weights_sha256: String,
+        precision: &str,
+        seed: u64,
+    ) -> Result<Self, WireError> {
+        let precision = match precision {
+            "" => NetworkPrecision::F32,
+            name => name.parse().map_err(WireError::Protocol)?,
+        };
+        let weights_sha256 = Some(weights_sha256).filter(|w| !w.is_empty());
+        if let Some(bad) = weights_sha256.as_ref().filter(|w| !is_sha256_hex(w)) {
+            return Err(WireError::Protocol(format!(
+                "weights digest {bad:?} is not a SHA-256 in lower-case hex"
+            )));
+        }
+        Ok(Self {
+            job,
+            model,
+            weights_sha256,
+            precision,
+            seed,
+        })
+    }
 }
 
 /// Leases whose head has arrived and whose pixels are still arriving.
 #[derive(Debug, Default)]
 pub(super) struct Arriving {
-    /// Each lease's head and the pixels so far, by lease id.
+    /// Each tile lease's head and the pixels so far, by lease id.
     leases: HashMap<u64, (LeaseStart, Assembler)>,
+    /// Each region lease's head and the part's bytes so far, by lease id.
+    regions: HashMap<u64, (RegionLeaseStart, Assembler)>,
+}
+
+/// A lease whose every byte has arrived.
+pub(super) enum Arrived {
+    /// A tile lease: its head and pixels.
+    Tile(LeaseStart, Assembler),
+    /// A region lease: its head and the last frame's 8-bit part.
+    Region(RegionLeaseStart, Assembler),
 }
 
 impl Arriving {
@@ -66,31 +115,65 @@ impl Arriving {
         Ok(())
     }
 
-    /// Adds a piece of a lease's pixels; returns the lease's head and
-    /// pixels once all have arrived.
+    /// Accepts a region lease's head once its part's size adds up: 8-bit
+    /// RGB over a part no wider or taller than a frame may be.
+    pub(super) fn start_region(&mut self, start: RegionLeaseStart) -> Result<(), WireError> {
+        let part = start.part.unwrap_or_default();
+        if part.width > MAX_SIDE || part.height > MAX_SIDE {
+            return Err(WireError::Protocol(format!(
+                "region lease {}: a {}x{} part is larger than any frame",
+                start.lease_id, part.width, part.height
+            )));
+        }
+        let want = 3 * u64::from(part.width) * u64::from(part.height);
+        if start.part_bytes != want {
+            return Err(WireError::Length {
+                expected: want,
+                got: start.part_bytes,
+            });
+        }
+        self.regions
+            .insert(start.lease_id, (start, Assembler::new(want)));
+        Ok(())
+    }
+
+    /// Adds a piece of a lease's pixels; returns the lease once all have
+    /// arrived.
     pub(super) fn chunk(
         &mut self,
         Chunk { lease_id, data }: Chunk,
-    ) -> Result<Option<(LeaseStart, Assembler)>, WireError> {
+    ) -> Result<Option<Arrived>, WireError> {
+        if let Some((_, bytes)) = self.leases.get_mut(&lease_id) {
+            bytes.push(&data)?;
+            return Ok(bytes
+                .is_complete()
+                .then(|| self.leases.remove(&lease_id))
+                .flatten()
+                .map(|(start, bytes)| Arrived::Tile(start, bytes)));
+        }
         let (_, bytes) = self
-            .leases
+            .regions
             .get_mut(&lease_id)
             .ok_or_else(|| WireError::Protocol(format!("pixels for unknown lease {lease_id}")))?;
         bytes.push(&data)?;
-        if bytes.is_complete() {
-            return Ok(self.leases.remove(&lease_id));
-        }
-        Ok(None)
+        Ok(bytes
+            .is_complete()
+            .then(|| self.regions.remove(&lease_id))
+            .flatten()
+            .map(|(start, bytes)| Arrived::Region(start, bytes)))
     }
 
     /// Forgets a lease still arriving; whether it was one.
     pub(super) fn cancel(&mut self, lease_id: u64) -> bool {
-        self.leases.remove(&lease_id).is_some()
+        self.leases.remove(&lease_id).is_some() || self.regions.remove(&lease_id).is_some()
     }
 
     /// The ids of the leases still arriving.
     pub(super) fn into_ids(self) -> Vec<u64> {
-        self.leases.into_keys().collect()
+        self.leases
+            .into_keys()
+            .chain(self.regions.into_keys())
+            .collect()
     }
 }
 
@@ -105,10 +188,14 @@ pub(super) fn lease_from_wire(
     let id = start.lease_id;
     let fail = |e: WireError| (id, e);
     let format = pixels::format_of(start.format).map_err(fail)?;
-    let precision = match start.precision.as_str() {
-        "" => Ok(NetworkPrecision::F32),
-        name => name.parse().map_err(|e| fail(WireError::Protocol(e))),
-    }?;
+    let model = JobModel::from_wire(
+        start.job_id,
+        start.model,
+        start.weights_sha256,
+        &start.precision,
+        start.seed,
+    )
+    .map_err(fail)?;
     let data = bytes.finish().map_err(fail)?;
     let image = pixels::decode(&data, start.width, start.height, format).map_err(fail)?;
     let o = start.output.ok_or_else(|| {
@@ -144,22 +231,11 @@ pub(super) fn lease_from_wire(
         tiles: start.tiles.max(1),
     };
     work.check().map_err(|e| fail(WireError::Protocol(e)))?;
-    // It names a file in the worker's cache.
-    let weights_sha256 = Some(start.weights_sha256).filter(|w| !w.is_empty());
-    if let Some(bad) = weights_sha256.as_ref().filter(|w| !is_sha256_hex(w)) {
-        return Err(fail(WireError::Protocol(format!(
-            "weights digest {bad:?} is not a SHA-256 in lower-case hex"
-        ))));
-    }
     Ok(Lease {
         id,
         attempt: start.attempt,
         format,
-        job: start.job_id,
-        model: start.model,
-        weights_sha256,
-        precision,
-        seed: start.seed,
+        model,
         work,
         session,
         up,
@@ -227,7 +303,9 @@ mod tests {
         for piece in pieces {
             complete = arriving.chunk(piece).expect("a good piece");
         }
-        let (start, bytes) = complete.expect("every byte arrived");
+        let Some(Arrived::Tile(start, bytes)) = complete else {
+            panic!("every byte of a tile lease arrived");
+        };
         let (up, _down) = mpsc::channel(1);
         lease_from_wire(start, bytes, 1, up)
     }
@@ -259,7 +337,7 @@ mod tests {
                 precision: name.into(),
                 ..head(3)
             })
-            .map(|l| l.precision)
+            .map(|l| l.model.precision)
             .map_err(|(_, e)| e.to_string())
         };
         assert_eq!(of(""), Ok(NetworkPrecision::F32), "an older coordinator");
@@ -277,7 +355,7 @@ mod tests {
                 weights_sha256: digest.into(),
                 ..head(3)
             })
-            .map(|l| (l.job, l.weights_sha256))
+            .map(|l| (l.model.job, l.model.weights_sha256))
             .map_err(|(_, e)| e.to_string())
         };
         assert_eq!(of(""), Ok(("job-1".into(), None)), "the pinned weights");
@@ -358,6 +436,43 @@ mod tests {
             arriving.chunk(pieces.remove(0)),
             Err(WireError::Length { .. })
         ));
+    }
+
+    #[test]
+    fn a_region_leases_part_must_add_up_and_fit_a_frame() {
+        let head = |width, height, bytes| RegionLeaseStart {
+            lease_id: 4,
+            part: Some(WireRect {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            }),
+            part_bytes: bytes,
+            ..RegionLeaseStart::default()
+        };
+        let mut arriving = Arriving::default();
+        assert!(matches!(
+            arriving.start_region(head(10, 10, 299)),
+            Err(WireError::Length { expected: 300, .. })
+        ));
+        let huge = MAX_SIDE + 1;
+        let e = arriving
+            .start_region(head(huge, 1, 3 * u64::from(huge)))
+            .expect_err("larger than a frame");
+        assert!(e.to_string().contains("larger than any frame"), "{e}");
+        arriving.start_region(head(2, 1, 6)).expect("a good head");
+        let piece = |data: Vec<u8>| Chunk {
+            lease_id: 4,
+            data: data.into(),
+        };
+        assert!(matches!(arriving.chunk(piece(vec![1; 4])), Ok(None)));
+        let Ok(Some(Arrived::Region(start, bytes))) = arriving.chunk(piece(vec![2; 2])) else {
+            panic!("the region lease arrived whole");
+        };
+        assert_eq!(start.lease_id, 4);
+        assert_eq!(bytes.finish().ok(), Some(vec![1, 1, 1, 1, 2, 2]));
+        assert!(arriving.into_ids().is_empty());
     }
 
     #[test]

@@ -15,12 +15,15 @@
 //! - `drain`: leaving gracefully on shutdown.
 //! - `bookkeeping`: what the session and the compute threads share.
 //! - `health`: the HTTP probes (alive; connected to the coordinator).
+//! - `regions`: region leases and the change service neighbours fetch
+//!   from (docs/frame-loop-on-workers.md).
 
 mod bookkeeping;
 mod compute;
 mod drain;
 mod health;
 mod lease;
+mod regions;
 mod session;
 mod uploaded_weights;
 
@@ -39,7 +42,8 @@ use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY};
 use crate::models::{device_names, torch_devices};
 use crate::weights::WeightStore;
 use bookkeeping::Shared;
-use session::{SessionEnd, SessionError, one_session};
+use regions::Regions;
+use session::{Hands, SessionEnd, SessionError, one_session};
 use uploaded_weights::UploadedWeights;
 
 /// How a worker connects and what it offers.
@@ -65,6 +69,29 @@ pub struct RemoteConfig {
     pub drain_timeout: Duration,
     /// Where to serve the health probes (none: no probe endpoint).
     pub health_listen: Option<SocketAddr>,
+    /// Where to serve this worker's changes to its neighbours (none: it
+    /// takes no region leases, only tiles).
+    pub change_listen: Option<SocketAddr>,
+    /// Where neighbours reach the change service (none: the address it
+    /// listens on).
+    pub change_address: Option<ChangeAddress>,
+}
+
+/// Where other workers reach a worker's change service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeAddress {
+    /// A host name or IP address (an IPv6 one in brackets).
+    pub host: String,
+    /// The port, if not the one the service listens on.
+    pub port: Option<u16>,
+}
+
+impl ChangeAddress {
+    /// The address to dial, `listening` being the port the service
+    /// listens on.
+    pub fn dial(&self, listening: u16) -> String {
+        format!("{}:{}", self.host, self.port.unwrap_or(listening))
+    }
 }
 
 /// What a worker tells the coordinator it offers, over all its devices.
@@ -118,6 +145,25 @@ pub enum RemoteError {
         /// Devices.
         devices: usize,
     },
+    /// The change service cannot listen.
+    #[error("cannot serve changes on {addr}: {source}. Fix: pass a free port to --change-listen")]
+    ChangeListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The change service listens on every interface and no address says
+    /// where neighbours reach it.
+    #[error(
+        "--change-listen {0} names no address other workers can dial. Fix: pass --change-address with this worker's address (in Kubernetes, the pod's IP: status.podIP through the downward API)"
+    )]
+    NoChangeAddress(SocketAddr),
+    /// Changes would cross the network in clear beside a TLS coordinator.
+    #[error(
+        "--change-listen serves changes without TLS, and the coordinator uses TLS: the cluster token and the frames' pixels would cross the network in clear between workers. Fix: drop --change-listen (this worker then takes tiles through the coordinator)"
+    )]
+    ChangeWithoutTls,
     /// The health endpoint cannot listen.
     #[error("cannot serve the health probes on {addr}: {source}")]
     Health {
@@ -154,6 +200,9 @@ pub async fn run(
     config: RemoteConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, RemoteError> {
+    if config.change_listen.is_some() && config.coordinator.starts_with("https://") {
+        return Err(RemoteError::ChangeWithoutTls);
+    }
     let token = AttachToken::new(config.token.as_deref())
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let devices = torch_devices(&config.device)?;
@@ -173,6 +222,22 @@ pub async fn run(
         &Arc::new(uploaded),
         &shared,
     )?;
+    let regions = match config.change_listen {
+        Some(listen) => Some(Arc::new(
+            Regions::serve(
+                listen,
+                config.change_address.as_ref(),
+                config.token.as_deref(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let hands = Hands {
+        shared: &shared,
+        queue: &queue,
+        regions: regions.as_ref(),
+    };
     let probes = match config.health_listen {
         Some(addr) => Some(health::serve(addr, shared.clone()).await?),
         None => None,
@@ -181,17 +246,12 @@ pub async fn run(
     let mut backoff = Duration::from_millis(250);
     loop {
         let session = shared.begin_session();
-        let end = one_session(
-            &config,
-            &offer,
-            &token,
-            &shared,
-            &queue,
-            session,
-            &mut shutdown,
-        )
-        .await;
+        let end = one_session(&config, &offer, &token, &hands, session, &mut shutdown).await;
         shared.set_connected(false);
+        if let (Some(regions), Ok(SessionEnd::Lost(_))) = (&regions, &end) {
+            // The coordinator leases them again, to whoever it has.
+            regions.abandon_all();
+        }
         match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Lost(why)) => {
@@ -216,7 +276,7 @@ pub async fn run(
     if let Some(probes) = probes {
         probes.abort();
     }
-    let done = shared.tiles_done();
+    let done = shared.tiles_computed();
     tracing::info!(tiles = done, "worker stopped");
     Ok(done)
 }

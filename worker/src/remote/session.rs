@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
 use dreamfarm_proto::auth::AttachToken;
@@ -19,8 +19,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::bookkeeping::Shared;
+use super::compute::Task;
 use super::drain::drain;
-use super::lease::{Arriving, Lease, lease_from_wire};
+use super::lease::{Arrived, Arriving, lease_from_wire};
+use super::regions::{RegionContext, Regions};
 use super::{Offer, RemoteConfig, RemoteError, up};
 
 /// How a session that ran ended.
@@ -49,22 +51,34 @@ struct Welcomed {
     heartbeat: Duration,
 }
 
+/// What a session works with: the worker's compute threads' queue, what
+/// they share with it, and its side of region leases if it serves changes.
+pub(super) struct Hands<'a> {
+    /// What the session and the compute threads share.
+    pub(super) shared: &'a Arc<Shared>,
+    /// The compute threads' queue.
+    pub(super) queue: &'a std_mpsc::Sender<Task>,
+    /// Region leases, when the worker serves changes.
+    pub(super) regions: Option<&'a Arc<Regions>>,
+}
+
 /// One connection: hello, leases in, results out, until the stream breaks
 /// or `shutdown` resolves (then drains).
 pub(super) async fn one_session(
     config: &RemoteConfig,
     offer: &Offer,
     token: &AttachToken,
-    shared: &Shared,
-    queue: &std_mpsc::Sender<Lease>,
+    hands: &Hands<'_>,
     session: u64,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, SessionError> {
+    let shared = hands.shared;
+    let address = hands.regions.map(|r| r.address.clone());
     let Welcomed {
         up_tx,
         mut down,
         heartbeat,
-    } = handshake(config, offer, token).await?;
+    } = handshake(config, offer, token, address.unwrap_or_default()).await?;
     tracing::info!(coordinator = %config.coordinator, "connected");
     shared.set_connected(true);
     let mut ticker = tokio::time::interval(heartbeat);
@@ -73,7 +87,7 @@ pub(super) async fn one_session(
         tokio::select! {
             msg = down.message() => match msg {
                 Ok(Some(m)) => {
-                    if let Err(e) = on_message(m, &mut arriving, shared, queue, session, &up_tx).await {
+                    if let Err(e) = on_message(m, &mut arriving, hands, session, &up_tx).await {
                         tracing::warn!("bad message from the coordinator: {e}");
                         return Ok(SessionEnd::Lost(e.to_string()));
                     }
@@ -107,6 +121,7 @@ async fn handshake(
     config: &RemoteConfig,
     offer: &Offer,
     token: &AttachToken,
+    change_address: String,
 ) -> Result<Welcomed, SessionError> {
     let channel = connect(&config.coordinator, config.tls_ca.as_deref())
         .await
@@ -125,8 +140,7 @@ async fn handshake(
         name: config.name.clone(),
         concurrency: offer.concurrency,
         device: offer.devices.clone(),
-        // No change service yet: no region leases.
-        change_address: String::new(),
+        change_address,
     };
     let _ = up_tx.send(up(Up::Hello(hello))).await;
     let mut down = match client.session(ReceiverStream::new(up_rx)).await {
@@ -189,43 +203,73 @@ async fn retry(config: &RemoteConfig, what: &str, s: tonic::Status) -> SessionEr
 async fn on_message(
     msg: CoordinatorMessage,
     arriving: &mut Arriving,
-    shared: &Shared,
-    queue: &std_mpsc::Sender<Lease>,
+    hands: &Hands<'_>,
     session: u64,
     up_tx: &mpsc::Sender<WorkerMessage>,
 ) -> Result<(), WireError> {
-    match msg.body {
-        Some(Down::LeaseStart(start)) => {
+    let shared = hands.shared;
+    let refuse = |(id, e): (u64, WireError)| {
+        shared.answered(1);
+        let failed = LeaseFailed {
+            lease_id: id,
+            reason: e.to_string(),
+        };
+        up(Up::Failed(failed))
+    };
+    match (msg.body, hands.regions) {
+        (Some(Down::LeaseStart(start)), _) => {
             arriving.start(start)?;
             shared.took();
         }
-        Some(Down::LeaseChunk(chunk)) => {
-            if let Some((start, bytes)) = arriving.chunk(chunk)? {
+        (Some(Down::RegionStart(start)), Some(_)) => {
+            arriving.start_region(start)?;
+            shared.took();
+        }
+        (Some(Down::LeaseChunk(chunk)), regions) => match (arriving.chunk(chunk)?, regions) {
+            (None, _) => {}
+            (Some(Arrived::Tile(start, bytes)), _) => {
                 match lease_from_wire(start, bytes, session, up_tx.clone()) {
                     Ok(lease) => {
-                        let _ = queue.send(lease);
+                        let _ = hands.queue.send(Task::Lease(lease));
                     }
-                    Err((id, e)) => {
-                        shared.answered(1);
-                        let failed = LeaseFailed {
-                            lease_id: id,
-                            reason: e.to_string(),
-                        };
-                        let _ = up_tx.send(up(Up::Failed(failed))).await;
+                    Err(refusal) => {
+                        let _ = up_tx.send(refuse(refusal)).await;
                     }
                 }
             }
-        }
-        Some(Down::Revoke(r)) => {
-            if arriving.cancel(r.lease_id) {
+            (Some(Arrived::Region(start, bytes)), Some(regions)) => {
+                let id = start.lease_id;
+                let cx = RegionContext {
+                    session,
+                    up: up_tx.clone(),
+                    queue: hands.queue.clone(),
+                    shared: shared.clone(),
+                };
+                let started = bytes
+                    .finish()
+                    .map_err(|e| (id, e))
+                    .and_then(|rgb| regions.start(start, rgb, cx));
+                if let Err(refusal) = started {
+                    let _ = up_tx.send(refuse(refusal)).await;
+                }
+            }
+            // Never: a region lease starts only with a change service.
+            (Some(Arrived::Region(..)), None) => {
+                return Err(WireError::Protocol(
+                    "a region lease without a change service".into(),
+                ));
+            }
+        },
+        (Some(Down::Holders(h)), Some(regions)) => regions.tell(h),
+        (Some(Down::Revoke(r)), regions) => {
+            if arriving.cancel(r.lease_id) || regions.is_some_and(|g| g.revoke(r.lease_id)) {
                 shared.answered(1);
             } else {
                 shared.revoke(r.lease_id);
             }
         }
-        // This worker announces no change service, so it is given no
-        // region leases.
-        Some(Down::Welcome(_) | Down::RegionStart(_) | Down::Holders(_)) | None => {
+        // Region messages for a worker that announced no change service.
+        (Some(Down::Welcome(_) | Down::RegionStart(_) | Down::Holders(_)) | None, _) => {
             return Err(WireError::Protocol("unexpected message".into()));
         }
     }

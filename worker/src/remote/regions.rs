@@ -1,0 +1,299 @@
+//! Region leases (docs/frame-loop-on-workers.md): the change service this
+//! worker serves its neighbours, the regions it is leased, computed with
+//! its device threads, and the holders of each frame's regions as the
+//! coordinator tells them.
+//!
+//! A region is a task on the runtime: its own tiles go to the compute
+//! threads' queue like any lease's, its neighbours' changes are fetched
+//! from their workers, and its cell goes up the session whole.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::Duration;
+
+use dreamfarm_common::work::TileWork;
+use dreamfarm_proto::auth::{AttachToken, CheckToken};
+use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
+use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
+use dreamfarm_proto::pb::worker_message::Body as Up;
+use dreamfarm_proto::pb::{
+    Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
+};
+use dreamfarm_proto::region_worker::{Channels, Holders, RegionWork, run_region};
+use dreamfarm_proto::{
+    Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES,
+    STREAM_WINDOW_BYTES, WireError, region_lease,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tonic::service::interceptor::InterceptedService;
+
+use super::bookkeeping::Shared;
+use super::compute::{RegionTile, Task};
+use super::lease::JobModel;
+use super::{ChangeAddress, RemoteError, up};
+
+/// How long another job's changes are kept after the last was added: a
+/// job that ended, or whose regions went to other workers, never says so.
+const CHANGES_KEPT_IDLE: Duration = Duration::from_secs(3600);
+
+/// A job's frame: the job and the frame number.
+type FrameOf = (String, u64);
+
+/// This worker's side of the frames dreamed by regions.
+pub(super) struct Regions {
+    /// The address its change service is reached at, as announced.
+    pub(super) address: String,
+    /// The changes of the tiles it dreamed, served to its neighbours.
+    changes: Arc<Changes>,
+    /// Each frame's holders, as last told.
+    holders: Mutex<HashMap<FrameOf, watch::Sender<Vec<String>>>>,
+    /// A channel to each neighbour met.
+    channels: Channels,
+    /// The cluster's token, which the neighbours' services ask for.
+    token: AttachToken,
+    /// The regions being computed, by lease id.
+    running: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+/// What computing a region needs from the session that leased it.
+pub(super) struct RegionContext {
+    /// The session's number.
+    pub(super) session: u64,
+    /// Its stream up to the coordinator.
+    pub(super) up: mpsc::Sender<WorkerMessage>,
+    /// The compute threads' queue.
+    pub(super) queue: std_mpsc::Sender<Task>,
+    /// What the session and the compute threads share.
+    pub(super) shared: Arc<Shared>,
+}
+
+/// Locks `m`, whatever a panicking holder left (each map entry is whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Regions {
+    /// Serves the change service on `listen`, behind the cluster's
+    /// `token`; neighbours reach it at `announce` (none: the address it
+    /// listens on, which must then name a host).
+    pub(super) async fn serve(
+        listen: SocketAddr,
+        announce: Option<&ChangeAddress>,
+        token: Option<&str>,
+    ) -> Result<Self, RemoteError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| RemoteError::ChangeListen {
+                addr: listen,
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| RemoteError::ChangeListen {
+                addr: listen,
+                source,
+            })?;
+        let address = match announce {
+            Some(a) => a.dial(bound.port()),
+            None if bound.ip().is_unspecified() => {
+                return Err(RemoteError::NoChangeAddress(bound));
+            }
+            None => bound.to_string(),
+        };
+        let changes = Arc::new(Changes::default());
+        let service = InterceptedService::new(
+            ChangeServiceServer::new(ChangeServer(changes.clone()))
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            CheckToken::new(token),
+        );
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(FRAME_BYTES)
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("the change service stopped: {e}");
+            }
+        });
+        tracing::info!(%bound, %address, "serving changes to neighbouring workers");
+        let token = AttachToken::new(token).map_err(|e| RemoteError::Token(e.message().into()))?;
+        Ok(Self {
+            address,
+            changes,
+            holders: Mutex::default(),
+            channels: Channels::default(),
+            token,
+            running: Mutex::default(),
+        })
+    }
+
+    /// The holders of a job's frame, as last told (none yet: an empty
+    /// list, filled in when told).
+    fn holders_of(&self, job: &str, frame: u64) -> watch::Receiver<Vec<String>> {
+        lock(&self.holders)
+            .entry((job.to_string(), frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .subscribe()
+    }
+
+    /// Takes the coordinator's word on a frame's holders.
+    pub(super) fn tell(&self, h: RegionHolders) {
+        lock(&self.holders)
+            .entry((h.job_id, h.frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .send_replace(h.addresses);
+    }
+
+    /// Takes back a region being computed; whether it was one.
+    pub(super) fn revoke(&self, lease: u64) -> bool {
+        match lock(&self.running).remove(&lease) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives up the regions being computed (their session is gone: the
+    /// coordinator leases them again).
+    pub(super) fn abandon_all(&self) {
+        for (_, task) in lock(&self.running).drain() {
+            task.abort();
+        }
+    }
+
+    /// Starts computing a fully received region lease; a refusal names
+    /// the lease, for the coordinator.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        start: RegionLeaseStart,
+        rgb: Vec<u8>,
+        cx: RegionContext,
+    ) -> Result<(), (u64, WireError)> {
+        let (id, attempt) = (start.lease_id, start.attempt);
+        let fail = |e: WireError| (id, e);
+        let model = JobModel::from_wire(
+            start.job_id.clone(),
+            start.model.clone(),
+            start.weights_sha256.clone(),
+            &start.precision,
+            start.seed,
+        )
+        .map_err(fail)?;
+        let lease = region_lease::from_wire(start, rgb).map_err(fail)?;
+        let (job, frame, region) = (model.job.clone(), lease.frame, lease.region);
+        self.changes.forget_all_but(&job, frame, CHANGES_KEPT_IDLE);
+        lock(&self.holders).retain(|(j, f), _| *j != job || *f == frame);
+        let holders = Holders::new(
+            self.holders_of(&job, frame),
+            self.channels.clone(),
+            self.token.clone(),
+        );
+        let regions = self.clone();
+        let mut running = lock(&self.running);
+        let task = tokio::spawn(async move {
+            let outcome = regions.compute(lease, model, holders, &cx.queue).await;
+            // Revoked meanwhile: the coordinator wants nothing back.
+            if lock(&regions.running).remove(&id).is_none() {
+                return;
+            }
+            let sent = match outcome {
+                Ok(rgb) => {
+                    tracing::info!(lease = id, frame, region, "region done");
+                    send_cell(&cx, id, attempt, rgb).await
+                }
+                Err(reason) => {
+                    tracing::warn!(lease = id, "region failed: {reason}");
+                    let failed = LeaseFailed {
+                        lease_id: id,
+                        reason,
+                    };
+                    cx.up.send(up(Up::Failed(failed))).await.is_ok()
+                }
+            };
+            if !sent {
+                tracing::debug!(
+                    lease = id,
+                    "the session ended before the region's answer went up"
+                );
+            }
+            cx.shared.settle(cx.session);
+        });
+        running.insert(id, task.abort_handle());
+        Ok(())
+    }
+
+    /// Computes a region: its input warped from the last frame's part,
+    /// its own tiles dreamed on the devices and kept for its neighbours,
+    /// theirs fetched. Returns its cell's 8-bit RGB.
+    async fn compute(
+        &self,
+        lease: dreamfarm_common::work::RegionLease,
+        model: JobModel,
+        holders: Holders,
+        queue: &std_mpsc::Sender<Task>,
+    ) -> Result<Vec<u8>, String> {
+        let plan = lease.plan();
+        let input = lease
+            .input(&plan)
+            .ok_or("the lease's part does not hold what its region reads")?;
+        let work = RegionWork {
+            plan: &plan,
+            region: lease.region as usize,
+            job: model.job.clone(),
+            frame: lease.frame,
+            objective: lease.objective.clone(),
+            input,
+        };
+        let dream = |work: TileWork| {
+            let (reply, change) = oneshot::channel();
+            let task = Task::RegionTile(RegionTile {
+                model: model.clone(),
+                work,
+                reply,
+            });
+            let queued = queue.send(task);
+            async move {
+                queued.map_err(|_| "the compute threads stopped".to_string())?;
+                change
+                    .await
+                    .map_err(|_| "the compute threads stopped".to_string())?
+            }
+        };
+        let cell = run_region(work, &self.changes, &holders, dream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(cell.to_rgb8())
+    }
+}
+
+/// Sends a region's cell up the session whole; whether the stream took
+/// it (a closed one means the session ended: the coordinator leases the
+/// region again).
+async fn send_cell(cx: &RegionContext, id: u64, attempt: u32, rgb: Vec<u8>) -> bool {
+    let rgb = Bytes::from(rgb);
+    let _sending = cx.shared.sending.lock().await;
+    let head = RegionResultStart {
+        lease_id: id,
+        attempt,
+        rgb_bytes: rgb.len() as u64,
+    };
+    if cx.up.send(up(Up::RegionResult(head))).await.is_err() {
+        return false;
+    }
+    for at in (0..rgb.len()).step_by(CHUNK_BYTES) {
+        let chunk = Chunk {
+            lease_id: id,
+            data: rgb.slice(at..(at + CHUNK_BYTES).min(rgb.len())),
+        };
+        if cx.up.send(up(Up::ResultChunk(chunk))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
