@@ -18,6 +18,18 @@ case "${1:-}" in
   *) echo "usage: scripts/setup.sh [--images]" >&2; exit 2 ;;
 esac
 
+# A fresh checkout takes about 5 GB for the virtualenv (torch) and 5 GB for
+# the release build with every test binary: a disk that fills up mid-build
+# fails with a linker's I/O error that names no cause, so say it first.
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+want_gb=1
+[ -d .venv/libtorch ] || want_gb=$((want_gb + 5))
+[ -d target/release ] || want_gb=$((want_gb + 5))
+want_kb=$((want_gb * 1048576))
+if [ "${free_kb:-0}" -lt "$want_kb" ]; then
+  echo "warning: $((free_kb / 1024)) MiB free on $(df -P . | awk 'NR == 2 {print $6}'); setting up and testing dreamfarm takes about $((want_kb / 1024)) MiB more here: the build may fail with 'No space left on device'" >&2
+fi
+
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 if [ "$images" = yes ]; then
