@@ -120,6 +120,12 @@ impl Regions {
             }
         });
         tracing::info!(%bound, %address, "serving changes to neighbouring workers");
+        if announce.is_none() && bound.ip().is_loopback() {
+            tracing::warn!(
+                %address,
+                "only workers on this machine can reach a loopback address: give the others --change-address"
+            );
+        }
         let token = AttachToken::new(token).map_err(|e| RemoteError::Token(e.message().into()))?;
         Ok(Self {
             address,
