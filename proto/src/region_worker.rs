@@ -176,6 +176,47 @@ impl Holders {
 /// heartbeat timeout.
 pub const MOVE_WAIT: Duration = Duration::from_secs(60);
 
+/// The holders of each frame's regions, by job and frame, as the
+/// coordinator last told them (`RegionHolders`): what a worker's regions
+/// wait on for their neighbours' addresses.
+#[derive(Debug, Default)]
+pub struct FrameHolders(Mutex<HashMap<(String, u64), HoldersTold>>);
+
+/// Where a frame's holders are told, each region's address in order.
+type HoldersTold = watch::Sender<Vec<String>>;
+
+impl FrameHolders {
+    /// Each region's holder of job `job`'s frame `frame`, now and as told
+    /// later (none told yet: an empty list, filled in when told).
+    pub fn of(&self, job: &str, frame: u64) -> watch::Receiver<Vec<String>> {
+        self.lock()
+            .entry((job.to_string(), frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .subscribe()
+    }
+
+    /// Takes the coordinator's word on a frame's holders.
+    pub fn tell(&self, job: String, frame: u64, addresses: Vec<String>) {
+        self.lock()
+            .entry((job, frame))
+            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .send_replace(addresses);
+    }
+
+    /// Drops job `job`'s frames other than `frame` (see
+    /// [`Changes::forget_all_but`]).
+    pub fn forget_all_but(&self, job: &str, frame: u64) {
+        self.lock().retain(|(j, f), _| j != job || *f == frame);
+    }
+
+    /// The map, whatever a panicking holder left in it (each entry whole).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), HoldersTold>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// One region of one frame of a job, as a worker is given it.
 pub struct RegionWork<'p> {
     /// The frame's plan.

@@ -21,12 +21,12 @@ use dreamfarm_proto::pb::{
     ResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_lease;
-use dreamfarm_proto::region_worker::{Channels, Holders, RegionWork, run_region};
+use dreamfarm_proto::region_worker::{Channels, FrameHolders, Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,
 };
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cluster::TOKEN;
@@ -182,16 +182,13 @@ async fn synthetic_worker(
     Ok(())
 }
 
-/// A job's frame: the job and the frame number.
-type FrameOf = (String, u64);
-
 /// A synthetic worker's side for region leases: its change service, the
 /// holders the coordinator tells it of, and its one device.
 struct RegionSide {
     address: String,
     changes: Arc<Changes>,
     /// Each frame's holders (by job and frame), as last told.
-    holders: std::sync::Mutex<HashMap<FrameOf, watch::Sender<Vec<String>>>>,
+    holders: FrameHolders,
     /// A channel to each neighbour met.
     channels: Channels,
     /// One tile dreamed at a time.
@@ -228,7 +225,7 @@ impl RegionSide {
         Ok(Self {
             address,
             changes,
-            holders: std::sync::Mutex::default(),
+            holders: FrameHolders::default(),
             channels: Channels::default(),
             device: Semaphore::new(1),
             delay,
@@ -238,28 +235,9 @@ impl RegionSide {
         })
     }
 
-    /// The holders of a job's frame, as last told (none yet: an empty
-    /// list, filled in when told).
-    fn holders_of(&self, job: &str, frame: u64) -> watch::Receiver<Vec<String>> {
-        let mut all = self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        all.entry((job.to_string(), frame))
-            .or_insert_with(|| watch::channel(Vec::new()).0)
-            .subscribe()
-    }
-
     /// Takes the coordinator's word on a frame's holders.
     fn tell(&self, h: RegionHolders) {
-        let mut all = self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tx = all
-            .entry((h.job_id, h.frame))
-            .or_insert_with(|| watch::channel(Vec::new()).0);
-        tx.send_replace(h.addresses);
+        self.holders.tell(h.job_id, h.frame, h.addresses);
     }
 
     /// Computes a region lease and sends its cell up `tx`.
@@ -282,7 +260,7 @@ impl RegionSide {
                 return;
             };
             let holders = Holders::new(
-                self.holders_of(&job, lease.frame),
+                self.holders.of(&job, lease.frame),
                 self.channels.clone(),
                 token,
             );

@@ -192,25 +192,25 @@ impl DreamerCache {
     }
 
     /// The dreamer of a job's model, loaded on first use.
-    fn get(&mut self, lease: &JobModel) -> Result<&mut Dreamer, String> {
+    fn get(&mut self, model: &JobModel) -> Result<&mut Dreamer, String> {
         let key = (
-            lease.model.clone(),
-            lease.weights_sha256.clone(),
-            lease.precision,
-            lease.seed,
+            model.model.clone(),
+            model.weights_sha256.clone(),
+            model.precision,
+            model.seed,
         );
         let i = match self.kept.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let weights = match &lease.weights_sha256 {
-                    Some(sha256) => Some(self.uploaded.path(&lease.job, sha256)?),
+                let weights = match &model.weights_sha256 {
+                    Some(sha256) => Some(self.uploaded.path(&model.job, sha256)?),
                     None => None,
                 };
                 let dreamer = load_dreamer(
-                    &lease.model,
+                    &model.model,
                     weights.as_deref(),
-                    lease.precision,
-                    lease.seed,
+                    model.precision,
+                    model.seed,
                     self.device,
                     &self.store,
                 )?;

@@ -20,12 +20,12 @@ use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
     Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
 };
-use dreamfarm_proto::region_worker::{Channels, Holders, RegionWork, run_region};
+use dreamfarm_proto::region_worker::{Channels, FrameHolders, Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES,
     STREAM_WINDOW_BYTES, WireError, region_lease,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tonic::service::interceptor::InterceptedService;
 
@@ -38,9 +38,6 @@ use super::{ChangeAddress, RemoteError, up};
 /// job that ended, or whose regions went to other workers, never says so.
 const CHANGES_KEPT_IDLE: Duration = Duration::from_secs(3600);
 
-/// A job's frame: the job and the frame number.
-type FrameOf = (String, u64);
-
 /// This worker's side of the frames dreamed by regions.
 pub(super) struct Regions {
     /// The address its change service is reached at, as announced.
@@ -48,7 +45,7 @@ pub(super) struct Regions {
     /// The changes of the tiles it dreamed, served to its neighbours.
     changes: Arc<Changes>,
     /// Each frame's holders, as last told.
-    holders: Mutex<HashMap<FrameOf, watch::Sender<Vec<String>>>>,
+    holders: FrameHolders,
     /// A channel to each neighbour met.
     channels: Channels,
     /// The cluster's token, which the neighbours' services ask for.
@@ -130,28 +127,16 @@ impl Regions {
         Ok(Self {
             address,
             changes,
-            holders: Mutex::default(),
+            holders: FrameHolders::default(),
             channels: Channels::default(),
             token,
             running: Mutex::default(),
         })
     }
 
-    /// The holders of a job's frame, as last told (none yet: an empty
-    /// list, filled in when told).
-    fn holders_of(&self, job: &str, frame: u64) -> watch::Receiver<Vec<String>> {
-        lock(&self.holders)
-            .entry((job.to_string(), frame))
-            .or_insert_with(|| watch::channel(Vec::new()).0)
-            .subscribe()
-    }
-
     /// Takes the coordinator's word on a frame's holders.
     pub(super) fn tell(&self, h: RegionHolders) {
-        lock(&self.holders)
-            .entry((h.job_id, h.frame))
-            .or_insert_with(|| watch::channel(Vec::new()).0)
-            .send_replace(h.addresses);
+        self.holders.tell(h.job_id, h.frame, h.addresses);
     }
 
     /// Takes back a region being computed; whether it was one.
@@ -194,9 +179,9 @@ impl Regions {
         let lease = region_lease::from_wire(start, rgb).map_err(fail)?;
         let (job, frame, region) = (model.job.clone(), lease.frame, lease.region);
         self.changes.forget_all_but(&job, frame, CHANGES_KEPT_IDLE);
-        lock(&self.holders).retain(|(j, f), _| *j != job || *f == frame);
+        self.holders.forget_all_but(&job, frame);
         let holders = Holders::new(
-            self.holders_of(&job, frame),
+            self.holders.of(&job, frame),
             self.channels.clone(),
             self.token.clone(),
         );
