@@ -1,18 +1,20 @@
 //! The cluster over TLS, as separate processes: a coordinator serving a
-//! certificate signed by a test CA, a worker and a client that trust that
-//! CA, and frames byte-identical to the single-machine render. And the
-//! mistakes a new user makes, each told in words that say what to fix: a
-//! self-signed CA certificate as the coordinator's own (refused at start,
-//! and explained by a client that meets one), a CA or name the client does
-//! not expect, and a client speaking plaintext to a TLS coordinator or
-//! TLS to a plaintext one.
+//! certificate signed by a test CA, workers and a client that trust that
+//! CA, the workers serving each other their changes over TLS too, and
+//! frames byte-identical to the single-machine render. And the mistakes a
+//! new user makes, each told in words that say what to fix: a self-signed
+//! CA certificate as the coordinator's own (refused at start, and
+//! explained by a client that meets one), a CA or name the client does
+//! not expect, a client speaking plaintext to a TLS coordinator or TLS to
+//! a plaintext one, and a worker's change certificate its neighbours
+//! would refuse.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::cluster::{Coordinator, TOKEN, coordinator_fails};
 use dreamfarm_tests::small_job::{LIMIT, job, reference};
-use dreamfarm_tests::{dreamfarm, run, run_ok, wait_for};
+use dreamfarm_tests::{dreamfarm, run, run_ok, run_refused, wait_for};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// PEM files of a test PKI, in a folder removed on drop.
@@ -40,6 +42,32 @@ impl Pki {
         pki.write("server.pem", &server.pem());
         pki.write("server-key.pem", &server_key.serialize_pem());
         pki
+    }
+
+    /// A certificate for `names` signed by this PKI's CA, as `NAME.pem`
+    /// and `NAME-key.pem`.
+    fn issue(&self, name: &str, names: &[&str]) {
+        let ca_key = std::fs::read_to_string(self.path("ca-key.pem")).expect("the CA's key");
+        let ca_key = KeyPair::from_pem(&ca_key).expect("a key");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("names")
+            .signed_by(&key, &Issuer::new(ca_params(), &ca_key))
+            .expect("certificate");
+        self.write(&format!("{name}.pem"), &cert.pem());
+        self.write(&format!("{name}-key.pem"), &key.serialize_pem());
+    }
+
+    /// The flags of a worker serving its changes over TLS with the
+    /// certificate `name` issued by [`issue`](Self::issue).
+    fn change_tls(&self, name: &str) -> [String; 4] {
+        let path = |file: String| self.path(&file).display().to_string();
+        [
+            "--change-tls-cert".into(),
+            path(format!("{name}.pem")),
+            "--change-tls-key".into(),
+            path(format!("{name}-key.pem")),
+        ]
     }
 
     /// Writes `pem` to the file `name`.
@@ -141,9 +169,17 @@ fn with_scheme(url: &str, scheme: &str) -> String {
 
 #[test]
 fn a_job_over_tls_gives_single_machine_frames() {
-    let (_pki, c) = tls_coordinator();
+    // Frame 0 goes by tiles through the coordinator, frames 1 and 2 by
+    // regions on workers that fetch each other's changes over TLS (their
+    // certificates for dreamfarm-worker, signed by the cluster's CA).
+    let (pki, c) = tls_coordinator();
     assert!(c.url.starts_with("https://localhost:"), "{}", c.url);
-    let _worker = c.worker("tls");
+    pki.issue("worker", &["dreamfarm-worker"]);
+    let flags = pki.change_tls("worker");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _pool: Vec<_> = (0..2)
+        .map(|i| c.worker_serving_changes(&format!("tls{i}"), &flags))
+        .collect();
     let id = c.submit(&job("tls"));
     let watch = run_ok(c.client("watch", &[&id]));
     assert!(watch.contains("done"), "{watch}");
@@ -151,6 +187,8 @@ fn a_job_over_tls_gives_single_machine_frames() {
         c.fetch_frames(&id) == reference(),
         "frames over TLS differ from the single-machine render"
     );
+    let regions = c.metric("dreamfarm_regions_completed_total");
+    assert!(regions >= 2.0 * 6.0, "{regions} regions answered");
     // A client that does not trust the test CA is told to pass it.
     let stderr = status_fails(&c.url, None);
     assert!(
@@ -228,4 +266,53 @@ fn a_tls_client_of_a_plaintext_coordinator_is_told_to_use_http() {
         c.url
     );
     both_told(&c, &https, &advice);
+}
+
+#[test]
+fn a_change_certificate_neighbours_would_refuse_stops_the_worker_at_start() {
+    let pki = Pki::new(&["localhost"]);
+    pki.issue("elsewhere", &["worker.example"]);
+    let other = Pki::new(&["dreamfarm-worker"]);
+    let ca = pki.path("ca.pem");
+    let refusal = |flags: &[String]| {
+        let mut c = dreamfarm(&["worker", "--device", "cpu"]);
+        c.args(["--coordinator", "https://localhost:1", "--tls-ca"])
+            .arg(&ca)
+            .args(["--change-listen", "127.0.0.1:0"])
+            .args(flags);
+        run_refused(c)
+    };
+    let said = refusal(&pki.change_tls("elsewhere"));
+    assert!(
+        said.contains("is not for dreamfarm-worker, the name the workers check")
+            && said.contains("Fix: make it with DNS:dreamfarm-worker in subjectAltName"),
+        "{said}"
+    );
+    let said = refusal(&other.change_tls("server"));
+    assert!(
+        said.contains("is not signed by the CA the workers trust (--tls-ca"),
+        "{said}"
+    );
+    let said = refusal(&[
+        "--change-tls-cert".into(),
+        ca.display().to_string(),
+        "--change-tls-key".into(),
+        pki.path("ca-key.pem").display().to_string(),
+    ]);
+    assert!(said.contains("is a CA certificate"), "{said}");
+    pki.issue("worker", &["dreamfarm-worker"]);
+    let mut flags = pki.change_tls("worker");
+    flags[3] = pki.path("server-key.pem").display().to_string();
+    let said = refusal(&flags);
+    assert!(
+        said.contains("is not the private key of --change-tls-cert"),
+        "{said}"
+    );
+    // Beside a TLS coordinator, a change service must have TLS.
+    let said = refusal(&[]);
+    assert!(
+        said.contains("would cross the network in clear")
+            && said.contains("--change-tls-cert and --change-tls-key"),
+        "{said}"
+    );
 }

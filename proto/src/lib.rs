@@ -7,6 +7,8 @@
 //! - [`objective`]: a frame's objective on the wire, checked on arrival.
 //! - [`chunks`]: big payloads cut into pieces and put back together.
 //! - [`change_exchange`]: the tile changes workers serve each other.
+//! - [`change_channels`]: channels to the neighbours' change services,
+//!   plain or TLS.
 //! - [`region_lease`]: a region lease on the wire, checked on arrival.
 //! - [`region_worker`]: one region of a frame computed on a worker.
 //! - [`session_frames`]: the coordinator's messages to a worker as gRPC
@@ -21,6 +23,7 @@
 //!   buffers for reuse.
 
 pub mod auth;
+pub mod change_channels;
 pub mod change_exchange;
 pub mod chunks;
 pub mod connect;

@@ -19,11 +19,10 @@ use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::AttachToken;
+use crate::change_channels::Channels;
 use crate::change_exchange::{BatchChange, BatchKey, Changes, FetchError, fetch};
-use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 
 /// Why a region could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +72,6 @@ pub struct Holders {
     token: AttachToken,
 }
 
-/// Channels to the change services met, by address: shared by a worker's
-/// regions, so that a neighbour is one connection however many regions
-/// fetch from it.
-pub type Channels = Arc<Mutex<HashMap<String, Channel>>>;
-
 impl Holders {
     /// Holders as `addresses` says, now and whenever it changes, reached
     /// through `channels` with the cluster's `token`.
@@ -117,26 +111,6 @@ impl Holders {
         }
     }
 
-    /// A channel to `address`: the one already made, or a new one.
-    fn channel(&self, address: &str) -> Result<Channel, FetchError> {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| FetchError::Call(tonic::Status::invalid_argument(e.to_string())))?
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .http2_adaptive_window(false);
-        let channel = endpoint.connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
     /// Fetches part `area` of tile `index`'s change in batch `key` from
     /// region `region`'s holder (see [`fetch`]). When the holder moves (its
     /// worker was lost and the coordinator leased the region again) the
@@ -152,7 +126,7 @@ impl Holders {
     ) -> Result<Planar, FetchError> {
         loop {
             let address = self.address(region).await?;
-            let channel = self.channel(&address)?;
+            let channel = self.channels.to(&address)?;
             let call = fetch(channel, self.token.clone(), key, index, area, size);
             let failed = tokio::select! {
                 fetched = call => match fetched {

@@ -43,7 +43,7 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, regions: bool) ->
         .map(|i| {
             let name = format!("w{i}");
             if regions {
-                c.worker_serving_changes(&name)
+                c.worker_serving_changes(&name, &[])
             } else {
                 c.worker(&name)
             }

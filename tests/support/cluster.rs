@@ -328,16 +328,12 @@ impl Coordinator {
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, serving its
-    /// changes to its neighbours on a loopback port: it takes whole
-    /// regions of frames.
-    pub fn worker_serving_changes(&self, name: &str) -> Worker {
-        self.spawn_worker(
-            name,
-            &self.url,
-            "cpu",
-            None,
-            &["--change-listen", "127.0.0.1:0"],
-        )
+    /// changes to its neighbours on a loopback port (with `extra` flags:
+    /// its TLS, say): it takes whole regions of frames.
+    pub fn worker_serving_changes(&self, name: &str, extra: &[&str]) -> Worker {
+        let mut flags = vec!["--change-listen", "127.0.0.1:0"];
+        flags.extend_from_slice(extra);
+        self.spawn_worker(name, &self.url, "cpu", None, &flags)
     }
 
     /// Starts `dreamfarm worker` named `name` on `devices` (`--device`).

@@ -157,6 +157,33 @@ pub fn run(mut c: Command) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
+/// Runs `c`, which must stop with an error within a minute (a process
+/// that should refuse to start, and would otherwise run for ever): its
+/// stderr. Panics, after killing it, if it runs on or succeeds.
+pub fn run_refused(mut c: Command) -> String {
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dreamfarm runs");
+    let pid = child.id() as i32;
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let out = match waited.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("its output"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{c:?} was still running after a minute instead of refusing to start");
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{c:?} succeeded: {stderr}");
+    stderr
+}
+
 /// Runs `c` and panics with its stderr unless it succeeds.
 pub fn run_ok(c: Command) -> String {
     let (out, stdout, stderr) = run(c);

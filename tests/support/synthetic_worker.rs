@@ -11,6 +11,7 @@ use std::time::Duration;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
@@ -21,7 +22,7 @@ use dreamfarm_proto::pb::{
     ResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_lease;
-use dreamfarm_proto::region_worker::{Channels, FrameHolders, Holders, RegionWork, run_region};
+use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,

@@ -9,7 +9,9 @@ use clap::Args;
 use dreamfarm_common::device::Devices;
 use dreamfarm_common::model_catalog::ModelSpec;
 
-use crate::remote::{ChangeAddress, RemoteConfig, RemoteError, run};
+use dreamfarm_proto::change_channels::CHANGE_TLS_NAME;
+
+use crate::remote::{ChangeAddress, ChangeTls, RemoteConfig, RemoteError, run};
 use crate::weights::{WeightStore, cache_dir};
 
 /// Arguments of a cluster worker.
@@ -64,6 +66,18 @@ pub struct WorkerArgs {
     /// [default: the --change-listen address].
     #[arg(long, env = "DREAMFARM_CHANGE_ADDRESS", requires = "change_listen", value_parser = dial_address)]
     pub change_address: Option<ChangeAddress>,
+    /// Serve --change-listen over TLS with this certificate (PEM), signed
+    /// by the CA of --tls-ca and made for --change-tls-name; needed beside
+    /// a TLS coordinator (deploy/TLS.md).
+    #[arg(long, env = "DREAMFARM_CHANGE_TLS_CERT", requires_all = ["change_listen", "change_tls_key"])]
+    pub change_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --change-tls-cert.
+    #[arg(long, env = "DREAMFARM_CHANGE_TLS_KEY", requires = "change_tls_cert")]
+    pub change_tls_key: Option<PathBuf>,
+    /// The name every worker's change certificate carries, which a worker
+    /// checks its neighbours' against whatever their address.
+    #[arg(long, env = "DREAMFARM_CHANGE_TLS_NAME", default_value = CHANGE_TLS_NAME)]
+    pub change_tls_name: String,
 }
 
 /// Reads `--models`, a folder. Model names there are a mistake that would
@@ -140,6 +154,11 @@ impl WorkerArgs {
             health_listen: self.health_listen,
             change_listen: self.change_listen,
             change_address: self.change_address,
+            change_tls: self
+                .change_tls_cert
+                .zip(self.change_tls_key)
+                .map(|(cert, key)| ChangeTls { cert, key }),
+            change_tls_name: self.change_tls_name,
         }
     }
 }

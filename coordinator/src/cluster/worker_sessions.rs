@@ -63,12 +63,15 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
         )));
     }
     let address = &hello.change_address;
+    // TLS change services announce themselves as https://host:port.
     let port = address
+        .strip_prefix("https://")
+        .unwrap_or(address)
         .rsplit_once(':')
         .map(|(host, port)| (host, port.parse::<u16>()));
     if !address.is_empty() && !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
         return Err(Status::invalid_argument(format!(
-            "change address {address:?} is not host:port"
+            "change address {address:?} is not host:port or https://host:port"
         )));
     }
     Ok(())
@@ -530,5 +533,33 @@ fn finish_result(hub: &Hub, worker: WorkerId, inc: Incoming) -> Result<(), Statu
             Ok(())
         }
         Err(e) => Err(refused(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_address_is_host_and_port_in_clear_or_over_tls() {
+        let hello = |address: &str| Hello {
+            protocol_version: PROTOCOL_VERSION,
+            name: "w".into(),
+            concurrency: 1,
+            device: "cpu".into(),
+            change_address: address.into(),
+        };
+        for good in [
+            "",
+            "10.0.0.7:7072",
+            "[fd00::7]:7072",
+            "https://10.0.0.7:7072",
+        ] {
+            assert!(check_hello(&hello(good)).is_ok(), "{good}");
+        }
+        for bad in ["10.0.0.7", "https://:7072", "w:0", "https://w", "w:port"] {
+            let refused = check_hello(&hello(bad)).expect_err(bad);
+            assert!(refused.message().contains("https://host:port"), "{bad}");
+        }
     }
 }

@@ -75,6 +75,20 @@ pub struct RemoteConfig {
     /// Where neighbours reach the change service (none: the address it
     /// listens on).
     pub change_address: Option<ChangeAddress>,
+    /// The change service's certificate and key (none: it serves in
+    /// clear).
+    pub change_tls: Option<ChangeTls>,
+    /// The name the workers' change certificates carry.
+    pub change_tls_name: String,
+}
+
+/// The files a worker's change service serves TLS with.
+#[derive(Debug, Clone)]
+pub struct ChangeTls {
+    /// Its certificate (PEM; the chain may follow it).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 /// Where other workers reach a worker's change service.
@@ -161,9 +175,19 @@ pub enum RemoteError {
     NoChangeAddress(SocketAddr),
     /// Changes would cross the network in clear beside a TLS coordinator.
     #[error(
-        "--change-listen serves changes without TLS, and the coordinator uses TLS: the cluster token and the frames' pixels would cross the network in clear between workers. Fix: drop --change-listen (this worker then takes tiles through the coordinator)"
+        "--change-listen serves changes without TLS, and the coordinator uses TLS: the cluster token and the frames' pixels would cross the network in clear between workers. Fix: give the change service a certificate with --change-tls-cert and --change-tls-key (deploy/TLS.md), or drop --change-listen (this worker then takes tiles through the coordinator)"
     )]
     ChangeWithoutTls,
+    /// The change service's certificate or key cannot be used.
+    #[error("{flag} {path} {why}")]
+    ChangeTlsFile {
+        /// `--change-tls-cert` or `--change-tls-key`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        why: String,
+    },
     /// The health endpoint cannot listen.
     #[error("cannot serve the health probes on {addr}: {source}")]
     Health {
@@ -200,7 +224,10 @@ pub async fn run(
     config: RemoteConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, RemoteError> {
-    if config.change_listen.is_some() && config.coordinator.starts_with("https://") {
+    if config.change_listen.is_some()
+        && config.change_tls.is_none()
+        && config.coordinator.starts_with("https://")
+    {
         return Err(RemoteError::ChangeWithoutTls);
     }
     let token = AttachToken::new(config.token.as_deref())
@@ -223,14 +250,7 @@ pub async fn run(
         &shared,
     )?;
     let regions = match config.change_listen {
-        Some(listen) => Some(Arc::new(
-            Regions::serve(
-                listen,
-                config.change_address.as_ref(),
-                config.token.as_deref(),
-            )
-            .await?,
-        )),
+        Some(listen) => Some(Arc::new(Regions::serve(listen, &config).await?)),
         None => None,
     };
     let hands = Hands {

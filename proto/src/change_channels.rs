@@ -1,0 +1,181 @@
+//! Channels from a worker to its neighbours' change services, and the TLS
+//! they are served with.
+//!
+//! A neighbour announces `host:port` (plaintext) or `https://host:port`
+//! (TLS). Pod IPs come and go, so a TLS change service is not checked
+//! against the address dialled but against one name every worker's
+//! change certificate carries ([`CHANGE_TLS_NAME`] unless set), signed by
+//! the cluster's CA: a certificate for that name is what a neighbour must
+//! show, whatever its address.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::change_exchange::FetchError;
+use crate::tls::{TLS_GUIDE, chain};
+use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
+
+/// The name a worker's change certificate carries unless the cluster
+/// picks another (`--change-tls-name`).
+pub const CHANGE_TLS_NAME: &str = "dreamfarm-worker";
+
+/// How long a worker's check of its own change service may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Channels to the change services met, by address: shared by a worker's
+/// regions, so that a neighbour is one connection however many regions
+/// fetch from it.
+#[derive(Clone)]
+pub struct Channels {
+    /// The channel to each address met.
+    open: Arc<Mutex<HashMap<String, Channel>>>,
+    /// How a neighbour announcing `https://` is checked.
+    tls: ClientTlsConfig,
+    /// The name its certificate must carry.
+    name: String,
+}
+
+impl Default for Channels {
+    /// Channels that trust the public web roots for TLS neighbours
+    /// named [`CHANGE_TLS_NAME`].
+    fn default() -> Self {
+        Self::new(None, CHANGE_TLS_NAME)
+    }
+}
+
+impl Channels {
+    /// Channels that check TLS neighbours against `ca` (PEM), or the
+    /// public web roots without one, expecting certificates for `name`
+    /// whatever address they are dialled at.
+    pub fn new(ca: Option<Vec<u8>>, name: &str) -> Self {
+        let tls = ClientTlsConfig::new().domain_name(name);
+        let tls = match ca {
+            Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+            None => tls.with_webpki_roots(),
+        };
+        Self {
+            open: Arc::default(),
+            tls,
+            name: name.to_string(),
+        }
+    }
+
+    /// A channel to the change service at `address`: the one already
+    /// made, or a new one (connected on first use).
+    pub fn to(&self, address: &str) -> Result<Channel, FetchError> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(channel) = open.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = self
+            .endpoint(address)
+            .map_err(|e| FetchError::Call(tonic::Status::invalid_argument(e)))?
+            .connect_lazy();
+        open.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The endpoint of the change service at `address`, over TLS if it
+    /// says `https://`.
+    fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
+        let endpoint = if address.starts_with("https://") {
+            Endpoint::from_shared(address.to_string()).and_then(|e| e.tls_config(self.tls.clone()))
+        } else {
+            Endpoint::from_shared(format!("http://{address}"))
+        }
+        .map_err(|e| format!("bad change service address {address:?}: {e}"))?;
+        Ok(endpoint
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .http2_adaptive_window(false))
+    }
+
+    /// Checks that a neighbour would accept this worker's own TLS change
+    /// service, reached at `address` (`https://`, on this machine): a TLS
+    /// handshake as a neighbour makes it, so that a certificate signed by
+    /// another CA, or for another name, stops the worker at start instead
+    /// of failing every fetch of its changes.
+    pub async fn check_own(&self, address: &str) -> Result<(), ChangeCertError> {
+        let endpoint = self.endpoint(address).map_err(ChangeCertError::Other)?;
+        let connected = tokio::time::timeout(CHECK_TIMEOUT, endpoint.connect())
+            .await
+            .map_err(|_| {
+                ChangeCertError::Other(format!("no TLS handshake at {address} within 10 s"))
+            })?;
+        let Err(e) = connected else {
+            return Ok(());
+        };
+        let refused = chain(&e)
+            .into_iter()
+            .find_map(|e| e.downcast_ref::<rustls::Error>().cloned());
+        Err(match refused {
+            Some(rustls::Error::InvalidCertificate(cert)) => {
+                use rustls::CertificateError as C;
+                match cert {
+                    C::UnknownIssuer => ChangeCertError::NotSigned("UnknownIssuer"),
+                    // Signed by another key under the CA's name: a CA made
+                    // again, say.
+                    C::BadSignature => ChangeCertError::NotSigned("BadSignature"),
+                    C::NotValidForName | C::NotValidForNameContext { .. } => {
+                        ChangeCertError::WrongName {
+                            name: self.name.clone(),
+                            detail: format!("{cert:?}"),
+                        }
+                    }
+                    C::Other(other)
+                        if matches!(
+                            other.0.downcast_ref::<webpki::Error>(),
+                            Some(webpki::Error::CaUsedAsEndEntity)
+                        ) =>
+                    {
+                        ChangeCertError::Ca
+                    }
+                    other => ChangeCertError::Other(format!("{other:?}")),
+                }
+            }
+            Some(other) => ChangeCertError::Other(other.to_string()),
+            None => ChangeCertError::Other(
+                chain(&e)
+                    .last()
+                    .map_or_else(|| e.to_string(), ToString::to_string),
+            ),
+        })
+    }
+}
+
+/// Why neighbours would refuse a worker's change certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeCertError {
+    /// Not signed by the CA the workers trust.
+    #[error(
+        "is not signed by the CA the workers trust (--tls-ca; rustls: {0}). Fix: sign it with the cluster's CA, the one that signed the coordinator's certificate: see {TLS_GUIDE}"
+    )]
+    NotSigned(&'static str),
+    /// Not for the name neighbours check.
+    #[error(
+        "is not for {name}, the name the workers check (--change-tls-name; rustls: {detail}). Fix: make it with DNS:{name} in subjectAltName: see {TLS_GUIDE}"
+    )]
+    WrongName {
+        /// The name checked.
+        name: String,
+        /// What rustls said, with the names the certificate has.
+        detail: String,
+    },
+    /// A CA certificate, which TLS clients refuse as a server's own.
+    #[error(
+        "is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a server's own (rustls: CaUsedAsEndEntity). Fix: make a worker certificate signed by the CA: see {TLS_GUIDE}"
+    )]
+    Ca,
+    /// Anything else: the key does not match, it expired, ….
+    #[error(
+        "is refused: {0}. Fix: check --change-tls-cert, --change-tls-key and --tls-ca: see {TLS_GUIDE}"
+    )]
+    Other(String),
+}
