@@ -2,7 +2,10 @@
 //! passes strict schema validation; every `DREAMFARM_*` variable and flag
 //! they set exists in the binary the image runs; their ports and probes
 //! are what the processes serve (started with the manifests' own
-//! environment); the workers' grace period covers the drain; every pod is
+//! environment), and the tls overlay's processes, given the files of the
+//! Secrets it mounts, speak TLS to each other (the coordinator's gRPC and
+//! the workers' change service); the workers' grace period covers the
+//! drain; every pod is
 //! locked down and every image pinned; the Dockerfiles follow the image
 //! description. A renamed flag, a moved port or a shortened grace period
 //! fails here, not on a cluster.
@@ -14,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use dreamfarm_proto::change_channels::{CHANGE_TLS_NAME, Channels};
 use dreamfarm_tests::manifests::{Container, Object, bytes, find, overlays, render};
+use dreamfarm_tests::pki::Pki;
 use dreamfarm_tests::{binary, default_store, repo, run, wait_for, worker_binary};
 
 /// Seconds a CPU worker needs, at most, to finish a lease of the default
@@ -325,15 +330,69 @@ struct Loopback<'a> {
     services: &'a BTreeMap<String, u16>,
     /// Container port → loopback port, where it must be a given one.
     fixed: BTreeMap<u16, u16>,
+    /// Secret name → its keys' files, for the Secrets mounted as files.
+    secrets: &'a Secrets,
 }
 
-/// Starts `c`'s entry point with its arguments and environment, moved to
-/// loopback: listen addresses get free (or `at.fixed`) ports, absolute
-/// paths land under the scratch folder, a Service URL points at its
-/// loopback port, and values from Secrets or fields are filled in. Logs go
-/// to `NAME.log` in the scratch folder.
-fn start(c: &Container, at: &Loopback<'_>) -> Pod {
+/// Secret name → key → the file holding its value.
+type Secrets = BTreeMap<&'static str, BTreeMap<&'static str, PathBuf>>;
+
+/// Copies the files of the Secrets that `c` mounts (from `volumes`, its
+/// pod's) to where it mounts them under `scratch`.
+fn mount_secrets(c: &Container, volumes: &[serde_json::Value], scratch: &Path, secrets: &Secrets) {
+    let mounts = c.rest["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for mount in mounts {
+        let Some(secret) = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .and_then(|v| v.get("secret"))
+        else {
+            continue;
+        };
+        let name = secret["secretName"].as_str().expect("a Secret's name");
+        let files = secrets.get(name).unwrap_or_else(|| {
+            panic!(
+                "{} mounts the Secret {name}, which the test does not make",
+                c.name
+            )
+        });
+        let at = scratch.join(
+            mount["mountPath"]
+                .as_str()
+                .expect("a mount path")
+                .trim_start_matches('/'),
+        );
+        std::fs::create_dir_all(&at).expect("the mount's folder");
+        for item in secret["items"]
+            .as_array()
+            .expect("the Secret's items listed")
+        {
+            let key = item["key"].as_str().expect("an item's key");
+            let file = files
+                .get(key)
+                .unwrap_or_else(|| panic!("the Secret {name} has no key {key}"));
+            std::fs::copy(
+                file,
+                at.join(item["path"].as_str().expect("an item's path")),
+            )
+            .expect("the Secret's file");
+        }
+    }
+}
+
+/// Starts `c` (of a pod with `volumes`) with its entry point, arguments
+/// and environment, moved to loopback: listen addresses get free (or
+/// `at.fixed`) ports, absolute paths land under the scratch folder (with
+/// the Secrets it mounts there), a Service URL points at its loopback port
+/// (as `localhost` over TLS, the name a test certificate carries), and
+/// values from Secrets or fields are filled in. Logs go to `NAME.log` in
+/// the scratch folder.
+fn start(c: &Container, volumes: &[serde_json::Value], at: &Loopback<'_>) -> Pod {
     let scratch = at.scratch.join(&c.name);
+    mount_secrets(c, volumes, &scratch, at.secrets);
     let mut ports = BTreeMap::new();
     let mut cmd = Command::new(entrypoint(c));
     cmd.args(&c.args)
@@ -345,17 +404,26 @@ fn start(c: &Container, at: &Loopback<'_>) -> Pod {
             let local = at.fixed.get(&port).copied().unwrap_or_else(free_port);
             ports.insert(port, local);
             format!("127.0.0.1:{local}")
-        } else if let Some(rest) = value.split_once("://").map(|(_, r)| r) {
+        } else if let Some((scheme, rest)) = value.split_once("://") {
             let service = rest.split(['.', ':']).next().unwrap_or_default();
             let local = at.services.get(service).unwrap_or_else(|| {
                 panic!("{} dials {value}, not a Service of the overlay", c.name)
             });
-            format!("http://127.0.0.1:{local}")
+            match scheme {
+                "https" => format!("https://localhost:{local}"),
+                _ => format!("http://127.0.0.1:{local}"),
+            }
+        } else if name == "DREAMFARM_DEVICE" {
+            // The GPU overlays' workers, on this machine's CPU.
+            "cpu".into()
         } else if name == "DREAMFARM_MODELS" {
             default_store().display().to_string()
         } else if value.starts_with('/') {
             let path: PathBuf = scratch.join(value.trim_start_matches('/'));
-            std::fs::create_dir_all(&path).expect("scratch folder");
+            // A file a Secret put there, or a folder.
+            if !path.is_file() {
+                std::fs::create_dir_all(&path).expect("scratch folder");
+            }
             path.display().to_string()
         } else {
             value
@@ -383,7 +451,46 @@ fn probe_port(c: &Container, pod: &Pod, port: &str) -> u16 {
 
 #[test]
 fn probes_and_ports_are_what_the_processes_serve() {
-    let objects = render("cpu");
+    serves_what_the_manifests_say("cpu", &Secrets::new());
+}
+
+#[test]
+fn the_tls_overlays_processes_speak_tls_with_the_secrets_files() {
+    // The files of the Secrets the tls overlay mounts, as deploy/TLS.md
+    // makes them: the coordinator's certificate for its Service name
+    // (localhost on loopback) and the workers' for dreamfarm-worker, both
+    // signed by one CA.
+    let pki = Pki::new(&["localhost"]);
+    pki.issue("worker", &[CHANGE_TLS_NAME]);
+    let secrets = Secrets::from([
+        (
+            "dreamfarm-tls",
+            BTreeMap::from([
+                ("tls.crt", pki.path("server.pem")),
+                ("tls.key", pki.path("server-key.pem")),
+                ("ca.crt", pki.path("ca.pem")),
+            ]),
+        ),
+        (
+            "dreamfarm-worker-tls",
+            BTreeMap::from([
+                ("tls.crt", pki.path("worker.pem")),
+                ("tls.key", pki.path("worker-key.pem")),
+            ]),
+        ),
+    ]);
+    serves_what_the_manifests_say("tls", &secrets);
+}
+
+/// Starts `overlay`'s worker and coordinator on loopback with the files of
+/// `secrets` where they mount them, and checks that their probes and ports
+/// are what the processes serve: the worker alive but not ready without a
+/// coordinator, ready once it is there and not once it left; its changes
+/// served on its declared port (over TLS, with the certificate neighbours
+/// check, where the overlay gives it one), which the workers' network
+/// policy opens between them.
+fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
+    let objects = render(overlay);
     let scratch = tempfile::tempdir().expect("tempdir");
     let service = find(&objects, "Service", "dreamfarm-coordinator");
     let coordinator_pod = find(&objects, "Deployment", "dreamfarm-coordinator").pod();
@@ -417,8 +524,9 @@ fn probes_and_ports_are_what_the_processes_serve() {
         scratch: scratch.path(),
         services: &services,
         fixed,
+        secrets,
     };
-    let w = start(worker, &loopback(BTreeMap::new()));
+    let w = start(worker, &worker_pod.volumes, &loopback(BTreeMap::new()));
     let probes = worker.http_probes();
     let ready = probes
         .iter()
@@ -446,6 +554,7 @@ fn probes_and_ports_are_what_the_processes_serve() {
     // The coordinator, its gRPC port where the Service sends it.
     let c = start(
         coordinator,
+        &coordinator_pod.volumes,
         &loopback(BTreeMap::from([(grpc_port, grpc_local)])),
     );
     assert_eq!(
@@ -470,10 +579,25 @@ fn probes_and_ports_are_what_the_processes_serve() {
     // `changes`, at the pod's IP, which the workers' policy opens to each
     // other.
     let changes = probe_port(worker, &w, "changes");
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", changes)).is_ok(),
-        "nothing serves changes on port {changes}"
-    );
+    match worker.env_value("DREAMFARM_CHANGE_TLS_CERT") {
+        None => assert!(
+            std::net::TcpStream::connect(("127.0.0.1", changes)).is_ok(),
+            "nothing serves changes on port {changes}"
+        ),
+        Some(_) => {
+            // The handshake a neighbour makes: the cluster's CA, the
+            // workers' name.
+            let ca = std::fs::read(&secrets["dreamfarm-tls"]["ca.crt"]).expect("the CA");
+            let neighbour = Channels::new(Some(ca), CHANGE_TLS_NAME);
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            let address = format!("https://127.0.0.1:{changes}");
+            if let Err(e) = runtime.block_on(neighbour.handshake(&address)) {
+                panic!(
+                    "{overlay}: the worker's change service at {address} refused a neighbour: {e}"
+                );
+            }
+        }
+    }
     let policy = &find(&objects, "NetworkPolicy", "dreamfarm-worker").spec;
     let opens = |rules: &str, peers: &str, port: &str| {
         policy[rules].as_array().is_some_and(|rules| {

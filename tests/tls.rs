@@ -9,88 +9,13 @@
 //! a plaintext one, and a worker's change certificate its neighbours
 //! would refuse.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dreamfarm_tests::cluster::{Coordinator, TOKEN, coordinator_fails};
+use dreamfarm_tests::pki::Pki;
 use dreamfarm_tests::small_job::{LIMIT, job, reference};
 use dreamfarm_tests::{dreamfarm, run, run_ok, run_refused, wait_for};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-
-/// PEM files of a test PKI, in a folder removed on drop.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA (`ca.pem`, `ca-key.pem`) and a certificate it signed for
-    /// `names` (`server.pem`, `server-key.pem`).
-    fn new(names: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = KeyPair::generate().expect("key");
-        let ca_params = ca_params();
-        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let server_key = KeyPair::generate().expect("key");
-        let server =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("names")
-                .signed_by(&server_key, &Issuer::new(ca_params, &ca_key))
-                .expect("server certificate");
-        let pki = Self { dir };
-        pki.write("ca.pem", &ca.pem());
-        pki.write("ca-key.pem", &ca_key.serialize_pem());
-        pki.write("server.pem", &server.pem());
-        pki.write("server-key.pem", &server_key.serialize_pem());
-        pki
-    }
-
-    /// A certificate for `names` signed by this PKI's CA, as `NAME.pem`
-    /// and `NAME-key.pem`.
-    fn issue(&self, name: &str, names: &[&str]) {
-        let ca_key = std::fs::read_to_string(self.path("ca-key.pem")).expect("the CA's key");
-        let ca_key = KeyPair::from_pem(&ca_key).expect("a key");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("names")
-            .signed_by(&key, &Issuer::new(ca_params(), &ca_key))
-            .expect("certificate");
-        self.write(&format!("{name}.pem"), &cert.pem());
-        self.write(&format!("{name}-key.pem"), &key.serialize_pem());
-    }
-
-    /// The flags of a worker serving its changes over TLS with the
-    /// certificate `name` issued by [`issue`](Self::issue).
-    fn change_tls(&self, name: &str) -> [String; 4] {
-        let path = |file: String| self.path(&file).display().to_string();
-        [
-            "--change-tls-cert".into(),
-            path(format!("{name}.pem")),
-            "--change-tls-key".into(),
-            path(format!("{name}-key.pem")),
-        ]
-    }
-
-    /// Writes `pem` to the file `name`.
-    fn write(&self, name: &str, pem: &str) {
-        std::fs::write(self.path(name), pem).expect("write PEM");
-    }
-
-    /// The file `name`.
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// A CA's settings: CA:TRUE, allowed to sign certificates.
-fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "dreamfarm test CA");
-    params
-}
 
 /// A TLS server on a free loopback port that presents `cert` (PEM) and
 /// serves nothing: it stands in for a coordinator with a certificate no

@@ -97,12 +97,11 @@ impl Channels {
             .http2_adaptive_window(false))
     }
 
-    /// Checks that a neighbour would accept this worker's own TLS change
-    /// service, reached at `address` (`https://`, on this machine): a TLS
-    /// handshake as a neighbour makes it, so that a certificate signed by
-    /// another CA, or for another name, stops the worker at start instead
-    /// of failing every fetch of its changes.
-    pub async fn check_own(&self, address: &str) -> Result<(), ChangeCertError> {
+    /// Makes the TLS handshake a neighbour makes with the change service
+    /// at `address` (`https://`): a worker checks its own at start, so
+    /// that a certificate signed by another CA, or for another name, stops
+    /// it there instead of failing every fetch of its changes.
+    pub async fn handshake(&self, address: &str) -> Result<(), ChangeCertError> {
         let endpoint = self.endpoint(address).map_err(ChangeCertError::Other)?;
         let connected = tokio::time::timeout(CHECK_TIMEOUT, endpoint.connect())
             .await

@@ -8,6 +8,7 @@ pub mod drift;
 pub mod fault_proxy;
 pub mod http;
 pub mod manifests;
+pub mod pki;
 pub mod seams;
 pub mod small_disk;
 pub mod small_job;

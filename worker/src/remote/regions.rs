@@ -153,7 +153,7 @@ impl Regions {
                 IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bound.port()).into(),
                 _ => bound,
             };
-            if let Err(why) = channels.check_own(&format!("https://{here}")).await {
+            if let Err(why) = channels.handshake(&format!("https://{here}")).await {
                 serving.abort();
                 return Err(RemoteError::ChangeTlsFile {
                     flag: "--change-tls-cert",
