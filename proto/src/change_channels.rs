@@ -128,14 +128,6 @@ impl Channels {
                             detail: format!("{cert:?}"),
                         }
                     }
-                    C::Other(other)
-                        if matches!(
-                            other.0.downcast_ref::<webpki::Error>(),
-                            Some(webpki::Error::CaUsedAsEndEntity)
-                        ) =>
-                    {
-                        ChangeCertError::Ca
-                    }
                     other => ChangeCertError::Other(format!("{other:?}")),
                 }
             }
@@ -167,12 +159,7 @@ pub enum ChangeCertError {
         /// What rustls said, with the names the certificate has.
         detail: String,
     },
-    /// A CA certificate, which TLS clients refuse as a server's own.
-    #[error(
-        "is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a server's own (rustls: CaUsedAsEndEntity). Fix: make a worker certificate signed by the CA: see {TLS_GUIDE}"
-    )]
-    Ca,
-    /// Anything else: the key does not match, it expired, ….
+    /// Anything else: it expired, it is not for serving, ….
     #[error(
         "is refused: {0}. Fix: check --change-tls-cert, --change-tls-key and --tls-ca: see {TLS_GUIDE}"
     )]

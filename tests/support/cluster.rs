@@ -157,6 +157,12 @@ pub struct Worker {
     pub weights_cache: PathBuf,
 }
 
+/// The environment of a coordinator as the benches measure it.
+const MEASURED: &[(&str, &str)] = &[
+    ("DREAMFARM_VIDEO_ENCODING", "after-last-frame"),
+    ("DREAMFARM_MAX_MEMORY", "64GiB"),
+];
+
 impl Drop for Coordinator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -171,7 +177,26 @@ impl Drop for Worker {
     }
 }
 
+/// CPU seconds (user + system) that `child` has used.
+fn cpu_seconds(child: &Child) -> f64 {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id())).expect("/proc/PID/stat");
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf is always safe to call.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks_of = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
+    (ticks_of(11) + ticks_of(12)) / ticks
+}
+
 impl Worker {
+    /// CPU seconds (user + system) the worker process has used.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child)
+    }
+
     /// Sends `signal` (e.g. `libc::SIGKILL`) to the process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
@@ -205,25 +230,30 @@ impl Coordinator {
     /// these settings ignore, so that benches still compare them
     /// (`DREAMFARM_BIN`).
     pub fn start_measured() -> Self {
-        Self::launch(
-            &[],
-            None,
-            &[
-                ("DREAMFARM_VIDEO_ENCODING", "after-last-frame"),
-                ("DREAMFARM_MAX_MEMORY", "64GiB"),
-            ],
-        )
+        Self::launch(&[], None, MEASURED)
+    }
+
+    /// [`start_measured`](Self::start_measured), serving TLS as
+    /// [`start_tls`](Self::start_tls) does.
+    pub fn start_measured_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::launch_tls(cert, key, ca, MEASURED)
     }
 
     /// Starts a coordinator that serves TLS with the PEM files `cert` and
     /// `key`; its URL is `https://localhost:PORT`, and its clients and
     /// workers trust `ca`.
     pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::launch_tls(cert, key, ca, &[])
+    }
+
+    /// Starts a coordinator serving TLS with `cert` and `key`, its clients
+    /// trusting `ca`, with `env`.
+    fn launch_tls(cert: &Path, key: &Path, ca: &Path, env: &[(&str, &str)]) -> Self {
         let (cert, key) = (
             cert.to_str().expect("UTF-8 path"),
             key.to_str().expect("UTF-8 path"),
         );
-        Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca), &[])
+        Self::launch(&["--tls-cert", cert, "--tls-key", key], Some(ca), env)
     }
 
     /// Starts a coordinator whose data folder is a file system of `bytes`
@@ -497,16 +527,7 @@ impl Coordinator {
 
     /// CPU seconds (user + system) the coordinator process has used.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("/proc/PID/stat");
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields of the whole line.
-        let rest = stat.rsplit_once(')').expect("stat format").1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // SAFETY: sysconf is always safe to call.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let ticks_of = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
-        (ticks_of(11) + ticks_of(12)) / ticks
+        cpu_seconds(&self.child)
     }
 
     /// The coordinator's peak resident memory so far, in GiB.
