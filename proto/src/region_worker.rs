@@ -50,6 +50,15 @@ pub enum RegionError {
     /// The worker is stopping.
     #[error("the region was stopped: {0}")]
     Stopped(String),
+    /// A stage lacked a change it blends after every one was taken: a
+    /// plan that does not hold together.
+    #[error("pass {pass} of octave {octave} still lacks a change after all were taken")]
+    Incomplete {
+        /// The octave.
+        octave: usize,
+        /// The pass.
+        pass: usize,
+    },
     /// A change did not fit the tile it was for.
     #[error("the change of tile {tile} of octave {octave} is not its tile's size")]
     Misfit {
@@ -275,8 +284,11 @@ where
                 return Err(RegionError::Misfit { octave: o, tile });
             }
         }
-        let advanced = region.advance();
-        debug_assert!(advanced, "every change the stage blends is in");
+        // Every change the stage blends was taken above; one missing would
+        // leave the region on this stage for ever.
+        if !region.advance() {
+            return Err(RegionError::Incomplete { octave: o, pass: p });
+        }
     }
     Ok(region
         .finished()
