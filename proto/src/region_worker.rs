@@ -238,7 +238,8 @@ where
         pass: pass as u32,
         batch: batch as u32,
     };
-    let mut region = RegionFrame::new(plan, work.region, work.frame, work.objective, work.input);
+    let mut region =
+        host_work(|| RegionFrame::new(plan, work.region, work.frame, work.objective, work.input));
     while let Some((o, p)) = region.stage() {
         for tile in region.own_work() {
             let (first, tiles) = (tile.tile, tile.tiles as usize);
@@ -286,11 +287,26 @@ where
         }
         // Every change the stage blends was taken above; one missing would
         // leave the region on this stage for ever.
-        if !region.advance() {
+        if !host_work(|| region.advance()) {
             return Err(RegionError::Incomplete { octave: o, pass: p });
         }
     }
     Ok(region
         .finished()
         .expect("a region with no stage left is finished"))
+}
+
+/// Runs `work`, a stretch of a region's host work (warping, resizing,
+/// cross-fading: tens of milliseconds at 4K), without holding up the other
+/// tasks of a multi-threaded runtime: on a worker, its session and the
+/// change service its neighbours wait on. Inline on a runtime of one
+/// thread, which cannot hand its tasks over.
+pub fn host_work<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }

@@ -23,7 +23,7 @@ use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
     Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
 };
-use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, run_region};
+use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, host_work, run_region};
 use dreamfarm_proto::tls::check_server_certificate;
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES,
@@ -276,10 +276,12 @@ impl Regions {
         holders: Holders,
         queue: &std_mpsc::Sender<Task>,
     ) -> Result<Vec<u8>, String> {
-        let plan = lease.plan();
-        let input = lease
-            .input(&plan)
-            .ok_or("the lease's part does not hold what its region reads")?;
+        let (plan, input) = host_work(|| {
+            let plan = lease.plan();
+            let input = lease.input(&plan);
+            (plan, input)
+        });
+        let input = input.ok_or("the lease's part does not hold what its region reads")?;
         let work = RegionWork {
             plan: &plan,
             region: lease.region as usize,
@@ -306,7 +308,7 @@ impl Regions {
         let cell = run_region(work, &self.changes, &holders, dream)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(cell.to_rgb8())
+        Ok(host_work(|| cell.to_rgb8()))
     }
 }
 
