@@ -15,10 +15,12 @@
 //! - `drain`: leaving gracefully on shutdown.
 //! - `bookkeeping`: what the session and the compute threads share.
 //! - `health`: the HTTP probes (alive; connected to the coordinator).
-//! - `regions`: region leases and the change service neighbours fetch
-//!   from (docs/frame-loop-on-workers.md).
+//! - `regions`: region leases (docs/frame-loop-on-workers.md).
+//! - `change_service`: the changes neighbours fetch from this worker, plain
+//!   or TLS, and the channels it fetches theirs through.
 
 mod bookkeeping;
+mod change_service;
 mod compute;
 mod drain;
 mod health;

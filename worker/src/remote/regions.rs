@@ -1,43 +1,35 @@
-//! Region leases (docs/frame-loop-on-workers.md): the change service this
-//! worker serves its neighbours, the regions it is leased, computed with
-//! its device threads, and the holders of each frame's regions as the
-//! coordinator tells them.
+//! Region leases (docs/frame-loop-on-workers.md): the regions this worker
+//! is leased, computed with its device threads beside the change service
+//! it serves its neighbours, and the holders of each frame's regions as
+//! the coordinator tells them.
 //!
 //! A region is a task on the runtime: its own tiles go to the compute
 //! threads' queue like any lease's, its neighbours' changes are fetched
 //! from their workers, and its cell goes up the session whole.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::Duration;
 
 use dreamfarm_common::work::TileWork;
-use dreamfarm_proto::auth::{AttachToken, CheckToken};
+use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::change_channels::Channels;
-use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
-use dreamfarm_proto::connect::ConnectError;
-use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
+use dreamfarm_proto::change_exchange::Changes;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
     Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, host_work, run_region};
-use dreamfarm_proto::tls::check_server_certificate;
-use dreamfarm_proto::{
-    Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES,
-    STREAM_WINDOW_BYTES, WireError, region_lease,
-};
+use dreamfarm_proto::{Bytes, CHUNK_BYTES, WireError, region_lease};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, ServerTlsConfig};
 
 use super::bookkeeping::Shared;
+use super::change_service::ChangeService;
 use super::compute::{RegionTile, Task};
 use super::lease::JobModel;
-use super::{ChangeTls, RemoteConfig, RemoteError, up};
+use super::{RemoteConfig, RemoteError, up};
 
 /// How long another job's changes are kept after the last was added: a
 /// job that ended, or whose regions went to other workers, never says so.
@@ -77,105 +69,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Regions {
-    /// Serves the change service on `listen`, behind the cluster's token,
-    /// over TLS if `config` gives it a certificate (checked at once with a
-    /// handshake as a neighbour makes it); neighbours reach it at
-    /// `config`'s change address (none: the address it listens on, which
-    /// must then name a host).
+    /// Serves this worker's changes on `listen` as `config` says (see
+    /// [`ChangeService::serve`]), ready to take region leases.
     pub(super) async fn serve(
         listen: SocketAddr,
         config: &RemoteConfig,
     ) -> Result<Self, RemoteError> {
-        let listen_failed = |source| RemoteError::ChangeListen {
-            addr: listen,
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(listen_failed)?;
-        let bound = listener.local_addr().map_err(listen_failed)?;
-        let mut address = match &config.change_address {
-            Some(a) => a.dial(bound.port()),
-            None if bound.ip().is_unspecified() => {
-                return Err(RemoteError::NoChangeAddress(bound));
-            }
-            None => bound.to_string(),
-        };
-        let ca = match &config.tls_ca {
-            Some(path) => Some(std::fs::read(path).map_err(|source| {
-                RemoteError::Connect(ConnectError::Ca {
-                    path: path.display().to_string(),
-                    source,
-                })
-            })?),
-            None => None,
-        };
-        let channels = Channels::new(ca, &config.change_tls_name);
-        let changes = Arc::new(Changes::default());
-        let service = InterceptedService::new(
-            ChangeServiceServer::new(ChangeServer(changes.clone()))
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            CheckToken::new(config.token.as_deref()),
-        );
-        let mut server = tonic::transport::Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(FRAME_BYTES);
-        if let Some(tls) = &config.change_tls {
-            server = server
-                .tls_config(ServerTlsConfig::new().identity(identity(tls)?))
-                .map_err(|e| {
-                    let mut cause: &dyn std::error::Error = &e;
-                    while let Some(inner) = cause.source() {
-                        cause = inner;
-                    }
-                    RemoteError::ChangeTlsFile {
-                        flag: "--change-tls-key",
-                        path: tls.key.clone(),
-                        why: format!(
-                            "is not the private key of --change-tls-cert in PEM ({cause}). Fix: pass the key the certificate was made with"
-                        ),
-                    }
-                })?;
-            address = format!("https://{address}");
-        }
-        let server = server
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        let serving = tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!("the change service stopped: {e}");
-            }
-        });
-        if let Some(tls) = &config.change_tls {
-            let here = match bound.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bound.port()).into(),
-                IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bound.port()).into(),
-                _ => bound,
-            };
-            if let Err(why) = channels.handshake(&format!("https://{here}")).await {
-                serving.abort();
-                return Err(RemoteError::ChangeTlsFile {
-                    flag: "--change-tls-cert",
-                    path: tls.cert.clone(),
-                    why: why.to_string(),
-                });
-            }
-        }
-        tracing::info!(%bound, %address, "serving changes to neighbouring workers");
-        if config.change_address.is_none() && bound.ip().is_loopback() {
-            tracing::warn!(
-                %address,
-                "only workers on this machine can reach a loopback address: give the others --change-address"
-            );
-        }
+        let service = ChangeService::serve(listen, config).await?;
         let token = AttachToken::new(config.token.as_deref())
             .map_err(|e| RemoteError::Token(e.message().into()))?;
         Ok(Self {
-            address,
-            changes,
+            address: service.address,
+            changes: service.changes,
             holders: FrameHolders::default(),
-            channels,
+            channels: service.channels,
             token,
             running: Mutex::default(),
         })
@@ -310,28 +217,6 @@ impl Regions {
             .map_err(|e| e.to_string())?;
         Ok(host_work(|| cell.to_rgb8()))
     }
-}
-
-/// The change service's TLS identity from `tls`'s files, its certificate
-/// checked to be one TLS clients accept as a server's.
-fn identity(tls: &ChangeTls) -> Result<Identity, RemoteError> {
-    let read = |flag, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| RemoteError::ChangeTlsFile {
-            flag,
-            path: path.clone(),
-            why: format!("cannot be read: {e}"),
-        })
-    };
-    let cert = read("--change-tls-cert", &tls.cert)?;
-    check_server_certificate(&cert).map_err(|why| RemoteError::ChangeTlsFile {
-        flag: "--change-tls-cert",
-        path: tls.cert.clone(),
-        why: why.to_string(),
-    })?;
-    Ok(Identity::from_pem(
-        cert,
-        read("--change-tls-key", &tls.key)?,
-    ))
 }
 
 /// Sends a region's cell up the session whole; whether the stream took
