@@ -15,7 +15,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::change_exchange::FetchError;
-use crate::tls::{TLS_GUIDE, chain};
+use crate::tls::{TLS_GUIDE, chain, innermost};
 use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 
 /// The name a worker's change certificate carries unless the cluster
@@ -132,11 +132,7 @@ impl Channels {
                 }
             }
             Some(other) => ChangeCertError::Other(other.to_string()),
-            None => ChangeCertError::Other(
-                chain(&e)
-                    .last()
-                    .map_or_else(|| e.to_string(), ToString::to_string),
-            ),
+            None => ChangeCertError::Other(innermost(&e)),
         })
     }
 }

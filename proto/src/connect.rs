@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::tls::{TlsMismatch, chain, diagnose};
+use crate::tls::{TlsMismatch, diagnose, innermost};
 use crate::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     STREAM_WINDOW_BYTES,
@@ -53,11 +53,6 @@ pub enum ConnectError {
         /// The failure, kept for logs and matching, not for the message.
         cause: tonic::transport::Error,
     },
-}
-
-/// The description of the last error in `error`'s chain of sources.
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    chain(error).last().unwrap_or(&error).to_string()
 }
 
 /// Connects to `url`; `https://` URLs use TLS, trusting `ca` (a PEM file)

@@ -188,6 +188,12 @@ pub async fn diagnose(url: &str, error: &(dyn StdError + 'static)) -> Option<Tls
     }
 }
 
+/// The description of the last error in `error`'s chain of sources (see
+/// [`chain`]): the cause itself, without the layers that wrap it.
+pub fn innermost(error: &(dyn StdError + 'static)) -> String {
+    chain(error).last().unwrap_or(&error).to_string()
+}
+
 /// `error` and its sources, including the error an `std::io::Error`
 /// wraps (which its `source()` skips).
 pub(crate) fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {

@@ -12,7 +12,7 @@ use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::connect::ConnectError;
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
-use dreamfarm_proto::tls::check_server_certificate;
+use dreamfarm_proto::tls::{check_server_certificate, innermost};
 use dreamfarm_proto::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
 };
@@ -70,18 +70,13 @@ impl ChangeService {
         if let Some(tls) = &config.change_tls {
             server = server
                 .tls_config(ServerTlsConfig::new().identity(identity(tls)?))
-                .map_err(|e| {
-                    let mut cause: &dyn std::error::Error = &e;
-                    while let Some(inner) = cause.source() {
-                        cause = inner;
-                    }
-                    RemoteError::ChangeTlsFile {
-                        flag: "--change-tls-key",
-                        path: tls.key.clone(),
-                        why: format!(
-                            "is not the private key of --change-tls-cert in PEM ({cause}). Fix: pass the key the certificate was made with"
-                        ),
-                    }
+                .map_err(|e| RemoteError::ChangeTlsFile {
+                    flag: "--change-tls-key",
+                    path: tls.key.clone(),
+                    why: format!(
+                        "is not the private key of --change-tls-cert in PEM ({}). Fix: pass the key the certificate was made with",
+                        innermost(&e)
+                    ),
                 })?;
             address = format!("https://{address}");
         }

@@ -252,7 +252,9 @@ pub async fn run(
         &shared,
     )?;
     let regions = match config.change_listen {
-        Some(listen) => Some(Arc::new(Regions::serve(listen, &config).await?)),
+        Some(listen) => Some(Arc::new(
+            Regions::serve(listen, &config, token.clone()).await?,
+        )),
         None => None,
     };
     let hands = Hands {

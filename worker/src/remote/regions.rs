@@ -70,14 +70,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Regions {
     /// Serves this worker's changes on `listen` as `config` says (see
-    /// [`ChangeService::serve`]), ready to take region leases.
+    /// [`ChangeService::serve`]), ready to take region leases whose
+    /// fetches carry the cluster's `token`.
     pub(super) async fn serve(
         listen: SocketAddr,
         config: &RemoteConfig,
+        token: AttachToken,
     ) -> Result<Self, RemoteError> {
         let service = ChangeService::serve(listen, config).await?;
-        let token = AttachToken::new(config.token.as_deref())
-            .map_err(|e| RemoteError::Token(e.message().into()))?;
         Ok(Self {
             address: service.address,
             changes: service.changes,
