@@ -205,8 +205,36 @@ mod tests {
     /// for device queries, "without ATen_cuda library").
     const NOT_LOADED: [&str; 2] = ["from the 'CUDA' backend", "ATen_cuda"];
 
+    /// Set in the process [`the_cuda_half_is_loaded_beside_the_cpu_half_and_registers_cuda`]
+    /// runs its checks in.
+    const ALONE: &str = "DREAMFARM_TEST_CUDA_LIBRARY_ALONE";
+
     #[test]
     fn the_cuda_half_is_loaded_beside_the_cpu_half_and_registers_cuda() {
+        // libtorch turns CUDA off for good in a process that asked for its
+        // CUDA hooks before the CUDA half was loaded (a CPU convolution asks
+        // whether cuDNN is built in), and this binary's other tests run
+        // convolutions beside this one: it checks in a process of its own,
+        // as a worker or render resolves its devices before any dream.
+        if std::env::var_os(ALONE).is_none() {
+            let name = module_path!()
+                .split_once("::")
+                .map_or("", |(_, path)| path)
+                .to_string()
+                + "::the_cuda_half_is_loaded_beside_the_cpu_half_and_registers_cuda";
+            let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--exact", &name, "--test-threads", "1"])
+                .env(ALONE, "1")
+                .output()
+                .expect("the test binary runs");
+            let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && said.contains("1 passed"),
+                "alone, {name}: {said}"
+            );
+            return;
+        }
         let folder = libtorch_folder().expect("the tests run on a shared libtorch");
         let library = cuda_library();
         if !folder.join("libtorch_cuda.so").exists() {
