@@ -482,6 +482,73 @@ fn the_tls_overlays_processes_speak_tls_with_the_secrets_files() {
     serves_what_the_manifests_say("tls", &secrets);
 }
 
+/// Checks that Prometheus finds each process's metrics where `objects`
+/// point it: the port and path of its pod's `prometheus.io` annotations
+/// serve them (the coordinator counting the worker, the worker connected),
+/// each Service whose port is named `metrics` (the Operator's, with the
+/// servicemonitor component) targets that port, and the pods' network
+/// policy lets the monitoring namespace in there. `running` pairs each
+/// Deployment's container with its process, both connected.
+fn scraped_where_the_manifests_say(objects: &[Object], running: [(&Container, &Pod); 2]) {
+    for (container, pod) in running {
+        let component = container.name.as_str();
+        let deployment = format!("dreamfarm-{component}");
+        let template = &find(objects, "Deployment", &deployment).spec["template"];
+        let notes = &template["metadata"]["annotations"];
+        assert_eq!(notes["prometheus.io/scrape"], "true", "{deployment}");
+        let port: u16 = notes["prometheus.io/port"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{deployment}: no prometheus.io/port"));
+        let path = notes["prometheus.io/path"].as_str().unwrap_or("/metrics");
+        let local = pod
+            .ports
+            .get(&port)
+            .unwrap_or_else(|| panic!("{deployment}: nothing listens on the scraped port {port}"));
+        let page = dreamfarm_tests::http::get(&format!("127.0.0.1:{local}"), path, &[]).text();
+        let expect = match component {
+            "worker" => "dreamfarm_worker_connected 1\n",
+            _ => "dreamfarm_workers 1\n",
+        };
+        assert!(
+            page.contains(expect),
+            "{deployment} serves no {expect:?} at {path} on {port}: {page}"
+        );
+        let named = |p: &serde_json::Value| match p.as_str() {
+            Some(name) => container.port(name),
+            None => p.as_u64().and_then(|n| u16::try_from(n).ok()),
+        };
+        for service in objects.iter().filter(|o| {
+            o.kind == "Service" && o.spec["selector"]["app.kubernetes.io/component"] == component
+        }) {
+            for p in service.spec["ports"].as_array().into_iter().flatten() {
+                if p["name"] == "metrics" {
+                    assert_eq!(
+                        named(&p["targetPort"]),
+                        Some(port),
+                        "Service {} sends metrics elsewhere than {deployment}'s {port}",
+                        service.metadata.name
+                    );
+                }
+            }
+        }
+        let policy = &find(objects, "NetworkPolicy", &deployment).spec;
+        let open = policy["ingress"].as_array().into_iter().flatten().any(|r| {
+            r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                == "monitoring"
+                && r["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| named(&p["port"]) == Some(port))
+        });
+        assert!(
+            open,
+            "{deployment}'s network policy keeps Prometheus off port {port}: {policy}"
+        );
+    }
+}
+
 /// Starts `overlay`'s worker and coordinator on loopback with the files of
 /// `secrets` where they mount them, and checks that their probes and ports
 /// are what the processes serve: the worker alive but not ready without a
@@ -575,6 +642,7 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
         Duration::from_secs(30),
         || http_status(w_ready, &ready.path) == 200,
     );
+    scraped_where_the_manifests_say(&objects, [(coordinator, &c), (worker, &w)]);
     // It serves its changes to the other workers on its declared port
     // `changes`, at the pod's IP, which the workers' policy opens to each
     // other.

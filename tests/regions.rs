@@ -19,7 +19,7 @@ use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::tile_executor::{InOrder, TileError, TileKey};
 use dreamfarm_proto::auth::{AttachToken, CheckToken};
 use dreamfarm_proto::change_channels::Channels;
-use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
+use dreamfarm_proto::change_exchange::{ChangeServer, Changes, TrafficCounts};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
 use dreamfarm_tests::cluster::{Coordinator, Worker};
@@ -150,7 +150,8 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
     }
     let (tell, addresses) = tokio::sync::watch::channel(Vec::new());
     let token = AttachToken::new(Some(TOKEN)).expect("a token");
-    let holders = Holders::new(addresses, Channels::default(), token);
+    let fetched = Arc::default();
+    let holders = Holders::new(addresses, Channels::default(), token, Arc::clone(&fetched));
     let mut running = tokio::task::JoinSet::new();
     for (r, region) in regions.regions.iter().enumerate() {
         let part = dreamfarm_common::tiling::extract(
@@ -208,6 +209,20 @@ async fn a_frame_computed_by_regions_on_workers_that_exchange_changes_is_the_fra
         "the regions' frame differs from the frame loop's"
     );
     assert!(whole != input, "the dream changed the frame");
+    // What the services served is what the regions fetched, and counted.
+    let served: Vec<_> = workers.iter().map(|(c, _)| c.traffic().read()).collect();
+    let fetched = fetched.read();
+    let sum = |of: fn(&TrafficCounts) -> u64| served.iter().map(of).sum::<u64>();
+    assert!(fetched.fetched_parts > 0, "no part was fetched");
+    assert_eq!(
+        (sum(|t| t.served_parts), sum(|t| t.served_bytes)),
+        (fetched.fetched_parts, fetched.fetched_bytes),
+        "parts and bytes served against those fetched"
+    );
+    assert!(
+        served.iter().all(|t| t.waited_seconds > 0.0),
+        "each worker's regions waited for their neighbours: {served:?}"
+    );
 }
 
 #[test]
@@ -263,8 +278,9 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
     // loopback: frames 1 and 2 of the small job go by regions (its top
     // octave has six tiles), frame 0 by tiles.
     let c = Coordinator::start();
-    let _pool: Vec<_> = (0..3)
-        .map(|i| c.worker_serving_changes(&format!("w{i}"), &[]))
+    let started = std::time::Instant::now();
+    let pool: Vec<_> = (0..3)
+        .map(|i| c.worker_serving_changes(&format!("w{i}"), &["--health-listen", "127.0.0.1:0"]))
         .collect();
     let id = c.submit(&job("regions"));
     c.wait_done(&id, LIMIT);
@@ -274,6 +290,43 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
     );
     let regions = c.metric("dreamfarm_regions_completed_total");
     assert!(regions >= 2.0 * 6.0, "{regions} regions answered");
+
+    // The workers' /metrics count the regions the coordinator took, and
+    // the traffic between them that it never sees: every part a worker
+    // served, a neighbour fetched.
+    let sum = |name: &str| pool.iter().map(|w| w.metric(name)).sum::<f64>();
+    assert_eq!(
+        sum("dreamfarm_worker_regions_total{outcome=\"done\"}"),
+        regions,
+        "regions the workers computed against those the coordinator took"
+    );
+    let parts = sum("dreamfarm_worker_change_parts_total{way=\"served\"}");
+    let bytes = sum("dreamfarm_worker_change_bytes_total{way=\"served\"}");
+    assert!(
+        parts > 0.0 && bytes >= parts * 12.0,
+        "{parts} parts of {bytes} bytes served"
+    );
+    assert_eq!(
+        (
+            sum("dreamfarm_worker_change_parts_total{way=\"fetched\"}"),
+            sum("dreamfarm_worker_change_bytes_total{way=\"fetched\"}")
+        ),
+        (parts, bytes),
+        "parts and bytes fetched against those served"
+    );
+    for w in &pool {
+        let threads = w.metric("dreamfarm_worker_compute_threads");
+        let busy = w.metric("dreamfarm_worker_busy_seconds_total");
+        let most = started.elapsed().as_secs_f64() * threads;
+        assert!(
+            w.metric("dreamfarm_worker_tiles_total") > 0.0 && busy > 0.0 && busy <= most,
+            "busy {busy} s on {threads} threads in {most} thread-seconds"
+        );
+        assert!(
+            w.metric("dreamfarm_worker_change_wait_seconds_total") > 0.0,
+            "no wait for a neighbour's change was counted"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,13 +51,69 @@ pub struct BatchChange {
     pub change: Arc<Planar>,
 }
 
+/// What crossed between a worker and its neighbours' change services,
+/// for its `/metrics`: the parts served and fetched with their bytes, and
+/// how long its regions waited for their neighbours' changes (a device
+/// idles meanwhile unless another region has tiles for it).
+#[derive(Debug, Default)]
+pub struct ChangeTraffic {
+    served_parts: AtomicU64,
+    served_bytes: AtomicU64,
+    fetched_parts: AtomicU64,
+    fetched_bytes: AtomicU64,
+    waited_micros: AtomicU64,
+}
+
+/// A reading of [`ChangeTraffic`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TrafficCounts {
+    /// Parts of changes sent to neighbours.
+    pub served_parts: u64,
+    /// Their pixel bytes.
+    pub served_bytes: u64,
+    /// Parts of changes fetched from neighbours, whole.
+    pub fetched_parts: u64,
+    /// The pixel bytes received, whole parts or not.
+    pub fetched_bytes: u64,
+    /// Seconds the regions spent waiting for their neighbours' changes
+    /// once their own were dreamed.
+    pub waited_seconds: f64,
+}
+
+impl ChangeTraffic {
+    /// A region waited `wait` for its neighbours' changes.
+    pub fn waited(&self, wait: Duration) {
+        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.waited_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn read(&self) -> TrafficCounts {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TrafficCounts {
+            served_parts: load(&self.served_parts),
+            served_bytes: load(&self.served_bytes),
+            fetched_parts: load(&self.fetched_parts),
+            fetched_bytes: load(&self.fetched_bytes),
+            waited_seconds: load(&self.waited_micros) as f64 / 1e6,
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// The changes of the batches this worker dreamed, by batch, each with
-/// when it was added.
+/// when it was added, and the traffic of the change service and fetches
+/// that move them.
 #[derive(Debug, Default)]
 pub struct Changes {
     held: Mutex<HashMap<BatchKey, (BatchChange, Instant)>>,
     /// Woken whenever a change is added.
     added: Notify,
+    /// What was served and fetched.
+    traffic: Arc<ChangeTraffic>,
 }
 
 impl Changes {
@@ -100,6 +157,20 @@ impl Changes {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes of the changes held.
+    pub fn held_bytes(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|(batch, _)| std::mem::size_of_val(batch.change.data.as_slice()))
+            .sum()
+    }
+
+    /// The traffic of the service serving these changes and of the
+    /// fetches of the neighbours' (see [`Holders`](crate::region_worker::Holders)).
+    pub fn traffic(&self) -> &Arc<ChangeTraffic> {
+        &self.traffic
     }
 
     /// The map, whatever a panicking holder left in it (each entry is
@@ -166,9 +237,14 @@ impl ChangeService for ChangeServer {
                     r.index, key.batch
                 ))
             })?;
+        let traffic = self.0.traffic.clone();
+        ChangeTraffic::add(&traffic.served_parts, 1);
         let pieces = pixels::encode(part, PixelFormat::F32)
             .map_err(|e| Status::internal(e.to_string()))?
-            .map(|data| Ok(ChangePiece { data }));
+            .map(move |data| {
+                ChangeTraffic::add(&traffic.served_bytes, data.len());
+                Ok(ChangePiece { data })
+            });
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
     }
 }
@@ -186,10 +262,12 @@ pub enum FetchError {
 
 /// Fetches the part `area` of tile `index`'s change in batch `key` from
 /// the worker behind `channel`, with the cluster's `token`, as an image of
-/// the tile's change's size (`size`) holding that part, zero elsewhere.
+/// the tile's change's size (`size`) holding that part, zero elsewhere;
+/// counted in `traffic`.
 pub async fn fetch(
     channel: Channel,
     token: AttachToken,
+    traffic: &ChangeTraffic,
     key: &BatchKey,
     index: usize,
     area: &Area,
@@ -215,9 +293,11 @@ pub async fn fetch(
     let mut pieces = client.change(request).await?.into_inner();
     let mut decoder = pixels::Decoder::new(rect.width, rect.height, PixelFormat::F32)?;
     while let Some(piece) = pieces.message().await? {
+        ChangeTraffic::add(&traffic.fetched_bytes, piece.data.len());
         decoder.push(&piece.data)?;
     }
     let part = decoder.finish()?;
+    ChangeTraffic::add(&traffic.fetched_parts, 1);
     let (w, h) = size;
     let mut change = Planar::zeros(w, h);
     let (pw, ph) = (part.width, part.height);

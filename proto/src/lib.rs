@@ -19,6 +19,8 @@
 //!   certificate, and mismatches a client meets).
 //! - [`signal`]: SIGTERM and Ctrl-C, for graceful shutdown.
 //! - [`logging`]: every process's log lines, text or JSON.
+//! - [`exposition`]: Prometheus' text format, for every process's
+//!   `/metrics`.
 //! - [`heap`]: how a render, coordinator or worker process keeps freed
 //!   buffers for reuse.
 
@@ -27,6 +29,7 @@ pub mod change_channels;
 pub mod change_exchange;
 pub mod chunks;
 pub mod connect;
+pub mod exposition;
 pub mod halves;
 pub mod heap;
 pub mod logging;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::region_frame::RegionFrame;
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::AttachToken;
 use crate::change_channels::Channels;
-use crate::change_exchange::{BatchChange, BatchKey, Changes, FetchError, fetch};
+use crate::change_exchange::{BatchChange, BatchKey, ChangeTraffic, Changes, FetchError, fetch};
 
 /// Why a region could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -79,20 +79,25 @@ pub struct Holders {
     channels: Channels,
     /// The cluster's token, which the change services ask for.
     token: AttachToken,
+    /// Where the fetches are counted: the worker's [`Changes::traffic`].
+    traffic: Arc<ChangeTraffic>,
 }
 
 impl Holders {
     /// Holders as `addresses` says, now and whenever it changes, reached
-    /// through `channels` with the cluster's `token`.
+    /// through `channels` with the cluster's `token`; the fetches are
+    /// counted in `traffic`.
     pub fn new(
         addresses: watch::Receiver<Vec<String>>,
         channels: Channels,
         token: AttachToken,
+        traffic: Arc<ChangeTraffic>,
     ) -> Self {
         Self {
             addresses,
             channels,
             token,
+            traffic,
         }
     }
 
@@ -136,7 +141,8 @@ impl Holders {
         loop {
             let address = self.address(region).await?;
             let channel = self.channels.to(&address)?;
-            let call = fetch(channel, self.token.clone(), key, index, area, size);
+            let token = self.token.clone();
+            let call = fetch(channel, token, &self.traffic, key, index, area, size);
             let failed = tokio::select! {
                 fetched = call => match fetched {
                     Ok(change) => return Ok(change),
@@ -260,7 +266,7 @@ where
                 });
             }
         }
-        let mut fetches = JoinSet::new();
+        let (mut fetches, waiting) = (JoinSet::new(), Instant::now());
         for (tile, area) in region.needs() {
             let first = plan.batch_of(o, tile);
             let (owner, mut holders) = (plan.owners[o][tile], holders.clone());
@@ -285,6 +291,7 @@ where
                 return Err(RegionError::Misfit { octave: o, tile });
             }
         }
+        changes.traffic().waited(waiting.elapsed());
         // Every change the stage blends was taken above; one missing would
         // leave the region on this stage for ever.
         if !host_work(|| region.advance()) {

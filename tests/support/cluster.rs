@@ -191,7 +191,28 @@ fn cpu_seconds(child: &Child) -> f64 {
     (ticks_of(11) + ticks_of(12)) / ticks
 }
 
+/// The value of series `name` (with its labels, `a_total{way="in"}`) on
+/// the `/metrics` page at `host_port`.
+fn metric_at(host_port: &str, name: &str) -> f64 {
+    let body = crate::http::get(host_port, "/metrics", &[]).text();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+}
+
 impl Worker {
+    /// The value of series `name` on the worker's `/metrics`, which it
+    /// serves where it was told to (`--health-listen`) and says in its log.
+    pub fn metric(&self, name: &str) -> f64 {
+        let log = self.log();
+        let at = log
+            .split_once("/metrics on http://")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the worker serves no /metrics (--health-listen): {log}"));
+        metric_at(at, name)
+    }
+
     /// CPU seconds (user + system) the worker process has used.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&self.child)
@@ -513,11 +534,7 @@ impl Coordinator {
 
     /// The value of a metric at `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
-        let body = crate::http::get(&self.metrics, "/metrics", &[]).text();
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+        metric_at(&self.metrics, name)
     }
 
     /// The folder of job `id`'s frames and video on the coordinator.

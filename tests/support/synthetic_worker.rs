@@ -264,6 +264,7 @@ impl RegionSide {
                 self.holders.of(&job, lease.frame),
                 self.channels.clone(),
                 token,
+                self.changes.traffic().clone(),
             );
             let work = RegionWork {
                 plan: &plan,

@@ -1,10 +1,11 @@
 //! Prometheus metrics of the coordinator, served as text at `/metrics`.
 
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use dreamfarm_proto::exposition::{Exposition, MetricKind};
 
 use super::scheduler::Snapshot;
 use crate::store::JobState;
@@ -102,96 +103,96 @@ impl Metrics {
     /// The Prometheus text exposition of these metrics, the scheduler's
     /// counts and the number of jobs in each state.
     pub fn render(&self, s: &Snapshot, jobs: &[JobState]) -> String {
+        use MetricKind::{Counter, Gauge};
         let now = Instant::now();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
+        let mut page = Exposition::default();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-        metric(
-            "dreamfarm_queue_depth",
-            "gauge",
-            "Tiles waiting for a worker.",
-            s.queued as f64,
-        );
-        metric(
-            "dreamfarm_leases_in_flight",
-            "gauge",
-            "Leases held by workers.",
-            s.in_flight as f64,
-        );
-        metric(
-            "dreamfarm_workers",
-            "gauge",
-            "Connected workers.",
-            s.workers as f64,
-        );
-        metric(
-            "dreamfarm_tiles_completed_total",
-            "counter",
-            "Tiles computed.",
-            s.completed as f64,
-        );
-        metric(
-            "dreamfarm_leases_completed_total",
-            "counter",
-            "Leases answered with a result (a batch of tiles is one).",
-            s.leases_completed as f64,
-        );
-        metric(
-            "dreamfarm_regions_completed_total",
-            "counter",
-            "Region leases answered, by workers that serve changes (each is one of the leases completed).",
-            s.regions_completed as f64,
-        );
-        metric(
-            "dreamfarm_tiles_per_second",
-            "gauge",
-            "Tiles computed per second over the last 30 s.",
-            self.tiles.per_second(now),
-        );
-        metric(
-            "dreamfarm_lease_retries_total",
-            "counter",
-            "Leases that went back to the queue.",
-            s.retries as f64,
-        );
-        metric(
-            "dreamfarm_bytes_received_total",
-            "counter",
-            "Pixel bytes received.",
-            load(&self.bytes_in),
-        );
-        metric(
-            "dreamfarm_bytes_sent_total",
-            "counter",
-            "Pixel bytes sent.",
-            load(&self.bytes_out),
-        );
-        metric(
-            "dreamfarm_bytes_per_second",
-            "gauge",
-            "Pixel bytes moved per second over the last 30 s.",
-            self.bytes.per_second(now),
-        );
-        metric(
-            "dreamfarm_rejected_total",
-            "counter",
-            "Calls and messages refused.",
-            load(&self.rejected),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP dreamfarm_jobs Jobs in each state.\n# TYPE dreamfarm_jobs gauge"
-        );
-        for state in JobState::ALL {
-            let n = jobs.iter().filter(|&&j| j == state).count();
-            let _ = writeln!(out, "dreamfarm_jobs{{state=\"{state}\"}} {n}");
+        for (name, kind, help, value) in [
+            (
+                "dreamfarm_queue_depth",
+                Gauge,
+                "Tiles waiting for a worker.",
+                s.queued as f64,
+            ),
+            (
+                "dreamfarm_leases_in_flight",
+                Gauge,
+                "Leases held by workers.",
+                s.in_flight as f64,
+            ),
+            (
+                "dreamfarm_workers",
+                Gauge,
+                "Connected workers.",
+                s.workers as f64,
+            ),
+            (
+                "dreamfarm_tiles_completed_total",
+                Counter,
+                "Tiles computed.",
+                s.completed as f64,
+            ),
+            (
+                "dreamfarm_leases_completed_total",
+                Counter,
+                "Leases answered with a result (a batch of tiles is one).",
+                s.leases_completed as f64,
+            ),
+            (
+                "dreamfarm_regions_completed_total",
+                Counter,
+                "Region leases answered, by workers that serve changes (each is one of the leases completed).",
+                s.regions_completed as f64,
+            ),
+            (
+                "dreamfarm_tiles_per_second",
+                Gauge,
+                "Tiles computed per second over the last 30 s.",
+                self.tiles.per_second(now),
+            ),
+            (
+                "dreamfarm_lease_retries_total",
+                Counter,
+                "Leases that went back to the queue.",
+                s.retries as f64,
+            ),
+            (
+                "dreamfarm_bytes_received_total",
+                Counter,
+                "Pixel bytes received.",
+                load(&self.bytes_in),
+            ),
+            (
+                "dreamfarm_bytes_sent_total",
+                Counter,
+                "Pixel bytes sent.",
+                load(&self.bytes_out),
+            ),
+            (
+                "dreamfarm_bytes_per_second",
+                Gauge,
+                "Pixel bytes moved per second over the last 30 s.",
+                self.bytes.per_second(now),
+            ),
+            (
+                "dreamfarm_rejected_total",
+                Counter,
+                "Calls and messages refused.",
+                load(&self.rejected),
+            ),
+        ] {
+            page.metric(name, kind, help, value);
         }
-        out
+        page.family(
+            "dreamfarm_jobs",
+            Gauge,
+            "Jobs in each state.",
+            JobState::ALL.map(|state| {
+                let n = jobs.iter().filter(|&&j| j == state).count();
+                (format!("state=\"{state}\""), n as f64)
+            }),
+        );
+        page.finish()
     }
 }
 

@@ -1,11 +1,13 @@
 //! What the session and the compute threads both keep count of: which
 //! session is current and whether it is connected, the leases in hand,
 //! those the coordinator revoked, whether the worker is draining, the
-//! tiles computed, and the turn to send a result.
+//! tiles and regions computed and the time spent on them, and the turn
+//! to send a result.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// State shared by the session and the compute threads.
 #[derive(Debug, Default)]
@@ -20,6 +22,12 @@ pub(super) struct Shared {
     draining: AtomicBool,
     /// Tiles computed.
     done: AtomicU64,
+    /// Region leases answered with their cell.
+    regions_done: AtomicU64,
+    /// Region leases that failed.
+    regions_failed: AtomicU64,
+    /// Microseconds the compute threads spent on tasks, together.
+    busy_micros: AtomicU64,
     /// The coordinator has welcomed the current session (readiness).
     connected: AtomicBool,
     /// Held while a result goes up the session: its head and pieces must
@@ -98,6 +106,35 @@ impl Shared {
     /// Tiles computed so far.
     pub(super) fn tiles_computed(&self) -> u64 {
         self.done.load(Ordering::SeqCst)
+    }
+
+    /// A region lease was computed (`true`) or failed.
+    pub(super) fn region_answered(&self, done: bool) {
+        let count = if done {
+            &self.regions_done
+        } else {
+            &self.regions_failed
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Region leases computed and failed so far.
+    pub(super) fn regions(&self) -> (u64, u64) {
+        (
+            self.regions_done.load(Ordering::Relaxed),
+            self.regions_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A compute thread spent `time` on a task.
+    pub(super) fn busy(&self, time: Duration) {
+        let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        self.busy_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Seconds the compute threads spent on tasks so far, together.
+    pub(super) fn busy_seconds(&self) -> f64 {
+        self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 
     /// The coordinator welcomed the session (`true`) or it ended.

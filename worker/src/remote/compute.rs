@@ -4,9 +4,9 @@
 //! tile back to the region's task.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
-
 use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::Instant;
 
 use dreamfarm_common::model_catalog::ModelSpec;
 use dreamfarm_common::params::NetworkPrecision;
@@ -82,11 +82,15 @@ fn compute_loop(
 ) {
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        match next {
-            Ok(Task::Lease(lease)) => compute_one(&mut dreamers, shared, &lease),
-            Ok(Task::RegionTile(tile)) => dream_region_tile(&mut dreamers, shared, tile),
-            Err(_) => return,
+        let Ok(task) = next else {
+            return;
+        };
+        let started = Instant::now();
+        match task {
+            Task::Lease(lease) => compute_one(&mut dreamers, shared, &lease),
+            Task::RegionTile(tile) => dream_region_tile(&mut dreamers, shared, tile),
         }
+        shared.busy(started.elapsed());
     }
 }
 

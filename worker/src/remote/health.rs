@@ -3,10 +3,10 @@
 //! that is down is alive, and restarting it would not help), `/readyz`
 //! answers 200 only while a session with the coordinator is up and the
 //! worker is not shutting down (readiness: "connected to the
-//! coordinator").
+//! coordinator"). `/metrics` serves the worker's Prometheus metrics
+//! (see [`WorkerMetrics`]) on the same port.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -15,19 +15,23 @@ use tokio::task::JoinHandle;
 
 use super::RemoteError;
 use super::bookkeeping::Shared;
+use super::metrics::WorkerMetrics;
 
-/// Binds `addr` and serves the probes until the task is aborted.
+/// Binds `addr` and serves the probes and `metrics` until the task is
+/// aborted.
 pub(super) async fn serve(
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    metrics: WorkerMetrics,
 ) -> Result<JoinHandle<()>, RemoteError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| RemoteError::Health { addr, source })?;
+    let failed = |source| RemoteError::Health { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    let shared = metrics.shared.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "alive\n" }))
-        .route("/readyz", get(move || async move { readiness(&shared) }));
-    tracing::info!(%addr, "health probes on /healthz and /readyz");
+        .route("/readyz", get(move || async move { readiness(&shared) }))
+        .route("/metrics", get(move || async move { metrics.render() }));
+    tracing::info!("probes (/healthz, /readyz) and /metrics on http://{bound}");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("health endpoint stopped: {e}");

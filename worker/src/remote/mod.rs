@@ -15,6 +15,7 @@
 //! - `drain`: leaving gracefully on shutdown.
 //! - `bookkeeping`: what the session and the compute threads share.
 //! - `health`: the HTTP probes (alive; connected to the coordinator).
+//! - `metrics`: the worker's Prometheus metrics, served beside them.
 //! - `regions`: region leases (docs/frame-loop-on-workers.md).
 //! - `change_service`: the changes neighbours fetch from this worker, plain
 //!   or TLS, and the channels it fetches theirs through.
@@ -25,6 +26,7 @@ mod compute;
 mod drain;
 mod health;
 mod lease;
+mod metrics;
 mod regions;
 mod session;
 mod uploaded_weights;
@@ -263,7 +265,14 @@ pub async fn run(
         regions: regions.as_ref(),
     };
     let probes = match config.health_listen {
-        Some(addr) => Some(health::serve(addr, shared.clone()).await?),
+        Some(addr) => {
+            let metrics = metrics::WorkerMetrics {
+                shared: shared.clone(),
+                threads: offer.concurrency as usize,
+                changes: regions.as_ref().map(|r| r.changes().clone()),
+            };
+            Some(health::serve(addr, metrics).await?)
+        }
         None => None,
     };
     tokio::pin!(shutdown);

@@ -88,6 +88,11 @@ impl Regions {
         })
     }
 
+    /// The changes it serves, and their traffic.
+    pub(super) fn changes(&self) -> &Arc<Changes> {
+        &self.changes
+    }
+
     /// Takes the coordinator's word on a frame's holders.
     pub(super) fn tell(&self, h: RegionHolders) {
         self.holders.tell(h.job_id, h.frame, h.addresses);
@@ -138,6 +143,7 @@ impl Regions {
             self.holders.of(&job, frame),
             self.channels.clone(),
             self.token.clone(),
+            self.changes.traffic().clone(),
         );
         let regions = self.clone();
         let mut running = lock(&self.running);
@@ -147,6 +153,7 @@ impl Regions {
             if lock(&regions.running).remove(&id).is_none() {
                 return;
             }
+            cx.shared.region_answered(outcome.is_ok());
             let sent = match outcome {
                 Ok(rgb) => {
                     tracing::info!(lease = id, frame, region, "region done");
