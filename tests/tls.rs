@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dreamfarm_proto::change_channels::CHANGE_TLS_NAME;
 use dreamfarm_tests::cluster::{Coordinator, TOKEN, coordinator_fails};
 use dreamfarm_tests::pki::Pki;
 use dreamfarm_tests::small_job::{LIMIT, job, reference};
@@ -99,7 +100,7 @@ fn a_job_over_tls_gives_single_machine_frames() {
     // certificates for dreamfarm-worker, signed by the cluster's CA).
     let (pki, c) = tls_coordinator();
     assert!(c.url.starts_with("https://localhost:"), "{}", c.url);
-    pki.issue("worker", &["dreamfarm-worker"]);
+    pki.issue("worker", &[CHANGE_TLS_NAME]);
     let flags = pki.change_tls("worker");
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let _pool: Vec<_> = (0..2)
@@ -197,7 +198,7 @@ fn a_tls_client_of_a_plaintext_coordinator_is_told_to_use_http() {
 fn a_change_certificate_neighbours_would_refuse_stops_the_worker_at_start() {
     let pki = Pki::new(&["localhost"]);
     pki.issue("elsewhere", &["worker.example"]);
-    let other = Pki::new(&["dreamfarm-worker"]);
+    let other = Pki::new(&[CHANGE_TLS_NAME]);
     let ca = pki.path("ca.pem");
     let refusal = |flags: &[String]| {
         let mut c = dreamfarm(&["worker", "--device", "cpu"]);
@@ -225,7 +226,7 @@ fn a_change_certificate_neighbours_would_refuse_stops_the_worker_at_start() {
         pki.path("ca-key.pem").display().to_string(),
     ]);
     assert!(said.contains("is a CA certificate"), "{said}");
-    pki.issue("worker", &["dreamfarm-worker"]);
+    pki.issue("worker", &[CHANGE_TLS_NAME]);
     let mut flags = pki.change_tls("worker");
     flags[3] = pki.path("server-key.pem").display().to_string();
     let said = refusal(&flags);

@@ -53,8 +53,9 @@ pub struct BatchChange {
 
 /// What crossed between a worker and its neighbours' change services,
 /// for its `/metrics`: the parts served and fetched with their bytes, and
-/// how long its regions waited for their neighbours' changes (a device
-/// idles meanwhile unless another region has tiles for it).
+/// how long its regions waited for their neighbours' changes, summed over
+/// regions that wait at the same time (a device idles only when none of
+/// its regions has a tile to dream).
 #[derive(Debug, Default)]
 pub struct ChangeTraffic {
     served_parts: AtomicU64,

@@ -4,9 +4,11 @@
 //! TLS everywhere (the coordinator's gRPC and the workers' change service),
 //! side by side in alternating rounds. For the frames after the first
 //! (which goes by tiles either way) it reports the seconds per frame, the
-//! coordinator's and the workers' CPU seconds per frame and the megabytes
-//! per frame on the coordinator's wire; every way must write the same
-//! frames.
+//! coordinator's and the workers' CPU seconds per frame, the megabytes
+//! per frame on the coordinator's wire, and from the workers' `/metrics`
+//! how busy their compute threads were and how long a frame's regions
+//! waited for their neighbours' changes (an older build, `DREAMFARM_BIN`,
+//! shows neither); every way must write the same frames.
 //!
 //!     cargo bench -p dreamfarm-tests --bench real_worker_regions
 //!
@@ -22,6 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dreamfarm_proto::change_channels::CHANGE_TLS_NAME;
 use dreamfarm_tests::cluster::{Coordinator, Worker};
 use dreamfarm_tests::pki::Pki;
 use dreamfarm_tests::{env_or, frame_bytes, frames, median, wait_for};
@@ -32,22 +35,57 @@ struct Measured {
     cpu_per_frame: f64,
     workers_cpu_per_frame: f64,
     mb_per_frame: f64,
+    /// The workers' busy thread-seconds over their thread-seconds.
+    busy: Option<f64>,
+    /// Seconds the regions of a frame waited for neighbours' changes,
+    /// all workers together.
+    wait_per_frame: Option<f64>,
     frames: Vec<Vec<u8>>,
 }
 
-/// The counters at one moment: the time, the coordinator's CPU seconds,
-/// the workers' CPU seconds and the bytes on the coordinator's wire.
-fn sample(c: &Coordinator, pool: &[Worker]) -> (Instant, f64, f64, f64) {
+/// The counters at one moment.
+struct Sample {
+    at: Instant,
+    /// The coordinator's CPU seconds.
+    cpu: f64,
+    /// The workers' CPU seconds.
+    workers_cpu: f64,
+    /// Bytes on the coordinator's wire.
+    bytes: f64,
+    /// From the workers' `/metrics`, if they serve it: their compute
+    /// threads, busy seconds and seconds waited for changes.
+    workers: Option<(f64, f64, f64)>,
+}
+
+/// Reads the counters now.
+fn sample(c: &Coordinator, pool: &[Worker], regions: bool) -> Sample {
     let bytes = c.metric("dreamfarm_bytes_received_total") + c.metric("dreamfarm_bytes_sent_total");
-    let workers = pool.iter().map(Worker::cpu_seconds).sum();
-    (Instant::now(), c.cpu_seconds(), workers, bytes)
+    let sum = |name: &str| pool.iter().map(|w| w.metric(name)).sum::<f64>();
+    let workers = std::env::var_os("DREAMFARM_BIN").is_none().then(|| {
+        let waited = match regions {
+            true => sum("dreamfarm_worker_change_wait_seconds_total"),
+            false => 0.0,
+        };
+        (
+            sum("dreamfarm_worker_compute_threads"),
+            sum("dreamfarm_worker_busy_seconds_total"),
+            waited,
+        )
+    });
+    Sample {
+        at: Instant::now(),
+        cpu: c.cpu_seconds(),
+        workers_cpu: pool.iter().map(Worker::cpu_seconds).sum(),
+        bytes,
+        workers,
+    }
 }
 
 /// Runs the job on `workers` fresh workers: by tiles, by regions, or by
 /// regions with TLS everywhere (`how`).
 fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Measured {
     let pki = Pki::new(&["localhost"]);
-    pki.issue("worker", &["dreamfarm-worker"]);
+    pki.issue("worker", &[CHANGE_TLS_NAME]);
     let (c, flags) = match how {
         "regions-tls" => (
             Coordinator::start_measured_tls(
@@ -59,7 +97,8 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
         ),
         _ => (Coordinator::start_measured(), Vec::new()),
     };
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend(["--health-listen", "127.0.0.1:0"]);
     let regions = how != "tiles";
     let pool: Vec<_> = (0..workers)
         .map(|i| {
@@ -67,7 +106,7 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
             if regions {
                 c.worker_serving_changes(&name, &flags)
             } else {
-                c.worker(&name)
+                c.worker_with(&name, &flags)
             }
         })
         .collect();
@@ -76,9 +115,9 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
     let written = |dir: &Path| frames(dir).len();
     let limit = Duration::from_secs(3600);
     wait_for("frame 0", limit, || written(&dir) >= 1);
-    let (t0, cpu0, workers0, bytes0) = sample(&c, &pool);
+    let first = sample(&c, &pool, regions);
     wait_for("the last frame", limit, || written(&dir) >= frames_wanted);
-    let (t1, cpu1, workers1, bytes1) = sample(&c, &pool);
+    let last = sample(&c, &pool, regions);
     c.wait_done(&id, limit);
     let timed = (frames_wanted - 1) as f64;
     // (An older build has no such metric, and takes no regions.)
@@ -86,11 +125,18 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
         let done = c.metric("dreamfarm_regions_completed_total");
         assert!(done > 0.0, "no region answered");
     }
+    let seconds = (last.at - first.at).as_secs_f64();
+    let workers = first.workers.zip(last.workers);
     Measured {
-        frame_seconds: (t1 - t0).as_secs_f64() / timed,
-        cpu_per_frame: (cpu1 - cpu0) / timed,
-        workers_cpu_per_frame: (workers1 - workers0) / timed,
-        mb_per_frame: (bytes1 - bytes0) / timed / 1e6,
+        frame_seconds: seconds / timed,
+        cpu_per_frame: (last.cpu - first.cpu) / timed,
+        workers_cpu_per_frame: (last.workers_cpu - first.workers_cpu) / timed,
+        mb_per_frame: (last.bytes - first.bytes) / timed / 1e6,
+        busy: workers
+            .map(|((threads, busy0, _), (_, busy1, _))| (busy1 - busy0) / (seconds * threads)),
+        wait_per_frame: workers
+            .filter(|_| regions)
+            .map(|((_, _, wait0), (_, _, wait1))| (wait1 - wait0) / timed),
         frames: frame_bytes(&dir),
     }
 }
@@ -106,8 +152,9 @@ fn main() {
         frames_wanted - 1
     );
     println!(
-        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | frames' digest"
+        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | workers busy | changes waited s/frame | frames' digest"
     );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for size in sizes.split(',') {
         let count = frames_wanted.to_string();
         let mut job = vec![
@@ -131,11 +178,13 @@ fn main() {
                 let mut digest = std::hash::DefaultHasher::new();
                 m.frames.hash(&mut digest);
                 println!(
-                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:016x}",
+                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:>12} | {:>22} | {:016x}",
                     m.frame_seconds,
                     m.cpu_per_frame,
                     m.workers_cpu_per_frame,
                     m.mb_per_frame,
+                    or_dash(m.busy.map(|b| format!("{:.0}%", b * 100.0))),
+                    or_dash(m.wait_per_frame.map(|w| format!("{w:.2}"))),
                     digest.finish()
                 );
                 match cpu.iter_mut().find(|(h, _)| *h == how) {

@@ -378,6 +378,12 @@ impl Coordinator {
         self.spawn_worker(name, url, "cpu", None, &[])
     }
 
+    /// Starts `dreamfarm worker` named `name` on the CPU with `extra`
+    /// flags.
+    pub fn worker_with(&self, name: &str, extra: &[&str]) -> Worker {
+        self.spawn_worker(name, &self.url, "cpu", None, extra)
+    }
+
     /// Starts `dreamfarm worker` named `name` on the CPU, serving its
     /// changes to its neighbours on a loopback port (with `extra` flags:
     /// its TLS, say): it takes whole regions of frames.

@@ -111,7 +111,7 @@ impl WorkerMetrics {
         page.metric(
             "dreamfarm_worker_change_wait_seconds_total",
             Counter,
-            "Seconds regions waited for their neighbours' changes after dreaming their own.",
+            "Seconds regions waited for their neighbours' changes after dreaming their own, summed over the regions held at once (how busy the devices were: busy seconds).",
             t.waited_seconds,
         );
         page.metric(
