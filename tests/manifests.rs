@@ -20,7 +20,7 @@ use std::time::Duration;
 use dreamfarm_proto::change_channels::{CHANGE_TLS_NAME, Channels};
 use dreamfarm_tests::manifests::{Container, Object, bytes, find, overlays, render};
 use dreamfarm_tests::pki::Pki;
-use dreamfarm_tests::{binary, default_store, repo, run, wait_for, worker_binary};
+use dreamfarm_tests::{binary, default_store, repo, run, worker_binary};
 
 /// Seconds a CPU worker needs, at most, to finish a lease of the default
 /// tile size after SIGTERM: the slowest device we support. Measured with
@@ -313,6 +313,31 @@ struct Pod {
     child: Child,
     /// Container port → the loopback port it was moved to.
     ports: BTreeMap<u16, u16>,
+    /// Its stderr.
+    log: PathBuf,
+}
+
+impl Pod {
+    /// Polls `cond` every 100 ms until it holds; fails naming `what`, with
+    /// the process's log, once it has exited or after `limit`.
+    fn wait_for(&mut self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !cond() {
+            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "waiting for {what}, the process exited ({status}); its log:\n{}",
+                    log()
+                );
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; the process's log:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Pod {
@@ -430,13 +455,13 @@ fn start(c: &Container, volumes: &[serde_json::Value], at: &Loopback<'_>) -> Pod
         };
         cmd.env(name, value);
     }
-    let log = std::fs::File::create(at.scratch.join(format!("{}.log", c.name))).expect("log file");
+    let log = at.scratch.join(format!("{}.log", c.name));
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("the entry point starts");
-    Pod { child, ports }
+    Pod { child, ports, log }
 }
 
 /// The loopback port of `c`'s probe `probe` in `pod`.
@@ -593,7 +618,7 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
         fixed,
         secrets,
     };
-    let w = start(worker, &worker_pod.volumes, &loopback(BTreeMap::new()));
+    let mut w = start(worker, &worker_pod.volumes, &loopback(BTreeMap::new()));
     let probes = worker.http_probes();
     let ready = probes
         .iter()
@@ -607,7 +632,7 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
         probe_port(worker, &w, &ready.port),
         probe_port(worker, &w, &alive.port),
     );
-    wait_for(
+    w.wait_for(
         "the worker's liveness probe",
         Duration::from_secs(30),
         || http_status(w_alive, &alive.path) == 200,
@@ -619,7 +644,7 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
     );
 
     // The coordinator, its gRPC port where the Service sends it.
-    let c = start(
+    let mut c = start(
         coordinator,
         &coordinator_pod.volumes,
         &loopback(BTreeMap::from([(grpc_port, grpc_local)])),
@@ -631,13 +656,13 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
     );
     for probe in coordinator.http_probes() {
         let port = probe_port(coordinator, &c, &probe.port);
-        wait_for(
+        c.wait_for(
             &format!("the coordinator's {}", probe.kind),
             Duration::from_secs(30),
             || http_status(port, &probe.path) == 200,
         );
     }
-    wait_for(
+    w.wait_for(
         "the worker to connect and turn ready",
         Duration::from_secs(30),
         || http_status(w_ready, &ready.path) == 200,
@@ -682,7 +707,7 @@ fn serves_what_the_manifests_say(overlay: &str, secrets: &Secrets) {
         "the workers' network policy does not open the change port between workers: {policy}"
     );
     drop(c);
-    wait_for(
+    w.wait_for(
         "the worker to notice the coordinator left",
         Duration::from_secs(30),
         || http_status(w_ready, &ready.path) == 503,
