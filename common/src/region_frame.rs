@@ -214,21 +214,27 @@ impl<'p> RegionFrame<'p> {
             .collect()
     }
 
-    /// Takes tile `tile`'s change at this stage, as [`needs`](Self::needs)
-    /// named it: the size of the tile's change, what lies outside the part
-    /// it named unread; false for a tile this stage does not blend or a
-    /// change of another size.
-    pub fn take_tile_change(&mut self, tile: usize, change: Planar) -> bool {
+    /// Takes part `area` of tile `tile`'s change at this stage, as
+    /// [`needs`](Self::needs) named it (the rest of the change is never
+    /// read, so never held); false for a tile this stage does not blend
+    /// or a part that is not the area's size or leaves the tile.
+    pub fn take_tile_part(&mut self, tile: usize, area: &Area, part: Planar) -> bool {
         let Some((o, p)) = self.stage() else {
             return false;
         };
         let out = self.plan.grids[o].tile(tile).output;
         let blends = &self.plan.regions[self.region].octaves[o].blends[p];
-        if (change.width, change.height) != (out.width, out.height) || !blends.contains(&tile) {
+        if (part.width, part.height) != (area.columns.len(), area.rows.len())
+            || !blends.contains(&tile)
+        {
             return false;
         }
+        let origin = (area.columns.start, area.rows.start);
+        let Some(change) = TileChange::part(part, origin, (out.width, out.height)) else {
+            return false;
+        };
         self.changes.resize(self.plan.grids[o].len(), None);
-        self.changes[tile] = Some(TileChange::from(change));
+        self.changes[tile] = Some(change);
         true
     }
 

@@ -317,7 +317,7 @@ impl Blend<'_> {
             let x0 = out.x as usize;
             let from = self.columns.start.max(x0) - x0;
             let to = self.columns.end.min(x0 + out.width) - x0;
-            let src = &change.row(ch, j)[from..to];
+            let src = change.span(ch, j, from..to);
             let at = x0 + from - self.columns.start;
             add_weighted(&mut dst[at..at + to - from], src, &wx[from..to], wy);
         }
@@ -411,8 +411,9 @@ pub fn extract_stacked_from(part: ImagePart, rects: &[Rect]) -> Planar {
 }
 
 /// One tile's change, for [`TileGrid::blend`]: the tile's own
-/// image, or its place among a batch's changes stacked top to bottom
-/// (shared, not copied apart).
+/// image, its place among a batch's changes stacked top to bottom
+/// (shared, not copied apart), or only the part of it a blend reads (a
+/// part a region fetched from a neighbour: the rest is never held).
 #[derive(Debug, Clone)]
 pub struct TileChange {
     stack: Arc<Planar>,
@@ -420,6 +421,11 @@ pub struct TileChange {
     index: usize,
     /// Tiles in the stack.
     count: usize,
+    /// Where the held samples start in the tile's change (column, row):
+    /// (0, 0) unless only a part is held.
+    origin: (usize, usize),
+    /// The tile's change's width and height, held or not.
+    size: (usize, usize),
 }
 
 impl TileChange {
@@ -431,47 +437,84 @@ impl TileChange {
         if count == 0 || !stack.height.is_multiple_of(count) {
             return None;
         }
+        let size = (stack.width, stack.height / count);
         Some(
             (0..count)
                 .map(|index| Self {
                     stack: stack.clone(),
                     index,
                     count,
+                    origin: (0, 0),
+                    size,
                 })
                 .collect(),
         )
     }
 
+    /// The part of a `size` tile change whose top left sample is
+    /// `origin`, the rest of it not held (and never to be read); `None`
+    /// when the part leaves the tile.
+    pub fn part(part: Planar, origin: (usize, usize), size: (usize, usize)) -> Option<Self> {
+        let fits = |at: usize, len: usize, of: usize| at.checked_add(len).is_some_and(|e| e <= of);
+        (fits(origin.0, part.width, size.0) && fits(origin.1, part.height, size.1)).then(|| Self {
+            stack: Arc::new(part),
+            index: 0,
+            count: 1,
+            origin,
+            size,
+        })
+    }
+
     /// Width of the tile's change.
     pub fn width(&self) -> usize {
-        self.stack.width
+        self.size.0
     }
 
     /// Height of the tile's change.
     pub fn height(&self) -> usize {
-        self.stack.height / self.count
+        self.size.1
     }
 
-    /// Row `j` of channel `ch` of the tile's change.
-    pub fn row(&self, ch: usize, j: usize) -> &[f32] {
-        let (w, h) = (self.width(), self.height());
-        &self.stack.data[((ch * self.count + self.index) * h + j) * w..][..w]
-    }
-}
-
-impl From<Planar> for TileChange {
-    fn from(change: Planar) -> Self {
-        Self {
-            stack: Arc::new(change),
-            index: 0,
-            count: 1,
-        }
+    /// Columns `columns` of row `j` of channel `ch` of the tile's change,
+    /// which must be held.
+    pub fn span(&self, ch: usize, j: usize, columns: Range<usize>) -> &[f32] {
+        let (x0, y0) = self.origin;
+        let (w, h) = (self.stack.width, self.stack.height / self.count);
+        let row = &self.stack.data[((ch * self.count + self.index) * h + j - y0) * w..][..w];
+        &row[columns.start - x0..columns.end - x0]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_part_reads_as_the_whole_change_over_its_area() {
+        let mut whole = Planar::zeros(6, 4);
+        for (i, v) in whole.data.iter_mut().enumerate() {
+            *v = i as f32;
+        }
+        let all = TileChange::split(whole.clone(), 1)
+            .and_then(|mut v| v.pop())
+            .expect("one change");
+        let held = TileChange::part(whole.crop(2..5, 1..3), (2, 1), (6, 4)).expect("it fits");
+        assert_eq!((held.width(), held.height()), (6, 4));
+        for ch in 0..3 {
+            for j in 1..3 {
+                assert_eq!(held.span(ch, j, 2..5), all.span(ch, j, 2..5));
+                assert_eq!(held.span(ch, j, 3..4), all.span(ch, j, 3..4));
+            }
+        }
+        assert!(
+            TileChange::part(whole.crop(2..5, 1..3), (4, 1), (6, 4)).is_none(),
+            "a part past the tile's right side"
+        );
+        assert!(
+            TileChange::part(whole.crop(0..6, 0..4), (0, 1), (6, 4)).is_none(),
+            "a part past its bottom"
+        );
+    }
 
     #[test]
     fn stacked_regions_split_into_the_regions() {
@@ -492,7 +535,10 @@ mod tests {
             let alone = extract(&image, rect);
             assert_eq!((part.width(), part.height()), (12, 9));
             for (ch, j) in (0..3).flat_map(|ch| (0..9).map(move |j| (ch, j))) {
-                assert_eq!(part.row(ch, j), &alone.data[(ch * 9 + j) * 12..][..12]);
+                assert_eq!(
+                    part.span(ch, j, 0..12),
+                    &alone.data[(ch * 9 + j) * 12..][..12]
+                );
             }
         }
         assert!(TileChange::split(extract(&image, rects[0]), 2).is_none());
@@ -511,7 +557,12 @@ mod tests {
 
     /// Each tile's own change, for `blend_rows`.
     fn changes(of: &[Option<Planar>]) -> Vec<Option<TileChange>> {
-        of.iter().map(|c| c.clone().map(TileChange::from)).collect()
+        of.iter()
+            .map(|c| {
+                let c = c.clone()?;
+                TileChange::split(c, 1)?.pop()
+            })
+            .collect()
     }
 
     /// The cross-fade of `changes` over image rows `rows`, a

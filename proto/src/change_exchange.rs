@@ -263,8 +263,7 @@ pub enum FetchError {
 
 /// Fetches the part `area` of tile `index`'s change in batch `key` from
 /// the worker behind `channel`, with the cluster's `token`, as an image of
-/// the tile's change's size (`size`) holding that part, zero elsewhere;
-/// counted in `traffic`.
+/// the area's size; counted in `traffic`.
 pub async fn fetch(
     channel: Channel,
     token: AttachToken,
@@ -272,7 +271,6 @@ pub async fn fetch(
     key: &BatchKey,
     index: usize,
     area: &Area,
-    size: (usize, usize),
 ) -> Result<Planar, FetchError> {
     let mut client = ChangeServiceClient::with_interceptor(channel, token)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -299,16 +297,7 @@ pub async fn fetch(
     }
     let part = decoder.finish()?;
     ChangeTraffic::add(&traffic.fetched_parts, 1);
-    let (w, h) = size;
-    let mut change = Planar::zeros(w, h);
-    let (pw, ph) = (part.width, part.height);
-    for c in 0..3 {
-        for (k, y) in area.rows.clone().enumerate() {
-            let from = &part.data[(c * ph + k) * pw..][..pw];
-            change.data[(c * h + y) * w + area.columns.start..][..pw].copy_from_slice(from);
-        }
-    }
-    Ok(change)
+    Ok(part)
 }
 
 #[cfg(test)]

@@ -136,13 +136,12 @@ impl Holders {
         key: &BatchKey,
         index: usize,
         area: &Area,
-        size: (usize, usize),
     ) -> Result<Planar, FetchError> {
         loop {
             let address = self.address(region).await?;
             let channel = self.channels.to(&address)?;
             let token = self.token.clone();
-            let call = fetch(channel, token, &self.traffic, key, index, area, size);
+            let call = fetch(channel, token, &self.traffic, key, index, area);
             let failed = tokio::select! {
                 fetched = call => match fetched {
                     Ok(change) => return Ok(change),
@@ -270,24 +269,22 @@ where
         for (tile, area) in region.needs() {
             let first = plan.batch_of(o, tile);
             let (owner, mut holders) = (plan.owners[o][tile], holders.clone());
-            let out = plan.grids[o].tile(tile).output;
             let key = key(o, p, first);
             fetches.spawn(async move {
-                let size = (out.width, out.height);
-                let fetched = holders.fetch(owner, &key, tile - first, &area, size).await;
-                (tile, fetched)
+                let fetched = holders.fetch(owner, &key, tile - first, &area).await;
+                (tile, area, fetched)
             });
         }
         while let Some(done) = fetches.join_next().await {
             // A fetch stops only with the runtime (the worker shutting
             // down).
-            let (tile, fetched) = done.map_err(|e| RegionError::Stopped(e.to_string()))?;
-            let change = fetched.map_err(|source| RegionError::Fetch {
+            let (tile, area, fetched) = done.map_err(|e| RegionError::Stopped(e.to_string()))?;
+            let part = fetched.map_err(|source| RegionError::Fetch {
                 octave: o,
                 tile,
                 source,
             })?;
-            if !region.take_tile_change(tile, change) {
+            if !region.take_tile_part(tile, &area, part) {
                 return Err(RegionError::Misfit { octave: o, tile });
             }
         }

@@ -8,7 +8,8 @@
 //! per frame on the coordinator's wire, and from the workers' `/metrics`
 //! how busy their compute threads were and how long a frame's regions
 //! waited for their neighbours' changes (an older build, `DREAMFARM_BIN`,
-//! shows neither); every way must write the same frames.
+//! shows neither), and the largest peak resident memory of a worker; every
+//! way must write the same frames.
 //!
 //!     cargo bench -p dreamfarm-tests --bench real_worker_regions
 //!
@@ -40,6 +41,8 @@ struct Measured {
     /// Seconds the regions of a frame waited for neighbours' changes,
     /// all workers together.
     wait_per_frame: Option<f64>,
+    /// The largest peak resident memory of a worker, GiB.
+    worker_peak_gib: f64,
     frames: Vec<Vec<u8>>,
 }
 
@@ -137,6 +140,7 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
         wait_per_frame: workers
             .filter(|_| regions)
             .map(|((_, _, wait0), (_, _, wait1))| (wait1 - wait0) / timed),
+        worker_peak_gib: pool.iter().map(Worker::peak_rss_gib).fold(0.0, f64::max),
         frames: frame_bytes(&dir),
     }
 }
@@ -152,7 +156,7 @@ fn main() {
         frames_wanted - 1
     );
     println!(
-        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | workers busy | changes waited s/frame | frames' digest"
+        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | workers busy | changes waited s/frame | worker peak GiB | frames' digest"
     );
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for size in sizes.split(',') {
@@ -178,13 +182,14 @@ fn main() {
                 let mut digest = std::hash::DefaultHasher::new();
                 m.frames.hash(&mut digest);
                 println!(
-                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:>12} | {:>22} | {:016x}",
+                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:>12} | {:>22} | {:15.2} | {:016x}",
                     m.frame_seconds,
                     m.cpu_per_frame,
                     m.workers_cpu_per_frame,
                     m.mb_per_frame,
                     or_dash(m.busy.map(|b| format!("{:.0}%", b * 100.0))),
                     or_dash(m.wait_per_frame.map(|w| format!("{w:.2}"))),
+                    m.worker_peak_gib,
                     digest.finish()
                 );
                 match cpu.iter_mut().find(|(h, _)| *h == how) {

@@ -201,7 +201,24 @@ fn metric_at(host_port: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in {body}"))
 }
 
+/// The most resident memory `child` has held, in GiB (VmHWM).
+fn peak_rss_gib(child: &Child) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("/proc/PID/status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / (1024.0 * 1024.0)
+}
+
 impl Worker {
+    /// The most resident memory the worker process has held, in GiB.
+    pub fn peak_rss_gib(&self) -> f64 {
+        peak_rss_gib(&self.child)
+    }
+
     /// The value of series `name` on the worker's `/metrics`, which it
     /// serves where it was told to (`--health-listen`) and says in its log.
     pub fn metric(&self, name: &str) -> f64 {
@@ -555,14 +572,7 @@ impl Coordinator {
 
     /// The coordinator's peak resident memory so far, in GiB.
     pub fn peak_rss_gib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status");
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib / (1024.0 * 1024.0)
+        peak_rss_gib(&self.child)
     }
 
     /// The coordinator's log.

@@ -127,7 +127,7 @@ fn batch_changes(
         .iter()
         .map(|part| {
             (0..3)
-                .flat_map(|ch| (0..110).flat_map(move |j| part.row(ch, j).to_vec()))
+                .flat_map(|ch| (0..110).flat_map(move |j| part.span(ch, j, 0..140).to_vec()))
                 .collect()
         })
         .collect()
