@@ -193,42 +193,46 @@ impl<'p> RegionFrame<'p> {
             return Vec::new();
         };
         let plan = self.plan;
-        let next = &plan.regions[self.region].octaves[o].images[p + 1];
         plan.regions[self.region].octaves[o].blends[p]
             .iter()
             .filter(|&&t| {
                 plan.owners[o][t] != self.region && self.changes.get(t).is_none_or(Option::is_none)
             })
-            .map(|&t| {
-                let out = plan.grids[o].tile(t).output;
-                let (x, y) = (out.x as usize, out.y as usize);
-                let span = |at: usize, len: usize, over: &std::ops::Range<usize>| {
-                    at.max(over.start) - at..(at + len).min(over.end) - at
-                };
-                let area = Area {
-                    columns: span(x, out.width, &next.columns),
-                    rows: span(y, out.height, &next.rows),
-                };
-                (t, area)
-            })
+            .map(|&t| (t, self.read_of(o, p, t)))
             .collect()
+    }
+
+    /// The part of tile `tile`'s change that stage (`octave`, `pass`)
+    /// cross-fades into this region's next image, within the tile's change.
+    fn read_of(&self, octave: usize, pass: usize, tile: usize) -> Area {
+        let next = &self.plan.regions[self.region].octaves[octave].images[pass + 1];
+        let out = self.plan.grids[octave].tile(tile).output;
+        let (x, y) = (out.x as usize, out.y as usize);
+        let span = |at: usize, len: usize, over: &std::ops::Range<usize>| {
+            at.max(over.start) - at..(at + len).min(over.end) - at
+        };
+        Area {
+            columns: span(x, out.width, &next.columns),
+            rows: span(y, out.height, &next.rows),
+        }
     }
 
     /// Takes part `area` of tile `tile`'s change at this stage, as
     /// [`needs`](Self::needs) named it (the rest of the change is never
-    /// read, so never held); false for a tile this stage does not blend
-    /// or a part that is not the area's size or leaves the tile.
+    /// read, so never held); false for a tile this stage does not blend,
+    /// another area, or a part that is not the area's size.
     pub fn take_tile_part(&mut self, tile: usize, area: &Area, part: Planar) -> bool {
         let Some((o, p)) = self.stage() else {
             return false;
         };
-        let out = self.plan.grids[o].tile(tile).output;
         let blends = &self.plan.regions[self.region].octaves[o].blends[p];
-        if (part.width, part.height) != (area.columns.len(), area.rows.len())
-            || !blends.contains(&tile)
+        if !blends.contains(&tile)
+            || *area != self.read_of(o, p, tile)
+            || (part.width, part.height) != (area.columns.len(), area.rows.len())
         {
             return false;
         }
+        let out = self.plan.grids[o].tile(tile).output;
         let origin = (area.columns.start, area.rows.start);
         let Some(change) = TileChange::part(part, origin, (out.width, out.height)) else {
             return false;
@@ -366,5 +370,57 @@ impl<'p> RegionFrame<'p> {
             *b = x - *b;
         }
         self.start_octave(self.octave + 1, Some(detail));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::DreamSettings;
+
+    #[test]
+    fn a_neighbours_part_is_taken_only_as_needs_named_it() {
+        let settings = DreamSettings {
+            octaves: 2,
+            octave_scale: 1.3,
+            iterations: 2.0.into(),
+            tile_size: 32,
+            tile_margin: 10,
+            blend_band: 5,
+            ..Default::default()
+        };
+        let sizes = settings.octave_sizes(150, 101, 32);
+        let plan = RegionPlan::new(&settings, 3, 2, &sizes);
+        let objective = Arc::new(FrameObjective::at(&settings, 0, 1, 0, None).expect("objective"));
+        let area = &plan.regions[0].input;
+        let input = Planar::zeros(area.columns.len(), area.rows.len());
+        let mut region = RegionFrame::new(&plan, 0, 0, objective, input);
+        let (tile, area) = region
+            .needs()
+            .into_iter()
+            .next()
+            .expect("a neighbour's tile");
+        let part = |a: &Area| Planar::zeros(a.columns.len(), a.rows.len());
+        let narrower = Area {
+            columns: area.columns.start..area.columns.end - 1,
+            ..area.clone()
+        };
+        assert!(
+            !region.take_tile_part(tile, &narrower, part(&narrower)),
+            "an area other than the one named"
+        );
+        assert!(
+            !region.take_tile_part(tile, &area, part(&narrower)),
+            "a part not the area's size"
+        );
+        assert!(
+            !region.take_tile_part(usize::MAX, &area, part(&area)),
+            "a tile the stage does not blend"
+        );
+        assert!(region.take_tile_part(tile, &area, part(&area)));
+        assert!(
+            region.needs().iter().all(|(t, _)| *t != tile),
+            "a part taken is no longer needed"
+        );
     }
 }
