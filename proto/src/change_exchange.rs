@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::auth::AttachToken;
+use crate::exposition::SecondsTotal;
 use crate::pb::change_service_client::ChangeServiceClient;
 use crate::pb::change_service_server::ChangeService;
 use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, Rect};
@@ -62,7 +63,7 @@ pub struct ChangeTraffic {
     served_bytes: AtomicU64,
     fetched_parts: AtomicU64,
     fetched_bytes: AtomicU64,
-    waited_micros: AtomicU64,
+    waited: SecondsTotal,
 }
 
 /// A reading of [`ChangeTraffic`].
@@ -84,8 +85,7 @@ pub struct TrafficCounts {
 impl ChangeTraffic {
     /// A region waited `wait` for its neighbours' changes.
     pub fn waited(&self, wait: Duration) {
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.waited_micros.fetch_add(micros, Ordering::Relaxed);
+        self.waited.add(wait);
     }
 
     /// The counts so far.
@@ -96,7 +96,7 @@ impl ChangeTraffic {
             served_bytes: load(&self.served_bytes),
             fetched_parts: load(&self.fetched_parts),
             fetched_bytes: load(&self.fetched_bytes),
-            waited_seconds: load(&self.waited_micros) as f64 / 1e6,
+            waited_seconds: self.waited.seconds(),
         }
     }
 

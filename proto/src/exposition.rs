@@ -1,7 +1,28 @@
 //! Prometheus' text exposition format, which the coordinator's `/metrics`
-//! and each worker's are written in.
+//! and each worker's are written in, and a seconds counter several
+//! threads add to.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Time spent on something, added up from any thread (a
+/// `…_seconds_total` counter), kept in whole microseconds.
+#[derive(Debug, Default)]
+pub struct SecondsTotal(AtomicU64);
+
+impl SecondsTotal {
+    /// Adds `time`.
+    pub fn add(&self, time: Duration) {
+        let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        self.0.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The seconds added so far.
+    pub fn seconds(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
 
 /// Whether a metric only grows (a counter) or goes up and down (a gauge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +83,14 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_add_up_to_the_microsecond() {
+        let total = SecondsTotal::default();
+        total.add(Duration::from_millis(1500));
+        total.add(Duration::from_nanos(2_500));
+        assert_eq!(total.seconds(), 1.500002);
+    }
 
     #[test]
     fn a_page_has_help_type_and_values_with_and_without_labels() {

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use dreamfarm_proto::exposition::SecondsTotal;
+
 /// State shared by the session and the compute threads.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
@@ -26,8 +28,8 @@ pub(super) struct Shared {
     regions_done: AtomicU64,
     /// Region leases that failed.
     regions_failed: AtomicU64,
-    /// Microseconds the compute threads spent on tasks, together.
-    busy_micros: AtomicU64,
+    /// Time the compute threads spent on tasks, together.
+    busy: SecondsTotal,
     /// The coordinator has welcomed the current session (readiness).
     connected: AtomicBool,
     /// Held while a result goes up the session: its head and pieces must
@@ -128,13 +130,12 @@ impl Shared {
 
     /// A compute thread spent `time` on a task.
     pub(super) fn busy(&self, time: Duration) {
-        let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
-        self.busy_micros.fetch_add(micros, Ordering::Relaxed);
+        self.busy.add(time);
     }
 
     /// Seconds the compute threads spent on tasks so far, together.
     pub(super) fn busy_seconds(&self) -> f64 {
-        self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6
+        self.busy.seconds()
     }
 
     /// The coordinator welcomed the session (`true`) or it ended.
