@@ -193,6 +193,34 @@ fn the_workers_grace_period_covers_their_drain() {
 }
 
 #[test]
+fn workers_compute_on_the_cpus_they_request() {
+    // libtorch counts the node's cores, whatever the pod asked for: eight
+    // workers on a 64-core node would each run 64 threads.
+    for overlay in overlays() {
+        let objects = render(&overlay);
+        let pod = find(&objects, "Deployment", "dreamfarm-worker").pod();
+        let worker = &pod.containers[0];
+        let threads = worker
+            .env
+            .iter()
+            .find(|e| e.name == "DREAMFARM_THREADS")
+            .and_then(|e| e.value_from.as_ref())
+            .unwrap_or_else(|| {
+                panic!("{overlay}: the worker's DREAMFARM_THREADS does not come from its resources")
+            });
+        assert_eq!(
+            threads["resourceFieldRef"]["resource"], "requests.cpu",
+            "{overlay}: DREAMFARM_THREADS comes from {threads}"
+        );
+        let cpus = worker.resource_field(&threads["resourceFieldRef"]);
+        assert!(
+            cpus.parse::<u32>().is_ok_and(|n| n >= 1),
+            "{overlay}: the worker requests {cpus} CPUs"
+        );
+    }
+}
+
+#[test]
 fn pods_are_locked_down_and_images_pinned() {
     let uid: u64 = layout("DREAMFARM_UID").parse().expect("a uid");
     let tag = format!(":{}", version());
@@ -532,13 +560,22 @@ fn scraped_where_the_manifests_say(objects: &[Object], running: [(&Container, &P
             .unwrap_or_else(|| panic!("{deployment}: nothing listens on the scraped port {port}"));
         let page = dreamfarm_tests::http::get(&format!("127.0.0.1:{local}"), path, &[]).text();
         let expect = match component {
-            "worker" => "dreamfarm_worker_connected 1\n",
-            _ => "dreamfarm_workers 1\n",
+            // Its threads, as many as the CPUs it requests.
+            "worker" => vec![
+                "dreamfarm_worker_connected 1\n".to_string(),
+                format!(
+                    "dreamfarm_worker_cpu_threads {}\n",
+                    container.resource_field(&serde_json::json!({"resource": "requests.cpu"}))
+                ),
+            ],
+            _ => vec!["dreamfarm_workers 1\n".to_string()],
         };
-        assert!(
-            page.contains(expect),
-            "{deployment} serves no {expect:?} at {path} on {port}: {page}"
-        );
+        for expect in expect {
+            assert!(
+                page.contains(&expect),
+                "{deployment} serves no {expect:?} at {path} on {port}: {page}"
+            );
+        }
         let named = |p: &serde_json::Value| match p.as_str() {
             Some(name) => container.port(name),
             None => p.as_u64().and_then(|n| u16::try_from(n).ok()),

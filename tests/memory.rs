@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use dreamfarm_tests::{dreamfarm, repo};
+use dreamfarm_tests::{dreamfarm, one_step_still, repo};
 
 /// 8K UHD.
 const WIDTH: u32 = 7680;
@@ -52,18 +52,10 @@ fn an_8k_frame_dreams_in_bounded_memory() {
     let input = dir.path().join("8k.png");
     write_8k_input(&input);
     let output = dir.path().join("8k-dream.png");
-    let (ok, peak) = run_measuring_peak(&[
-        "dream",
+    let (ok, peak) = run_measuring_peak(&one_step_still(
         input.to_str().expect("UTF-8"),
-        "-o",
         output.to_str().expect("UTF-8"),
-        "--octaves",
-        "1",
-        "--iterations",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    ));
     eprintln!("8K dream: peak RSS {peak:.2} GiB");
     assert!(ok, "the 8K dream failed");
     assert_eq!(

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dreamfarm_tests::{default_store, dreamfarm, file_mode, plain_file_mode, repo, run};
+use dreamfarm_tests::{
+    default_store, dreamfarm, file_mode, one_step_still, plain_file_mode, repo, run,
+};
 
 /// A registry address where nothing listens: every download fails at once.
 const DEAD_REGISTRY: &str = "http://127.0.0.1:9/";
@@ -359,18 +361,7 @@ fn dream_writes_the_format_its_output_path_names() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (name, magic) in [("x.jpg", &b"\xff\xd8\xff"[..]), ("x.png", &b"\x89PNG"[..])] {
         let path = dir.path().join(name);
-        let args = [
-            "dream",
-            "assets/chelsea.png",
-            "-o",
-            path.to_str().expect("utf-8"),
-            "--octaves",
-            "1",
-            "--iterations",
-            "1",
-            "--device",
-            "cpu",
-        ];
+        let args = one_step_still("assets/chelsea.png", path.to_str().expect("utf-8"));
         let (out, stdout, stderr) = run(dreamfarm(&args));
         assert!(out.status.success(), "{stderr}");
         assert_eq!(stdout.trim(), path.to_str().expect("utf-8"));

@@ -7,23 +7,45 @@
 //! computes it, so splitting the work never changes a frame.
 
 use std::num::NonZeroUsize;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many samples a job runs on the calling thread: starting
 /// threads costs more than it saves.
 const MIN_PARALLEL_SAMPLES: usize = 1 << 18;
 
-/// Threads host work is split into: the machine's cores, or
-/// `DREAMFARM_HOST_THREADS` (1 turns splitting off).
+/// The threads host work is split into; 0 until decided.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// `DREAMFARM_HOST_THREADS`, a bench's knob (1 turns splitting off).
+fn host_threads_env() -> Option<usize> {
+    std::env::var("DREAMFARM_HOST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+}
+
+/// Threads host work is split into: the CPUs this process may use (its
+/// affinity and its cgroup's CPU limit, as [`std::thread::available_parallelism`]
+/// reads them), the count [`set_threads`] gave, or
+/// `DREAMFARM_HOST_THREADS` over either.
 pub fn threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::env::var("DREAMFARM_HOST_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
-    })
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = host_threads_env().unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+            });
+            THREADS.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// Splits host work into `n` threads from now on (a process's `--threads`),
+/// unless `DREAMFARM_HOST_THREADS` says otherwise. Which threads compute a
+/// sample never changes it, so this changes no frame.
+pub fn set_threads(n: NonZeroUsize) {
+    THREADS.store(host_threads_env().unwrap_or(n.get()), Ordering::Relaxed);
 }
 
 /// Threads for a job touching `samples` samples: 1 when it is too small

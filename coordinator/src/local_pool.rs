@@ -106,15 +106,18 @@ impl LocalPool {
             );
             std::thread::Builder::new()
                 .name(format!("embedded worker {i}"))
-                .spawn(move || match LocalWorker::load(&settings, seed, device) {
-                    Ok(worker) => {
-                        let _ = loaded_tx.send(Ok(worker.min_side()));
-                        // The pool is ready once every worker has said so.
-                        drop(loaded_tx);
-                        work(worker, &tiles, &done_tx, &stopped, &dreamed[i]);
-                    }
-                    Err(e) => {
-                        let _ = loaded_tx.send(Err(e));
+                .spawn(move || {
+                    dreamfarm_worker::cpu_threads::enter_compute_thread();
+                    match LocalWorker::load(&settings, seed, device) {
+                        Ok(worker) => {
+                            let _ = loaded_tx.send(Ok(worker.min_side()));
+                            // The pool is ready once every worker has said so.
+                            drop(loaded_tx);
+                            work(worker, &tiles, &done_tx, &stopped, &dreamed[i]);
+                        }
+                        Err(e) => {
+                            let _ = loaded_tx.send(Err(e));
+                        }
                     }
                 })
                 .map_err(|source| PoolError::Thread { device, source })?;

@@ -117,7 +117,8 @@ impl Container {
     }
 
     /// The environment as the pod gets it, with values that come from a
-    /// Secret (the token) or a field (the pod's name) filled in.
+    /// Secret (the token), a field (the pod's name) or the container's
+    /// resources (its CPUs) filled in.
     pub fn literal_env(&self, token: &str, pod: &str) -> Vec<(String, String)> {
         self.env
             .iter()
@@ -129,12 +130,42 @@ impl Container {
                     (None, Some(from)) if from["fieldRef"]["fieldPath"] == "status.podIP" => {
                         "127.0.0.1".into()
                     }
+                    (None, Some(from)) if from.get("resourceFieldRef").is_some() => {
+                        self.resource_field(&from["resourceFieldRef"])
+                    }
                     (None, Some(_)) => pod.into(),
                     (None, None) => String::new(),
                 };
                 (var.name.clone(), value)
             })
             .collect()
+    }
+
+    /// A `resourceFieldRef`'s value as the kubelet gives it: the
+    /// container's CPU request or limit over the divisor, rounded up
+    /// (`requests.cpu: 500m` is "1" with the default divisor of 1).
+    pub fn resource_field(&self, field: &serde_json::Value) -> String {
+        let resource = field["resource"]
+            .as_str()
+            .expect("resourceFieldRef.resource");
+        let (kind, name) = resource
+            .split_once('.')
+            .unwrap_or_else(|| panic!("{}: resource {resource}", self.name));
+        assert_eq!(name, "cpu", "{}: only CPU fields are read here", self.name);
+        let quantity = |v: &serde_json::Value| -> f64 {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match text.strip_suffix('m') {
+                Some(milli) => milli.parse::<f64>().map(|m| m / 1000.0),
+                None => text.parse(),
+            }
+            .unwrap_or_else(|e| panic!("{}: CPU quantity {text:?}: {e}", self.name))
+        };
+        let value = quantity(&self.rest["resources"][kind][name]);
+        let divisor = field.get("divisor").map_or(1.0, quantity);
+        format!("{}", (value / divisor).ceil())
     }
 
     /// The number of the port called `name` (or written as a number).

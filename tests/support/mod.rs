@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod cpu_limit;
 pub mod drift;
 pub mod fault_proxy;
 pub mod http;
@@ -94,6 +95,23 @@ pub fn dreamfarm(args: &[&str]) -> Command {
 /// [`limit_memory`]): the small test renders and jobs dream in about 0.2
 /// GB, a 2048x2048 tile needs about 3.8 GB.
 pub const SMALL_MEMORY: u64 = 1280 << 20;
+
+/// `dreamfarm dream INPUT -o OUTPUT` on the CPU, one octave of one step:
+/// the quickest still there is.
+pub fn one_step_still<'a>(input: &'a str, output: &'a str) -> [&'a str; 10] {
+    [
+        "dream",
+        input,
+        "-o",
+        output,
+        "--octaves",
+        "1",
+        "--iterations",
+        "1",
+        "--device",
+        "cpu",
+    ]
+}
 
 /// The flags of a one-octave, one-step dream of the astronaut at `size`
 /// in one tile of up to 2048 pixels: it fits in [`SMALL_MEMORY`] at

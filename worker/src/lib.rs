@@ -2,6 +2,7 @@
 //! gradient steps computed on the tiles it is leased, in-process or as a
 //! cluster worker ([`remote`]).
 
+pub mod cpu_threads;
 pub mod cuda_library;
 pub mod dream;
 pub mod image_tensor;

@@ -11,6 +11,7 @@ use dreamfarm_common::model_catalog::ModelSpec;
 
 use dreamfarm_proto::change_channels::CHANGE_TLS_NAME;
 
+use crate::cpu_threads::ThreadsFlag;
 use crate::remote::{ChangeAddress, ChangeTls, RemoteConfig, RemoteError, run};
 use crate::weights::{WeightStore, cache_dir};
 
@@ -78,6 +79,9 @@ pub struct WorkerArgs {
     /// checks its neighbours' against whatever their address.
     #[arg(long, env = "DREAMFARM_CHANGE_TLS_NAME", default_value = CHANGE_TLS_NAME)]
     pub change_tls_name: String,
+    /// The CPU threads it computes with.
+    #[command(flatten)]
+    pub threads: ThreadsFlag,
 }
 
 /// Reads `--models`, a folder. Model names there are a mistake that would
@@ -159,6 +163,7 @@ impl WorkerArgs {
                 .zip(self.change_tls_key)
                 .map(|(cert, key)| ChangeTls { cert, key }),
             change_tls_name: self.change_tls_name,
+            threads: self.threads,
         }
     }
 }

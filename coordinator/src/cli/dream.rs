@@ -15,6 +15,7 @@ use super::dream_flags::DreamFlags;
 use super::memory_check::MaxMemory;
 use dreamfarm_coordinator::cluster::memory_budget::still_bytes;
 use dreamfarm_coordinator::local_pool::embedded;
+use dreamfarm_worker::cpu_threads::ThreadsFlag;
 use dreamfarm_worker::models::torch_devices;
 
 /// Arguments of `dreamfarm dream`.
@@ -36,6 +37,8 @@ pub struct DreamArgs {
     device: Devices,
     #[command(flatten)]
     max_memory: MaxMemory,
+    #[command(flatten)]
+    threads: ThreadsFlag,
 }
 
 /// Runs `dreamfarm dream`.
@@ -67,7 +70,9 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     // The output is opened before the model loads, so a mistyped path fails
     // at once instead of after minutes of dreaming.
     let (format, tmp) = open_output(&args.output)?;
-    let mut workers = embedded(&spec.dream, spec.seed, &torch_devices(&args.device)?)?;
+    let devices = torch_devices(&args.device)?;
+    args.threads.apply();
+    let mut workers = embedded(&spec.dream, spec.seed, &devices)?;
     let min_side = workers.min_side;
     check_min_side(&spec, &input, min_side)?;
     let started = std::time::Instant::now();

@@ -23,6 +23,7 @@ use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
 use super::memory_check::MaxMemory;
+use dreamfarm_worker::cpu_threads::ThreadsFlag;
 
 /// Arguments of `dreamfarm render`.
 #[derive(Debug, Args)]
@@ -41,6 +42,8 @@ pub struct RenderArgs {
     dry_run: bool,
     #[command(flatten)]
     max_memory: MaxMemory,
+    #[command(flatten)]
+    threads: ThreadsFlag,
     /// Serve the render's web page (latest frame, frames so far, settings,
     /// progress) on ADDR while it renders, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
@@ -97,6 +100,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     } else {
         torch_devices(&args.device)?
     };
+    args.threads.apply();
     // The page's port too: one in use stops the render before its folder.
     let listener = args.ui.map(Listener::bind).transpose()?;
     // A preview dreams nothing, so it needs no model. Loaded before the

@@ -80,6 +80,7 @@ fn compute_loop(
     shared: &Shared,
     queue: &Mutex<std_mpsc::Receiver<Task>>,
 ) {
+    crate::cpu_threads::enter_compute_thread();
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(task) = next else {

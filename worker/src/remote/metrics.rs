@@ -19,6 +19,8 @@ pub(super) struct WorkerMetrics {
     pub(super) shared: Arc<Shared>,
     /// The compute threads, all devices together.
     pub(super) threads: usize,
+    /// libtorch's threads for each tile on a CPU.
+    pub(super) cpu_threads: usize,
     /// The changes it serves, if it serves changes.
     pub(super) changes: Option<Arc<Changes>>,
 }
@@ -54,6 +56,12 @@ impl WorkerMetrics {
                 Gauge,
                 "Compute threads, all devices together (the most busy seconds a second can add).",
                 self.threads as f64,
+            ),
+            (
+                "dreamfarm_worker_cpu_threads",
+                Gauge,
+                "CPU threads libtorch computes each tile on a CPU with (--threads, or the CPUs the worker may use).",
+                self.cpu_threads as f64,
             ),
             (
                 "dreamfarm_worker_busy_seconds_total",
@@ -138,6 +146,7 @@ mod tests {
         WorkerMetrics {
             shared,
             threads: 2,
+            cpu_threads: 3,
             changes,
         }
         .render()
@@ -150,6 +159,7 @@ mod tests {
             "dreamfarm_worker_connected 1\n",
             "dreamfarm_worker_draining 0\n",
             "dreamfarm_worker_compute_threads 2\n",
+            "dreamfarm_worker_cpu_threads 3\n",
             "dreamfarm_worker_busy_seconds_total 1.5\n",
             "dreamfarm_worker_regions_total{outcome=\"done\"} 2\n",
             "dreamfarm_worker_regions_total{outcome=\"failed\"} 1\n",

@@ -43,6 +43,7 @@ use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY};
 
+use crate::cpu_threads::ThreadsFlag;
 use crate::models::{device_names, torch_devices};
 use crate::weights::WeightStore;
 use bookkeeping::Shared;
@@ -84,6 +85,8 @@ pub struct RemoteConfig {
     pub change_tls: Option<ChangeTls>,
     /// The name the workers' change certificates carry.
     pub change_tls_name: String,
+    /// The CPU threads it computes with.
+    pub threads: ThreadsFlag,
 }
 
 /// The files a worker's change service serves TLS with.
@@ -237,6 +240,8 @@ pub async fn run(
     let token = AttachToken::new(config.token.as_deref())
         .map_err(|e| RemoteError::Token(e.message().into()))?;
     let devices = torch_devices(&config.device)?;
+    // Before the compute threads start, which take its count.
+    let cpu = config.threads.apply();
     let offer = Offer {
         concurrency: offered_tiles(config.concurrency, devices.len())?,
         devices: device_names(&devices),
@@ -269,6 +274,7 @@ pub async fn run(
             let metrics = metrics::WorkerMetrics {
                 shared: shared.clone(),
                 threads: offer.concurrency as usize,
+                cpu_threads: cpu.torch,
                 changes: regions.as_ref().map(|r| r.changes().clone()),
             };
             Some(health::serve(addr, metrics).await?)
