@@ -1,6 +1,6 @@
 //! The CPU threads a process computes with: a worker given `--threads 1`
 //! spends one core's time while it dreams, however many cores the machine
-//! has, and a process in a CPU limit (a container's) computes on as many
+//! has (and a coordinator splits its host work as told), and a process in a CPU limit (a container's) computes on as many
 //! threads as the limit allows rather than on every core of the machine.
 
 use std::time::Duration;
@@ -18,7 +18,9 @@ const OUTSIDE_TILES_CPU_SECONDS: f64 = 1.0;
 
 #[test]
 fn a_worker_given_one_thread_dreams_on_one_core() {
-    let c = Coordinator::start();
+    let c = Coordinator::start_with(&["--threads", "1"]);
+    // The coordinator splits its host work as told.
+    assert_eq!(c.metric("dreamfarm_host_threads"), 1.0);
     let w = c.worker_with("w", &["--threads", "1", "--health-listen", "127.0.0.1:0"]);
     wait_for("the worker to connect", LIMIT, || {
         c.metric("dreamfarm_workers") == 1.0

@@ -193,30 +193,38 @@ fn the_workers_grace_period_covers_their_drain() {
 }
 
 #[test]
-fn workers_compute_on_the_cpus_they_request() {
-    // libtorch counts the node's cores, whatever the pod asked for: eight
-    // workers on a 64-core node would each run 64 threads.
+fn processes_compute_on_the_cpus_they_request() {
+    // libtorch, and host work split across `available_parallelism`, count
+    // the node's cores, whatever the pod asked for: eight workers on a
+    // 64-core node would each run 64 threads.
     for overlay in overlays() {
         let objects = render(&overlay);
-        let pod = find(&objects, "Deployment", "dreamfarm-worker").pod();
-        let worker = &pod.containers[0];
-        let threads = worker
-            .env
-            .iter()
-            .find(|e| e.name == "DREAMFARM_THREADS")
-            .and_then(|e| e.value_from.as_ref())
-            .unwrap_or_else(|| {
-                panic!("{overlay}: the worker's DREAMFARM_THREADS does not come from its resources")
-            });
-        assert_eq!(
-            threads["resourceFieldRef"]["resource"], "requests.cpu",
-            "{overlay}: DREAMFARM_THREADS comes from {threads}"
-        );
-        let cpus = worker.resource_field(&threads["resourceFieldRef"]);
-        assert!(
-            cpus.parse::<u32>().is_ok_and(|n| n >= 1),
-            "{overlay}: the worker requests {cpus} CPUs"
-        );
+        for (_, pod) in deployments(&objects) {
+            for c in &pod.containers {
+                let threads = c
+                    .env
+                    .iter()
+                    .find(|e| e.name == "DREAMFARM_THREADS")
+                    .and_then(|e| e.value_from.as_ref())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{overlay}: {}'s DREAMFARM_THREADS does not come from its resources",
+                            c.name
+                        )
+                    });
+                assert_eq!(
+                    threads["resourceFieldRef"]["resource"], "requests.cpu",
+                    "{overlay}: {}'s DREAMFARM_THREADS comes from {threads}",
+                    c.name
+                );
+                let cpus = c.resource_field(&threads["resourceFieldRef"]);
+                assert!(
+                    cpus.parse::<u32>().is_ok_and(|n| n >= 1),
+                    "{overlay}: {} requests {cpus} CPUs",
+                    c.name
+                );
+            }
+        }
     }
 }
 
@@ -559,16 +567,17 @@ fn scraped_where_the_manifests_say(objects: &[Object], running: [(&Container, &P
             .get(&port)
             .unwrap_or_else(|| panic!("{deployment}: nothing listens on the scraped port {port}"));
         let page = dreamfarm_tests::http::get(&format!("127.0.0.1:{local}"), path, &[]).text();
+        // Its threads, as many as the CPUs it requests.
+        let requested = container.resource_field(&serde_json::json!({"resource": "requests.cpu"}));
         let expect = match component {
-            // Its threads, as many as the CPUs it requests.
-            "worker" => vec![
+            "worker" => [
                 "dreamfarm_worker_connected 1\n".to_string(),
-                format!(
-                    "dreamfarm_worker_cpu_threads {}\n",
-                    container.resource_field(&serde_json::json!({"resource": "requests.cpu"}))
-                ),
+                format!("dreamfarm_worker_cpu_threads {requested}\n"),
             ],
-            _ => vec!["dreamfarm_workers 1\n".to_string()],
+            _ => [
+                "dreamfarm_workers 1\n".to_string(),
+                format!("dreamfarm_host_threads {requested}\n"),
+            ],
         };
         for expect in expect {
             assert!(

@@ -2,11 +2,13 @@
 //! Ctrl-C.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use dreamfarm_common::parallel;
 use dreamfarm_coordinator::cluster::memory_budget::{default_budget, human, parse_size};
 use dreamfarm_coordinator::cluster::scheduler::Timeouts;
 use dreamfarm_coordinator::cluster::server::{Coordinator, ServerConfig, TlsFiles};
@@ -63,6 +65,12 @@ pub struct CoordinatorArgs {
         default_value_t = VideoWhen::WhileRendering
     )]
     video_encoding: VideoWhen,
+    /// CPU threads the frame loops' host work (resizes, camera moves,
+    /// stitching) is split into; in Kubernetes, the CPUs the pod requests
+    /// [default: the CPUs this process may use: its affinity and its
+    /// container's CPU limit].
+    #[arg(long, env = "DREAMFARM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
 }
 
 /// The values of `--video-encoding`.
@@ -85,6 +93,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
     }
     dreamfarm_proto::heap::keep_freed_memory();
+    if let Some(n) = args.threads.and_then(|n| NonZeroUsize::new(n as usize)) {
+        parallel::set_threads(n);
+    }
+    tracing::info!(host_work = parallel::threads(), "CPU threads");
     let config = ServerConfig {
         data: args.data,
         token: args.token,

@@ -127,6 +127,12 @@ impl Metrics {
                 s.workers as f64,
             ),
             (
+                "dreamfarm_host_threads",
+                Gauge,
+                "Threads the frame loops' host work is split into (--threads, or the CPUs the coordinator may use).",
+                dreamfarm_common::parallel::threads() as f64,
+            ),
+            (
                 "dreamfarm_tiles_completed_total",
                 Counter,
                 "Tiles computed.",
