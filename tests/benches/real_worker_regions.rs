@@ -7,8 +7,8 @@
 //! coordinator's and the workers' CPU seconds per frame, the megabytes
 //! per frame on the coordinator's wire, and from the workers' `/metrics`
 //! how busy their compute threads were and how long a frame's regions
-//! waited for their neighbours' changes (an older build, `DREAMFARM_BIN`,
-//! shows neither), and the largest peak resident memory of a worker; every
+//! waited for their neighbours' changes (a build before the workers'
+//! metrics, through `DREAMFARM_BIN`, shows neither), and the largest peak resident memory of a worker; every
 //! way must write the same frames.
 //!
 //!     cargo bench -p dreamfarm-tests --bench real_worker_regions
@@ -64,7 +64,8 @@ struct Sample {
 fn sample(c: &Coordinator, pool: &[Worker], regions: bool) -> Sample {
     let bytes = c.metric("dreamfarm_bytes_received_total") + c.metric("dreamfarm_bytes_sent_total");
     let sum = |name: &str| pool.iter().map(|w| w.metric(name)).sum::<f64>();
-    let workers = std::env::var_os("DREAMFARM_BIN").is_none().then(|| {
+    // (A build before the workers' metrics has none to read.)
+    let workers = pool.iter().all(|w| w.metrics_at().is_some()).then(|| {
         let waited = match regions {
             true => sum("dreamfarm_worker_change_wait_seconds_total"),
             false => 0.0,
@@ -87,17 +88,21 @@ fn sample(c: &Coordinator, pool: &[Worker], regions: bool) -> Sample {
 /// Runs the job on `workers` fresh workers: by tiles, by regions, or by
 /// regions with TLS everywhere (`how`).
 fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Measured {
-    let pki = Pki::new(&["localhost"]);
-    pki.issue("worker", &[CHANGE_TLS_NAME]);
+    // Held until the workers are gone: their certificates live in it.
+    let mut pki = None;
     let (c, flags) = match how {
-        "regions-tls" => (
-            Coordinator::start_measured_tls(
-                &pki.path("server.pem"),
-                &pki.path("server-key.pem"),
-                &pki.path("ca.pem"),
-            ),
-            pki.change_tls("worker").to_vec(),
-        ),
+        "regions-tls" => {
+            let made = pki.insert(Pki::new(&["localhost"]));
+            made.issue("worker", &[CHANGE_TLS_NAME]);
+            (
+                Coordinator::start_measured_tls(
+                    &made.path("server.pem"),
+                    &made.path("server-key.pem"),
+                    &made.path("ca.pem"),
+                ),
+                made.change_tls("worker").to_vec(),
+            )
+        }
         _ => (Coordinator::start_measured(), Vec::new()),
     };
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();

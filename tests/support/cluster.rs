@@ -219,15 +219,24 @@ impl Worker {
         peak_rss_gib(&self.child)
     }
 
-    /// The value of series `name` on the worker's `/metrics`, which it
-    /// serves where it was told to (`--health-listen`) and says in its log.
-    pub fn metric(&self, name: &str) -> f64 {
+    /// Where the worker serves `/metrics`, as its log says: where it was
+    /// told to (`--health-listen`), if its build has them.
+    pub fn metrics_at(&self) -> Option<String> {
         let log = self.log();
-        let at = log
-            .split_once("/metrics on http://")
+        log.split_once("/metrics on http://")
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("the worker serves no /metrics (--health-listen): {log}"));
-        metric_at(at, name)
+            .map(str::to_string)
+    }
+
+    /// The value of series `name` on the worker's `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let at = self.metrics_at().unwrap_or_else(|| {
+            panic!(
+                "the worker serves no /metrics (--health-listen): {}",
+                self.log()
+            )
+        });
+        metric_at(&at, name)
     }
 
     /// CPU seconds (user + system) the worker process has used.

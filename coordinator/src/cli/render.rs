@@ -19,11 +19,11 @@ use dreamfarm_coordinator::web::local_job::LocalJob;
 use dreamfarm_coordinator::web::pages::segment;
 use dreamfarm_coordinator::web::standalone::{Listener, Standalone};
 use dreamfarm_proto::auth::check_token;
+use dreamfarm_worker::cpu_threads::ThreadsFlag;
 use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
 use super::memory_check::MaxMemory;
-use dreamfarm_worker::cpu_threads::ThreadsFlag;
 
 /// Arguments of `dreamfarm render`.
 #[derive(Debug, Args)]
