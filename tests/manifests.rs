@@ -202,9 +202,7 @@ fn processes_compute_on_the_cpus_they_request() {
         for (_, pod) in deployments(&objects) {
             for c in &pod.containers {
                 let threads = c
-                    .env
-                    .iter()
-                    .find(|e| e.name == "DREAMFARM_THREADS")
+                    .env_var("DREAMFARM_THREADS")
                     .and_then(|e| e.value_from.as_ref())
                     .unwrap_or_else(|| {
                         panic!(

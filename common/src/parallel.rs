@@ -41,6 +41,19 @@ pub fn threads() -> usize {
     }
 }
 
+/// The most threads `--threads` takes: more is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
+/// Reads a `--threads` value (`render`, `dream`, `worker`, `coordinator`):
+/// a count of CPU threads from 1 to 1024.
+pub fn parse_threads(value: &str) -> Result<NonZeroUsize, String> {
+    value
+        .parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_THREADS)
+        .ok_or_else(|| format!("a count of CPU threads from 1 to {MAX_THREADS}, not {value:?}"))
+}
+
 /// Splits host work into `n` threads from now on (a process's `--threads`),
 /// unless `DREAMFARM_HOST_THREADS` says otherwise. Which threads compute a
 /// sample never changes it, so this changes no frame.
@@ -123,6 +136,15 @@ mod tests {
         });
         for (k, &v) in data.iter().enumerate() {
             assert_eq!(v, k / 1000 + 1, "sample {k}");
+        }
+    }
+
+    #[test]
+    fn a_thread_count_is_1_to_1024() {
+        assert_eq!(parse_threads("3").map(NonZeroUsize::get), Ok(3));
+        assert_eq!(parse_threads("1024").map(NonZeroUsize::get), Ok(1024));
+        for bad in ["0", "1025", "-1", "two", ""] {
+            assert!(parse_threads(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -108,12 +108,14 @@ impl Object {
 }
 
 impl Container {
+    /// Variable `name`, if the manifest sets it.
+    pub fn env_var(&self, name: &str) -> Option<&EnvVar> {
+        self.env.iter().find(|e| e.name == name)
+    }
+
     /// The literal value of variable `name`, if the manifest sets one.
     pub fn env_value(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.as_deref())
+        self.env_var(name).and_then(|e| e.value.as_deref())
     }
 
     /// The environment as the pod gets it, with values that come from a

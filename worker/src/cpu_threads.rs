@@ -28,8 +28,8 @@ pub struct ThreadsFlag {
     /// CPUs the pod requests [default: the CPUs this process may use, its
     /// affinity and its container's CPU limit, at most libtorch's count of
     /// the machine's cores; OMP_NUM_THREADS, when set, for the network].
-    #[arg(long, env = "DREAMFARM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub threads: Option<u32>,
+    #[arg(long, env = "DREAMFARM_THREADS", value_parser = parallel::parse_threads)]
+    pub threads: Option<NonZeroUsize>,
 }
 
 /// Why the network's thread count is what it is.
@@ -62,9 +62,7 @@ impl ThreadsFlag {
     /// and every thread that calls [`enter_compute_thread`]) and the host
     /// work theirs; logs them. Call it before any tile is computed.
     pub fn apply(self) -> CpuThreads {
-        let flag = self
-            .threads
-            .and_then(|n| NonZeroUsize::new(usize::try_from(n).unwrap_or(1)));
+        let flag = self.threads;
         let library = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
         let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let omp_set = std::env::var_os("OMP_NUM_THREADS").is_some();

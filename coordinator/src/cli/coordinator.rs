@@ -69,8 +69,8 @@ pub struct CoordinatorArgs {
     /// stitching) is split into; in Kubernetes, the CPUs the pod requests
     /// [default: the CPUs this process may use: its affinity and its
     /// container's CPU limit].
-    #[arg(long, env = "DREAMFARM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    threads: Option<u32>,
+    #[arg(long, env = "DREAMFARM_THREADS", value_parser = parallel::parse_threads)]
+    threads: Option<NonZeroUsize>,
 }
 
 /// The values of `--video-encoding`.
@@ -93,7 +93,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
     }
     dreamfarm_proto::heap::keep_freed_memory();
-    if let Some(n) = args.threads.and_then(|n| NonZeroUsize::new(n as usize)) {
+    if let Some(n) = args.threads {
         parallel::set_threads(n);
     }
     tracing::info!(host_work = parallel::threads(), "CPU threads");
