@@ -5,11 +5,11 @@
 //! side by side in alternating rounds. For the frames after the first
 //! (which goes by tiles either way) it reports the seconds per frame, the
 //! coordinator's and the workers' CPU seconds per frame, the megabytes
-//! per frame on the coordinator's wire, and from the workers' `/metrics`
-//! how busy their compute threads were and how long a frame's regions
-//! waited for their neighbours' changes (a build before the workers'
-//! metrics, through `DREAMFARM_BIN`, shows neither), and the largest peak resident memory of a worker; every
-//! way must write the same frames.
+//! per frame on the coordinator's wire, from the workers' `/metrics` how
+//! busy their compute threads were and how long a frame's regions waited
+//! for their neighbours' changes (a build before the workers' metrics,
+//! through `DREAMFARM_BIN`, shows neither), and the largest peak resident
+//! memory of a worker; every way must write the same frames.
 //!
 //!     cargo bench -p dreamfarm-tests --bench real_worker_regions
 //!
