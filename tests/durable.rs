@@ -202,6 +202,7 @@ async fn failing_worker(url: String, name: &str) {
             let failed = LeaseFailed {
                 lease_id: l.lease_id,
                 reason: "CUDA error: an illegal memory access was encountered".into(),
+                exchange_failed: false,
             };
             let _ = tx
                 .send(WorkerMessage {

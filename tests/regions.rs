@@ -23,9 +23,10 @@ use dreamfarm_proto::change_exchange::{ChangeServer, Changes, TrafficCounts};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
 use dreamfarm_tests::cluster::{Coordinator, Worker};
+use dreamfarm_tests::fault_proxy::FaultProxy;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::synthetic_worker::SyntheticPool;
-use dreamfarm_tests::{dreamfarm, frames, run_refused, wait_for};
+use dreamfarm_tests::{dreamfarm, frames, run_ok, run_refused, wait_for};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -367,6 +368,52 @@ fn a_worker_killed_mid_frame_leaves_its_regions_to_the_others_and_the_frames_unc
         log.contains("requeued: its worker left") || log.contains("leasing it again"),
         "nothing of the killed worker's was leased again: {log}"
     );
+}
+
+#[test]
+fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
+    // One of three workers serves its changes behind a link that carries
+    // nothing, as a network policy that drops the port between worker
+    // pods does (the coordinator still hears from the worker): fetches
+    // from it connect and then hear nothing. The frame whose regions need
+    // it is given up by regions once a fetch's pings go unanswered, and it
+    // and the next go by tiles through the coordinator: the same frames,
+    // nobody blocked, the cause and its fix said once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into());
+    proxy.partition();
+    let c = Coordinator::start();
+    let listen = format!("127.0.0.1:{port}");
+    let behind = proxy.addr().to_string();
+    let _pool = [
+        c.worker_with(
+            "w0",
+            &["--change-listen", &listen, "--change-address", &behind],
+        ),
+        c.worker_serving_changes("w1", &[]),
+        c.worker_serving_changes("w2", &[]),
+    ];
+    let id = c.submit(&job("cut-off"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames differ from the single-machine render after regions were given up"
+    );
+    assert!(proxy.connections() > 0, "nobody tried the cut-off worker");
+    assert_eq!(c.metric("dreamfarm_region_exchange_failures_total"), 1.0);
+    let events = run_ok(c.client("events", &[&id]));
+    let said: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("exchange-failed"))
+        .collect();
+    assert!(
+        said.len() == 1 && said[0].contains(&behind) && said[0].contains("port 7072"),
+        "{events}"
+    );
+    assert!(!events.contains("worker-blocked"), "{events}");
 }
 
 #[test]

@@ -26,12 +26,14 @@ pub struct RegionTask {
 /// Where a frame's regions are computed.
 pub trait RegionExecutor {
     /// Computes the regions `regions` of frame `frame`; returns each
-    /// cell's 8-bit RGB, in region order.
+    /// cell's 8-bit RGB, in region order, or none when the frame was given
+    /// up by regions (their workers could not exchange changes) and must
+    /// go by tiles.
     fn dream_regions(
         &mut self,
         frame: u64,
         regions: Vec<RegionTask>,
-    ) -> Result<Vec<Vec<u8>>, TileError>;
+    ) -> Result<Option<Vec<Vec<u8>>>, TileError>;
 }
 
 /// Whether frame `n` of `spec` can be dreamed by regions: it follows the
@@ -50,7 +52,8 @@ pub fn eligible(spec: &JobSpec, plan: &FramePlan, has_reference: bool) -> bool {
 
 /// Frame `plan.frame` of `spec`, `width`×`height`, dreamed by `regions`
 /// from `previous`, the last frame as written (8-bit RGB), moved by
-/// `camera`: its 8-bit RGB.
+/// `camera`: its 8-bit RGB, or none when the frame must go by tiles
+/// instead ([`RegionExecutor::dream_regions`]).
 pub fn dream(
     spec: &JobSpec,
     plan: &FramePlan,
@@ -59,7 +62,7 @@ pub fn dream(
     previous: &[u8],
     camera: Warp,
     regions: &mut dyn RegionExecutor,
-) -> Result<Vec<u8>, TileError> {
+) -> Result<Option<Vec<u8>>, TileError> {
     let sizes = spec.dream.octave_sizes(width, height, min_side);
     let steps = plan.objective.iterations;
     let regions_plan = RegionPlan::new(&spec.dream, plan.jitter, steps, &sizes);
@@ -101,7 +104,9 @@ pub fn dream(
             }
         })
         .collect();
-    let cells = regions.dream_regions(plan.frame, leases)?;
+    let Some(cells) = regions.dream_regions(plan.frame, leases)? else {
+        return Ok(None);
+    };
     let mut frame = vec![0u8; 3 * width * height];
     for (region, cell) in regions_plan.regions.iter().zip(&cells) {
         let (columns, rows) = (&region.cell.columns, &region.cell.rows);
@@ -111,5 +116,5 @@ pub fn dream(
             frame[at..at + row_bytes].copy_from_slice(&cell[k * row_bytes..(k + 1) * row_bytes]);
         }
     }
-    Ok(frame)
+    Ok(Some(frame))
 }

@@ -318,14 +318,15 @@ pub fn render(
             while next < total {
                 let started = Instant::now();
                 // A frame that follows the last goes by regions when the
-                // executor has them now and the frame allows it.
+                // executor has them now and the frame allows it, and by
+                // tiles when its regions were given up.
                 let regions = match (&previous, executor.regions()) {
                     (Some(prev), Some(regions)) => {
                         let plan = FramePlan::new(spec, next, &guide)?;
                         if region_frames::eligible(spec, &plan, reference.is_some()) {
                             let camera = camera(spec, next, w, h);
                             let _span = tracing::info_span!("frame", n = next).entered();
-                            Some(region_frames::dream(
+                            region_frames::dream(
                                 spec,
                                 &plan,
                                 (w, h),
@@ -333,7 +334,7 @@ pub fn render(
                                 prev,
                                 camera,
                                 regions,
-                            )?)
+                            )?
                         } else {
                             None
                         }

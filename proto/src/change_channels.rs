@@ -25,6 +25,23 @@ pub const CHANGE_TLS_NAME: &str = "dreamfarm-worker";
 /// How long a worker's check of its own change service may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long dialling a neighbour may take: one whose packets are dropped
+/// (a network policy that denies the port) would otherwise show no error
+/// for the two minutes of the kernel's connection retries. A fetch that
+/// has connected waits for as long as its neighbour takes to dream the
+/// change, the HTTP/2 pings telling a live neighbour from a lost link.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Quiet time on a connection to a neighbour, while a fetch waits on it,
+/// after which it is pinged: shorter than the coordinator's link
+/// ([`crate::KEEPALIVE_INTERVAL`]), since a frame's regions all wait on a
+/// fetch that hangs, and a live neighbour answers pings while it dreams.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a neighbour's ping may go unanswered before its connection is
+/// dropped and the fetch fails.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Channels to the change services met, by address: shared by a worker's
 /// regions, so that a neighbour is one connection however many regions
 /// fetch from it.
@@ -91,6 +108,9 @@ impl Channels {
         }
         .map_err(|e| format!("bad change service address {address:?}: {e}"))?;
         Ok(endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)

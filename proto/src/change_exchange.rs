@@ -254,11 +254,26 @@ impl ChangeService for ChangeServer {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The call failed.
-    #[error("the neighbour's change service failed: {0}")]
+    #[error("the neighbour's change service failed: {}", described(.0))]
     Call(#[from] Status),
     /// The pieces were not the part asked for.
     #[error("the neighbour sent a change that is not the part asked for: {0}")]
     Wire(#[from] WireError),
+    /// The coordinator gave the frame up (its job moved on or ended)
+    /// before a holder was named.
+    #[error("the frame was given up")]
+    GivenUp,
+}
+
+/// What went wrong in `status`, for people: its message and, when it
+/// wraps one (a refused or dropped connection), the innermost cause,
+/// instead of the status's debugging form.
+fn described(status: &Status) -> String {
+    use std::error::Error;
+    match status.source() {
+        Some(cause) => format!("{}: {}", status.message(), crate::tls::innermost(cause)),
+        None => format!("{} ({:?})", status.message(), status.code()),
+    }
 }
 
 /// Fetches the part `area` of tile `index`'s change in batch `key` from

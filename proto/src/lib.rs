@@ -92,6 +92,10 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 4 * STREAM_WINDOW_BYTES;
 /// instead of 64 frames of the protocol's default 16 KiB.
 pub const FRAME_BYTES: u32 = CHUNK_BYTES as u32 + 1024;
 
+/// Heartbeat intervals a worker may miss before the coordinator drops it:
+/// the coordinator asks for heartbeats this many times per its timeout.
+pub const HEARTBEATS_PER_TIMEOUT: u32 = 4;
+
 /// Quiet time on a connection after which either end sends an HTTP/2 ping.
 /// A link that dies without a reset or a close reaching this end (a lost
 /// NAT entry, a peer that vanished) shows no error for many minutes of TCP

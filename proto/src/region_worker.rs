@@ -20,6 +20,7 @@ use dreamfarm_common::work::TileWork;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::HEARTBEATS_PER_TIMEOUT;
 use crate::auth::AttachToken;
 use crate::change_channels::Channels;
 use crate::change_exchange::{BatchChange, BatchKey, ChangeTraffic, Changes, FetchError, fetch};
@@ -38,12 +39,16 @@ pub enum RegionError {
         reason: String,
     },
     /// A neighbour's change could not be fetched.
-    #[error("tile {tile} of octave {octave}: {source}")]
+    #[error(
+        "tile {tile} of octave {octave}: its change could not be fetched from {holder}: {source}"
+    )]
     Fetch {
         /// The octave.
         octave: usize,
         /// The tile.
         tile: usize,
+        /// Its holder's change address, as the coordinator told it.
+        holder: String,
         /// What went wrong.
         source: FetchError,
     },
@@ -69,6 +74,16 @@ pub enum RegionError {
     },
 }
 
+impl RegionError {
+    /// Whether a neighbour's change could not be fetched from where the
+    /// coordinator said it was: the workers cannot reach each other, which
+    /// no retry of the region mends (the coordinator dreams the frame by
+    /// tiles instead).
+    pub fn is_exchange(&self) -> bool {
+        matches!(self, Self::Fetch { source, .. } if !matches!(source, FetchError::GivenUp))
+    }
+}
+
 /// Where the workers holding a frame's regions serve their changes, as
 /// the coordinator says (`RegionHolders`), with a channel to each.
 #[derive(Clone)]
@@ -81,6 +96,8 @@ pub struct Holders {
     token: AttachToken,
     /// Where the fetches are counted: the worker's [`Changes::traffic`].
     traffic: Arc<ChangeTraffic>,
+    /// How long a fetch that failed waits for its holder to move.
+    move_wait: Duration,
 }
 
 impl Holders {
@@ -98,17 +115,26 @@ impl Holders {
             channels,
             token,
             traffic,
+            move_wait: MOVE_WAIT,
+        }
+    }
+
+    /// These holders, waiting `wait` instead of [`MOVE_WAIT`] for a
+    /// holder that could not be reached to move ([`move_wait`]).
+    pub fn moved_within(self, wait: Duration) -> Self {
+        Self {
+            move_wait: wait,
+            ..self
         }
     }
 
     /// Region `region`'s holder's address, once there is one.
     async fn address(&mut self, region: usize) -> Result<String, FetchError> {
-        let given_up = || FetchError::Call(tonic::Status::cancelled("the frame was given up"));
         Ok(self
             .addresses
             .wait_for(|a| a.get(region).is_some_and(|a| !a.is_empty()))
             .await
-            .map_err(|_| given_up())?[region]
+            .map_err(|_| FetchError::GivenUp)?[region]
             .clone())
     }
 
@@ -129,17 +155,24 @@ impl Holders {
     /// region `region`'s holder (see [`fetch`]). When the holder moves (its
     /// worker was lost and the coordinator leased the region again) the
     /// new one is asked; a call that fails is tried at the holder's next
-    /// address if the coordinator names one within [`MOVE_WAIT`].
+    /// address if the coordinator names one within the move wait. An error
+    /// names the holder's address it last tried.
     async fn fetch(
         &mut self,
         region: usize,
         key: &BatchKey,
         index: usize,
         area: &Area,
-    ) -> Result<Planar, FetchError> {
+    ) -> Result<Planar, (String, FetchError)> {
         loop {
-            let address = self.address(region).await?;
-            let channel = self.channels.to(&address)?;
+            let address = self
+                .address(region)
+                .await
+                .map_err(|e| (format!("region {region}'s holder"), e))?;
+            let channel = self
+                .channels
+                .to(&address)
+                .map_err(|e| (address.clone(), e))?;
             let token = self.token.clone();
             let call = fetch(channel, token, &self.traffic, key, index, area);
             let failed = tokio::select! {
@@ -149,20 +182,32 @@ impl Holders {
                 },
                 () = self.moved_from(region, &address) => continue,
             };
-            if tokio::time::timeout(MOVE_WAIT, self.moved_from(region, &address))
+            if tokio::time::timeout(self.move_wait, self.moved_from(region, &address))
                 .await
                 .is_err()
             {
-                return Err(failed);
+                return Err((address, failed));
             }
         }
     }
 }
 
 /// How long a region whose fetch failed waits for the coordinator to say
-/// the holder moved before it fails: a lost worker is noticed within its
-/// heartbeat timeout.
+/// the holder moved before it fails, when the coordinator's heartbeat
+/// timeout is not known: a lost worker is noticed within that timeout.
 pub const MOVE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a region whose fetch failed waits for the coordinator to say
+/// the holder moved, given the heartbeat interval the coordinator asked
+/// for: it drops a worker silent for [`HEARTBEATS_PER_TIMEOUT`] intervals
+/// and leases its regions again at once, so twice that and a margin for
+/// the new holder to be told. A holder still in place after that is alive
+/// but out of reach: the region fails as an exchange failure
+/// ([`RegionError::is_exchange`]), and the coordinator dreams its frame by
+/// tiles.
+pub fn move_wait(heartbeat: Duration) -> Duration {
+    2 * HEARTBEATS_PER_TIMEOUT * heartbeat + Duration::from_secs(5)
+}
 
 /// The holders of each frame's regions, by job and frame, as the
 /// coordinator last told them (`RegionHolders`): what a worker's regions
@@ -279,9 +324,10 @@ where
             // A fetch stops only with the runtime (the worker shutting
             // down).
             let (tile, area, fetched) = done.map_err(|e| RegionError::Stopped(e.to_string()))?;
-            let part = fetched.map_err(|source| RegionError::Fetch {
+            let part = fetched.map_err(|(holder, source)| RegionError::Fetch {
                 octave: o,
                 tile,
+                holder,
                 source,
             })?;
             if !region.take_tile_part(tile, &area, part) {
@@ -312,5 +358,46 @@ pub fn host_work<R>(work: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(work)
         }
         _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch_failed(source: FetchError) -> RegionError {
+        RegionError::Fetch {
+            octave: 1,
+            tile: 4,
+            holder: "10.0.0.7:7072".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn only_an_unreachable_neighbour_is_an_exchange_failure() {
+        let refused = fetch_failed(FetchError::Call(tonic::Status::unavailable(
+            "tcp connect error",
+        )));
+        assert!(refused.is_exchange());
+        let said = refused.to_string();
+        assert!(
+            said.contains("10.0.0.7:7072") && said.contains("tcp connect error"),
+            "{said}"
+        );
+        assert!(!fetch_failed(FetchError::GivenUp).is_exchange());
+        let dream = RegionError::Dream {
+            octave: 0,
+            tile: 2,
+            reason: "CUDA out of memory".into(),
+        };
+        assert!(!dream.is_exchange());
+    }
+
+    #[test]
+    fn a_holder_is_waited_for_twice_the_coordinators_heartbeat_timeout() {
+        // The coordinator asks for a heartbeat a quarter of its timeout.
+        let interval = Duration::from_millis(2500);
+        assert_eq!(move_wait(interval), Duration::from_secs(25));
     }
 }

@@ -151,6 +151,12 @@ impl Metrics {
                 s.regions_completed as f64,
             ),
             (
+                "dreamfarm_region_exchange_failures_total",
+                Counter,
+                "Frames given up by regions because their workers could not fetch each other's changes (each then went by tiles, as the pool's frames do for a while).",
+                s.exchange_failures as f64,
+            ),
+            (
                 "dreamfarm_tiles_per_second",
                 Gauge,
                 "Tiles computed per second over the last 30 s.",
@@ -235,6 +241,7 @@ mod tests {
             "leases_in_flight",
             "leases_completed_total",
             "regions_completed_total",
+            "region_exchange_failures_total",
             "workers",
             "tiles_per_second",
             "lease_retries_total",

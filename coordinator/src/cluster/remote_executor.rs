@@ -11,7 +11,7 @@ use dreamfarm_common::work::TileWork;
 
 use super::hub::Hub;
 use super::job_handle::JobHandle;
-use super::scheduler::TileOutcome;
+use super::scheduler::{RegionFailure, TileOutcome};
 use crate::region_frames::{RegionExecutor, RegionTask};
 use crate::tile_executor::{TileError, TileExecutor, TileKey};
 
@@ -97,7 +97,7 @@ impl TileExecutor for RemoteExecutor {
     /// Frames go by regions whenever a worker that serves changes is
     /// connected: the frames are the same bits either way.
     fn regions(&mut self) -> Option<&mut dyn RegionExecutor> {
-        let serving = self.hub.read(|s| s.serves_changes());
+        let serving = self.hub.read(|s| s.serves_changes(Instant::now()));
         serving.then_some(self as &mut dyn RegionExecutor)
     }
 
@@ -138,7 +138,7 @@ impl RegionExecutor for RemoteExecutor {
         &mut self,
         frame: u64,
         regions: Vec<RegionTask>,
-    ) -> Result<Vec<Vec<u8>>, TileError> {
+    ) -> Result<Option<Vec<Vec<u8>>>, TileError> {
         let n = regions.len();
         let tiles: Vec<u64> = regions.iter().map(|r| r.tiles).collect();
         let failed = |region: usize, reason: String| TileError {
@@ -164,11 +164,12 @@ impl RegionExecutor for RemoteExecutor {
                         self.hub.metrics.tiles.add(tiles[slot], Instant::now());
                     }
                 }
-                Ok((slot, Err(reason))) => return Err(failed(slot, reason)),
+                Ok((slot, Err(RegionFailure::Failed(reason)))) => return Err(failed(slot, reason)),
+                Ok((_, Err(RegionFailure::Exchange(_)))) => return Ok(None),
                 Err(RecvTimeoutError::Timeout) => self.note_waiting(),
                 Err(RecvTimeoutError::Disconnected) => return Err(failed(0, CANCELLED.into())),
             }
         }
-        Ok(cells.into_iter().flatten().collect())
+        Ok(Some(cells.into_iter().flatten().collect()))
     }
 }

@@ -14,8 +14,11 @@
 //! and a lost one (a worker that vanished) only counts against a generous
 //! budget. A tile fails its job only after failures reported by
 //! [`FAILING_WORKERS`] distinct workers, and a worker whose leases of a job
-//! keep failing is blocked from that job instead of failing it. What
-//! happens to a job is told as [`JobEvent`]s. Everything here is synchronous
+//! keep failing is blocked from that job instead of failing it. A frame
+//! whose regions' workers cannot fetch each other's changes is given up by
+//! regions whole, and goes by tiles, as every frame does for a while
+//! ([`Scheduler::exchange_failed`]). What happens to a job is told as
+//! [`JobEvent`]s. Everything here is synchronous
 //! and clock-driven (`now` is passed in), so it is tested without a network
 //! or real time.
 
@@ -52,7 +55,27 @@ pub type LeaseId = u64;
 pub type TileOutcome = Result<Planar, String>;
 
 /// How one region of a frame ended: the frame's 8-bit RGB over its cell.
-pub type RegionOutcome = Result<Vec<u8>, String>;
+pub type RegionOutcome = Result<Vec<u8>, RegionFailure>;
+
+/// Why a region of a frame came back without its cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionFailure {
+    /// It failed for good, as a tile does: the job fails for this reason.
+    Failed(String),
+    /// Its worker could not fetch a neighbour's changes: the frame is
+    /// given up by regions and dreamed by tiles, for this reason.
+    Exchange(String),
+}
+
+/// How long frames go by tiles after a frame's regions could not exchange
+/// their changes, the first time: long enough that a pool whose workers
+/// cannot reach each other loses little to the minute each try costs,
+/// short enough that a mended network policy is soon used.
+pub const EXCHANGE_PAUSE: Duration = Duration::from_secs(5 * 60);
+
+/// The longest such pause: it doubles each time the exchange fails again
+/// before a frame has gone through by regions.
+pub const EXCHANGE_PAUSE_MAX: Duration = Duration::from_secs(60 * 60);
 
 /// What a lease computes.
 #[derive(Debug, Clone)]
@@ -219,7 +242,9 @@ impl Results {
     fn fail(&self, slot: usize, reason: String) {
         let _ = match self {
             Results::Tiles(tx) => tx.send((slot, Err(reason))).is_ok(),
-            Results::Regions { results, .. } => results.send((slot, Err(reason))).is_ok(),
+            Results::Regions { results, .. } => results
+                .send((slot, Err(RegionFailure::Failed(reason))))
+                .is_ok(),
         };
     }
 }
@@ -317,6 +342,9 @@ pub struct Snapshot {
     pub leases_completed: u64,
     /// Region leases among them.
     pub regions_completed: u64,
+    /// Frames given up by regions because their workers could not fetch
+    /// each other's changes.
+    pub exchange_failures: u64,
 }
 
 /// Timeouts of the lease protocol.
@@ -353,6 +381,12 @@ pub struct Scheduler {
     completed: u64,
     leases_completed: u64,
     regions_completed: u64,
+    exchange_failures: u64,
+    /// No frame goes by regions before this (after their workers could not
+    /// exchange changes).
+    regions_paused_until: Option<Instant>,
+    /// The next such pause.
+    exchange_pause: Duration,
     events: Vec<JobEvent>,
 }
 
@@ -372,6 +406,9 @@ impl Scheduler {
             completed: 0,
             leases_completed: 0,
             regions_completed: 0,
+            exchange_failures: 0,
+            regions_paused_until: None,
+            exchange_pause: EXCHANGE_PAUSE,
             events: Vec::new(),
         }
     }
@@ -447,10 +484,15 @@ impl Scheduler {
                 batch.results.fail(unit.slot, reason.to_string());
             }
         }
+        self.revoke_where(|l| &*l.job == job);
+    }
+
+    /// Takes back every lease `which` picks and tells its worker to drop it.
+    fn revoke_where(&mut self, which: impl Fn(&Lease) -> bool) {
         let held: Vec<LeaseId> = self
             .leases
             .iter()
-            .filter(|(_, l)| &*l.job == job)
+            .filter(|(_, l)| which(l))
             .map(|(&id, _)| id)
             .collect();
         for id in held {
@@ -606,9 +648,12 @@ impl Scheduler {
             .collect()
     }
 
-    /// Whether a connected worker serves changes (takes region leases).
-    pub fn serves_changes(&self) -> bool {
-        self.workers.values().any(|w| !w.change_address.is_empty())
+    /// Whether frames go by regions at `now`: a connected worker serves
+    /// changes (takes region leases), and no frame's regions failed to
+    /// exchange them lately ([`Self::exchange_failed`]).
+    pub fn serves_changes(&self, now: Instant) -> bool {
+        self.regions_paused_until.is_none_or(|until| now >= until)
+            && self.workers.values().any(|w| !w.change_address.is_empty())
     }
 
     /// Notes where `worker`'s change service listens: it takes region
@@ -1026,6 +1071,15 @@ impl Scheduler {
         if first {
             let _ = results.send((slot, Ok(rgb)));
         }
+        let whole = self
+            .jobs
+            .get(&l.job)
+            .and_then(|q| q.batch.as_ref())
+            .is_some_and(|b| b.delivered.iter().all(|&d| d));
+        if whole {
+            // The exchange works: a later failure pauses regions afresh.
+            self.exchange_pause = EXCHANGE_PAUSE;
+        }
         Ok(())
     }
 
@@ -1050,6 +1104,67 @@ impl Scheduler {
             Requeue::Failed,
             &format!("the worker failed it: {reason}"),
         );
+        Ok(())
+    }
+
+    /// Region lease `lease` of `worker` could not fetch a neighbour's
+    /// changes for `reason`: the workers cannot reach each other (a network
+    /// policy, a firewall, a wrong change address), which no retry of the
+    /// region mends and which is not this worker's fault. The frame is
+    /// given up by regions ([`RegionFailure::Exchange`]: the frame loop
+    /// dreams it by tiles, to the same bits), its other regions revoked,
+    /// and no frame goes by regions for [`EXCHANGE_PAUSE`] from `now`,
+    /// twice that if it happens again before a frame has gone through by
+    /// regions, and so on up to [`EXCHANGE_PAUSE_MAX`].
+    pub fn exchange_failed(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), LeaseError> {
+        self.owned(worker, lease)?;
+        let Some(failed) = self.leases.remove(&lease) else {
+            return Ok(());
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.remove(&lease);
+            w.taken_back.insert(lease);
+        }
+        let (job, batch, slot, place) = (
+            failed.job,
+            failed.unit.batch,
+            failed.unit.slot,
+            failed.unit.work.place(),
+        );
+        // Its neighbours wait on changes that may never come.
+        self.revoke_where(|l| l.job == job && l.unit.batch == batch);
+        let Some(queue) = self.jobs.get_mut(&job) else {
+            return Ok(());
+        };
+        let Some(given_up) = queue.batch.take_if(|b| b.id == batch) else {
+            return Ok(());
+        };
+        queue.pending.clear();
+        let name = self.worker_name(worker);
+        let pause = self.exchange_pause;
+        self.regions_paused_until = Some(now + pause);
+        self.exchange_pause = (pause * 2).min(EXCHANGE_PAUSE_MAX);
+        self.exchange_failures += 1;
+        let why = format!(
+            "{place}: worker {name} could not fetch a neighbour's changes: {reason}. \
+             The frame goes by tiles instead, and so does every frame of the pool for \
+             the next {} minutes (the same frames, at more of the coordinator's CPU). \
+             Fix: let the workers reach each other's change port: in Kubernetes the \
+             NetworkPolicy rule between worker pods (port 7072, deploy/README.md); \
+             elsewhere each worker's --change-address and the firewall between them",
+            pause.as_secs() / 60
+        );
+        tracing::warn!(%job, "{why}");
+        if let Results::Regions { results, .. } = &given_up.results {
+            let _ = results.send((slot, Err(RegionFailure::Exchange(why.clone()))));
+        }
+        self.event(&job, EventKind::ExchangeFailed, why);
         Ok(())
     }
 
@@ -1127,6 +1242,7 @@ impl Scheduler {
             completed: self.completed,
             leases_completed: self.leases_completed,
             regions_completed: self.regions_completed,
+            exchange_failures: self.exchange_failures,
         }
     }
 }
@@ -1212,6 +1328,20 @@ mod tests {
 
     fn change() -> Planar {
         Planar::zeros(2, 2)
+    }
+
+    /// A scheduler with job "a" and two workers of concurrency 1 that
+    /// serve changes.
+    fn two_serving_changes(now: Instant) -> (Scheduler, [WorkerId; 2]) {
+        let mut s = Scheduler::new(T, 0);
+        s.add_job("a".into(), params(), 0);
+        let w = [
+            s.add_worker("w1".into(), "cpu".into(), 1, now),
+            s.add_worker("w2".into(), "cpu".into(), 1, now),
+        ];
+        s.serve_changes(w[0], "h1:1".into());
+        s.serve_changes(w[1], "h2:2".into());
+        (s, w)
     }
 
     fn setup(tiles: u32) -> (Scheduler, mpsc::Receiver<(usize, TileOutcome)>, Instant) {
@@ -1471,14 +1601,7 @@ mod tests {
     #[test]
     fn regions_go_evenly_to_the_workers_serving_changes_whatever_their_concurrency() {
         let now = Instant::now();
-        let mut s = Scheduler::new(T, 0);
-        s.add_job("a".into(), params(), 0);
-        let serving = [
-            s.add_worker("w1".into(), "cpu".into(), 1, now),
-            s.add_worker("w2".into(), "cpu".into(), 1, now),
-        ];
-        s.serve_changes(serving[0], "h1:1".into());
-        s.serve_changes(serving[1], "h2:2".into());
+        let (mut s, serving) = two_serving_changes(now);
         let plain = s.add_worker("w3".into(), "cpu".into(), 1, now);
         let rx = s
             .submit_regions("a", 5, (0..5).map(region).collect())
@@ -1552,14 +1675,7 @@ mod tests {
     #[test]
     fn a_lost_workers_finished_regions_are_leased_again_while_their_frame_needs_them() {
         let now = Instant::now();
-        let mut s = Scheduler::new(T, 0);
-        s.add_job("a".into(), params(), 0);
-        let w = [
-            s.add_worker("w1".into(), "cpu".into(), 1, now),
-            s.add_worker("w2".into(), "cpu".into(), 1, now),
-        ];
-        s.serve_changes(w[0], "h1:1".into());
-        s.serve_changes(w[1], "h2:2".into());
+        let (mut s, w) = two_serving_changes(now);
         let rx = s
             .submit_regions("a", 5, (0..4).map(region).collect())
             .expect("the job runs");
@@ -1608,5 +1724,82 @@ mod tests {
         s.serve_changes(w3, "h3:3".into());
         s.remove_worker(w[0]);
         assert!(s.next_lease(w3, now).is_none(), "the frame is whole");
+    }
+
+    #[test]
+    fn regions_that_cannot_exchange_changes_give_their_frame_up_and_pause_regions() {
+        let now = Instant::now();
+        let (mut s, w) = two_serving_changes(now);
+        assert!(s.serves_changes(now));
+        let frame = |s: &mut Scheduler| {
+            let rx = s
+                .submit_regions("a", 5, (0..4).map(region).collect())
+                .expect("the job runs");
+            let g1 = s.next_lease(w[0], now).expect("a region for w1");
+            let g2 = s.next_lease(w[1], now).expect("a region for w2");
+            (rx, g1, g2)
+        };
+        let (rx, g1, g2) = frame(&mut s);
+        s.exchange_failed(w[0], g1.lease, "connection refused", now)
+            .expect("w1 held it");
+        // The frame is given up whole, once, saying why; nothing of it is
+        // leased again, and w2's region of it is revoked.
+        match rx.recv().expect("an outcome") {
+            (_, Err(RegionFailure::Exchange(why))) => {
+                assert!(
+                    why.contains("connection refused") && why.contains("port 7072"),
+                    "{why}"
+                );
+            }
+            other => panic!("not given up: {other:?}"),
+        }
+        assert!(rx.recv().is_err(), "the frame's batch is gone");
+        assert_eq!(s.take_revoked(w[1]), vec![g2.lease]);
+        assert!(s.take_revoked(w[0]).is_empty(), "w1 dropped its own");
+        assert!(s.next_lease(w[0], now).is_none() && s.next_lease(w[1], now).is_none());
+        // Nobody is blamed: the job's tiles still go to both workers.
+        let tiles = s.submit("a", (0..2).map(work).collect()).expect("tiles");
+        for worker in w {
+            let g = s.next_lease(worker, now).expect("a tile for each worker");
+            s.complete(worker, g.lease, 0, change()).expect("taken");
+        }
+        assert_eq!(tiles.try_iter().count(), 2);
+        let events: Vec<EventKind> = s.take_events().iter().map(|e| e.kind).collect();
+        assert!(events.contains(&EventKind::ExchangeFailed), "{events:?}");
+        assert!(!events.contains(&EventKind::WorkerBlocked), "{events:?}");
+        assert_eq!(s.snapshot().exchange_failures, 1);
+        // Frames go by tiles for the pause, then by regions again; a second
+        // failure before any frame went through pauses twice as long, and a
+        // frame through by regions brings the pause back to its first length.
+        assert!(!s.serves_changes(now + EXCHANGE_PAUSE - Duration::from_secs(1)));
+        let later = now + EXCHANGE_PAUSE;
+        assert!(s.serves_changes(later));
+        let (_rx, g1, _) = frame(&mut s);
+        s.exchange_failed(w[0], g1.lease, "timed out", later)
+            .expect("w1 held it");
+        assert!(!s.serves_changes(later + 2 * EXCHANGE_PAUSE - Duration::from_secs(1)));
+        let latest = later + 2 * EXCHANGE_PAUSE;
+        assert!(s.serves_changes(latest));
+        let (rx, g1, g2) = frame(&mut s);
+        let (g3, g4) = (s.next_lease(w[0], now), s.next_lease(w[1], now));
+        for (worker, g) in [(w[0], Some(g1)), (w[1], Some(g2)), (w[0], g3), (w[1], g4)] {
+            let g = g.expect("every region leased");
+            s.complete_region(worker, g.lease, 0, vec![1; 12])
+                .expect("taken");
+        }
+        assert_eq!(rx.try_iter().filter(|(_, r)| r.is_ok()).count(), 4);
+        let (_rx, g1, _) = frame(&mut s);
+        s.exchange_failed(w[0], g1.lease, "reset", latest)
+            .expect("w1 held it");
+        assert!(s.serves_changes(latest + EXCHANGE_PAUSE));
+        // The longest pause is capped.
+        let mut at = latest + EXCHANGE_PAUSE;
+        for _ in 0..10 {
+            let (_rx, g1, _) = frame(&mut s);
+            s.exchange_failed(w[0], g1.lease, "reset", at)
+                .expect("w1 held it");
+            at += EXCHANGE_PAUSE_MAX;
+            assert!(s.serves_changes(at));
+        }
     }
 }

@@ -17,8 +17,8 @@ use dreamfarm_proto::pb::{
     RegionResultStart, ResultStart, Revoke, WeightsRequest, Welcome, WorkerMessage,
 };
 use dreamfarm_proto::{
-    Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, MAX_CONCURRENCY, PROTOCOL_VERSION, WireError,
-    objective, pixels, region_lease,
+    Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, HEARTBEATS_PER_TIMEOUT, MAX_CONCURRENCY,
+    PROTOCOL_VERSION, WireError, objective, pixels, region_lease,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
 use super::job_weights::{WeightsStream, send_weights};
-use super::scheduler::{Grant, LeaseError, LeaseId, Work, WorkerId};
+use super::scheduler::{Grant, LeaseError, LeaseId, Scheduler, Work, WorkerId};
 
 /// How long a new session may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,7 +120,7 @@ impl WorkerService for WorkerSessions {
             }
             worker
         });
-        let heartbeat = self.hub.read(|s| s.timeouts().heartbeat) / 4;
+        let heartbeat = self.hub.read(|s| s.timeouts().heartbeat) / HEARTBEATS_PER_TIMEOUT;
         tracing::info!(worker, name = %hello.name, device = %hello.device, concurrency = hello.concurrency, ?peer, "worker joined");
         let (tx, rx) = mpsc::channel(16);
         let welcome = down(Down::Welcome(Welcome {
@@ -410,7 +410,11 @@ async fn read_messages(
                     "worker failed a lease: {}",
                     f.reason
                 );
-                if let Err(e) = hub.update(|s| s.fail(worker, f.lease_id, &f.reason)) {
+                let failed = |s: &mut Scheduler| match f.exchange_failed {
+                    true => s.exchange_failed(worker, f.lease_id, &f.reason, Instant::now()),
+                    false => s.fail(worker, f.lease_id, &f.reason),
+                };
+                if let Err(e) = hub.update(failed) {
                     tracing::debug!(worker, "ignored: {e}");
                 }
             }

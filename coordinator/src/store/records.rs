@@ -142,6 +142,9 @@ pub enum EventKind {
     WorkerLeft,
     /// A worker was blocked from its tiles after repeated failures.
     WorkerBlocked,
+    /// A frame's regions could not exchange their changes between workers:
+    /// it and the pool's next frames go by tiles.
+    ExchangeFailed,
     /// It waits (memory, workers).
     Waiting,
     /// A client paused it.
@@ -164,7 +167,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for parsing.
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::Submitted,
         Self::Started,
         Self::Frame,
@@ -172,6 +175,7 @@ impl EventKind {
         Self::WorkerJoined,
         Self::WorkerLeft,
         Self::WorkerBlocked,
+        Self::ExchangeFailed,
         Self::Waiting,
         Self::Paused,
         Self::Resumed,
@@ -193,6 +197,7 @@ impl EventKind {
             Self::WorkerJoined => "worker-joined",
             Self::WorkerLeft => "worker-left",
             Self::WorkerBlocked => "worker-blocked",
+            Self::ExchangeFailed => "exchange-failed",
             Self::Waiting => "waiting",
             Self::Paused => "paused",
             Self::Resumed => "resumed",

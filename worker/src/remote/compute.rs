@@ -148,6 +148,7 @@ fn compute_one(dreamers: &mut DreamerCache, shared: &Shared, lease: &Lease) {
             answer(Up::Failed(LeaseFailed {
                 lease_id: lease.id,
                 reason,
+                exchange_failed: false,
             }));
         }
     }

@@ -20,7 +20,9 @@ use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
     Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
 };
-use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, host_work, run_region};
+use dreamfarm_proto::region_worker::{
+    FrameHolders, Holders, RegionError, RegionWork, host_work, run_region,
+};
 use dreamfarm_proto::{Bytes, CHUNK_BYTES, WireError, region_lease};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -55,6 +57,9 @@ pub(super) struct Regions {
 pub(super) struct RegionContext {
     /// The session's number.
     pub(super) session: u64,
+    /// How long a fetch that failed waits for its holder to move, by the
+    /// session's heartbeat ([`dreamfarm_proto::region_worker::move_wait`]).
+    pub(super) move_wait: Duration,
     /// Its stream up to the coordinator.
     pub(super) up: mpsc::Sender<WorkerMessage>,
     /// The compute threads' queue.
@@ -144,7 +149,8 @@ impl Regions {
             self.channels.clone(),
             self.token.clone(),
             self.changes.traffic().clone(),
-        );
+        )
+        .moved_within(cx.move_wait);
         let regions = self.clone();
         let mut running = lock(&self.running);
         let task = tokio::spawn(async move {
@@ -159,11 +165,12 @@ impl Regions {
                     tracing::info!(lease = id, frame, region, "region done");
                     send_cell(&cx, id, attempt, rgb).await
                 }
-                Err(reason) => {
+                Err(Failure { reason, exchange }) => {
                     tracing::warn!(lease = id, "region failed: {reason}");
                     let failed = LeaseFailed {
                         lease_id: id,
                         reason,
+                        exchange_failed: exchange,
                     };
                     cx.up.send(up(Up::Failed(failed))).await.is_ok()
                 }
@@ -189,7 +196,7 @@ impl Regions {
         model: JobModel,
         holders: Holders,
         queue: &std_mpsc::Sender<Task>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, Failure> {
         let (plan, input) = host_work(|| {
             let plan = lease.plan();
             let input = lease.input(&plan);
@@ -219,10 +226,35 @@ impl Regions {
                     .map_err(|_| "the compute threads stopped".to_string())?
             }
         };
-        let cell = run_region(work, &self.changes, &holders, dream)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cell = run_region(work, &self.changes, &holders, dream).await?;
         Ok(host_work(|| cell.to_rgb8()))
+    }
+}
+
+/// Why a region was not computed, as the coordinator is told.
+struct Failure {
+    /// What went wrong.
+    reason: String,
+    /// A neighbour's change could not be fetched
+    /// ([`RegionError::is_exchange`]).
+    exchange: bool,
+}
+
+impl From<&str> for Failure {
+    fn from(reason: &str) -> Self {
+        Self {
+            reason: reason.to_string(),
+            exchange: false,
+        }
+    }
+}
+
+impl From<RegionError> for Failure {
+    fn from(e: RegionError) -> Self {
+        Self {
+            exchange: e.is_exchange(),
+            reason: e.to_string(),
+        }
     }
 }
 

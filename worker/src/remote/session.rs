@@ -13,6 +13,7 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{CoordinatorMessage, Heartbeat, Hello, LeaseFailed, WorkerMessage};
+use dreamfarm_proto::region_worker::move_wait;
 use dreamfarm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -87,7 +88,8 @@ pub(super) async fn one_session(
         tokio::select! {
             msg = down.message() => match msg {
                 Ok(Some(m)) => {
-                    if let Err(e) = on_message(m, &mut arriving, hands, session, &up_tx).await {
+                    let from = (session, heartbeat);
+                    if let Err(e) = on_message(m, &mut arriving, hands, from, &up_tx).await {
                         tracing::warn!("bad message from the coordinator: {e}");
                         return Ok(SessionEnd::Lost(e.to_string()));
                     }
@@ -199,12 +201,13 @@ async fn retry(config: &RemoteConfig, what: &str, s: tonic::Status) -> SessionEr
     })
 }
 
-/// Handles one message from the coordinator.
+/// Handles one message from the coordinator, in session `session`, which
+/// asked for a heartbeat every `heartbeat`.
 async fn on_message(
     msg: CoordinatorMessage,
     arriving: &mut Arriving,
     hands: &Hands<'_>,
-    session: u64,
+    (session, heartbeat): (u64, Duration),
     up_tx: &mpsc::Sender<WorkerMessage>,
 ) -> Result<(), WireError> {
     let shared = hands.shared;
@@ -213,6 +216,7 @@ async fn on_message(
         let failed = LeaseFailed {
             lease_id: id,
             reason: e.to_string(),
+            exchange_failed: false,
         };
         up(Up::Failed(failed))
     };
@@ -241,6 +245,7 @@ async fn on_message(
                 let id = start.lease_id;
                 let cx = RegionContext {
                     session,
+                    move_wait: move_wait(heartbeat),
                     up: up_tx.clone(),
                     queue: hands.queue.clone(),
                     shared: shared.clone(),
