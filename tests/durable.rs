@@ -767,9 +767,17 @@ fn chaos_kills_and_network_faults_cost_no_frames() {
         proxy.set_latency(d, Duration::from_millis(dice.within(2..15)));
     }
     let mut started = 0;
+    // Two workers in three serve their changes, as Kubernetes workers do:
+    // the frames after a first go by regions among them, dreamed and
+    // exchanged while workers are killed, links reset and the coordinator
+    // restarted; the third takes tiles.
     let mut worker = |c: &Coordinator| {
         started += 1;
-        c.worker_via(&format!("w{started}"), &proxy.url())
+        let serving: &[&str] = match started % 3 {
+            0 => &[],
+            _ => &["--change-listen", "127.0.0.1:0"],
+        };
+        c.worker_via_with(&format!("w{started}"), &proxy.url(), serving)
     };
     let mut pool: Vec<Worker> = (0..3).map(|_| worker(&c)).collect();
     let id = submit(&c, "chaos", frames, &[]);
@@ -847,6 +855,10 @@ fn chaos_kills_and_network_faults_cost_no_frames() {
     assert!(
         c.fetch_frames(&id) == reference[..frames as usize],
         "seed {seed}: frames differ after {log:?}"
+    );
+    assert!(
+        c.metric("dreamfarm_regions_completed_total") > 0.0,
+        "seed {seed}: no frame went by regions since the last restart: {log:?}"
     );
     let events = events(&c, &id);
     let count = |kind: &str| {

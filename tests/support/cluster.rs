@@ -401,7 +401,12 @@ impl Coordinator {
     /// coordinator at `url` (a proxy in front of it, say) and trusting
     /// its CA, if it serves TLS.
     pub fn worker_via(&self, name: &str, url: &str) -> Worker {
-        self.spawn_worker(name, url, "cpu", None, &[])
+        self.worker_via_with(name, url, &[])
+    }
+
+    /// [`worker_via`](Self::worker_via) with `extra` flags.
+    pub fn worker_via_with(&self, name: &str, url: &str, extra: &[&str]) -> Worker {
+        self.spawn_worker(name, url, "cpu", None, extra)
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU with `extra`
