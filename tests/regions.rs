@@ -22,8 +22,9 @@ use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes, TrafficCounts};
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::region_worker::{Holders, RegionWork, run_region};
-use dreamfarm_tests::cluster::{Coordinator, Worker};
+use dreamfarm_tests::cluster::{self, Coordinator, Worker};
 use dreamfarm_tests::fault_proxy::FaultProxy;
+use dreamfarm_tests::http::get;
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::synthetic_worker::SyntheticPool;
 use dreamfarm_tests::{dreamfarm, frames, run_ok, run_refused, wait_for};
@@ -414,6 +415,16 @@ fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
         "{events}"
     );
     assert!(!events.contains("worker-blocked"), "{events}");
+    // The pool's page says that frames go by tiles for now, and where each
+    // worker said its neighbours would find its changes.
+    let auth = format!("Bearer {}", cluster::TOKEN);
+    let page = get(&c.metrics, "/workers", &[("Authorization", &auth)]).text();
+    assert!(
+        page.contains("class=\"warning regions-paused\"")
+            && page.contains("Frames go by tiles through the coordinator for ")
+            && page.contains(&format!("<code>{behind}</code>")),
+        "{page}"
+    );
 }
 
 #[test]

@@ -308,6 +308,11 @@ pub struct WorkerEntry {
 }
 
 impl WorkerEntry {
+    /// Where its neighbours fetch its changes (empty: it takes tiles only).
+    pub fn change_address(&self) -> &str {
+        &self.change_address
+    }
+
     /// Leases it holds now.
     pub fn leases_held(&self) -> usize {
         self.leases.len()
@@ -648,11 +653,20 @@ impl Scheduler {
             .collect()
     }
 
+    /// How much longer, from `now`, frames go by tiles because a frame's
+    /// regions could not exchange their changes ([`Self::exchange_failed`]);
+    /// none when they are not held back.
+    pub fn regions_paused_for(&self, now: Instant) -> Option<Duration> {
+        self.regions_paused_until
+            .filter(|&until| until > now)
+            .map(|until| until - now)
+    }
+
     /// Whether frames go by regions at `now`: a connected worker serves
     /// changes (takes region leases), and no frame's regions failed to
     /// exchange them lately ([`Self::exchange_failed`]).
     pub fn serves_changes(&self, now: Instant) -> bool {
-        self.regions_paused_until.is_none_or(|until| now >= until)
+        self.regions_paused_for(now).is_none()
             && self.workers.values().any(|w| !w.change_address.is_empty())
     }
 

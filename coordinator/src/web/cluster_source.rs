@@ -86,7 +86,7 @@ impl JobSource for ClusterSource {
     fn pool(&self) -> Option<Pool> {
         let hub = self.jobs.hub();
         let now = Instant::now();
-        let (mut workers, snapshot) = hub.read(|s| {
+        let (mut workers, snapshot, regions_paused_s) = hub.read(|s| {
             let workers: Vec<WorkerRow> = s
                 .workers()
                 .map(|(_, w)| WorkerRow {
@@ -96,9 +96,11 @@ impl JobSource for ClusterSource {
                     leases: w.leases_held(),
                     tiles_per_second: w.tiles_per_second(now),
                     last_heartbeat_s: now.duration_since(w.last_seen()).as_secs_f64(),
+                    changes_at: w.change_address().to_string(),
                 })
                 .collect();
-            (workers, s.snapshot())
+            let paused = s.regions_paused_for(now).map(|d| d.as_secs_f64());
+            (workers, s.snapshot(), paused)
         });
         workers.sort_by(|a, b| a.name.cmp(&b.name));
         Some(Pool {
@@ -106,6 +108,7 @@ impl JobSource for ClusterSource {
             queued_tiles: snapshot.queued,
             leases_in_flight: snapshot.in_flight,
             tiles_per_second: hub.metrics.tiles.per_second(now),
+            regions_paused_s,
         })
     }
 

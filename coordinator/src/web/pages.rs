@@ -112,6 +112,15 @@ fn pool_line(pool: &Pool) -> Markup {
             (count(pool.leases_in_flight, "lease")) " in flight · "
             (format!("{:.1}", pool.tiles_per_second)) " tiles/s"
         }
+        @if let Some(seconds) = pool.regions_paused_s {
+            p.warning.regions-paused {
+                "Frames go by tiles through the coordinator for "
+                (duration(seconds))
+                " more: a frame's workers could not fetch each other's changes. Each job's "
+                code { "exchange-failed" }
+                " event names the address; let the workers reach each other's change port (deploy/README.md)."
+            }
+        }
     }
 }
 
@@ -300,7 +309,7 @@ pub fn workers(pool: &Pool, nav: Nav) -> Markup {
                     table.workers {
                         thead { tr {
                             th { "Name" } th { "Device" } th { "Concurrency" } th { "Leases" }
-                            th { "Tiles/s" } th { "Last heartbeat" }
+                            th { "Tiles/s" } th { "Last heartbeat" } th { "Changes at" }
                         } }
                         tbody {
                             @for w in &pool.workers {
@@ -308,6 +317,9 @@ pub fn workers(pool: &Pool, nav: Nav) -> Markup {
                                     td { (w.name) } td { (w.device) } td { (w.concurrency) }
                                     td { (w.leases) } td { (format!("{:.2}", w.tiles_per_second)) }
                                     td { (format!("{:.1} s ago", w.last_heartbeat_s)) }
+                                    td {
+                                        @if w.changes_at.is_empty() { "tiles only" } @else { code { (w.changes_at) } }
+                                    }
                                 }
                             }
                         }
@@ -419,6 +431,7 @@ mod tests {
                 leases: 0,
                 tiles_per_second: 0.0,
                 last_heartbeat_s: 0.0,
+                changes_at: ATTACK.into(),
             }],
             ..Pool::default()
         };

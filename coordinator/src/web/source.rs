@@ -70,6 +70,8 @@ pub struct WorkerRow {
     pub tiles_per_second: f64,
     /// Seconds since its last message or heartbeat.
     pub last_heartbeat_s: f64,
+    /// Where its neighbours fetch its changes (empty: it takes tiles only).
+    pub changes_at: String,
 }
 
 /// The pool of a coordinator.
@@ -83,6 +85,9 @@ pub struct Pool {
     pub leases_in_flight: usize,
     /// Tiles per second of the whole pool, lately.
     pub tiles_per_second: f64,
+    /// Seconds frames still go by tiles because a frame's workers could
+    /// not fetch each other's changes (none: not held back).
+    pub regions_paused_s: Option<f64>,
 }
 
 /// A control a client may apply to a job.
