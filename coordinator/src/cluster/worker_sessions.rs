@@ -410,9 +410,12 @@ async fn read_messages(
                     "worker failed a lease: {}",
                     f.reason
                 );
-                let failed = |s: &mut Scheduler| match f.exchange_failed {
-                    true => s.exchange_failed(worker, f.lease_id, &f.reason, Instant::now()),
-                    false => s.fail(worker, f.lease_id, &f.reason),
+                let failed = |s: &mut Scheduler| {
+                    if f.exchange_failed {
+                        s.exchange_failed(worker, f.lease_id, &f.reason, Instant::now())
+                    } else {
+                        s.fail(worker, f.lease_id, &f.reason)
+                    }
                 };
                 if let Err(e) = hub.update(failed) {
                     tracing::debug!(worker, "ignored: {e}");
