@@ -501,14 +501,23 @@ impl Scheduler {
             .map(|(&id, _)| id)
             .collect();
         for id in held {
-            if let Some(lease) = self.leases.remove(&id)
+            if let Some(lease) = self.take_back(id)
                 && let Some(w) = self.workers.get_mut(&lease.worker)
             {
-                w.leases.remove(&id);
-                w.taken_back.insert(id);
                 w.revoked.push(id);
             }
         }
+    }
+
+    /// Takes lease `id` from its worker, whose late result of it is then
+    /// expected and dropped.
+    fn take_back(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        if let Some(w) = self.workers.get_mut(&lease.worker) {
+            w.leases.remove(&id);
+            w.taken_back.insert(id);
+        }
+        Some(lease)
     }
 
     /// Queues `work` as `job`'s next batch; each tile's outcome arrives on
@@ -764,13 +773,9 @@ impl Scheduler {
     /// tile and the worker named `worker` as `how` says; fails the tile
     /// when it has run out of tries.
     fn requeue(&mut self, id: LeaseId, worker: &str, how: Requeue, why: &str) {
-        let Some(mut lease) = self.leases.remove(&id) else {
+        let Some(mut lease) = self.take_back(id) else {
             return;
         };
-        if let Some(w) = self.workers.get_mut(&lease.worker) {
-            w.leases.remove(&id);
-            w.taken_back.insert(id);
-        }
         let Some(queue) = self.jobs.get_mut(&lease.job) else {
             return;
         };
@@ -1076,20 +1081,18 @@ impl Scheduler {
             return Ok(());
         };
         let (results, slot) = (results.clone(), l.unit.slot);
-        let first = self
-            .jobs
-            .get_mut(&l.job)
-            .and_then(|q| q.batch.as_mut())
-            .and_then(|b| b.delivered.get_mut(slot))
-            .is_some_and(|d| !std::mem::replace(d, true));
+        let (first, whole) = match self.jobs.get_mut(&l.job).and_then(|q| q.batch.as_mut()) {
+            Some(b) => (
+                b.delivered
+                    .get_mut(slot)
+                    .is_some_and(|d| !std::mem::replace(d, true)),
+                b.delivered.iter().all(|&d| d),
+            ),
+            None => (false, false),
+        };
         if first {
             let _ = results.send((slot, Ok(rgb)));
         }
-        let whole = self
-            .jobs
-            .get(&l.job)
-            .and_then(|q| q.batch.as_ref())
-            .is_some_and(|b| b.delivered.iter().all(|&d| d));
         if whole {
             // The exchange works: a later failure pauses regions afresh.
             self.exchange_pause = EXCHANGE_PAUSE;
@@ -1138,13 +1141,9 @@ impl Scheduler {
         now: Instant,
     ) -> Result<(), LeaseError> {
         self.owned(worker, lease)?;
-        let Some(failed) = self.leases.remove(&lease) else {
+        let Some(failed) = self.take_back(lease) else {
             return Ok(());
         };
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.leases.remove(&lease);
-            w.taken_back.insert(lease);
-        }
         let (job, batch, slot, place) = (
             failed.job,
             failed.unit.batch,
