@@ -4,7 +4,8 @@
 //!
 //! - [`frame_loop`]: one frame over octaves and tiles; [`octave_rows`]: its
 //!   images filling in top first, and the tiles each band of rows starts.
-//! - [`render`]: a whole job, frame after frame, resumable;
+//! - [`render`]: a whole job, frame after frame, resumable; [`pace`]: how
+//!   fast a run writes frames and the time it has left;
 //!   [`region_frames`]: a frame dreamed by regions on the workers.
 //! - [`output`]: the frames folder; [`source_files`]: the files its frames
 //!   were made from; [`frame_writer`]: frames written on their own thread;
@@ -27,6 +28,7 @@ pub mod local_pool;
 pub mod local_worker;
 pub mod octave_rows;
 pub mod output;
+pub mod pace;
 pub mod progress;
 pub mod region_frames;
 pub mod render;

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::pace::Pace;
+
 /// Reports frames as they finish.
 pub struct FrameProgress {
     bar: Option<ProgressBar>,
     total: u64,
-    resumed_at: u64,
-    started: Instant,
+    pace: Pace,
 }
 
 impl FrameProgress {
@@ -29,22 +30,20 @@ impl FrameProgress {
         Self {
             bar,
             total,
-            resumed_at: done,
-            started: Instant::now(),
+            pace: Pace::start(done),
         }
     }
 
     /// Frame `n` (0-based) has been written.
     pub fn frame_done(&mut self, n: u64, seconds: f64) {
-        let done = n + 1;
+        self.pace.frame_written(n);
         match &self.bar {
             Some(bar) => {
-                bar.set_position(done);
+                bar.set_position(n + 1);
                 bar.set_message(format!("{seconds:.1} s/frame"));
             }
             None => {
-                let rate = self.started.elapsed().as_secs_f64() / (done - self.resumed_at) as f64;
-                let eta = rate * (self.total - done) as f64;
+                let eta = self.pace.seconds_left(self.total, Instant::now());
                 tracing::info!(
                     frame = n,
                     of = self.total,

@@ -12,6 +12,7 @@ use dreamfarm_common::params::JobSpec;
 use tokio::sync::watch;
 
 use super::memory_budget::job_bytes;
+use crate::pace::Pace;
 use crate::store::{Event, EventKind, JobRecord, JobState, JobStore, StoreError, now_ms};
 
 /// What clients see of a job.
@@ -33,8 +34,6 @@ pub struct JobView {
     pub tiles_done: u64,
     /// Tiles of the current pass.
     pub tiles_total: u64,
-    /// Seconds to the end at this run's pace (0 when unknown).
-    pub eta_seconds: f64,
     /// Why it failed, or what it waits for.
     pub message: String,
     /// When it was submitted (Unix ms).
@@ -52,7 +51,6 @@ impl JobView {
             frames_total: u64::from(record.spec.frames),
             tiles_done: 0,
             tiles_total: 0,
-            eta_seconds: 0.0,
             message: record.reason.clone(),
             submitted_ms: record.submitted_ms,
         }
@@ -90,8 +88,8 @@ pub struct JobHandle {
     record: Mutex<JobRecord>,
     view: watch::Sender<JobView>,
     store: Arc<dyn JobStore>,
-    /// When this run started and how many frames it found done.
-    run_start: Mutex<Option<(Instant, u64)>>,
+    /// How fast this run writes frames (none before its first run).
+    pace: Mutex<Option<Pace>>,
     /// The render thread; its lock orders starts and stops of the job.
     runner: Mutex<Option<Runner>>,
     /// A render thread holds the job's memory (set when it starts, cleared
@@ -115,7 +113,7 @@ impl JobHandle {
             record: Mutex::new(record),
             view,
             store,
-            run_start: Mutex::new(None),
+            pace: Mutex::new(None),
             runner: Mutex::new(None),
             busy: AtomicBool::new(false),
             memory: OnceLock::new(),
@@ -211,13 +209,9 @@ impl JobHandle {
         let shown = record.clone();
         drop(record);
         self.view.send_modify(|v| {
-            let live = (v.tiles_done, v.tiles_total, v.eta_seconds);
+            let live = (v.tiles_done, v.tiles_total);
             *v = JobView::of(&shown);
-            (v.tiles_done, v.tiles_total, v.eta_seconds) = live;
-            // Only a running job is getting nearer its end.
-            if shown.state != JobState::Running {
-                v.eta_seconds = 0.0;
-            }
+            (v.tiles_done, v.tiles_total) = live;
         });
         Ok(true)
     }
@@ -271,7 +265,7 @@ impl JobHandle {
 
     /// A render run starts with `frames_done` frames on disk.
     pub fn run_started(&self, frames_done: u64) {
-        *lock(&self.run_start) = Some((Instant::now(), frames_done));
+        *lock(&self.pace) = Some(Pace::start(frames_done));
     }
 
     /// Frame `n` was written in `seconds`.
@@ -279,8 +273,10 @@ impl JobHandle {
         if let Err(e) = self.change(|r| r.frames_done = r.frames_done.max(n + 1)) {
             tracing::warn!(job = %self.id, "cannot record frame {n}: {e}");
         }
+        if let Some(pace) = lock(&self.pace).as_mut() {
+            pace.frame_written(n);
+        }
         self.log(EventKind::Frame, format!("frame {n} in {seconds:.1} s"));
-        self.update_eta();
     }
 
     /// A batch of `tiles` tiles was queued.
@@ -301,32 +297,26 @@ impl JobHandle {
         self.view.send_modify(|v| v.tiles_done += 1);
     }
 
+    /// This run's pace, while the job runs.
+    fn running_pace(&self) -> Option<Pace> {
+        let pace = *lock(&self.pace);
+        pace.filter(|_| self.state() == JobState::Running)
+    }
+
     /// Frames per minute this run has written (0 before its first frame,
     /// or when it is not running).
     pub fn frames_per_minute(&self) -> f64 {
-        let start = *lock(&self.run_start);
-        match start {
-            Some((started, frames_at_start)) if self.state() == JobState::Running => {
-                let frames = self.view().frames_done.saturating_sub(frames_at_start);
-                frames as f64 * 60.0 / started.elapsed().as_secs_f64().max(1.0)
-            }
-            _ => 0.0,
-        }
+        self.running_pace()
+            .map_or(0.0, |p| p.frames_per_minute(Instant::now()))
     }
 
-    /// Updates the ETA from the frames this run has written.
-    fn update_eta(&self) {
-        let start = *lock(&self.run_start);
-        self.view.send_modify(|v| {
-            let Some((started, frames_at_start)) = start else {
-                return;
-            };
-            let frames = v.frames_done.saturating_sub(frames_at_start);
-            if frames > 0 {
-                let left = v.frames_total.saturating_sub(v.frames_done) as f64;
-                v.eta_seconds = started.elapsed().as_secs_f64() / frames as f64 * left;
-            }
-        });
+    /// Seconds to its end at this run's pace, counting down while a frame
+    /// dreams (0 when unknown or when it is not running: only a running
+    /// job is getting nearer its end).
+    pub fn seconds_left(&self) -> f64 {
+        let total = self.view.borrow().frames_total;
+        self.running_pace()
+            .map_or(0.0, |p| p.seconds_left(total, Instant::now()))
     }
 
     /// Shows what the job waits for ("" when nothing); watchers hear of it

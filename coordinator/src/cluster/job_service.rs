@@ -61,6 +61,9 @@ fn in_replies<T: Message, R>(
     tokio_stream::iter(replies)
 }
 
+/// The longest a watcher waits for its next status while the job runs.
+const WATCH_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `JobService` implementation.
 pub struct JobApi {
     jobs: Arc<Jobs>,
@@ -84,6 +87,7 @@ impl JobApi {
         JobStatus {
             tiles_per_second: if running { tiles_per_second } else { 0.0 },
             workers,
+            eta_seconds: job.seconds_left(),
             ..status_of(view)
         }
     }
@@ -125,7 +129,7 @@ fn status_of(v: JobView) -> JobStatus {
         tiles_done: v.tiles_done,
         tiles_total: v.tiles_total,
         tiles_per_second: 0.0,
-        eta_seconds: v.eta_seconds,
+        eta_seconds: 0.0,
         message: v.message,
         workers: 0,
         priority: v.priority,
@@ -231,13 +235,15 @@ impl JobService for JobApi {
                 if tx.send(Ok(status)).await.is_err() || finished {
                     return;
                 }
-                // At most one update per 200 ms, however fast tiles come.
+                // At most one update per 200 ms, however fast tiles come,
+                // and one at least every few seconds while nothing does,
+                // so that the time left counts down through a long frame.
                 let next = async {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    changes.changed().await
+                    tokio::time::timeout(WATCH_TICK, changes.changed()).await
                 };
                 tokio::select! {
-                    changed = next => if changed.is_err() {
+                    changed = next => if let Ok(Err(_)) = changed {
                         return;
                     },
                     () = api.hub.stopping() => {

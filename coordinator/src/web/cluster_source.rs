@@ -32,7 +32,7 @@ fn row(job: &JobHandle) -> JobRow {
         frames_done: v.frames_done,
         frames_total: v.frames_total,
         frames_per_minute: job.frames_per_minute(),
-        eta_seconds: v.eta_seconds,
+        eta_seconds: job.seconds_left(),
         message: v.message,
     }
 }

@@ -10,6 +10,7 @@ use dreamfarm_common::params::JobSpec;
 
 use super::error::WebError;
 use super::source::{Action, EventRow, JobFiles, JobList, JobRow, JobSource, Pool};
+use crate::pace::Pace;
 use crate::store::{JobState, now_ms};
 
 /// Events kept; the oldest go first.
@@ -19,10 +20,8 @@ const MAX_EVENTS: usize = 10_000;
 struct Progress {
     state: JobState,
     message: String,
-    frames_done: u64,
-    /// When this run started and the frames it found on disk.
-    started: Instant,
-    frames_at_start: u64,
+    /// Frames on disk, and how fast this run writes them.
+    pace: Pace,
     events: Vec<EventRow>,
 }
 
@@ -57,9 +56,7 @@ impl LocalJob {
             progress: Mutex::new(Progress {
                 state: JobState::Running,
                 message: String::new(),
-                frames_done,
-                started: Instant::now(),
-                frames_at_start: frames_done,
+                pace: Pace::start(frames_done),
                 events: Vec::new(),
             }),
         };
@@ -87,10 +84,7 @@ impl LocalJob {
 
     /// Frame `n` was written in `seconds`.
     pub fn frame_written(&self, n: u64, seconds: f64) {
-        {
-            let mut p = self.progress();
-            p.frames_done = p.frames_done.max(n + 1);
-        }
+        self.progress().pace.frame_written(n);
         self.log("frame", format!("frame {n} in {seconds:.1} s"));
     }
 
@@ -113,23 +107,21 @@ impl LocalJob {
     /// Its row now, with the pace of this run.
     fn row(&self) -> JobRow {
         let p = self.progress();
-        let frames = p.frames_done.saturating_sub(p.frames_at_start);
-        let seconds = p.started.elapsed().as_secs_f64().max(1.0);
-        let running = p.state == JobState::Running && frames > 0;
+        let (now, running) = (Instant::now(), p.state == JobState::Running);
         JobRow {
             id: self.name.clone(),
             name: self.name.clone(),
             state: p.state.to_string(),
             priority: 0,
-            frames_done: p.frames_done,
+            frames_done: p.pace.frames_done(),
             frames_total: self.frames_total,
             frames_per_minute: if running {
-                frames as f64 * 60.0 / seconds
+                p.pace.frames_per_minute(now)
             } else {
                 0.0
             },
             eta_seconds: if running {
-                seconds / frames as f64 * self.frames_total.saturating_sub(p.frames_done) as f64
+                p.pace.seconds_left(self.frames_total, now)
             } else {
                 0.0
             },
@@ -197,6 +189,8 @@ mod tests {
     fn it_follows_the_render() {
         let spec: JobSpec = toml::from_str("input = \"in.png\"\nframes = 4").unwrap();
         let job = LocalJob::new("trip", &spec, "f".into(), "f/trip.mp4".into(), 1);
+        // A frame that took some time, so that the pace has a length.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         job.frame_written(1, 2.0);
         let row = job.job("trip").unwrap();
         assert_eq!((row.frames_done, row.state.as_str()), (2, "running"));
