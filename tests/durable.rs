@@ -2,7 +2,8 @@
 //! `kill -9` comes back on the same data folder with every job in its
 //! state, running jobs finish with frames byte-identical to `dreamfarm
 //! render`, `watch` carries on across the restart, the job controls work
-//! end to end, a damaged or too-new store is refused with one clear error,
+//! end to end, a damaged or too-new store is refused with one clear error
+//! (one job a newer release wrote is set aside, the others run),
 //! and the memory budget holds jobs back instead of running out.
 
 use std::process::Stdio;
@@ -15,6 +16,7 @@ use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{FetchRequest, Hello, LeaseFailed, WorkerMessage};
 use dreamfarm_tests::cluster::{Coordinator, RawSession, TOKEN, Worker};
 use dreamfarm_tests::fault_proxy::{Direction, FaultProxy};
+use dreamfarm_tests::http::get;
 use dreamfarm_tests::{dreamfarm, frame_bytes, frames, run, run_ok};
 use tokio_stream::StreamExt;
 
@@ -456,7 +458,7 @@ fn job_controls_work_end_to_end() {
 }
 
 #[test]
-fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
+fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused_and_a_newer_job_is_set_aside() {
     let mut c = Coordinator::start();
     let _worker = c.worker("w");
     let id = submit(&c, "kept", 1, &[]);
@@ -493,6 +495,51 @@ fn a_damaged_or_newer_store_and_a_second_coordinator_are_refused() {
     // The job's frames are untouched, and the good store brings it back.
     assert_eq!(frames_on_disk(&c, &id), 1);
     std::fs::write(&store, &good).expect("restore");
+    c.restart();
+    assert_eq!(state(&c, &id), "done");
+
+    // A job row a newer dreamfarm wrote (a setting this build does not
+    // know) and an event kind it does not know, as after a roll-back: the
+    // coordinator starts with its other jobs, names that one with the fix
+    // wherever it is asked for, and rewrites nothing.
+    let other = submit(&c, "other", 1, &[]);
+    c.wait_done(&other, LIMIT);
+    c.kill();
+    let edit = |sql: String| {
+        rusqlite::Connection::open(&store)
+            .and_then(|db| db.execute_batch(&sql))
+            .expect("edit the store");
+    };
+    edit(format!(
+        "UPDATE jobs SET spec = spec || 'shimmer = 0.5' WHERE id = '{id}';
+         INSERT INTO events (job, at_ms, kind, detail) VALUES ('{other}', 1, 'region-moved', 'to w2');"
+    ));
+    c.restart();
+    let said = c.status(&id);
+    assert!(
+        said.contains("failed") && said.contains("cannot read it") && said.contains("shimmer"),
+        "{said}"
+    );
+    let listed = run_ok(c.client("status", &[]));
+    assert!(listed.contains(&id) && listed.contains(&other), "{listed}");
+    for control in ["retry", "delete", "watch"] {
+        let why = refused(&c, control, &[&id]);
+        assert!(why.contains("Fix: run the dreamfarm release"), "{why}");
+    }
+    let auth = format!("Bearer {TOKEN}");
+    let page = get(&c.metrics, "/", &[("Authorization", &auth)]).text();
+    assert!(
+        page.contains("state-unreadable") && page.contains("cannot read it"),
+        "{page}"
+    );
+    assert_eq!(state(&c, &other), "done");
+    assert!(events(&c, &other).contains("region-moved: to w2"));
+    assert_eq!(frames_on_disk(&c, &id), 1);
+    // Its row as it was, the job is back.
+    c.kill();
+    edit(format!(
+        "UPDATE jobs SET spec = replace(spec, 'shimmer = 0.5', '') WHERE id = '{id}'"
+    ));
     c.restart();
     assert_eq!(state(&c, &id), "done");
 }

@@ -26,7 +26,7 @@ use super::hub::Hub;
 use super::job_handle::{JobHandle, JobView};
 use super::job_prepare::Submission;
 use super::jobs::{JobError, Jobs, MAX_INPUT_BYTES};
-use crate::store::JobState;
+use crate::store::{JobState, UnreadableJob};
 
 /// Bytes of items per reply of a listing (`List`, `Events`), well within
 /// the protocol's message size (one longer item goes alone, and is refused
@@ -137,6 +137,19 @@ fn status_of(v: JobView) -> JobStatus {
     }
 }
 
+/// A job of the store this build cannot read, on the wire: failed, with
+/// why and what to do.
+fn unreadable_status(u: &UnreadableJob) -> JobStatus {
+    JobStatus {
+        job_id: u.id.clone(),
+        name: u.name.clone(),
+        state: pb::JobState::Failed as i32,
+        message: u.explained(),
+        submitted_unix_ms: u.submitted_ms,
+        ..JobStatus::default()
+    }
+}
+
 #[tonic::async_trait]
 impl JobService for JobApi {
     async fn submit(
@@ -212,7 +225,12 @@ impl JobService for JobApi {
             "" => self.jobs.all(),
             id => self.jobs.get(id).into_iter().collect(),
         };
-        let statuses = jobs.iter().map(|j| self.status(j));
+        // Jobs this build cannot read show as failed, saying why.
+        let unreadable = self.jobs.unreadable().iter();
+        let unreadable = unreadable
+            .filter(|u| id.is_empty() || u.id == id)
+            .map(unreadable_status);
+        let statuses = jobs.iter().map(|j| self.status(j)).chain(unreadable);
         Ok(Response::new(in_replies(statuses, |jobs| ListReply {
             jobs,
         })))

@@ -17,7 +17,7 @@ use super::job_runner;
 use super::job_weights::sweep_weights;
 use super::memory_budget::human;
 use crate::output::OutputDir;
-use crate::store::{Event, EventKind, JobState, JobStore, StoreError};
+use crate::store::{Event, EventKind, JobState, JobStore, StoreError, UnreadableJob};
 use crate::video::VideoEncoding;
 
 /// Largest input image a client may upload.
@@ -70,6 +70,8 @@ pub struct Jobs {
     budget: u64,
     video: VideoEncoding,
     jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
+    /// Jobs of the store this build cannot read, left as they are.
+    unreadable: Vec<UnreadableJob>,
     /// One admission pass at a time.
     admitting: Mutex<()>,
     me: Weak<Jobs>,
@@ -91,19 +93,26 @@ impl Jobs {
         video: VideoEncoding,
     ) -> Result<Arc<Self>, StoreError> {
         let store: Arc<dyn JobStore> = hub.store().clone();
-        let records = store.jobs()?;
+        let (records, unreadable): (Vec<_>, Vec<_>) =
+            store.jobs()?.into_iter().partition(Result::is_ok);
+        let unreadable: Vec<UnreadableJob> =
+            unreadable.into_iter().filter_map(Result::err).collect();
+        for job in &unreadable {
+            tracing::error!(job = %job.id, "{}", job.explained());
+        }
         let jobs = Arc::new_cyclic(|me| Self {
             data,
             hub,
             budget,
             video,
             jobs: Mutex::new(BTreeMap::new()),
+            unreadable,
             admitting: Mutex::new(()),
             me: me.clone(),
         });
         sweep_weights(&jobs.data, true);
         let mut resumed = 0;
-        for record in records {
+        for record in records.into_iter().filter_map(Result::ok) {
             let dir = jobs.data.join(&record.id);
             let job = Arc::new(JobHandle::new(record, dir, store.clone()));
             if job.state().is_active() {
@@ -120,7 +129,7 @@ impl Jobs {
             }
             lock(&jobs.jobs).insert(job.id.to_string(), job);
         }
-        tracing::info!(jobs = lock(&jobs.jobs).len(), resumed, budget = %human(budget), "job store open");
+        tracing::info!(jobs = lock(&jobs.jobs).len(), resumed, unreadable = jobs.unreadable.len(), budget = %human(budget), "job store open");
         jobs.admit();
         Ok(jobs)
     }
@@ -131,10 +140,17 @@ impl Jobs {
 
     /// The job `id`.
     pub fn get(&self, id: &str) -> Result<Arc<JobHandle>, JobError> {
-        lock(&self.jobs)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| JobError::NotFound(id.to_string()))
+        lock(&self.jobs).get(id).cloned().ok_or_else(|| {
+            match self.unreadable.iter().find(|u| u.id == id) {
+                Some(u) => JobError::Conflict(u.explained()),
+                None => JobError::NotFound(id.to_string()),
+            }
+        })
+    }
+
+    /// The jobs of the store this build cannot read (see [`UnreadableJob`]).
+    pub fn unreadable(&self) -> &[UnreadableJob] {
+        &self.unreadable
     }
 
     /// Every job, newest first.

@@ -7,7 +7,7 @@
 mod records;
 mod sqlite;
 
-pub use records::{Event, EventKind, JobRecord, JobState, now_ms, utc_time};
+pub use records::{Event, EventKind, JobRecord, JobState, UnreadableJob, now_ms, utc_time};
 pub use sqlite::SqliteStore;
 
 use std::path::PathBuf;
@@ -59,8 +59,9 @@ pub enum StoreError {
 /// Where jobs and their events are kept (see the module docs). Calls are
 /// short and synchronous; implementations serialise them.
 pub trait JobStore: Send + Sync {
-    /// Every job, oldest first.
-    fn jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Every job, oldest first; a row this build cannot read comes back as
+    /// why, so that it does not keep the other jobs from running.
+    fn jobs(&self) -> Result<Vec<Result<JobRecord, UnreadableJob>>, StoreError>;
     /// Adds a new job.
     fn insert(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// Writes a job's state, priority, spec, frames and reason.

@@ -125,6 +125,33 @@ pub struct JobRecord {
     pub reason: String,
 }
 
+/// A job row this build cannot read (written by a newer dreamfarm, or
+/// edited by hand). It is left in the store as it is, with its frames, so
+/// that one such row neither stops the coordinator nor is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableJob {
+    /// The job id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted (Unix ms).
+    pub submitted_ms: i64,
+    /// Frames it had on disk when last written.
+    pub frames_done: u64,
+    /// What cannot be read.
+    pub reason: String,
+}
+
+impl UnreadableJob {
+    /// What is wrong, what is kept and what to do, for people.
+    pub fn explained(&self) -> String {
+        format!(
+            "job {} is in the job store, but this coordinator cannot read it: {}. Its record and its {} frames are left as they are. Fix: run the dreamfarm release that wrote it (or a newer one) to go on with it",
+            self.id, self.reason, self.frames_done
+        )
+    }
+}
+
 /// What happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -163,11 +190,15 @@ pub enum EventKind {
     Done,
     /// The coordinator restarted while it was active.
     Restarted,
+    /// A kind this build does not know, written by a newer dreamfarm (the
+    /// stored name leads its detail), so that a rolled-back coordinator
+    /// still shows the rest of the log.
+    Other,
 }
 
 impl EventKind {
     /// Every kind, for parsing.
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::Submitted,
         Self::Started,
         Self::Frame,
@@ -185,6 +216,7 @@ impl EventKind {
         Self::Failed,
         Self::Done,
         Self::Restarted,
+        Self::Other,
     ];
 
     /// The kind's name in the store and on screen.
@@ -207,6 +239,7 @@ impl EventKind {
             Self::Failed => "failed",
             Self::Done => "done",
             Self::Restarted => "restarted",
+            Self::Other => "other",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use dreamfarm_common::params::JobSpec;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::records::{Event, JobRecord};
+use super::records::{Event, EventKind, JobRecord, UnreadableJob};
 use super::{JobStore, StoreError};
 
 /// The schema, one migration per version: `MIGRATIONS[v - 1]` takes a
@@ -121,10 +121,9 @@ impl SqliteStore {
         }
     }
 
-    /// The events of `job` that `sql` (at_ms, kind, detail) selects.
+    /// The events that `sql` (at_ms, kind, detail) selects.
     fn read_events(
         &self,
-        job: &str,
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Event>, StoreError> {
@@ -134,19 +133,21 @@ impl SqliteStore {
             .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|(at_ms, kind, detail)| {
-                let kind = kind.parse().map_err(|reason| StoreError::BadRow {
-                    job: job.to_string(),
-                    reason,
-                })?;
-                Ok(Event {
+        Ok(rows
+            .into_iter()
+            .map(|(at_ms, kind, detail)| match kind.parse() {
+                Ok(kind) => Event {
                     at_ms,
                     kind,
                     detail,
-                })
+                },
+                Err(_) => Event {
+                    at_ms,
+                    kind: EventKind::Other,
+                    detail: format!("{kind}: {detail}"),
+                },
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -178,14 +179,24 @@ impl StoredJob {
         })
     }
 
-    fn parse(self) -> Result<JobRecord, StoreError> {
-        let bad = |reason: String| StoreError::BadRow {
-            job: self.id.clone(),
+    fn parse(self) -> Result<JobRecord, UnreadableJob> {
+        let unreadable = |reason: String| UnreadableJob {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            submitted_ms: self.submitted_ms,
+            frames_done: self.frames_done.max(0).unsigned_abs(),
             reason,
         };
-        let spec: JobSpec =
-            toml::from_str(&self.spec).map_err(|e| bad(format!("its spec does not parse: {e}")))?;
-        let state = self.state.parse().map_err(bad)?;
+        let spec: JobSpec = toml::from_str(&self.spec).map_err(|e| {
+            // TOML's own text quotes the line over several lines; a status
+            // or a log reads better with one.
+            let line = e.span().map_or(String::new(), |span| {
+                let before = self.spec.get(..span.start).unwrap_or_default();
+                format!(" (line {})", before.matches('\n').count() + 1)
+            });
+            unreadable(format!("its settings do not parse{line}: {}", e.message()))
+        })?;
+        let state = self.state.parse().map_err(unreadable)?;
         Ok(JobRecord {
             id: self.id,
             name: self.name,
@@ -208,7 +219,7 @@ fn spec_text(job: &JobRecord) -> Result<String, StoreError> {
 }
 
 impl JobStore for SqliteStore {
-    fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    fn jobs(&self) -> Result<Vec<Result<JobRecord, UnreadableJob>>, StoreError> {
         let db = self.db();
         let mut stmt = db
             .prepare(
@@ -220,7 +231,7 @@ impl JobStore for SqliteStore {
             .query_map([], StoredJob::from_row)
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))?;
-        rows.into_iter().map(StoredJob::parse).collect()
+        Ok(rows.into_iter().map(StoredJob::parse).collect())
     }
 
     fn insert(&self, job: &JobRecord) -> Result<(), StoreError> {
@@ -284,7 +295,6 @@ impl JobStore for SqliteStore {
 
     fn events(&self, job: &str) -> Result<Vec<Event>, StoreError> {
         self.read_events(
-            job,
             "SELECT at_ms, kind, detail FROM events WHERE job = ?1 ORDER BY seq",
             params![job],
         )
@@ -292,7 +302,6 @@ impl JobStore for SqliteStore {
 
     fn latest_events(&self, job: &str, limit: usize) -> Result<(Vec<Event>, u64), StoreError> {
         let events = self.read_events(
-            job,
             "SELECT at_ms, kind, detail FROM (
                  SELECT seq, at_ms, kind, detail FROM events WHERE job = ?1
                  ORDER BY seq DESC LIMIT ?2
@@ -365,7 +374,7 @@ mod tests {
             assert_eq!(s.next_boot().expect("boot"), 1);
         }
         let s = SqliteStore::open(&path).expect("reopen");
-        let jobs = s.jobs().expect("jobs");
+        let jobs: Vec<JobRecord> = s.jobs().expect("jobs").into_iter().flatten().collect();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0], record("a", JobState::Running));
         assert_eq!((jobs[1].state, jobs[1].spec.frames), (JobState::Failed, 9));
@@ -394,6 +403,53 @@ mod tests {
             "events go with their job"
         );
         assert_eq!(s.jobs().expect("jobs").len(), 1);
+    }
+
+    #[test]
+    fn rows_a_newer_dreamfarm_wrote_are_named_and_kept_rather_than_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = SqliteStore::open(&dir.path().join("jobs.sqlite")).expect("new store");
+        for id in ["newer", "kept"] {
+            s.insert(&record(id, JobState::Running)).expect("insert");
+        }
+        s.append_event("kept", &Event::now(EventKind::Frame, "frame 0"))
+            .expect("event");
+        {
+            let db = s.db();
+            db.execute_batch(
+                "UPDATE jobs SET spec = spec || 'shimmer = 0.5' WHERE id = 'newer';
+                 INSERT INTO events (job, at_ms, kind, detail)
+                     VALUES ('kept', 1, 'region-moved', 'to w2');",
+            )
+            .expect("a newer dreamfarm's rows");
+        }
+        let jobs = s.jobs().expect("the store still opens");
+        // Oldest first, then by id.
+        assert_eq!(jobs[0], Ok(record("kept", JobState::Running)));
+        let unreadable = jobs[1].as_ref().expect_err("the newer row is named");
+        assert_eq!(unreadable.id, "newer");
+        assert!(
+            unreadable.reason.contains("shimmer") && !unreadable.reason.contains('\n'),
+            "{}",
+            unreadable.reason
+        );
+        assert!(
+            unreadable
+                .explained()
+                .contains("Fix: run the dreamfarm release")
+        );
+        let events = s.events("kept").expect("the log still reads");
+        assert_eq!(
+            (events[1].kind, events[1].detail.as_str()),
+            (EventKind::Other, "region-moved: to w2")
+        );
+        assert_eq!(events[0].kind, EventKind::Frame);
+        // Nothing was rewritten: a newer dreamfarm reads its rows back.
+        let spec: String = s
+            .db()
+            .query_row("SELECT spec FROM jobs WHERE id = 'newer'", [], |r| r.get(0))
+            .expect("spec");
+        assert!(spec.ends_with("shimmer = 0.5"), "{spec}");
     }
 
     #[test]

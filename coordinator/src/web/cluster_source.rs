@@ -51,6 +51,15 @@ impl JobSource for ClusterSource {
             }
             list.jobs.push(row(&job));
         }
+        // Always shown: nothing else tells that they are there.
+        list.jobs
+            .extend(self.jobs.unreadable().iter().map(|u| JobRow {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                state: "unreadable".into(),
+                message: u.explained(),
+                ..JobRow::default()
+            }));
         list
     }
 

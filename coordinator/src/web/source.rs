@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::WebError;
 
 /// One job as the pages and `/jobs.json` show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct JobRow {
     /// Its id (the path segment of its pages).
     pub id: String,
