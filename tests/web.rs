@@ -159,8 +159,19 @@ fn a_browser_logs_in_sees_the_live_preview_and_pauses_the_job() {
         "a cluster behind a token links its workers and offers to log out"
     );
     browser.screenshot(&screenshot_path("web-jobs.png"));
-    // On a phone the jobs' table scrolls in its box, not the page.
+    // On a phone the page does not scroll sideways, and each job shows
+    // its progress and time left on the screen, none hidden in a table
+    // scrolled sideways.
     assert_eq!(browser.overflow_on_a_phone(), 0.0, "the index on a phone");
+    assert_eq!(
+        browser.on_a_phone(&format!(
+            "[...{row}.querySelectorAll('td.progress, td.eta, .state')] \
+               .map(e => e.getBoundingClientRect()) \
+               .every(r => r.width > 0 && r.left >= 0 && r.right <= 390)"
+        )),
+        serde_json::json!(true),
+        "a job's progress, state and time left on a phone's screen"
+    );
     // A job submitted while the index is open is drawn on it.
     let second = submit(&c, "second-take", 1);
     browser.wait_for(

@@ -116,13 +116,22 @@ impl Browser {
     /// wide, as mobile browsers lay pages out), 0 if it fits; the page is
     /// back at the desktop size afterwards.
     pub fn overflow_on_a_phone(&mut self) -> f64 {
-        self.lay_out_as((390, 844), true);
         let overflow = self
-            .eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .on_a_phone(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            )
             .as_f64()
             .expect("a width");
-        self.lay_out_as(VIEWPORT, false);
         overflow.max(0.0)
+    }
+
+    /// The value of `expression` with the page laid out on a phone's
+    /// screen (390×844); the page is back at the desktop size afterwards.
+    pub fn on_a_phone(&mut self, expression: &str) -> Value {
+        self.lay_out_as((390, 844), true);
+        let value = self.eval(expression);
+        self.lay_out_as(VIEWPORT, false);
+        value
     }
 
     /// Calls the DevTools method `method`; its result (events that come
