@@ -1,10 +1,12 @@
 //! Render progress: a bar with ETA on a terminal, plain log lines otherwise
 //! (CI logs, `nohup`, Kubernetes); durations as people write them.
 
+use std::fmt;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use crate::pace::Pace;
 
@@ -12,38 +14,52 @@ use crate::pace::Pace;
 pub struct FrameProgress {
     bar: Option<ProgressBar>,
     total: u64,
-    pace: Pace,
+    /// Shared with the bar, which reads the time left from it every second.
+    pace: Arc<Mutex<Pace>>,
 }
+
+/// How often a terminal's bar is redrawn between frames, so that its
+/// clock runs and its time left counts down through a long frame.
+const TICK: Duration = Duration::from_secs(1);
 
 impl FrameProgress {
     /// Progress of a render of `total` frames of which `done` already exist.
     pub fn new(total: u64, done: u64) -> Self {
+        let pace = Arc::new(Mutex::new(Pace::start(done)));
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total).with_position(done);
+            let shared = pace.clone();
+            let left = move |_: &ProgressState, w: &mut dyn fmt::Write| {
+                let seconds = lock(&shared).seconds_left(total, Instant::now());
+                let _ = w.write_str(&duration(seconds));
+            };
             bar.set_style(
-                ProgressStyle::with_template("{spinner} frame {pos}/{len} [{bar:40}] {elapsed_precise} ETA {eta_precise} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} frame {pos}/{len} [{bar:40}] {elapsed_precise} ETA {left} {msg}",
+                )
+                .expect("valid template")
+                .with_key("left", left)
+                .progress_chars("=> "),
             );
+            bar.enable_steady_tick(TICK);
             bar
         });
-        Self {
-            bar,
-            total,
-            pace: Pace::start(done),
-        }
+        Self { bar, total, pace }
     }
 
     /// Frame `n` (0-based) has been written.
     pub fn frame_done(&mut self, n: u64, seconds: f64) {
-        self.pace.frame_written(n);
+        let eta = {
+            let mut pace = lock(&self.pace);
+            pace.frame_written(n);
+            pace.seconds_left(self.total, Instant::now())
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_position(n + 1);
                 bar.set_message(format!("{seconds:.1} s/frame"));
             }
             None => {
-                let eta = self.pace.seconds_left(self.total, Instant::now());
                 tracing::info!(
                     frame = n,
                     of = self.total,
@@ -61,6 +77,11 @@ impl FrameProgress {
             bar.finish();
         }
     }
+}
+
+/// The pace, whole even if a thread panicked holding it.
+fn lock(pace: &Mutex<Pace>) -> MutexGuard<'_, Pace> {
+    pace.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Seconds as "1 h 02 min", "3 min 20 s" or "12 s"; "—" when unknown.
