@@ -233,7 +233,11 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
     // they are given the frames after the first as regions (12 of them,
     // the top octave's tiles of 96); not serving any, as tiles through
     // the coordinator's frame loop: the frames must be the same bits.
-    let flags = [
+    // Without colour keeping, and with all of it (coherence to frame 0,
+    // contrast, sharpening: learned by the coordinator from the whole
+    // moved frame, applied by each region's worker to its part), which
+    // with no dream is all that changes a frame besides the camera.
+    let plain = [
         "--input",
         "assets/astronaut.png",
         "--size",
@@ -247,12 +251,14 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
         "--name",
         "regions",
     ];
+    let colour = ["--color-coherence", "lab", "--color-strength", "0.8"];
+    let colour = [&colour[..], &["--contrast", "1.3", "--sharpen", "0.5"]].concat();
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let job = |regions: bool| {
+    let job = |regions: bool, flags: &[&str]| {
         let coordinator = Coordinator::start();
         let pool =
             SyntheticPool::start_with(&runtime, &coordinator.url, 3, Duration::ZERO, regions);
-        let id = coordinator.submit(&flags);
+        let id = coordinator.submit(flags);
         coordinator.wait_done(&id, Duration::from_secs(120));
         pool.assert_working();
         let pixels: Vec<Vec<u8>> = frames(&coordinator.frames_dir(&id))
@@ -261,17 +267,26 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
             .collect();
         (pixels, pool.regions_done())
     };
-    let (by_regions, regions) = job(true);
-    let (by_tiles, none) = job(false);
-    assert!(
-        regions >= 3 * 12 && none == 0,
-        "frames 1 to 3 went by regions: {regions} regions came back ({none} without)"
-    );
-    assert_eq!((by_regions.len(), by_tiles.len()), (4, 4));
-    for (n, (a, b)) in by_regions.iter().zip(&by_tiles).enumerate() {
-        assert!(a == b, "frame {n} by regions differs from the one by tiles");
+    let mut kept = Vec::new();
+    for extra in [&[][..], &colour] {
+        let flags = [&plain[..], extra].concat();
+        let (by_regions, regions) = job(true, &flags);
+        let (by_tiles, none) = job(false, &flags);
+        assert!(
+            regions >= 3 * 12 && none == 0,
+            "{extra:?}: frames 1 to 3 went by regions: {regions} regions came back ({none} without)"
+        );
+        assert_eq!((by_regions.len(), by_tiles.len()), (4, 4));
+        for (n, (a, b)) in by_regions.iter().zip(&by_tiles).enumerate() {
+            assert!(
+                a == b,
+                "{extra:?}: frame {n} by regions differs from the one by tiles"
+            );
+        }
+        assert!(by_tiles[3] != by_tiles[2], "the camera moved");
+        kept.push(by_tiles);
     }
-    assert!(by_tiles[3] != by_tiles[2], "the camera moved");
+    assert!(kept[0][3] != kept[1][3], "the colours were kept");
 }
 
 #[test]
@@ -329,6 +344,35 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
             "no wait for a neighbour's change was counted"
         );
     }
+}
+
+#[test]
+fn real_workers_keep_the_colours_of_regions_as_the_single_machine_render_does() {
+    // The small job with colour coherence, contrast and sharpening, which
+    // read the whole moved frame: the coordinator learns them from it and
+    // each region's worker applies them to its part (with the margin the
+    // unsharp mask reads), so frames 1 and 2 still go by regions.
+    let colour = [
+        "--color-coherence",
+        "hsv",
+        "--contrast",
+        "1.2",
+        "--sharpen",
+        "0.3",
+    ];
+    let coloured = [JOB, &colour[..]].concat();
+    let c = Coordinator::start();
+    let _pool: Vec<_> = (0..2)
+        .map(|i| c.worker_serving_changes(&format!("w{i}"), &[]))
+        .collect();
+    let id = c.submit(&[&coloured[..], &["--name", "colours"]].concat());
+    c.wait_done(&id, LIMIT);
+    let regions = c.metric("dreamfarm_regions_completed_total");
+    assert!(regions >= 2.0 * 6.0, "{regions} regions answered");
+    assert!(
+        c.fetch_frames(&id) == rendered(&coloured),
+        "frames whose colours regions kept differ from the single-machine render"
+    );
 }
 
 #[test]

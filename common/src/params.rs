@@ -663,6 +663,10 @@ pub struct ColorSettings {
     pub sharpen_radius: f64,
 }
 
+/// The widest unsharp mask a job may ask for (its blur's standard
+/// deviation, in pixels).
+pub const MAX_SHARPEN_RADIUS: f64 = 32.0;
+
 impl Default for ColorSettings {
     fn default() -> Self {
         Self {
@@ -734,7 +738,7 @@ impl ColorSettings {
         check(
             "sharpen-radius",
             self.sharpen_radius,
-            self.sharpen_radius > 0.0 && self.sharpen_radius <= 32.0,
+            self.sharpen_radius > 0.0 && self.sharpen_radius <= MAX_SHARPEN_RADIUS,
             "above 0, at most 32 pixels",
         )
     }

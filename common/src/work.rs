@@ -1,11 +1,13 @@
 //! The unit of work a worker computes: gradient steps on one tile of one
 //! octave of one frame, and what it returns.
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use crate::color::ColorAdjust;
 use crate::objective::FrameObjective;
 use crate::params::{DreamSettings, MAX_TILE_BATCH};
-use crate::region_plan::RegionPlan;
+use crate::region_plan::{Area, RegionPlan};
 use crate::resample::{Planar, Rgb8Rect, SpareImages, Warp, warp_rgb8_rect};
 use crate::tiling::Rect;
 
@@ -115,6 +117,9 @@ pub struct RegionLease {
     pub objective: Arc<FrameObjective>,
     /// The camera move from the last frame to this one.
     pub camera: Warp,
+    /// The colour keeping learned from the whole moved frame, applied to
+    /// the region's moved part (none: no colour keeping).
+    pub color: Option<Arc<ColorAdjust>>,
     /// The last frame's column and row where `rgb` starts.
     pub origin: (usize, usize),
     /// Width and height of the part `rgb` holds.
@@ -137,15 +142,15 @@ impl RegionLease {
     }
 
     /// The frame to dream over the region's input area: the last frame's
-    /// part moved by the camera. None when the part does not hold what the
-    /// region reads.
+    /// part moved by the camera, its colours kept. None when the part does
+    /// not hold what the region reads.
     pub fn input(&self, plan: &RegionPlan) -> Option<Planar> {
         let area = &plan.regions.get(self.region as usize)?.input;
-        let (columns, rows) = (area.columns.clone(), area.rows.clone());
+        let (columns, rows) = moved_area(area, self.color.as_deref(), self.size);
         let (w, h) = self.size;
         let (read_x, read_y) = self.camera.source_of(w, h, columns.clone(), rows.clone());
         let ((x, y), (pw, ph)) = (self.origin, self.part);
-        let holds = |read: &std::ops::Range<usize>, at: usize, len: usize| {
+        let holds = |read: &Range<usize>, at: usize, len: usize| {
             read.is_empty() || at <= read.start && read.end <= at + len
         };
         if !holds(&read_x, x, pw) || !holds(&read_y, y, ph) || self.rgb.len() != 3 * pw * ph {
@@ -158,6 +163,28 @@ impl RegionLease {
             size: self.part,
         };
         let spare = &mut SpareImages::default();
-        Some(warp_rgb8_rect(&part, &self.camera, columns, rows, spare))
+        let mut moved = warp_rgb8_rect(&part, &self.camera, columns.clone(), rows.clone(), spare);
+        let Some(color) = &self.color else {
+            return Some(moved);
+        };
+        color.apply(&mut moved);
+        let inside = |of: &Range<usize>, within: &Range<usize>| {
+            of.start - within.start..of.end - within.start
+        };
+        Some(moved.crop(inside(&area.columns, &columns), inside(&area.rows, &rows)))
     }
+}
+
+/// The pixels of the moved frame that a region whose input is `area`
+/// makes its input from: the area, and around it the margin that `color`
+/// reads (within the frame of `size`).
+pub fn moved_area(
+    area: &Area,
+    color: Option<&ColorAdjust>,
+    (width, height): (usize, usize),
+) -> (Range<usize>, Range<usize>) {
+    let margin = color.map_or(0, ColorAdjust::margin);
+    let widen =
+        |r: &Range<usize>, side: usize| r.start.saturating_sub(margin)..(r.end + margin).min(side);
+    (widen(&area.columns, width), widen(&area.rows, height))
 }

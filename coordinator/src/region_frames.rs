@@ -1,13 +1,17 @@
 //! A frame dreamed by regions on the workers (docs/frame-loop-on-workers.md)
 //! instead of tile by tile on the coordinator: from the last frame as
 //! written, each region is sent the 8-bit part of it that it reads and
-//! sends back the frame's 8-bit pixels over its cell. The same bits as the
-//! frame loop, for the frames the regions can compute alone.
+//! sends back the frame's 8-bit pixels over its cell, with the frame's
+//! colour keeping as learned here from the whole moved frame. The same
+//! bits as the frame loop, for every frame that follows the last one.
 
+use std::sync::Arc;
+
+use dreamfarm_common::color::ColorAdjust;
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::region_plan::RegionPlan;
 use dreamfarm_common::resample::Warp;
-use dreamfarm_common::work::RegionLease;
+use dreamfarm_common::work::{RegionLease, moved_area};
 
 use crate::frame_loop::FramePlan;
 use crate::tile_executor::TileError;
@@ -37,22 +41,26 @@ pub trait RegionExecutor {
 }
 
 /// Whether frame `n` of `spec` can be dreamed by regions: it follows the
-/// last frame with no cross-fade between key frames, no colour reference
-/// and no contrast or sharpening to apply to the whole moved frame, and
-/// it is dreamed at all.
-pub fn eligible(spec: &JobSpec, plan: &FramePlan, has_reference: bool) -> bool {
-    let (n, frames, color) = (plan.frame, spec.frames, &spec.color);
-    spec.dream.cadence <= 1
-        && !has_reference
-        && color.coherence.is_none()
-        && color.contrast.value_at(n, frames) == 1.0
-        && color.sharpen.value_at(n, frames) == 0.0
-        && !plan.objective.layers.is_empty()
+/// last frame with no cross-fade between key frames, and it is dreamed at
+/// all. (Colour keeping, which reads the whole moved frame, is learned by
+/// the coordinator and sent with the leases: [`Move`].)
+pub fn eligible(spec: &JobSpec, plan: &FramePlan) -> bool {
+    spec.dream.cadence <= 1 && !plan.objective.layers.is_empty()
+}
+
+/// How the last frame becomes a frame's input.
+#[derive(Debug, Clone)]
+pub struct Move {
+    /// The camera move.
+    pub camera: Warp,
+    /// The colour keeping learned from the whole moved frame, if the frame
+    /// has any.
+    pub color: Option<Arc<ColorAdjust>>,
 }
 
 /// Frame `plan.frame` of `spec`, `width`×`height`, dreamed by `regions`
-/// from `previous`, the last frame as written (8-bit RGB), moved by
-/// `camera`: its 8-bit RGB, or none when the frame must go by tiles
+/// from `previous`, the last frame as written (8-bit RGB), moved as
+/// `moved` says: its 8-bit RGB, or none when the frame must go by tiles
 /// instead ([`RegionExecutor::dream_regions`]).
 pub fn dream(
     spec: &JobSpec,
@@ -60,7 +68,7 @@ pub fn dream(
     (width, height): (usize, usize),
     min_side: usize,
     previous: &[u8],
-    camera: Warp,
+    moved: &Move,
     regions: &mut dyn RegionExecutor,
 ) -> Result<Option<Vec<u8>>, TileError> {
     let sizes = spec.dream.octave_sizes(width, height, min_side);
@@ -71,9 +79,9 @@ pub fn dream(
         .iter()
         .enumerate()
         .map(|(r, region)| {
-            let input = &region.input;
             let (columns, rows) =
-                camera.source_of(width, height, input.columns.clone(), input.rows.clone());
+                moved_area(&region.input, moved.color.as_deref(), (width, height));
+            let (columns, rows) = moved.camera.source_of(width, height, columns, rows);
             let mut rgb = Vec::with_capacity(3 * columns.len() * rows.len());
             for y in rows.clone() {
                 rgb.extend_from_slice(
@@ -88,7 +96,8 @@ pub fn dream(
                 min_side,
                 jitter: plan.jitter,
                 objective: plan.objective.clone(),
-                camera,
+                camera: moved.camera,
+                color: moved.color.clone(),
                 origin: (columns.start, rows.start),
                 part: (columns.len(), rows.len()),
                 rgb,

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dreamfarm_common::color::{ColorReference, contrast, match_colors, unsharp_mask};
+use dreamfarm_common::color::{ColorAdjust, ColorReference};
 use dreamfarm_common::objective::GUIDE_SIDE;
-use dreamfarm_common::params::{ColorSettings, JobSpec, MAX_SIDE, ParamError};
+use dreamfarm_common::params::{JobSpec, MAX_SIDE, ParamError};
 use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize, warp, warp_rgb8};
 
 use crate::frame_loop::{FramePlan, dream_frame};
@@ -323,16 +323,29 @@ pub fn render(
                 let regions = match (&previous, executor.regions()) {
                     (Some(prev), Some(regions)) => {
                         let plan = FramePlan::new(spec, next, &guide)?;
-                        if region_frames::eligible(spec, &plan, reference.is_some()) {
-                            let camera = camera(spec, next, w, h);
+                        if region_frames::eligible(spec, &plan) {
                             let _span = tracing::info_span!("frame", n = next).entered();
+                            let camera = camera(spec, next, w, h);
+                            // Colour keeping reads the whole moved frame:
+                            // learned here, applied by each region's worker.
+                            let at = (next, spec.frames);
+                            let color = ColorAdjust::wanted(&spec.color, at, reference.is_some())
+                                .then(|| {
+                                    let mut moved = warp_rgb8(w, h, prev, &camera, &mut spare);
+                                    let reference = reference.as_ref();
+                                    let color =
+                                        ColorAdjust::keep(&spec.color, at, reference, &mut moved);
+                                    spare.keep(&mut moved);
+                                    Arc::new(color)
+                                });
+                            let moved = region_frames::Move { camera, color };
                             region_frames::dream(
                                 spec,
                                 &plan,
                                 (w, h),
                                 min_side,
                                 prev,
-                                camera,
+                                &moved,
                                 regions,
                             )?
                         } else {
@@ -364,10 +377,9 @@ pub fn render(
                         }
                         if key < total {
                             // `moved` is frame `key`: dreamed.
-                            keep_colors(
+                            ColorAdjust::keep(
                                 &spec.color,
-                                key,
-                                spec.frames,
+                                (key, spec.frames),
                                 reference.as_ref(),
                                 &mut moved,
                             );
@@ -454,28 +466,6 @@ fn cross_fade(
             *a += (b - *a) * t;
         }
         back = Some(warped);
-    }
-}
-
-/// Frame `n`'s input after the camera move: its colours pulled toward the
-/// reference, then its contrast and sharpness adjusted, as scheduled.
-fn keep_colors(
-    color: &ColorSettings,
-    n: u64,
-    frames: u32,
-    reference: Option<&ColorReference>,
-    image: &mut Planar,
-) {
-    if let Some(reference) = reference {
-        match_colors(image, reference, color.strength.value_at(n, frames));
-    }
-    let amount = color.contrast.value_at(n, frames);
-    if amount != 1.0 {
-        contrast(image, amount);
-    }
-    let sharpen = color.sharpen.value_at(n, frames);
-    if sharpen != 0.0 {
-        unsharp_mask(image, sharpen, color.sharpen_radius);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod auth;
 pub mod change_channels;
 pub mod change_exchange;
 pub mod chunks;
+pub mod color_adjust;
 pub mod connect;
 pub mod exposition;
 pub mod halves;
@@ -54,8 +55,10 @@ pub mod pb {
 /// Bumped whenever the messages change meaning; a worker whose `Hello`
 /// names another version is refused with a clear status.
 /// Version 3 split the model (per job) from the objective (per frame);
-/// version 4 sends a job's own weights file instead of its path.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// version 4 sends a job's own weights file instead of its path; version 5
+/// carries a frame's colour keeping with its region leases (a worker
+/// before it would dream those regions without it).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How a worker's failure starts when the weights a job uploaded do not
 /// fit its model: the coordinator then advises submitting the job again,

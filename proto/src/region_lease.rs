@@ -8,7 +8,7 @@ use dreamfarm_common::params::{DreamSettings, MAX_SIDE};
 use dreamfarm_common::resample::Warp;
 use dreamfarm_common::work::RegionLease;
 
-use crate::{WireError, objective, pb};
+use crate::{WireError, color_adjust, objective, pb};
 
 /// The message fields of `lease` that describe the region (the caller
 /// fills in the lease's id, job, model, try, deadline and weights) and the
@@ -49,6 +49,7 @@ pub fn to_wire(lease: &RegionLease) -> pb::RegionLeaseStart {
         }),
         part_bytes: lease.rgb.len() as u64,
         objective: Some(objective::to_wire(&lease.objective)),
+        color: lease.color.as_deref().map(color_adjust::to_wire),
         ..Default::default()
     }
 }
@@ -109,6 +110,7 @@ pub fn from_wire(start: pb::RegionLeaseStart, rgb: Vec<u8>) -> Result<RegionLeas
     }
     let objective =
         objective::from_wire(start.objective.ok_or_else(|| bad("no objective".into()))?)?;
+    let color = start.color.map(color_adjust::from_wire).transpose()?;
     let lease = RegionLease {
         frame: start.frame,
         region: start.region,
@@ -123,6 +125,7 @@ pub fn from_wire(start: pb::RegionLeaseStart, rgb: Vec<u8>) -> Result<RegionLeas
             pan: (c.pan_x, c.pan_y),
             center: (c.center_x, c.center_y),
         },
+        color: color.map(Arc::new),
         origin: (part.x as usize, part.y as usize),
         part: (part.width as usize, part.height as usize),
         rgb,
@@ -166,6 +169,7 @@ mod tests {
                 pan: (1.0, -2.0),
                 center: (150.0, 100.0),
             },
+            color: None,
             origin: (0, 0),
             part: (40, 30),
             rgb: (0..3 * 40 * 30).map(|i| i as u8).collect(),
@@ -174,7 +178,18 @@ mod tests {
 
     #[test]
     fn a_region_lease_comes_back_as_it_went() {
-        let lease = lease();
+        let mut lease = lease();
+        let start = to_wire(&lease);
+        assert_eq!(from_wire(start, lease.rgb.clone()).expect("valid"), lease);
+        // With colour keeping (its own checks: `color_adjust`).
+        let sharpen = dreamfarm_common::color::Sharpen {
+            amount: 0.3,
+            radius_px: 1.5,
+        };
+        lease.color = Some(Arc::new(dreamfarm_common::color::ColorAdjust {
+            sharpen: Some(sharpen),
+            ..Default::default()
+        }));
         let start = to_wire(&lease);
         assert_eq!(from_wire(start, lease.rgb.clone()).expect("valid"), lease);
     }

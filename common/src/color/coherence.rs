@@ -50,37 +50,114 @@ impl ColorReference {
     }
 }
 
+/// What colour coherence learned from a whole frame: per channel, the
+/// mapping of its samples' bins, which a part of the frame is matched with
+/// to the same bits as the whole frame (a region's worker has only its
+/// part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorMatch {
+    /// The space the channels are matched in.
+    pub space: ColorSpace,
+    /// How far the matched colours replace the frame's, in `(0, 1]`.
+    pub strength: f32,
+    /// Each channel's map; none for a channel left alone.
+    pub channels: [Option<ChannelMap>; 3],
+}
+
+/// One channel's histogram match, as learned from a whole frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelMap {
+    /// The frame's least sample in the channel.
+    pub lo: f32,
+    /// Bins per unit of the channel (0 for a flat channel).
+    pub scale: f32,
+    /// The value of each of the [`BINS`] bins.
+    pub mapped: Vec<f32>,
+}
+
+/// The number of bins a [`ChannelMap`] has.
+pub const CHANNEL_BINS: usize = BINS;
+
+impl ChannelMap {
+    /// The bin of `v`; `as` saturates, so rounding at the top stays in
+    /// range.
+    fn bin(&self, v: f32) -> usize {
+        (((v - self.lo) * self.scale) as usize).min(BINS - 1)
+    }
+
+    /// Maps `values` as learned.
+    fn apply(&self, values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = self.mapped[self.bin(*v)];
+        }
+    }
+}
+
 /// Colour coherence: matches the histogram of each channel of `frame`, in
 /// the reference's space, to the reference's (as skimage's
 /// `match_histograms`, which Deforum uses: a sample of rank `r` among the
 /// frame's takes the reference's quantile at the same rank, ties the mid
 /// rank), then blends the result with the frame by `strength` (0, less or
 /// NaN: the frame unchanged; 1 or more: fully matched). Samples end in
-/// `0..=1`.
-pub fn match_colors(frame: &mut Planar, reference: &ColorReference, strength: f64) {
+/// `0..=1`. Returns what it learned from the frame, none when it left
+/// the frame alone.
+pub fn match_colors(
+    frame: &mut Planar,
+    reference: &ColorReference,
+    strength: f64,
+) -> Option<ColorMatch> {
     let n = frame.width * frame.height;
     let nothing_to_match = reference.quantiles.iter().all(Vec::is_empty);
     if strength.is_nan() || strength <= 0.0 || n == 0 || nothing_to_match {
-        return;
+        return None;
     }
-    let strength = strength.min(1.0) as f32;
     let mut matched = frame.data.clone();
     reference.space.rgb_to_space(&mut matched);
-    for (plane, table) in matched.chunks_exact_mut(n).zip(&reference.quantiles) {
-        if !table.is_empty() {
-            match_channel(plane, table);
-        }
+    let channels = std::array::from_fn(|c| {
+        let table = &reference.quantiles[c];
+        (!table.is_empty()).then(|| learn_channel(&matched[c * n..(c + 1) * n], table))
+    });
+    let learned = ColorMatch {
+        space: reference.space,
+        strength: strength.min(1.0) as f32,
+        channels,
+    };
+    learned.finish(frame, matched);
+    Some(learned)
+}
+
+impl ColorMatch {
+    /// Matches `part`, any part of the frame this was learned from, as
+    /// [`match_colors`] matched the whole frame.
+    pub fn apply(&self, part: &mut Planar) {
+        let mut matched = part.data.clone();
+        self.space.rgb_to_space(&mut matched);
+        self.finish(part, matched);
     }
-    reference.space.space_to_rgb(&mut matched);
-    for (x, &m) in frame.data.iter_mut().zip(&matched) {
-        *x = unit(*x + strength * (m - *x));
+
+    /// Maps `matched`, `frame`'s samples in the space, channel by channel,
+    /// back to sRGB, and blends `frame` toward it.
+    fn finish(&self, frame: &mut Planar, mut matched: Vec<f32>) {
+        let n = frame.width * frame.height;
+        if n == 0 {
+            return;
+        }
+        for (plane, map) in matched.chunks_exact_mut(n).zip(&self.channels) {
+            if let Some(map) = map {
+                map.apply(plane);
+            }
+        }
+        self.space.space_to_rgb(&mut matched);
+        for (x, &m) in frame.data.iter_mut().zip(&matched) {
+            *x = unit(*x + self.strength * (m - *x));
+        }
     }
 }
 
-/// Maps `values` (not empty) so their distribution follows the quantile
-/// table `table`: each sample's bin takes the table's value at the bin's
-/// mid rank.
-fn match_channel(values: &mut [f32], table: &[f32]) {
+/// How `values` (not empty) map so their distribution follows the
+/// quantile table `table`: each sample's bin takes the table's value at
+/// the bin's mid rank.
+fn learn_channel(values: &[f32], table: &[f32]) -> ChannelMap {
     let (lo, hi) = values
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
@@ -91,15 +168,18 @@ fn match_channel(values: &mut [f32], table: &[f32]) {
     } else {
         0.0
     };
-    // `as` saturates, so rounding at the top stays in range.
-    let bin = |v: f32| (((v - lo) * scale) as usize).min(BINS - 1);
+    let mut map = ChannelMap {
+        lo,
+        scale,
+        mapped: Vec::new(),
+    };
     let mut counts = vec![0u32; BINS];
-    for &v in values.iter() {
-        counts[bin(v)] += 1;
+    for &v in values {
+        counts[map.bin(v)] += 1;
     }
     let last_rank = (values.len() - 1) as f64;
     let mut below = 0u64;
-    let mapped: Vec<f32> = counts
+    map.mapped = counts
         .iter()
         .map(|&count| {
             let mid_rank = below as f64 + (f64::from(count) - 1.0) / 2.0;
@@ -112,9 +192,7 @@ fn match_channel(values: &mut [f32], table: &[f32]) {
             at_fraction(table, fraction)
         })
         .collect();
-    for v in values.iter_mut() {
-        *v = mapped[bin(*v)];
-    }
+    map
 }
 
 /// The value `fraction` (clamped to `0..=1`) of the way through the sorted,

@@ -13,14 +13,16 @@
 //! - `sharpen.rs`: contrast and the unsharp mask.
 //! - `measures.rs`: the drift statistics.
 
+mod adjust;
 mod coherence;
 mod measures;
 mod sharpen;
 mod space;
 
-pub use coherence::{ColorReference, match_colors};
+pub use adjust::{ColorAdjust, Sharpen};
+pub use coherence::{CHANNEL_BINS, ChannelMap, ColorMatch, ColorReference, match_colors};
 pub use measures::{mean_abs_horizontal_gradient, mean_luminance, mean_saturation};
-pub use sharpen::{contrast, unsharp_mask};
+pub use sharpen::{Contrast, contrast, sharpen_reach, unsharp_mask};
 pub use space::ColorSpace;
 
 /// `v` clamped to `0..=1`, NaN to 0 (`clamp` would keep a NaN).

@@ -8,14 +8,35 @@ use crate::resample::Planar;
 /// Scales every sample's distance from the mean luminance by `amount`
 /// (1: unchanged, 0: flat grey, above 1: more contrast), as PIL's
 /// `ImageEnhance.Contrast`; samples end in `0..=1`.
-pub fn contrast(image: &mut Planar, amount: f64) {
+/// Returns what it learned from the image, none when it left it alone.
+pub fn contrast(image: &mut Planar, amount: f64) -> Option<Contrast> {
     if amount == 1.0 || image.data.is_empty() {
-        return;
+        return None;
     }
-    let mean = mean_luminance(image) as f32;
-    let amount = amount as f32;
-    for x in &mut image.data {
-        *x = unit(mean + amount * (*x - mean));
+    let learned = Contrast {
+        mean: mean_luminance(image) as f32,
+        amount: amount as f32,
+    };
+    learned.apply(image);
+    Some(learned)
+}
+
+/// What [`contrast`] learned from a whole frame (its mean luminance), with
+/// which a part of the frame is given the same bits as the whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contrast {
+    /// The frame's mean luminance.
+    pub mean: f32,
+    /// The contrast factor.
+    pub amount: f32,
+}
+
+impl Contrast {
+    /// Scales `part`'s samples' distances from the frame's mean.
+    pub fn apply(&self, part: &mut Planar) {
+        for x in &mut part.data {
+            *x = unit(self.mean + self.amount * (*x - self.mean));
+        }
     }
 }
 
@@ -37,10 +58,17 @@ pub fn unsharp_mask(image: &mut Planar, amount: f64, radius_px: f64) {
     }
 }
 
+/// How far [`unsharp_mask`] of `radius_px` reads beyond a pixel, in
+/// pixels: a part of a frame sharpened with this margin of the frame
+/// around it has the whole frame's bits.
+pub fn sharpen_reach(radius_px: f64) -> usize {
+    (3.0 * radius_px).ceil() as usize
+}
+
 /// Normalised Gaussian weights of standard deviation `sigma`, out to three
 /// standard deviations each side.
 fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    let radius = (3.0 * sigma).ceil() as i64;
+    let radius = sharpen_reach(sigma) as i64;
     let weights: Vec<f64> = (-radius..=radius)
         .map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp())
         .collect();

@@ -38,6 +38,15 @@ impl FromStr for ColorSpace {
 }
 
 impl ColorSpace {
+    /// Its name, as jobs and the wire spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lab => "lab",
+            Self::Hsv => "hsv",
+            Self::Rgb => "rgb",
+        }
+    }
+
     /// Whether channel `c` of this space is matched (HSV's hue is not).
     pub(super) fn matches_channel(self, c: usize) -> bool {
         !(self == Self::Hsv && c == 0)

@@ -1320,6 +1320,7 @@ mod tests {
                 pan: (0.0, 0.0),
                 center: (32.0, 32.0),
             },
+            color: None,
             origin: (0, 0),
             part: (2, 2),
             rgb: vec![0; 12],

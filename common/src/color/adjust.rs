@@ -1,0 +1,170 @@
+//! A frame's colour keeping (coherence, contrast, sharpening) split into
+//! what it learns from the whole moved frame and what it then does to
+//! each pixel, so that a worker holding one region of the frame gives its
+//! part the bits the whole frame's keeping gives it.
+
+use super::coherence::{ColorMatch, ColorReference, match_colors};
+use super::sharpen::{Contrast, contrast, sharpen_reach, unsharp_mask};
+use crate::params::ColorSettings;
+use crate::resample::Planar;
+
+/// Frame `n`'s colour keeping, as learned from its whole moved frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColorAdjust {
+    /// Colour coherence's histogram match, if any.
+    pub matching: Option<ColorMatch>,
+    /// The contrast change, if any.
+    pub contrast: Option<Contrast>,
+    /// The unsharp mask, if any.
+    pub sharpen: Option<Sharpen>,
+}
+
+/// An unsharp mask's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sharpen {
+    /// How much of the detail is added.
+    pub amount: f64,
+    /// The blur's standard deviation in pixels.
+    pub radius_px: f64,
+}
+
+impl ColorAdjust {
+    /// Keeps frame `n`'s (of `frames`) colours in `image`, its whole
+    /// moved frame, as `color` schedules: colours pulled toward
+    /// `reference`, then contrast and sharpness adjusted. Returns what it
+    /// did, for the parts of the frame that regions' workers hold.
+    pub fn keep(
+        color: &ColorSettings,
+        (n, frames): (u64, u32),
+        reference: Option<&ColorReference>,
+        image: &mut Planar,
+    ) -> Self {
+        let strength = color.strength.value_at(n, frames);
+        let matching = reference.and_then(|r| match_colors(image, r, strength));
+        let contrast = contrast(image, color.contrast.value_at(n, frames));
+        let sharpen = Sharpen {
+            amount: color.sharpen.value_at(n, frames),
+            radius_px: color.sharpen_radius,
+        };
+        let sharpen = (sharpen.amount != 0.0).then(|| {
+            unsharp_mask(image, sharpen.amount, sharpen.radius_px);
+            sharpen
+        });
+        Self {
+            matching,
+            contrast,
+            sharpen,
+        }
+    }
+
+    /// Whether frame `n`'s keeping may change it (so that the frame is
+    /// worth moving whole to learn it), given whether there is a reference
+    /// to pull its colours toward.
+    pub fn wanted(color: &ColorSettings, (n, frames): (u64, u32), has_reference: bool) -> bool {
+        (has_reference && color.strength.value_at(n, frames) > 0.0)
+            || color.contrast.value_at(n, frames) != 1.0
+            || color.sharpen.value_at(n, frames) != 0.0
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// How many pixels of the frame around a part [`apply`](Self::apply)
+    /// needs (clamped to the frame's edges) for the part's inside to come
+    /// out with the whole frame's bits.
+    pub fn margin(&self) -> usize {
+        self.sharpen.map_or(0, |s| sharpen_reach(s.radius_px))
+    }
+
+    /// Keeps the colours of `part`, a part of the frame this was learned
+    /// from, with [`margin`](Self::margin) pixels of the frame around
+    /// what the caller keeps of it (fewer only at the frame's edges).
+    pub fn apply(&self, part: &mut Planar) {
+        if let Some(matching) = &self.matching {
+            matching.apply(part);
+        }
+        if let Some(contrast) = &self.contrast {
+            contrast.apply(part);
+        }
+        if let Some(s) = self.sharpen {
+            unsharp_mask(part, s.amount, s.radius_px);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::color::ColorSpace;
+    use crate::color::test_images::scene;
+
+    /// Settings that use all three: coherence, contrast and sharpening.
+    fn settings(sharpen_radius: f64) -> ColorSettings {
+        ColorSettings {
+            coherence: Some(ColorSpace::Lab),
+            strength: 0.8.into(),
+            contrast: 1.2.into(),
+            sharpen: 0.4.into(),
+            sharpen_radius,
+            ..ColorSettings::default()
+        }
+    }
+
+    #[test]
+    fn parts_kept_with_the_margin_have_the_whole_frames_bits() {
+        let reference = scene(40, 30);
+        let (w, h) = (97, 61);
+        let mut moved = scene(w, h);
+        for c in moved.data.iter_mut().step_by(7) {
+            *c = (*c * 1.7).min(1.0);
+        }
+        for space in [ColorSpace::Lab, ColorSpace::Hsv, ColorSpace::Rgb] {
+            for radius in [0.7, 1.0, 2.5] {
+                let color = settings(radius);
+                let reference = ColorReference::new(&reference, space);
+                let mut whole = moved.clone();
+                assert!(ColorAdjust::wanted(&color, (5, 10), true));
+                let adjust = ColorAdjust::keep(&color, (5, 10), Some(&reference), &mut whole);
+                assert!(adjust.matching.is_some() && adjust.contrast.is_some());
+                let m = adjust.margin();
+                assert_eq!(m, sharpen_reach(radius));
+                // Parts inside, at each edge and at the corners.
+                for (columns, rows) in [
+                    (20..50usize, 10..40usize),
+                    (0..13, 0..61),
+                    (80..97, 50..61),
+                    (0..97, 30..31),
+                    (44..45, 0..9),
+                ] {
+                    let wide = (
+                        columns.start.saturating_sub(m)..(columns.end + m).min(w),
+                        rows.start.saturating_sub(m)..(rows.end + m).min(h),
+                    );
+                    let mut part = moved.crop(wide.0.clone(), wide.1.clone());
+                    adjust.apply(&mut part);
+                    let inside = part.crop(
+                        columns.start - wide.0.start..columns.end - wide.0.start,
+                        rows.start - wide.1.start..rows.end - wide.1.start,
+                    );
+                    assert!(
+                        inside == whole.crop(columns.clone(), rows.clone()),
+                        "{space:?}, radius {radius}: part {columns:?} x {rows:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn settings_that_change_nothing_learn_nothing() {
+        let mut image = scene(16, 16);
+        let before = image.clone();
+        let color = ColorSettings::default();
+        assert!(!ColorAdjust::wanted(&color, (1, 10), false));
+        let adjust = ColorAdjust::keep(&color, (1, 10), None, &mut image);
+        assert!(adjust.is_none() && adjust.margin() == 0);
+        assert_eq!(image, before);
+    }
+}
