@@ -334,7 +334,7 @@ pub fn render(
                                     let mut moved = warp_rgb8(w, h, prev, &camera, &mut spare);
                                     let reference = reference.as_ref();
                                     let color =
-                                        ColorAdjust::keep(&spec.color, at, reference, &mut moved);
+                                        ColorAdjust::learn(&spec.color, at, reference, &moved);
                                     spare.keep(&mut moved);
                                     Arc::new(color)
                                 });

@@ -57,6 +57,39 @@ impl ColorAdjust {
         }
     }
 
+    /// What [`keep`](Self::keep) would learn from `moved`, without the
+    /// work only a kept frame needs: the histogram maps from the frame
+    /// converted once (matched in full only where the contrast needs the
+    /// matched frame's mean), and no unsharp mask, which learns nothing.
+    pub fn learn(
+        color: &ColorSettings,
+        (n, frames): (u64, u32),
+        reference: Option<&ColorReference>,
+        moved: &Planar,
+    ) -> Self {
+        let strength = color.strength.value_at(n, frames);
+        let amount = color.contrast.value_at(n, frames);
+        let (matching, contrast) = if amount == 1.0 {
+            (
+                reference.and_then(|r| ColorMatch::learn(moved, r, strength)),
+                None,
+            )
+        } else {
+            let mut matched = moved.clone();
+            let matching = reference.and_then(|r| match_colors(&mut matched, r, strength));
+            (matching, contrast(&mut matched, amount))
+        };
+        let sharpen = Sharpen {
+            amount: color.sharpen.value_at(n, frames),
+            radius_px: color.sharpen_radius,
+        };
+        Self {
+            matching,
+            contrast,
+            sharpen: (sharpen.amount != 0.0).then_some(sharpen),
+        }
+    }
+
     /// Whether frame `n`'s keeping may change it (so that the frame is
     /// worth moving whole to learn it), given whether there is a reference
     /// to pull its colours toward.
@@ -127,6 +160,17 @@ mod tests {
                 let mut whole = moved.clone();
                 assert!(ColorAdjust::wanted(&color, (5, 10), true));
                 let adjust = ColorAdjust::keep(&color, (5, 10), Some(&reference), &mut whole);
+                let learned = ColorAdjust::learn(&color, (5, 10), Some(&reference), &moved);
+                assert_eq!(learned, adjust, "learned as kept");
+                let no_contrast = ColorSettings {
+                    contrast: 1.0.into(),
+                    ..color.clone()
+                };
+                assert_eq!(
+                    ColorAdjust::learn(&no_contrast, (5, 10), Some(&reference), &moved),
+                    ColorAdjust::keep(&no_contrast, (5, 10), Some(&reference), &mut moved.clone()),
+                    "learned as kept, with no contrast"
+                );
                 assert!(adjust.matching.is_some() && adjust.contrast.is_some());
                 let m = adjust.margin();
                 assert_eq!(m, sharpen_reach(radius));

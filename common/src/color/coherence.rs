@@ -3,6 +3,7 @@
 
 use super::space::ColorSpace;
 use super::unit;
+use crate::parallel;
 use crate::resample::Planar;
 
 /// Quantiles a [`ColorReference`] keeps per channel: 4 KiB a channel, and
@@ -106,27 +107,45 @@ pub fn match_colors(
     reference: &ColorReference,
     strength: f64,
 ) -> Option<ColorMatch> {
-    let n = frame.width * frame.height;
-    let nothing_to_match = reference.quantiles.iter().all(Vec::is_empty);
-    if strength.is_nan() || strength <= 0.0 || n == 0 || nothing_to_match {
-        return None;
-    }
-    let mut matched = frame.data.clone();
-    reference.space.rgb_to_space(&mut matched);
-    let channels = std::array::from_fn(|c| {
-        let table = &reference.quantiles[c];
-        (!table.is_empty()).then(|| learn_channel(&matched[c * n..(c + 1) * n], table))
-    });
-    let learned = ColorMatch {
-        space: reference.space,
-        strength: strength.min(1.0) as f32,
-        channels,
-    };
-    learned.finish(frame, matched);
+    let (learned, converted) = ColorMatch::learn_converted(frame, reference, strength)?;
+    learned.finish(frame, converted);
     Some(learned)
 }
 
 impl ColorMatch {
+    /// What [`match_colors`] learns from `frame`, leaving it alone.
+    pub fn learn(frame: &Planar, reference: &ColorReference, strength: f64) -> Option<Self> {
+        Self::learn_converted(frame, reference, strength).map(|(learned, _)| learned)
+    }
+
+    /// What [`match_colors`] learns from `frame`, and the frame's samples
+    /// converted to the reference's space, from which it learned it.
+    fn learn_converted(
+        frame: &Planar,
+        reference: &ColorReference,
+        strength: f64,
+    ) -> Option<(Self, Vec<f32>)> {
+        let n = frame.width * frame.height;
+        let nothing_to_match = reference.quantiles.iter().all(Vec::is_empty);
+        if strength.is_nan() || strength <= 0.0 || n == 0 || nothing_to_match {
+            return None;
+        }
+        let mut converted = frame.data.clone();
+        reference.space.rgb_to_space(&mut converted);
+        let tables = &reference.quantiles;
+        let mut channels = parallel::map(3, converted.len(), |c| {
+            let plane = &converted[c * n..(c + 1) * n];
+            (!tables[c].is_empty()).then(|| learn_channel(plane, &tables[c]))
+        })
+        .into_iter();
+        let learned = Self {
+            space: reference.space,
+            strength: strength.min(1.0) as f32,
+            channels: std::array::from_fn(|_| channels.next().flatten()),
+        };
+        Some((learned, converted))
+    }
+
     /// Matches `part`, any part of the frame this was learned from, as
     /// [`match_colors`] matched the whole frame.
     pub fn apply(&self, part: &mut Planar) {
@@ -142,15 +161,17 @@ impl ColorMatch {
         if n == 0 {
             return;
         }
-        for (plane, map) in matched.chunks_exact_mut(n).zip(&self.channels) {
-            if let Some(map) = map {
+        parallel::for_each_piece(&mut matched, n, |c, plane| {
+            if let Some(map) = &self.channels[c] {
                 map.apply(plane);
             }
-        }
+        });
         self.space.space_to_rgb(&mut matched);
-        for (x, &m) in frame.data.iter_mut().zip(&matched) {
-            *x = unit(*x + self.strength * (m - *x));
-        }
+        parallel::for_each_piece(&mut frame.data, n, |c, plane| {
+            for (x, &m) in plane.iter_mut().zip(&matched[c * n..]) {
+                *x = unit(*x + self.strength * (m - *x));
+            }
+        });
     }
 }
 

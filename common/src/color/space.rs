@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 
 use super::unit;
+use crate::parallel;
 
 /// The colour space in which frames are matched to the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,14 +79,32 @@ impl ColorSpace {
     }
 }
 
-/// Applies `f` to every pixel of the planar RGB `data` in place.
-fn map_pixels(data: &mut [f32], f: impl Fn([f32; 3]) -> [f32; 3]) {
+/// Applies `f` to every pixel of the planar RGB `data` in place, runs of
+/// pixels on the host work's threads (each pixel is `f` of itself alone,
+/// so the bits do not depend on the split).
+fn map_pixels(data: &mut [f32], f: impl Fn([f32; 3]) -> [f32; 3] + Sync) {
     let n = data.len() / 3;
+    let run = n.div_ceil(parallel::threads_for(data.len())).max(1);
     let (r, gb) = data.split_at_mut(n);
     let (g, b) = gb.split_at_mut(n);
-    for ((r, g), b) in r.iter_mut().zip(g).zip(b) {
-        [*r, *g, *b] = f([*r, *g, *b]);
+    let runs = r
+        .chunks_mut(run)
+        .zip(g.chunks_mut(run))
+        .zip(b.chunks_mut(run));
+    let map_run = |((r, g), b): ((&mut [f32], &mut [f32]), &mut [f32])| {
+        for ((r, g), b) in r.iter_mut().zip(g).zip(b) {
+            [*r, *g, *b] = f([*r, *g, *b]);
+        }
+    };
+    if run >= n {
+        runs.for_each(map_run);
+        return;
     }
+    std::thread::scope(|scope| {
+        for pixels in runs {
+            scope.spawn(|| map_run(pixels));
+        }
+    });
 }
 
 /// An sRGB-encoded sample in `0..=1` to linear light (IEC 61966-2-1).
