@@ -28,6 +28,17 @@ pub struct Sharpen {
     pub radius_px: f64,
 }
 
+impl Sharpen {
+    /// Frame `n`'s unsharp mask as `color` schedules it; none at 0.
+    fn at(color: &ColorSettings, (n, frames): (u64, u32)) -> Option<Self> {
+        let amount = color.sharpen.value_at(n, frames);
+        (amount != 0.0).then_some(Self {
+            amount,
+            radius_px: color.sharpen_radius,
+        })
+    }
+}
+
 impl ColorAdjust {
     /// Keeps frame `n`'s (of `frames`) colours in `image`, its whole
     /// moved frame, as `color` schedules: colours pulled toward
@@ -42,14 +53,10 @@ impl ColorAdjust {
         let strength = color.strength.value_at(n, frames);
         let matching = reference.and_then(|r| match_colors(image, r, strength));
         let contrast = contrast(image, color.contrast.value_at(n, frames));
-        let sharpen = Sharpen {
-            amount: color.sharpen.value_at(n, frames),
-            radius_px: color.sharpen_radius,
-        };
-        let sharpen = (sharpen.amount != 0.0).then(|| {
-            unsharp_mask(image, sharpen.amount, sharpen.radius_px);
-            sharpen
-        });
+        let sharpen = Sharpen::at(color, (n, frames));
+        if let Some(s) = sharpen {
+            unsharp_mask(image, s.amount, s.radius_px);
+        }
         Self {
             matching,
             contrast,
@@ -79,14 +86,10 @@ impl ColorAdjust {
             let matching = reference.and_then(|r| match_colors(&mut matched, r, strength));
             (matching, contrast(&mut matched, amount))
         };
-        let sharpen = Sharpen {
-            amount: color.sharpen.value_at(n, frames),
-            radius_px: color.sharpen_radius,
-        };
         Self {
             matching,
             contrast,
-            sharpen: (sharpen.amount != 0.0).then_some(sharpen),
+            sharpen: Sharpen::at(color, (n, frames)),
         }
     }
 

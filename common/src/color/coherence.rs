@@ -72,7 +72,7 @@ pub struct ChannelMap {
     pub lo: f32,
     /// Bins per unit of the channel (0 for a flat channel).
     pub scale: f32,
-    /// The value of each of the [`BINS`] bins.
+    /// The value of each of the [`CHANNEL_BINS`] bins.
     pub mapped: Vec<f32>,
 }
 

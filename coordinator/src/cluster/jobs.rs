@@ -93,12 +93,15 @@ impl Jobs {
         video: VideoEncoding,
     ) -> Result<Arc<Self>, StoreError> {
         let store: Arc<dyn JobStore> = hub.store().clone();
-        let (records, unreadable): (Vec<_>, Vec<_>) =
-            store.jobs()?.into_iter().partition(Result::is_ok);
-        let unreadable: Vec<UnreadableJob> =
-            unreadable.into_iter().filter_map(Result::err).collect();
-        for job in &unreadable {
-            tracing::error!(job = %job.id, "{}", job.explained());
+        let (mut records, mut unreadable) = (Vec::new(), Vec::new());
+        for row in store.jobs()? {
+            match row {
+                Ok(record) => records.push(record),
+                Err(job) => {
+                    tracing::error!(job = %job.id, "{}", job.explained());
+                    unreadable.push(job);
+                }
+            }
         }
         let jobs = Arc::new_cyclic(|me| Self {
             data,
@@ -112,7 +115,7 @@ impl Jobs {
         });
         sweep_weights(&jobs.data, true);
         let mut resumed = 0;
-        for record in records.into_iter().filter_map(Result::ok) {
+        for record in records {
             let dir = jobs.data.join(&record.id);
             let job = Arc::new(JobHandle::new(record, dir, store.clone()));
             if job.state().is_active() {
