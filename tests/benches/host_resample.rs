@@ -24,7 +24,7 @@ use dreamfarm_common::params::DreamSettings;
 use dreamfarm_common::resample::{Planar, SpareImages, Warp, resize_with, warp_rgb8};
 use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::tile_executor::Unchanged;
-use dreamfarm_tests::{env_or, median};
+use dreamfarm_tests::{DIGEST_START, env_or, env_size, fold_digest, median};
 
 /// A `width`×`height` frame of reproducible noise in `0..1`.
 fn noise(width: usize, height: usize) -> Planar {
@@ -42,13 +42,6 @@ fn noise(width: usize, height: usize) -> Planar {
     }
 }
 
-/// FNV-1a over the bits of `samples`, folded into `digest`.
-fn fold_digest(digest: u64, samples: &[f32]) -> u64 {
-    samples.iter().fold(digest, |d, v| {
-        (d ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn main() {
     // The coordinator reuses its big buffers (`perf stat` on a 4K job: 2
     // page faults in 10 s); this single loop would hand them back to the
@@ -60,19 +53,15 @@ fn main() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
-    let size: String = env_or("BENCH_SIZE", "3840x2160".into());
+    let (width, height) = env_size("BENCH_SIZE", (3840, 2160));
     let rounds: usize = env_or("BENCH_ROUNDS", 15);
-    let (width, height) = size
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
-        .expect("BENCH_SIZE is WIDTHxHEIGHT, e.g. 3840x2160");
     let frame = noise(width, height);
     // Smallest octave first, as the frame loop dreams them (a 4K frame's
     // octaves are all large enough for the network).
     let recipe = DreamSettings::default();
     let sizes = recipe.octave_sizes(width, height, 0);
     let mut spare = SpareImages::default();
-    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+    let mut digest = DIGEST_START;
     let mut seconds = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = Instant::now();
@@ -103,7 +92,7 @@ fn main() {
             pan: (0.0, 0.0),
             center: (width as f64 / 2.0, height as f64 / 2.0),
         };
-        let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+        let mut digest = DIGEST_START;
         let mut seconds = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             let started = Instant::now();
@@ -124,7 +113,7 @@ fn main() {
         ),
         jitter: jitter_at(&recipe, 0, 1),
     };
-    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+    let mut digest = DIGEST_START;
     let mut seconds = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = Instant::now();

@@ -376,6 +376,29 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// A benchmark's frame size from the environment variable `name`
+/// (`WIDTHxHEIGHT`), or `default`.
+pub fn env_size(name: &str, default: (usize, usize)) -> (usize, usize) {
+    let Ok(size) = std::env::var(name) else {
+        return default;
+    };
+    size.split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .unwrap_or_else(|| panic!("{name} is WIDTHxHEIGHT, e.g. 3840x2160, not {size:?}"))
+}
+
+/// FNV-1a over the bits of `samples`, folded into `digest`: what a
+/// benchmark prints so that a faster build is seen to make the same
+/// samples.
+pub fn fold_digest(digest: u64, samples: &[f32]) -> u64 {
+    samples.iter().fold(digest, |d, v| {
+        (d ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// FNV-1a's starting digest, for [`fold_digest`].
+pub const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// The environment variable `name` parsed, or `default` when it is unset or
 /// does not parse (benchmark settings).
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

@@ -76,15 +76,17 @@ impl ColorAdjust {
     ) -> Self {
         let strength = color.strength.value_at(n, frames);
         let amount = color.contrast.value_at(n, frames);
-        let (matching, contrast) = if amount == 1.0 {
-            (
+        let (matching, contrast) = match reference {
+            // The contrast is learned from the matched frame's mean.
+            Some(r) if amount != 1.0 => {
+                let mut matched = moved.clone();
+                let matching = match_colors(&mut matched, r, strength);
+                (matching, Contrast::learn(&matched, amount))
+            }
+            _ => (
                 reference.and_then(|r| ColorMatch::learn(moved, r, strength)),
-                None,
-            )
-        } else {
-            let mut matched = moved.clone();
-            let matching = reference.and_then(|r| match_colors(&mut matched, r, strength));
-            (matching, contrast(&mut matched, amount))
+                Contrast::learn(moved, amount),
+            ),
         };
         Self {
             matching,

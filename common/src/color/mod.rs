@@ -5,8 +5,9 @@
 //! (as Deforum does); contrast and an unsharp mask counter the softening;
 //! the statistics measure the drift.
 //!
-//! Everything runs on one core in a fixed order, so the same frame gives
-//! the same bits on every run.
+//! Each sample is computed alone, its sums in a fixed order, so the same
+//! frame gives the same bits on every run, however the work is split
+//! across the host work's threads.
 //!
 //! - `space.rs`: the colour spaces and their conversions.
 //! - `coherence.rs`: matching a frame's colours to a reference.

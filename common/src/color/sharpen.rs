@@ -3,6 +3,7 @@
 
 use super::measures::mean_luminance;
 use super::unit;
+use crate::parallel;
 use crate::resample::Planar;
 
 /// Scales every sample's distance from the mean luminance by `amount`
@@ -10,13 +11,7 @@ use crate::resample::Planar;
 /// `ImageEnhance.Contrast`; samples end in `0..=1`.
 /// Returns what it learned from the image, none when it left it alone.
 pub fn contrast(image: &mut Planar, amount: f64) -> Option<Contrast> {
-    if amount == 1.0 || image.data.is_empty() {
-        return None;
-    }
-    let learned = Contrast {
-        mean: mean_luminance(image) as f32,
-        amount: amount as f32,
-    };
+    let learned = Contrast::learn(image, amount)?;
     learned.apply(image);
     Some(learned)
 }
@@ -32,6 +27,14 @@ pub struct Contrast {
 }
 
 impl Contrast {
+    /// What [`contrast`] learns from `image`, leaving it alone.
+    pub fn learn(image: &Planar, amount: f64) -> Option<Self> {
+        (amount != 1.0 && !image.data.is_empty()).then(|| Self {
+            mean: mean_luminance(image) as f32,
+            amount: amount as f32,
+        })
+    }
+
     /// Scales `part`'s samples' distances from the frame's mean.
     pub fn apply(&self, part: &mut Planar) {
         for x in &mut part.data {
@@ -53,9 +56,12 @@ pub fn unsharp_mask(image: &mut Planar, amount: f64, radius_px: f64) {
     }
     let blurred = gaussian_blur(image, &gaussian_kernel(radius_px));
     let amount = amount as f32;
-    for (x, &b) in image.data.iter_mut().zip(&blurred.data) {
-        *x = unit(*x + amount * (*x - b));
-    }
+    parallel::for_each_piece(&mut image.data, BAND * image.width, |i, piece| {
+        let start = i * BAND * image.width;
+        for (x, &b) in piece.iter_mut().zip(&blurred.data[start..]) {
+            *x = unit(*x + amount * (*x - b));
+        }
+    });
 }
 
 /// How far [`unsharp_mask`] of `radius_px` reads beyond a pixel, in
@@ -76,20 +82,21 @@ fn gaussian_kernel(sigma: f64) -> Vec<f32> {
     weights.iter().map(|w| (w / sum) as f32).collect()
 }
 
+/// Rows the blur's passes give a thread at a time.
+const BAND: usize = 16;
+
 /// `image` convolved with the odd-length `kernel` along rows, then along
-/// columns, with samples beyond the edge repeating the edge.
+/// columns, with samples beyond the edge repeating the edge. Bands of rows
+/// run on the host work's threads; each sample's sum is the same whichever
+/// thread computes it.
 fn gaussian_blur(image: &Planar, kernel: &[f32]) -> Planar {
     let (w, h) = (image.width, image.height);
     let r = kernel.len() / 2;
-    let mut out = Planar::zeros(w, h);
-    let mut padded = vec![0.0f32; w + 2 * r];
-    let mut rows_blurred = vec![0.0f32; w * h];
-    for (src, dst) in image
-        .data
-        .chunks_exact(w * h)
-        .zip(out.data.chunks_exact_mut(w * h))
-    {
-        for (row, blurred) in src.chunks_exact(w).zip(rows_blurred.chunks_exact_mut(w)) {
+    let mut rows_blurred = vec![0.0f32; image.data.len()];
+    parallel::for_each_piece(&mut rows_blurred, BAND * w, |i, band| {
+        let mut padded = vec![0.0f32; w + 2 * r];
+        let rows = image.data[i * BAND * w..].chunks_exact(w);
+        for (row, blurred) in rows.zip(band.chunks_exact_mut(w)) {
             padded[..r].fill(row[0]);
             padded[r..r + w].copy_from_slice(row);
             padded[r + w..].fill(row[w - 1]);
@@ -97,16 +104,23 @@ fn gaussian_blur(image: &Planar, kernel: &[f32]) -> Planar {
                 *b = kernel.iter().zip(window).map(|(k, v)| k * v).sum();
             }
         }
-        for (y, out_row) in dst.chunks_exact_mut(w).enumerate() {
+    });
+    let mut out = Planar::zeros(w, h);
+    parallel::for_each_piece(&mut out.data, BAND * w, |i, band| {
+        for (j, out_row) in band.chunks_exact_mut(w).enumerate() {
+            // Rows of all three channels are numbered on: this one's
+            // channel and row in it.
+            let (c, y) = ((i * BAND + j) / h, (i * BAND + j) % h);
+            let plane = &rows_blurred[c * w * h..(c + 1) * w * h];
             for (k, &weight) in kernel.iter().enumerate() {
                 let sy = (y + k).saturating_sub(r).min(h - 1);
-                let row = &rows_blurred[sy * w..(sy + 1) * w];
+                let row = &plane[sy * w..(sy + 1) * w];
                 for (o, &v) in out_row.iter_mut().zip(row) {
                     *o += weight * v;
                 }
             }
         }
-    }
+    });
     out
 }
 
@@ -167,6 +181,38 @@ mod tests {
         unsharp_mask(&mut unchanged, 1.0, 0.0);
         unsharp_mask(&mut unchanged, 1.0, f64::INFINITY);
         assert!(bits(&unchanged) == bits(&detailed));
+    }
+
+    #[test]
+    fn a_frame_split_across_threads_is_sharpened_as_its_parts_are() {
+        // Enough samples to be split, rows in no whole number of bands;
+        // the parts are small enough for one thread.
+        let (w, h) = (331, 287);
+        assert!(3 * w * h >= 1 << 18);
+        let frame = scene(w, h);
+        let mut whole = frame.clone();
+        unsharp_mask(&mut whole, 0.6, 1.5);
+        let m = sharpen_reach(1.5);
+        for (columns, rows) in [
+            (0..40usize, 0..30usize),
+            (100..180, 140..200),
+            (300..331, 250..287),
+        ] {
+            let wide = (
+                columns.start.saturating_sub(m)..(columns.end + m).min(w),
+                rows.start.saturating_sub(m)..(rows.end + m).min(h),
+            );
+            let mut part = frame.crop(wide.0.clone(), wide.1.clone());
+            unsharp_mask(&mut part, 0.6, 1.5);
+            let inside = part.crop(
+                columns.start - wide.0.start..columns.end - wide.0.start,
+                rows.start - wide.1.start..rows.end - wide.1.start,
+            );
+            assert!(
+                inside == whole.crop(columns.clone(), rows.clone()),
+                "{columns:?} x {rows:?}"
+            );
+        }
     }
 
     #[test]

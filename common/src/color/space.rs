@@ -59,9 +59,11 @@ impl ColorSpace {
         match self {
             Self::Lab => {
                 let curves = &*CURVES;
-                map_pixels(data, |p| curves.srgb_to_lab(p.map(unit)));
+                map_pixels(data, |planes| curves.srgb_to_lab(planes));
             }
-            Self::Hsv => map_pixels(data, |p| rgb_to_hsv(p.map(unit))),
+            Self::Hsv => map_pixels(data, |planes| {
+                each_pixel(planes, |p| rgb_to_hsv([unit(p[0]), unit(p[1]), unit(p[2])]));
+            }),
             Self::Rgb => data.iter_mut().for_each(|v| *v = unit(*v)),
         }
     }
@@ -71,18 +73,28 @@ impl ColorSpace {
         match self {
             Self::Lab => {
                 let curves = &*CURVES;
-                map_pixels(data, |p| curves.lab_to_srgb(p));
+                map_pixels(data, |planes| curves.lab_to_srgb(planes));
             }
-            Self::Hsv => map_pixels(data, hsv_to_rgb),
+            Self::Hsv => map_pixels(data, |planes| each_pixel(planes, hsv_to_rgb)),
             Self::Rgb => {}
         }
     }
 }
 
-/// Applies `f` to every pixel of the planar RGB `data` in place, runs of
-/// pixels on the host work's threads (each pixel is `f` of itself alone,
-/// so the bits do not depend on the split).
-fn map_pixels(data: &mut [f32], f: impl Fn([f32; 3]) -> [f32; 3] + Sync) {
+/// The three planes of a run of pixels.
+type Planes<'a> = [&'a mut [f32]; 3];
+
+/// Pixels a conversion takes at a time: it runs step by step (a curve on
+/// each plane, then a matrix on each pixel, ...) over this many pixels,
+/// which stay in the core's first cache, and each step is a loop that the
+/// compiler turns into vector instructions. Each sample's arithmetic is
+/// the same as pixel by pixel, so its bits are too.
+const BATCH: usize = 256;
+
+/// Applies `convert` to the planar RGB `data` in place, [`BATCH`] pixels
+/// at a time, runs of pixels on the host work's threads (each pixel is
+/// converted alone, so the bits do not depend on the split).
+fn map_pixels(data: &mut [f32], convert: impl Fn(Planes) + Sync) {
     let n = data.len() / 3;
     let run = n.div_ceil(parallel::threads_for(data.len())).max(1);
     let (r, gb) = data.split_at_mut(n);
@@ -92,8 +104,12 @@ fn map_pixels(data: &mut [f32], f: impl Fn([f32; 3]) -> [f32; 3] + Sync) {
         .zip(g.chunks_mut(run))
         .zip(b.chunks_mut(run));
     let map_run = |((r, g), b): ((&mut [f32], &mut [f32]), &mut [f32])| {
-        for ((r, g), b) in r.iter_mut().zip(g).zip(b) {
-            [*r, *g, *b] = f([*r, *g, *b]);
+        let batches = r
+            .chunks_mut(BATCH)
+            .zip(g.chunks_mut(BATCH))
+            .zip(b.chunks_mut(BATCH));
+        for ((r, g), b) in batches {
+            convert([r, g, b]);
         }
     };
     if run >= n {
@@ -105,6 +121,13 @@ fn map_pixels(data: &mut [f32], f: impl Fn([f32; 3]) -> [f32; 3] + Sync) {
             scope.spawn(|| map_run(pixels));
         }
     });
+}
+
+/// Replaces each pixel of `planes` by `f` of it.
+fn each_pixel([r, g, b]: Planes, f: impl Fn([f32; 3]) -> [f32; 3]) {
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        [*r, *g, *b] = f([*r, *g, *b]);
+    }
 }
 
 /// An sRGB-encoded sample in `0..=1` to linear light (IEC 61966-2-1).
@@ -148,31 +171,42 @@ fn lab_f_inverse(f: f32) -> f32 {
     }
 }
 
-/// Intervals a [`Curve`] is tabulated in.
+/// Intervals a [`Curve`] is tabulated in (a power of two).
 const CURVE_STEPS: usize = 4096;
 
 /// A function on `0..=1` tabulated at [`CURVE_STEPS`] even intervals and
 /// read by linear interpolation, within 1e-6 of the formula. The powers
 /// and cube roots of the Lab conversions, called per sample, were most of
-/// a frame's Lab matching; read from tables, they halve its time.
-struct Curve(Vec<f32>);
+/// a frame's Lab matching; read from tables, they halve its time. A fixed
+/// length, so that reading it needs no bounds checks.
+struct Curve(Box<[f32; CURVE_STEPS + 1]>);
 
 impl Curve {
     /// `f`, tabulated (computed in f64).
     fn new(f: impl Fn(f64) -> f64) -> Self {
-        Self(
-            (0..=CURVE_STEPS)
-                .map(|i| f(i as f64 / CURVE_STEPS as f64) as f32)
-                .collect(),
-        )
+        let mut table = Box::new([0.0; CURVE_STEPS + 1]);
+        for (i, v) in table.iter_mut().enumerate() {
+            *v = f(i as f64 / CURVE_STEPS as f64) as f32;
+        }
+        Self(table)
     }
 
     /// The function at `x`, clamped to `0..=1`.
     fn at(&self, x: f32) -> f32 {
         let x = unit(x) * CURVE_STEPS as f32;
-        let i = (x as usize).min(CURVE_STEPS - 1);
+        // The interval `x` is in, the last for `x == CURVE_STEPS`. The
+        // mask changes no index (all are below CURVE_STEPS, a power of
+        // two) but tells the compiler so: no bounds checks, no branches.
+        let i = (x.min((CURVE_STEPS - 1) as f32) as i32 as usize) & (CURVE_STEPS - 1);
         let a = self.0[i];
         a + (self.0[i + 1] - a) * (x - i as f32)
+    }
+
+    /// Replaces each of `values` by the function at it.
+    fn apply(&self, values: &mut [f32]) {
+        for v in values {
+            *v = self.at(*v);
+        }
     }
 }
 
@@ -217,28 +251,72 @@ fn xyz_to_linear([x, y, z]: [f32; 3]) -> [f32; 3] {
 }
 
 impl Curves {
-    /// CIE XYZ (of an sRGB colour, so at most white's) to CIELAB.
-    fn xyz_to_lab(&self, xyz: [f32; 3]) -> [f32; 3] {
-        let [fx, fy, fz] = [0, 1, 2].map(|c| self.lab_f_of_sqrt.at((xyz[c] / WHITE[c]).sqrt()));
-        [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+    /// sRGB (clamped to `0..=1`) to CIELAB (D65), pixel by pixel, step by
+    /// step over all of `planes`.
+    fn srgb_to_lab(&self, [r, g, b]: Planes) {
+        for plane in [&mut *r, &mut *g, &mut *b] {
+            self.decode.apply(plane);
+        }
+        // CIE XYZ relative to white, under the square root that the Lab
+        // curve is tabulated over (at most 1: the colours are sRGB's).
+        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+            let [x, y, z] = linear_to_xyz([*r, *g, *b]);
+            *r = (x / WHITE[0]).sqrt();
+            *g = (y / WHITE[1]).sqrt();
+            *b = (z / WHITE[2]).sqrt();
+        }
+        for plane in [&mut *r, &mut *g, &mut *b] {
+            self.lab_f_of_sqrt.apply(plane);
+        }
+        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+            let [fx, fy, fz] = [*r, *g, *b];
+            *r = 116.0 * fy - 16.0;
+            *g = 500.0 * (fx - fy);
+            *b = 200.0 * (fy - fz);
+        }
     }
 
-    /// sRGB in `0..=1` to CIELAB (D65).
-    pub(super) fn srgb_to_lab(&self, rgb: [f32; 3]) -> [f32; 3] {
-        self.xyz_to_lab(linear_to_xyz(rgb.map(|c| self.decode.at(c))))
+    /// CIELAB (D65) to sRGB, colours outside the sRGB gamut clamped to it,
+    /// pixel by pixel, step by step over all of `planes`.
+    fn lab_to_srgb(&self, [r, g, b]: Planes) {
+        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+            let [lr, lg, lb] = xyz_to_linear(lab_to_xyz([*r, *g, *b]));
+            *r = unit(lr).sqrt();
+            *g = unit(lg).sqrt();
+            *b = unit(lb).sqrt();
+        }
+        for plane in [r, g, b] {
+            self.encode_of_sqrt.apply(plane);
+        }
     }
 
-    /// CIELAB (D65) to sRGB, colours outside the sRGB gamut clamped to it.
-    fn lab_to_srgb(&self, lab: [f32; 3]) -> [f32; 3] {
-        xyz_to_linear(lab_to_xyz(lab)).map(|l| self.encode_of_sqrt.at(unit(l).sqrt()))
+    /// One pixel's [`srgb_to_lab`](Self::srgb_to_lab).
+    #[cfg(test)]
+    pub(super) fn srgb_to_lab_pixel(&self, [r, g, b]: [f32; 3]) -> [f32; 3] {
+        let mut lab = [[r], [g], [b]];
+        let [r, g, b] = &mut lab;
+        self.srgb_to_lab([r, g, b]);
+        lab.map(|[v]| v)
+    }
+
+    /// One pixel's [`lab_to_srgb`](Self::lab_to_srgb).
+    #[cfg(test)]
+    fn lab_to_srgb_pixel(&self, [l, a, b]: [f32; 3]) -> [f32; 3] {
+        let mut rgb = [[l], [a], [b]];
+        let [r, g, b] = &mut rgb;
+        self.lab_to_srgb([r, g, b]);
+        rgb.map(|[v]| v)
     }
 }
 
 /// CIELAB to CIE XYZ, relative to [`WHITE`].
 fn lab_to_xyz([l, a, b]: [f32; 3]) -> [f32; 3] {
     let fy = (l + 16.0) / 116.0;
-    let fs = [fy + a / 500.0, fy, fy - b / 200.0];
-    [0, 1, 2].map(|c| WHITE[c] * lab_f_inverse(fs[c]))
+    [
+        WHITE[0] * lab_f_inverse(fy + a / 500.0),
+        WHITE[1] * lab_f_inverse(fy),
+        WHITE[2] * lab_f_inverse(fy - b / 200.0),
+    ]
 }
 
 /// RGB in `0..=1` to HSV: hue in turns (`0..1`, red at 0), saturation and
@@ -292,10 +370,52 @@ mod tests {
             assert!(close(back, rgb, 1e-4), "{rgb:?} via linear");
             let xyz = linear_to_xyz(linear);
             assert!(close(xyz_to_linear(xyz), linear, 1e-4), "{rgb:?} via XYZ");
-            let lab = curves.xyz_to_lab(xyz);
+            let lab = curves.srgb_to_lab_pixel(rgb);
             assert!(close(lab_to_xyz(lab), xyz, 1e-4), "{rgb:?} via Lab");
-            assert!(close(curves.lab_to_srgb(lab), rgb, 1e-4), "{rgb:?} Lab");
+            assert!(
+                close(curves.lab_to_srgb_pixel(lab), rgb, 1e-4),
+                "{rgb:?} Lab"
+            );
             assert!(close(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, 1e-4), "{rgb:?} HSV");
+        }
+    }
+
+    #[test]
+    fn converting_planes_gives_each_pixel_the_bits_it_has_alone() {
+        // More pixels than a batch and a thread's run, a count no batch
+        // divides, samples outside 0..=1 and a NaN among them.
+        let n = 3 * BATCH + 77;
+        let mut data: Vec<f32> = (0..3 * n)
+            .map(|i| noise(i % 3, i / 3, 7) * 1.2 - 0.1)
+            .collect();
+        data[5] = f32::NAN;
+        let pixel = |data: &[f32], i: usize| [data[i], data[n + i], data[2 * n + i]];
+        let curves = &*CURVES;
+        let mut lab = data.clone();
+        ColorSpace::Lab.rgb_to_space(&mut lab);
+        let mut back = lab.clone();
+        ColorSpace::Lab.space_to_rgb(&mut back);
+        let mut hsv = data.clone();
+        ColorSpace::Hsv.rgb_to_space(&mut hsv);
+        for i in 0..n {
+            let alone = curves.srgb_to_lab_pixel(pixel(&data, i));
+            assert_eq!(
+                pixel(&lab, i).map(f32::to_bits),
+                alone.map(f32::to_bits),
+                "{i}"
+            );
+            let alone = curves.lab_to_srgb_pixel(pixel(&lab, i));
+            assert_eq!(
+                pixel(&back, i).map(f32::to_bits),
+                alone.map(f32::to_bits),
+                "{i}"
+            );
+            let alone = rgb_to_hsv(pixel(&data, i).map(unit));
+            assert_eq!(
+                pixel(&hsv, i).map(f32::to_bits),
+                alone.map(f32::to_bits),
+                "{i}"
+            );
         }
     }
 
@@ -328,7 +448,7 @@ mod tests {
             ([0.0, 0.0, 1.0], [32.2970, 79.1875, -107.8602]),
         ];
         for (rgb, lab) in cases {
-            let got = CURVES.srgb_to_lab(rgb);
+            let got = CURVES.srgb_to_lab_pixel(rgb);
             assert!(close(got, lab, 0.01), "{rgb:?}: {got:?}, not {lab:?}");
         }
         assert_eq!(rgb_to_hsv([1.0, 0.0, 0.0]), [0.0, 1.0, 1.0]);
