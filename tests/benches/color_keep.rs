@@ -18,12 +18,13 @@
 //! reference is the astronaut as it is. DREAMFARM_HOST_THREADS sets the
 //! threads (default: every core).
 
-use std::ops::Range;
 use std::time::Instant;
 
 use dreamfarm_common::color::{ColorAdjust, ColorReference, ColorSpace};
 use dreamfarm_common::params::ColorSettings;
+use dreamfarm_common::region_plan::Area;
 use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
+use dreamfarm_common::work::moved_area;
 use dreamfarm_tests::{DIGEST_START, env_or, env_size, fold_digest, median, repo};
 
 /// The frame's parts, as a 4K frame's regions: 4 columns, 3 rows.
@@ -66,26 +67,24 @@ fn main() {
         assert_eq!(learned, adjust, "learned as kept");
         learn.fold(&learned_samples(&learned));
 
-        let margin = learned.margin();
         let parts = part_ranges(width, height);
         let kept_parts = apply.time(|| {
             parts
                 .iter()
-                .map(|(columns, rows)| {
-                    let wide = (
-                        columns.start.saturating_sub(margin)..(columns.end + margin).min(width),
-                        rows.start.saturating_sub(margin)..(rows.end + margin).min(height),
-                    );
-                    let mut part = frame.crop(wide.0.clone(), wide.1.clone());
+                .map(|area| {
+                    // As a region's worker: its part and the margin the
+                    // keeping reads around it.
+                    let (columns, rows) = moved_area(area, Some(&learned), (width, height));
+                    let mut part = frame.crop(columns.clone(), rows.clone());
                     learned.apply(&mut part);
                     part.crop(
-                        columns.start - wide.0.start..columns.end - wide.0.start,
-                        rows.start - wide.1.start..rows.end - wide.1.start,
+                        area.columns.start - columns.start..area.columns.end - columns.start,
+                        area.rows.start - rows.start..area.rows.end - rows.start,
                     )
                 })
                 .collect::<Vec<_>>()
         });
-        for (part, (columns, rows)) in kept_parts.iter().zip(parts) {
+        for (part, Area { columns, rows }) in kept_parts.iter().zip(parts) {
             let whole = kept.crop(columns.clone(), rows.clone());
             assert!(
                 *part == whole,
@@ -138,15 +137,15 @@ impl Run {
     }
 }
 
-/// The columns and rows of each of the frame's [`PARTS`].
-fn part_ranges(width: usize, height: usize) -> Vec<(Range<usize>, Range<usize>)> {
+/// The areas of the frame's [`PARTS`].
+fn part_ranges(width: usize, height: usize) -> Vec<Area> {
     (0..PARTS.0 * PARTS.1)
         .map(|i| {
             let (column, row) = (i % PARTS.0, i / PARTS.0);
-            (
-                column * width / PARTS.0..(column + 1) * width / PARTS.0,
-                row * height / PARTS.1..(row + 1) * height / PARTS.1,
-            )
+            Area {
+                columns: column * width / PARTS.0..(column + 1) * width / PARTS.0,
+                rows: row * height / PARTS.1..(row + 1) * height / PARTS.1,
+            }
         })
         .collect()
 }

@@ -136,7 +136,7 @@ impl ColorAdjust {
 mod tests {
     use super::*;
     use crate::color::ColorSpace;
-    use crate::color::test_images::scene;
+    use crate::color::test_images::{kept_alone, scene};
 
     /// Settings that use all three: coherence, contrast and sharpening.
     fn settings(sharpen_radius: f64) -> ColorSettings {
@@ -187,16 +187,7 @@ mod tests {
                     (0..97, 30..31),
                     (44..45, 0..9),
                 ] {
-                    let wide = (
-                        columns.start.saturating_sub(m)..(columns.end + m).min(w),
-                        rows.start.saturating_sub(m)..(rows.end + m).min(h),
-                    );
-                    let mut part = moved.crop(wide.0.clone(), wide.1.clone());
-                    adjust.apply(&mut part);
-                    let inside = part.crop(
-                        columns.start - wide.0.start..columns.end - wide.0.start,
-                        rows.start - wide.1.start..rows.end - wide.1.start,
-                    );
+                    let inside = kept_alone(&moved, &adjust, columns.clone(), rows.clone());
                     assert!(
                         inside == whole.crop(columns.clone(), rows.clone()),
                         "{space:?}, radius {radius}: part {columns:?} x {rows:?}"

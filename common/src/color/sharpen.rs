@@ -192,22 +192,15 @@ mod tests {
         let frame = scene(w, h);
         let mut whole = frame.clone();
         unsharp_mask(&mut whole, 0.6, 1.5);
-        let m = sharpen_reach(1.5);
-        for (columns, rows) in [
-            (0..40usize, 0..30usize),
-            (100..180, 140..200),
-            (300..331, 250..287),
-        ] {
-            let wide = (
-                columns.start.saturating_sub(m)..(columns.end + m).min(w),
-                rows.start.saturating_sub(m)..(rows.end + m).min(h),
-            );
-            let mut part = frame.crop(wide.0.clone(), wide.1.clone());
-            unsharp_mask(&mut part, 0.6, 1.5);
-            let inside = part.crop(
-                columns.start - wide.0.start..columns.end - wide.0.start,
-                rows.start - wide.1.start..rows.end - wide.1.start,
-            );
+        let adjust = ColorAdjust {
+            sharpen: Some(Sharpen {
+                amount: 0.6,
+                radius_px: 1.5,
+            }),
+            ..ColorAdjust::default()
+        };
+        for (columns, rows) in [(0..40, 0..30), (100..180, 140..200), (300..331, 250..287)] {
+            let inside = kept_alone(&frame, &adjust, columns.clone(), rows.clone());
             assert!(
                 inside == whole.crop(columns.clone(), rows.clone()),
                 "{columns:?} x {rows:?}"

@@ -1,7 +1,11 @@
 //! Images and comparisons the colour tests build from.
 
-use super::{ColorSpace, unit};
+use std::ops::Range;
+
+use super::{ColorAdjust, ColorSpace, unit};
+use crate::region_plan::Area;
 use crate::resample::Planar;
+use crate::work::moved_area;
 
 pub(super) const SPACES: [ColorSpace; 3] = [ColorSpace::Lab, ColorSpace::Hsv, ColorSpace::Rgb];
 
@@ -80,4 +84,23 @@ pub(super) fn red_shifted(img: &Planar) -> Planar {
         };
     }
     out
+}
+
+/// `frame`'s part `columns` × `rows` as a region's worker keeps it with
+/// `adjust`: alone, from the frame's pixels around it that the keeping
+/// reads.
+pub(super) fn kept_alone(
+    frame: &Planar,
+    adjust: &ColorAdjust,
+    columns: Range<usize>,
+    rows: Range<usize>,
+) -> Planar {
+    let area = Area { columns, rows };
+    let (wide_columns, wide_rows) = moved_area(&area, Some(adjust), (frame.width, frame.height));
+    let mut part = frame.crop(wide_columns.clone(), wide_rows.clone());
+    adjust.apply(&mut part);
+    part.crop(
+        area.columns.start - wide_columns.start..area.columns.end - wide_columns.start,
+        area.rows.start - wide_rows.start..area.rows.end - wide_rows.start,
+    )
 }
