@@ -233,10 +233,11 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
     // they are given the frames after the first as regions (12 of them,
     // the top octave's tiles of 96); not serving any, as tiles through
     // the coordinator's frame loop: the frames must be the same bits.
-    // Without colour keeping, and with all of it (coherence to frame 0,
+    // Without colour keeping, with all of it (coherence to frame 0,
     // contrast, sharpening: learned by the coordinator from the whole
     // moved frame, applied by each region's worker to its part), which
-    // with no dream is all that changes a frame besides the camera.
+    // with no dream is all that changes a frame besides the camera, and
+    // with sharpening alone (learned without moving the frame).
     let plain = [
         "--input",
         "assets/astronaut.png",
@@ -268,7 +269,7 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
         (pixels, pool.regions_done())
     };
     let mut kept = Vec::new();
-    for extra in [&[][..], &colour] {
+    for extra in [&[][..], &colour, &["--sharpen", "0.5"]] {
         let flags = [&plain[..], extra].concat();
         let (by_regions, regions) = job(true, &flags);
         let (by_tiles, none) = job(false, &flags);
@@ -287,6 +288,7 @@ fn a_job_dreamed_by_regions_on_workers_gives_the_frames_tiles_give() {
         kept.push(by_tiles);
     }
     assert!(kept[0][3] != kept[1][3], "the colours were kept");
+    assert!(kept[0][3] != kept[2][3], "the frames were sharpened");
 }
 
 #[test]

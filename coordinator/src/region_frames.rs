@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use dreamfarm_common::color::ColorAdjust;
+use dreamfarm_common::color::{ColorAdjust, ColorReference};
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::region_plan::RegionPlan;
-use dreamfarm_common::resample::Warp;
+use dreamfarm_common::resample::{SpareImages, Warp, warp_rgb8};
 use dreamfarm_common::work::{RegionLease, moved_area};
 
 use crate::frame_loop::FramePlan;
@@ -56,6 +56,34 @@ pub struct Move {
     /// The colour keeping learned from the whole moved frame, if the frame
     /// has any.
     pub color: Option<Arc<ColorAdjust>>,
+}
+
+impl Move {
+    /// Frame `n`'s move from `previous`, the last frame as written (8-bit
+    /// RGB, `width`×`height`), by `camera`: colour keeping is learned
+    /// from the whole moved frame, which is made only when the keeping
+    /// reads it (not when it only sharpens).
+    pub fn learn(
+        spec: &JobSpec,
+        n: u64,
+        reference: Option<&ColorReference>,
+        (previous, (width, height)): (&[u8], (usize, usize)),
+        camera: Warp,
+        spare: &mut SpareImages,
+    ) -> Self {
+        let at = (n, spec.frames);
+        let color = ColorAdjust::wanted(&spec.color, at, reference.is_some()).then(|| {
+            let mut moved = None;
+            let color = ColorAdjust::learn(&spec.color, at, reference, || {
+                &*moved.insert(warp_rgb8(width, height, previous, &camera, spare))
+            });
+            if let Some(mut moved) = moved {
+                spare.keep(&mut moved);
+            }
+            Arc::new(color)
+        });
+        Self { camera, color }
+    }
 }
 
 /// Frame `plan.frame` of `spec`, `width`×`height`, dreamed by `regions`

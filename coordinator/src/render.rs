@@ -325,20 +325,17 @@ pub fn render(
                         let plan = FramePlan::new(spec, next, &guide)?;
                         if region_frames::eligible(spec, &plan) {
                             let _span = tracing::info_span!("frame", n = next).entered();
-                            let camera = camera(spec, next, w, h);
-                            // Colour keeping reads the whole moved frame:
-                            // learned here, applied by each region's worker.
-                            let at = (next, spec.frames);
-                            let color = ColorAdjust::wanted(&spec.color, at, reference.is_some())
-                                .then(|| {
-                                    let mut moved = warp_rgb8(w, h, prev, &camera, &mut spare);
-                                    let reference = reference.as_ref();
-                                    let color =
-                                        ColorAdjust::learn(&spec.color, at, reference, &moved);
-                                    spare.keep(&mut moved);
-                                    Arc::new(color)
-                                });
-                            let moved = region_frames::Move { camera, color };
+                            // Colour keeping is learned here, from the
+                            // whole moved frame, and applied by each
+                            // region's worker.
+                            let moved = region_frames::Move::learn(
+                                spec,
+                                next,
+                                reference.as_ref(),
+                                (prev, (w, h)),
+                                camera(spec, next, w, h),
+                                &mut spare,
+                            );
                             region_frames::dream(
                                 spec,
                                 &plan,

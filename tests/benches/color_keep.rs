@@ -63,7 +63,7 @@ fn main() {
         });
         keep.fold(&kept.data);
 
-        let learned = learn.time(|| ColorAdjust::learn(&color, at, Some(&reference), &frame));
+        let learned = learn.time(|| ColorAdjust::learn(&color, at, Some(&reference), || &frame));
         assert_eq!(learned, adjust, "learned as kept");
         learn.fold(&learned_samples(&learned));
 

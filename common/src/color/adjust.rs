@@ -64,29 +64,31 @@ impl ColorAdjust {
         }
     }
 
-    /// What [`keep`](Self::keep) would learn from `moved`, without the
+    /// What [`keep`](Self::keep) would learn from the whole moved frame,
+    /// which `moved` makes only when the keeping reads it (coherence or
+    /// contrast; sharpening alone learns nothing from it). Without the
     /// work only a kept frame needs: the histogram maps from the frame
     /// converted once (matched in full only where the contrast needs the
-    /// matched frame's mean), and no unsharp mask, which learns nothing.
-    pub fn learn(
+    /// matched frame's mean), and no unsharp mask.
+    pub fn learn<'a>(
         color: &ColorSettings,
         (n, frames): (u64, u32),
         reference: Option<&ColorReference>,
-        moved: &Planar,
+        moved: impl FnOnce() -> &'a Planar,
     ) -> Self {
         let strength = color.strength.value_at(n, frames);
         let amount = color.contrast.value_at(n, frames);
-        let (matching, contrast) = match reference {
+        let matches = reference.filter(|_| strength > 0.0);
+        let (matching, contrast) = match (matches, amount != 1.0) {
+            (None, false) => (None, None),
             // The contrast is learned from the matched frame's mean.
-            Some(r) if amount != 1.0 => {
-                let mut matched = moved.clone();
+            (Some(r), true) => {
+                let mut matched = moved().clone();
                 let matching = match_colors(&mut matched, r, strength);
                 (matching, Contrast::learn(&matched, amount))
             }
-            _ => (
-                reference.and_then(|r| ColorMatch::learn(moved, r, strength)),
-                Contrast::learn(moved, amount),
-            ),
+            (Some(r), false) => (ColorMatch::learn(moved(), r, strength), None),
+            (None, true) => (None, Contrast::learn(moved(), amount)),
         };
         Self {
             matching,
@@ -165,14 +167,14 @@ mod tests {
                 let mut whole = moved.clone();
                 assert!(ColorAdjust::wanted(&color, (5, 10), true));
                 let adjust = ColorAdjust::keep(&color, (5, 10), Some(&reference), &mut whole);
-                let learned = ColorAdjust::learn(&color, (5, 10), Some(&reference), &moved);
+                let learned = ColorAdjust::learn(&color, (5, 10), Some(&reference), || &moved);
                 assert_eq!(learned, adjust, "learned as kept");
                 let no_contrast = ColorSettings {
                     contrast: 1.0.into(),
                     ..color.clone()
                 };
                 assert_eq!(
-                    ColorAdjust::learn(&no_contrast, (5, 10), Some(&reference), &moved),
+                    ColorAdjust::learn(&no_contrast, (5, 10), Some(&reference), || &moved),
                     ColorAdjust::keep(&no_contrast, (5, 10), Some(&reference), &mut moved.clone()),
                     "learned as kept, with no contrast"
                 );
@@ -195,6 +197,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sharpening_alone_learns_without_the_frame() {
+        let sharpen = ColorSettings {
+            sharpen: 0.4.into(),
+            ..ColorSettings::default()
+        };
+        let unread = || -> &Planar { panic!("the moved frame was made") };
+        let learned = ColorAdjust::learn(&sharpen, (1, 10), None, unread);
+        assert_eq!(learned.sharpen.map(|s| s.amount), Some(0.4));
+        assert!(learned.matching.is_none() && learned.contrast.is_none());
+        // A reference pulled toward with strength 0 is not read either.
+        let reference = ColorReference::new(&scene(8, 8), ColorSpace::Lab);
+        let no_pull = ColorSettings {
+            coherence: Some(ColorSpace::Lab),
+            strength: 0.0.into(),
+            ..sharpen
+        };
+        assert_eq!(
+            ColorAdjust::learn(&no_pull, (1, 10), Some(&reference), unread),
+            learned
+        );
     }
 
     #[test]
