@@ -1,10 +1,14 @@
 //! The colour spaces frames are matched in (CIELAB, HSV, sRGB) and the
 //! conversions between them; the powers and cube roots of the Lab
 //! conversions are read from tables rather than computed per sample.
+//! The Lab conversions are compiled for baseline x86-64 and for AVX2,
+//! picked at run time, never with FMA: the same bits on every machine, as
+//! the resampling's loops (see `resample`).
 
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
 
 use super::unit;
@@ -59,7 +63,7 @@ impl ColorSpace {
         match self {
             Self::Lab => {
                 let curves = &*CURVES;
-                map_pixels(data, |planes| curves.srgb_to_lab(planes));
+                map_pixels(data, |planes| srgb_to_lab(curves, planes));
             }
             Self::Hsv => map_pixels(data, |planes| {
                 each_pixel(planes, |p| rgb_to_hsv([unit(p[0]), unit(p[1]), unit(p[2])]));
@@ -73,7 +77,7 @@ impl ColorSpace {
         match self {
             Self::Lab => {
                 let curves = &*CURVES;
-                map_pixels(data, |planes| curves.lab_to_srgb(planes));
+                map_pixels(data, |planes| lab_to_srgb(curves, planes));
             }
             Self::Hsv => map_pixels(data, |planes| each_pixel(planes, hsv_to_rgb)),
             Self::Rgb => {}
@@ -250,63 +254,63 @@ fn xyz_to_linear([x, y, z]: [f32; 3]) -> [f32; 3] {
     ]
 }
 
-impl Curves {
-    /// sRGB (clamped to `0..=1`) to CIELAB (D65), pixel by pixel, step by
-    /// step over all of `planes`.
-    fn srgb_to_lab(&self, [r, g, b]: Planes) {
-        for plane in [&mut *r, &mut *g, &mut *b] {
-            self.decode.apply(plane);
-        }
-        // CIE XYZ relative to white, under the square root that the Lab
-        // curve is tabulated over (at most 1: the colours are sRGB's).
-        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-            let [x, y, z] = linear_to_xyz([*r, *g, *b]);
-            *r = (x / WHITE[0]).sqrt();
-            *g = (y / WHITE[1]).sqrt();
-            *b = (z / WHITE[2]).sqrt();
-        }
-        for plane in [&mut *r, &mut *g, &mut *b] {
-            self.lab_f_of_sqrt.apply(plane);
-        }
-        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-            let [fx, fy, fz] = [*r, *g, *b];
-            *r = 116.0 * fy - 16.0;
-            *g = 500.0 * (fx - fy);
-            *b = 200.0 * (fy - fz);
-        }
+/// sRGB (clamped to `0..=1`) to CIELAB (D65), pixel by pixel, step by
+/// step over all of `planes`.
+#[multiversion(targets("x86_64+avx2"))]
+fn srgb_to_lab(curves: &Curves, [r, g, b]: Planes) {
+    for plane in [&mut *r, &mut *g, &mut *b] {
+        curves.decode.apply(plane);
     }
+    // CIE XYZ relative to white, under the square root that the Lab
+    // curve is tabulated over (at most 1: the colours are sRGB's).
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let [x, y, z] = linear_to_xyz([*r, *g, *b]);
+        *r = (x / WHITE[0]).sqrt();
+        *g = (y / WHITE[1]).sqrt();
+        *b = (z / WHITE[2]).sqrt();
+    }
+    for plane in [&mut *r, &mut *g, &mut *b] {
+        curves.lab_f_of_sqrt.apply(plane);
+    }
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let [fx, fy, fz] = [*r, *g, *b];
+        *r = 116.0 * fy - 16.0;
+        *g = 500.0 * (fx - fy);
+        *b = 200.0 * (fy - fz);
+    }
+}
 
-    /// CIELAB (D65) to sRGB, colours outside the sRGB gamut clamped to it,
-    /// pixel by pixel, step by step over all of `planes`.
-    fn lab_to_srgb(&self, [r, g, b]: Planes) {
-        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-            let [lr, lg, lb] = xyz_to_linear(lab_to_xyz([*r, *g, *b]));
-            *r = unit(lr).sqrt();
-            *g = unit(lg).sqrt();
-            *b = unit(lb).sqrt();
-        }
-        for plane in [r, g, b] {
-            self.encode_of_sqrt.apply(plane);
-        }
+/// CIELAB (D65) to sRGB, colours outside the sRGB gamut clamped to it,
+/// pixel by pixel, step by step over all of `planes`.
+#[multiversion(targets("x86_64+avx2"))]
+fn lab_to_srgb(curves: &Curves, [r, g, b]: Planes) {
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let [lr, lg, lb] = xyz_to_linear(lab_to_xyz([*r, *g, *b]));
+        *r = unit(lr).sqrt();
+        *g = unit(lg).sqrt();
+        *b = unit(lb).sqrt();
     }
+    for plane in [r, g, b] {
+        curves.encode_of_sqrt.apply(plane);
+    }
+}
 
-    /// One pixel's [`srgb_to_lab`](Self::srgb_to_lab).
-    #[cfg(test)]
-    pub(super) fn srgb_to_lab_pixel(&self, [r, g, b]: [f32; 3]) -> [f32; 3] {
-        let mut lab = [[r], [g], [b]];
-        let [r, g, b] = &mut lab;
-        self.srgb_to_lab([r, g, b]);
-        lab.map(|[v]| v)
-    }
+/// One pixel's [`srgb_to_lab`].
+#[cfg(test)]
+pub(super) fn srgb_to_lab_pixel([r, g, b]: [f32; 3]) -> [f32; 3] {
+    let mut lab = [[r], [g], [b]];
+    let [r, g, b] = &mut lab;
+    srgb_to_lab(&CURVES, [r, g, b]);
+    lab.map(|[v]| v)
+}
 
-    /// One pixel's [`lab_to_srgb`](Self::lab_to_srgb).
-    #[cfg(test)]
-    fn lab_to_srgb_pixel(&self, [l, a, b]: [f32; 3]) -> [f32; 3] {
-        let mut rgb = [[l], [a], [b]];
-        let [r, g, b] = &mut rgb;
-        self.lab_to_srgb([r, g, b]);
-        rgb.map(|[v]| v)
-    }
+/// One pixel's [`lab_to_srgb`].
+#[cfg(test)]
+fn lab_to_srgb_pixel([l, a, b]: [f32; 3]) -> [f32; 3] {
+    let mut rgb = [[l], [a], [b]];
+    let [r, g, b] = &mut rgb;
+    lab_to_srgb(&CURVES, [r, g, b]);
+    rgb.map(|[v]| v)
 }
 
 /// CIELAB to CIE XYZ, relative to [`WHITE`].
@@ -370,12 +374,9 @@ mod tests {
             assert!(close(back, rgb, 1e-4), "{rgb:?} via linear");
             let xyz = linear_to_xyz(linear);
             assert!(close(xyz_to_linear(xyz), linear, 1e-4), "{rgb:?} via XYZ");
-            let lab = curves.srgb_to_lab_pixel(rgb);
+            let lab = srgb_to_lab_pixel(rgb);
             assert!(close(lab_to_xyz(lab), xyz, 1e-4), "{rgb:?} via Lab");
-            assert!(
-                close(curves.lab_to_srgb_pixel(lab), rgb, 1e-4),
-                "{rgb:?} Lab"
-            );
+            assert!(close(lab_to_srgb_pixel(lab), rgb, 1e-4), "{rgb:?} Lab");
             assert!(close(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, 1e-4), "{rgb:?} HSV");
         }
     }
@@ -390,7 +391,6 @@ mod tests {
             .collect();
         data[5] = f32::NAN;
         let pixel = |data: &[f32], i: usize| [data[i], data[n + i], data[2 * n + i]];
-        let curves = &*CURVES;
         let mut lab = data.clone();
         ColorSpace::Lab.rgb_to_space(&mut lab);
         let mut back = lab.clone();
@@ -398,13 +398,13 @@ mod tests {
         let mut hsv = data.clone();
         ColorSpace::Hsv.rgb_to_space(&mut hsv);
         for i in 0..n {
-            let alone = curves.srgb_to_lab_pixel(pixel(&data, i));
+            let alone = srgb_to_lab_pixel(pixel(&data, i));
             assert_eq!(
                 pixel(&lab, i).map(f32::to_bits),
                 alone.map(f32::to_bits),
                 "{i}"
             );
-            let alone = curves.lab_to_srgb_pixel(pixel(&lab, i));
+            let alone = lab_to_srgb_pixel(pixel(&lab, i));
             assert_eq!(
                 pixel(&back, i).map(f32::to_bits),
                 alone.map(f32::to_bits),
@@ -448,7 +448,7 @@ mod tests {
             ([0.0, 0.0, 1.0], [32.2970, 79.1875, -107.8602]),
         ];
         for (rgb, lab) in cases {
-            let got = CURVES.srgb_to_lab_pixel(rgb);
+            let got = srgb_to_lab_pixel(rgb);
             assert!(close(got, lab, 0.01), "{rgb:?}: {got:?}, not {lab:?}");
         }
         assert_eq!(rgb_to_hsv([1.0, 0.0, 0.0]), [0.0, 1.0, 1.0]);
