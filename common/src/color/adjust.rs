@@ -83,9 +83,13 @@ impl ColorAdjust {
             (None, false) => (None, None),
             // The contrast is learned from the matched frame's mean.
             (Some(r), true) => {
-                let mut matched = moved().clone();
-                let matching = match_colors(&mut matched, r, strength);
-                (matching, Contrast::learn(&matched, amount))
+                let moved = moved();
+                match ColorMatch::learn_matched(moved, r, strength) {
+                    Some((matching, matched)) => {
+                        (Some(matching), Contrast::learn(&matched, amount))
+                    }
+                    None => (None, Contrast::learn(moved, amount)),
+                }
             }
             (Some(r), false) => (ColorMatch::learn(moved(), r, strength), None),
             (None, true) => (None, Contrast::learn(moved(), amount)),

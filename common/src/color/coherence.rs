@@ -146,6 +146,30 @@ impl ColorMatch {
         Some((learned, converted))
     }
 
+    /// What [`match_colors`] learns from `frame`, and the frame it would
+    /// make of it, leaving `frame` alone: the matched frame is made in
+    /// the buffer the frame was converted into, not in a copy.
+    pub fn learn_matched(
+        frame: &Planar,
+        reference: &ColorReference,
+        strength: f64,
+    ) -> Option<(Self, Planar)> {
+        let (learned, mut matched) = Self::learn_converted(frame, reference, strength)?;
+        let n = frame.width * frame.height;
+        learned.back_to_rgb(n, &mut matched);
+        parallel::for_each_piece(&mut matched, n, |c, plane| {
+            for (m, &x) in plane.iter_mut().zip(&frame.data[c * n..]) {
+                *m = learned.blend(x, *m);
+            }
+        });
+        let matched = Planar {
+            width: frame.width,
+            height: frame.height,
+            data: matched,
+        };
+        Some((learned, matched))
+    }
+
     /// Matches `part`, any part of the frame this was learned from, as
     /// [`match_colors`] matched the whole frame.
     pub fn apply(&self, part: &mut Planar) {
@@ -161,17 +185,28 @@ impl ColorMatch {
         if n == 0 {
             return;
         }
-        parallel::for_each_piece(&mut matched, n, |c, plane| {
+        self.back_to_rgb(n, &mut matched);
+        parallel::for_each_piece(&mut frame.data, n, |c, plane| {
+            for (x, &m) in plane.iter_mut().zip(&matched[c * n..]) {
+                *x = self.blend(*x, m);
+            }
+        });
+    }
+
+    /// Maps `converted`, a frame of `n` pixels in the space, channel by
+    /// channel, and converts it back to sRGB: the fully matched frame.
+    fn back_to_rgb(&self, n: usize, converted: &mut [f32]) {
+        parallel::for_each_piece(converted, n, |c, plane| {
             if let Some(map) = &self.channels[c] {
                 map.apply(plane);
             }
         });
-        self.space.space_to_rgb(&mut matched);
-        parallel::for_each_piece(&mut frame.data, n, |c, plane| {
-            for (x, &m) in plane.iter_mut().zip(&matched[c * n..]) {
-                *x = unit(*x + self.strength * (m - *x));
-            }
-        });
+        self.space.space_to_rgb(converted);
+    }
+
+    /// A sample `x` of the frame blended toward its fully matched `m`.
+    fn blend(&self, x: f32, m: f32) -> f32 {
+        unit(x + self.strength * (m - x))
     }
 }
 
@@ -312,6 +347,21 @@ mod tests {
         );
         let expected = (mean_saturation(&shifted) + sat) / 2.0;
         assert!(off(mean_saturation(&half), expected) < 0.05);
+    }
+
+    #[test]
+    fn learning_the_matched_frame_gives_the_match_without_touching_the_frame() {
+        let original = scene(96, 64);
+        let shifted = red_shifted(&original);
+        for space in SPACES {
+            let reference = ColorReference::new(&original, space);
+            let mut kept = shifted.clone();
+            let matched_in_place = match_colors(&mut kept, &reference, 0.7);
+            let (learned, matched) =
+                ColorMatch::learn_matched(&shifted, &reference, 0.7).expect("a match");
+            assert_eq!(Some(learned), matched_in_place, "{space:?}");
+            assert!(bits(&matched) == bits(&kept), "{space:?}");
+        }
     }
 
     #[test]
