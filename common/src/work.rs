@@ -163,16 +163,27 @@ impl RegionLease {
             size: self.part,
         };
         let spare = &mut SpareImages::default();
-        let mut moved = warp_rgb8_rect(&part, &self.camera, columns.clone(), rows.clone(), spare);
-        let Some(color) = &self.color else {
-            return Some(moved);
-        };
-        color.apply(&mut moved);
-        let inside = |of: &Range<usize>, within: &Range<usize>| {
-            of.start - within.start..of.end - within.start
-        };
-        Some(moved.crop(inside(&area.columns, &columns), inside(&area.rows, &rows)))
+        let moved = warp_rgb8_rect(&part, &self.camera, columns.clone(), rows.clone(), spare);
+        Some(match &self.color {
+            Some(color) => kept_in_area(color, moved, (&columns, &rows), area),
+            None => moved,
+        })
     }
+}
+
+/// `moved`, the pixels `wide` of the moved frame (a region's `area` and
+/// the margin around it that `color` reads: [`moved_area`]), its colours
+/// kept as the whole frame's are, cropped to `area`.
+pub fn kept_in_area(
+    color: &ColorAdjust,
+    mut moved: Planar,
+    (columns, rows): (&Range<usize>, &Range<usize>),
+    area: &Area,
+) -> Planar {
+    color.apply(&mut moved);
+    let inside =
+        |of: &Range<usize>, within: &Range<usize>| of.start - within.start..of.end - within.start;
+    moved.crop(inside(&area.columns, columns), inside(&area.rows, rows))
 }
 
 /// The pixels of the moved frame that a region whose input is `area`

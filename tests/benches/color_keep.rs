@@ -24,7 +24,7 @@ use dreamfarm_common::color::{ColorAdjust, ColorReference, ColorSpace};
 use dreamfarm_common::params::ColorSettings;
 use dreamfarm_common::region_plan::Area;
 use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
-use dreamfarm_common::work::moved_area;
+use dreamfarm_common::work::{kept_in_area, moved_area};
 use dreamfarm_tests::{DIGEST_START, env_or, env_size, fold_digest, median, repo};
 
 /// The frame's parts, as a 4K frame's regions: 4 columns, 3 rows.
@@ -78,12 +78,8 @@ fn main() {
                     // As a region's worker: its part and the margin the
                     // keeping reads around it.
                     let (columns, rows) = moved_area(area, Some(&learned), (width, height));
-                    let mut part = frame.crop(columns.clone(), rows.clone());
-                    learned.apply(&mut part);
-                    part.crop(
-                        area.columns.start - columns.start..area.columns.end - columns.start,
-                        area.rows.start - rows.start..area.rows.end - rows.start,
-                    )
+                    let part = frame.crop(columns.clone(), rows.clone());
+                    kept_in_area(&learned, part, (&columns, &rows), area)
                 })
                 .collect::<Vec<_>>()
         });

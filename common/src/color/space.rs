@@ -297,20 +297,23 @@ fn lab_to_srgb(curves: &Curves, [r, g, b]: Planes) {
 
 /// One pixel's [`srgb_to_lab`].
 #[cfg(test)]
-pub(super) fn srgb_to_lab_pixel([r, g, b]: [f32; 3]) -> [f32; 3] {
-    let mut lab = [[r], [g], [b]];
-    let [r, g, b] = &mut lab;
-    srgb_to_lab(&CURVES, [r, g, b]);
-    lab.map(|[v]| v)
+pub(super) fn srgb_to_lab_pixel(rgb: [f32; 3]) -> [f32; 3] {
+    one_pixel(srgb_to_lab, rgb)
 }
 
 /// One pixel's [`lab_to_srgb`].
 #[cfg(test)]
-fn lab_to_srgb_pixel([l, a, b]: [f32; 3]) -> [f32; 3] {
-    let mut rgb = [[l], [a], [b]];
-    let [r, g, b] = &mut rgb;
-    lab_to_srgb(&CURVES, [r, g, b]);
-    rgb.map(|[v]| v)
+fn lab_to_srgb_pixel(lab: [f32; 3]) -> [f32; 3] {
+    one_pixel(lab_to_srgb, lab)
+}
+
+/// `convert` of the one pixel `p`.
+#[cfg(test)]
+fn one_pixel(convert: fn(&Curves, Planes), p: [f32; 3]) -> [f32; 3] {
+    let mut planes = p.map(|v| [v]);
+    let [a, b, c] = &mut planes;
+    convert(&CURVES, [a, b, c]);
+    planes.map(|[v]| v)
 }
 
 /// CIELAB to CIE XYZ, relative to [`WHITE`].
@@ -383,8 +386,8 @@ mod tests {
 
     #[test]
     fn converting_planes_gives_each_pixel_the_bits_it_has_alone() {
-        // More pixels than a batch and a thread's run, a count no batch
-        // divides, samples outside 0..=1 and a NaN among them.
+        // More pixels than a batch, a count no batch divides, samples
+        // outside 0..=1 and a NaN among them.
         let n = 3 * BATCH + 77;
         let mut data: Vec<f32> = (0..3 * n)
             .map(|i| noise(i % 3, i / 3, 7) * 1.2 - 0.1)

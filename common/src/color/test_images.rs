@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::{ColorAdjust, ColorSpace, unit};
 use crate::region_plan::Area;
 use crate::resample::Planar;
-use crate::work::moved_area;
+use crate::work::{kept_in_area, moved_area};
 
 pub(super) const SPACES: [ColorSpace; 3] = [ColorSpace::Lab, ColorSpace::Hsv, ColorSpace::Rgb];
 
@@ -97,10 +97,6 @@ pub(super) fn kept_alone(
 ) -> Planar {
     let area = Area { columns, rows };
     let (wide_columns, wide_rows) = moved_area(&area, Some(adjust), (frame.width, frame.height));
-    let mut part = frame.crop(wide_columns.clone(), wide_rows.clone());
-    adjust.apply(&mut part);
-    part.crop(
-        area.columns.start - wide_columns.start..area.columns.end - wide_columns.start,
-        area.rows.start - wide_rows.start..area.rows.end - wide_rows.start,
-    )
+    let part = frame.crop(wide_columns.clone(), wide_rows.clone());
+    kept_in_area(adjust, part, (&wide_columns, &wide_rows), &area)
 }
