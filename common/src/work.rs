@@ -171,6 +171,28 @@ impl RegionLease {
     }
 }
 
+/// What a region whose input is `area` is sent of the last frame (`last`,
+/// 8-bit RGB of a `width`×`height` frame): the columns and rows its input
+/// reads once moved by `camera` and kept by `color` ([`moved_area`] taken
+/// back through the camera), and their bytes, row by row.
+pub fn last_frame_part(
+    last: &[u8],
+    (width, height): (usize, usize),
+    area: &Area,
+    camera: &Warp,
+    color: Option<&ColorAdjust>,
+) -> ((Range<usize>, Range<usize>), Vec<u8>) {
+    let (columns, rows) = moved_area(area, color, (width, height));
+    let (columns, rows) = camera.source_of(width, height, columns, rows);
+    let mut rgb = Vec::with_capacity(3 * columns.len() * rows.len());
+    for y in rows.clone() {
+        rgb.extend_from_slice(
+            &last[3 * (y * width + columns.start)..3 * (y * width + columns.end)],
+        );
+    }
+    ((columns, rows), rgb)
+}
+
 /// `moved`, the pixels `wide` of the moved frame (a region's `area` and
 /// the margin around it that `color` reads: [`moved_area`]), its colours
 /// kept as the whole frame's are, cropped to `area`.
@@ -198,4 +220,102 @@ pub fn moved_area(
     let widen =
         |r: &Range<usize>, side: usize| r.start.saturating_sub(margin)..(r.end + margin).min(side);
     (widen(&area.columns, width), widen(&area.rows, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::color::{ColorReference, ColorSpace};
+    use crate::params::ColorSettings;
+    use crate::resample::warp_rgb8;
+
+    #[test]
+    fn a_regions_input_is_the_whole_moved_and_kept_frame_over_its_area() {
+        // Random frames, region plans, camera moves (in, out, turned,
+        // panned, about other centres) and colour keeping (each space,
+        // contrast, unsharp masks of every reach, none): each region's
+        // input, made from exactly the part of the last frame the
+        // coordinator sends it, is the whole frame's moved and kept pixels
+        // over the region's area.
+        for case in 0..150 {
+            let mut draw = (0..).map(|k| crate::seed::derive(0xa7ea, &[case, k]));
+            let mut below = |n: usize| draw.next().map_or(0, |v| (v % n as u64) as usize);
+            let (w, h) = (8 + below(200), 8 + below(200));
+            let margin = below(20) as u32;
+            let settings = DreamSettings {
+                octaves: 1 + below(4) as u32,
+                octave_scale: 1.1 + below(150) as f64 / 100.0,
+                iterations: ((1 + below(3)) as f64).into(),
+                iterations_per_lease: below(3) as u32,
+                tile_batch: 1 + below(3) as u32,
+                tile_size: 16 + below(120) as u32,
+                tile_margin: margin,
+                blend_band: below(margin as usize + 1) as u32,
+                parallelism: [0, 2, 5, 16][below(4)],
+                ..Default::default()
+            };
+            let camera = Warp {
+                zoom: [1.0, 1.02, 1.3, 0.97, 0.6, 2.5][below(6)],
+                rotate_deg: [0.0, 0.0, 1.0, -7.5, 90.0, 179.3][below(6)],
+                pan: (
+                    [0.0, 1.5, -3.25, 40.0][below(4)],
+                    [0.0, -0.5, 30.7][below(3)],
+                ),
+                center: (
+                    [w as f64 / 2.0, 0.0, 13.7][below(3)],
+                    [h as f64 / 2.0, 5.5][below(2)],
+                ),
+            };
+            let space = [ColorSpace::Lab, ColorSpace::Hsv, ColorSpace::Rgb][below(3)];
+            let color = (below(4) > 0).then(|| ColorSettings {
+                coherence: (below(4) > 0).then_some(space),
+                strength: (below(11) as f64 / 10.0).into(),
+                contrast: [1.0, 1.1, 0.8][below(3)].into(),
+                sharpen: [0.0, 0.3, 1.0][below(3)].into(),
+                sharpen_radius: [0.5, 1.0, 2.5, 7.0][below(4)],
+                ..ColorSettings::default()
+            });
+            let mut bytes = |n: usize| (0..n).map(|_| below(256) as u8).collect::<Vec<u8>>();
+            let (last, reference) = (bytes(3 * w * h), bytes(3 * 20 * 15));
+            let reference = ColorReference::new(&Planar::from_rgb8(20, 15, &reference), space);
+            let mut whole = warp_rgb8(w, h, &last, &camera, &mut SpareImages::default());
+            let color = color
+                .map(|c| Arc::new(ColorAdjust::keep(&c, (3, 10), Some(&reference), &mut whole)));
+            let (jitter, min_side) = (below(6) as u32, 8 + below(40));
+            let objective =
+                Arc::new(FrameObjective::at(&settings, 3, 10, 0, None).expect("objective"));
+            let plan = RegionPlan::new(
+                &settings,
+                jitter,
+                objective.iterations,
+                &settings.octave_sizes(w, h, min_side),
+            );
+            for (r, region) in plan.regions.iter().enumerate() {
+                let ((columns, rows), rgb) =
+                    last_frame_part(&last, (w, h), &region.input, &camera, color.as_deref());
+                let lease = RegionLease {
+                    frame: 3,
+                    region: r as u32,
+                    settings: settings.clone(),
+                    size: (w, h),
+                    min_side,
+                    jitter,
+                    objective: objective.clone(),
+                    camera,
+                    color: color.clone(),
+                    origin: (columns.start, rows.start),
+                    part: (columns.len(), rows.len()),
+                    rgb,
+                };
+                let input = lease
+                    .input(&lease.plan())
+                    .expect("the part holds the input's reads");
+                let (columns, rows) = (region.input.columns.clone(), region.input.rows.clone());
+                assert!(
+                    input == whole.crop(columns, rows),
+                    "case {case}: {w}x{h}, region {r}, {camera:?}, {color:?}, {settings:?}"
+                );
+            }
+        }
+    }
 }

@@ -295,6 +295,27 @@ mod tests {
         out
     }
 
+    /// Asserts that [`dream_by_regions`] gives [`dream_frame`]'s frame,
+    /// with tiles dreamed from their output pixels and from all of them.
+    fn regions_give_the_whole_frame(
+        s: &DreamSettings,
+        min_side: usize,
+        plan: &FramePlan,
+        input: &Planar,
+        what: &str,
+    ) {
+        for change in [change_at_output, change_from_whole_input] {
+            let mut executor = Computed(change, InOrder::default());
+            let spare = &mut SpareImages::default();
+            let whole =
+                dream_frame(s, min_side, plan, input, &mut executor, spare).expect("dreamed");
+            assert!(
+                dream_by_regions(s, min_side, plan, input, change) == whole,
+                "{what}"
+            );
+        }
+    }
+
     /// Three octaves `scale` apart of two one-step passes on tiles of 24,
     /// the plan of frame 0 and a `width`×`height` noise input.
     fn small_frame(scale: f64, width: usize, height: usize) -> (DreamSettings, FramePlan, Planar) {
@@ -436,17 +457,10 @@ mod tests {
                 tile_size: tile,
                 ..s
             };
-            for change in [change_at_output, change_from_whole_input] {
-                let mut executor = Computed(change, InOrder::default());
-                let spare = &mut SpareImages::default();
-                let whole = dream_frame(&s, min_side, &plan, &input, &mut executor, spare)
-                    .expect("dreamed");
-                let regions = dream_by_regions(&s, min_side, &plan, &input, change);
-                assert!(
-                    regions == whole,
-                    "{w}x{h} by {scale}, {per_lease} steps a lease, batches of {batch}, tiles of {tile}"
-                );
-            }
+            let what = format!(
+                "{w}x{h} by {scale}, {per_lease} steps a lease, batches of {batch}, tiles of {tile}"
+            );
+            regions_give_the_whole_frame(&s, min_side, &plan, &input, &what);
         }
     }
 
@@ -488,5 +502,43 @@ mod tests {
             e.starts_with("tile 0 of frame 3, octave 0: the dream went non-finite"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn regions_give_the_whole_frames_bits_under_random_settings() {
+        // Frame sizes, octaves and their scale, tiles, margins, bands,
+        // parallelism, batches, passes, jitter and smallest sides drawn at
+        // random (within what a job's settings allow, tiles smaller): any
+        // region that reads a pixel its part lacks, or a neighbour's change
+        // it was not given, changes the frame.
+        for case in 0..120 {
+            let mut draw = (0..).map(|k| dreamfarm_common::seed::derive(0x5eed, &[case, k]));
+            let mut below = |n: u64| draw.next().map_or(0, |v| v % n);
+            let (w, h) = (16 + below(240) as usize, 16 + below(240) as usize);
+            let margin = below(20) as u32;
+            let (s, _, input) = small_frame(1.1 + below(150) as f64 / 100.0, w, h);
+            let s = DreamSettings {
+                octaves: 1 + below(5) as u32,
+                iterations: ((1 + below(3)) as f64).into(),
+                iterations_per_lease: below(3) as u32,
+                tile_batch: 1 + below(3) as u32,
+                tile_size: 16 + below(120) as u32,
+                tile_margin: margin,
+                blend_band: below(u64::from(margin) + 1) as u32,
+                parallelism: [0, 2, 5, 16][below(4) as usize],
+                ..s
+            };
+            let plan = FramePlan {
+                frame: 0,
+                objective: Arc::new(FrameObjective::at(&s, 0, 1, 0, None).expect("objective")),
+                jitter: below(6) as u32,
+            };
+            let min_side = 8 + below(40) as usize;
+            let what = format!(
+                "case {case}: {w}x{h}, jitter {}, smallest side {min_side}, {s:?}",
+                plan.jitter
+            );
+            regions_give_the_whole_frame(&s, min_side, &plan, &input, &what);
+        }
     }
 }

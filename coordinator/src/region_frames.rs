@@ -11,7 +11,7 @@ use dreamfarm_common::color::{ColorAdjust, ColorReference};
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::region_plan::RegionPlan;
 use dreamfarm_common::resample::{SpareImages, Warp, warp_rgb8};
-use dreamfarm_common::work::{RegionLease, moved_area};
+use dreamfarm_common::work::{RegionLease, last_frame_part};
 
 use crate::frame_loop::FramePlan;
 use crate::tile_executor::TileError;
@@ -107,15 +107,13 @@ pub fn dream(
         .iter()
         .enumerate()
         .map(|(r, region)| {
-            let (columns, rows) =
-                moved_area(&region.input, moved.color.as_deref(), (width, height));
-            let (columns, rows) = moved.camera.source_of(width, height, columns, rows);
-            let mut rgb = Vec::with_capacity(3 * columns.len() * rows.len());
-            for y in rows.clone() {
-                rgb.extend_from_slice(
-                    &previous[3 * (y * width + columns.start)..3 * (y * width + columns.end)],
-                );
-            }
+            let ((columns, rows), rgb) = last_frame_part(
+                previous,
+                (width, height),
+                &region.input,
+                &moved.camera,
+                moved.color.as_deref(),
+            );
             let lease = RegionLease {
                 frame: plan.frame,
                 region: r as u32,
