@@ -417,25 +417,25 @@ fn a_worker_killed_mid_frame_leaves_its_regions_to_the_others_and_the_frames_unc
     );
 }
 
-#[test]
-fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
-    // One of three workers serves its changes behind a link that carries
-    // nothing, as a network policy that drops the port between worker
-    // pods does (the coordinator still hears from the worker): fetches
-    // from it connect and then hear nothing. The frame whose regions need
-    // it is given up by regions once a fetch's pings go unanswered, and it
-    // and the next go by tiles through the coordinator: the same frames,
-    // nobody blocked, the cause and its fix said once.
+/// Three workers serving changes, the first, `w0`, behind a fault proxy
+/// (its neighbours dial the proxy; the coordinator hears from it
+/// directly), `partitioned` from the start or not: the pool, the proxy
+/// and the address `w0` announces.
+fn pool_with_one_behind_a_proxy(
+    c: &Coordinator,
+    partitioned: bool,
+) -> (Vec<Worker>, FaultProxy, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let proxy = FaultProxy::start(([127, 0, 0, 1], port).into());
-    proxy.partition();
-    let c = Coordinator::start();
+    if partitioned {
+        proxy.partition();
+    }
     let listen = format!("127.0.0.1:{port}");
     let behind = proxy.addr().to_string();
-    let _pool = [
+    let pool = vec![
         c.worker_with(
             "w0",
             &["--change-listen", &listen, "--change-address", &behind],
@@ -443,6 +443,40 @@ fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
         c.worker_serving_changes("w1", &[]),
         c.worker_serving_changes("w2", &[]),
     ];
+    (pool, proxy, behind)
+}
+
+/// Job `id`'s events as `dreamfarm events` prints them, and its lines of
+/// `kind`.
+fn events_of_kind(c: &Coordinator, id: &str, kind: &str) -> (String, Vec<String>) {
+    let events = run_ok(c.client("events", &[id]));
+    let said = events
+        .lines()
+        .filter(|l| l.contains(kind))
+        .map(str::to_string)
+        .collect();
+    (events, said)
+}
+
+#[test]
+fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
+    // The workers reach each other when they join; then the link to one
+    // of them carries nothing any more, as a network policy applied later
+    // that drops the port between worker pods does: fetches from it
+    // connect and then hear nothing. The frame whose regions need it is
+    // given up by regions once a fetch's pings go unanswered, and it and
+    // the next go by tiles through the coordinator: the same frames,
+    // nobody blocked, the cause and its fix said once.
+    let c = Coordinator::start();
+    let (_pool, proxy, behind) = pool_with_one_behind_a_proxy(&c, false);
+    // The third worker to join was checked both ways, and every check
+    // reached its service.
+    wait_for("the workers to check each other", LIMIT, || {
+        let log = c.log();
+        let third = log.match_indices("worker joined").nth(2).map(|(at, _)| at);
+        third.is_some_and(|at| log[at..].contains("reach each other's change services"))
+    });
+    proxy.partition();
     let id = c.submit(&job("cut-off"));
     c.wait_done(&id, LIMIT);
     assert!(
@@ -451,16 +485,13 @@ fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
     );
     assert!(proxy.connections() > 0, "nobody tried the cut-off worker");
     assert_eq!(c.metric("dreamfarm_region_exchange_failures_total"), 1.0);
-    let events = run_ok(c.client("events", &[&id]));
-    let said: Vec<&str> = events
-        .lines()
-        .filter(|l| l.contains("exchange-failed"))
-        .collect();
+    let (events, said) = events_of_kind(&c, &id, "exchange-failed");
     assert!(
         said.len() == 1 && said[0].contains(&behind) && said[0].contains("port 7072"),
         "{events}"
     );
     assert!(!events.contains("worker-blocked"), "{events}");
+    assert!(!events.contains("exchange-unreachable"), "{events}");
     // The pool's page says that frames go by tiles for now, and where each
     // worker said its neighbours would find its changes.
     let auth = format!("Bearer {}", cluster::TOKEN);
@@ -470,6 +501,65 @@ fn workers_that_cannot_reach_a_neighbour_dream_the_frames_by_tiles_instead() {
             && page.contains("Frames go by tiles through the coordinator for ")
             && page.contains(&format!("<code>{behind}</code>")),
         "{page}"
+    );
+}
+
+#[test]
+fn workers_that_cannot_reach_a_neighbour_are_found_when_they_join() {
+    // The link to one worker's change service carries nothing from the
+    // start. Its neighbours find that when they join, before any frame
+    // goes by regions: every frame goes by tiles, none waits on a fetch
+    // or is given up, and the pool's page and each job's events say which
+    // worker cannot reach which address, with the fix.
+    let c = Coordinator::start();
+    let (mut pool, proxy, behind) = pool_with_one_behind_a_proxy(&c, true);
+    let unreachable = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("cannot reach worker w0/"))
+            .count()
+    };
+    wait_for("w1 and w2 to find w0 unreachable", LIMIT, || {
+        unreachable(&c.log()) == 2
+    });
+    let auth = format!("Bearer {}", cluster::TOKEN);
+    let page = get(&c.metrics, "/workers", &[("Authorization", &auth)]).text();
+    assert!(
+        page.matches("class=\"warning unreachable\"").count() == 2
+            && page.contains("worker w1/")
+            && page.contains("cannot reach worker w0/")
+            && page.contains(&format!("change service at {behind}"))
+            && page.contains("port 7072"),
+        "{page}"
+    );
+    let id = c.submit(&job("found-at-join"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames differ from the single-machine render"
+    );
+    assert_eq!(c.metric("dreamfarm_regions_completed_total"), 0.0);
+    assert_eq!(c.metric("dreamfarm_region_exchange_failures_total"), 0.0);
+    let (events, said) = events_of_kind(&c, &id, "exchange-unreachable");
+    assert!(
+        said.len() == 2
+            && said
+                .iter()
+                .all(|l| l.contains(&behind) && l.contains("port 7072")),
+        "{events}"
+    );
+    assert!(!events.contains("exchange-failed"), "{events}");
+    // Once the worker nobody reaches leaves, the others go by regions.
+    pool.remove(0).signal(libc::SIGKILL);
+    drop(proxy);
+    wait_for("the coordinator to see w0 go", LIMIT, || {
+        c.log().contains("worker left") || c.log().contains("session ended")
+    });
+    let id = c.submit(&job("after-it-left"));
+    c.wait_done(&id, LIMIT);
+    assert!(c.metric("dreamfarm_regions_completed_total") > 0.0);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames by regions differ"
     );
 }
 

@@ -23,7 +23,7 @@ use crate::auth::AttachToken;
 use crate::exposition::SecondsTotal;
 use crate::pb::change_service_client::ChangeServiceClient;
 use crate::pb::change_service_server::ChangeService;
-use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, Rect};
+use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, ReachReply, ReachRequest, Rect};
 use crate::{MAX_MESSAGE_BYTES, WireError, pixels};
 
 /// Which batch's change: a job's frame, octave, pass and the batch's
@@ -108,8 +108,12 @@ impl ChangeTraffic {
 /// The changes of the batches this worker dreamed, by batch, each with
 /// when it was added, and the traffic of the change service and fetches
 /// that move them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Changes {
+    /// The number the service answers `Reach` with, drawn at its start:
+    /// a neighbour that dials this worker's announced address checks that
+    /// it reaches this service, not another worker's.
+    id: u64,
     held: Mutex<HashMap<BatchKey, (BatchChange, Instant)>>,
     /// Woken whenever a change is added.
     added: Notify,
@@ -117,7 +121,27 @@ pub struct Changes {
     traffic: Arc<ChangeTraffic>,
 }
 
+impl Default for Changes {
+    /// No changes yet, under a number drawn for this service.
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let id = std::hash::RandomState::new().hash_one((Instant::now(), std::process::id()));
+        Self {
+            id,
+            held: Mutex::default(),
+            added: Notify::new(),
+            traffic: Arc::default(),
+        }
+    }
+}
+
 impl Changes {
+    /// The number the service answers `Reach` with (announced in the
+    /// worker's `Hello`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Keeps the change of batch `key` for the neighbours that ask for it.
     pub fn add(&self, key: BatchKey, change: BatchChange) {
         self.lock().insert(key, (change, Instant::now()));
@@ -247,6 +271,12 @@ impl ChangeService for ChangeServer {
                 Ok(ChangePiece { data })
             });
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+    }
+
+    async fn reach(&self, _: Request<ReachRequest>) -> Result<Response<ReachReply>, Status> {
+        Ok(Response::new(ReachReply {
+            change_service_id: self.0.id,
+        }))
     }
 }
 

@@ -11,6 +11,8 @@
 //!   plain or TLS.
 //! - [`region_lease`]: a region lease on the wire, checked on arrival.
 //! - [`region_worker`]: one region of a frame computed on a worker.
+//! - [`neighbour_check`]: a worker dialling its neighbours' change
+//!   services, checked before frames go by regions.
 //! - [`session_frames`]: the coordinator's messages to a worker as gRPC
 //!   frames, lease pieces uncopied.
 //! - [`auth`]: the shared-token check on every call.
@@ -34,6 +36,7 @@ pub mod exposition;
 pub mod halves;
 pub mod heap;
 pub mod logging;
+pub mod neighbour_check;
 pub mod objective;
 pub mod pixels;
 pub mod region_lease;
@@ -57,8 +60,10 @@ pub mod pb {
 /// Version 3 split the model (per job) from the objective (per frame);
 /// version 4 sends a job's own weights file instead of its path; version 5
 /// carries a frame's colour keeping with its region leases (a worker
-/// before it would dream those regions without it).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// before it would dream those regions without it); version 6 has workers
+/// check that they reach each other's change services before frames go by
+/// regions.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How a worker's failure starts when the weights a job uploaded do not
 /// fit its model: the coordinator then advises submitting the job again,

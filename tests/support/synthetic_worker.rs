@@ -18,15 +18,15 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{
-    Chunk, Heartbeat, Hello, PixelFormat, RegionHolders, RegionLeaseStart, RegionResultStart,
-    ResultStart, WorkerMessage,
+    CheckNeighbours, Chunk, Heartbeat, Hello, PixelFormat, RegionHolders, RegionLeaseStart,
+    RegionResultStart, ResultStart, WorkerMessage,
 };
-use dreamfarm_proto::region_lease;
 use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, run_region};
 use dreamfarm_proto::{
     CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,
 };
+use dreamfarm_proto::{neighbour_check, region_lease};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -74,6 +74,7 @@ async fn synthetic_worker(
         change_address: region_worker
             .as_ref()
             .map_or(String::new(), |r| r.address.clone()),
+        change_service_id: region_worker.as_ref().map_or(0, |r| r.changes.id()),
     })))
     .await?;
     let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -114,6 +115,10 @@ async fn synthetic_worker(
                 }
                 Some(Down::Holders(h)) => {
                     side.tell(h);
+                    continue;
+                }
+                Some(Down::CheckNeighbours(asked)) => {
+                    side.check(asked, tx.clone());
                     continue;
                 }
                 _ => {}
@@ -239,6 +244,19 @@ impl RegionSide {
     /// Takes the coordinator's word on a frame's holders.
     fn tell(&self, h: RegionHolders) {
         self.holders.tell(h.job_id, h.frame, h.addresses);
+    }
+
+    /// Dials the neighbours' change services as a real worker does, and
+    /// answers up `tx`.
+    fn check(&self, asked: CheckNeighbours, tx: mpsc::Sender<WorkerMessage>) {
+        let channels = self.channels.clone();
+        tokio::spawn(async move {
+            let Ok(token) = AttachToken::new(None) else {
+                return;
+            };
+            let checked = neighbour_check::check(&channels, &token, asked).await;
+            let _ = tx.send(up(Up::NeighboursChecked(checked))).await;
+        });
     }
 
     /// Computes a region lease and sends its cell up `tx`.

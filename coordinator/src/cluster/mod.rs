@@ -2,7 +2,8 @@
 //! every running job's frames to a pool of remote workers.
 //!
 //! - [`server`]: the services, health, metrics and expiry ticker.
-//! - [`scheduler`]: the lease queue and the workers.
+//! - [`scheduler`]: the lease queue and the workers; [`exchange_checks`]:
+//!   whether the workers serving changes reach each other.
 //! - [`worker_sessions`]: the wire side of a worker's session;
 //!   [`worker_routes`]: its service as served, lease pieces uncopied.
 //! - [`job_service`]: the clients' API; [`jobs`]: every job, its controls
@@ -14,6 +15,7 @@
 //! - [`fetch`]: a job's files for a fetching client.
 //! - [`hub`]: the shared state; [`metrics`]: Prometheus counters.
 
+pub mod exchange_checks;
 pub mod fetch;
 pub mod hub;
 pub mod job_handle;

@@ -17,7 +17,9 @@
 //! keep failing is blocked from that job instead of failing it. A frame
 //! whose regions' workers cannot fetch each other's changes is given up by
 //! regions whole, and goes by tiles, as every frame does for a while
-//! ([`Scheduler::exchange_failed`]). What happens to a job is told as
+//! ([`Scheduler::exchange_failed`]); workers that cannot reach each other
+//! are found when they join, and frames go by tiles while they are in the
+//! pool ([`ExchangeChecks`]). What happens to a job is told as
 //! [`JobEvent`]s. Everything here is synchronous
 //! and clock-driven (`now` is passed in), so it is tested without a network
 //! or real time.
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 use dreamfarm_common::params::{DreamSettings, WirePrecision};
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::{RegionLease, TileWork};
+
+use super::exchange_checks::{ExchangeChecks, NeighbourService, Pair};
 
 pub use crate::region_frames::RegionTask;
 
@@ -302,6 +306,8 @@ pub struct WorkerEntry {
     pub tiles_done: u64,
     /// Where its change service listens (empty: it takes no regions).
     change_address: String,
+    /// The number its change service answers with.
+    change_service_id: u64,
     /// Jobs whose regions' holders changed since it was last told, among
     /// those it holds a region of.
     holders_changed: HashSet<Arc<str>>,
@@ -392,6 +398,8 @@ pub struct Scheduler {
     regions_paused_until: Option<Instant>,
     /// The next such pause.
     exchange_pause: Duration,
+    /// Whether the workers serving changes reach each other.
+    checks: ExchangeChecks,
     events: Vec<JobEvent>,
 }
 
@@ -414,6 +422,7 @@ impl Scheduler {
             exchange_failures: 0,
             regions_paused_until: None,
             exchange_pause: EXCHANGE_PAUSE,
+            checks: ExchangeChecks::default(),
             events: Vec::new(),
         }
     }
@@ -449,8 +458,13 @@ impl Scheduler {
         self.timeouts
     }
 
-    /// Adds a job that will submit batches.
+    /// Adds a job that will submit batches; it is told of the workers
+    /// that cannot reach each other, as the jobs running when that was
+    /// found were.
     pub fn add_job(&mut self, job: Arc<str>, params: JobParams, priority: i32) {
+        for why in self.unreachable_services() {
+            self.event(&job, EventKind::ExchangeUnreachable, why);
+        }
         self.jobs.insert(
             job,
             JobQueue {
@@ -672,19 +686,115 @@ impl Scheduler {
     }
 
     /// Whether frames go by regions at `now`: a connected worker serves
-    /// changes (takes region leases), and no frame's regions failed to
-    /// exchange them lately ([`Self::exchange_failed`]).
+    /// changes (takes region leases), those serving have reached each
+    /// other's change services ([`ExchangeChecks`]), and no frame's regions
+    /// failed to exchange them lately ([`Self::exchange_failed`]).
     pub fn serves_changes(&self, now: Instant) -> bool {
         self.regions_paused_for(now).is_none()
+            && self.checks.settled()
             && self.workers.values().any(|w| !w.change_address.is_empty())
     }
 
-    /// Notes where `worker`'s change service listens: it takes region
-    /// leases from now on.
-    pub fn serve_changes(&mut self, worker: WorkerId, address: String) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.change_address = address;
+    /// Notes where `worker`'s change service listens, and the number it
+    /// answers with: it takes region leases once it and the workers
+    /// already serving have reached each other's services.
+    pub fn serve_changes(
+        &mut self,
+        worker: WorkerId,
+        address: String,
+        service_id: u64,
+        now: Instant,
+    ) {
+        let service = |id: WorkerId, w: &WorkerEntry| NeighbourService {
+            worker: id,
+            address: w.change_address.clone(),
+            service_id: w.change_service_id,
+        };
+        let others: Vec<NeighbourService> = self
+            .workers
+            .iter()
+            .filter(|&(&id, w)| id != worker && !w.change_address.is_empty())
+            .map(|(&id, w)| service(id, w))
+            .collect();
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.change_address = address;
+        w.change_service_id = service_id;
+        let joined = service(worker, w);
+        self.checks.joined(joined, others, now);
+    }
+
+    /// The change services `worker` is to dial, to check that it reaches
+    /// them, since it was last told.
+    pub fn take_checks(&mut self, worker: WorkerId) -> Vec<NeighbourService> {
+        self.checks.take(worker)
+    }
+
+    /// `worker` dialled the change services of the workers `answers`
+    /// name: reached, or why not. A service not reached holds frames by
+    /// tiles while both workers are in the pool, and every job is told.
+    pub fn neighbours_checked(
+        &mut self,
+        worker: WorkerId,
+        answers: Vec<(WorkerId, Option<String>)>,
+    ) {
+        let mut asked = false;
+        for (to, error) in answers {
+            let failed = error.is_some();
+            let answered = self.checks.answered(worker, to, error);
+            asked |= answered;
+            if answered && failed {
+                self.unreachable(Pair { from: worker, to });
+            }
         }
+        if asked && self.checks.settled() {
+            let serving = self
+                .workers
+                .values()
+                .filter(|w| !w.change_address.is_empty())
+                .count();
+            tracing::info!(
+                "the {serving} workers serving changes reach each other's change services"
+            );
+        }
+    }
+
+    /// Says, in the log and to every job, that `pair`'s check failed.
+    fn unreachable(&mut self, pair: Pair) {
+        let why = self.unreachable_why(pair);
+        tracing::warn!("{why}");
+        self.event_for_all(EventKind::ExchangeUnreachable, &why);
+    }
+
+    /// What a failed check of `pair` means and what to do, for people.
+    fn unreachable_why(&self, pair: Pair) -> String {
+        let address = self
+            .workers
+            .get(&pair.to)
+            .map_or("", |w| w.change_address.as_str());
+        format!(
+            "worker {} cannot reach worker {}'s change service at {address}: {}. Frames go \
+             by tiles through the coordinator while both are in the pool (the same frames, at \
+             more of the coordinator's CPU). Fix: let the workers reach each other's change \
+             port: in Kubernetes the NetworkPolicy rule between worker pods (port 7072, \
+             deploy/README.md); elsewhere each worker's --change-address and the firewall \
+             between them",
+            self.worker_name(pair.from),
+            self.worker_name(pair.to),
+            self.checks.failure(pair).unwrap_or("no reason given"),
+        )
+    }
+
+    /// Every failed check of workers still in the pool, said as
+    /// [`Self::neighbours_checked`] says it: frames go by tiles while any
+    /// stands.
+    pub fn unreachable_services(&self) -> Vec<String> {
+        self.checks
+            .failures()
+            .into_iter()
+            .map(|(pair, _)| self.unreachable_why(pair))
+            .collect()
     }
 
     /// Adds `work` to the end of `job`'s current batch, its tiles numbered
@@ -735,6 +845,7 @@ impl Scheduler {
                 joined: now,
                 tiles_done: 0,
                 change_address: String::new(),
+                change_service_id: 0,
                 holders_changed: HashSet::new(),
             },
         );
@@ -762,6 +873,7 @@ impl Scheduler {
     pub fn remove_worker(&mut self, worker: WorkerId) {
         if let Some(w) = self.workers.remove(&worker) {
             self.event_for_all(EventKind::WorkerLeft, &w.name);
+            self.checks.left(worker);
             for id in w.leases {
                 self.requeue(id, &w.name, Requeue::Lost, "its worker left");
             }
@@ -880,13 +992,16 @@ impl Scheduler {
         // Tiles take the worker's concurrency; regions go, beyond it, to
         // the workers serving changes that hold the fewest.
         let has_room = w.leases.len() - regions < w.concurrency as usize;
+        let serving = |(id, w): (&WorkerId, &WorkerEntry)| {
+            !w.change_address.is_empty() && self.checks.clear_for(*id)
+        };
         let fewest = self
             .workers
-            .values()
-            .filter(|w| !w.change_address.is_empty())
-            .map(regions_of)
+            .iter()
+            .filter(|&e| serving(e))
+            .map(|(_, w)| regions_of(w))
             .min();
-        let takes_regions = !w.change_address.is_empty() && fewest.is_some_and(|f| regions <= f);
+        let takes_regions = serving((&worker, w)) && fewest.is_some_and(|f| regions <= f);
         let (job, queue) = self
             .jobs
             .iter_mut()
@@ -1235,6 +1350,9 @@ impl Scheduler {
             tracing::warn!(worker = id, "worker missed its heartbeats; dropping it");
             self.remove_worker(id);
         }
+        for pair in self.checks.overdue(now) {
+            self.unreachable(pair);
+        }
     }
 
     /// Leases the worker must drop (revoked since the last call).
@@ -1263,6 +1381,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::exchange_checks::ANSWER_TIMEOUT;
     use dreamfarm_common::objective::FrameObjective;
     use dreamfarm_common::tiling::Rect;
 
@@ -1353,9 +1472,20 @@ mod tests {
             s.add_worker("w1".into(), "cpu".into(), 1, now),
             s.add_worker("w2".into(), "cpu".into(), 1, now),
         ];
-        s.serve_changes(w[0], "h1:1".into());
-        s.serve_changes(w[1], "h2:2".into());
+        serve(&mut s, w[0], "h1:1", now);
+        serve(&mut s, w[1], "h2:2", now);
         (s, w)
+    }
+
+    /// `worker` serves changes at `address`, and every check that asks for
+    /// is answered: reached.
+    fn serve(s: &mut Scheduler, worker: WorkerId, address: &str, now: Instant) {
+        s.serve_changes(worker, address.into(), 100 + worker, now);
+        let workers: Vec<WorkerId> = s.workers().map(|(&id, _)| id).collect();
+        for id in workers {
+            let reached = s.take_checks(id).into_iter().map(|n| (n.worker, None));
+            s.neighbours_checked(id, reached.collect());
+        }
     }
 
     fn setup(tiles: u32) -> (Scheduler, mpsc::Receiver<(usize, TileOutcome)>, Instant) {
@@ -1735,7 +1865,7 @@ mod tests {
         assert_eq!(cells.len(), 2, "only w1's first two regions: {cells:?}");
         // A whole frame needs nobody's changes: nothing is leased again.
         let w3 = s.add_worker("w3".into(), "cpu".into(), 1, now);
-        s.serve_changes(w3, "h3:3".into());
+        serve(&mut s, w3, "h3:3", now);
         s.remove_worker(w[0]);
         assert!(s.next_lease(w3, now).is_none(), "the frame is whole");
     }
@@ -1815,5 +1945,88 @@ mod tests {
             at += EXCHANGE_PAUSE_MAX;
             assert!(s.serves_changes(at));
         }
+    }
+
+    #[test]
+    fn workers_that_cannot_reach_each_other_hold_frames_by_tiles_while_both_are_in() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(T, 0);
+        s.add_job("a".into(), params(), 0);
+        let w1 = s.add_worker("w1".into(), "cpu".into(), 1, now);
+        s.serve_changes(w1, "h1:1".into(), 11, now);
+        assert!(s.serves_changes(now), "a lone worker has nobody to reach");
+        let w2 = s.add_worker("w2".into(), "cpu".into(), 1, now);
+        s.serve_changes(w2, "h2:2".into(), 22, now);
+        assert!(!s.serves_changes(now), "by tiles until the checks are in");
+        let told = |s: &mut Scheduler, w| {
+            s.take_checks(w)
+                .into_iter()
+                .map(|n| (n.worker, n.address, n.service_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(told(&mut s, w1), [(w2, "h2:2".to_string(), 22)]);
+        assert_eq!(told(&mut s, w2), [(w1, "h1:1".to_string(), 11)]);
+        // A frame by regions already under way goes on without w2.
+        let _rx = s
+            .submit_regions("a", 5, (0..3).map(region).collect())
+            .expect("the job runs");
+        assert!(s.next_lease(w2, now).is_none(), "w2 is not checked yet");
+        assert!(s.next_lease(w1, now).is_some(), "w1 was serving before");
+        s.neighbours_checked(w1, vec![(w2, None)]);
+        s.neighbours_checked(w2, vec![(w1, Some("h1:1: connection refused".into()))]);
+        assert!(!s.serves_changes(now));
+        assert!(
+            s.next_lease(w2, now).is_none(),
+            "w2 cannot fetch w1's changes"
+        );
+        assert!(
+            s.next_lease(w1, now).is_some(),
+            "the frame under way goes on"
+        );
+        let events: Vec<JobEvent> = s
+            .take_events()
+            .into_iter()
+            .filter(|e| e.kind != EventKind::WorkerJoined)
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let said = &events[0].detail;
+        assert_eq!(events[0].kind, EventKind::ExchangeUnreachable);
+        assert!(
+            said.starts_with("worker w2 cannot reach worker w1's change service at h1:1: h1:1: connection refused.")
+                && said.contains("port 7072"),
+            "{said}"
+        );
+        assert_eq!(s.unreachable_services(), std::slice::from_ref(said));
+        // A job added later is told too; a repeated answer is not news.
+        s.add_job("b".into(), params(), 0);
+        s.neighbours_checked(w2, vec![(w1, Some("again".into()))]);
+        let events = s.take_events();
+        assert!(
+            events.len() == 1 && &*events[0].job == "b" && &events[0].detail == said,
+            "{events:?}"
+        );
+        // A third worker that never answers its checks is unreachable
+        // after the answer timeout, and w2 leaving clears only w2's pairs.
+        let w3 = s.add_worker("w3".into(), "cpu".into(), 1, now);
+        s.serve_changes(w3, "h3:3".into(), 33, now);
+        let _ = told(&mut s, w1);
+        s.neighbours_checked(w1, vec![(w3, None)]);
+        s.remove_worker(w2);
+        let _ = s.take_events();
+        assert!(!s.serves_changes(now), "w3 has not answered");
+        let later = now + ANSWER_TIMEOUT + Duration::from_secs(1);
+        s.touch(w1, later);
+        s.touch(w3, later);
+        s.expire(later);
+        let late = s.unreachable_services();
+        assert!(
+            late.len() == 1
+                && late[0].starts_with("worker w3 cannot reach worker w1's")
+                && late[0].contains("did not answer"),
+            "{late:?}"
+        );
+        assert!(!s.serves_changes(later));
+        s.remove_worker(w3);
+        assert!(s.serves_changes(later) && s.unreachable_services().is_empty());
     }
 }

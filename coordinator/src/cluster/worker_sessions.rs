@@ -13,8 +13,9 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
 use dreamfarm_proto::pb::{
-    Chunk, CoordinatorMessage, Hello, LeaseStart, Rect, RegionHolders, RegionLeaseStart,
-    RegionResultStart, ResultStart, Revoke, WeightsRequest, Welcome, WorkerMessage,
+    CheckNeighbours, Chunk, CoordinatorMessage, Hello, LeaseStart, Neighbour, Rect, RegionHolders,
+    RegionLeaseStart, RegionResultStart, ResultStart, Revoke, WeightsRequest, Welcome,
+    WorkerMessage,
 };
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, HEARTBEATS_PER_TIMEOUT, MAX_CONCURRENCY,
@@ -109,14 +110,16 @@ impl WorkerService for WorkerSessions {
         };
         check_hello(&hello)?;
         let worker = self.hub.update(|s| {
+            let now = Instant::now();
             let worker = s.add_worker(
                 hello.name.clone(),
                 hello.device.clone(),
                 hello.concurrency,
-                Instant::now(),
+                now,
             );
             if !hello.change_address.is_empty() {
-                s.serve_changes(worker, hello.change_address.clone());
+                let (address, id) = (hello.change_address.clone(), hello.change_service_id);
+                s.serve_changes(worker, address, id, now);
             }
             worker
         });
@@ -193,6 +196,21 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
         if regions {
             // The other workers of the frames learn who holds the regions.
             hub.update(|_| ());
+        }
+        let neighbours: Vec<Neighbour> = hub
+            .update_quietly(|s| s.take_checks(worker))
+            .into_iter()
+            .map(|n| Neighbour {
+                worker_id: n.worker,
+                address: n.address,
+                change_service_id: n.service_id,
+            })
+            .collect();
+        if !neighbours.is_empty() {
+            let check = CheckNeighbours { neighbours };
+            if tx.send(down(Down::CheckNeighbours(check))).await.is_err() {
+                return;
+            }
         }
         for (job, frame, addresses) in hub.update_quietly(|s| s.take_holders(worker)) {
             let holders = RegionHolders {
@@ -421,6 +439,14 @@ async fn read_messages(
                     tracing::debug!(worker, "ignored: {e}");
                 }
             }
+            Some(Up::NeighboursChecked(checked)) => {
+                let answers = checked
+                    .reached
+                    .into_iter()
+                    .map(|r| (r.worker_id, Some(r.error).filter(|e| !e.is_empty())))
+                    .collect();
+                hub.update(|s| s.neighbours_checked(worker, answers));
+            }
             Some(Up::HandBack(h)) => {
                 tracing::info!(worker, leases = ?h.lease_ids, "worker handed leases back");
                 for lease in h.lease_ids {
@@ -555,6 +581,7 @@ mod tests {
             concurrency: 1,
             device: "cpu".into(),
             change_address: address.into(),
+            change_service_id: 1,
         };
         for good in [
             "",

@@ -172,6 +172,10 @@ pub enum EventKind {
     /// A frame's regions could not exchange their changes between workers:
     /// it and the pool's next frames go by tiles.
     ExchangeFailed,
+    /// Two workers serving changes cannot reach each other's change
+    /// services (found when one joined): frames go by tiles while both are
+    /// in the pool.
+    ExchangeUnreachable,
     /// It waits (memory, workers).
     Waiting,
     /// A client paused it.
@@ -198,7 +202,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for parsing.
-    const ALL: [Self; 18] = [
+    const ALL: [Self; 19] = [
         Self::Submitted,
         Self::Started,
         Self::Frame,
@@ -207,6 +211,7 @@ impl EventKind {
         Self::WorkerLeft,
         Self::WorkerBlocked,
         Self::ExchangeFailed,
+        Self::ExchangeUnreachable,
         Self::Waiting,
         Self::Paused,
         Self::Resumed,
@@ -230,6 +235,7 @@ impl EventKind {
             Self::WorkerLeft => "worker-left",
             Self::WorkerBlocked => "worker-blocked",
             Self::ExchangeFailed => "exchange-failed",
+            Self::ExchangeUnreachable => "exchange-unreachable",
             Self::Waiting => "waiting",
             Self::Paused => "paused",
             Self::Resumed => "resumed",

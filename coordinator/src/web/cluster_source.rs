@@ -95,7 +95,7 @@ impl JobSource for ClusterSource {
     fn pool(&self) -> Option<Pool> {
         let hub = self.jobs.hub();
         let now = Instant::now();
-        let (mut workers, snapshot, regions_paused_s) = hub.read(|s| {
+        let (mut workers, snapshot, regions_paused_s, unreachable) = hub.read(|s| {
             let workers: Vec<WorkerRow> = s
                 .workers()
                 .map(|(_, w)| WorkerRow {
@@ -109,7 +109,7 @@ impl JobSource for ClusterSource {
                 })
                 .collect();
             let paused = s.regions_paused_for(now).map(|d| d.as_secs_f64());
-            (workers, s.snapshot(), paused)
+            (workers, s.snapshot(), paused, s.unreachable_services())
         });
         workers.sort_by(|a, b| a.name.cmp(&b.name));
         Some(Pool {
@@ -118,6 +118,7 @@ impl JobSource for ClusterSource {
             leases_in_flight: snapshot.in_flight,
             tiles_per_second: hub.metrics.tiles.per_second(now),
             regions_paused_s,
+            unreachable,
         })
     }
 

@@ -121,6 +121,9 @@ fn pool_line(pool: &Pool) -> Markup {
                 " event names the address; let the workers reach each other's change port (deploy/README.md)."
             }
         }
+        @for why in &pool.unreachable {
+            p.warning.unreachable { (why) "." }
+        }
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Pool {
     /// Seconds frames still go by tiles because a frame's workers could
     /// not fetch each other's changes (none: not held back).
     pub regions_paused_s: Option<f64>,
+    /// Workers that could not reach another's change service when they
+    /// checked, said with the fix: frames go by tiles while any stands.
+    pub unreachable: Vec<String>,
 }
 
 /// A control a client may apply to a job.

@@ -18,12 +18,13 @@ use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::Changes;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
-    Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart, WorkerMessage,
+    CheckNeighbours, Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart,
+    WorkerMessage,
 };
 use dreamfarm_proto::region_worker::{
     FrameHolders, Holders, RegionError, RegionWork, host_work, run_region,
 };
-use dreamfarm_proto::{Bytes, CHUNK_BYTES, WireError, region_lease};
+use dreamfarm_proto::{Bytes, CHUNK_BYTES, WireError, neighbour_check, region_lease};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -101,6 +102,23 @@ impl Regions {
     /// Takes the coordinator's word on a frame's holders.
     pub(super) fn tell(&self, h: RegionHolders) {
         self.holders.tell(h.job_id, h.frame, h.addresses);
+    }
+
+    /// Dials the neighbours' change services `asked` names, as this
+    /// worker's fetches will, and answers up `up` (on a task of its own:
+    /// a neighbour that does not answer takes seconds).
+    pub(super) fn check(&self, asked: CheckNeighbours, up_tx: mpsc::Sender<WorkerMessage>) {
+        let (channels, token) = (self.channels.clone(), self.token.clone());
+        tokio::spawn(async move {
+            let checked = neighbour_check::check(&channels, &token, asked).await;
+            for failed in checked.reached.iter().filter(|r| !r.error.is_empty()) {
+                tracing::warn!(
+                    "cannot reach a neighbour's change service: {}",
+                    failed.error
+                );
+            }
+            let _ = up_tx.send(up(Up::NeighboursChecked(checked))).await;
+        });
     }
 
     /// Takes back a region being computed; whether it was one.

@@ -74,12 +74,12 @@ pub(super) async fn one_session(
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, SessionError> {
     let shared = hands.shared;
-    let address = hands.regions.map(|r| r.address.clone());
+    let service = hands.regions.map(|r| (r.address.clone(), r.changes().id()));
     let Welcomed {
         up_tx,
         mut down,
         heartbeat,
-    } = handshake(config, offer, token, address.unwrap_or_default()).await?;
+    } = handshake(config, offer, token, service.unwrap_or_default()).await?;
     tracing::info!(coordinator = %config.coordinator, "connected");
     shared.set_connected(true);
     let mut ticker = tokio::time::interval(heartbeat);
@@ -117,13 +117,14 @@ pub(super) async fn one_session(
     Ok(SessionEnd::Shutdown)
 }
 
-/// Connects, says Hello and waits for the Welcome, which sets the
-/// heartbeat interval.
+/// Connects, says Hello (with the change service's address and number,
+/// if it serves one) and waits for the Welcome, which sets the heartbeat
+/// interval.
 async fn handshake(
     config: &RemoteConfig,
     offer: &Offer,
     token: &AttachToken,
-    change_address: String,
+    (change_address, change_service_id): (String, u64),
 ) -> Result<Welcomed, SessionError> {
     let channel = connect(&config.coordinator, config.tls_ca.as_deref())
         .await
@@ -143,6 +144,7 @@ async fn handshake(
         concurrency: offer.concurrency,
         device: offer.devices.clone(),
         change_address,
+        change_service_id,
     };
     let _ = up_tx.send(up(Up::Hello(hello))).await;
     let mut down = match client.session(ReceiverStream::new(up_rx)).await {
@@ -266,6 +268,7 @@ async fn on_message(
             }
         },
         (Some(Down::Holders(h)), Some(regions)) => regions.tell(h),
+        (Some(Down::CheckNeighbours(c)), Some(regions)) => regions.check(c, up_tx.clone()),
         (Some(Down::Revoke(r)), regions) => {
             if arriving.cancel(r.lease_id) || regions.is_some_and(|g| g.revoke(r.lease_id)) {
                 shared.answered(1);
@@ -274,7 +277,16 @@ async fn on_message(
             }
         }
         // Region messages for a worker that announced no change service.
-        (Some(Down::Welcome(_) | Down::RegionStart(_) | Down::Holders(_)) | None, _) => {
+        (
+            Some(
+                Down::Welcome(_)
+                | Down::RegionStart(_)
+                | Down::Holders(_)
+                | Down::CheckNeighbours(_),
+            )
+            | None,
+            _,
+        ) => {
             return Err(WireError::Protocol("unexpected message".into()));
         }
     }
