@@ -157,6 +157,12 @@ impl Metrics {
                 s.exchange_failures as f64,
             ),
             (
+                "dreamfarm_exchange_unreachable",
+                Gauge,
+                "Checks, made as a worker serving changes joined, in which one worker could not reach another's change service, of workers still in the pool (frames go by tiles while any stands).",
+                s.exchange_unreachable as f64,
+            ),
+            (
                 "dreamfarm_tiles_per_second",
                 Gauge,
                 "Tiles computed per second over the last 30 s.",
@@ -242,6 +248,7 @@ mod tests {
             "leases_completed_total",
             "regions_completed_total",
             "region_exchange_failures_total",
+            "exchange_unreachable",
             "workers",
             "tiles_per_second",
             "lease_retries_total",

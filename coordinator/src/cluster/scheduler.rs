@@ -356,6 +356,9 @@ pub struct Snapshot {
     /// Frames given up by regions because their workers could not fetch
     /// each other's changes.
     pub exchange_failures: u64,
+    /// Failed checks of workers still in the pool: one could not reach
+    /// another's change service.
+    pub exchange_unreachable: usize,
 }
 
 /// Timeouts of the lease protocol.
@@ -1374,6 +1377,7 @@ impl Scheduler {
             leases_completed: self.leases_completed,
             regions_completed: self.regions_completed,
             exchange_failures: self.exchange_failures,
+            exchange_unreachable: self.checks.failures().len(),
         }
     }
 }
@@ -1997,6 +2001,7 @@ mod tests {
             "{said}"
         );
         assert_eq!(s.unreachable_services(), std::slice::from_ref(said));
+        assert_eq!(s.snapshot().exchange_unreachable, 1);
         // A job added later is told too; a repeated answer is not news.
         s.add_job("b".into(), params(), 0);
         s.neighbours_checked(w2, vec![(w1, Some("again".into()))]);
