@@ -51,6 +51,10 @@ pub struct ExchangeChecks {
     /// Checks that failed, with why (for people) and which of the two
     /// joined.
     failed: HashMap<Pair, (String, WorkerId)>,
+    /// The pending and failed checks made when each worker joined, by
+    /// worker: those with any take no regions. (Counted, not searched:
+    /// each lease asks, and a whole pool rejoining is a check per pair.)
+    held_back: HashMap<WorkerId, usize>,
 }
 
 impl ExchangeChecks {
@@ -64,9 +68,11 @@ impl ExchangeChecks {
     ) {
         for other in others {
             let (from, to) = (joined.worker, other.worker);
-            self.pending.insert(Pair { from, to }, (now, from));
-            self.pending
-                .insert(Pair { from: to, to: from }, (now, from));
+            for pair in [Pair { from, to }, Pair { from: to, to: from }] {
+                if self.pending.insert(pair, (now, from)).is_none() {
+                    *self.held_back.entry(from).or_default() += 1;
+                }
+            }
             self.to_send.entry(to).or_default().push(joined.clone());
             self.to_send.entry(from).or_default().push(other);
         }
@@ -85,8 +91,11 @@ impl ExchangeChecks {
         let Some((_, joined)) = self.pending.remove(&pair) else {
             return false;
         };
-        if let Some(why) = error {
-            self.failed.insert(pair, (why, joined));
+        match error {
+            Some(why) => {
+                self.failed.insert(pair, (why, joined));
+            }
+            None => self.release(joined),
         }
         true
     }
@@ -113,11 +122,36 @@ impl ExchangeChecks {
         late
     }
 
+    /// One check made when `joined` joined is answered and reached, or
+    /// gone.
+    fn release(&mut self, joined: WorkerId) {
+        if let Some(n) = self.held_back.get_mut(&joined) {
+            *n -= 1;
+            if *n == 0 {
+                self.held_back.remove(&joined);
+            }
+        }
+    }
+
     /// `worker` left the pool: its checks, asked or failed, go with it.
     pub fn left(&mut self, worker: WorkerId) {
         let other = |p: &Pair| p.from != worker && p.to != worker;
-        self.pending.retain(|p, _| other(p));
-        self.failed.retain(|p, _| other(p));
+        let mut gone = Vec::new();
+        self.pending.retain(|p, &mut (_, joined)| {
+            other(p) || {
+                gone.push(joined);
+                false
+            }
+        });
+        self.failed.retain(|p, (_, joined)| {
+            other(p) || {
+                gone.push(*joined);
+                false
+            }
+        });
+        for joined in gone {
+            self.release(joined);
+        }
         self.to_send.remove(&worker);
         for services in self.to_send.values_mut() {
             services.retain(|s| s.worker != worker);
@@ -134,8 +168,12 @@ impl ExchangeChecks {
     /// both ways, are answered and reached. (A worker that was serving
     /// before may: a frame's regions under way need it.)
     pub fn clear_for(&self, worker: WorkerId) -> bool {
-        !self.pending.values().any(|&(_, joined)| joined == worker)
-            && !self.failed.values().any(|(_, joined)| *joined == worker)
+        !self.held_back.contains_key(&worker)
+    }
+
+    /// How many checks failed.
+    pub fn failed_count(&self) -> usize {
+        self.failed.len()
     }
 
     /// The failed checks and why, in the order of their workers' numbers.
@@ -196,6 +234,7 @@ mod tests {
         assert!(!checks.clear_for(3), "3 has not reached 2 yet");
         assert!(checks.answered(3, 2, None));
         assert!(checks.settled() && checks.clear_for(3));
+        assert!(checks.held_back.is_empty(), "{:?}", checks.held_back);
     }
 
     #[test]
@@ -238,5 +277,6 @@ mod tests {
         checks.joined(service(4), [service(1), service(3)], now);
         checks.left(4);
         assert!(checks.settled() && checks.take(1).is_empty() && checks.take(3).is_empty());
+        assert!(checks.held_back.is_empty(), "{:?}", checks.held_back);
     }
 }

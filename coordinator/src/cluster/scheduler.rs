@@ -1377,7 +1377,7 @@ impl Scheduler {
             leases_completed: self.leases_completed,
             regions_completed: self.regions_completed,
             exchange_failures: self.exchange_failures,
-            exchange_unreachable: self.checks.failures().len(),
+            exchange_unreachable: self.checks.failed_count(),
         }
     }
 }
