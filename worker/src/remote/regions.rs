@@ -111,12 +111,6 @@ impl Regions {
         let (channels, token) = (self.channels.clone(), self.token.clone());
         tokio::spawn(async move {
             let checked = neighbour_check::check(&channels, &token, asked).await;
-            for failed in checked.reached.iter().filter(|r| !r.error.is_empty()) {
-                tracing::warn!(
-                    "cannot reach a neighbour's change service: {}",
-                    failed.error
-                );
-            }
             let _ = up_tx.send(up(Up::NeighboursChecked(checked))).await;
         });
     }
