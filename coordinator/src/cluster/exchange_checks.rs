@@ -176,14 +176,11 @@ impl ExchangeChecks {
         self.failed.len()
     }
 
-    /// The failed checks and why, in the order of their workers' numbers.
-    pub fn failures(&self) -> Vec<(Pair, &str)> {
-        let mut failed: Vec<(Pair, &str)> = self
-            .failed
-            .iter()
-            .map(|(&p, (why, _))| (p, why.as_str()))
-            .collect();
-        failed.sort_by_key(|&(p, _)| p);
+    /// The failed checks, in the order of their workers' numbers (why
+    /// each failed: [`Self::failure`]).
+    pub fn failed_pairs(&self) -> Vec<Pair> {
+        let mut failed: Vec<Pair> = self.failed.keys().copied().collect();
+        failed.sort();
         failed
     }
 
@@ -264,9 +261,9 @@ mod tests {
         );
         assert_eq!(
             checks
-                .failures()
+                .failed_pairs()
                 .iter()
-                .map(|&(p, _)| (p.from, p.to))
+                .map(|p| (p.from, p.to))
                 .collect::<Vec<_>>(),
             [(2, 1), (3, 2)]
         );

@@ -81,6 +81,12 @@ pub const EXCHANGE_PAUSE: Duration = Duration::from_secs(5 * 60);
 /// before a frame has gone through by regions.
 pub const EXCHANGE_PAUSE_MAX: Duration = Duration::from_secs(60 * 60);
 
+/// What to open when workers cannot reach each other's change services,
+/// whether a check at join or a frame's fetch found it.
+const EXCHANGE_FIX: &str = "Fix: let the workers reach each other's change port: in Kubernetes \
+     the NetworkPolicy rule between worker pods (port 7072, deploy/README.md); elsewhere each \
+     worker's --change-address and the firewall between them";
+
 /// What a lease computes.
 #[derive(Debug, Clone)]
 pub enum Work {
@@ -779,10 +785,7 @@ impl Scheduler {
         format!(
             "worker {} cannot reach worker {}'s change service at {address}: {}. Frames go \
              by tiles through the coordinator while both are in the pool (the same frames, at \
-             more of the coordinator's CPU). Fix: let the workers reach each other's change \
-             port: in Kubernetes the NetworkPolicy rule between worker pods (port 7072, \
-             deploy/README.md); elsewhere each worker's --change-address and the firewall \
-             between them",
+             more of the coordinator's CPU). {EXCHANGE_FIX}",
             self.worker_name(pair.from),
             self.worker_name(pair.to),
             self.checks.failure(pair).unwrap_or("no reason given"),
@@ -794,9 +797,9 @@ impl Scheduler {
     /// stands.
     pub fn unreachable_services(&self) -> Vec<String> {
         self.checks
-            .failures()
+            .failed_pairs()
             .into_iter()
-            .map(|(pair, _)| self.unreachable_why(pair))
+            .map(|pair| self.unreachable_why(pair))
             .collect()
     }
 
@@ -1286,9 +1289,7 @@ impl Scheduler {
             "{place}: worker {name} could not fetch a neighbour's changes: {reason}. \
              The frame goes by tiles instead, and so does every frame of the pool for \
              the next {} minutes (the same frames, at more of the coordinator's CPU). \
-             Fix: let the workers reach each other's change port: in Kubernetes the \
-             NetworkPolicy rule between worker pods (port 7072, deploy/README.md); \
-             elsewhere each worker's --change-address and the firewall between them",
+             {EXCHANGE_FIX}",
             pause.as_secs() / 60
         );
         tracing::warn!(%job, "{why}");
