@@ -552,6 +552,58 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
     assert!(c.alive());
 }
 
+/// A coordinator at its open files limit (more workers and clients than
+/// it allows) waits for a descriptor instead of spinning a core (tonic
+/// tried a failed accept again at once: 100% CPU and nothing in the log),
+/// says so with the limit and the fix, and accepts again once connections
+/// close. It starts with its soft limit raised to the hard one.
+#[test]
+fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
+    let c = Coordinator::start_with_open_files(64, 128);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", c.pid())).expect("its limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a line for open files");
+    assert_eq!(
+        open_files
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["128", "128"],
+        "the soft limit raised to the hard one: {open_files}"
+    );
+    // More connections than it may hold: the kernel queues the rest.
+    let flood: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(c.addr()).expect("queued by the kernel"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let cpu = c.cpu_seconds();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let spent = c.cpu_seconds() - cpu;
+    assert!(
+        spent < 0.5,
+        "at its limit the coordinator spent {spent:.2} CPU-s in 3 s"
+    );
+    let log = c.log();
+    assert!(
+        log.contains(
+            "cannot accept connections on the coordinator's gRPC port (Too many open files \
+             (os error 24)); they wait, tried again every 100 ms: this process has all the 128 \
+             open files its limit allows"
+        ) && log.contains("LimitNOFILE"),
+        "{log}"
+    );
+    drop(flood);
+    let (out, _, stderr) = run(c.client("status", &[]));
+    assert!(out.status.success(), "a client after the flood: {stderr}");
+    wait_for("accepting again", || {
+        c.log()
+            .contains("accepting connections on the coordinator's gRPC port again")
+    });
+}
+
 /// A token anyone could send (empty: every caller sending an empty token
 /// got in) or that no HTTP header can carry (a file's last newline, a
 /// letter outside ASCII) stops the coordinator, a worker, a client and

@@ -24,7 +24,7 @@ use crate::exposition::SecondsTotal;
 use crate::pb::change_service_client::ChangeServiceClient;
 use crate::pb::change_service_server::ChangeService;
 use crate::pb::{ChangePiece, ChangeRequest, PixelFormat, ReachReply, ReachRequest, Rect};
-use crate::{MAX_MESSAGE_BYTES, WireError, pixels};
+use crate::{MAX_MESSAGE_BYTES, WireError, open_files, pixels};
 
 /// Which batch's change: a job's frame, octave, pass and the batch's
 /// first tile.
@@ -301,7 +301,13 @@ pub enum FetchError {
 fn described(status: &Status) -> String {
     use std::error::Error;
     match status.source() {
-        Some(cause) => format!("{}: {}", status.message(), crate::tls::innermost(cause)),
+        Some(cause) => {
+            let said = format!("{}: {}", status.message(), crate::tls::innermost(cause));
+            match open_files::advice("the worker dialling", crate::tls::chain(cause)) {
+                Some(advice) => format!("{said}; {advice}"),
+                None => said,
+            }
+        }
         None => format!("{} ({:?})", status.message(), status.code()),
     }
 }

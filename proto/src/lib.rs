@@ -25,6 +25,8 @@
 //!   `/metrics`.
 //! - [`heap`]: how a render, coordinator or worker process keeps freed
 //!   buffers for reuse.
+//! - [`open_files`]: the open files limit raised at start, and listeners
+//!   that pause at it instead of spinning.
 
 pub mod auth;
 pub mod change_channels;
@@ -38,6 +40,7 @@ pub mod heap;
 pub mod logging;
 pub mod neighbour_check;
 pub mod objective;
+pub mod open_files;
 pub mod pixels;
 pub mod region_lease;
 pub mod region_worker;

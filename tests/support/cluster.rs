@@ -28,6 +28,8 @@ pub struct Coordinator {
     extra: Vec<String>,
     /// Environment variables it was started with.
     env: Vec<(String, String)>,
+    /// Its soft and hard limits on open files, if the test set them.
+    open_files: Option<(u64, u64)>,
     /// Its data folder and the workers' logs.
     pub dir: tempfile::TempDir,
 }
@@ -50,20 +52,26 @@ fn coordinator_command(dir: &Path, listen: &str, metrics: &str, extra: &[&str]) 
     c
 }
 
-/// Starts a coordinator and reads the addresses it prints.
+/// Starts a coordinator (with `open_files` as its soft and hard limits on
+/// open files, if given) and reads the addresses it prints.
 fn spawn_coordinator(
     dir: &Path,
     listen: &str,
     metrics: &str,
     extra: &[&str],
     env: &[(String, String)],
+    open_files: Option<(u64, u64)>,
 ) -> Result<(Child, String, String), String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("coordinator.log"))
         .map_err(|e| e.to_string())?;
-    let mut child = coordinator_command(dir, listen, metrics, extra)
+    let mut command = coordinator_command(dir, listen, metrics, extra);
+    if let Some((soft, hard)) = open_files {
+        crate::limit_open_files(&mut command, soft, hard);
+    }
+    let mut child = command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)
@@ -269,6 +277,13 @@ impl Coordinator {
         Self::launch(extra, None, &[])
     }
 
+    /// Starts a coordinator with a soft limit of `soft` open files under a
+    /// hard one of `hard`.
+    pub fn start_with_open_files(soft: u64, hard: u64) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch_in(dir, &[], None, &[], Some((soft, hard)))
+    }
+
     /// Starts a coordinator as the benches measure it: its frame loops
     /// alone, with no video encoder beside them on the machine's cores
     /// (their jobs are stopped before they end, so no video is made either
@@ -308,29 +323,37 @@ impl Coordinator {
     pub fn start_on_small_disk(bytes: u64) -> (Self, SmallDisk) {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = SmallDisk::mount(&dir.path().join("data"), bytes);
-        (Self::launch_in(dir, &[], None, &[]), disk)
+        (Self::launch_in(dir, &[], None, &[], None), disk)
     }
 
     /// Starts a coordinator with `extra` flags and `env` on a fresh data
     /// folder, serving TLS that clients check with `ca` if one is given.
     fn launch(extra: &[&str], ca: Option<&Path>, env: &[(&str, &str)]) -> Self {
-        Self::launch_in(tempfile::tempdir().expect("temp dir"), extra, ca, env)
+        Self::launch_in(tempfile::tempdir().expect("temp dir"), extra, ca, env, None)
     }
 
-    /// [`launch`](Self::launch) with its data folder in `dir`.
+    /// [`launch`](Self::launch) with its data folder in `dir`, and
+    /// `open_files` as its limits on open files if given.
     fn launch_in(
         dir: tempfile::TempDir,
         extra: &[&str],
         ca: Option<&Path>,
         env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
     ) -> Self {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|&(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr, metrics) =
-            spawn_coordinator(dir.path(), "127.0.0.1:0", "127.0.0.1:0", extra, &env)
-                .unwrap_or_else(|e| panic!("coordinator did not start: {e}"));
+        let (child, addr, metrics) = spawn_coordinator(
+            dir.path(),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            extra,
+            &env,
+            open_files,
+        )
+        .unwrap_or_else(|e| panic!("coordinator did not start: {e}"));
         let addr: SocketAddr = addr
             .parse()
             .expect("the coordinator listens on an IP address");
@@ -345,6 +368,7 @@ impl Coordinator {
             metrics,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env,
+            open_files,
             dir,
         }
     }
@@ -375,9 +399,15 @@ impl Coordinator {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let listen = self.addr().to_string();
-        let (child, _, _) =
-            spawn_coordinator(self.dir.path(), &listen, &self.metrics, &extra, &self.env)
-                .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
+        let (child, _, _) = spawn_coordinator(
+            self.dir.path(),
+            &listen,
+            &self.metrics,
+            &extra,
+            &self.env,
+            self.open_files,
+        )
+        .unwrap_or_else(|e| panic!("coordinator did not restart: {e}"));
         self.child = child;
     }
 
@@ -582,6 +612,11 @@ impl Coordinator {
     /// CPU seconds (user + system) the coordinator process has used.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&self.child)
+    }
+
+    /// The coordinator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The coordinator's peak resident memory so far, in GiB.

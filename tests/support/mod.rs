@@ -135,15 +135,26 @@ pub fn one_tile_dream(size: &str) -> Vec<&str> {
 /// heap and private mappings, where libtorch's tensors live), as on a
 /// machine or GPU with that little memory: allocations past it fail.
 pub fn limit_memory(command: &mut Command, bytes: u64) {
+    set_limit(command, libc::RLIMIT_DATA, bytes, bytes);
+}
+
+/// Starts `command`'s process with a soft limit of `soft` open files under
+/// a hard one of `hard` (`ulimit -Sn`, `ulimit -Hn`).
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    set_limit(command, libc::RLIMIT_NOFILE, soft, hard);
+}
+
+/// Sets `command`'s process's limit on `resource` to `soft` under `hard`.
+fn set_limit(command: &mut Command, resource: libc::__rlimit_resource_t, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
+        rlim_cur: soft,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit is async-signal-safe, and it is all the child does
     // between fork and exec.
     unsafe {
-        command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_DATA, &limit) {
+        command.pre_exec(move || match libc::setrlimit(resource, &limit) {
             0 => Ok(()),
             _ => Err(std::io::Error::last_os_error()),
         });

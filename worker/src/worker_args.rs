@@ -171,11 +171,14 @@ impl WorkerArgs {
 /// Runs a worker until SIGTERM or Ctrl-C (then drains) on a new runtime;
 /// returns the tiles it computed. It is the process's work, so it keeps
 /// freed memory for reuse (see [`dreamfarm_proto::heap`]) before the
-/// runtime's threads start.
+/// runtime's threads start, and takes all the open files its hard limit
+/// allows ([`dreamfarm_proto::open_files`]).
 pub fn run_until_signal(config: RemoteConfig) -> Result<u64, RemoteError> {
     // A CPU step's activations and gradients are freed and made again every
     // step: mmapped afresh each time, they cost 5% of a 1024×1024 step.
     dreamfarm_proto::heap::keep_freed_memory();
+    // A connection to and from each neighbour serving changes.
+    dreamfarm_proto::open_files::raise_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

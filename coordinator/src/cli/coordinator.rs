@@ -93,6 +93,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
     }
     dreamfarm_proto::heap::keep_freed_memory();
+    dreamfarm_proto::open_files::raise_limit();
     if let Some(n) = args.threads {
         parallel::set_threads(n);
     }

@@ -87,6 +87,17 @@ const EXCHANGE_FIX: &str = "Fix: let the workers reach each other's change port:
      the NetworkPolicy rule between worker pods (port 7072, deploy/README.md); elsewhere each \
      worker's --change-address and the firewall between them";
 
+/// The fix to give after a worker's `reason` for not reaching a
+/// neighbour: [`EXCHANGE_FIX`], unless the reason gives its own (a worker
+/// out of open files, which no NetworkPolicy mends).
+fn exchange_fix(reason: &str) -> &'static str {
+    if reason.contains("Fix: ") {
+        ""
+    } else {
+        EXCHANGE_FIX
+    }
+}
+
 /// What a lease computes.
 #[derive(Debug, Clone)]
 pub enum Work {
@@ -782,13 +793,14 @@ impl Scheduler {
             .workers
             .get(&pair.to)
             .map_or("", |w| w.change_address.as_str());
+        let reason = self.checks.failure(pair).unwrap_or("no reason given");
         format!(
-            "worker {} cannot reach worker {}'s change service at {address}: {}. Frames go \
-             by tiles through the coordinator while both are in the pool (the same frames, at \
-             more of the coordinator's CPU). {EXCHANGE_FIX}",
+            "worker {} cannot reach worker {}'s change service at {address}: {reason}. Frames \
+             go by tiles through the coordinator while both are in the pool (the same frames, \
+             at more of the coordinator's CPU). {}",
             self.worker_name(pair.from),
             self.worker_name(pair.to),
-            self.checks.failure(pair).unwrap_or("no reason given"),
+            exchange_fix(reason),
         )
     }
 
@@ -1288,9 +1300,9 @@ impl Scheduler {
         let why = format!(
             "{place}: worker {name} could not fetch a neighbour's changes: {reason}. \
              The frame goes by tiles instead, and so does every frame of the pool for \
-             the next {} minutes (the same frames, at more of the coordinator's CPU). \
-             {EXCHANGE_FIX}",
-            pause.as_secs() / 60
+             the next {} minutes (the same frames, at more of the coordinator's CPU). {}",
+            pause.as_secs() / 60,
+            exchange_fix(reason),
         );
         tracing::warn!(%job, "{why}");
         if let Results::Regions { results, .. } = &given_up.results {
@@ -1950,6 +1962,22 @@ mod tests {
             at += EXCHANGE_PAUSE_MAX;
             assert!(s.serves_changes(at));
         }
+    }
+
+    #[test]
+    fn a_worker_out_of_open_files_is_not_told_to_mend_the_network() {
+        assert_eq!(
+            exchange_fix("tcp connect error: Connection refused"),
+            EXCHANGE_FIX
+        );
+        // EMFILE, as a worker's dial meets it at its limit.
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let reason = dreamfarm_proto::open_files::advice(
+            "the worker dialling",
+            [&emfile as &(dyn std::error::Error + 'static)],
+        )
+        .expect("advice for EMFILE");
+        assert_eq!(exchange_fix(&reason), "", "{reason}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dreamfarm_proto::auth::{CheckToken, TokenError, check_token};
+use dreamfarm_proto::open_files::Accepting;
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
 use dreamfarm_proto::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
@@ -232,7 +233,13 @@ impl Coordinator {
             .add_service(health_service)
             .add_service(InterceptedService::new(workers, check.clone()))
             .add_service(InterceptedService::new(clients, check))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                Accepting::new(
+                    TcpListenerStream::new(listener),
+                    "the coordinator's gRPC port",
+                ),
+                shutdown,
+            )
             .await;
         ticker.abort();
         if let Some(task) = metrics_task {

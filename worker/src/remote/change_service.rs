@@ -11,6 +11,7 @@ use dreamfarm_proto::auth::CheckToken;
 use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::connect::ConnectError;
+use dreamfarm_proto::open_files::Accepting;
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::tls::{check_server_certificate, innermost};
 use dreamfarm_proto::{
@@ -82,7 +83,10 @@ impl ChangeService {
         }
         let server = server
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            .serve_with_incoming(Accepting::new(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                "the change service's port",
+            ));
         let serving = tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!("the change service stopped: {e}");

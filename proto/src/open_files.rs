@@ -1,0 +1,333 @@
+//! Open file descriptors: the soft limit raised to the hard one at start,
+//! and listeners that pause at the limit instead of spinning.
+//!
+//! Every connection holds a descriptor: a coordinator one for each worker
+//! and client, a worker serving changes one to and one from each other
+//! worker serving changes. Many systems start a process with a soft limit
+//! of 1,024 (a login shell, systemd) under a far higher hard one, so a pool
+//! of a few hundred workers would run out where nothing is wrong but a
+//! default. At the limit `accept` fails while the connection stays queued,
+//! and tonic's accept loop, which skips accept errors, then tried again at
+//! once for as long as it lasted: a core spinning without a word in the
+//! log, with new workers and clients left waiting.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
+use tokio_stream::Stream;
+
+/// How long a listener waits after a failed accept before the next try:
+/// short enough that a freed descriptor is used soon, long enough that a
+/// listener at the limit costs nothing.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often a listener that keeps failing says so again.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What to do at the limit, for the messages that meet it.
+const FIX: &str = "a coordinator keeps a descriptor for each worker and client, a worker \
+serving changes two for each other worker serving changes. Fix: raise the hard limit \
+(`ulimit -Hn`, systemd's LimitNOFILE, the container runtime's nofile limit); dreamfarm \
+raises its soft limit to the hard one at start";
+
+/// The most the soft limit is raised to: a pool of hundreds of thousands
+/// of workers, where a hard limit of `infinity` (2^30 on some systems)
+/// would slow whatever walks every descriptor a process could have.
+const MOST: u64 = 1 << 20;
+
+/// Raises this process's soft limit on open files to its hard limit (at
+/// most [`MOST`]), as it holds a connection per worker or neighbour, and
+/// logs the limit. Recent containerd and Docker start containers with
+/// systemd's defaults, a soft limit of 1,024 under a hard one of 524,288,
+/// and leave it to a program that needs more to raise its soft limit so.
+/// Returns the limit now in force, if it could be read.
+#[cfg(target_os = "linux")]
+pub fn raise_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let before = limit.rlim_cur;
+    let wanted = limit.rlim_max.min(MOST);
+    if before < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit reads the struct it is given; a soft limit up
+        // to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            let e = io::Error::last_os_error();
+            tracing::warn!(
+                open_files = before,
+                "cannot raise the open files limit: {e}"
+            );
+            return Some(before);
+        }
+    }
+    tracing::info!(
+        open_files = limit.rlim_cur,
+        raised_from = before,
+        "open files limit"
+    );
+    Some(limit.rlim_cur)
+}
+
+/// Elsewhere the limit is left as it is.
+#[cfg(not(target_os = "linux"))]
+pub fn raise_limit() -> Option<u64> {
+    None
+}
+
+/// This process's soft limit on open files, if it can be read.
+#[cfg(target_os = "linux")]
+fn limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Elsewhere it is not read.
+#[cfg(not(target_os = "linux"))]
+fn limit() -> Option<u64> {
+    None
+}
+
+/// Whether `e` is this process or system running out of descriptors
+/// (EMFILE, ENFILE), not a fault of the peer or the network.
+fn out_of_files(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    return matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// What to add to an error whose chain holds `links` when one of them is
+/// this process, `who`, out of descriptors: the limit and the fix (a
+/// connection to a neighbour that fails so is no fault of the network
+/// between them).
+pub fn advice<'a>(
+    who: &str,
+    links: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<String> {
+    links
+        .into_iter()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(out_of_files)
+        .then(|| at_the_limit(who))
+}
+
+/// The sentence that says a process ran out of descriptors.
+fn at_the_limit(who: &str) -> String {
+    match limit() {
+        Some(n) => format!("{who} has all the {n} open files its limit allows: {FIX}"),
+        None => format!("{who} has all the open files its limit allows: {FIX}"),
+    }
+}
+
+/// Connections accepted from `S` (a listener's stream), for tonic's
+/// `serve_with_incoming`: a connection that failed before it was accepted
+/// is skipped, and any other failure (out of descriptors or memory) is
+/// logged and paused for [`ACCEPT_PAUSE`] before the next try, instead of
+/// retried at once. It never yields an error.
+pub struct Accepting<S> {
+    inner: S,
+    /// What listens, for the log ("the coordinator's gRPC port").
+    what: &'static str,
+    /// Running until the next try, after a failure.
+    pause: Option<Pin<Box<Sleep>>>,
+    /// The failures since the last connection accepted.
+    trouble: Option<Trouble>,
+}
+
+/// A stretch of failed accepts.
+struct Trouble {
+    since: Instant,
+    failures: u64,
+    /// When it was last said.
+    warned: Option<Instant>,
+}
+
+impl<S> Accepting<S> {
+    /// Connections from `inner`, the listener of `what`.
+    pub fn new(inner: S, what: &'static str) -> Self {
+        Self {
+            inner,
+            what,
+            pause: None,
+            trouble: None,
+        }
+    }
+
+    /// Logs the failed accept `e` (the first of a stretch, then once a
+    /// minute while it lasts) and starts the pause.
+    fn failed(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        let trouble = self.trouble.get_or_insert(Trouble {
+            since: now,
+            failures: 0,
+            warned: None,
+        });
+        trouble.failures += 1;
+        if trouble
+            .warned
+            .is_none_or(|warned| now.duration_since(warned) >= WARN_EVERY)
+        {
+            trouble.warned = Some(now);
+            let what = self.what;
+            let pause = ACCEPT_PAUSE.as_millis();
+            let failures = trouble.failures;
+            if out_of_files(e) {
+                let why = at_the_limit("this process");
+                tracing::warn!(
+                    failures,
+                    "cannot accept connections on {what} ({e}); they wait, tried again every {pause} ms: {why}"
+                );
+            } else {
+                tracing::warn!(
+                    failures,
+                    "cannot accept connections on {what} ({e}); they wait, tried again every {pause} ms"
+                );
+            }
+        }
+        self.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
+    }
+}
+
+/// Failures of one connection before it was accepted: the next one is
+/// unaffected.
+fn connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+impl<S, T> Stream for Accepting<S>
+where
+    S: Stream<Item = io::Result<T>> + Unpin,
+{
+    type Item = io::Result<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(pause) = &mut this.pause {
+                ready!(pause.as_mut().poll(cx));
+                this.pause = None;
+            }
+            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(connection)) => {
+                    if let Some(t) = this.trouble.take() {
+                        tracing::info!(
+                            failures = t.failures,
+                            "accepting connections on {} again after {:.1} s",
+                            this.what,
+                            t.since.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Poll::Ready(Some(Ok(connection)));
+                }
+                Some(Err(e)) if connection_error(&e) => continue,
+                Some(Err(e)) => this.failed(&e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use tokio::time::Instant;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    /// A listener's stream that yields `script` in order, counting polls
+    /// and when each item was taken.
+    struct Scripted {
+        script: VecDeque<io::Result<u32>>,
+        taken: Vec<Instant>,
+    }
+
+    impl Stream for Scripted {
+        type Item = io::Result<u32>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.taken.push(Instant::now());
+            Poll::Ready(self.script.pop_front())
+        }
+    }
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_out_of_descriptors_pauses_and_never_yields_the_error() {
+        let script = VecDeque::from([
+            Ok(1),
+            Err(emfile()),
+            Err(emfile()),
+            Err(io::Error::from(io::ErrorKind::ConnectionAborted)),
+            Ok(2),
+        ]);
+        let mut accepting = Accepting::new(
+            Scripted {
+                script,
+                taken: Vec::new(),
+            },
+            "a test port",
+        );
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while let Some(item) = accepting.next().await {
+            got.push(item.expect("no error comes out"));
+        }
+        assert_eq!(got, [1, 2]);
+        // One pause after each failed accept, none after a connection's
+        // own failure: the try after each of the two EMFILEs waited.
+        let taken = &accepting.inner.taken;
+        assert_eq!(taken.len(), 6, "five items and the end");
+        assert_eq!(taken[2] - taken[1], ACCEPT_PAUSE);
+        assert_eq!(taken[3] - taken[2], ACCEPT_PAUSE);
+        assert_eq!(
+            taken[4], taken[3],
+            "a connection's own failure is not paused"
+        );
+        assert_eq!(start.elapsed(), 2 * ACCEPT_PAUSE);
+        assert!(
+            accepting.trouble.is_none(),
+            "the connection ended the stretch"
+        );
+    }
+
+    #[test]
+    fn an_error_out_of_descriptors_gets_the_limit_and_the_fix() {
+        let e = emfile();
+        let said =
+            advice("the worker", [&e as &(dyn std::error::Error + 'static)]).expect("advice");
+        assert!(said.starts_with("the worker has all the "), "{said}");
+        assert!(said.contains("open files its limit allows"), "{said}");
+        assert!(said.contains("LimitNOFILE"), "{said}");
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(
+            advice(
+                "the worker",
+                [&refused as &(dyn std::error::Error + 'static)]
+            )
+            .is_none()
+        );
+    }
+}
