@@ -556,7 +556,8 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
 /// it allows) waits for a descriptor instead of spinning a core (tonic
 /// tried a failed accept again at once: 100% CPU and nothing in the log),
 /// says so with the limit and the fix, and accepts again once connections
-/// close. It starts with its soft limit raised to the hard one.
+/// close. It starts with its soft limit raised to the hard one, and shows
+/// both on `/metrics`.
 #[test]
 fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
     let c = Coordinator::start_with_open_files(64, 128);
@@ -574,6 +575,7 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
         ["128", "128"],
         "the soft limit raised to the hard one: {open_files}"
     );
+    assert_eq!(c.metric("process_max_fds"), 128.0);
     // More connections than it may hold: the kernel queues the rest.
     let flood: Vec<std::net::TcpStream> = (0..200)
         .map(|_| std::net::TcpStream::connect(c.addr()).expect("queued by the kernel"))
@@ -601,6 +603,10 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
     wait_for("accepting again", || {
         c.log()
             .contains("accepting connections on the coordinator's gRPC port again")
+    });
+    // Its gauge, for the alert on open descriptors against the limit.
+    wait_for("the flood's descriptors closed", || {
+        c.metric("process_open_fds") < 64.0
     });
 }
 

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 
+use crate::exposition::{Exposition, MetricKind};
+
 /// How long a listener waits after a failed accept before the next try:
 /// short enough that a freed descriptor is used soon, long enough that a
 /// listener at the limit costs nothing.
@@ -43,16 +45,15 @@ const MOST: u64 = 1 << 20;
 /// logs the limit. Recent containerd and Docker start containers with
 /// systemd's defaults, a soft limit of 1,024 under a hard one of 524,288,
 /// and leave it to a program that needs more to raise its soft limit so.
-/// Returns the limit now in force, if it could be read.
 #[cfg(target_os = "linux")]
-pub fn raise_limit() -> Option<u64> {
+pub fn raise_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
+        return;
     }
     let before = limit.rlim_cur;
     let wanted = limit.rlim_max.min(MOST);
@@ -66,7 +67,7 @@ pub fn raise_limit() -> Option<u64> {
                 open_files = before,
                 "cannot raise the open files limit: {e}"
             );
-            return Some(before);
+            return;
         }
     }
     tracing::info!(
@@ -74,14 +75,11 @@ pub fn raise_limit() -> Option<u64> {
         raised_from = before,
         "open files limit"
     );
-    Some(limit.rlim_cur)
 }
 
 /// Elsewhere the limit is left as it is.
 #[cfg(not(target_os = "linux"))]
-pub fn raise_limit() -> Option<u64> {
-    None
-}
+pub fn raise_limit() {}
 
 /// This process's soft limit on open files, if it can be read.
 #[cfg(target_os = "linux")]
@@ -100,13 +98,52 @@ fn limit() -> Option<u64> {
     None
 }
 
-/// Whether `e` is this process or system running out of descriptors
-/// (EMFILE, ENFILE), not a fault of the peer or the network.
-fn out_of_files(e: &io::Error) -> bool {
+/// How many descriptors this process has open, if it can tell.
+fn in_use() -> Option<u64> {
+    // Less the one reading the folder.
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(open.saturating_sub(1) as u64)
+}
+
+/// Adds the descriptors open and the limit to `page`, under the names
+/// Prometheus' own client libraries give them (`process_open_fds`,
+/// `process_max_fds`), so that the usual alert on their ratio covers
+/// dreamfarm's processes too; a value that cannot be read is left out.
+pub fn expose(page: &mut Exposition) {
+    for (name, help, value) in [
+        ("process_open_fds", "Open file descriptors.", in_use()),
+        (
+            "process_max_fds",
+            "The limit on open file descriptors (the soft one, which dreamfarm raises to the hard one at start).",
+            limit(),
+        ),
+    ] {
+        if let Some(value) = value {
+            page.metric(name, MetricKind::Gauge, help, value as f64);
+        }
+    }
+}
+
+/// Whose descriptors ran out, when a call failed for want of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortage {
+    /// This process is at its limit (EMFILE).
+    Process,
+    /// The system's table of open files is full (ENFILE).
+    System,
+}
+
+/// Whose descriptors `e` says ran out, if that is what it says: not a
+/// fault of the peer or the network.
+fn shortage(e: &io::Error) -> Option<Shortage> {
     #[cfg(target_os = "linux")]
-    return matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    return match e.raw_os_error() {
+        Some(libc::EMFILE) => Some(Shortage::Process),
+        Some(libc::ENFILE) => Some(Shortage::System),
+        _ => None,
+    };
     #[cfg(not(target_os = "linux"))]
-    return false;
+    return None;
 }
 
 /// What to add to an error whose chain holds `links` when one of them is
@@ -120,15 +157,23 @@ pub fn advice<'a>(
     links
         .into_iter()
         .filter_map(|e| e.downcast_ref::<io::Error>())
-        .any(out_of_files)
-        .then(|| at_the_limit(who))
+        .find_map(shortage)
+        .map(|short| at_the_limit(who, short))
 }
 
-/// The sentence that says a process ran out of descriptors.
-fn at_the_limit(who: &str) -> String {
-    match limit() {
-        Some(n) => format!("{who} has all the {n} open files its limit allows: {FIX}"),
-        None => format!("{who} has all the open files its limit allows: {FIX}"),
+/// The sentence that says `who` (a process) could not have a descriptor.
+fn at_the_limit(who: &str, short: Shortage) -> String {
+    match (short, limit()) {
+        (Shortage::Process, Some(n)) => {
+            format!("{who} has all the {n} open files its limit allows: {FIX}")
+        }
+        (Shortage::Process, None) => {
+            format!("{who} has all the open files its limit allows: {FIX}")
+        }
+        (Shortage::System, _) => format!(
+            "{who} found the machine's table of open files full. Fix: raise fs.file-max \
+             (sysctl), or stop what holds them"
+        ),
     }
 }
 
@@ -184,8 +229,8 @@ impl<S> Accepting<S> {
             let what = self.what;
             let pause = ACCEPT_PAUSE.as_millis();
             let failures = trouble.failures;
-            if out_of_files(e) {
-                let why = at_the_limit("this process");
+            if let Some(short) = shortage(e) {
+                let why = at_the_limit("this process", short);
                 tracing::warn!(
                     failures,
                     "cannot accept connections on {what} ({e}); they wait, tried again every {pause} ms: {why}"
@@ -313,6 +358,36 @@ mod tests {
         );
     }
 
+    /// The value of gauge `name` on a page [`expose`] writes now.
+    fn exposed(name: &str) -> f64 {
+        let mut page = Exposition::default();
+        expose(&mut page);
+        let page = page.finish();
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {page}"))
+    }
+
+    #[test]
+    fn the_descriptors_open_and_their_limit_are_exposed() {
+        assert_eq!(
+            exposed("process_max_fds"),
+            limit().expect("the limit") as f64
+        );
+        let before = exposed("process_open_fds");
+        // Many, as the other tests of this binary open and close a few.
+        let held: Vec<std::fs::File> = (0..200)
+            .map(|_| std::fs::File::open("/proc/self/stat").expect("a file"))
+            .collect();
+        let opened = exposed("process_open_fds") - before;
+        assert!(
+            (190.0..=210.0).contains(&opened),
+            "{opened} more open, not 200"
+        );
+        drop(held);
+    }
+
     #[test]
     fn an_error_out_of_descriptors_gets_the_limit_and_the_fix() {
         let e = emfile();
@@ -321,6 +396,16 @@ mod tests {
         assert!(said.starts_with("the worker has all the "), "{said}");
         assert!(said.contains("open files its limit allows"), "{said}");
         assert!(said.contains("LimitNOFILE"), "{said}");
+        let system = io::Error::from_raw_os_error(libc::ENFILE);
+        let said = advice(
+            "the worker",
+            [&system as &(dyn std::error::Error + 'static)],
+        )
+        .expect("advice");
+        assert!(
+            said.contains("table of open files full. Fix: raise fs.file-max"),
+            "{said}"
+        );
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(
             advice(

@@ -210,6 +210,7 @@ impl Metrics {
                 (format!("state=\"{state}\""), n as f64)
             }),
         );
+        dreamfarm_proto::open_files::expose(&mut page);
         page.finish()
     }
 }
@@ -243,6 +244,8 @@ mod tests {
         assert!(text.contains("dreamfarm_jobs{state=\"running\"} 2\n"));
         assert!(text.contains("dreamfarm_jobs{state=\"paused\"} 0\n"));
         assert!(text.contains("dreamfarm_bytes_received_total 10\n"));
+        assert!(text.contains("# TYPE process_open_fds gauge\n"));
+        assert!(text.contains("# TYPE process_max_fds gauge\n"));
         for name in [
             "leases_in_flight",
             "leases_completed_total",

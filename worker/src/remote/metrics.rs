@@ -78,6 +78,7 @@ impl WorkerMetrics {
         ] {
             page.metric(name, kind, help, value);
         }
+        dreamfarm_proto::open_files::expose(&mut page);
         let Some(changes) = &self.changes else {
             return page.finish();
         };
@@ -166,6 +167,8 @@ mod tests {
             "dreamfarm_worker_change_bytes_total{way=\"fetched\"} 0\n",
             "# TYPE dreamfarm_worker_change_wait_seconds_total counter\n",
             "dreamfarm_worker_changes_held_bytes 0\n",
+            "# TYPE process_open_fds gauge\n",
+            "# TYPE process_max_fds gauge\n",
         ] {
             assert!(page.contains(line), "{line:?} missing from\n{page}");
         }
