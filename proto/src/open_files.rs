@@ -24,7 +24,7 @@ use crate::exposition::{Exposition, MetricKind};
 /// How long a listener waits after a failed accept before the next try:
 /// short enough that a freed descriptor is used soon, long enough that a
 /// listener at the limit costs nothing.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// How often a listener that keeps failing says so again.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -180,7 +180,7 @@ fn at_the_limit(who: &str, short: Shortage) -> String {
 /// Connections accepted from `S` (a listener's stream), for tonic's
 /// `serve_with_incoming`: a connection that failed before it was accepted
 /// is skipped, and any other failure (out of descriptors or memory) is
-/// logged and paused for [`ACCEPT_PAUSE`] before the next try, instead of
+/// logged and paused for 100 ms before the next try, instead of
 /// retried at once. It never yields an error.
 pub struct Accepting<S> {
     inner: S,
