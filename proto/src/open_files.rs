@@ -47,14 +47,9 @@ const MOST: u64 = 1 << 20;
 /// and leave it to a program that needs more to raise its soft limit so.
 #[cfg(target_os = "linux")]
 pub fn raise_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    let Some(mut limit) = limits() else {
         return;
-    }
+    };
     let before = limit.rlim_cur;
     let wanted = limit.rlim_max.min(MOST);
     if before < wanted {
@@ -81,15 +76,21 @@ pub fn raise_limit() {
 #[cfg(not(target_os = "linux"))]
 pub fn raise_limit() {}
 
-/// This process's soft limit on open files, if it can be read.
+/// This process's soft and hard limits on open files, if they can be read.
 #[cfg(target_os = "linux")]
-fn limit() -> Option<u64> {
+fn limits() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// This process's soft limit on open files, if it can be read.
+#[cfg(target_os = "linux")]
+fn limit() -> Option<u64> {
+    limits().map(|l| l.rlim_cur)
 }
 
 /// Elsewhere it is not read.
