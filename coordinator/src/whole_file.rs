@@ -25,7 +25,9 @@ pub fn temp_file_in(
         .map_err(|e| {
             // tempfile's error ends with the random name it tried ("… at
             // path \"dir/.tmpXYZ.part\""), a file the user never asked for:
-            // callers name the folder themselves.
+            // callers name the folder themselves. The system's error is
+            // private to tempfile (its wrapper's `source` is that error's
+            // own source), so the message is cut instead.
             let said = e.to_string();
             let reason = said.rsplit_once(" at path ").map_or(&*said, |(r, _)| r);
             std::io::Error::new(e.kind(), reason.to_string())
@@ -85,6 +87,16 @@ mod tests {
         let name = tmp.path().file_name().expect("a name").to_string_lossy();
         assert!(name.starts_with(".x-") && name.ends_with(".png"), "{name}");
         assert_eq!(mode(tmp.path()), mode(&plain));
+    }
+
+    /// A folder it cannot write in gets the system's reason, without the
+    /// random name tempfile tried.
+    #[test]
+    fn a_failure_says_the_systems_reason_and_no_random_name() {
+        let missing = tempfile::tempdir().expect("temp dir").path().join("gone");
+        let e = temp_file_in(&missing, ".x-", ".png").expect_err("no such folder");
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e:?}");
+        assert_eq!(e.to_string(), "No such file or directory (os error 2)");
     }
 
     #[test]
