@@ -813,6 +813,15 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let taken = holder.local_addr().expect("its address").to_string();
     let taken_says = format!("cannot serve the web interface on {taken}: Address already in use");
+    let a_file_says = format!(
+        "cannot write to output folder {}: it is a file, not a folder",
+        a_file.display()
+    );
+    let under_a_file_says = format!(
+        "cannot write to output folder {}: {} is a file, not a folder",
+        under_a_file.display(),
+        a_file.display()
+    );
     let cases: Vec<(Vec<String>, &str)> = vec![
         (with(&["--ui", &taken], path_str(&nowhere)), &taken_says),
         (
@@ -863,10 +872,8 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
             with(&["--frames", "1"], fin),
             "already holds 2 frames of this job, more than the 1 asked for",
         ),
-        (
-            with(&[], path_str(&under_a_file)),
-            "cannot write to output folder",
-        ),
+        (with(&[], path_str(&under_a_file)), &under_a_file_says),
+        (with(&[], path_str(&a_file)), &a_file_says),
         (
             with(&["--device", "cuda:99"], path_str(&nowhere)),
             "cuda:99 requested, but",

@@ -17,9 +17,11 @@
 //!   them in this process (single-machine renders), [`local_pool`] on
 //!   several of this machine's devices at once.
 //! - [`web`]: the web interface (jobs, live previews, workers, controls).
-//! - [`whole_file`]: files that appear under their name only once whole.
+//! - [`whole_file`]: files that appear under their name only once whole;
+//!   [`folder`]: folders the user names, created where missing.
 
 pub mod cluster;
+pub mod folder;
 pub mod frame_loop;
 pub mod frame_writer;
 #[cfg(feature = "embedded-worker")]

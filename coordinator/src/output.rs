@@ -141,7 +141,7 @@ impl FolderLock {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        crate::folder::create(dir).map_err(unwritable)?;
         let path = dir.join(LOCK_FILE);
         loop {
             let file = std::fs::File::create(&path).map_err(unwritable)?;
@@ -197,7 +197,7 @@ impl OutputDir {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        crate::folder::create(dir).map_err(unwritable)?;
         let out = Self {
             dir: dir.to_path_buf(),
         };

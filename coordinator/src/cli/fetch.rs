@@ -123,23 +123,9 @@ fn requests(job: String, held: Vec<HeldFile>) -> Vec<FetchRequest> {
 /// downloaded.
 fn prepare_folder(out: &Path) -> anyhow::Result<()> {
     let fix = "Fix: pass --output a folder you can write to, or fix its permissions";
-    if out.exists() && !out.is_dir() {
-        bail!("{} is a file, not a folder. {fix}", out.display());
-    }
-    std::fs::create_dir_all(out)
+    dreamfarm_coordinator::folder::create(out)
         .and_then(|()| temp_file_in(out, PARTIAL.0, PARTIAL.1).map(drop))
-        .map_err(|e| {
-            // tempfile's errors end in the temporary file's name, which
-            // says nothing to the user; the kind says what is wrong.
-            let why = match e.raw_os_error() {
-                Some(_) => e.to_string(),
-                None => std::io::Error::from(e.kind()).to_string(),
-            };
-            anyhow::anyhow!(
-                "cannot write into the folder {}: {why}. {fix}",
-                out.display()
-            )
-        })
+        .map_err(|e| anyhow::anyhow!("cannot write into the folder {}: {e}. {fix}", out.display()))
 }
 
 /// Prefix and suffix of a file being fetched, before it takes its name.

@@ -131,7 +131,7 @@ impl Coordinator {
             path: config.data.clone(),
             source,
         };
-        std::fs::create_dir_all(&config.data).map_err(data_error)?;
+        crate::folder::create(&config.data).map_err(data_error)?;
         let lock = std::fs::File::create(config.data.join(LOCK_FILE)).map_err(data_error)?;
         if lock.try_lock().is_err() {
             return Err(ServeError::Busy(config.data.clone()));
