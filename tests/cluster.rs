@@ -653,7 +653,7 @@ fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_star
     ]
     .concat();
     let not_a_folder = format!(
-        "cannot use the data folder {}: File exists (os error 17). Fix: give --data (DREAMFARM_DATA) a folder",
+        "cannot use the data folder {}: it is a file, not a folder. Fix: give --data (DREAMFARM_DATA) a folder",
         a_file.display()
     );
     let cases = [
