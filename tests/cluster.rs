@@ -576,9 +576,13 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
         "the soft limit raised to the hard one: {open_files}"
     );
     assert_eq!(c.metric("process_max_fds"), 128.0);
-    // More connections than it may hold: the kernel queues the rest.
+    // More connections than it may hold: the kernel queues the rest. A
+    // few at the metrics port too, which axum serves.
+    let metrics_port: std::net::SocketAddr = c.metrics.parse().expect("host:port");
     let flood: Vec<std::net::TcpStream> = (0..200)
-        .map(|_| std::net::TcpStream::connect(c.addr()).expect("queued by the kernel"))
+        .map(|_| c.addr())
+        .chain((0..5).map(|_| metrics_port))
+        .map(|to| std::net::TcpStream::connect(to).expect("queued by the kernel"))
         .collect();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let cpu = c.cpu_seconds();
@@ -595,6 +599,13 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
              (os error 24)); they wait, tried again every 100 ms: this process has all the 128 \
              open files its limit allows"
         ) && log.contains("LimitNOFILE"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "cannot accept connections on the coordinator's metrics and web port (Too many open \
+             files (os error 24)); they wait, tried again every 100 ms"
+        ) && !log.contains("accept error"),
         "{log}"
     );
     drop(flood);

@@ -1,5 +1,6 @@
 //! Open file descriptors: the soft limit raised to the hard one at start,
-//! and listeners that pause at the limit instead of spinning.
+//! and listeners (tonic's and axum's) that pause at the limit instead of
+//! spinning, and say so with the fix.
 //!
 //! Every connection holds a descriptor: a coordinator one for each worker
 //! and client, a worker serving changes one to and one from each other
@@ -12,12 +13,15 @@
 //! log, with new workers and clients left waiting.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::exposition::{Exposition, MetricKind};
 
@@ -291,6 +295,46 @@ where
     }
 }
 
+/// A TCP listener for axum's `serve` (the web interface, metrics and
+/// health ports) whose failed accepts go as [`Accepting`]'s do: axum's own
+/// loop logs an error each second at the limit, without the fix.
+pub struct HttpListener {
+    connections: Accepting<TcpListenerStream>,
+}
+
+impl HttpListener {
+    /// Connections from `listener`, the listener of `what`.
+    pub fn new(listener: TcpListener, what: &'static str) -> Self {
+        Self {
+            connections: Accepting::new(TcpListenerStream::new(listener), what),
+        }
+    }
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.connections.next().await {
+                // A peer gone before its address is read: the next one.
+                Some(Ok(stream)) => match stream.peer_addr() {
+                    Ok(peer) => return (stream, peer),
+                    Err(_) => continue,
+                },
+                // `Accepting` yields no errors, and a listener's
+                // connections never end.
+                Some(Err(_)) | None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.connections.inner.as_ref().local_addr()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -356,6 +400,29 @@ mod tests {
         assert!(
             accepting.trouble.is_none(),
             "the connection ended the stretch"
+        );
+    }
+
+    /// axum serves through it: a request gets its answer, and the
+    /// listener says where it listens.
+    #[tokio::test]
+    async fn axum_serves_through_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let listener = HttpListener::new(tcp, "a test port");
+        let addr = axum::serve::Listener::local_addr(&listener).expect("an address");
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut client = TcpStream::connect(addr).await.expect("connected");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request sent");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hello"),
+            "{answer}"
         );
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dreamfarm_proto::auth::{CheckToken, TokenError, check_token};
-use dreamfarm_proto::open_files::Accepting;
+use dreamfarm_proto::open_files::{Accepting, HttpListener};
 use dreamfarm_proto::pb::job_service_server::JobServiceServer;
 use dreamfarm_proto::{
     CONNECTION_WINDOW_BYTES, FRAME_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
@@ -199,6 +199,7 @@ impl Coordinator {
                 .route("/readyz", axum::routing::get(|| async { "serving\n" }))
                 // The web interface, behind the token (these three stay open).
                 .merge(web);
+            let listener = HttpListener::new(listener, "the coordinator's metrics and web port");
             tokio::spawn(async move { axum::serve(listener, app).await })
         });
 

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dreamfarm_proto::open_files::HttpListener;
+
 use super::auth::Access;
 use super::{Source, router};
 
@@ -64,7 +66,10 @@ impl Standalone {
         let Listener { listener, addr } = listener;
         runtime.spawn(async move {
             let served = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => axum::serve(listener, app).await,
+                Ok(listener) => {
+                    let listener = HttpListener::new(listener, "the web interface's port");
+                    axum::serve(listener, app).await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = served {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use axum::http::StatusCode;
 use axum::routing::get;
+use dreamfarm_proto::open_files::HttpListener;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -32,6 +33,7 @@ pub(super) async fn serve(
         .route("/readyz", get(move || async move { readiness(&shared) }))
         .route("/metrics", get(move || async move { metrics.render() }));
     tracing::info!("probes (/healthz, /readyz) and /metrics on http://{bound}");
+    let listener = HttpListener::new(listener, "the worker's health and metrics port");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("health endpoint stopped: {e}");
