@@ -608,6 +608,27 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
         ) && !log.contains("accept error"),
         "{log}"
     );
+    // And before, once, while connections still came in: at 80% of the
+    // limit (103 open, or more where the other port took a descriptor).
+    let near: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the coordinator's gRPC port accepted a connection with at least"))
+        .collect();
+    let open: u32 = near
+        .first()
+        .and_then(|l| l.split("at least ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a warning near the limit in {log}"));
+    assert!(
+        near.len() == 1
+            && (103..128).contains(&open)
+            && near[0].contains(
+                "of the 128 open files this process's limit allows in use; at the limit new \
+                 connections wait"
+            ),
+        "{near:?}"
+    );
     drop(flood);
     let (out, _, stderr) = run(c.client("status", &[]));
     assert!(out.status.success(), "a client after the flood: {stderr}");

@@ -1,6 +1,7 @@
 //! Open file descriptors: the soft limit raised to the hard one at start,
-//! and listeners (tonic's and axum's) that pause at the limit instead of
-//! spinning, and say so with the fix.
+//! and listeners (tonic's and axum's) that say when the process is near
+//! its limit, and at the limit pause instead of spinning and say so, each
+//! time with the fix.
 //!
 //! Every connection holds a descriptor: a coordinator one for each worker
 //! and client, a worker serving changes one to and one from each other
@@ -14,6 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -38,6 +40,13 @@ const FIX: &str = "a coordinator keeps a descriptor for each worker and client, 
 serving changes two for each other worker serving changes. Fix: raise the hard limit \
 (`ulimit -Hn`, systemd's LimitNOFILE, the container runtime's nofile limit); dreamfarm \
 raises its soft limit to the hard one at start";
+
+/// The share of the limit, in percent, in use when a listener says it is
+/// near: connections still come in, and there is time to raise it.
+const NEAR_PERCENT: u64 = 80;
+
+/// The share below which it says so again when it next gets near.
+const CLEAR_PERCENT: u64 = 70;
 
 /// The most the soft limit is raised to: a pool of hundreds of thousands
 /// of workers, where a hard limit of `infinity` (2^30 on some systems)
@@ -186,7 +195,8 @@ fn at_the_limit(who: &str, short: Shortage) -> String {
 /// `serve_with_incoming`: a connection that failed before it was accepted
 /// is skipped, and any other failure (out of descriptors or memory) is
 /// logged and paused for 100 ms before the next try, instead of
-/// retried at once. It never yields an error.
+/// retried at once. It never yields an error. When an accepted connection
+/// shows the process near its limit, it says so once, with the fix.
 pub struct Accepting<S> {
     inner: S,
     /// What listens, for the log ("the coordinator's gRPC port").
@@ -195,6 +205,9 @@ pub struct Accepting<S> {
     pause: Option<Pin<Box<Sleep>>>,
     /// The failures since the last connection accepted.
     trouble: Option<Trouble>,
+    /// Whether it has said the process is near its limit (until it is
+    /// well below again).
+    near: bool,
 }
 
 /// A stretch of failed accepts.
@@ -213,6 +226,33 @@ impl<S> Accepting<S> {
             what,
             pause: None,
             trouble: None,
+            near: false,
+        }
+    }
+
+    /// Says once, when a connection accepted on descriptor `fd` shows the
+    /// process near its `limit`, how near and what to raise: a new
+    /// descriptor takes the lowest number free, so every one below `fd` is
+    /// open, which costs nothing to learn where counting them would.
+    fn check_headroom(&mut self, fd: RawFd, limit: Option<u64>) {
+        let Some(limit) = limit.filter(|&l| l > 0) else {
+            return;
+        };
+        let open = u64::try_from(fd).map_or(0, |fd| fd + 1);
+        // Saturating: a limit of `infinity` is never near.
+        if open.saturating_mul(100) >= limit.saturating_mul(NEAR_PERCENT) {
+            if !self.near {
+                self.near = true;
+                tracing::warn!(
+                    open_files = open,
+                    limit,
+                    "{} accepted a connection with at least {open} of the {limit} open files \
+                     this process's limit allows in use; at the limit new connections wait: {FIX}",
+                    self.what
+                );
+            }
+        } else if open.saturating_mul(100) < limit.saturating_mul(CLEAR_PERCENT) {
+            self.near = false;
         }
     }
 
@@ -265,6 +305,7 @@ fn connection_error(e: &io::Error) -> bool {
 impl<S, T> Stream for Accepting<S>
 where
     S: Stream<Item = io::Result<T>> + Unpin,
+    T: AsRawFd,
 {
     type Item = io::Result<T>;
 
@@ -286,6 +327,7 @@ where
                             t.since.elapsed().as_secs_f64()
                         );
                     }
+                    this.check_headroom(connection.as_raw_fd(), limit());
                     return Poll::Ready(Some(Ok(connection)));
                 }
                 Some(Err(e)) if connection_error(&e) => continue,
@@ -344,15 +386,34 @@ mod tests {
 
     use super::*;
 
+    /// A connection accepted on the descriptor it holds.
+    #[derive(Debug, PartialEq)]
+    struct Conn(RawFd);
+
+    impl AsRawFd for Conn {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+
     /// A listener's stream that yields `script` in order, counting polls
     /// and when each item was taken.
     struct Scripted {
-        script: VecDeque<io::Result<u32>>,
+        script: VecDeque<io::Result<Conn>>,
         taken: Vec<Instant>,
     }
 
+    impl Scripted {
+        fn new(script: impl IntoIterator<Item = io::Result<Conn>>) -> Self {
+            Self {
+                script: script.into_iter().collect(),
+                taken: Vec::new(),
+            }
+        }
+    }
+
     impl Stream for Scripted {
-        type Item = io::Result<u32>;
+        type Item = io::Result<Conn>;
 
         fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             self.taken.push(Instant::now());
@@ -366,26 +427,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_listener_out_of_descriptors_pauses_and_never_yields_the_error() {
-        let script = VecDeque::from([
-            Ok(1),
+        let script = [
+            Ok(Conn(1)),
             Err(emfile()),
             Err(emfile()),
             Err(io::Error::from(io::ErrorKind::ConnectionAborted)),
-            Ok(2),
-        ]);
-        let mut accepting = Accepting::new(
-            Scripted {
-                script,
-                taken: Vec::new(),
-            },
-            "a test port",
-        );
+            Ok(Conn(2)),
+        ];
+        let mut accepting = Accepting::new(Scripted::new(script), "a test port");
         let start = Instant::now();
         let mut got = Vec::new();
         while let Some(item) = accepting.next().await {
             got.push(item.expect("no error comes out"));
         }
-        assert_eq!(got, [1, 2]);
+        assert_eq!(got, [Conn(1), Conn(2)]);
         // One pause after each failed accept, none after a connection's
         // own failure: the try after each of the two EMFILEs waited.
         let taken = &accepting.inner.taken;
@@ -401,6 +456,25 @@ mod tests {
             accepting.trouble.is_none(),
             "the connection ended the stretch"
         );
+    }
+
+    /// A connection on a descriptor past 80% of the limit says the process
+    /// is near it, once, until one below 70% shows it well below again.
+    #[test]
+    fn a_connection_near_the_limit_says_so_once() {
+        let mut accepting = Accepting::new(Scripted::new([]), "a test port");
+        let said: Vec<bool> = [500, 799, 900, 950, 750, 650, 800]
+            .into_iter()
+            .map(|fd| {
+                accepting.check_headroom(fd, Some(1000));
+                accepting.near
+            })
+            .collect();
+        // Descriptor 799 is the 800th open: 80%. Between 70% and 80% it
+        // neither says so again nor forgets.
+        assert_eq!(said, [false, true, true, true, true, false, true]);
+        accepting.check_headroom(999, None);
+        assert!(accepting.near, "an unknown limit changes nothing");
     }
 
     /// axum serves through it: a request gets its answer, and the
