@@ -13,6 +13,7 @@ use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
+use dreamfarm_proto::open_files::Accepting;
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
@@ -226,7 +227,13 @@ impl RegionSide {
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .max_frame_size(FRAME_BYTES)
                 .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                // As a real worker's: all of a bench's synthetic workers
+                // share one process, and at its open files limit tonic's
+                // own accept loop would spin a core for each.
+                .serve_with_incoming(Accepting::new(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    "a synthetic worker's change port",
+                )),
         );
         Ok(Self {
             address,
