@@ -192,7 +192,8 @@ fn at_the_limit(who: &str, short: Shortage) -> String {
 }
 
 /// Connections accepted from `S` (a listener's stream), for tonic's
-/// `serve_with_incoming`: a connection that failed before it was accepted
+/// `serve_with_incoming` (and, through [`HttpListener`], axum's `serve`):
+/// a connection that failed before it was accepted
 /// is skipped, and any other failure (out of descriptors or memory) is
 /// logged and paused for 100 ms before the next try, instead of
 /// retried at once. It never yields an error. When an accepted connection
@@ -218,6 +219,13 @@ struct Trouble {
     warned: Option<Instant>,
 }
 
+impl Accepting<TcpListenerStream> {
+    /// Connections from the TCP `listener` of `what`.
+    pub fn tcp(listener: TcpListener, what: &'static str) -> Self {
+        Self::new(TcpListenerStream::new(listener), what)
+    }
+}
+
 impl<S> Accepting<S> {
     /// Connections from `inner`, the listener of `what`.
     pub fn new(inner: S, what: &'static str) -> Self {
@@ -240,7 +248,9 @@ impl<S> Accepting<S> {
         };
         let open = u64::try_from(fd).map_or(0, |fd| fd + 1);
         // Saturating: a limit of `infinity` is never near.
-        if open.saturating_mul(100) >= limit.saturating_mul(NEAR_PERCENT) {
+        let percent_of = |share: u64| limit.saturating_mul(share);
+        let used = open.saturating_mul(100);
+        if used >= percent_of(NEAR_PERCENT) {
             if !self.near {
                 self.near = true;
                 tracing::warn!(
@@ -251,7 +261,7 @@ impl<S> Accepting<S> {
                     self.what
                 );
             }
-        } else if open.saturating_mul(100) < limit.saturating_mul(CLEAR_PERCENT) {
+        } else if used < percent_of(CLEAR_PERCENT) {
             self.near = false;
         }
     }
@@ -348,7 +358,7 @@ impl HttpListener {
     /// Connections from `listener`, the listener of `what`.
     pub fn new(listener: TcpListener, what: &'static str) -> Self {
         Self {
-            connections: Accepting::new(TcpListenerStream::new(listener), what),
+            connections: Accepting::tcp(listener, what),
         }
     }
 }

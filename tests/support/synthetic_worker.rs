@@ -230,10 +230,7 @@ impl RegionSide {
                 // As a real worker's: all of a bench's synthetic workers
                 // share one process, and at its open files limit tonic's
                 // own accept loop would spin a core for each.
-                .serve_with_incoming(Accepting::new(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    "a synthetic worker's change port",
-                )),
+                .serve_with_incoming(Accepting::tcp(listener, "a synthetic worker's change port")),
         );
         Ok(Self {
             address,

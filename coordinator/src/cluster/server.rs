@@ -15,7 +15,6 @@ use dreamfarm_proto::{
     STREAM_WINDOW_BYTES,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -235,10 +234,7 @@ impl Coordinator {
             .add_service(InterceptedService::new(workers, check.clone()))
             .add_service(InterceptedService::new(clients, check))
             .serve_with_incoming_shutdown(
-                Accepting::new(
-                    TcpListenerStream::new(listener),
-                    "the coordinator's gRPC port",
-                ),
+                Accepting::tcp(listener, "the coordinator's gRPC port"),
                 shutdown,
             )
             .await;

@@ -83,10 +83,7 @@ impl ChangeService {
         }
         let server = server
             .add_service(service)
-            .serve_with_incoming(Accepting::new(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                "the change service's port",
-            ));
+            .serve_with_incoming(Accepting::tcp(listener, "the change service's port"));
         let serving = tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!("the change service stopped: {e}");
