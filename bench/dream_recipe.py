@@ -15,7 +15,9 @@ measurably speed up a CNN's forward and backward on CPU and GPU without
 leaving plain PyTorch. `--naive` runs the same recipe without them (the
 unfolded NCHW network), to show what they are worth. `--device cuda` runs
 all of it on the GPU (convolutions in IEEE f32 as dreamfarm's f32 runs
-them, unless `--tf32`: PyTorch's default; `--no-cudnn` leaves cuDNN out).
+them, unless `--tf32`: PyTorch's default; `--no-cudnn` leaves cuDNN out;
+`--deterministic` restricts cuDNN to its deterministic algorithms, as
+dreamfarm does, to show what that costs).
 Prints JSON:
 {"frame_s": [...], "median_s": ..., "threads": ..., ...}.
 
@@ -205,6 +207,9 @@ def main():
     ap.add_argument("--no-cudnn", action="store_true",
                     help="CUDA convolutions without cuDNN (PyTorch's own kernels): whether cuDNN's choice of "
                          "algorithms is what sets a CUDA step apart from the CPU's")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="cuDNN's deterministic algorithms only, as dreamfarm's CUDA runs use: what repeatable "
+                         "frames cost against cuDNN's default choice")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.threads:
@@ -214,6 +219,7 @@ def main():
     device = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cudnn.enabled = not args.no_cudnn
+    torch.backends.cudnn.deterministic = args.deterministic
     net, min_side = trunk(args.weights, args.naive, device, args.model)
     rgb = Image.open(args.input).convert("RGB").resize((w, h), Image.BICUBIC)
     frame = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous().to(device)
@@ -239,7 +245,8 @@ def main():
         saving.result()
     print(json.dumps({"frame_s": times, "median_s": statistics.median(times), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "size": [w, h], "model": args.model,
-                      "naive": args.naive, "device": args.device, "tf32": args.tf32, "cudnn": not args.no_cudnn}))
+                      "naive": args.naive, "device": args.device, "tf32": args.tf32, "cudnn": not args.no_cudnn,
+                      "deterministic": args.deterministic}))
 
 
 if __name__ == "__main__":

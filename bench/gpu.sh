@@ -11,8 +11,9 @@
 # "+tN" renders with N-pixel tiles (--tile-size N), "+rN" is the N-th
 # render of the same (its frames against the first's: are CUDA frames the
 # same bits from one run to the next, as a farm's resumes and retries
-# need?), and "py-cuda", "py-cuda-tf32", "py-cuda-nocudnn" and "py-cpu"
-# runs are the same recipe in plain PyTorch (bench/dream_recipe.py).
+# need?), and "py-cuda", "py-cuda-tf32", "py-cuda-nocudnn", "py-cuda-det"
+# and "py-cpu" runs are the same recipe in plain PyTorch
+# (bench/dream_recipe.py).
 #
 # Here (builds, strips the binary, copies the weights; about 40 MB):
 #     bench/gpu.sh prepare
@@ -125,8 +126,9 @@ render_one() {
 # The same recipe in plain PyTorch (bench/dream_recipe.py): `size/py-cuda`
 # on the GPU in IEEE f32 as dreamfarm's f32, `size/py-cuda-tf32` with
 # PyTorch's default TF32 convolutions, `size/py-cuda-nocudnn` with
-# PyTorch's own CUDA convolutions instead of cuDNN's, `size/py-cpu` on the
-# CPU. The
+# PyTorch's own CUDA convolutions instead of cuDNN's, `size/py-cuda-det`
+# with cuDNN's deterministic algorithms only, as dreamfarm runs them (what
+# repeatable frames cost), `size/py-cpu` on the CPU. The
 # --octaves and --iterations of GPU_BENCH_ARGS apply (the same flags), so
 # plain PyTorch's CPU and CUDA frames can be compared as dreamfarm's are.
 python_one() {
@@ -138,6 +140,8 @@ python_one() {
         device=${device%-tf32} precision=tf32 flags=(--tf32)
     elif [[ $device == *-nocudnn ]]; then
         device=${device%-nocudnn} precision=f32-no-cudnn flags=(--no-cudnn)
+    elif [[ $device == *-det ]]; then
+        device=${device%-det} precision=f32-deterministic flags=(--deterministic)
     fi
     read -r -a more <<<"${GPU_BENCH_ARGS:-}"
     flags+=("${more[@]}")
@@ -192,7 +196,8 @@ run() {
     echo "size device precision tiles s/frame gpu-util% gpu-MiB status" >"$report"
     export DREAMFARM_MODELS=${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}
     for one in ${GPU_BENCH_RUNS:-1920x1080/cuda-f32 1920x1080/cuda-bf16 1920x1080/cpu \
-        1920x1080/py-cuda 3840x2160/cuda-f32 3840x2160/py-cuda 3840x2160/cuda-bf16 \
+        1920x1080/py-cuda 1920x1080/py-cuda-det 1920x1080/cuda-f32+r2 \
+        3840x2160/cuda-f32 3840x2160/py-cuda 3840x2160/cuda-bf16 \
         1920x1080/cuda-f32+t2048 3840x2160/cuda-f32+t2048 1920x1080/cuda-f32+b1 1920x1080/cuda-f32+b8 \
         1920x1080/cuda:0,cuda:0-f32+b1 3840x2160/cuda-f32+b1 3840x2160/cuda-f32+b8 3840x2160/cpu}; do
         case $one in
@@ -238,7 +243,7 @@ def load(name):
     return np.asarray(Image.open(d / name)).astype(float)
 pairs = [(f"frame0-{run}.png", "frame0-cpu.png") for run in ("cuda-f32", "cuda-bf16")]
 pairs.append(("frame0-cuda-bf16.png", "frame0-cuda-f32.png"))
-pairs += [(f"frame0-{run}.png", "frame0-py-cpu.png") for run in ("py-cuda", "py-cuda-tf32", "py-cuda-nocudnn")]
+pairs += [(f"frame0-{run}.png", "frame0-py-cpu.png") for run in ("py-cuda", "py-cuda-tf32", "py-cuda-nocudnn", "py-cuda-det")]
 # Second runs of the same render against the first.
 pairs += [(p.name, p.name.split("+r")[0] + ".png") for p in sorted(d.glob("frame0-*+r*.png"))]
 for a, b in pairs:

@@ -16,6 +16,15 @@
 //! `f32`, the reference, means f32 on every device, and `--precision bf16`
 //! is the fast, narrow option (on an H200 the default recipe's 1080p frame
 //! took 0.54 s in TF32, 1.20 s in IEEE f32 and 0.57 s in bf16).
+//!
+//! They are also set to cuDNN's deterministic algorithms. By default cuDNN
+//! may pick one that sums with atomic adds, whose order changes from run
+//! to run, and DeepDream grows a last-bit difference into different
+//! texture; a farm needs a tile dreamed twice to come out the same bits
+//! (a retried lease, a region redone after its neighbours used its
+//! changes, a resumed job, a cluster frame against `render`'s).
+//! Benchmark mode stays off for the same reason: it picks the algorithm
+//! that timed fastest in this process, which may differ between workers.
 
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
@@ -142,7 +151,7 @@ fn load(path: PathBuf) -> CudaLibrary {
         };
         CudaLibrary::Failed { path, reason }
     } else {
-        convolutions_in_f32();
+        repeatable_f32_convolutions();
         CudaLibrary::Loaded(path)
     }
 }
@@ -177,21 +186,36 @@ mod aten_context {
         #[cfg(test)]
         #[link_name = "_ZNK2at7Context16float32PrecisionENS_14Float32BackendENS_9Float32OpE"]
         pub fn float32_precision(context: *mut c_void, backend: c_int, op: c_int) -> c_int;
+        /// `at::Context::setDeterministicCuDNN(deterministic)`.
+        #[link_name = "_ZN2at7Context21setDeterministicCuDNNEb"]
+        pub fn set_deterministic_cudnn(context: *mut c_void, deterministic: bool);
+        /// `at::Context::deterministicCuDNN()`: read back in tests.
+        #[cfg(test)]
+        #[link_name = "_ZNK2at7Context18deterministicCuDNNEv"]
+        pub fn deterministic_cudnn(context: *mut c_void) -> bool;
+        /// `at::Context::benchmarkCuDNN()`: read back in tests.
+        #[cfg(test)]
+        #[link_name = "_ZNK2at7Context14benchmarkCuDNNEv"]
+        pub fn benchmark_cudnn(context: *mut c_void) -> bool;
     }
 }
 
-/// CUDA convolutions in IEEE f32 rather than libtorch's default TF32.
-fn convolutions_in_f32() {
+/// CUDA convolutions in IEEE f32 rather than libtorch's default TF32, by
+/// cuDNN's deterministic algorithms (see the module's doc).
+fn repeatable_f32_convolutions() {
     // SAFETY: the global context lives for the whole process; the enum
     // values are ATen's (`Float32Backend`, `Float32Op`, `Float32Precision`,
-    // plain `int` enums), and setting a precision throws nothing.
+    // plain `int` enums), C++'s `bool` is C's, and the setters throw
+    // nothing.
     unsafe {
+        let context = aten_context::global_context();
         aten_context::set_float32_precision(
-            aten_context::global_context(),
+            context,
             aten_context::CUDA,
             aten_context::CONV,
             aten_context::IEEE,
         );
+        aten_context::set_deterministic_cudnn(context, true);
     }
 }
 
@@ -245,12 +269,14 @@ mod tests {
             library,
             &CudaLibrary::Loaded(folder.join("libtorch_cuda.so"))
         );
-        // SAFETY: as in `convolutions_in_f32`; reading throws nothing.
-        let precision = unsafe {
-            aten_context::float32_precision(
-                aten_context::global_context(),
-                aten_context::CUDA,
-                aten_context::CONV,
+        // SAFETY: as in `repeatable_f32_convolutions`; reading throws
+        // nothing.
+        let (precision, deterministic, benchmark) = unsafe {
+            let context = aten_context::global_context();
+            (
+                aten_context::float32_precision(context, aten_context::CUDA, aten_context::CONV),
+                aten_context::deterministic_cudnn(context),
+                aten_context::benchmark_cudnn(context),
             )
         };
         assert_eq!(
@@ -258,6 +284,8 @@ mod tests {
             aten_context::IEEE,
             "CUDA convolutions are not in f32"
         );
+        assert!(deterministic, "cuDNN may pick non-deterministic algorithms");
+        assert!(!benchmark, "cuDNN picks algorithms by timing them");
         // Without the CUDA half, libtorch has no CUDA kernels at all; with
         // it, a machine without a GPU fails further on (no driver), and one
         // with a GPU succeeds.
