@@ -8,14 +8,16 @@
 # batches of N (--tile-batch N): "+b1" against "+b8" is what batching
 # alike tiles into one pass is worth on the GPU, and "cuda:0,cuda:0-f32+b1"
 # (two embedded workers sharing the GPU) what running two tiles at once is;
-# "+tN" renders with N-pixel tiles (--tile-size N), "+rN" is the N-th
+# "+tN" renders with N-pixel tiles (--tile-size N), "+mNAME" with the
+# built-in model NAME (MobileNetV2's depthwise convolutions are where cuDNN
+# has the fewest deterministic algorithms), "+rN" is the N-th
 # render of the same (its frames against the first's: are CUDA frames the
 # same bits from one run to the next, as a farm's resumes and retries
 # need?), and "py-cuda", "py-cuda-tf32", "py-cuda-nocudnn", "py-cuda-det"
 # and "py-cpu" runs are the same recipe in plain PyTorch
 # (bench/dream_recipe.py).
 #
-# Here (builds, strips the binary, copies the weights; about 40 MB):
+# Here (builds, strips the binary, copies the weights; about 55 MB):
 #     bench/gpu.sh prepare
 # On the device machine (its own torch 2.11 provides libtorch and CUDA):
 #     run(command="bench/gpu.sh run", carry=["bench/.gpu"], timeout_s=540)
@@ -42,7 +44,10 @@ prepare() {
     cargo build --release -p dreamfarm-coordinator
     mkdir -p "$carry/models"
     strip -o "$carry/dreamfarm" target/release/dreamfarm
-    cp "${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}/inception-v3.safetensors" "$carry/models/"
+    local model
+    for model in inception-v3 mobilenet-v2; do
+        cp "${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}/$model.safetensors" "$carry/models/"
+    done
     # The seam test (tests/render.rs), for `seams`: it runs the binary above.
     local tests
     tests=$(cargo test --release -p dreamfarm-tests --test render --no-run --message-format=json 2>/dev/null |
@@ -89,6 +94,7 @@ render_one() {
         case $word in
         b*) extra+=(--parallelism 32 --tile-batch "${word#b}") tiles="parallelism-32-batch-${word#b}" ;;
         t*) extra+=(--tile-size "${word#t}") tiles="tile-${word#t}" ;;
+        m*) extra+=(--model "${word#m}") tiles="$tiles-model-${word#m}" ;;
         r*) tiles="$tiles-run-${word#r}" ;;
         esac
     done
@@ -118,7 +124,9 @@ render_one() {
         tail -3 "$out/$name.log"
     fi
     echo "$size $device $precision $tiles $(median_seconds "$out/$name.log") $(gpu_use "$util") $status" | tee -a "$report"
-    if [ "$size" = 1920x1080 ] && [[ $spec == "$run" || $run == "$spec+r"* ]]; then
+    # Frames 0 of the default tiles, for `compare`.
+    local first=${run%%+r*}
+    if [ "$size" = 1920x1080 ] && [[ $first != *+b* && $first != *+t* ]]; then
         cp "$out/$name/000000.png" "$back/frame0-$run.png" 2>/dev/null || true
     fi
 }
@@ -197,6 +205,7 @@ run() {
     export DREAMFARM_MODELS=${DREAMFARM_MODELS:-$HOME/.cache/dreamfarm/models}
     for one in ${GPU_BENCH_RUNS:-1920x1080/cuda-f32 1920x1080/cuda-bf16 1920x1080/cpu \
         1920x1080/py-cuda 1920x1080/py-cuda-det 1920x1080/cuda-f32+r2 \
+        1920x1080/cuda-f32+mmobilenet-v2 1920x1080/cuda-f32+mmobilenet-v2+r2 \
         3840x2160/cuda-f32 3840x2160/py-cuda 3840x2160/cuda-bf16 \
         1920x1080/cuda-f32+t2048 3840x2160/cuda-f32+t2048 1920x1080/cuda-f32+b1 1920x1080/cuda-f32+b8 \
         1920x1080/cuda:0,cuda:0-f32+b1 3840x2160/cuda-f32+b1 3840x2160/cuda-f32+b8 3840x2160/cpu}; do
