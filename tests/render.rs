@@ -811,8 +811,13 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
     };
     // The --ui page's address, taken by another program.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let taken = holder.local_addr().expect("its address").to_string();
-    let taken_says = format!("cannot serve the web interface on {taken}: Address already in use");
+    let taken_at = holder.local_addr().expect("its address");
+    let taken = taken_at.to_string();
+    let taken_says = format!(
+        "cannot serve the web interface on {taken}: Address already in use (os error 98). \
+         Fix: another process holds port {}: pass a free port to --ui",
+        taken_at.port()
+    );
     let a_file_says = format!(
         "cannot write to output folder {}: it is a file, not a folder",
         a_file.display()

@@ -37,6 +37,7 @@ pub mod connect;
 pub mod exposition;
 pub mod halves;
 pub mod heap;
+pub mod listen;
 pub mod logging;
 pub mod neighbour_check;
 pub mod objective;

@@ -6,14 +6,14 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use dreamfarm_common::parallel;
 use dreamfarm_coordinator::cluster::memory_budget::{default_budget, human, parse_size};
 use dreamfarm_coordinator::cluster::scheduler::Timeouts;
 use dreamfarm_coordinator::cluster::server::{Coordinator, ServerConfig, TlsFiles};
 use dreamfarm_coordinator::video::VideoEncoding;
-use tokio::net::TcpListener;
+use dreamfarm_proto::listen;
 
 /// Arguments of `dreamfarm coordinator`.
 #[derive(Debug, Args)]
@@ -119,17 +119,16 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let coordinator = Coordinator::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let metrics = TcpListener::bind(args.metrics_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+        let (listener, bound) = listen::bind(args.listen, "gRPC", "--listen").await?;
+        let (metrics, metrics_bound) = listen::bind(
+            args.metrics_listen,
+            "the metrics and web page",
+            "--metrics-listen",
+        )
+        .await?;
         // Tests and scripts read the bound addresses (port 0 picks one).
         println!(
-            "dreamfarm coordinator listening on {} (metrics on http://{}/metrics)",
-            listener.local_addr()?,
-            metrics.local_addr()?
+            "dreamfarm coordinator listening on {bound} (metrics on http://{metrics_bound}/metrics)"
         );
         coordinator
             .serve(

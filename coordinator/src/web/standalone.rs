@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dreamfarm_proto::listen::{self, ListenError};
 use dreamfarm_proto::open_files::HttpListener;
 
 use super::auth::Access;
@@ -13,13 +14,8 @@ use super::{Source, router};
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
     /// The address cannot be listened on.
-    #[error("cannot serve the web interface on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// No runtime for it.
     #[error("cannot start the web interface: {0}")]
     Runtime(std::io::Error),
@@ -41,10 +37,7 @@ pub struct Listener {
 impl Listener {
     /// Listens on `addr` (port 0 picks one).
     pub fn bind(addr: SocketAddr) -> Result<Self, StandaloneError> {
-        let listen = |source| StandaloneError::Listen { addr, source };
-        let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
-        listener.set_nonblocking(true).map_err(listen)?;
-        let addr = listener.local_addr().map_err(listen)?;
+        let (listener, addr) = listen::bind_std(addr, "the web interface", "--ui")?;
         Ok(Self { listener, addr })
     }
 }

@@ -11,6 +11,7 @@ use dreamfarm_proto::auth::CheckToken;
 use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::{ChangeServer, Changes};
 use dreamfarm_proto::connect::ConnectError;
+use dreamfarm_proto::listen;
 use dreamfarm_proto::open_files::Accepting;
 use dreamfarm_proto::pb::change_service_server::ChangeServiceServer;
 use dreamfarm_proto::tls::{check_server_certificate, innermost};
@@ -42,14 +43,7 @@ impl ChangeService {
         listen: SocketAddr,
         config: &RemoteConfig,
     ) -> Result<Self, RemoteError> {
-        let listen_failed = |source| RemoteError::ChangeListen {
-            addr: listen,
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(listen_failed)?;
-        let bound = listener.local_addr().map_err(listen_failed)?;
+        let (listener, bound) = listen::bind(listen, "changes", "--change-listen").await?;
         let mut address = match &config.change_address {
             Some(a) => a.dial(bound.port()),
             None if bound.ip().is_unspecified() => {

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use axum::http::StatusCode;
 use axum::routing::get;
+use dreamfarm_proto::listen;
 use dreamfarm_proto::open_files::HttpListener;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::RemoteError;
@@ -24,9 +24,7 @@ pub(super) async fn serve(
     addr: SocketAddr,
     metrics: WorkerMetrics,
 ) -> Result<JoinHandle<()>, RemoteError> {
-    let failed = |source| RemoteError::Health { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
+    let (listener, bound) = listen::bind(addr, "the probes and metrics", "--health-listen").await?;
     let shared = metrics.shared.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "alive\n" }))

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use dreamfarm_common::device::Devices;
 use dreamfarm_proto::auth::AttachToken;
+use dreamfarm_proto::listen::ListenError;
 use dreamfarm_proto::pb::WorkerMessage;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY};
@@ -166,14 +167,9 @@ pub enum RemoteError {
         /// Devices.
         devices: usize,
     },
-    /// The change service cannot listen.
-    #[error("cannot serve changes on {addr}: {source}. Fix: pass a free port to --change-listen")]
-    ChangeListen {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The change service or the probes cannot listen.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// The change service listens on every interface and no address says
     /// where neighbours reach it.
     #[error(
@@ -194,14 +190,6 @@ pub enum RemoteError {
         path: PathBuf,
         /// What is wrong with it, and what to do.
         why: String,
-    },
-    /// The health endpoint cannot listen.
-    #[error("cannot serve the health probes on {addr}: {source}")]
-    Health {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
     },
 }
 
