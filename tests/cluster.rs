@@ -647,7 +647,8 @@ fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
 /// letter outside ASCII) stops the coordinator, a worker, a client and
 /// `render --ui` at once, each with one error saying what to do and never
 /// repeating the token, before anything is made or dialled; so does a
-/// coordinator whose data folder is a file.
+/// coordinator whose data folder is a file, whose memory budget holds no
+/// job (a size without its unit) or whose port another process holds.
 #[test]
 fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -688,7 +689,27 @@ fn a_token_anyone_could_send_or_no_header_could_carry_stops_each_process_at_star
         "cannot use the data folder {}: it is a file, not a folder. Fix: give --data (DREAMFARM_DATA) a folder",
         a_file.display()
     );
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let taken = holder.local_addr().expect("its address");
+    let taken_text = taken.to_string();
+    let on_a_taken_port = [&["coordinator", "--listen", &taken_text], &coordinator[3..]].concat();
+    let port_taken = format!(
+        "cannot serve gRPC on {taken}: Address already in use (os error 98). Fix: another process holds port {}: pass a free port to --listen",
+        taken.port()
+    );
     let cases = [
+        (
+            bounded(
+                bin,
+                &[&coordinator[..], &["--max-memory", "6"]].concat(),
+                Some("s3cret-enough-for-a-test"),
+            ),
+            "--max-memory (DREAMFARM_MAX_MEMORY) 6 bytes holds no job: every job needs more than 176 MiB. Fix: give the size with its unit, e.g. 6GiB",
+        ),
+        (
+            bounded(bin, &on_a_taken_port, Some("s3cret-enough-for-a-test")),
+            &*port_taken,
+        ),
         // Not a token, but refused at start the same way.
         (
             bounded(bin, &on_a_file, Some("s3cret-enough-for-a-test")),

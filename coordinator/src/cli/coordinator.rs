@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use dreamfarm_common::parallel;
-use dreamfarm_coordinator::cluster::memory_budget::{default_budget, human, parse_size};
+use dreamfarm_coordinator::cluster::memory_budget::{
+    SMALLEST_JOB_BYTES, default_budget, human, parse_size,
+};
 use dreamfarm_coordinator::cluster::scheduler::Timeouts;
 use dreamfarm_coordinator::cluster::server::{Coordinator, ServerConfig, TlsFiles};
 use dreamfarm_coordinator::video::VideoEncoding;
@@ -92,6 +94,14 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     if args.lease_timeout == 0 || args.heartbeat_timeout == 0 {
         bail!("--lease-timeout and --heartbeat-timeout must be at least 1 second");
     }
+    let max_memory = args.max_memory.unwrap_or_else(default_budget);
+    if max_memory < SMALLEST_JOB_BYTES {
+        bail!(
+            "--max-memory (DREAMFARM_MAX_MEMORY) {} holds no job: every job needs more than {}. Fix: give the size with its unit, e.g. 6GiB (a number alone is bytes)",
+            human(max_memory),
+            human(SMALLEST_JOB_BYTES)
+        );
+    }
     dreamfarm_proto::heap::keep_freed_memory();
     dreamfarm_proto::open_files::raise_limit();
     if let Some(n) = args.threads {
@@ -109,23 +119,26 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(args.lease_timeout),
             heartbeat: Duration::from_secs(args.heartbeat_timeout),
         },
-        max_memory: args.max_memory.unwrap_or_else(default_budget),
+        max_memory,
         video: match args.video_encoding {
             VideoWhen::WhileRendering => VideoEncoding::WhileRendering,
             VideoWhen::AfterLastFrame => VideoEncoding::AfterLastFrame,
         },
     };
     tracing::info!(max_memory = %human(config.max_memory), "memory budget for running jobs");
+    // The ports before the store: a coordinator that cannot serve makes
+    // no data folder and resumes no job.
+    let (listener, bound) = listen::bind_std(args.listen, "gRPC", "--listen")?;
+    let (metrics, metrics_bound) = listen::bind_std(
+        args.metrics_listen,
+        "the metrics and web page",
+        "--metrics-listen",
+    )?;
     let coordinator = Coordinator::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (listener, bound) = listen::bind(args.listen, "gRPC", "--listen").await?;
-        let (metrics, metrics_bound) = listen::bind(
-            args.metrics_listen,
-            "the metrics and web page",
-            "--metrics-listen",
-        )
-        .await?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let metrics = tokio::net::TcpListener::from_std(metrics)?;
         // Tests and scripts read the bound addresses (port 0 picks one).
         println!(
             "dreamfarm coordinator listening on {bound} (metrics on http://{metrics_bound}/metrics)"

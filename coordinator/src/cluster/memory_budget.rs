@@ -51,6 +51,10 @@ pub fn encoder_bytes(width: u32, height: u32, threads: usize) -> u64 {
     ENCODER_BYTES + per_pixel * pixels
 }
 
+/// What every job is charged before its pixels: a budget below it runs
+/// nothing (a size given without its unit is bytes: `6` for `6GiB`).
+pub const SMALLEST_JOB_BYTES: u64 = BYTES_PER_JOB + ENCODER_BYTES;
+
 /// Bytes per pixel a camera that turns holds beyond the usual ones: the
 /// warp's padded source (four floats a pixel), kept from frame to frame.
 pub const TURNING_BYTES_PER_PIXEL: u64 = 16;
