@@ -503,6 +503,11 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
         &["layer mixed3 of inception-v3 has 768 channels, numbered 0 to 767"],
     );
     refused("watch", &["no-such-job"], &["NotFound"]);
+    refused(
+        "status",
+        &["no-such-job"],
+        &["no job \"no-such-job\" on this coordinator: `dreamfarm status` lists the jobs"],
+    );
     refused("submit", &job("bad/name"), &["path separators"]);
     refused(
         "submit",

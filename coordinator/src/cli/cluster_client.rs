@@ -325,7 +325,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
         match (&args.job, shown) {
-            (Some(id), 0) => bail!("no job {id:?} on this coordinator"),
+            (Some(id), 0) => {
+                bail!("no job {id:?} on this coordinator: `dreamfarm status` lists the jobs")
+            }
             (None, 0) => println!("no jobs"),
             _ => {}
         }
