@@ -346,6 +346,13 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
             "no wait for a neighbour's change was counted"
         );
     }
+    // The last frame is whole: every worker drops its changes (they were
+    // kept an hour after a job's last frame before the coordinator said).
+    wait_for(
+        "the workers to drop the last frame's changes",
+        Duration::from_secs(30),
+        || sum("dreamfarm_worker_changes_held_bytes") == 0.0,
+    );
 }
 
 #[test]

@@ -174,6 +174,13 @@ impl Changes {
         });
     }
 
+    /// Drops the changes of job `job`'s frames up to `frame`: that frame
+    /// is whole, so no region asks for them again (the coordinator's
+    /// `FrameWhole`).
+    pub fn forget_through(&self, job: &str, frame: u64) {
+        self.lock().retain(|k, _| k.job != job || k.frame > frame);
+    }
+
     /// Batches held.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -387,6 +394,22 @@ mod tests {
             "the frame asked for stays"
         );
         assert_eq!(changes.len(), 1, "b went idle");
+    }
+
+    #[test]
+    fn a_whole_frame_drops_its_changes_and_earlier_ones_of_its_job_only() {
+        let changes = Changes::default();
+        for (job, frame) in [("a", 4), ("a", 5), ("a", 6), ("b", 5)] {
+            changes.add(key(job, frame), change());
+        }
+        changes.forget_through("a", 5);
+        let mut left: Vec<(String, u64)> = changes
+            .lock()
+            .keys()
+            .map(|k| (k.job.clone(), k.frame))
+            .collect();
+        left.sort();
+        assert_eq!(left, [("a".to_string(), 6), ("b".to_string(), 5)]);
     }
 
     #[test]

@@ -66,8 +66,9 @@ pub mod pb {
 /// carries a frame's colour keeping with its region leases (a worker
 /// before it would dream those regions without it); version 6 has workers
 /// check that they reach each other's change services before frames go by
-/// regions.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// regions; version 7 tells a frame's holders when it is whole, so that
+/// they drop its changes (a worker before it would not know the message).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// How a worker's failure starts when the weights a job uploaded do not
 /// fit its model: the coordinator then advises submitting the job again,

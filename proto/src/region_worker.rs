@@ -242,6 +242,12 @@ impl FrameHolders {
         self.lock().retain(|(j, f), _| j != job || *f == frame);
     }
 
+    /// Drops job `job`'s frames up to `frame` (see
+    /// [`Changes::forget_through`]).
+    pub fn forget_through(&self, job: &str, frame: u64) {
+        self.lock().retain(|(j, f), _| j != job || *f > frame);
+    }
+
     /// The map, whatever a panicking holder left in it (each entry whole).
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), HoldersTold>> {
         self.0

@@ -118,6 +118,11 @@ async fn synthetic_worker(
                     side.tell(h);
                     continue;
                 }
+                Some(Down::FrameWhole(w)) => {
+                    side.changes.forget_through(&w.job_id, w.frame);
+                    side.holders.forget_through(&w.job_id, w.frame);
+                    continue;
+                }
                 Some(Down::CheckNeighbours(asked)) => {
                     side.check(asked, tx.clone());
                     continue;

@@ -288,6 +288,20 @@ struct Batch {
     delivered: Vec<bool>,
 }
 
+/// For a frame's regions: the frame and the workers holding its regions.
+fn frame_holders(batch: &Batch) -> Option<(u64, HashSet<WorkerId>)> {
+    let Results::Regions { frame, .. } = batch.results else {
+        return None;
+    };
+    Some((frame, batch.holders.iter().flatten().copied().collect()))
+}
+
+/// [`frame_holders`] of a frame left before it was whole (a whole one's
+/// holders were told when its last cell came in).
+fn frame_left(batch: &Batch) -> Option<(u64, HashSet<WorkerId>)> {
+    frame_holders(batch).filter(|_| !batch.delivered.iter().all(|&d| d))
+}
+
 struct JobQueue {
     params: JobParams,
     priority: i32,
@@ -328,6 +342,10 @@ pub struct WorkerEntry {
     /// Jobs whose regions' holders changed since it was last told, among
     /// those it holds a region of.
     holders_changed: HashSet<Arc<str>>,
+    /// Frames, by job, that no region will fetch changes of again (each
+    /// whole, or its job stopped) since it was last told, among those it
+    /// held a region of: it drops their changes.
+    frames_whole: Vec<(Arc<str>, u64)>,
 }
 
 impl WorkerEntry {
@@ -515,15 +533,56 @@ impl Scheduler {
     /// dropped, its leases revoked, and a batch it waits on ends with
     /// `reason`.
     pub fn remove_job(&mut self, job: &str, reason: &str) {
-        let Some(mut queue) = self.jobs.remove(job) else {
+        let Some((job, mut queue)) = self.jobs.remove_entry(job) else {
             return;
         };
         if let Some(batch) = queue.batch.take() {
             for unit in queue.pending.drain(..) {
                 batch.results.fail(unit.slot, reason.to_string());
             }
+            self.frame_done(&job, frame_left(&batch));
         }
-        self.revoke_where(|l| &*l.job == job);
+        self.revoke_where(|l| l.job == job);
+    }
+
+    /// Tells the workers holding a region of `job`'s frame (`done`, from
+    /// [`frame_holders`]) that no region will fetch the frame's changes
+    /// again: its last cell came in, the job stopped, or the frame went by
+    /// tiles.
+    fn frame_done(&mut self, job: &Arc<str>, done: Option<(u64, HashSet<WorkerId>)>) {
+        let Some((frame, holding)) = done else {
+            return;
+        };
+        for id in holding {
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.frames_whole.push((job.clone(), frame));
+            }
+        }
+    }
+
+    /// The frames, by job, whose changes `worker` may drop (see
+    /// [`Self::frame_done`]), less those of a job it holds a region lease
+    /// of that frame or an earlier one for: a paused job resumed, say,
+    /// whose frame went out again before the worker was told (the notice
+    /// then goes before the region's own changes would be dropped). Told
+    /// before its next leases, in order.
+    pub fn take_frames_whole(&mut self, worker: WorkerId) -> Vec<(Arc<str>, u64)> {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Vec::new();
+        };
+        let leases = &self.leases;
+        let holds_region = |job: &Arc<str>, frame: u64| {
+            w.leases.iter().any(|id| {
+                leases.get(id).is_some_and(|l| {
+                    l.job == *job
+                        && matches!(&l.unit.work, Work::Region { lease, .. } if lease.frame <= frame)
+                })
+            })
+        };
+        let told = std::mem::take(&mut w.frames_whole);
+        told.into_iter()
+            .filter(|(job, frame)| !holds_region(job, *frame))
+            .collect()
     }
 
     /// Takes back every lease `which` picks and tells its worker to drop it.
@@ -563,9 +622,10 @@ impl Scheduler {
         work: Vec<TileWork>,
     ) -> Option<mpsc::Receiver<(usize, TileOutcome)>> {
         let id = self.fresh_id();
-        let queue = self.jobs.get_mut(job)?;
+        let job = self.jobs.get_key_value(job)?.0.clone();
+        let queue = self.jobs.get_mut(&job)?;
         let (tx, rx) = mpsc::channel();
-        queue.batch = Some(Batch {
+        let replaced = queue.batch.replace(Batch {
             id,
             results: Results::Tiles(tx),
             slots: 0,
@@ -574,7 +634,8 @@ impl Scheduler {
             delivered: Vec::new(),
         });
         queue.pending.clear();
-        self.append(job, work).then_some(rx)
+        self.frame_done(&job, replaced.as_ref().and_then(frame_left));
+        self.append(&job, work).then_some(rx)
     }
 
     /// Queues the regions of `job`'s frame `frame` (in region order) as
@@ -587,7 +648,8 @@ impl Scheduler {
         regions: Vec<RegionTask>,
     ) -> Option<mpsc::Receiver<(usize, RegionOutcome)>> {
         let id = self.fresh_id();
-        let queue = self.jobs.get_mut(job)?;
+        let job = self.jobs.get_key_value(job)?.0.clone();
+        let queue = self.jobs.get_mut(&job)?;
         let (tx, rx) = mpsc::channel();
         let regions: Vec<Work> = regions
             .into_iter()
@@ -609,7 +671,7 @@ impl Scheduler {
                 work: work.clone(),
             })
             .collect();
-        queue.batch = Some(Batch {
+        let replaced = queue.batch.replace(Batch {
             id,
             results: Results::Regions { results: tx, frame },
             slots: regions.len(),
@@ -617,6 +679,7 @@ impl Scheduler {
             delivered: vec![false; regions.len()],
             regions,
         });
+        self.frame_done(&job, replaced.as_ref().and_then(frame_left));
         Some(rx)
     }
 
@@ -865,6 +928,7 @@ impl Scheduler {
                 change_address: String::new(),
                 change_service_id: 0,
                 holders_changed: HashSet::new(),
+                frames_whole: Vec::new(),
             },
         );
         id
@@ -1229,6 +1293,12 @@ impl Scheduler {
         if whole {
             // The exchange works: a later failure pauses regions afresh.
             self.exchange_pause = EXCHANGE_PAUSE;
+            let done = self
+                .jobs
+                .get(&l.job)
+                .and_then(|q| q.batch.as_ref())
+                .and_then(frame_holders);
+            self.frame_done(&l.job, done);
         }
         Ok(())
     }
@@ -1292,6 +1362,7 @@ impl Scheduler {
             return Ok(());
         };
         queue.pending.clear();
+        self.frame_done(&job, frame_left(&given_up));
         let name = self.worker_name(worker);
         let pause = self.exchange_pause;
         self.regions_paused_until = Some(now + pause);
@@ -1885,6 +1956,59 @@ mod tests {
         serve(&mut s, w3, "h3:3", now);
         s.remove_worker(w[0]);
         assert!(s.next_lease(w3, now).is_none(), "the frame is whole");
+    }
+
+    #[test]
+    fn a_frames_holders_are_told_when_no_region_will_fetch_its_changes_again() {
+        let now = Instant::now();
+        let (mut s, w) = two_serving_changes(now);
+        let whole = |s: &mut Scheduler, worker| {
+            s.take_frames_whole(worker)
+                .into_iter()
+                .map(|(job, frame)| (job.to_string(), frame))
+                .collect::<Vec<_>>()
+        };
+        // Frame 5's last cell comes in: both holders are told, once.
+        let _rx = s.submit_regions("a", 5, (0..2).map(region).collect());
+        let grants =
+            [s.next_lease(w[0], now), s.next_lease(w[1], now)].map(|g| g.expect("a region"));
+        s.complete_region(w[0], grants[0].lease, 0, vec![1; 12])
+            .expect("delivered");
+        assert!(
+            whole(&mut s, w[0]).is_empty(),
+            "w2's region still needs w1's changes"
+        );
+        s.complete_region(w[1], grants[1].lease, 0, vec![1; 12])
+            .expect("delivered");
+        for worker in w {
+            assert_eq!(whole(&mut s, worker), [("a".to_string(), 5)]);
+            assert!(whole(&mut s, worker).is_empty(), "told once");
+        }
+        // A frame given up to tiles, or whose job stops, is told too; a
+        // worker that holds one of the frame's regions again by then (a
+        // paused job resumed) is not: that region's changes stay.
+        let in_frame = |frame, r| {
+            let mut task = region(r);
+            task.lease.frame = frame;
+            task
+        };
+        let _rx = s.submit_regions("a", 6, (0..2).map(|r| in_frame(6, r)).collect());
+        let g = [s.next_lease(w[0], now), s.next_lease(w[1], now)].map(|g| g.expect("a region"));
+        s.exchange_failed(w[0], g[0].lease, "connection refused", now)
+            .expect("its lease");
+        for worker in w {
+            assert_eq!(whole(&mut s, worker), [("a".to_string(), 6)]);
+        }
+        s.regions_paused_until = None;
+        let _rx = s.submit_regions("a", 7, (0..2).map(|r| in_frame(7, r)).collect());
+        let _ = [s.next_lease(w[0], now), s.next_lease(w[1], now)];
+        s.remove_job("a", "paused");
+        s.add_job("a".into(), params(), 0);
+        let _rx = s.submit_regions("a", 7, vec![in_frame(7, 0)]);
+        let again = s.next_lease(w[0], now).expect("frame 7 again");
+        assert!(matches!(again.work, Work::Region { .. }));
+        assert!(whole(&mut s, w[0]).is_empty(), "w1 dreams frame 7 again");
+        assert_eq!(whole(&mut s, w[1]), [("a".to_string(), 7)]);
     }
 
     #[test]

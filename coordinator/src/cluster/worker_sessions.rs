@@ -13,9 +13,9 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_server::WorkerService;
 use dreamfarm_proto::pb::{
-    CheckNeighbours, Chunk, CoordinatorMessage, Hello, LeaseStart, Neighbour, Rect, RegionHolders,
-    RegionLeaseStart, RegionResultStart, ResultStart, Revoke, WeightsRequest, Welcome,
-    WorkerMessage,
+    CheckNeighbours, Chunk, CoordinatorMessage, FrameWhole, Hello, LeaseStart, Neighbour, Rect,
+    RegionHolders, RegionLeaseStart, RegionResultStart, ResultStart, Revoke, WeightsRequest,
+    Welcome, WorkerMessage,
 };
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, HEARTBEATS_PER_TIMEOUT, MAX_CONCURRENCY,
@@ -183,6 +183,17 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
                 .await
                 .is_err()
             {
+                return;
+            }
+        }
+        // Before any new lease: a frame told whole after its region went
+        // out again would drop that region's changes.
+        for (job, frame) in hub.update_quietly(|s| s.take_frames_whole(worker)) {
+            let whole = FrameWhole {
+                job_id: job.to_string(),
+                frame,
+            };
+            if tx.send(down(Down::FrameWhole(whole))).await.is_err() {
                 return;
             }
         }

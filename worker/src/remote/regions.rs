@@ -18,8 +18,8 @@ use dreamfarm_proto::change_channels::Channels;
 use dreamfarm_proto::change_exchange::Changes;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
-    CheckNeighbours, Chunk, LeaseFailed, RegionHolders, RegionLeaseStart, RegionResultStart,
-    WorkerMessage,
+    CheckNeighbours, Chunk, FrameWhole, LeaseFailed, RegionHolders, RegionLeaseStart,
+    RegionResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_worker::{
     FrameHolders, Holders, RegionError, RegionWork, host_work, run_region,
@@ -102,6 +102,13 @@ impl Regions {
     /// Takes the coordinator's word on a frame's holders.
     pub(super) fn tell(&self, h: RegionHolders) {
         self.holders.tell(h.job_id, h.frame, h.addresses);
+    }
+
+    /// Drops the changes of a frame the coordinator says is whole, and
+    /// of its job's earlier frames: no region fetches them again.
+    pub(super) fn forget(&self, whole: FrameWhole) {
+        self.changes.forget_through(&whole.job_id, whole.frame);
+        self.holders.forget_through(&whole.job_id, whole.frame);
     }
 
     /// Dials the neighbours' change services `asked` names, as this

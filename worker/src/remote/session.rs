@@ -268,6 +268,7 @@ async fn on_message(
             }
         },
         (Some(Down::Holders(h)), Some(regions)) => regions.tell(h),
+        (Some(Down::FrameWhole(w)), Some(regions)) => regions.forget(w),
         (Some(Down::CheckNeighbours(c)), Some(regions)) => regions.check(c, up_tx.clone()),
         (Some(Down::Revoke(r)), regions) => {
             if arriving.cancel(r.lease_id) || regions.is_some_and(|g| g.revoke(r.lease_id)) {
@@ -282,6 +283,7 @@ async fn on_message(
                 Down::Welcome(_)
                 | Down::RegionStart(_)
                 | Down::Holders(_)
+                | Down::FrameWhole(_)
                 | Down::CheckNeighbours(_),
             )
             | None,
