@@ -1293,6 +1293,13 @@ impl Scheduler {
         if whole {
             // The exchange works: a later failure pauses regions afresh.
             self.exchange_pause = EXCHANGE_PAUSE;
+            // Regions leased again for their neighbours' sake (their first
+            // holder lost) are needed no more: no cell of theirs is taken.
+            let batch = l.unit.batch;
+            if let Some(q) = self.jobs.get_mut(&l.job) {
+                q.pending.retain(|u| u.batch != batch);
+            }
+            self.revoke_where(|x| x.job == l.job && x.unit.batch == batch);
             let done = self
                 .jobs
                 .get(&l.job)
@@ -2009,6 +2016,46 @@ mod tests {
         assert!(matches!(again.work, Work::Region { .. }));
         assert!(whole(&mut s, w[0]).is_empty(), "w1 dreams frame 7 again");
         assert_eq!(whole(&mut s, w[1]), [("a".to_string(), 7)]);
+    }
+
+    #[test]
+    fn a_region_leased_again_for_its_neighbours_is_revoked_once_its_frame_is_whole() {
+        let now = Instant::now();
+        let (mut s, w) = two_serving_changes(now);
+        let rx = s
+            .submit_regions("a", 5, (0..3).map(region).collect())
+            .expect("the job runs");
+        let first = s.next_lease(w[0], now).expect("a region");
+        let second = s.next_lease(w[1], now).expect("a region");
+        // w2 finishes its region and is lost while w1 dreams: its region
+        // is leased again (w3 takes it), and so would be the third.
+        s.complete_region(w[1], second.lease, 0, vec![2; 12])
+            .expect("delivered");
+        let third = s.next_lease(w[1], now).expect("the third region");
+        s.complete_region(w[1], third.lease, 0, vec![2; 12])
+            .expect("delivered");
+        s.remove_worker(w[1]);
+        let w3 = s.add_worker("w3".into(), "cpu".into(), 1, now);
+        serve(&mut s, w3, "h3:3", now);
+        let redo = s.next_lease(w3, now).expect("a finished region again");
+        // w1's cell makes the frame whole: the redo (and the one still
+        // queued) is needed no more, and w3 is told to drop the frame.
+        s.complete_region(w[0], first.lease, 0, vec![1; 12])
+            .expect("delivered");
+        assert_eq!(rx.try_iter().count(), 3, "each cell once");
+        assert_eq!(s.take_revoked(w3), [redo.lease]);
+        assert!(s.next_lease(w3, now).is_none(), "nothing left to lease");
+        let told: Vec<u64> = s
+            .take_frames_whole(w3)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(told, [5]);
+        // A late cell of it delivers nothing and tells nobody again.
+        let _ = s.complete_region(w3, redo.lease, 0, vec![3; 12]);
+        assert_eq!(rx.try_iter().count(), 0);
+        assert_eq!(s.take_frames_whole(w[0]).len(), 1);
+        assert!(s.take_frames_whole(w3).is_empty());
     }
 
     #[test]
