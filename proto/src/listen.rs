@@ -54,16 +54,16 @@ fn failure(
     }
 }
 
-/// Listens on `addr` for `what`, given by `flag`: a tokio listener and
-/// the address it took (port 0 picks a free port).
-pub async fn bind(
+/// Listens on `addr` for `what`, given by `flag`, inside a tokio runtime:
+/// a tokio listener and the address it took (port 0 picks a free port).
+pub fn bind(
     addr: SocketAddr,
     what: &'static str,
     flag: &'static str,
 ) -> Result<(tokio::net::TcpListener, SocketAddr), ListenError> {
-    let failed = failure(addr, what, flag);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
+    let (listener, bound) = bind_std(addr, what, flag)?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(failure(addr, what, flag))?;
     Ok((listener, bound))
 }
 
@@ -94,9 +94,7 @@ mod tests {
     async fn a_port_in_use_says_whose_flag_to_change() {
         let taken = std::net::TcpListener::bind(loopback(0)).expect("a free port");
         let addr = taken.local_addr().expect("its address");
-        let error = bind(addr, "the probes", "--health-listen")
-            .await
-            .expect_err("the port is taken");
+        let error = bind(addr, "the probes", "--health-listen").expect_err("the port is taken");
         let said = error.to_string();
         assert!(
             said.starts_with(&format!("cannot serve the probes on {addr}: ")),
@@ -149,9 +147,8 @@ mod tests {
     async fn an_address_this_machine_lacks_is_named() {
         // TEST-NET-1 (RFC 5737) is no machine's own address.
         let addr = SocketAddr::from(([192, 0, 2, 1], 0));
-        let error = bind(addr, "changes", "--change-listen")
-            .await
-            .expect_err("not this machine's address");
+        let error =
+            bind(addr, "changes", "--change-listen").expect_err("not this machine's address");
         assert!(
             error
                 .to_string()

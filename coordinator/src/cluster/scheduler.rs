@@ -1296,15 +1296,11 @@ impl Scheduler {
             // Regions leased again for their neighbours' sake (their first
             // holder lost) are needed no more: no cell of theirs is taken.
             let batch = l.unit.batch;
-            if let Some(q) = self.jobs.get_mut(&l.job) {
+            let done = self.jobs.get_mut(&l.job).and_then(|q| {
                 q.pending.retain(|u| u.batch != batch);
-            }
+                q.batch.as_ref().and_then(frame_holders)
+            });
             self.revoke_where(|x| x.job == l.job && x.unit.batch == batch);
-            let done = self
-                .jobs
-                .get(&l.job)
-                .and_then(|q| q.batch.as_ref())
-                .and_then(frame_holders);
             self.frame_done(&l.job, done);
         }
         Ok(())

@@ -43,7 +43,7 @@ impl ChangeService {
         listen: SocketAddr,
         config: &RemoteConfig,
     ) -> Result<Self, RemoteError> {
-        let (listener, bound) = listen::bind(listen, "changes", "--change-listen").await?;
+        let (listener, bound) = listen::bind(listen, "changes", "--change-listen")?;
         let mut address = match &config.change_address {
             Some(a) => a.dial(bound.port()),
             None if bound.ip().is_unspecified() => {

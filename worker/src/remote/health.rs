@@ -24,7 +24,7 @@ pub(super) async fn serve(
     addr: SocketAddr,
     metrics: WorkerMetrics,
 ) -> Result<JoinHandle<()>, RemoteError> {
-    let (listener, bound) = listen::bind(addr, "the probes and metrics", "--health-listen").await?;
+    let (listener, bound) = listen::bind(addr, "the probes and metrics", "--health-listen")?;
     let shared = metrics.shared.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "alive\n" }))
