@@ -362,6 +362,9 @@ fn a_worker_stopped_with_sigterm_loses_nothing() {
     );
 }
 
+/// A job's video is encoded a segment at a time while the job renders,
+/// and comes out as `render`'s. ffmpeg starts with the open files limit
+/// the coordinator was given, not the one it raised for its connections.
 #[test]
 fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
     // Eight frames, so that the encoder is seen at work before the last.
@@ -370,7 +373,46 @@ fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
     let frames_flag = settings.iter().position(|&a| a == "--frames");
     let n = total.to_string();
     settings[frames_flag.expect("--frames in the job") + 1] = &n;
-    let c = Coordinator::start();
+    // ffmpeg through a script that writes down its soft limit first.
+    let shim = tempfile::tempdir().expect("temp dir");
+    let seen = shim.path().join("limits");
+    let script = shim.path().join("ffmpeg");
+    let paths: Vec<_> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let ffmpeg = paths
+        .iter()
+        .map(|dir| dir.join("ffmpeg"))
+        .find(|f| f.is_file())
+        .expect("ffmpeg on the PATH");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nulimit -Sn >> '{}'\nexec '{}' \"$@\"\n",
+            seen.display(),
+            ffmpeg.display()
+        ),
+    )
+    .expect("the script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("runnable");
+    let path = std::env::join_paths(std::iter::once(shim.path().to_path_buf()).chain(paths))
+        .expect("a PATH");
+    // Under this test's own hard limit, which the coordinator raises to.
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
+        })
+        .expect("this test's hard limit on open files");
+    let soft = (hard / 2).min(1000);
+    let c = Coordinator::start_with_open_files(
+        soft,
+        hard,
+        &[("PATH", path.to_str().expect("UTF-8 PATH"))],
+    );
+    assert_eq!(c.metric("process_max_fds"), hard as f64, "raised");
     let mut submitted = settings.clone();
     submitted.extend(["--name", "streamed"]);
     let id = c.submit(&submitted);
@@ -402,6 +444,11 @@ fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
         std::fs::read(dir.join("streamed.mp4")).expect("the job's video")
             == std::fs::read(video.trim()).expect("the render's video"),
         "the job's video differs from the single-machine render's"
+    );
+    let limits = std::fs::read_to_string(&seen).expect("ffmpeg ran through the script");
+    assert!(
+        !limits.is_empty() && limits.lines().all(|l| l == soft.to_string()),
+        "ffmpeg's soft limits {limits:?}, not the coordinator's first {soft}"
     );
 }
 
@@ -565,7 +612,7 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
 /// both on `/metrics`.
 #[test]
 fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
-    let c = Coordinator::start_with_open_files(64, 128);
+    let c = Coordinator::start_with_open_files(64, 128, &[]);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", c.pid())).expect("its limits");
     let open_files = limits
         .lines()

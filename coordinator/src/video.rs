@@ -176,6 +176,7 @@ fn publish(
 fn ffmpeg() -> Command {
     let mut command = Command::new("ffmpeg");
     command.args(["-y", "-loglevel", "error"]);
+    dreamfarm_proto::open_files::child_limit(&mut command);
     command
 }
 

@@ -16,7 +16,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::unix::process::CommandExt;
 use std::pin::Pin;
+use std::process::Command;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,8 @@ pub fn raise_limit() {
     let before = limit.rlim_cur;
     let wanted = limit.rlim_max.min(MOST);
     if before < wanted {
+        // Only the first raise knows the limit the process was given.
+        let _ = STARTED_WITH.set(before);
         limit.rlim_cur = wanted;
         // SAFETY: setrlimit reads the struct it is given; a soft limit up
         // to the hard one needs no privilege.
@@ -88,6 +93,47 @@ pub fn raise_limit() {
 /// Elsewhere the limit is left as it is.
 #[cfg(not(target_os = "linux"))]
 pub fn raise_limit() {}
+
+/// The soft limit this process was started with, once [`raise_limit`]
+/// raised it.
+#[cfg(target_os = "linux")]
+static STARTED_WITH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Starts the program `command` runs (ffmpeg, pip, npm) with the soft
+/// limit this process was given, not the one [`raise_limit`] raised it to:
+/// the raise is for dreamfarm's connections, and a program written for the
+/// usual 1,024 may `select()` on its descriptors, which breaks past 1,024,
+/// or walk every descriptor its limit allows before it starts.
+pub fn child_limit(command: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    if let Some(&soft) = STARTED_WITH.get() {
+        with_soft_limit(command, soft);
+    }
+    command
+}
+
+/// Has `command` set its soft limit on open files to `soft` before it
+/// starts its program; its hard limit stays this process's.
+#[cfg(target_os = "linux")]
+fn with_soft_limit(command: &mut Command, soft: u64) {
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls may be made: getrlimit and setrlimit
+    // are system calls, and it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && soft < limit.rlim_cur {
+                limit.rlim_cur = soft;
+                // A failure leaves the raised limit, which still works.
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+            Ok(())
+        });
+    }
+}
 
 /// This process's soft and hard limits on open files, if they can be read.
 #[cfg(target_os = "linux")]
@@ -538,6 +584,29 @@ mod tests {
             "{opened} more open, not 200"
         );
         drop(held);
+    }
+
+    /// A program started through [`with_soft_limit`] gets that soft
+    /// limit, and the hard one stays.
+    #[test]
+    fn a_child_starts_with_the_limit_given() {
+        let ulimit = |soft: Option<u64>| {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "echo $(ulimit -Sn) $(ulimit -Hn)"]);
+            if let Some(soft) = soft {
+                with_soft_limit(&mut sh, soft);
+            }
+            let out = sh.output().expect("sh runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let own = limits().expect("the limits");
+        assert_eq!(ulimit(None), format!("{} {}", own.rlim_cur, own.rlim_max));
+        assert_eq!(ulimit(Some(256)), format!("256 {}", own.rlim_max));
+        // Never raised by it.
+        assert_eq!(
+            ulimit(Some(own.rlim_cur + 1)),
+            format!("{} {}", own.rlim_cur, own.rlim_max)
+        );
     }
 
     #[test]

@@ -278,10 +278,10 @@ impl Coordinator {
     }
 
     /// Starts a coordinator with a soft limit of `soft` open files under a
-    /// hard one of `hard`.
-    pub fn start_with_open_files(soft: u64, hard: u64) -> Self {
+    /// hard one of `hard`, and `env`.
+    pub fn start_with_open_files(soft: u64, hard: u64, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::launch_in(dir, &[], None, &[], Some((soft, hard)))
+        Self::launch_in(dir, &[], None, env, Some((soft, hard)))
     }
 
     /// Starts a coordinator as the benches measure it: its frame loops

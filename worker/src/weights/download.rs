@@ -78,8 +78,7 @@ pub fn fetch(dir: &Path, registry: Registry, pinned: Pinned) -> Result<PathBuf, 
         reason,
     };
     tracing::info!(artifact = %registry.artifact(), "downloading");
-    let output = registry
-        .command(staging.path())
+    let output = dreamfarm_proto::open_files::child_limit(&mut registry.command(staging.path()))
         .output()
         .map_err(|e| failed(format!("cannot run the client: {e}")))?;
     if !output.status.success() {

