@@ -53,7 +53,7 @@ pub enum VideoEncoding {
 }
 
 /// Threads x264 encodes with, whatever the machine: they share out the
-/// slices of each frame (see [`output_args`]), one slice a thread, so the
+/// slices of each frame (see `output_args`), one slice a thread, so the
 /// count is part of the video's bytes. A fixed count makes a render
 /// resumed on a machine with other cores (a rescheduled pod, a laptop
 /// continuing a server's render) end with the uninterrupted video, byte

@@ -142,7 +142,7 @@ pub enum Misdialled {
 }
 
 /// Whether the call to `url` that failed with `status` dialled the wrong
-/// port (see [`not_grpc`]) or mismatched TLS (see [`diagnose`]).
+/// port (see `not_grpc`) or mismatched TLS (see `diagnose`).
 pub async fn misdialled(url: &str, status: &tonic::Status) -> Option<Misdialled> {
     if let Some(wrong_port) = not_grpc(url, status) {
         return Some(wrong_port.into());

@@ -15,7 +15,7 @@
 //! next ones.
 
 /// Serve large allocations from one heap that is never trimmed, unless the
-/// process's memory is hard-limited (see [`hard_limit`]). Call it before
+/// process's memory is hard-limited (see `hard_limit`). Call it before
 /// any thread starts: other threads' arenas cannot hold blocks over 64 MiB
 /// and would fall back to `mmap`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -57,7 +57,7 @@ const CLEAR_PERCENT: u64 = 70;
 const MOST: u64 = 1 << 20;
 
 /// Raises this process's soft limit on open files to its hard limit (at
-/// most [`MOST`]), as it holds a connection per worker or neighbour, and
+/// most `MOST`), as it holds a connection per worker or neighbour, and
 /// logs the limit. Recent containerd and Docker start containers with
 /// systemd's defaults, a soft limit of 1,024 under a hard one of 524,288,
 /// and leave it to a program that needs more to raise its soft limit so.

@@ -189,7 +189,7 @@ pub async fn diagnose(url: &str, error: &(dyn StdError + 'static)) -> Option<Tls
 }
 
 /// The description of the last error in `error`'s chain of sources (see
-/// [`chain`]): the cause itself, without the layers that wrap it.
+/// `chain`): the cause itself, without the layers that wrap it.
 pub fn innermost(error: &(dyn StdError + 'static)) -> String {
     chain(error).last().unwrap_or(&error).to_string()
 }

@@ -62,7 +62,7 @@ pub const TURNING_BYTES_PER_PIXEL: u64 = 16;
 /// The memory a running job `spec` of `width`×`height` frames is charged:
 /// its frame loop's and its video encoder's. Both, whenever the video is
 /// encoded: the heap keeps the frame loop's memory after the last frame
-/// ([`crate::heap`]), so an ffmpeg that assembles the video then needs as
+/// ([`dreamfarm_proto::heap`]), so an ffmpeg that assembles the video then needs as
 /// much room beside it as one that encodes while the job renders.
 pub fn job_bytes(width: u32, height: u32, spec: &JobSpec) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
