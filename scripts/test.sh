@@ -11,5 +11,12 @@ scripts/setup.sh
 # cores) then take the cores from the processes with work, and the cluster
 # tests took 4x as long. The frames do not depend on it.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# The code's own rules first (README, "Tests"): formatted, clippy-clean
+# with libtorch and without it, and documented without broken links.
+# Release profile, to reuse the setup's build scripts.
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --release -p dreamfarm-coordinator --no-default-features --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --workspace
 # Release profile: the setup already built it, and tests dream on real models.
 cargo test --release --workspace
