@@ -604,7 +604,7 @@ mod tests {
         assert_eq!(ulimit(Some(256)), format!("256 {}", own.rlim_max));
         // Never raised by it.
         assert_eq!(
-            ulimit(Some(own.rlim_cur + 1)),
+            ulimit(Some(own.rlim_cur.saturating_add(1))),
             format!("{} {}", own.rlim_cur, own.rlim_max)
         );
     }
