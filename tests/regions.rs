@@ -356,6 +356,38 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
 }
 
 #[test]
+fn a_worker_holding_neighbouring_regions_takes_their_changes_without_the_network() {
+    // One `dreamfarm worker` serving changes holds every region of frames
+    // 1 and 2: each part a region cross-fades is its own worker's, read
+    // from memory, and none crosses the network.
+    let c = Coordinator::start();
+    let alone = c.worker_serving_changes("alone", &["--health-listen", "127.0.0.1:0"]);
+    let id = c.submit(&job("alone"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames of regions whose changes were taken locally differ from the single-machine render"
+    );
+    let regions = c.metric("dreamfarm_regions_completed_total");
+    assert!(regions >= 2.0 * 6.0, "{regions} regions answered");
+    let count = |way: &str, what: &str| {
+        alone.metric(&format!(
+            "dreamfarm_worker_change_{what}_total{{way=\"{way}\"}}"
+        ))
+    };
+    let (parts, bytes) = (count("local", "parts"), count("local", "bytes"));
+    assert!(
+        parts > 0.0 && bytes >= parts * 12.0,
+        "{parts} parts of {bytes} bytes taken locally"
+    );
+    assert_eq!(
+        (count("fetched", "parts"), count("served", "parts")),
+        (0.0, 0.0),
+        "parts over the network with one worker"
+    );
+}
+
+#[test]
 fn real_workers_keep_the_colours_of_regions_as_the_single_machine_render_does() {
     // The small job with colour coherence, contrast and sharpening, which
     // read the whole moved frame: the coordinator learns them from it and

@@ -63,6 +63,8 @@ pub struct ChangeTraffic {
     served_bytes: AtomicU64,
     fetched_parts: AtomicU64,
     fetched_bytes: AtomicU64,
+    local_parts: AtomicU64,
+    local_bytes: AtomicU64,
     waited: SecondsTotal,
 }
 
@@ -77,6 +79,11 @@ pub struct TrafficCounts {
     pub fetched_parts: u64,
     /// The pixel bytes received, whole parts or not.
     pub fetched_bytes: u64,
+    /// Parts of changes a region took from its own worker's, without the
+    /// network (a neighbouring region held by the same worker).
+    pub local_parts: u64,
+    /// Their pixel bytes.
+    pub local_bytes: u64,
     /// Seconds the regions spent waiting for their neighbours' changes
     /// once their own were dreamed.
     pub waited_seconds: f64,
@@ -96,6 +103,8 @@ impl ChangeTraffic {
             served_bytes: load(&self.served_bytes),
             fetched_parts: load(&self.fetched_parts),
             fetched_bytes: load(&self.fetched_bytes),
+            local_parts: load(&self.local_parts),
+            local_bytes: load(&self.local_bytes),
             waited_seconds: self.waited.seconds(),
         }
     }
@@ -159,6 +168,36 @@ impl Changes {
         }
     }
 
+    /// The part `area` of tile `index`'s change in batch `key`, once the
+    /// batch is added, as an image of its own: what the service sends a
+    /// neighbour that asks for it, and what a region of this worker takes
+    /// without the network.
+    pub async fn part(&self, key: &BatchKey, index: usize, area: &Area) -> Result<Planar, NoPart> {
+        let batch = self.wait_for(key).await;
+        part_of(&batch.change, batch.tiles, index, area).ok_or_else(|| NoPart {
+            index,
+            batch: key.batch,
+            area: area.clone(),
+        })
+    }
+
+    /// [`Self::part`] for a region of this worker, counted as taken
+    /// locally.
+    pub async fn take_local(
+        &self,
+        key: &BatchKey,
+        index: usize,
+        area: &Area,
+    ) -> Result<Planar, FetchError> {
+        let part = self.part(key, index, area).await?;
+        ChangeTraffic::add(&self.traffic.local_parts, 1);
+        ChangeTraffic::add(
+            &self.traffic.local_bytes,
+            std::mem::size_of_val(part.data.as_slice()),
+        );
+        Ok(part)
+    }
+
     /// Drops the changes of job `job`'s frames other than `frame`, and
     /// other jobs' changes added more than `idle` ago. A region of frame
     /// n is leased only once frame n - 1 is whole, so nobody asks for
@@ -214,6 +253,18 @@ impl Changes {
     }
 }
 
+/// A part asked for that its tile does not have.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("tile {index} of batch {batch} has no part {area:?}")]
+pub struct NoPart {
+    /// The tile within the batch.
+    index: usize,
+    /// The batch's first tile.
+    batch: u32,
+    /// The part asked for.
+    area: Area,
+}
+
 /// The part `area` of tile `index`'s change in the stacked `batch` of
 /// `tiles` tiles, as an image of its own; none if the area is outside it.
 fn part_of(batch: &Planar, tiles: usize, index: usize, area: &Area) -> Option<Planar> {
@@ -261,14 +312,11 @@ impl ChangeService for ChangeServer {
             columns: rect.x as usize..rect.x as usize + rect.width as usize,
             rows: rect.y as usize..rect.y as usize + rect.height as usize,
         };
-        let batch = self.0.wait_for(&key).await;
-        let part =
-            part_of(&batch.change, batch.tiles, r.index as usize, &area).ok_or_else(|| {
-                Status::out_of_range(format!(
-                    "tile {} of batch {} has no part {area:?}",
-                    r.index, key.batch
-                ))
-            })?;
+        let part = self
+            .0
+            .part(&key, r.index as usize, &area)
+            .await
+            .map_err(|e| Status::out_of_range(e.to_string()))?;
         let traffic = self.0.traffic.clone();
         ChangeTraffic::add(&traffic.served_parts, 1);
         let pieces = pixels::encode(part, PixelFormat::F32)
@@ -300,6 +348,10 @@ pub enum FetchError {
     /// before a holder was named.
     #[error("the frame was given up")]
     GivenUp,
+    /// This worker's own change lacks the part (a plan that does not hold
+    /// together).
+    #[error("this worker's own change has no such part: {0}")]
+    NoPart(#[from] NoPart),
 }
 
 /// What went wrong in `status`, for people: its message and, when it

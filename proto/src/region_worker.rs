@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,9 @@ pub struct Holders {
     traffic: Arc<ChangeTraffic>,
     /// How long a fetch that failed waits for its holder to move.
     move_wait: Duration,
+    /// This worker's own change service, if it serves one: its announced
+    /// address and its changes, taken without the network.
+    own: Option<(String, Arc<Changes>)>,
 }
 
 impl Holders {
@@ -116,6 +120,21 @@ impl Holders {
             token,
             traffic,
             move_wait: MOVE_WAIT,
+            own: None,
+        }
+    }
+
+    /// These holders, taking the changes of the regions held at
+    /// `address`, this worker's own change service, from its `changes`
+    /// instead of over the network: the same bits (the service sends
+    /// them as f32), without the encoding, the copies and the
+    /// connection to itself. A worker holding several neighbouring
+    /// regions (a pool smaller than a frame's regions) fetches fewer
+    /// parts.
+    pub fn serving(self, address: String, changes: Arc<Changes>) -> Self {
+        Self {
+            own: Some((address, changes)),
+            ..self
         }
     }
 
@@ -169,12 +188,18 @@ impl Holders {
                 .address(region)
                 .await
                 .map_err(|e| (format!("region {region}'s holder"), e))?;
-            let channel = self
-                .channels
-                .to(&address)
-                .map_err(|e| (address.clone(), e))?;
-            let token = self.token.clone();
-            let call = fetch(channel, token, &self.traffic, key, index, area);
+            let call: Pin<Box<dyn Future<Output = _> + Send>> =
+                match self.own.as_ref().filter(|(own, _)| *own == address) {
+                    Some((_, changes)) => Box::pin(changes.take_local(key, index, area)),
+                    None => {
+                        let channel = self
+                            .channels
+                            .to(&address)
+                            .map_err(|e| (address.clone(), e))?;
+                        let token = self.token.clone();
+                        Box::pin(fetch(channel, token, &self.traffic, key, index, area))
+                    }
+                };
             let failed = tokio::select! {
                 fetched = call => match fetched {
                     Ok(change) => return Ok(change),
@@ -405,5 +430,71 @@ mod tests {
         // The coordinator asks for a heartbeat a quarter of its timeout.
         let interval = Duration::from_millis(2500);
         assert_eq!(move_wait(interval), Duration::from_secs(25));
+    }
+
+    /// A neighbouring region held by this worker too is read from its own
+    /// changes, once they are added, the same bits as its service would
+    /// send; another worker's goes over the network.
+    #[tokio::test]
+    async fn a_region_held_by_this_worker_is_read_without_the_network() {
+        let changes = Arc::new(Changes::default());
+        // Where nothing listens: a fetch over the network fails there.
+        let (own, other) = ("127.0.0.1:9".to_string(), "127.0.0.1:7".to_string());
+        let (_tell, addresses) = watch::channel(vec![own.clone(), other]);
+        let token = AttachToken::new(None).expect("no token");
+        let holders = Holders::new(
+            addresses,
+            Channels::default(),
+            token,
+            changes.traffic().clone(),
+        )
+        .moved_within(Duration::from_millis(50))
+        .serving(own, changes.clone());
+        let key = BatchKey {
+            job: "j".into(),
+            frame: 3,
+            octave: 1,
+            pass: 0,
+            batch: 4,
+        };
+        // Two 4x4 tiles stacked; the part is of the second.
+        let batch = Planar {
+            width: 4,
+            height: 8,
+            data: (0..96).map(|v| v as f32 * 0.25).collect(),
+        };
+        let area = Area {
+            columns: 1..3,
+            rows: 1..3,
+        };
+        let asked = {
+            let (mut holders, key, area) = (holders.clone(), key.clone(), area.clone());
+            tokio::spawn(async move { holders.fetch(0, &key, 1, &area).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!asked.is_finished(), "taken before it was dreamed");
+        changes.add(
+            key.clone(),
+            BatchChange {
+                tiles: 2,
+                change: Arc::new(batch.clone()),
+            },
+        );
+        let part = asked
+            .await
+            .expect("the fetch ran")
+            .expect("taken from this worker's changes");
+        assert_eq!(part, batch.crop(1..3, 5..7));
+        let t = changes.traffic().read();
+        assert_eq!(
+            (t.local_parts, t.local_bytes, t.fetched_parts),
+            (1, 2 * 2 * 3 * 4, 0)
+        );
+        let (holder, _) = holders
+            .clone()
+            .fetch(1, &key, 1, &area)
+            .await
+            .expect_err("nothing serves the other worker's address");
+        assert_eq!(holder, "127.0.0.1:7");
     }
 }

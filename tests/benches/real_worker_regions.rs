@@ -6,8 +6,9 @@
 //! (which goes by tiles either way) it reports the seconds per frame, the
 //! coordinator's and the workers' CPU seconds per frame, the megabytes
 //! per frame on the coordinator's wire, from the workers' `/metrics` how
-//! busy their compute threads were and how long a frame's regions waited
-//! for their neighbours' changes (a build before the workers' metrics,
+//! busy their compute threads were, how long a frame's regions waited
+//! for their neighbours' changes and how many megabytes of them they
+//! fetched from other workers and took from their own (a build before the workers' metrics,
 //! through `DREAMFARM_BIN`, shows neither), and the largest peak resident
 //! memory of a worker; every way must write the same frames.
 //!
@@ -41,6 +42,9 @@ struct Measured {
     /// Seconds the regions of a frame waited for neighbours' changes,
     /// all workers together.
     wait_per_frame: Option<f64>,
+    /// Megabytes of changes a frame's regions fetched from other workers,
+    /// and took from their own worker's (none in a build before that).
+    changes_mb_per_frame: Option<(f64, Option<f64>)>,
     /// The largest peak resident memory of a worker, GiB.
     worker_peak_gib: f64,
     frames: Vec<Vec<u8>>,
@@ -55,9 +59,23 @@ struct Sample {
     workers_cpu: f64,
     /// Bytes on the coordinator's wire.
     bytes: f64,
-    /// From the workers' `/metrics`, if they serve it: their compute
-    /// threads, busy seconds and seconds waited for changes.
-    workers: Option<(f64, f64, f64)>,
+    /// From the workers' `/metrics`, if they serve it.
+    workers: Option<WorkerCounts>,
+}
+
+/// The workers' counters, summed.
+#[derive(Clone, Copy)]
+struct WorkerCounts {
+    /// Compute threads.
+    threads: f64,
+    /// Busy thread-seconds.
+    busy: f64,
+    /// Seconds waited for changes.
+    waited: f64,
+    /// Bytes of changes fetched from other workers.
+    fetched: f64,
+    /// Bytes of changes taken from their own worker's, if counted.
+    local: Option<f64>,
 }
 
 /// Reads the counters now.
@@ -66,15 +84,15 @@ fn sample(c: &Coordinator, pool: &[Worker], regions: bool) -> Sample {
     let sum = |name: &str| pool.iter().map(|w| w.metric(name)).sum::<f64>();
     // (A build before the workers' metrics has none to read.)
     let workers = pool.iter().all(|w| w.metrics_at().is_some()).then(|| {
-        let waited = match regions {
-            true => sum("dreamfarm_worker_change_wait_seconds_total"),
-            false => 0.0,
-        };
-        (
-            sum("dreamfarm_worker_compute_threads"),
-            sum("dreamfarm_worker_busy_seconds_total"),
-            waited,
-        )
+        let of_regions = |name: &str| if regions { sum(name) } else { 0.0 };
+        let local = "dreamfarm_worker_change_bytes_total{way=\"local\"}";
+        WorkerCounts {
+            threads: sum("dreamfarm_worker_compute_threads"),
+            busy: sum("dreamfarm_worker_busy_seconds_total"),
+            waited: of_regions("dreamfarm_worker_change_wait_seconds_total"),
+            fetched: of_regions("dreamfarm_worker_change_bytes_total{way=\"fetched\"}"),
+            local: pool.iter().map(|w| w.metric_if(local)).sum(),
+        }
     });
     Sample {
         at: Instant::now(),
@@ -140,11 +158,17 @@ fn measure(job: &[&str], frames_wanted: usize, workers: usize, how: &str) -> Mea
         cpu_per_frame: (last.cpu - first.cpu) / timed,
         workers_cpu_per_frame: (last.workers_cpu - first.workers_cpu) / timed,
         mb_per_frame: (last.bytes - first.bytes) / timed / 1e6,
-        busy: workers
-            .map(|((threads, busy0, _), (_, busy1, _))| (busy1 - busy0) / (seconds * threads)),
+        busy: workers.map(|(w0, w1)| (w1.busy - w0.busy) / (seconds * w0.threads)),
         wait_per_frame: workers
             .filter(|_| regions)
-            .map(|((_, _, wait0), (_, _, wait1))| (wait1 - wait0) / timed),
+            .map(|(w0, w1)| (w1.waited - w0.waited) / timed),
+        changes_mb_per_frame: workers.filter(|_| regions).map(|(w0, w1)| {
+            let mb = |a: f64, b: f64| (b - a) / timed / 1e6;
+            (
+                mb(w0.fetched, w1.fetched),
+                w0.local.zip(w1.local).map(|(a, b)| mb(a, b)),
+            )
+        }),
         worker_peak_gib: pool.iter().map(Worker::peak_rss_gib).fold(0.0, f64::max),
         frames: frame_bytes(&dir),
     }
@@ -161,7 +185,7 @@ fn main() {
         frames_wanted - 1
     );
     println!(
-        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | workers busy | changes waited s/frame | worker peak GiB | frames' digest"
+        "size       | round | how         | s/frame | coordinator CPU-s/frame | workers' CPU-s/frame | MB/frame on its wire | workers busy | changes waited s/frame | changes MB/frame fetched, local | worker peak GiB | frames' digest"
     );
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for size in sizes.split(',') {
@@ -187,13 +211,17 @@ fn main() {
                 let mut digest = std::hash::DefaultHasher::new();
                 m.frames.hash(&mut digest);
                 println!(
-                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:>12} | {:>22} | {:15.2} | {:016x}",
+                    "{size:10} | {round:5} | {how:11} | {:7.2} | {:23.3} | {:20.1} | {:20.1} | {:>12} | {:>22} | {:>31} | {:15.2} | {:016x}",
                     m.frame_seconds,
                     m.cpu_per_frame,
                     m.workers_cpu_per_frame,
                     m.mb_per_frame,
                     or_dash(m.busy.map(|b| format!("{:.0}%", b * 100.0))),
                     or_dash(m.wait_per_frame.map(|w| format!("{w:.2}"))),
+                    or_dash(m.changes_mb_per_frame.map(|(fetched, local)| format!(
+                        "{fetched:.1}, {}",
+                        or_dash(local.map(|l| format!("{l:.1}")))
+                    ))),
                     m.worker_peak_gib,
                     digest.finish()
                 );

@@ -203,10 +203,14 @@ fn cpu_seconds(child: &Child) -> f64 {
 /// the `/metrics` page at `host_port`.
 fn metric_at(host_port: &str, name: &str) -> f64 {
     let body = crate::http::get(host_port, "/metrics", &[]).text();
+    series(&body, name).unwrap_or_else(|| panic!("no metric {name} in {body}"))
+}
+
+/// The value of series `name` on a `/metrics` page `body`, if it is there.
+fn series(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
 }
 
 /// The most resident memory `child` has held, in GiB (VmHWM).
@@ -245,6 +249,14 @@ impl Worker {
             )
         });
         metric_at(&at, name)
+    }
+
+    /// The value of series `name` on the worker's `/metrics`, if it serves
+    /// them and its build has that series (a bench measuring an older
+    /// build through `DREAMFARM_BIN`).
+    pub fn metric_if(&self, name: &str) -> Option<f64> {
+        let body = crate::http::get(&self.metrics_at()?, "/metrics", &[]).text();
+        series(&body, name)
     }
 
     /// CPU seconds (user + system) the worker process has used.

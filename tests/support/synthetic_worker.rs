@@ -292,7 +292,8 @@ impl RegionSide {
                 self.channels.clone(),
                 token,
                 self.changes.traffic().clone(),
-            );
+            )
+            .serving(self.address.clone(), self.changes.clone());
             let work = RegionWork {
                 plan: &plan,
                 region: lease.region as usize,

@@ -93,27 +93,32 @@ impl WorkerMetrics {
             ],
         );
         let t = changes.traffic().read();
-        for (name, what, served, fetched) in [
+        for (name, what, served, fetched, local) in [
             (
                 "parts",
                 "Parts of tiles' changes",
                 t.served_parts,
                 t.fetched_parts,
+                t.local_parts,
             ),
             (
                 "bytes",
                 "Pixel bytes of changes",
                 t.served_bytes,
                 t.fetched_bytes,
+                t.local_bytes,
             ),
         ] {
             page.family(
                 &format!("dreamfarm_worker_change_{name}_total"),
                 Counter,
-                &format!("{what} served to neighbours and fetched from them."),
+                &format!(
+                    "{what} served to neighbours and fetched from them over the network, and taken from this worker's own (a neighbouring region it holds too)."
+                ),
                 [
                     ("way=\"served\"", served as f64),
                     ("way=\"fetched\"", fetched as f64),
+                    ("way=\"local\"", local as f64),
                 ],
             );
         }

@@ -169,7 +169,8 @@ impl Regions {
             self.token.clone(),
             self.changes.traffic().clone(),
         )
-        .moved_within(cx.move_wait);
+        .moved_within(cx.move_wait)
+        .serving(self.address.clone(), self.changes.clone());
         let regions = self.clone();
         let mut running = lock(&self.running);
         let task = tokio::spawn(async move {
