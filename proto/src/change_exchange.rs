@@ -258,11 +258,11 @@ impl Changes {
 #[error("tile {index} of batch {batch} has no part {area:?}")]
 pub struct NoPart {
     /// The tile within the batch.
-    index: usize,
+    pub index: usize,
     /// The batch's first tile.
-    batch: u32,
+    pub batch: u32,
     /// The part asked for.
-    area: Area,
+    pub area: Area,
 }
 
 /// The part `area` of tile `index`'s change in the stacked `batch` of

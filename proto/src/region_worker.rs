@@ -81,7 +81,11 @@ impl RegionError {
     /// no retry of the region mends (the coordinator dreams the frame by
     /// tiles instead).
     pub fn is_exchange(&self) -> bool {
-        matches!(self, Self::Fetch { source, .. } if !matches!(source, FetchError::GivenUp))
+        matches!(
+            self,
+            Self::Fetch { source, .. }
+                if !matches!(source, FetchError::GivenUp | FetchError::NoPart(_))
+        )
     }
 }
 
@@ -417,6 +421,14 @@ mod tests {
             "{said}"
         );
         assert!(!fetch_failed(FetchError::GivenUp).is_exchange());
+        // This worker's own change lacking a part is no fault of the
+        // network between workers.
+        let own = crate::change_exchange::NoPart {
+            index: 1,
+            batch: 4,
+            area: Area::default(),
+        };
+        assert!(!fetch_failed(FetchError::NoPart(own)).is_exchange());
         let dream = RegionError::Dream {
             octave: 0,
             tile: 2,
