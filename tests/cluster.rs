@@ -7,8 +7,8 @@ use dreamfarm_common::digest::sha256_hex;
 use dreamfarm_tests::cluster::{Coordinator, TOKEN};
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::{
-    SMALL_MEMORY, altered_weights, dreamfarm, frame_bytes, frames, one_tile_dream, run, run_ok,
-    videos,
+    SMALL_MEMORY, altered_weights, dreamfarm, frame_bytes, frames, one_tile_dream,
+    open_files_limits, run, run_ok, videos,
 };
 
 /// Polls `cond` until it holds, for at most the job's limit.
@@ -398,14 +398,8 @@ fn a_jobs_video_is_encoded_while_it_renders_and_is_the_single_machine_video() {
     let path = std::env::join_paths(std::iter::once(shim.path().to_path_buf()).chain(paths))
         .expect("a PATH");
     // Under this test's own hard limit, which the coordinator raises to.
-    let hard = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
-        })
-        .expect("this test's hard limit on open files");
+    let [_, hard] = open_files_limits("self");
+    let hard: u64 = hard.parse().expect("this test's hard limit on open files");
     let soft = (hard / 2).min(1000);
     let c = Coordinator::start_with_open_files(
         soft,
@@ -613,19 +607,11 @@ fn bad_clients_get_clear_errors_and_the_coordinator_survives() {
 #[test]
 fn a_coordinator_out_of_open_files_waits_says_so_and_accepts_again() {
     let c = Coordinator::start_with_open_files(64, 128, &[]);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", c.pid())).expect("its limits");
-    let open_files = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("a line for open files");
+    let open_files = open_files_limits(&c.pid().to_string());
     assert_eq!(
-        open_files
-            .split_whitespace()
-            .skip(3)
-            .take(2)
-            .collect::<Vec<_>>(),
+        open_files,
         ["128", "128"],
-        "the soft limit raised to the hard one: {open_files}"
+        "the soft limit raised to the hard one: {open_files:?}"
     );
     assert_eq!(c.metric("process_max_fds"), 128.0);
     // More connections than it may hold at the gRPC port, then at the

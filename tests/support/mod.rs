@@ -138,6 +138,18 @@ pub fn limit_memory(command: &mut Command, bytes: u64) {
     set_limit(command, libc::RLIMIT_DATA, bytes, bytes);
 }
 
+/// The soft and hard limits on open files of process `pid` (`self`: this
+/// one), as `/proc/PID/limits` says them (a number, or `unlimited`).
+pub fn open_files_limits(pid: &str) -> [String; 2] {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a line for open files");
+    let mut values = line.split_whitespace().skip(3).map(str::to_string);
+    [(); 2].map(|()| values.next().expect("a soft and a hard limit"))
+}
+
 /// Starts `command`'s process with a soft limit of `soft` open files under
 /// a hard one of `hard` (`ulimit -Sn`, `ulimit -Hn`).
 pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
