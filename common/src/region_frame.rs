@@ -198,23 +198,8 @@ impl<'p> RegionFrame<'p> {
             .filter(|&&t| {
                 plan.owners[o][t] != self.region && self.changes.get(t).is_none_or(Option::is_none)
             })
-            .map(|&t| (t, self.read_of(o, p, t)))
+            .map(|&t| (t, plan.read_of(self.region, o, p, t)))
             .collect()
-    }
-
-    /// The part of tile `tile`'s change that stage (`octave`, `pass`)
-    /// cross-fades into this region's next image, within the tile's change.
-    fn read_of(&self, octave: usize, pass: usize, tile: usize) -> Area {
-        let next = &self.plan.regions[self.region].octaves[octave].images[pass + 1];
-        let out = self.plan.grids[octave].tile(tile).output;
-        let (x, y) = (out.x as usize, out.y as usize);
-        let span = |at: usize, len: usize, over: &std::ops::Range<usize>| {
-            at.max(over.start) - at..(at + len).min(over.end) - at
-        };
-        Area {
-            columns: span(x, out.width, &next.columns),
-            rows: span(y, out.height, &next.rows),
-        }
     }
 
     /// Takes part `area` of tile `tile`'s change at this stage, as
@@ -227,7 +212,7 @@ impl<'p> RegionFrame<'p> {
         };
         let blends = &self.plan.regions[self.region].octaves[o].blends[p];
         if !blends.contains(&tile)
-            || *area != self.read_of(o, p, tile)
+            || *area != self.plan.read_of(self.region, o, p, tile)
             || (part.width, part.height) != (area.columns.len(), area.rows.len())
         {
             return false;

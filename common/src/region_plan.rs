@@ -216,6 +216,45 @@ impl RegionPlan {
             .expect("tile 0 starts a batch")
     }
 
+    /// The part of tile `tile`'s change that region `region` cross-fades
+    /// into its next image at pass `pass` of octave `octave`, within the
+    /// tile's change (from its top-left corner).
+    pub fn read_of(&self, region: usize, octave: usize, pass: usize, tile: usize) -> Area {
+        let next = &self.regions[region].octaves[octave].images[pass + 1];
+        let out = self.grids[octave].tile(tile).output;
+        let (x, y) = (out.x as usize, out.y as usize);
+        let span = |at: usize, len: usize, over: &Range<usize>| {
+            at.max(over.start) - at..(at + len).min(over.end) - at
+        };
+        Area {
+            columns: span(x, out.width, &next.columns),
+            rows: span(y, out.height, &next.rows),
+        }
+    }
+
+    /// The other regions whose changes region `region` reads over a
+    /// frame, each with the pixels it reads of them (every octave and
+    /// pass), in region order: what crosses the network between two
+    /// workers holding them, so what keeping them on one worker saves.
+    pub fn reads_from(&self, region: usize) -> Vec<(usize, u64)> {
+        let mut pixels = vec![0u64; self.regions.len()];
+        for (o, octave) in self.regions[region].octaves.iter().enumerate() {
+            for (p, blends) in octave.blends.iter().enumerate() {
+                for &t in blends {
+                    let owner = self.owners[o][t];
+                    if owner != region {
+                        pixels[owner] += self.read_of(region, o, p, t).pixels() as u64;
+                    }
+                }
+            }
+        }
+        pixels
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+
     /// Region `r`'s share, worked out from its cell down.
     fn region(&self, r: usize) -> Region {
         let last = self.sizes.len() - 1;

@@ -264,13 +264,21 @@ mod tests {
                 RegionFrame::new(&regions, r, plan.frame, plan.objective.clone(), part)
             })
             .collect();
+        // The pixels each region fetches from each other one, which the
+        // plan says beforehand for the scheduler to keep them together.
+        let mut fetched = vec![vec![0u64; frames.len()]; frames.len()];
         while frames.iter().any(|f| f.stage().is_some()) {
             let changes: HashMap<usize, Planar> = frames
                 .iter()
                 .flat_map(RegionFrame::own_work)
                 .map(|w| (w.tile as usize, change(&w)))
                 .collect();
-            for f in &mut frames {
+            for (r, f) in frames.iter_mut().enumerate() {
+                if let Some((o, _)) = f.stage() {
+                    for (t, area) in f.needs() {
+                        fetched[r][regions.owners[o][t]] += area.pixels() as u64;
+                    }
+                }
                 for first in f.missing() {
                     assert!(
                         f.take_change(first, changes[&first].clone()),
@@ -279,6 +287,13 @@ mod tests {
                 }
                 assert!(f.advance(), "every change of the stage was in");
             }
+        }
+        for (r, fetched) in fetched.iter().enumerate() {
+            let named: Vec<(usize, u64)> = (0..fetched.len())
+                .filter(|&n| fetched[n] > 0)
+                .map(|n| (n, fetched[n]))
+                .collect();
+            assert_eq!(regions.reads_from(r), named, "region {r}'s reads");
         }
         let mut out = Planar::zeros(w, h);
         for (f, region) in frames.iter_mut().zip(&regions.regions) {

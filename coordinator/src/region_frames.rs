@@ -25,6 +25,10 @@ pub struct RegionTask {
     pub cell: (usize, usize),
     /// Tiles it dreams: its own, every pass.
     pub tiles: u64,
+    /// The other regions whose changes it reads, with the pixels it reads
+    /// of each ([`RegionPlan::reads_from`]): what a worker holding both
+    /// keeps off the network.
+    pub reads_from: Vec<(usize, u64)>,
 }
 
 /// Where a frame's regions are computed.
@@ -136,6 +140,7 @@ pub fn dream(
                 lease,
                 cell: (region.cell.columns.len(), region.cell.rows.len()),
                 tiles: (own * regions_plan.passes) as u64,
+                reads_from: regions_plan.reads_from(r),
             }
         })
         .collect();

@@ -269,6 +269,9 @@ struct Batch {
     /// For a frame's regions: whether each region's cell was delivered
     /// (a region leased again is not delivered twice).
     delivered: Vec<bool>,
+    /// For a frame's regions: for each, the other regions it exchanges
+    /// changes with and the pixels they exchange, both ways.
+    ties: Vec<Vec<(usize, u64)>>,
 }
 
 struct JobQueue {
@@ -561,6 +564,7 @@ impl Scheduler {
             holders: Vec::new(),
             regions: Vec::new(),
             delivered: Vec::new(),
+            ties: Vec::new(),
         });
         queue.pending.clear();
         self.frame_done(&job, replaced.as_ref().and_then(frame_left));
@@ -788,7 +792,11 @@ impl Scheduler {
         let job = job.clone();
         self.tick += 1;
         queue.last_served = self.tick;
-        let unit = queue.pending.pop_front()?;
+        let next = match (&queue.batch, &queue.pending.front()?.work) {
+            (Some(batch), Work::Region { .. }) => batch.region_for(worker, &queue.pending),
+            _ => 0,
+        };
+        let unit = queue.pending.remove(next)?;
         let params = queue.params.clone();
         let lease = self.fresh_id();
         let grant = Grant {

@@ -4,7 +4,7 @@
 //! the notices that a frame is whole, after which its holders drop its
 //! changes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, mpsc};
 
 use super::{
@@ -26,6 +26,37 @@ pub(super) fn frame_left(batch: &Batch) -> Option<(u64, HashSet<WorkerId>)> {
     frame_holders(batch).filter(|_| !batch.delivered.iter().all(|&d| d))
 }
 
+impl Batch {
+    /// Where in `pending` (this frame's regions) the region `worker`
+    /// takes next lies: the one that, held by it, keeps the most changes
+    /// off the network, the pixels it exchanges with the regions `worker`
+    /// holds less those it exchanges with regions other workers hold (a
+    /// worker holding none starts away from the others); the first queued
+    /// of equals. Each worker so grows a patch of neighbouring regions,
+    /// whose changes it takes from its own memory. Which worker holds a
+    /// region never changes its bits.
+    pub(super) fn region_for(&self, worker: WorkerId, pending: &VecDeque<Unit>) -> usize {
+        let gain = |unit: &Unit| -> i128 {
+            let ties = self.ties.get(unit.slot).map_or(&[][..], Vec::as_slice);
+            ties.iter()
+                .map(
+                    |&(n, pixels)| match self.holders.get(n).copied().flatten() {
+                        Some(w) if w == worker => i128::from(pixels),
+                        Some(_) => -i128::from(pixels),
+                        None => 0,
+                    },
+                )
+                .sum()
+        };
+        pending
+            .iter()
+            .enumerate()
+            .filter(|(_, unit)| unit.batch == self.id)
+            .max_by_key(|&(at, unit)| (gain(unit), std::cmp::Reverse(at)))
+            .map_or(0, |(at, _)| at)
+    }
+}
+
 impl Scheduler {
     /// Queues the regions of `job`'s frame `frame` (in region order) as
     /// its next batch; each region's outcome arrives on the returned
@@ -40,6 +71,14 @@ impl Scheduler {
         let job = self.jobs.get_key_value(job)?.0.clone();
         let queue = self.jobs.get_mut(&job)?;
         let (tx, rx) = mpsc::channel();
+        let count = regions.len();
+        let mut ties = vec![BTreeMap::new(); count];
+        for (r, task) in regions.iter().enumerate() {
+            for &(n, pixels) in task.reads_from.iter().filter(|&&(n, _)| n < count) {
+                *ties[r].entry(n).or_insert(0) += pixels;
+                *ties[n].entry(r).or_insert(0) += pixels;
+            }
+        }
         let regions: Vec<Work> = regions
             .into_iter()
             .map(|task| Work::Region {
@@ -67,6 +106,7 @@ impl Scheduler {
             holders: vec![None; regions.len()],
             delivered: vec![false; regions.len()],
             regions,
+            ties: ties.into_iter().map(|t| t.into_iter().collect()).collect(),
         });
         self.frame_done(&job, replaced.as_ref().and_then(frame_left));
         Some(rx)
