@@ -11,6 +11,7 @@
 //!   plain or TLS.
 //! - [`region_lease`]: a region lease on the wire, checked on arrival.
 //! - [`region_worker`]: one region of a frame computed on a worker.
+//! - [`region_side`]: what a worker keeps and answers for its regions.
 //! - [`neighbour_check`]: a worker dialling its neighbours' change
 //!   services, checked before frames go by regions.
 //! - [`session_frames`]: the coordinator's messages to a worker as gRPC
@@ -44,6 +45,7 @@ pub mod objective;
 pub mod open_files;
 pub mod pixels;
 pub mod region_lease;
+pub mod region_side;
 pub mod region_worker;
 pub mod session_frames;
 pub mod signal;

@@ -19,15 +19,15 @@ use dreamfarm_proto::pb::coordinator_message::Body as Down;
 use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::worker_service_client::WorkerServiceClient;
 use dreamfarm_proto::pb::{
-    CheckNeighbours, Chunk, Heartbeat, Hello, PixelFormat, RegionHolders, RegionLeaseStart,
-    RegionResultStart, ResultStart, WorkerMessage,
+    Chunk, Heartbeat, Hello, PixelFormat, RegionLeaseStart, ResultStart, WorkerMessage,
 };
-use dreamfarm_proto::region_worker::{FrameHolders, Holders, RegionWork, run_region};
+use dreamfarm_proto::region_lease;
+use dreamfarm_proto::region_side::{RegionSide, send_cell};
+use dreamfarm_proto::region_worker::{RegionWork, run_region};
 use dreamfarm_proto::{
-    CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     STREAM_WINDOW_BYTES, pixels,
 };
-use dreamfarm_proto::{neighbour_check, region_lease};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -52,7 +52,7 @@ async fn synthetic_worker(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let region_worker = match regions {
         Some(count) => Some(Arc::new(
-            RegionSide::start(delay, done.clone(), count).await?,
+            SyntheticRegions::start(delay, done.clone(), count).await?,
         )),
         None => None,
     };
@@ -74,8 +74,8 @@ async fn synthetic_worker(
         device: "synthetic".into(),
         change_address: region_worker
             .as_ref()
-            .map_or(String::new(), |r| r.address.clone()),
-        change_service_id: region_worker.as_ref().map_or(0, |r| r.changes.id()),
+            .map_or(String::new(), |r| r.side.address().to_string()),
+        change_service_id: region_worker.as_ref().map_or(0, |r| r.side.changes().id()),
     })))
     .await?;
     let mut down = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -115,16 +115,15 @@ async fn synthetic_worker(
                     continue;
                 }
                 Some(Down::Holders(h)) => {
-                    side.tell(h);
+                    side.side.tell(h);
                     continue;
                 }
                 Some(Down::FrameWhole(w)) => {
-                    side.changes.forget_through(&w.job_id, w.frame);
-                    side.holders.forget_through(&w.job_id, w.frame);
+                    side.side.forget(w);
                     continue;
                 }
                 Some(Down::CheckNeighbours(asked)) => {
-                    side.check(asked, tx.clone());
+                    side.side.check(asked, tx.clone());
                     continue;
                 }
                 _ => {}
@@ -194,15 +193,11 @@ async fn synthetic_worker(
     Ok(())
 }
 
-/// A synthetic worker's side for region leases: its change service, the
-/// holders the coordinator tells it of, and its one device.
-struct RegionSide {
-    address: String,
-    changes: Arc<Changes>,
-    /// Each frame's holders (by job and frame), as last told.
-    holders: FrameHolders,
-    /// A channel to each neighbour met.
-    channels: Channels,
+/// A synthetic worker's side for region leases: what a real worker keeps
+/// and answers for them, and its one device.
+struct SyntheticRegions {
+    /// Its change service's changes and address, the holders it is told.
+    side: RegionSide,
     /// One tile dreamed at a time.
     device: Semaphore,
     delay: Duration,
@@ -214,13 +209,13 @@ struct RegionSide {
     sending: tokio::sync::Mutex<()>,
 }
 
-impl RegionSide {
+impl SyntheticRegions {
     /// Starts the change service on a loopback port.
     async fn start(
         delay: Duration,
         done: Arc<AtomicU64>,
         regions: Arc<AtomicU64>,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
         let changes = Arc::new(Changes::default());
@@ -237,35 +232,15 @@ impl RegionSide {
                 // own accept loop would spin a core for each.
                 .serve_with_incoming(Accepting::tcp(listener, "a synthetic worker's change port")),
         );
+        let token = AttachToken::new(None)?;
         Ok(Self {
-            address,
-            changes,
-            holders: FrameHolders::default(),
-            channels: Channels::default(),
+            side: RegionSide::new(address, changes, Channels::default(), token),
             device: Semaphore::new(1),
             delay,
             done,
             regions,
             sending: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// Takes the coordinator's word on a frame's holders.
-    fn tell(&self, h: RegionHolders) {
-        self.holders.tell(h.job_id, h.frame, h.addresses);
-    }
-
-    /// Dials the neighbours' change services as a real worker does, and
-    /// answers up `tx`.
-    fn check(&self, asked: CheckNeighbours, tx: mpsc::Sender<WorkerMessage>) {
-        let channels = self.channels.clone();
-        tokio::spawn(async move {
-            let Ok(token) = AttachToken::new(None) else {
-                return;
-            };
-            let checked = neighbour_check::check(&channels, &token, asked).await;
-            let _ = tx.send(up(Up::NeighboursChecked(checked))).await;
-        });
     }
 
     /// Computes a region lease and sends its cell up `tx`.
@@ -284,16 +259,7 @@ impl RegionSide {
             let Some(input) = lease.input(&plan) else {
                 return;
             };
-            let Ok(token) = AttachToken::new(None) else {
-                return;
-            };
-            let holders = Holders::new(
-                self.holders.of(&job, lease.frame),
-                self.channels.clone(),
-                token,
-                self.changes.traffic().clone(),
-            )
-            .serving(self.address.clone(), self.changes.clone());
+            let holders = self.side.holders(&job, lease.frame);
             let work = RegionWork {
                 plan: &plan,
                 region: lease.region as usize,
@@ -314,29 +280,14 @@ impl RegionSide {
                     Ok(Planar::zeros(w, h))
                 }
             };
-            let Ok(cell) = run_region(work, &self.changes, &holders, dream).await else {
+            let Ok(cell) = run_region(work, self.side.changes(), &holders, dream).await else {
                 return;
             };
-            let rgb = cell.to_rgb8();
+            let rgb = Bytes::from(cell.to_rgb8());
             let _sending = self.sending.lock().await;
-            let head = RegionResultStart {
-                lease_id: id,
-                attempt,
-                rgb_bytes: rgb.len() as u64,
-            };
-            if tx.send(up(Up::RegionResult(head))).await.is_err() {
-                return;
+            if send_cell(&tx, id, attempt, rgb).await {
+                self.regions.fetch_add(1, Ordering::Relaxed);
             }
-            for piece in rgb.chunks(CHUNK_BYTES) {
-                let chunk = Chunk {
-                    lease_id: id,
-                    data: dreamfarm_proto::Bytes::copy_from_slice(piece),
-                };
-                if tx.send(up(Up::ResultChunk(chunk))).await.is_err() {
-                    return;
-                }
-            }
-            self.regions.fetch_add(1, Ordering::Relaxed);
         });
     }
 }

@@ -263,7 +263,7 @@ pub async fn run(
                 shared: shared.clone(),
                 threads: offer.concurrency as usize,
                 cpu_threads: cpu.torch,
-                changes: regions.as_ref().map(|r| r.changes().clone()),
+                changes: regions.as_ref().map(|r| r.side().changes().clone()),
             };
             Some(health::serve(addr, metrics).await?)
         }

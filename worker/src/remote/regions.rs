@@ -14,17 +14,11 @@ use std::time::Duration;
 
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::auth::AttachToken;
-use dreamfarm_proto::change_channels::Channels;
-use dreamfarm_proto::change_exchange::Changes;
 use dreamfarm_proto::pb::worker_message::Body as Up;
-use dreamfarm_proto::pb::{
-    CheckNeighbours, Chunk, FrameWhole, LeaseFailed, RegionHolders, RegionLeaseStart,
-    RegionResultStart, WorkerMessage,
-};
-use dreamfarm_proto::region_worker::{
-    FrameHolders, Holders, RegionError, RegionWork, host_work, run_region,
-};
-use dreamfarm_proto::{Bytes, CHUNK_BYTES, WireError, neighbour_check, region_lease};
+use dreamfarm_proto::pb::{LeaseFailed, RegionLeaseStart, WorkerMessage};
+use dreamfarm_proto::region_side::{RegionSide, send_cell};
+use dreamfarm_proto::region_worker::{Holders, RegionError, RegionWork, host_work, run_region};
+use dreamfarm_proto::{Bytes, WireError, region_lease};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -34,22 +28,10 @@ use super::compute::{RegionTile, Task};
 use super::lease::JobModel;
 use super::{RemoteConfig, RemoteError, up};
 
-/// How long another job's changes are kept after the last was added: a
-/// job that ended, or whose regions went to other workers, never says so.
-const CHANGES_KEPT_IDLE: Duration = Duration::from_secs(3600);
-
 /// This worker's side of the frames dreamed by regions.
 pub(super) struct Regions {
-    /// The address its change service is reached at, as announced.
-    pub(super) address: String,
-    /// The changes of the tiles it dreamed, served to its neighbours.
-    changes: Arc<Changes>,
-    /// Each frame's holders, as last told.
-    holders: FrameHolders,
-    /// A channel to each neighbour met.
-    channels: Channels,
-    /// The cluster's token, which the neighbours' services ask for.
-    token: AttachToken,
+    /// The changes it serves, the holders it is told, its neighbours.
+    side: RegionSide,
     /// The regions being computed, by lease id.
     running: Mutex<HashMap<u64, AbortHandle>>,
 }
@@ -85,41 +67,14 @@ impl Regions {
     ) -> Result<Self, RemoteError> {
         let service = ChangeService::serve(listen, config).await?;
         Ok(Self {
-            address: service.address,
-            changes: service.changes,
-            holders: FrameHolders::default(),
-            channels: service.channels,
-            token,
+            side: RegionSide::new(service.address, service.changes, service.channels, token),
             running: Mutex::default(),
         })
     }
 
-    /// The changes it serves, and their traffic.
-    pub(super) fn changes(&self) -> &Arc<Changes> {
-        &self.changes
-    }
-
-    /// Takes the coordinator's word on a frame's holders.
-    pub(super) fn tell(&self, h: RegionHolders) {
-        self.holders.tell(h.job_id, h.frame, h.addresses);
-    }
-
-    /// Drops the changes of a frame the coordinator says is whole, and
-    /// of its job's earlier frames: no region fetches them again.
-    pub(super) fn forget(&self, whole: FrameWhole) {
-        self.changes.forget_through(&whole.job_id, whole.frame);
-        self.holders.forget_through(&whole.job_id, whole.frame);
-    }
-
-    /// Dials the neighbours' change services `asked` names, as this
-    /// worker's fetches will, and answers up `up` (on a task of its own:
-    /// a neighbour that does not answer takes seconds).
-    pub(super) fn check(&self, asked: CheckNeighbours, up_tx: mpsc::Sender<WorkerMessage>) {
-        let (channels, token) = (self.channels.clone(), self.token.clone());
-        tokio::spawn(async move {
-            let checked = neighbour_check::check(&channels, &token, asked).await;
-            let _ = up_tx.send(up(Up::NeighboursChecked(checked))).await;
-        });
+    /// What it keeps and answers for its regions.
+    pub(super) fn side(&self) -> &RegionSide {
+        &self.side
     }
 
     /// Takes back a region being computed; whether it was one.
@@ -160,17 +115,11 @@ impl Regions {
         )
         .map_err(fail)?;
         let lease = region_lease::from_wire(start, rgb).map_err(fail)?;
-        let (job, frame, region) = (model.job.clone(), lease.frame, lease.region);
-        self.changes.forget_all_but(&job, frame, CHANGES_KEPT_IDLE);
-        self.holders.forget_all_but(&job, frame);
-        let holders = Holders::new(
-            self.holders.of(&job, frame),
-            self.channels.clone(),
-            self.token.clone(),
-            self.changes.traffic().clone(),
-        )
-        .moved_within(cx.move_wait)
-        .serving(self.address.clone(), self.changes.clone());
+        let (frame, region) = (lease.frame, lease.region);
+        let holders = self
+            .side
+            .holders(&model.job, frame)
+            .moved_within(cx.move_wait);
         let regions = self.clone();
         let mut running = lock(&self.running);
         let task = tokio::spawn(async move {
@@ -183,7 +132,8 @@ impl Regions {
             let sent = match outcome {
                 Ok(rgb) => {
                     tracing::info!(lease = id, frame, region, "region done");
-                    send_cell(&cx, id, attempt, rgb).await
+                    let _sending = cx.shared.sending.lock().await;
+                    send_cell(&cx.up, id, attempt, Bytes::from(rgb)).await
                 }
                 Err(Failure { reason, exchange }) => {
                     tracing::warn!(lease = id, "region failed: {reason}");
@@ -246,7 +196,7 @@ impl Regions {
                     .map_err(|_| "the compute threads stopped".to_string())?
             }
         };
-        let cell = run_region(work, &self.changes, &holders, dream).await?;
+        let cell = run_region(work, self.side.changes(), &holders, dream).await?;
         Ok(host_work(|| cell.to_rgb8()))
     }
 }
@@ -276,30 +226,4 @@ impl From<RegionError> for Failure {
             reason: e.to_string(),
         }
     }
-}
-
-/// Sends a region's cell up the session whole; whether the stream took
-/// it (a closed one means the session ended: the coordinator leases the
-/// region again).
-async fn send_cell(cx: &RegionContext, id: u64, attempt: u32, rgb: Vec<u8>) -> bool {
-    let rgb = Bytes::from(rgb);
-    let _sending = cx.shared.sending.lock().await;
-    let head = RegionResultStart {
-        lease_id: id,
-        attempt,
-        rgb_bytes: rgb.len() as u64,
-    };
-    if cx.up.send(up(Up::RegionResult(head))).await.is_err() {
-        return false;
-    }
-    for at in (0..rgb.len()).step_by(CHUNK_BYTES) {
-        let chunk = Chunk {
-            lease_id: id,
-            data: rgb.slice(at..(at + CHUNK_BYTES).min(rgb.len())),
-        };
-        if cx.up.send(up(Up::ResultChunk(chunk))).await.is_err() {
-            return false;
-        }
-    }
-    true
 }

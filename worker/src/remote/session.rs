@@ -74,7 +74,9 @@ pub(super) async fn one_session(
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, SessionError> {
     let shared = hands.shared;
-    let service = hands.regions.map(|r| (r.address.clone(), r.changes().id()));
+    let service = hands
+        .regions
+        .map(|r| (r.side().address().to_string(), r.side().changes().id()));
     let Welcomed {
         up_tx,
         mut down,
@@ -267,9 +269,9 @@ async fn on_message(
                 ));
             }
         },
-        (Some(Down::Holders(h)), Some(regions)) => regions.tell(h),
-        (Some(Down::FrameWhole(w)), Some(regions)) => regions.forget(w),
-        (Some(Down::CheckNeighbours(c)), Some(regions)) => regions.check(c, up_tx.clone()),
+        (Some(Down::Holders(h)), Some(regions)) => regions.side().tell(h),
+        (Some(Down::FrameWhole(w)), Some(regions)) => regions.side().forget(w),
+        (Some(Down::CheckNeighbours(c)), Some(regions)) => regions.side().check(c, up_tx.clone()),
         (Some(Down::Revoke(r)), regions) => {
             if arriving.cancel(r.lease_id) || regions.is_some_and(|g| g.revoke(r.lease_id)) {
                 shared.answered(1);
