@@ -12,19 +12,15 @@ use dreamfarm_proto::pb::worker_message::Body as Up;
 use dreamfarm_proto::pb::{
     Chunk, Heartbeat, Hello, LeaseStart, PixelFormat, ResultStart, WorkerMessage,
 };
-use dreamfarm_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
+use dreamfarm_proto::{CHUNK_BYTES, PROTOCOL_VERSION, up};
 use dreamfarm_tests::cluster::Coordinator;
 use dreamfarm_tests::{dreamfarm, frame_bytes, run_ok};
 use tonic::Code;
 
 use dreamfarm_tests::cluster::RawSession as Raw;
 
-fn msg(body: Up) -> WorkerMessage {
-    WorkerMessage { body: Some(body) }
-}
-
 fn hello(version: u32) -> WorkerMessage {
-    msg(Up::Hello(Hello {
+    up(Up::Hello(Hello {
         protocol_version: version,
         name: "hostile".into(),
         concurrency: 1,
@@ -80,7 +76,7 @@ async fn start_result(raw: &Raw, lease: &LeaseStart, bytes: u64) {
         format: PixelFormat::F32 as i32,
         pixels_bytes: bytes,
     };
-    raw.up.send(msg(Up::ResultStart(head))).await.expect("send");
+    raw.up.send(up(Up::ResultStart(head))).await.expect("send");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +85,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
     let url = c.url.clone();
 
     // No Hello first.
-    let mut raw = open(&url, msg(Up::Heartbeat(Heartbeat {}))).await;
+    let mut raw = open(&url, up(Up::Heartbeat(Heartbeat {}))).await;
     let status = match &mut raw {
         Ok(r) => ends_with(r).await,
         Err(s) => s.clone(),
@@ -155,10 +151,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
         lease_id: lease.lease_id,
         data: vec![0; CHUNK_BYTES + 1].into(),
     };
-    raw.up
-        .send(msg(Up::ResultChunk(chunk)))
-        .await
-        .expect("send");
+    raw.up.send(up(Up::ResultChunk(chunk))).await.expect("send");
     let status = ends_with(&mut raw).await;
     assert!(
         matches!(
@@ -177,10 +170,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
         lease_id: lease.lease_id,
         data: vec![0; half as usize].into(),
     };
-    raw.up
-        .send(msg(Up::ResultChunk(chunk)))
-        .await
-        .expect("send");
+    raw.up.send(up(Up::ResultChunk(chunk))).await.expect("send");
     drop(raw);
 
     // NaN pixels.
@@ -194,10 +184,7 @@ async fn hostile_workers_get_clear_statuses_and_corrupt_nothing() {
             .repeat(result_bytes(&lease) as usize / 4)
             .into(),
     };
-    raw.up
-        .send(msg(Up::ResultChunk(chunk)))
-        .await
-        .expect("send");
+    raw.up.send(up(Up::ResultChunk(chunk))).await.expect("send");
     let status = ends_with(&mut raw).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
@@ -260,7 +247,7 @@ async fn a_result_in_another_pixel_format_is_refused() {
         format: PixelFormat::F16 as i32,
         pixels_bytes: result_bytes(&lease) / 2,
     };
-    raw.up.send(msg(Up::ResultStart(head))).await.expect("send");
+    raw.up.send(up(Up::ResultStart(head))).await.expect("send");
     let status = ends_with(&mut raw).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("format"), "{status:?}");

@@ -61,6 +61,11 @@ pub mod pb {
     tonic::include_proto!("dreamfarm.v1");
 }
 
+/// A message up a worker's session, of `body`.
+pub fn up(body: pb::worker_message::Body) -> pb::WorkerMessage {
+    pb::WorkerMessage { body: Some(body) }
+}
+
 /// Bumped whenever the messages change meaning; a worker whose `Hello`
 /// names another version is refused with a clear status.
 /// Version 3 split the model (per job) from the objective (per frame);

@@ -19,7 +19,7 @@ use crate::pb::{
     CheckNeighbours, Chunk, FrameWhole, RegionHolders, RegionResultStart, WorkerMessage,
 };
 use crate::region_worker::{FrameHolders, Holders};
-use crate::{Bytes, CHUNK_BYTES};
+use crate::{Bytes, CHUNK_BYTES, up};
 
 /// How long another job's changes are kept after the last was added: a
 /// job that ended, or whose regions went to other workers, never says so.
@@ -80,13 +80,13 @@ impl RegionSide {
     }
 
     /// Dials the neighbours' change services `asked` names, as this
-    /// worker's fetches will, and answers up `up` (on a task of its own:
+    /// worker's fetches will, and answers up `session` (on a task of its own:
     /// a neighbour that does not answer takes seconds).
-    pub fn check(&self, asked: CheckNeighbours, up: mpsc::Sender<WorkerMessage>) {
+    pub fn check(&self, asked: CheckNeighbours, session: mpsc::Sender<WorkerMessage>) {
         let (channels, token) = (self.channels.clone(), self.token.clone());
         tokio::spawn(async move {
             let checked = neighbour_check::check(&channels, &token, asked).await;
-            let _ = up.send(message(Up::NeighboursChecked(checked))).await;
+            let _ = session.send(up(Up::NeighboursChecked(checked))).await;
         });
     }
 
@@ -108,11 +108,11 @@ impl RegionSide {
 }
 
 /// Sends region lease `lease`'s cell (`rgb`, of attempt `attempt`) up
-/// `up`: its head, then its pieces. Whether the stream took it all (a
+/// `session`: its head, then its pieces. Whether the stream took it all (a
 /// closed one means the session ended: the coordinator leases the region
 /// again). The caller keeps other results from interleaving meanwhile.
 pub async fn send_cell(
-    up: &mpsc::Sender<WorkerMessage>,
+    session: &mpsc::Sender<WorkerMessage>,
     lease: u64,
     attempt: u32,
     rgb: Bytes,
@@ -122,7 +122,7 @@ pub async fn send_cell(
         attempt,
         rgb_bytes: rgb.len() as u64,
     };
-    if up.send(message(Up::RegionResult(head))).await.is_err() {
+    if session.send(up(Up::RegionResult(head))).await.is_err() {
         return false;
     }
     for at in (0..rgb.len()).step_by(CHUNK_BYTES) {
@@ -130,14 +130,9 @@ pub async fn send_cell(
             lease_id: lease,
             data: rgb.slice(at..(at + CHUNK_BYTES).min(rgb.len())),
         };
-        if up.send(message(Up::ResultChunk(chunk))).await.is_err() {
+        if session.send(up(Up::ResultChunk(chunk))).await.is_err() {
             return false;
         }
     }
     true
-}
-
-/// A message up a worker's session.
-fn message(body: Up) -> WorkerMessage {
-    WorkerMessage { body: Some(body) }
 }

@@ -26,16 +26,12 @@ use dreamfarm_proto::region_side::{RegionSide, send_cell};
 use dreamfarm_proto::region_worker::{RegionWork, run_region};
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
-    STREAM_WINDOW_BYTES, pixels,
+    STREAM_WINDOW_BYTES, pixels, up,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cluster::TOKEN;
-
-fn up(body: Up) -> WorkerMessage {
-    WorkerMessage { body: Some(body) }
-}
 
 /// One synthetic worker's session: leases in, a zero change out after
 /// `delay` per tile (a batch of tiles takes its tiles' time: the synthetic

@@ -40,9 +40,7 @@ use std::time::Duration;
 use dreamfarm_common::device::Devices;
 use dreamfarm_proto::auth::AttachToken;
 use dreamfarm_proto::listen::ListenError;
-use dreamfarm_proto::pb::WorkerMessage;
-use dreamfarm_proto::pb::worker_message::Body as Up;
-use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY};
+use dreamfarm_proto::{COORDINATOR_STOPPING, MAX_CONCURRENCY, up};
 
 use crate::cpu_threads::ThreadsFlag;
 use crate::models::{device_names, torch_devices};
@@ -205,11 +203,6 @@ fn offered_tiles(concurrency: u32, devices: usize) -> Result<u32, RemoteError> {
             devices,
         }),
     }
-}
-
-/// A message up to the coordinator.
-fn up(body: Up) -> WorkerMessage {
-    WorkerMessage { body: Some(body) }
 }
 
 /// Runs the worker until `shutdown` resolves; returns the tiles computed.
