@@ -342,6 +342,22 @@ fn real_workers_dreaming_regions_give_the_single_machine_frames() {
         local > bytes,
         "{local} bytes of changes taken locally against {bytes} fetched"
     );
+    // Each worker is carried each frame's input once for all its
+    // regions, so never more than the frame: 213,570 bytes came with the
+    // leases of the two frames by regions and 142,116 were taken from what
+    // a session had carried; each region's part sent whole was 355,686,
+    // over the 294,912 of two workers sent both 192x128 frames whole.
+    let input = |way: &str| {
+        sum(&format!(
+            "dreamfarm_worker_region_input_bytes_total{{way=\"{way}\"}}"
+        ))
+    };
+    let (received, held) = (input("received"), input("held"));
+    let most = (pool.len() * 2 * 192 * 128 * 3) as f64;
+    assert!(
+        received > 0.0 && received <= most && held > 0.0,
+        "{received} bytes of the regions' parts received with their leases (at most {most}), {held} held"
+    );
     for w in &pool {
         let threads = w.metric("dreamfarm_worker_compute_threads");
         let busy = w.metric("dreamfarm_worker_busy_seconds_total");

@@ -3,6 +3,7 @@
 //! Nothing here links libtorch: the coordinator validates jobs (model names,
 //! layer names, devices) with these types and ships without CUDA.
 
+pub mod area;
 pub mod color;
 pub mod device;
 pub mod digest;

@@ -13,8 +13,9 @@
 
 use std::sync::Arc;
 
+use crate::area::Area;
 use crate::objective::FrameObjective;
-use crate::region_plan::{Area, RegionPlan};
+use crate::region_plan::RegionPlan;
 use crate::resample::{Planar, Resize, SpareImages, add_clamped_row};
 use crate::tiling::{ImagePart, Rect, TileChange, extract_stacked_from};
 use crate::work::TileWork;

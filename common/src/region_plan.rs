@@ -15,71 +15,10 @@
 
 use std::ops::Range;
 
+use crate::area::Area;
 use crate::params::DreamSettings;
 use crate::resample::Resize;
 use crate::tiling::{Rect, TileGrid};
-
-/// A rectangle of an image by its columns and rows; empty when either is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Area {
-    /// The columns.
-    pub columns: Range<usize>,
-    /// The rows.
-    pub rows: Range<usize>,
-}
-
-impl Area {
-    /// Whether it holds no pixel.
-    pub fn is_empty(&self) -> bool {
-        self.columns.is_empty() || self.rows.is_empty()
-    }
-
-    /// Its pixels.
-    pub fn pixels(&self) -> usize {
-        self.columns.len() * self.rows.len()
-    }
-
-    /// The smallest area holding both.
-    pub fn union(&self, other: &Area) -> Area {
-        if self.is_empty() {
-            return other.clone();
-        }
-        if other.is_empty() {
-            return self.clone();
-        }
-        let span = |a: &Range<usize>, b: &Range<usize>| a.start.min(b.start)..a.end.max(b.end);
-        Area {
-            columns: span(&self.columns, &other.columns),
-            rows: span(&self.rows, &other.rows),
-        }
-    }
-
-    /// Whether it shares a pixel with `rect`.
-    pub fn overlaps(&self, rect: Rect) -> bool {
-        let meets = |start: i64, len: usize, span: &Range<usize>| {
-            start < span.end as i64 && start + len as i64 > span.start as i64 && !span.is_empty()
-        };
-        meets(rect.x, rect.width, &self.columns) && meets(rect.y, rect.height, &self.rows)
-    }
-
-    /// Whether it holds every pixel of `other`.
-    pub fn holds(&self, other: &Area) -> bool {
-        let within = |inner: &Range<usize>, outer: &Range<usize>| {
-            inner.is_empty() || outer.start <= inner.start && inner.end <= outer.end
-        };
-        other.is_empty() || within(&other.columns, &self.columns) && within(&other.rows, &self.rows)
-    }
-
-    /// The image pixels of `rect`, which lies inside a `width`×`height`
-    /// image.
-    fn of(rect: Rect) -> Area {
-        let (x, y) = (rect.x.max(0) as usize, rect.y.max(0) as usize);
-        Area {
-            columns: x..x + rect.width,
-            rows: y..y + rect.height,
-        }
-    }
-}
 
 /// The pixels of an axis of `len` that the coordinates `start..start +
 /// count` read when those outside it are mirrored back in (as tile

@@ -4,10 +4,11 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::area::Area;
 use crate::color::ColorAdjust;
 use crate::objective::FrameObjective;
 use crate::params::{DreamSettings, MAX_TILE_BATCH};
-use crate::region_plan::{Area, RegionPlan};
+use crate::region_plan::RegionPlan;
 use crate::resample::{Planar, Rgb8Rect, SpareImages, Warp, warp_rgb8_rect};
 use crate::tiling::Rect;
 

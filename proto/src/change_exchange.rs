@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dreamfarm_common::region_plan::Area;
+use dreamfarm_common::area::Area;
 use dreamfarm_common::resample::Planar;
 use tokio::sync::Notify;
 use tokio_stream::Stream;

@@ -45,6 +45,7 @@ pub mod objective;
 pub mod open_files;
 pub mod pixels;
 pub mod region_lease;
+pub mod region_parts;
 pub mod region_side;
 pub mod region_worker;
 pub mod session_frames;
@@ -74,8 +75,11 @@ pub fn up(body: pb::worker_message::Body) -> pb::WorkerMessage {
 /// before it would dream those regions without it); version 6 has workers
 /// check that they reach each other's change services before frames go by
 /// regions; version 7 tells a frame's holders when it is whole, so that
-/// they drop its changes (a worker before it would not know the message).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// they drop its changes (a worker before it would not know the message);
+/// version 8 sends a region lease only the pieces of its part that its
+/// session has not carried yet (a worker before it would read them as the
+/// whole part).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// How a worker's failure starts when the weights a job uploaded do not
 /// fit its model: the coordinator then advises submitting the job again,

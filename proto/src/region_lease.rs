@@ -11,8 +11,8 @@ use dreamfarm_common::work::RegionLease;
 use crate::{WireError, color_adjust, objective, pb};
 
 /// The message fields of `lease` that describe the region (the caller
-/// fills in the lease's id, job, model, try, deadline and weights) and the
-/// bytes of its part, to send in pieces.
+/// fills in the lease's id, job, model, try, deadline and weights, and the
+/// pieces of its part it sends with their bytes: `region_parts`).
 pub fn to_wire(lease: &RegionLease) -> pb::RegionLeaseStart {
     let s = &lease.settings;
     let c = &lease.camera;
@@ -47,7 +47,6 @@ pub fn to_wire(lease: &RegionLease) -> pb::RegionLeaseStart {
             width: lease.part.0 as u32,
             height: lease.part.1 as u32,
         }),
-        part_bytes: lease.rgb.len() as u64,
         objective: Some(objective::to_wire(&lease.objective)),
         color: lease.color.as_deref().map(color_adjust::to_wire),
         ..Default::default()

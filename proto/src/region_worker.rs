@@ -13,9 +13,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dreamfarm_common::area::Area;
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::region_frame::RegionFrame;
-use dreamfarm_common::region_plan::{Area, RegionPlan};
+use dreamfarm_common::region_plan::RegionPlan;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::TileWork;
 use tokio::sync::watch;

@@ -20,9 +20,9 @@
 
 use std::time::Instant;
 
+use dreamfarm_common::area::Area;
 use dreamfarm_common::color::{ColorAdjust, ColorReference, ColorSpace};
 use dreamfarm_common::params::ColorSettings;
-use dreamfarm_common::region_plan::Area;
 use dreamfarm_common::resample::{Planar, SpareImages, resize_with};
 use dreamfarm_common::work::{kept_in_area, moved_area};
 use dreamfarm_tests::{DIGEST_START, env_or, env_size, fold_digest, median, repo};

@@ -22,11 +22,12 @@ use dreamfarm_proto::pb::{
     Chunk, Heartbeat, Hello, PixelFormat, RegionLeaseStart, ResultStart, WorkerMessage,
 };
 use dreamfarm_proto::region_lease;
+use dreamfarm_proto::region_parts::RegionArrivals;
 use dreamfarm_proto::region_side::{RegionSide, send_cell};
 use dreamfarm_proto::region_worker::{RegionWork, run_region};
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, CONNECTION_WINDOW_BYTES, FRAME_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
-    STREAM_WINDOW_BYTES, pixels, up,
+    STREAM_WINDOW_BYTES, WireError, pixels, up,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -90,42 +91,13 @@ async fn synthetic_worker(
     });
     let zeros = dreamfarm_proto::Bytes::from(vec![0u8; CHUNK_BYTES]);
     let mut arriving: HashMap<u64, Arriving> = HashMap::new();
-    let mut regions_arriving: HashMap<u64, (RegionLeaseStart, Vec<u8>)> = HashMap::new();
+    let mut regions_arriving = RegionArrivals::default();
     while let Some(msg) = down.message().await? {
-        if let Some(side) = &region_worker {
-            match msg.body {
-                Some(Down::RegionStart(s)) => {
-                    regions_arriving.insert(s.lease_id, (s, Vec::new()));
-                    continue;
-                }
-                Some(Down::LeaseChunk(c)) if regions_arriving.contains_key(&c.lease_id) => {
-                    let Some((start, bytes)) = regions_arriving.get_mut(&c.lease_id) else {
-                        continue;
-                    };
-                    bytes.extend_from_slice(&c.data);
-                    if bytes.len() as u64 >= start.part_bytes
-                        && let Some((start, bytes)) = regions_arriving.remove(&c.lease_id)
-                    {
-                        side.clone().compute(start, bytes, tx.clone());
-                    }
-                    continue;
-                }
-                Some(Down::Holders(h)) => {
-                    side.side.tell(h);
-                    continue;
-                }
-                Some(Down::FrameWhole(w)) => {
-                    side.side.forget(w);
-                    continue;
-                }
-                Some(Down::CheckNeighbours(asked)) => {
-                    side.side.check(asked, tx.clone());
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        let (id, lease) = match msg.body {
+        let body = match (&region_worker, msg.body) {
+            (Some(side), Some(body)) => side.on_message(body, &mut regions_arriving, &tx)?,
+            (_, body) => body,
+        };
+        let (id, lease) = match body {
             Some(Down::LeaseStart(s)) => {
                 let o = s.output.unwrap_or_default();
                 let format = pixels::format_of(s.format)?;
@@ -237,6 +209,39 @@ impl SyntheticRegions {
             regions,
             sending: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Takes a region message from the coordinator (a lease arriving, the
+    /// holders of a frame, a frame whole, neighbours to check); gives back
+    /// any other.
+    fn on_message(
+        self: &Arc<Self>,
+        body: Down,
+        arriving: &mut RegionArrivals,
+        tx: &mpsc::Sender<WorkerMessage>,
+    ) -> Result<Option<Down>, WireError> {
+        let arrived = match body {
+            Down::RegionStart(s) => arriving.start(s)?,
+            Down::LeaseChunk(c) if arriving.has(c.lease_id) => arriving.chunk(c)?,
+            Down::Holders(h) => {
+                self.side.tell(h);
+                None
+            }
+            Down::FrameWhole(w) => {
+                arriving.forget(&w.job_id, w.frame);
+                self.side.forget(w);
+                None
+            }
+            Down::CheckNeighbours(asked) => {
+                self.side.check(asked, tx.clone());
+                None
+            }
+            body => return Ok(Some(body)),
+        };
+        if let Some((start, rgb)) = arrived {
+            self.clone().compute(start, rgb, tx.clone());
+        }
+        Ok(None)
     }
 
     /// Computes a region lease and sends its cell up `tx`.

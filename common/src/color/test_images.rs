@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use super::{ColorAdjust, ColorSpace, unit};
-use crate::region_plan::Area;
+use crate::area::Area;
 use crate::resample::Planar;
 use crate::work::{kept_in_area, moved_area};
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dreamfarm_common::area::Area;
 use dreamfarm_common::resample::Planar;
 use dreamfarm_common::work::{RegionLease, TileWork};
 use dreamfarm_proto::chunks::Assembler;
@@ -17,9 +18,10 @@ use dreamfarm_proto::pb::{
     RegionHolders, RegionLeaseStart, RegionResultStart, ResultStart, Revoke, WeightsRequest,
     Welcome, WorkerMessage,
 };
+use dreamfarm_proto::region_parts::PartsSent;
 use dreamfarm_proto::{
     Bytes, CHUNK_BYTES, COORDINATOR_STOPPING, HEARTBEATS_PER_TIMEOUT, MAX_CONCURRENCY,
-    PROTOCOL_VERSION, WireError, objective, pixels, region_lease,
+    PROTOCOL_VERSION, WireError, objective, pixels, region_lease, region_parts,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -165,6 +167,7 @@ impl WorkerService for WorkerSessions {
 /// Sends revocations and new leases whenever the scheduler changes, until
 /// the worker is gone.
 async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
+    let mut sent = PartsSent::default();
     loop {
         let changed = hub.changed();
         tokio::pin!(changed);
@@ -189,6 +192,7 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
         // Before any new lease: a frame told whole after its region went
         // out again would drop that region's changes.
         for (job, frame) in hub.update_quietly(|s| s.take_frames_whole(worker)) {
+            sent.forget(&job, frame);
             let whole = FrameWhole {
                 job_id: job.to_string(),
                 frame,
@@ -200,7 +204,7 @@ async fn push_leases(hub: Arc<Hub>, worker: WorkerId, tx: Outbound) {
         let mut regions = false;
         while let Some(grant) = hub.update_quietly(|s| s.next_lease(worker, Instant::now())) {
             regions |= matches!(grant.work, Work::Region { .. });
-            if send_lease(&hub, &tx, grant).await.is_err() {
+            if send_lease(&hub, &tx, grant, &mut sent).await.is_err() {
                 return;
             }
         }
@@ -260,11 +264,17 @@ impl AsRef<[u8]> for RegionPart {
     }
 }
 
-/// Sends one lease: its head, then its pixels in chunks.
-async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
+/// Sends one lease: its head, then its pixels in chunks (of a region
+/// lease, those `sent` says the session has not carried).
+async fn send_lease(
+    hub: &Hub,
+    tx: &Outbound,
+    grant: Grant,
+    sent: &mut PartsSent,
+) -> Result<(), ()> {
     let (head, pieces) = match &grant.work {
         Work::Tile(w) => tile_lease(&grant, w.clone())?,
-        Work::Region { lease, .. } => region_lease(&grant, lease.clone()),
+        Work::Region { lease, .. } => region_lease(&grant, lease.clone(), sent),
     };
     tx.send(down(head)).await.map_err(|_| ())?;
     for piece in pieces {
@@ -280,13 +290,20 @@ async fn send_lease(hub: &Hub, tx: &Outbound, grant: Grant) -> Result<(), ()> {
     Ok(())
 }
 
-/// A region lease's head and its part's pieces.
-fn region_lease(grant: &Grant, lease: Arc<RegionLease>) -> (Down, Pieces) {
+/// A region lease's head and the bytes of the pieces of its part that
+/// the session has not carried, recorded in `sent`.
+fn region_lease(grant: &Grant, lease: Arc<RegionLease>, sent: &mut PartsSent) -> (Down, Pieces) {
     let dream = &grant.params.dream;
     tracing::debug!(job = %grant.job, frame = lease.frame, region = lease.region, lease = grant.lease, "region lease granted");
+    let part = Area {
+        columns: lease.origin.0..lease.origin.0 + lease.part.0,
+        rows: lease.origin.1..lease.origin.1 + lease.part.1,
+    };
+    let job = grant.job.to_string();
+    let pieces = sent.to_send(&job, lease.frame, &part);
     let start = RegionLeaseStart {
         lease_id: grant.lease,
-        job_id: grant.job.to_string(),
+        job_id: job,
         model: dream.model.clone(),
         seed: grant.params.seed,
         attempt: grant.attempt,
@@ -297,9 +314,16 @@ fn region_lease(grant: &Grant, lease: Arc<RegionLease>) -> (Down, Pieces) {
             .weights
             .as_ref()
             .map_or(String::new(), |w| w.sha256.clone()),
+        pieces: pieces.iter().map(region_parts::to_wire).collect(),
+        part_bytes: 3 * pieces.iter().map(Area::pixels).sum::<usize>() as u64,
         ..region_lease::to_wire(&lease)
     };
-    let bytes = Bytes::from_owner(RegionPart(lease));
+    // A part carried whole goes as it is, without a copy.
+    let bytes = if pieces.as_slice() == std::slice::from_ref(&part) {
+        Bytes::from_owner(RegionPart(lease))
+    } else {
+        Bytes::from(region_parts::cut(&lease.rgb, &part, &pieces))
+    };
     let pieces = (0..bytes.len())
         .step_by(CHUNK_BYTES)
         .map(move |at| bytes.slice(at..(at + CHUNK_BYTES).min(bytes.len())));

@@ -28,6 +28,10 @@ pub(super) struct Shared {
     regions_done: AtomicU64,
     /// Region leases that failed.
     regions_failed: AtomicU64,
+    /// Bytes of the last frame's parts region leases brought.
+    input_received: AtomicU64,
+    /// Bytes of them taken from what the session carried before.
+    input_held: AtomicU64,
     /// Time the compute threads spent on tasks, together.
     busy: SecondsTotal,
     /// The coordinator has welcomed the current session (readiness).
@@ -125,6 +129,22 @@ impl Shared {
         (
             self.regions_done.load(Ordering::Relaxed),
             self.regions_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A region lease's part arrived: `received` bytes of it with the
+    /// lease, `held` from what the session carried for the frame's
+    /// earlier regions.
+    pub(super) fn region_input(&self, received: u64, held: u64) {
+        self.input_received.fetch_add(received, Ordering::Relaxed);
+        self.input_held.fetch_add(held, Ordering::Relaxed);
+    }
+
+    /// Bytes of region leases' parts received and held.
+    pub(super) fn region_inputs(&self) -> (u64, u64) {
+        (
+            self.input_received.load(Ordering::Relaxed),
+            self.input_held.load(Ordering::Relaxed),
         )
     }
 

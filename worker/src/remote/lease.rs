@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use dreamfarm_common::digest::is_sha256_hex;
 use dreamfarm_common::objective::MAX_ITERATIONS;
-use dreamfarm_common::params::MAX_SIDE;
 use dreamfarm_common::params::NetworkPrecision;
 use dreamfarm_common::tiling::Rect;
 use dreamfarm_common::work::TileWork;
 use dreamfarm_proto::WireError;
 use dreamfarm_proto::chunks::Assembler;
 use dreamfarm_proto::pb::{Chunk, LeaseStart, PixelFormat, RegionLeaseStart, WorkerMessage};
+use dreamfarm_proto::region_parts::RegionArrivals;
 use dreamfarm_proto::{objective, pixels};
 use tokio::sync::mpsc;
 
@@ -87,8 +87,9 @@ impl JobModel {
 pub(super) struct Arriving {
     /// Each tile lease's head and the pixels so far, by lease id.
     leases: HashMap<u64, (LeaseStart, Assembler)>,
-    /// Each region lease's head and the part's bytes so far, by lease id.
-    regions: HashMap<u64, (RegionLeaseStart, Assembler)>,
+    /// Region leases arriving, and the last frames' pieces this session
+    /// carried for them.
+    regions: RegionArrivals,
 }
 
 /// A lease whose every byte has arrived.
@@ -96,7 +97,7 @@ pub(super) enum Arrived {
     /// A tile lease: its head and pixels.
     Tile(LeaseStart, Assembler),
     /// A region lease: its head and the last frame's 8-bit part.
-    Region(RegionLeaseStart, Assembler),
+    Region(RegionLeaseStart, Vec<u8>),
 }
 
 impl Arriving {
@@ -115,26 +116,22 @@ impl Arriving {
         Ok(())
     }
 
-    /// Accepts a region lease's head once its part's size adds up: 8-bit
-    /// RGB over a part no wider or taller than a frame may be.
-    pub(super) fn start_region(&mut self, start: RegionLeaseStart) -> Result<(), WireError> {
-        let part = start.part.unwrap_or_default();
-        if part.width > MAX_SIDE || part.height > MAX_SIDE {
-            return Err(WireError::Protocol(format!(
-                "region lease {}: a {}x{} part is larger than any frame",
-                start.lease_id, part.width, part.height
-            )));
-        }
-        let want = 3 * u64::from(part.width) * u64::from(part.height);
-        if start.part_bytes != want {
-            return Err(WireError::Length {
-                expected: want,
-                got: start.part_bytes,
-            });
-        }
-        self.regions
-            .insert(start.lease_id, (start, Assembler::new(want)));
-        Ok(())
+    /// Accepts a region lease's head once its part adds up
+    /// ([`RegionArrivals::start`]); the lease when no byte is to come.
+    pub(super) fn start_region(
+        &mut self,
+        start: RegionLeaseStart,
+    ) -> Result<Option<Arrived>, WireError> {
+        Ok(self
+            .regions
+            .start(start)?
+            .map(|(start, rgb)| Arrived::Region(start, rgb)))
+    }
+
+    /// Drops the pieces of `job`'s frame `frame` this session carried:
+    /// it is whole.
+    pub(super) fn forget_frame(&mut self, job: &str, frame: u64) {
+        self.regions.forget(job, frame);
     }
 
     /// Adds a piece of a lease's pixels; returns the lease once all have
@@ -151,28 +148,22 @@ impl Arriving {
                 .flatten()
                 .map(|(start, bytes)| Arrived::Tile(start, bytes)));
         }
-        let (_, bytes) = self
+        Ok(self
             .regions
-            .get_mut(&lease_id)
-            .ok_or_else(|| WireError::Protocol(format!("pixels for unknown lease {lease_id}")))?;
-        bytes.push(&data)?;
-        Ok(bytes
-            .is_complete()
-            .then(|| self.regions.remove(&lease_id))
-            .flatten()
-            .map(|(start, bytes)| Arrived::Region(start, bytes)))
+            .chunk(Chunk { lease_id, data })?
+            .map(|(start, rgb)| Arrived::Region(start, rgb)))
     }
 
     /// Forgets a lease still arriving; whether it was one.
     pub(super) fn cancel(&mut self, lease_id: u64) -> bool {
-        self.leases.remove(&lease_id).is_some() || self.regions.remove(&lease_id).is_some()
+        self.leases.remove(&lease_id).is_some() || self.regions.cancel(lease_id)
     }
 
     /// The ids of the leases still arriving.
     pub(super) fn into_ids(self) -> Vec<u64> {
         self.leases
             .into_keys()
-            .chain(self.regions.into_keys())
+            .chain(self.regions.into_ids())
             .collect()
     }
 }
@@ -436,43 +427,6 @@ mod tests {
             arriving.chunk(pieces.remove(0)),
             Err(WireError::Length { .. })
         ));
-    }
-
-    #[test]
-    fn a_region_leases_part_must_add_up_and_fit_a_frame() {
-        let head = |width, height, bytes| RegionLeaseStart {
-            lease_id: 4,
-            part: Some(WireRect {
-                x: 0,
-                y: 0,
-                width,
-                height,
-            }),
-            part_bytes: bytes,
-            ..RegionLeaseStart::default()
-        };
-        let mut arriving = Arriving::default();
-        assert!(matches!(
-            arriving.start_region(head(10, 10, 299)),
-            Err(WireError::Length { expected: 300, .. })
-        ));
-        let huge = MAX_SIDE + 1;
-        let e = arriving
-            .start_region(head(huge, 1, 3 * u64::from(huge)))
-            .expect_err("larger than a frame");
-        assert!(e.to_string().contains("larger than any frame"), "{e}");
-        arriving.start_region(head(2, 1, 6)).expect("a good head");
-        let piece = |data: Vec<u8>| Chunk {
-            lease_id: 4,
-            data: data.into(),
-        };
-        assert!(matches!(arriving.chunk(piece(vec![1; 4])), Ok(None)));
-        let Ok(Some(Arrived::Region(start, bytes))) = arriving.chunk(piece(vec![2; 2])) else {
-            panic!("the region lease arrived whole");
-        };
-        assert_eq!(start.lease_id, 4);
-        assert_eq!(bytes.finish().ok(), Some(vec![1, 1, 1, 1, 2, 2]));
-        assert!(arriving.into_ids().is_empty());
     }
 
     #[test]

@@ -82,16 +82,27 @@ impl WorkerMetrics {
         let Some(changes) = &self.changes else {
             return page.finish();
         };
-        let (done, failed) = s.regions();
-        page.family(
-            "dreamfarm_worker_regions_total",
-            Counter,
-            "Region leases answered, by outcome.",
-            [
-                ("outcome=\"done\"", done as f64),
-                ("outcome=\"failed\"", failed as f64),
-            ],
-        );
+        let ((done, failed), (received, held)) = (s.regions(), s.region_inputs());
+        for (name, help, values) in [
+            (
+                "dreamfarm_worker_regions_total",
+                "Region leases answered, by outcome.",
+                [
+                    ("outcome=\"done\"", done as f64),
+                    ("outcome=\"failed\"", failed as f64),
+                ],
+            ),
+            (
+                "dreamfarm_worker_region_input_bytes_total",
+                "Bytes of the last frame's parts that region leases read: received with the lease, and held from the parts this session carried for the same frame's other regions.",
+                [
+                    ("way=\"received\"", received as f64),
+                    ("way=\"held\"", held as f64),
+                ],
+            ),
+        ] {
+            page.family(name, Counter, help, values);
+        }
         let t = changes.traffic().read();
         for (name, what, served, fetched, local) in [
             (
@@ -149,6 +160,7 @@ mod tests {
         shared.region_answered(true);
         shared.region_answered(false);
         shared.set_connected(true);
+        shared.region_input(300, 1200);
         WorkerMetrics {
             shared,
             threads: 2,
@@ -170,6 +182,8 @@ mod tests {
             "dreamfarm_worker_regions_total{outcome=\"done\"} 2\n",
             "dreamfarm_worker_regions_total{outcome=\"failed\"} 1\n",
             "dreamfarm_worker_change_bytes_total{way=\"fetched\"} 0\n",
+            "dreamfarm_worker_region_input_bytes_total{way=\"received\"} 300\n",
+            "dreamfarm_worker_region_input_bytes_total{way=\"held\"} 1200\n",
             "# TYPE dreamfarm_worker_change_wait_seconds_total counter\n",
             "dreamfarm_worker_changes_held_bytes 0\n",
             "# TYPE process_open_fds gauge\n",

@@ -224,60 +224,37 @@ async fn on_message(
         };
         up(Up::Failed(failed))
     };
-    match (msg.body, hands.regions) {
+    let arrived = match (msg.body, hands.regions) {
         (Some(Down::LeaseStart(start)), _) => {
             arriving.start(start)?;
             shared.took();
+            None
         }
         (Some(Down::RegionStart(start)), Some(_)) => {
-            arriving.start_region(start)?;
             shared.took();
+            arriving.start_region(start)?
         }
-        (Some(Down::LeaseChunk(chunk)), regions) => match (arriving.chunk(chunk)?, regions) {
-            (None, _) => {}
-            (Some(Arrived::Tile(start, bytes)), _) => {
-                match lease_from_wire(start, bytes, session, up_tx.clone()) {
-                    Ok(lease) => {
-                        let _ = hands.queue.send(Task::Lease(lease));
-                    }
-                    Err(refusal) => {
-                        let _ = up_tx.send(refuse(refusal)).await;
-                    }
-                }
-            }
-            (Some(Arrived::Region(start, bytes)), Some(regions)) => {
-                let id = start.lease_id;
-                let cx = RegionContext {
-                    session,
-                    move_wait: move_wait(heartbeat),
-                    up: up_tx.clone(),
-                    queue: hands.queue.clone(),
-                    shared: shared.clone(),
-                };
-                let started = bytes
-                    .finish()
-                    .map_err(|e| (id, e))
-                    .and_then(|rgb| regions.start(start, rgb, cx));
-                if let Err(refusal) = started {
-                    let _ = up_tx.send(refuse(refusal)).await;
-                }
-            }
-            // Never: a region lease starts only with a change service.
-            (Some(Arrived::Region(..)), None) => {
-                return Err(WireError::Protocol(
-                    "a region lease without a change service".into(),
-                ));
-            }
-        },
-        (Some(Down::Holders(h)), Some(regions)) => regions.side().tell(h),
-        (Some(Down::FrameWhole(w)), Some(regions)) => regions.side().forget(w),
-        (Some(Down::CheckNeighbours(c)), Some(regions)) => regions.side().check(c, up_tx.clone()),
+        (Some(Down::LeaseChunk(chunk)), _) => arriving.chunk(chunk)?,
+        (Some(Down::Holders(h)), Some(regions)) => {
+            regions.side().tell(h);
+            None
+        }
+        (Some(Down::FrameWhole(w)), Some(regions)) => {
+            arriving.forget_frame(&w.job_id, w.frame);
+            regions.side().forget(w);
+            None
+        }
+        (Some(Down::CheckNeighbours(c)), Some(regions)) => {
+            regions.side().check(c, up_tx.clone());
+            None
+        }
         (Some(Down::Revoke(r)), regions) => {
             if arriving.cancel(r.lease_id) || regions.is_some_and(|g| g.revoke(r.lease_id)) {
                 shared.answered(1);
             } else {
                 shared.revoke(r.lease_id);
             }
+            None
         }
         // Region messages for a worker that announced no change service.
         (
@@ -292,6 +269,39 @@ async fn on_message(
             _,
         ) => {
             return Err(WireError::Protocol("unexpected message".into()));
+        }
+    };
+    match (arrived, hands.regions) {
+        (None, _) => {}
+        (Some(Arrived::Tile(start, bytes)), _) => {
+            match lease_from_wire(start, bytes, session, up_tx.clone()) {
+                Ok(lease) => {
+                    let _ = hands.queue.send(Task::Lease(lease));
+                }
+                Err(refusal) => {
+                    let _ = up_tx.send(refuse(refusal)).await;
+                }
+            }
+        }
+        (Some(Arrived::Region(start, rgb)), Some(regions)) => {
+            let received = start.part_bytes;
+            shared.region_input(received, (rgb.len() as u64).saturating_sub(received));
+            let cx = RegionContext {
+                session,
+                move_wait: move_wait(heartbeat),
+                up: up_tx.clone(),
+                queue: hands.queue.clone(),
+                shared: shared.clone(),
+            };
+            if let Err(refusal) = regions.start(start, rgb, cx) {
+                let _ = up_tx.send(refuse(refusal)).await;
+            }
+        }
+        // Never: a region lease starts only with a change service.
+        (Some(Arrived::Region(..)), None) => {
+            return Err(WireError::Protocol(
+                "a region lease without a change service".into(),
+            ));
         }
     }
     Ok(())
