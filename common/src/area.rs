@@ -1,7 +1,9 @@
 //! Rectangles of an image by their columns and rows: what a region reads
-//! and delivers, and what of a region's input a worker already holds.
+//! and delivers, what of a region's input a worker already holds, and
+//! 8-bit pixels over one.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::tiling::Rect;
 
@@ -64,6 +66,38 @@ impl Area {
             columns: x..x + rect.width,
             rows: y..y + rect.height,
         }
+    }
+}
+
+/// 8-bit RGB, interleaved and row-major, over an area of a frame: the
+/// whole last frame at the coordinator, shared by the frame's region
+/// leases, and a region's part at its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rgb8Area {
+    /// The frame's pixels it holds.
+    pub area: Area,
+    /// Their bytes.
+    pub rgb: Arc<Vec<u8>>,
+}
+
+impl Rgb8Area {
+    /// Whether its bytes are its area's and the area holds `part`.
+    pub fn holds(&self, part: &Area) -> bool {
+        self.rgb.len() == 3 * self.area.pixels() && self.area.holds(part)
+    }
+
+    /// The bytes of `pieces` (inside its area), in order, each row-major.
+    pub fn cut(&self, pieces: &[Area]) -> Vec<u8> {
+        let width = self.area.columns.len();
+        let mut bytes = Vec::with_capacity(3 * pieces.iter().map(Area::pixels).sum::<usize>());
+        for piece in pieces {
+            let x = piece.columns.start - self.area.columns.start;
+            for y in piece.rows.clone() {
+                let at = 3 * ((y - self.area.rows.start) * width + x);
+                bytes.extend_from_slice(&self.rgb[at..at + 3 * piece.columns.len()]);
+            }
+        }
+        bytes
     }
 }
 

@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::area::Area;
+use crate::area::{Area, Rgb8Area};
 use crate::color::ColorAdjust;
 use crate::objective::FrameObjective;
 use crate::params::{DreamSettings, MAX_TILE_BATCH};
@@ -121,12 +121,13 @@ pub struct RegionLease {
     /// The colour keeping learned from the whole moved frame, applied to
     /// the region's moved part (none: no colour keeping).
     pub color: Option<Arc<ColorAdjust>>,
-    /// The last frame's column and row where `rgb` starts.
-    pub origin: (usize, usize),
-    /// Width and height of the part `rgb` holds.
-    pub part: (usize, usize),
-    /// The last frame's 8-bit RGB over the part, interleaved, row-major.
-    pub rgb: Vec<u8>,
+    /// The part of the last frame the region reads
+    /// ([`last_frame_area`]).
+    pub part: Area,
+    /// The last frame's 8-bit RGB over an area holding the part: the
+    /// whole frame at the coordinator (one for all the frame's regions,
+    /// which its sessions cut pieces from), the part at the worker.
+    pub pixels: Rgb8Area,
 }
 
 impl RegionLease {
@@ -150,18 +151,19 @@ impl RegionLease {
         let (columns, rows) = moved_area(area, self.color.as_deref(), self.size);
         let (w, h) = self.size;
         let (read_x, read_y) = self.camera.source_of(w, h, columns.clone(), rows.clone());
-        let ((x, y), (pw, ph)) = (self.origin, self.part);
-        let holds = |read: &Range<usize>, at: usize, len: usize| {
-            read.is_empty() || at <= read.start && read.end <= at + len
+        let read = Area {
+            columns: read_x,
+            rows: read_y,
         };
-        if !holds(&read_x, x, pw) || !holds(&read_y, y, ph) || self.rgb.len() != 3 * pw * ph {
+        if !self.part.holds(&read) || !self.pixels.holds(&self.part) {
             return None;
         }
+        let held = &self.pixels.area;
         let part = Rgb8Rect {
-            bytes: &self.rgb,
+            bytes: &self.pixels.rgb,
             image: self.size,
-            origin: self.origin,
-            size: self.part,
+            origin: (held.columns.start, held.rows.start),
+            size: (held.columns.len(), held.rows.len()),
         };
         let spare = &mut SpareImages::default();
         let moved = warp_rgb8_rect(&part, &self.camera, columns.clone(), rows.clone(), spare);
@@ -172,26 +174,19 @@ impl RegionLease {
     }
 }
 
-/// What a region whose input is `area` is sent of the last frame (`last`,
-/// 8-bit RGB of a `width`×`height` frame): the columns and rows its input
-/// reads once moved by `camera` and kept by `color` ([`moved_area`] taken
-/// back through the camera), and their bytes, row by row.
-pub fn last_frame_part(
-    last: &[u8],
+/// The part of the last frame (`width`×`height`) a region whose input is
+/// `area` reads: the columns and rows its input reads once moved by
+/// `camera` and kept by `color` ([`moved_area`] taken back through the
+/// camera).
+pub fn last_frame_area(
     (width, height): (usize, usize),
     area: &Area,
     camera: &Warp,
     color: Option<&ColorAdjust>,
-) -> ((Range<usize>, Range<usize>), Vec<u8>) {
+) -> Area {
     let (columns, rows) = moved_area(area, color, (width, height));
     let (columns, rows) = camera.source_of(width, height, columns, rows);
-    let mut rgb = Vec::with_capacity(3 * columns.len() * rows.len());
-    for y in rows.clone() {
-        rgb.extend_from_slice(
-            &last[3 * (y * width + columns.start)..3 * (y * width + columns.end)],
-        );
-    }
-    ((columns, rows), rgb)
+    Area { columns, rows }
 }
 
 /// `moved`, the pixels `wide` of the moved frame (a region's `area` and
@@ -291,9 +286,16 @@ mod tests {
                 objective.iterations,
                 &settings.octave_sizes(w, h, min_side),
             );
+            let frame = Rgb8Area {
+                area: Area {
+                    columns: 0..w,
+                    rows: 0..h,
+                },
+                rgb: Arc::new(last.clone()),
+            };
             for (r, region) in plan.regions.iter().enumerate() {
-                let ((columns, rows), rgb) =
-                    last_frame_part(&last, (w, h), &region.input, &camera, color.as_deref());
+                let part = last_frame_area((w, h), &region.input, &camera, color.as_deref());
+                let rgb = Arc::new(frame.cut(std::slice::from_ref(&part)));
                 let lease = RegionLease {
                     frame: 3,
                     region: r as u32,
@@ -304,9 +306,11 @@ mod tests {
                     objective: objective.clone(),
                     camera,
                     color: color.clone(),
-                    origin: (columns.start, rows.start),
-                    part: (columns.len(), rows.len()),
-                    rgb,
+                    pixels: Rgb8Area {
+                        area: part.clone(),
+                        rgb,
+                    },
+                    part,
                 };
                 let input = lease
                     .input(&lease.plan())

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
+use dreamfarm_common::area::{Area, Rgb8Area};
 use dreamfarm_common::color::{ColorAdjust, ColorReference};
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::region_plan::RegionPlan;
 use dreamfarm_common::resample::{SpareImages, Warp, warp_rgb8};
-use dreamfarm_common::work::{RegionLease, last_frame_part};
+use dreamfarm_common::work::{RegionLease, last_frame_area};
 
 use crate::frame_loop::FramePlan;
 use crate::tile_executor::TileError;
@@ -91,7 +92,8 @@ impl Move {
 }
 
 /// Frame `plan.frame` of `spec`, `width`×`height`, dreamed by `regions`
-/// from `previous`, the last frame as written (8-bit RGB), moved as
+/// from `previous`, the last frame as written (8-bit RGB, shared with the
+/// leases), moved as
 /// `moved` says: its 8-bit RGB, or none when the frame must go by tiles
 /// instead ([`RegionExecutor::dream_regions`]).
 pub fn dream(
@@ -99,20 +101,28 @@ pub fn dream(
     plan: &FramePlan,
     (width, height): (usize, usize),
     min_side: usize,
-    previous: &[u8],
+    previous: &Arc<Vec<u8>>,
     moved: &Move,
     regions: &mut dyn RegionExecutor,
 ) -> Result<Option<Vec<u8>>, TileError> {
     let sizes = spec.dream.octave_sizes(width, height, min_side);
     let steps = plan.objective.iterations;
     let regions_plan = RegionPlan::new(&spec.dream, plan.jitter, steps, &sizes);
+    // Every region's lease shares the last frame; each worker's session
+    // cuts from it the pieces of the parts that worker has not been sent.
+    let pixels = Rgb8Area {
+        area: Area {
+            columns: 0..width,
+            rows: 0..height,
+        },
+        rgb: previous.clone(),
+    };
     let leases = regions_plan
         .regions
         .iter()
         .enumerate()
         .map(|(r, region)| {
-            let ((columns, rows), rgb) = last_frame_part(
-                previous,
+            let part = last_frame_area(
                 (width, height),
                 &region.input,
                 &moved.camera,
@@ -128,9 +138,8 @@ pub fn dream(
                 objective: plan.objective.clone(),
                 camera: moved.camera,
                 color: moved.color.clone(),
-                origin: (columns.start, rows.start),
-                part: (columns.len(), rows.len()),
-                rgb,
+                part,
+                pixels: pixels.clone(),
             };
             let own: usize = (0..sizes.len())
                 .flat_map(|o| regions_plan.own_batches(r, o).map(move |t| (o, t)))

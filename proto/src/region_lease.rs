@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use dreamfarm_common::area::Rgb8Area;
 use dreamfarm_common::params::{DreamSettings, MAX_SIDE};
 use dreamfarm_common::resample::Warp;
 use dreamfarm_common::work::RegionLease;
 
-use crate::{WireError, color_adjust, objective, pb};
+use crate::{WireError, color_adjust, objective, pb, region_parts};
 
 /// The message fields of `lease` that describe the region (the caller
 /// fills in the lease's id, job, model, try, deadline and weights, and the
@@ -41,12 +42,7 @@ pub fn to_wire(lease: &RegionLease) -> pb::RegionLeaseStart {
             center_x: c.center.0,
             center_y: c.center.1,
         }),
-        part: Some(pb::Rect {
-            x: lease.origin.0 as u32,
-            y: lease.origin.1 as u32,
-            width: lease.part.0 as u32,
-            height: lease.part.1 as u32,
-        }),
+        part: Some(region_parts::to_wire(&lease.part)),
         objective: Some(objective::to_wire(&lease.objective)),
         color: lease.color.as_deref().map(color_adjust::to_wire),
         ..Default::default()
@@ -125,9 +121,11 @@ pub fn from_wire(start: pb::RegionLeaseStart, rgb: Vec<u8>) -> Result<RegionLeas
             center: (c.center_x, c.center_y),
         },
         color: color.map(Arc::new),
-        origin: (part.x as usize, part.y as usize),
-        part: (part.width as usize, part.height as usize),
-        rgb,
+        part: region_parts::from_wire(&part),
+        pixels: Rgb8Area {
+            area: region_parts::from_wire(&part),
+            rgb: Arc::new(rgb),
+        },
     };
     let regions = lease.plan().regions.len();
     if start.region as usize >= regions {
@@ -141,6 +139,7 @@ pub fn from_wire(start: pb::RegionLeaseStart, rgb: Vec<u8>) -> Result<RegionLeas
 
 #[cfg(test)]
 mod tests {
+    use dreamfarm_common::area::Area;
     use dreamfarm_common::objective::FrameObjective;
 
     use super::*;
@@ -154,6 +153,10 @@ mod tests {
             ..Default::default()
         };
         let objective = FrameObjective::at(&settings, 3, 10, 0, None).expect("objective");
+        let part = Area {
+            columns: 0..40,
+            rows: 0..30,
+        };
         RegionLease {
             frame: 3,
             region: 5,
@@ -169,9 +172,11 @@ mod tests {
                 center: (150.0, 100.0),
             },
             color: None,
-            origin: (0, 0),
-            part: (40, 30),
-            rgb: (0..3 * 40 * 30).map(|i| i as u8).collect(),
+            part: part.clone(),
+            pixels: Rgb8Area {
+                area: part,
+                rgb: Arc::new((0..3 * 40 * 30).map(|i| i as u8).collect()),
+            },
         }
     }
 
@@ -179,7 +184,10 @@ mod tests {
     fn a_region_lease_comes_back_as_it_went() {
         let mut lease = lease();
         let start = to_wire(&lease);
-        assert_eq!(from_wire(start, lease.rgb.clone()).expect("valid"), lease);
+        assert_eq!(
+            from_wire(start, lease.pixels.rgb.to_vec()).expect("valid"),
+            lease
+        );
         // With colour keeping (its own checks: `color_adjust`).
         let sharpen = dreamfarm_common::color::Sharpen {
             amount: 0.3,
@@ -190,7 +198,10 @@ mod tests {
             ..Default::default()
         }));
         let start = to_wire(&lease);
-        assert_eq!(from_wire(start, lease.rgb.clone()).expect("valid"), lease);
+        assert_eq!(
+            from_wire(start, lease.pixels.rgb.to_vec()).expect("valid"),
+            lease
+        );
     }
 
     /// Breaks a lease's head or part.
@@ -221,7 +232,7 @@ mod tests {
             ("region 99 of a frame of", |s, _| s.region = 99),
         ];
         for (want, break_it) in cases {
-            let (mut start, mut rgb) = (to_wire(&lease), lease.rgb.clone());
+            let (mut start, mut rgb) = (to_wire(&lease), lease.pixels.rgb.to_vec());
             break_it(&mut start, &mut rgb);
             let error = from_wire(start, rgb).expect_err(want).to_string();
             assert!(error.contains(want), "{error} (wanted {want})");

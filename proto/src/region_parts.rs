@@ -90,21 +90,6 @@ impl PartsSent {
     }
 }
 
-/// The bytes of `pieces`, in order and each row-major, cut from `rgb`,
-/// the 8-bit RGB over `part` that holds them.
-pub fn cut(rgb: &[u8], part: &Area, pieces: &[Area]) -> Vec<u8> {
-    let width = part.columns.len();
-    let mut bytes = Vec::with_capacity(3 * pieces.iter().map(Area::pixels).sum::<usize>());
-    for piece in pieces {
-        let x = piece.columns.start - part.columns.start;
-        for y in piece.rows.clone() {
-            let at = 3 * ((y - part.rows.start) * width + x);
-            bytes.extend_from_slice(&rgb[at..at + 3 * piece.columns.len()]);
-        }
-    }
-    bytes
-}
-
 /// An area on the wire.
 pub fn to_wire(area: &Area) -> pb::Rect {
     pb::Rect {
@@ -116,7 +101,7 @@ pub fn to_wire(area: &Area) -> pb::Rect {
 }
 
 /// An area from the wire.
-fn from_wire(rect: &pb::Rect) -> Area {
+pub fn from_wire(rect: &pb::Rect) -> Area {
     let (x, y) = (rect.x as usize, rect.y as usize);
     Area {
         columns: x..x + rect.width as usize,
@@ -283,6 +268,7 @@ impl RegionArrivals {
 
 #[cfg(test)]
 mod tests {
+    use dreamfarm_common::area::Rgb8Area;
     use dreamfarm_common::seed::derive;
 
     use super::*;
@@ -290,19 +276,23 @@ mod tests {
 
     /// A `width`×`height` frame whose every byte differs from its
     /// neighbours'.
-    fn frame(width: usize, height: usize, seed: u64) -> Vec<u8> {
-        (0..3 * width * height)
-            .map(|i| derive(seed, &[i as u64]) as u8)
-            .collect()
+    fn frame(width: usize, height: usize, seed: u64) -> Rgb8Area {
+        Rgb8Area {
+            area: Area {
+                columns: 0..width,
+                rows: 0..height,
+            },
+            rgb: std::sync::Arc::new(
+                (0..3 * width * height)
+                    .map(|i| derive(seed, &[i as u64]) as u8)
+                    .collect(),
+            ),
+        }
     }
 
-    /// `area` of the `width`-wide `frame`.
-    fn part_of(frame: &[u8], width: usize, area: &Area) -> Vec<u8> {
-        let whole = Area {
-            columns: 0..width,
-            rows: 0..frame.len() / (3 * width),
-        };
-        cut(frame, &whole, std::slice::from_ref(area))
+    /// `area` of `frame`.
+    fn part_of(frame: &Rgb8Area, area: &Area) -> Vec<u8> {
+        frame.cut(std::slice::from_ref(area))
     }
 
     /// The head and chunks the coordinator sends for a region lease of
@@ -310,12 +300,11 @@ mod tests {
     fn lease(
         sent: &mut PartsSent,
         (job, n, id): (&str, u64, u64),
-        frame: &[u8],
-        width: usize,
+        frame: &Rgb8Area,
         area: &Area,
     ) -> (pb::RegionLeaseStart, Vec<pb::Chunk>) {
         let pieces = sent.to_send(job, n, area);
-        let bytes = cut(&part_of(frame, width, area), area, &pieces);
+        let bytes = frame.cut(&pieces);
         let start = pb::RegionLeaseStart {
             lease_id: id,
             job_id: job.into(),
@@ -351,7 +340,7 @@ mod tests {
     #[test]
     fn a_worker_assembles_every_part_from_fewer_bytes_than_the_parts() {
         let (width, height) = (96, 64);
-        let frames: Vec<Vec<u8>> = (0..3).map(|n| frame(width, height, n)).collect();
+        let frames: Vec<Rgb8Area> = (0..3).map(|n| frame(width, height, n)).collect();
         let (mut sent, mut arrivals) = (PartsSent::default(), RegionArrivals::default());
         let (mut parts_bytes, mut wire_bytes) = (0, 0);
         for case in 0..300u64 {
@@ -369,12 +358,12 @@ mod tests {
                 sent.forget(job, n as u64);
                 arrivals.forget(job, n as u64);
             }
-            let wire = lease(&mut sent, (job, n as u64, case), &frames[n], width, &area);
+            let wire = lease(&mut sent, (job, n as u64, case), &frames[n], &area);
             wire_bytes += wire.0.part_bytes;
             parts_bytes += 3 * area.pixels() as u64;
             assert_eq!(
                 receive(&mut arrivals, wire),
-                part_of(&frames[n], width, &area),
+                part_of(&frames[n], &area),
                 "case {case}: {job} frame {n} {area:?}"
             );
         }
@@ -422,11 +411,11 @@ mod tests {
             rows: 0..height,
         };
         let (mut sent, mut arrivals) = (PartsSent::default(), RegionArrivals::default());
-        let first = lease(&mut sent, ("j", 3, 1), &image, width, &area(0..20));
+        let first = lease(&mut sent, ("j", 3, 1), &image, &area(0..20));
         let _ = receive(&mut arrivals, first);
         // The coordinator sends only columns 20..30 of the next; had the
         // worker dropped the frame (another session, say), it says so.
-        let next = lease(&mut sent, ("j", 3, 2), &image, width, &area(10..30));
+        let next = lease(&mut sent, ("j", 3, 2), &image, &area(10..30));
         assert_eq!(next.0.pieces, [to_wire(&area(20..30))]);
         let mut other = RegionArrivals::default();
         let e = other.start(next.0.clone()).expect_err("not held");
@@ -437,13 +426,13 @@ mod tests {
             "{e}"
         );
         // A lease of a part already carried comes with no bytes at all.
-        let again = lease(&mut sent, ("j", 3, 3), &image, width, &area(5..15));
+        let again = lease(&mut sent, ("j", 3, 3), &image, &area(5..15));
         assert_eq!(again.0.part_bytes, 0);
         let (_, rgb) = arrivals
             .start(again.0)
             .expect("a good head")
             .expect("no byte to come");
-        assert_eq!(rgb, part_of(&image, width, &area(5..15)));
+        assert_eq!(rgb, part_of(&image, &area(5..15)));
         // Pieces outside the part, or bytes that do not add up.
         let mut outside = next.0.clone();
         outside.pieces = vec![to_wire(&area(30..41))];

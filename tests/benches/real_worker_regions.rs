@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dreamfarm_proto::change_channels::CHANGE_TLS_NAME;
-use dreamfarm_tests::cluster::{Coordinator, Worker};
+use dreamfarm_tests::cluster::{Coordinator, Worker, series};
 use dreamfarm_tests::pki::Pki;
 use dreamfarm_tests::{env_or, frame_bytes, frames, median, wait_for};
 
@@ -81,17 +81,19 @@ struct WorkerCounts {
 /// Reads the counters now.
 fn sample(c: &Coordinator, pool: &[Worker], regions: bool) -> Sample {
     let bytes = c.metric("dreamfarm_bytes_received_total") + c.metric("dreamfarm_bytes_sent_total");
-    let sum = |name: &str| pool.iter().map(|w| w.metric(name)).sum::<f64>();
-    // (A build before the workers' metrics has none to read.)
-    let workers = pool.iter().all(|w| w.metrics_at().is_some()).then(|| {
+    // Each worker's page read once (a build before the workers' metrics
+    // has none to read).
+    let pages: Option<Vec<String>> = pool.iter().map(Worker::metrics_page).collect();
+    let workers = pages.map(|pages| {
+        let all = |name: &str| pages.iter().map(|p| series(p, name)).sum::<Option<f64>>();
+        let sum = |name: &str| all(name).unwrap_or_else(|| panic!("no metric {name}"));
         let of_regions = |name: &str| if regions { sum(name) } else { 0.0 };
-        let local = "dreamfarm_worker_change_bytes_total{way=\"local\"}";
         WorkerCounts {
             threads: sum("dreamfarm_worker_compute_threads"),
             busy: sum("dreamfarm_worker_busy_seconds_total"),
             waited: of_regions("dreamfarm_worker_change_wait_seconds_total"),
             fetched: of_regions("dreamfarm_worker_change_bytes_total{way=\"fetched\"}"),
-            local: pool.iter().map(|w| w.metric_if(local)).sum(),
+            local: all("dreamfarm_worker_change_bytes_total{way=\"local\"}"),
         }
     });
     Sample {

@@ -207,7 +207,7 @@ fn metric_at(host_port: &str, name: &str) -> f64 {
 }
 
 /// The value of series `name` on a `/metrics` page `body`, if it is there.
-fn series(body: &str, name: &str) -> Option<f64> {
+pub fn series(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.parse().ok())
@@ -251,12 +251,11 @@ impl Worker {
         metric_at(&at, name)
     }
 
-    /// The value of series `name` on the worker's `/metrics`, if it serves
-    /// them and its build has that series (a bench measuring an older
-    /// build through `DREAMFARM_BIN`).
-    pub fn metric_if(&self, name: &str) -> Option<f64> {
-        let body = crate::http::get(&self.metrics_at()?, "/metrics", &[]).text();
-        series(&body, name)
+    /// The worker's `/metrics` page, if it serves one (a bench measuring
+    /// an older build through `DREAMFARM_BIN` may not): read once for
+    /// several series with [`series`].
+    pub fn metrics_page(&self) -> Option<String> {
+        Some(crate::http::get(&self.metrics_at()?, "/metrics", &[]).text())
     }
 
     /// CPU seconds (user + system) the worker process has used.

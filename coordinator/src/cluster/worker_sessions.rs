@@ -255,15 +255,6 @@ impl AsRef<Planar> for LeasePixels {
     }
 }
 
-/// A region lease's 8-bit part, shared with the scheduler's copy.
-struct RegionPart(Arc<RegionLease>);
-
-impl AsRef<[u8]> for RegionPart {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.rgb
-    }
-}
-
 /// Sends one lease: its head, then its pixels in chunks (of a region
 /// lease, those `sent` says the session has not carried).
 async fn send_lease(
@@ -295,12 +286,8 @@ async fn send_lease(
 fn region_lease(grant: &Grant, lease: Arc<RegionLease>, sent: &mut PartsSent) -> (Down, Pieces) {
     let dream = &grant.params.dream;
     tracing::debug!(job = %grant.job, frame = lease.frame, region = lease.region, lease = grant.lease, "region lease granted");
-    let part = Area {
-        columns: lease.origin.0..lease.origin.0 + lease.part.0,
-        rows: lease.origin.1..lease.origin.1 + lease.part.1,
-    };
     let job = grant.job.to_string();
-    let pieces = sent.to_send(&job, lease.frame, &part);
+    let pieces = sent.to_send(&job, lease.frame, &lease.part);
     let start = RegionLeaseStart {
         lease_id: grant.lease,
         job_id: job,
@@ -318,12 +305,7 @@ fn region_lease(grant: &Grant, lease: Arc<RegionLease>, sent: &mut PartsSent) ->
         part_bytes: 3 * pieces.iter().map(Area::pixels).sum::<usize>() as u64,
         ..region_lease::to_wire(&lease)
     };
-    // A part carried whole goes as it is, without a copy.
-    let bytes = if pieces.as_slice() == std::slice::from_ref(&part) {
-        Bytes::from_owner(RegionPart(lease))
-    } else {
-        Bytes::from(region_parts::cut(&lease.rgb, &part, &pieces))
-    };
+    let bytes = Bytes::from(lease.pixels.cut(&pieces));
     let pieces = (0..bytes.len())
         .step_by(CHUNK_BYTES)
         .map(move |at| bytes.slice(at..(at + CHUNK_BYTES).min(bytes.len())));

@@ -46,6 +46,10 @@ fn tile(grant: &Grant) -> u32 {
 fn region(region: u32) -> RegionTask {
     let settings = DreamSettings::default();
     let objective = FrameObjective::at(&settings, 5, 10, 1, None).expect("objective");
+    let corner = dreamfarm_common::area::Area {
+        columns: 0..2,
+        rows: 0..2,
+    };
     let lease = RegionLease {
         frame: 5,
         region,
@@ -61,9 +65,11 @@ fn region(region: u32) -> RegionTask {
             center: (32.0, 32.0),
         },
         color: None,
-        origin: (0, 0),
-        part: (2, 2),
-        rgb: vec![0; 12],
+        part: corner.clone(),
+        pixels: dreamfarm_common::area::Rgb8Area {
+            area: corner,
+            rgb: Arc::new(vec![0; 12]),
+        },
     };
     RegionTask {
         lease,
