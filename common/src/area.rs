@@ -42,6 +42,15 @@ impl Area {
         }
     }
 
+    /// The pixels in both (empty when they do not meet).
+    pub fn intersection(&self, other: &Area) -> Area {
+        let clip = |a: &Range<usize>, b: &Range<usize>| a.start.max(b.start)..a.end.min(b.end);
+        Area {
+            columns: clip(&self.columns, &other.columns),
+            rows: clip(&self.rows, &other.rows),
+        }
+    }
+
     /// Whether it shares a pixel with `rect`.
     pub fn overlaps(&self, rect: Rect) -> bool {
         let meets = |start: i64, len: usize, span: &Range<usize>| {
@@ -88,16 +97,35 @@ impl Rgb8Area {
 
     /// The bytes of `pieces` (inside its area), in order, each row-major.
     pub fn cut(&self, pieces: &[Area]) -> Vec<u8> {
-        let width = self.area.columns.len();
-        let mut bytes = Vec::with_capacity(3 * pieces.iter().map(Area::pixels).sum::<usize>());
+        let mut bytes = vec![0u8; 3 * pieces.iter().map(Area::pixels).sum::<usize>()];
+        let mut at = 0;
         for piece in pieces {
-            let x = piece.columns.start - self.area.columns.start;
-            for y in piece.rows.clone() {
-                let at = 3 * ((y - self.area.rows.start) * width + x);
-                bytes.extend_from_slice(&self.rgb[at..at + 3 * piece.columns.len()]);
-            }
+            let n = 3 * piece.pixels();
+            copy_rgb8(
+                (&self.area, &self.rgb),
+                (piece, &mut bytes[at..at + n]),
+                piece,
+            );
+            at += n;
         }
         bytes
+    }
+}
+
+/// Copies the pixels `over` of `from`, 8-bit RGB over its area, into the
+/// same pixels of `to`, 8-bit RGB over its own; `over` lies in both areas.
+pub fn copy_rgb8(
+    (from_area, from): (&Area, &[u8]),
+    (to_area, to): (&Area, &mut [u8]),
+    over: &Area,
+) {
+    let n = 3 * over.columns.len();
+    for y in over.rows.clone() {
+        let at = |a: &Area| {
+            3 * ((y - a.rows.start) * a.columns.len() + over.columns.start - a.columns.start)
+        };
+        let (f, t) = (at(from_area), at(to_area));
+        to[t..t + n].copy_from_slice(&from[f..f + n]);
     }
 }
 
@@ -109,14 +137,9 @@ pub fn uncovered<'a>(part: &Area, taken: impl IntoIterator<Item = &'a Area>) -> 
     if part.is_empty() {
         return Vec::new();
     }
-    let clip =
-        |span: &Range<usize>, to: &Range<usize>| span.start.max(to.start)..span.end.min(to.end);
     let taken: Vec<Area> = taken
         .into_iter()
-        .map(|a| Area {
-            columns: clip(&a.columns, &part.columns),
-            rows: clip(&a.rows, &part.rows),
-        })
+        .map(|a| a.intersection(part))
         .filter(|a| !a.is_empty())
         .collect();
     // Row bands between the taken areas' top and bottom edges.

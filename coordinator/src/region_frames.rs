@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use dreamfarm_common::area::{Area, Rgb8Area};
+use dreamfarm_common::area::{Area, Rgb8Area, copy_rgb8};
 use dreamfarm_common::color::{ColorAdjust, ColorReference};
 use dreamfarm_common::params::JobSpec;
 use dreamfarm_common::region_plan::RegionPlan;
@@ -158,12 +158,8 @@ pub fn dream(
     };
     let mut frame = vec![0u8; 3 * width * height];
     for (region, cell) in regions_plan.regions.iter().zip(&cells) {
-        let (columns, rows) = (&region.cell.columns, &region.cell.rows);
-        let row_bytes = 3 * columns.len();
-        for (k, y) in rows.clone().enumerate() {
-            let at = 3 * (y * width + columns.start);
-            frame[at..at + row_bytes].copy_from_slice(&cell[k * row_bytes..(k + 1) * row_bytes]);
-        }
+        let cell_area = &region.cell;
+        copy_rgb8((cell_area, cell), (&pixels.area, &mut frame), cell_area);
     }
     Ok(Some(frame))
 }

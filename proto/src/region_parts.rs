@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use dreamfarm_common::area::{Area, uncovered};
+use dreamfarm_common::area::{Area, copy_rgb8, uncovered};
 use dreamfarm_common::params::MAX_SIDE;
 
 use crate::chunks::Assembler;
@@ -244,22 +244,11 @@ impl RegionArrivals {
             held.push((piece, bytes[at..at + n].to_vec()));
             at += n;
         }
-        let width = part.columns.len();
         let mut rgb = vec![0u8; 3 * part.pixels()];
         for (piece, pixels) in held.iter() {
-            let columns = piece.columns.start.max(part.columns.start)
-                ..piece.columns.end.min(part.columns.end);
-            let rows = piece.rows.start.max(part.rows.start)..piece.rows.end.min(part.rows.end);
-            if columns.is_empty() || rows.is_empty() {
-                continue;
-            }
-            let n = 3 * columns.len();
-            for y in rows {
-                let from = 3
-                    * ((y - piece.rows.start) * piece.columns.len() + columns.start
-                        - piece.columns.start);
-                let to = 3 * ((y - part.rows.start) * width + columns.start - part.columns.start);
-                rgb[to..to + n].copy_from_slice(&pixels[from..from + n]);
+            let over = piece.intersection(&part);
+            if !over.is_empty() {
+                copy_rgb8((piece, pixels), (&part, &mut rgb), &over);
             }
         }
         (start, rgb)
