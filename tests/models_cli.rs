@@ -322,8 +322,10 @@ fn dream_rejects_bad_input_with_one_clear_error() {
                 o,
                 "--max-memory",
                 "1MiB",
+                "--device",
+                "cpu",
             ],
-            "dreaming a 451x300 image needs about 105 MiB of memory for its octaves, more than --max-memory (1 MiB). Fix: dream a smaller copy of the image, or a larger --max-memory",
+            "dreaming a 451x300 image needs about 183 MiB of memory for its octaves (105 MiB) and the network's passes on the CPU (78 MiB), more than --max-memory (1 MiB). Fix: dream a smaller copy of the image or pass a smaller --tile-size, or a larger --max-memory",
         ),
         (
             &["dream", "assets/chelsea.png", "-o", o, "--cadence", "3"],

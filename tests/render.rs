@@ -893,7 +893,7 @@ fn bad_input_gets_one_clear_error_and_finished_frames_stay() {
                 &["--size", "4096x4096", "--max-memory", "1GiB"],
                 path_str(&nowhere),
             ),
-            "a 4096x4096 render needs about 6.7 GiB of memory for its frames and video, more than --max-memory (1.0 GiB). Fix: pass a smaller --size",
+            "a 4096x4096 render needs about 6.7 GiB of memory for its frames and video (6.7 GiB) and the network's passes on the CPU (10 MiB), more than --max-memory (1.0 GiB). Fix: pass a smaller --size or --tile-size",
         ),
         // Refused by the model, which is loaded before the folder is made.
         (

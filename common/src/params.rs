@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::color::ColorSpace;
 use crate::model_catalog::{BuiltinModel, CatalogError, ModelSpec};
 use crate::schedule::{Schedule, ScheduleError};
-use crate::tiling::TileGeometry;
+use crate::tiling::{TileGeometry, TileGrid};
 
 /// Largest image side accepted (16K): beyond it a frame no longer fits a
 /// machine's memory comfortably.
@@ -367,6 +367,32 @@ impl DreamSettings {
             jitter: jitter as usize,
             equal_cells: self.tile_batch > 1,
         }
+    }
+
+    /// The largest pass through the network a `width`×`height` frame
+    /// makes, in pixels: `(tiles, height, width)` of its biggest batch of
+    /// equal windows (each tile and its margin, without the jitter's
+    /// padding, which the window never reaches), over every octave.
+    pub fn largest_pass(&self, width: usize, height: usize) -> (usize, usize, usize) {
+        let mut largest = (0, 0, 0);
+        for (w, h) in self.octave_sizes(width, height, 1) {
+            let grid = TileGrid::new(w, h, self.tile_geometry(0, w, h));
+            for (first, &end) in grid
+                .batches(self.tile_batch.max(1) as usize)
+                .iter()
+                .enumerate()
+            {
+                if end == 0 {
+                    continue;
+                }
+                let window = grid.tile(first).input;
+                let pass = (end - first, window.height, window.width);
+                if pass.0 * pass.1 * pass.2 > largest.0 * largest.1 * largest.2 {
+                    largest = pass;
+                }
+            }
+        }
+        largest
     }
 
     /// How an octave's `steps` are leased: steps per pass of tiles and the
@@ -1126,5 +1152,22 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(ramps, ["layer weight of mixed3"]);
+    }
+
+    /// The largest pass is the frame's biggest tile with its margins: a
+    /// 4K frame's inner tiles (960×720 cells, 64 pixels round them), a
+    /// small frame whole, and a batch of equal tiles together.
+    #[test]
+    fn the_largest_pass_is_the_biggest_window_or_batch() {
+        let d = DreamSettings::default();
+        assert_eq!(d.largest_pass(3840, 2160), (1, 848, 1088));
+        assert_eq!(d.largest_pass(512, 384), (1, 384, 512));
+        let batched = DreamSettings {
+            tile_batch: 4,
+            tile_size: 256,
+            ..Default::default()
+        };
+        // Rows of eight cells: the six inner ones batch as four and two.
+        assert_eq!(batched.largest_pass(2048, 1024), (4, 384, 384));
     }
 }

@@ -12,7 +12,7 @@ use dreamfarm_coordinator::frame_loop::{FramePlan, dream_frame};
 use dreamfarm_coordinator::render::{check_min_side, load_guide, load_input};
 
 use super::dream_flags::DreamFlags;
-use super::memory_check::MaxMemory;
+use super::memory_check::{MaxMemory, NETWORK_ON_CPU, network_bytes};
 use dreamfarm_coordinator::cluster::memory_budget::still_bytes;
 use dreamfarm_coordinator::local_pool::embedded;
 use dreamfarm_worker::cpu_threads::ThreadsFlag;
@@ -60,17 +60,22 @@ pub fn dream(args: DreamArgs) -> anyhow::Result<()> {
     spec.validate()?;
     let input = load_input(&spec)?;
     let (width, height) = (input.width as u32, input.height as u32);
+    let devices = torch_devices(&args.device)?;
     args.max_memory.check(
         &format!("dreaming a {width}x{height} image"),
-        still_bytes(width, height),
-        "for its octaves",
-        "dream a smaller copy of the image",
+        &[
+            ("its octaves", still_bytes(width, height)),
+            (
+                NETWORK_ON_CPU,
+                network_bytes(&spec.dream, width, height, &devices)?,
+            ),
+        ],
+        "dream a smaller copy of the image or pass a smaller --tile-size",
         "dream it on a machine with more memory",
     )?;
     // The output is opened before the model loads, so a mistyped path fails
     // at once instead of after minutes of dreaming.
     let (format, tmp) = open_output(&args.output)?;
-    let devices = torch_devices(&args.device)?;
     args.threads.apply();
     let mut workers = embedded(&spec.dream, spec.seed, &devices)?;
     let min_side = workers.min_side;

@@ -23,7 +23,7 @@ use dreamfarm_worker::cpu_threads::ThreadsFlag;
 use dreamfarm_worker::models::torch_devices;
 
 use super::job_args::JobArgs;
-use super::memory_check::MaxMemory;
+use super::memory_check::{MaxMemory, NETWORK_ON_CPU, network_bytes};
 
 /// Arguments of `dreamfarm render`.
 #[derive(Debug, Args)]
@@ -80,26 +80,31 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         spec.dream.octaves = 1;
     }
     let input = load_input(&spec)?;
-    // A preview holds a fraction of a dream's buffers: not checked.
-    if !args.dry_run {
-        let (width, height) = (input.width as u32, input.height as u32);
-        args.max_memory.check(
-            &format!("a {width}x{height} render"),
-            job_bytes(width, height, &spec),
-            "for its frames and video",
-            "pass a smaller --size",
-            "submit it to a cluster whose coordinator has the memory",
-        )?;
-    }
-    // Bad guide or reference images, or a device that is not there, fail
-    // before the output folder exists.
-    load_guide(&spec)?;
-    load_color_reference(&spec)?;
+    // A device that is not there fails before the output folder exists.
     let devices = if args.dry_run {
         Vec::new()
     } else {
         torch_devices(&args.device)?
     };
+    // A preview holds a fraction of a dream's buffers: not checked.
+    if !args.dry_run {
+        let (width, height) = (input.width as u32, input.height as u32);
+        args.max_memory.check(
+            &format!("a {width}x{height} render"),
+            &[
+                ("its frames and video", job_bytes(width, height, &spec)),
+                (
+                    NETWORK_ON_CPU,
+                    network_bytes(&spec.dream, width, height, &devices)?,
+                ),
+            ],
+            "pass a smaller --size or --tile-size",
+            "submit it to a cluster whose coordinator has the memory",
+        )?;
+    }
+    // Bad guide or reference images too.
+    load_guide(&spec)?;
+    load_color_reference(&spec)?;
     args.threads.apply();
     // The page's port too: one in use stops the render before its folder.
     let listener = args.ui.map(Listener::bind).transpose()?;

@@ -10,6 +10,7 @@ mod graph;
 pub mod inception_v3;
 mod layers;
 pub mod mobilenet_v2;
+mod pass_memory;
 mod weights_file;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use tch::{CModule, Device, IValue, Kind, Tensor};
 
 pub use graph::{Block, conv_units};
 pub use layers::ConvShape;
+pub use pass_memory::pass_bytes;
 pub use weights_file::WeightsFile;
 
 use crate::cuda_library::cuda_library;
@@ -139,6 +141,38 @@ enum Net {
     Script(CModule),
 }
 
+/// A built-in network as data: its blocks, its BatchNorm epsilon, and the
+/// prefixes of weights it carries but never runs (classifier heads).
+struct Description {
+    blocks: Vec<Block>,
+    eps: f64,
+    unused: &'static [&'static str],
+}
+
+impl Description {
+    /// `model`'s description.
+    fn of(model: BuiltinModel) -> Self {
+        let (blocks, eps, unused): (_, _, &[&str]) = match model {
+            BuiltinModel::InceptionV3 => (inception_v3::blocks(), inception_v3::BN_EPS, &[]),
+            BuiltinModel::MobilenetV2 => (
+                mobilenet_v2::blocks(),
+                mobilenet_v2::BN_EPS,
+                &["classifier."],
+            ),
+            BuiltinModel::Googlenet => (
+                googlenet::blocks(),
+                googlenet::BN_EPS,
+                &["fc.", "aux1.", "aux2."],
+            ),
+        };
+        Self {
+            blocks,
+            eps,
+            unused,
+        }
+    }
+}
+
 /// A loaded network, ready to give activations of its named layers.
 pub struct Model {
     net: Net,
@@ -163,19 +197,11 @@ impl Model {
     ) -> Result<Self, ModelError> {
         let info = model.info();
         let mut file = WeightsFile::read(weights, device)?;
-        let (blocks, eps, unused): (_, _, &[&str]) = match model {
-            BuiltinModel::InceptionV3 => (inception_v3::blocks(), inception_v3::BN_EPS, &[]),
-            BuiltinModel::MobilenetV2 => (
-                mobilenet_v2::blocks(),
-                mobilenet_v2::BN_EPS,
-                &["classifier."],
-            ),
-            BuiltinModel::Googlenet => (
-                googlenet::blocks(),
-                googlenet::BN_EPS,
-                &["fc.", "aux1.", "aux2."],
-            ),
-        };
+        let Description {
+            blocks,
+            eps,
+            unused,
+        } = Description::of(model);
         let net = {
             // Guards, not `tch::no_grad`, here and below: a failure inside
             // must not leave the thread's gradients off (see
