@@ -274,6 +274,21 @@ struct Batch {
     ties: Vec<Vec<(usize, u64)>>,
 }
 
+impl Batch {
+    /// Batch `id`, its outcomes going to `results`, with no units yet.
+    fn new(id: u64, results: Results) -> Self {
+        Self {
+            id,
+            results,
+            slots: 0,
+            holders: Vec::new(),
+            regions: Vec::new(),
+            delivered: Vec::new(),
+            ties: Vec::new(),
+        }
+    }
+}
+
 struct JobQueue {
     params: JobParams,
     priority: i32,
@@ -553,22 +568,30 @@ impl Scheduler {
         job: &str,
         work: Vec<TileWork>,
     ) -> Option<mpsc::Receiver<(usize, TileOutcome)>> {
+        let (tx, rx) = mpsc::channel();
+        let job = self.start_batch(job, |id| {
+            (Batch::new(id, Results::Tiles(tx)), VecDeque::new())
+        })?;
+        self.append(&job, work).then_some(rx)
+    }
+
+    /// Makes the batch `start` builds on a fresh id `job`'s current one,
+    /// with the units it queues, in place of the batch the job no longer
+    /// waits for (whose frame is then whole to the workers holding its
+    /// regions). The job's key; `None` when the job is gone.
+    fn start_batch(
+        &mut self,
+        job: &str,
+        start: impl FnOnce(u64) -> (Batch, VecDeque<Unit>),
+    ) -> Option<Arc<str>> {
         let id = self.fresh_id();
         let job = self.jobs.get_key_value(job)?.0.clone();
         let queue = self.jobs.get_mut(&job)?;
-        let (tx, rx) = mpsc::channel();
-        let replaced = queue.batch.replace(Batch {
-            id,
-            results: Results::Tiles(tx),
-            slots: 0,
-            holders: Vec::new(),
-            regions: Vec::new(),
-            delivered: Vec::new(),
-            ties: Vec::new(),
-        });
-        queue.pending.clear();
+        let (batch, pending) = start(id);
+        let replaced = queue.batch.replace(batch);
+        queue.pending = pending;
         self.frame_done(&job, replaced.as_ref().and_then(frame_left));
-        self.append(&job, work).then_some(rx)
+        Some(job)
     }
 
     /// Adds `work` to the end of `job`'s current batch, its tiles numbered

@@ -67,9 +67,6 @@ impl Scheduler {
         frame: u64,
         regions: Vec<RegionTask>,
     ) -> Option<mpsc::Receiver<(usize, RegionOutcome)>> {
-        let id = self.fresh_id();
-        let job = self.jobs.get_key_value(job)?.0.clone();
-        let queue = self.jobs.get_mut(&job)?;
         let (tx, rx) = mpsc::channel();
         let count = regions.len();
         let mut ties = vec![BTreeMap::new(); count];
@@ -87,28 +84,29 @@ impl Scheduler {
                 tiles: task.tiles,
             })
             .collect();
-        queue.pending = regions
-            .iter()
-            .enumerate()
-            .map(|(slot, work)| Unit {
-                batch: id,
-                slot,
-                attempt: 0,
-                failed_on: Vec::new(),
-                lost: 0,
-                work: work.clone(),
-            })
-            .collect();
-        let replaced = queue.batch.replace(Batch {
-            id,
-            results: Results::Regions { results: tx, frame },
-            slots: regions.len(),
-            holders: vec![None; regions.len()],
-            delivered: vec![false; regions.len()],
-            regions,
-            ties: ties.into_iter().map(|t| t.into_iter().collect()).collect(),
-        });
-        self.frame_done(&job, replaced.as_ref().and_then(frame_left));
+        self.start_batch(job, |id| {
+            let pending = regions
+                .iter()
+                .enumerate()
+                .map(|(slot, work)| Unit {
+                    batch: id,
+                    slot,
+                    attempt: 0,
+                    failed_on: Vec::new(),
+                    lost: 0,
+                    work: work.clone(),
+                })
+                .collect();
+            let batch = Batch {
+                slots: count,
+                holders: vec![None; count],
+                delivered: vec![false; count],
+                regions,
+                ties: ties.into_iter().map(|t| t.into_iter().collect()).collect(),
+                ..Batch::new(id, Results::Regions { results: tx, frame })
+            };
+            (batch, pending)
+        })?;
         Some(rx)
     }
 
