@@ -4,6 +4,7 @@
 //! the single-machine render of the same job.
 
 use dreamfarm_common::digest::sha256_hex;
+use dreamfarm_tests::cgroup_limit::CgroupLimit;
 use dreamfarm_tests::cluster::{Coordinator, TOKEN};
 use dreamfarm_tests::small_job::{JOB, LIMIT, job, reference, rendered};
 use dreamfarm_tests::{
@@ -331,6 +332,52 @@ fn a_worker_out_of_memory_fails_the_tile_with_advice_and_goes_on_working() {
     assert!(
         c.fetch_frames(&id) == reference(),
         "frames differ after a worker ran out of memory"
+    );
+}
+
+/// In a container's memory limit an allocation does not fail: the kernel
+/// kills the process once past it, and every lease it held with it. A
+/// CPU worker there refuses a tile whose pass through the network cannot
+/// fit beside what it holds, as running out of memory, and lives to
+/// compute the next job; without the check the kernel killed it.
+#[test]
+fn a_worker_in_a_memory_limit_refuses_a_tile_too_big_for_it_and_goes_on_working() {
+    let limit = match CgroupLimit::memory(SMALL_MEMORY) {
+        Ok(limit) => limit,
+        Err(why) => {
+            eprintln!("SKIPPED: no cgroup for a memory limit on this machine ({why})");
+            return;
+        }
+    };
+    let c = Coordinator::start();
+    let mut small = c.worker_in("small", &limit);
+    let mut args = one_tile_dream("2048x2048");
+    args.extend(["--frames", "1", "--name", "big"]);
+    let big = c.submit(&args);
+    wait_for("the job too big for the worker to fail", || {
+        assert!(
+            matches!(small.child.try_wait(), Ok(None)),
+            "the worker ended: {}",
+            small.log()
+        );
+        c.status(&big).contains("failed")
+    });
+    let status = c.status(&big);
+    assert!(
+        status.contains("out of memory dreaming a 2112x2112 tile (its pass through the network needs about 2.5 GiB, and this process held ")
+            && status.contains("of the 1.2 GiB it may have (the container's memory limit) once its model was loaded). Fix: dream smaller tiles"),
+        "{status}"
+    );
+    let id = c.submit(&job("after"));
+    c.wait_done(&id, LIMIT);
+    assert!(
+        matches!(small.child.try_wait(), Ok(None)),
+        "{}",
+        small.log()
+    );
+    assert!(
+        c.fetch_frames(&id) == reference(),
+        "frames differ after a worker refused a tile"
     );
 }
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use dreamfarm_tests::cgroup_limit::CgroupLimit;
 use dreamfarm_tests::cluster::Coordinator;
-use dreamfarm_tests::cpu_limit::CpuLimit;
 use dreamfarm_tests::{dreamfarm, one_step_still, run, wait_for};
 
 /// Longest a step of these tests may take.
@@ -62,7 +62,7 @@ fn a_worker_given_one_thread_dreams_on_one_core() {
 
 #[test]
 fn a_process_in_a_one_cpu_limit_computes_on_one_thread() {
-    let limit = match CpuLimit::new(1) {
+    let limit = match CgroupLimit::cpus(1) {
         Ok(limit) => limit,
         Err(why) => {
             eprintln!("SKIPPED: no cgroup for a CPU limit on this machine ({why})");

@@ -8,6 +8,7 @@ pub mod color;
 pub mod device;
 pub mod digest;
 pub mod job_name;
+pub mod memory_limit;
 pub mod model_catalog;
 pub mod objective;
 pub mod parallel;

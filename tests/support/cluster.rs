@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cgroup_limit::CgroupLimit;
 use crate::small_disk::SmallDisk;
 use crate::{binary, frame_bytes, repo, run};
 
@@ -447,13 +448,13 @@ impl Coordinator {
 
     /// [`worker_via`](Self::worker_via) with `extra` flags.
     pub fn worker_via_with(&self, name: &str, url: &str, extra: &[&str]) -> Worker {
-        self.spawn_worker(name, url, "cpu", None, extra)
+        self.spawn_worker(name, url, "cpu", |_| (), extra)
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU with `extra`
     /// flags.
     pub fn worker_with(&self, name: &str, extra: &[&str]) -> Worker {
-        self.spawn_worker(name, &self.url, "cpu", None, extra)
+        self.spawn_worker(name, &self.url, "cpu", |_| (), extra)
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, serving its
@@ -462,29 +463,41 @@ impl Coordinator {
     pub fn worker_serving_changes(&self, name: &str, extra: &[&str]) -> Worker {
         let mut flags = vec!["--change-listen", "127.0.0.1:0"];
         flags.extend_from_slice(extra);
-        self.spawn_worker(name, &self.url, "cpu", None, &flags)
+        self.spawn_worker(name, &self.url, "cpu", |_| (), &flags)
     }
 
     /// Starts `dreamfarm worker` named `name` on `devices` (`--device`).
     pub fn worker_on(&self, name: &str, devices: &str) -> Worker {
-        self.spawn_worker(name, &self.url, devices, None, &[])
+        self.spawn_worker(name, &self.url, devices, |_| (), &[])
     }
 
     /// Starts `dreamfarm worker` named `name` on the CPU, allowed to
     /// allocate at most `bytes` (see [`crate::limit_memory`]): a worker
     /// whose GPU or machine has that little memory.
     pub fn worker_with_memory(&self, name: &str, bytes: u64) -> Worker {
-        self.spawn_worker(name, &self.url, "cpu", Some(bytes), &[])
+        self.spawn_worker(
+            name,
+            &self.url,
+            "cpu",
+            |c| crate::limit_memory(c, bytes),
+            &[],
+        )
+    }
+
+    /// Starts `dreamfarm worker` named `name` on the CPU in `limit`'s
+    /// cgroup: a worker in a container with that limit.
+    pub fn worker_in(&self, name: &str, limit: &CgroupLimit) -> Worker {
+        self.spawn_worker(name, &self.url, "cpu", |c| limit.confine(c), &[])
     }
 
     /// Starts a worker named `name` on `devices` dialling `url`, its
-    /// memory limited to `memory` bytes if given, with `extra` flags.
+    /// command limited by `limit` first, with `extra` flags.
     fn spawn_worker(
         &self,
         name: &str,
         url: &str,
         devices: &str,
-        memory: Option<u64>,
+        limit: impl FnOnce(&mut Command),
         extra: &[&str],
     ) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
@@ -498,9 +511,7 @@ impl Coordinator {
             .env("DREAMFARM_WEIGHTS_CACHE", &weights_cache)
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).expect("log"));
-        if let Some(bytes) = memory {
-            crate::limit_memory(&mut command, bytes);
-        }
+        limit(&mut command);
         let child = command.spawn().expect("worker starts");
         Worker {
             child,

@@ -3,8 +3,8 @@
 //! ways to run it and read what it wrote.
 
 pub mod browser;
+pub mod cgroup_limit;
 pub mod cluster;
-pub mod cpu_limit;
 pub mod drift;
 pub mod fault_proxy;
 pub mod http;

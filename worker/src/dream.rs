@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use dreamfarm_common::memory_limit::{human, memory_limit, resident_bytes};
 use dreamfarm_common::objective::FrameObjective;
 use dreamfarm_common::params::{NetworkPrecision, ParamError, Reduction};
 use dreamfarm_common::resample::Planar;
@@ -43,6 +44,39 @@ pub struct Dreamer {
     seed: u64,
     /// The last objective resolved.
     resolved: Option<Resolved>,
+    /// On a CPU, the memory a pass may take; `None` on a GPU.
+    room: Option<Room>,
+}
+
+/// The memory a pass on the CPU may take: what this process may have less
+/// what it held once its model was loaded. A pass past it would not fail
+/// an allocation but have the kernel kill the process part way (a
+/// container's limit, or the machine's memory), losing every lease the
+/// worker held; it is refused before it starts instead.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    /// What this process may have.
+    limit: u64,
+    /// Whose limit that is, for people.
+    of: &'static str,
+    /// What it held once the model was loaded.
+    held: u64,
+}
+
+impl Room {
+    /// The room on `device`: `None` on a GPU, whose memory its own
+    /// allocator reports running out of.
+    fn on(device: Device) -> Option<Self> {
+        if device != Device::Cpu {
+            return None;
+        }
+        let (limit, of) = memory_limit()?;
+        Some(Self {
+            limit,
+            of,
+            held: resident_bytes()?,
+        })
+    }
 }
 
 /// Why a tile could not be dreamed.
@@ -122,6 +156,7 @@ impl Dreamer {
     /// A dreamer on `model` for the job seeded with `job_seed`.
     pub fn new(model: Model, job_seed: u64) -> Self {
         Self {
+            room: Room::on(model.device()),
             model,
             seed: job_seed,
             resolved: None,
@@ -183,7 +218,6 @@ impl Dreamer {
     /// and gradient normalisation, and the changes come back stacked.
     pub fn dream_tile(&mut self, work: &TileWork) -> Result<Planar, DreamError> {
         work.check().map_err(DreamError::BadWork)?;
-        let dreamed = torch_failure::catch(|| self.dream_checked_tile(work));
         let what = || {
             let (width, height) = (work.pixels.width, work.tile_height());
             match work.tiles {
@@ -191,7 +225,45 @@ impl Dreamer {
                 n => format!("dreaming a batch of {n} tiles of {width}x{height}"),
             }
         };
+        self.check_room(work, what)?;
+        let dreamed = torch_failure::catch(|| self.dream_checked_tile(work));
         failed_on(dreamed, what, SMALLER_TILES)?
+    }
+
+    /// Refuses `work` whose pass on the CPU needs more than the [`Room`]
+    /// there is, as memory running out `what()`.
+    fn check_room(
+        &mut self,
+        work: &TileWork,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), DreamError> {
+        let Some(room) = self.room else {
+            return Ok(());
+        };
+        let layers = &resolve(&self.model, &mut self.resolved, &work.objective)?.layers;
+        let jitter = 2 * work.jitter as usize;
+        let (height, width) = (
+            work.tile_height().saturating_sub(jitter),
+            work.pixels.width.saturating_sub(jitter),
+        );
+        let needs = self
+            .model
+            .pass_bytes(layers, work.tiles as usize, height, width)
+            .unwrap_or(0);
+        if room.held + needs <= room.limit {
+            return Ok(());
+        }
+        Err(DreamError::OutOfMemory {
+            what: what(),
+            detail: format!(
+                "its pass through the network needs about {}, and this process held {} of the {} it may have ({}) once its model was loaded",
+                human(needs),
+                human(room.held),
+                human(room.limit),
+                room.of
+            ),
+            advice: SMALLER_TILES,
+        })
     }
 
     /// [`Self::dream_tile`] on work already checked; libtorch's failures

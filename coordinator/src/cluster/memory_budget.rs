@@ -4,6 +4,7 @@
 //! an estimate from its frame size, and a job that does not fit waits in
 //! the queue instead of running the coordinator out of memory.
 
+pub use dreamfarm_common::memory_limit::{human, memory_limit, parse_size};
 use dreamfarm_common::params::JobSpec;
 
 use crate::video::ENCODER_THREADS;
@@ -82,94 +83,11 @@ pub fn still_bytes(width: u32, height: u32) -> u64 {
     BYTES_PER_PIXEL * u64::from(width) * u64::from(height) + BYTES_PER_JOB
 }
 
-/// `bytes` for people: "1.5 GiB".
-pub fn human(bytes: u64) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
-    const MIB: f64 = (1u64 << 20) as f64;
-    const KIB: f64 = 1024.0;
-    let b = bytes as f64;
-    if b >= GIB {
-        format!("{:.1} GiB", b / GIB)
-    } else if b >= MIB {
-        format!("{:.0} MiB", b / MIB)
-    } else if b >= KIB {
-        format!("{:.0} KiB", b / KIB)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
-
-/// Parses a size: plain bytes or a number with K, M, G, T (powers of 1024;
-/// `KiB`, `MB` and the like are read the same way), e.g. `8GiB`, `512M`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 8GiB, 512MiB or 1073741824"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {text:?}; use K, M, G or T"
-            ));
-        }
-    };
-    let bytes = number * (1u64 << shift) as f64;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{text:?} is not a usable size"));
-    }
-    Ok(bytes as u64)
-}
-
 /// The default budget: a share of the container's cgroup memory limit if it
 /// has one, else of the machine's memory.
 pub fn default_budget() -> u64 {
     let limit = memory_limit().map_or(4 << 30, |(bytes, _)| bytes);
     (limit as f64 * DEFAULT_SHARE) as u64
-}
-
-/// The memory this process can have: its container's cgroup limit if it
-/// has one, else the machine's memory; with which of the two it is, for
-/// people.
-pub fn memory_limit() -> Option<(u64, &'static str)> {
-    cgroup_limit()
-        .map(|bytes| (bytes, "the container's memory limit"))
-        .or_else(|| machine_memory().map(|bytes| (bytes, "this machine's memory")))
-}
-
-/// The cgroup (v2, then v1) memory limit of this process, if any.
-fn cgroup_limit() -> Option<u64> {
-    [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .filter_map(|t| t.trim().parse::<u64>().ok())
-    // v1 says "no limit" with a huge number.
-    .find(|&b| b < 1 << 60)
-}
-
-/// Total memory from /proc/meminfo.
-fn machine_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -178,19 +96,8 @@ mod tests {
     use dreamfarm_common::schedule::Schedule;
 
     #[test]
-    fn sizes_parse_with_units_and_refuse_nonsense() {
-        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "GiB", "-1G", "0", "8 parsecs", "1e999"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
-        }
+    fn the_default_budget_is_a_share_of_the_limit() {
         assert!(default_budget() > 0);
-        assert_eq!(human(3 << 29), "1.5 GiB");
-        assert_eq!(human(300 << 20), "300 MiB");
-        assert_eq!(human(21_494), "21 KiB");
-        assert_eq!(human(536), "536 bytes");
     }
 
     #[test]

@@ -176,6 +176,8 @@ impl Description {
 /// A loaded network, ready to give activations of its named layers.
 pub struct Model {
     net: Net,
+    /// Which built-in network it is; `None` for a TorchScript module.
+    builtin: Option<BuiltinModel>,
     name: String,
     layers: Vec<String>,
     /// Each layer's channel count, in the order of `layers`.
@@ -185,6 +187,8 @@ pub struct Model {
     device: Device,
     /// What the weights and activations are stored in.
     kind: Kind,
+    /// The precision `kind` was set from.
+    precision: NetworkPrecision,
 }
 
 impl Model {
@@ -212,6 +216,7 @@ impl Model {
         file.finish(unused)?;
         Ok(Self::new(
             Net::Builtin(net),
+            Some(model),
             info.name.to_string(),
             info.layers.iter().map(|l| l.to_string()).collect(),
             info.channels.to_vec(),
@@ -249,6 +254,7 @@ impl Model {
             .collect::<Result<_, _>>()?;
         Ok(Self::new(
             Net::Script(module),
+            None,
             path.display().to_string(),
             layers,
             channels,
@@ -268,6 +274,7 @@ impl Model {
 
     fn new(
         net: Net,
+        builtin: Option<BuiltinModel>,
         name: String,
         layers: Vec<String>,
         channels: Vec<u32>,
@@ -277,12 +284,14 @@ impl Model {
         let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
         Self {
             net,
+            builtin,
             name,
             layers,
             channels,
             normalise: (channel(pre.mean), channel(pre.std)),
             device,
             kind: Kind::Float,
+            precision: NetworkPrecision::F32,
         }
     }
 
@@ -305,6 +314,21 @@ impl Model {
             Net::Script(module) => module.to(self.device, kind, false),
         }
         self.kind = kind;
+        self.precision = precision;
+    }
+
+    /// The memory one pass to the deepest of `layers` holds for `batch`
+    /// windows of `height`×`width` (see [`pass_bytes`]); `None` for a
+    /// TorchScript module, whose graph is not known.
+    pub fn pass_bytes(
+        &self,
+        layers: &[usize],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Option<u64> {
+        self.builtin
+            .map(|model| pass_bytes(model, layers, batch, height, width, self.precision))
     }
 
     /// The model's name (`inception-v3`, or the TorchScript path).

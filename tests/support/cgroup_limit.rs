@@ -1,6 +1,7 @@
-//! A CPU limit for a test's process, as a container has one (`docker
-//! --cpus`, a Kubernetes `limits.cpu`): a cgroup of its own with a CFS
-//! quota, cgroup v1's `cpu` controller or v2's `cpu.max`.
+//! A CPU or memory limit for a test's process, as a container has one
+//! (`docker --cpus`/`--memory`, a Kubernetes `limits.cpu`/`limits.memory`):
+//! a cgroup of its own, cgroup v1's `cpu` or `memory` controller or v2's
+//! `cpu.max` or `memory.max`.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -11,45 +12,67 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The quota's period, in microseconds (the kernel's default).
 const PERIOD_US: u64 = 100_000;
 
-/// A cgroup whose processes share `cpus` CPUs' worth of time; removed on
-/// drop (after its processes have exited).
-pub struct CpuLimit {
+/// A cgroup with a limit; removed on drop (after its processes have
+/// exited).
+pub struct CgroupLimit {
     /// The cgroup's folder.
     dir: PathBuf,
     /// Its `cgroup.procs`, open for the children to join it by.
     procs: File,
 }
 
-impl CpuLimit {
+impl CgroupLimit {
     /// A new cgroup allowing `cpus` CPUs' time, or why this machine gives
     /// the test none (not root, no cgroup file system, no CPU controller).
-    pub fn new(cpus: u32) -> Result<Self, String> {
+    pub fn cpus(cpus: u32) -> Result<Self, String> {
+        let quota = u64::from(cpus) * PERIOD_US;
+        Self::new(
+            "cpu",
+            vec![("cpu.max", format!("{quota} {PERIOD_US}"))],
+            vec![
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.to_string()),
+            ],
+        )
+    }
+
+    /// A new cgroup whose processes may have `bytes` of memory together,
+    /// the kernel killing one past it, or why this machine gives the test
+    /// none.
+    pub fn memory(bytes: u64) -> Result<Self, String> {
+        Self::new(
+            "memory",
+            vec![("memory.max", bytes.to_string())],
+            vec![("memory.limit_in_bytes", bytes.to_string())],
+        )
+    }
+
+    /// A new cgroup under `controller`, set as `v2` or `v1` says (file,
+    /// value) as the machine has one or the other.
+    fn new(
+        controller: &str,
+        v2: Vec<(&str, String)>,
+        v1: Vec<(&str, String)>,
+    ) -> Result<Self, String> {
         static MADE: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "dreamfarm-test-{}-{}",
             std::process::id(),
             MADE.fetch_add(1, Ordering::Relaxed)
         );
-        let quota = u64::from(cpus) * PERIOD_US;
         let root = Path::new("/sys/fs/cgroup");
         let (dir, settings) = if root.join("cgroup.controllers").exists() {
-            // v2: the root must hand the cpu controller to its children.
-            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
-            (
-                root.join(&name),
-                vec![("cpu.max", format!("{quota} {PERIOD_US}"))],
-            )
+            // v2: the root must hand the controller to its children.
+            let _ = std::fs::write(
+                root.join("cgroup.subtree_control"),
+                format!("+{controller}"),
+            );
+            (root.join(&name), v2)
         } else {
-            (
-                root.join("cpu").join(&name),
-                vec![
-                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
-                    ("cpu.cfs_quota_us", quota.to_string()),
-                ],
-            )
+            (root.join(controller).join(&name), v1)
         };
         std::fs::create_dir(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-        let made = CpuLimit {
+        let made = CgroupLimit {
             procs: File::options()
                 .write(true)
                 .open(dir.join("cgroup.procs"))
@@ -80,7 +103,7 @@ impl CpuLimit {
     }
 }
 
-impl Drop for CpuLimit {
+impl Drop for CgroupLimit {
     fn drop(&mut self) {
         // A cgroup goes once empty; its last process may take a moment.
         for _ in 0..50 {
