@@ -4,9 +4,11 @@
 //! On a CPU the pass's activations share the machine's memory with the
 //! frames, and for a 1024-pixel tile of InceptionV3 they are most of a
 //! render's memory; a `--max-memory` that counted only the frames let a
-//! render through that the kernel then killed. Autograd keeps every
-//! operation's output until the backward pass reaches it, so the pass
-//! holds about the sum of its outputs, plus the gradients in flight.
+//! render through that the kernel then killed. Autograd keeps what each
+//! operation's gradient needs until the backward pass reaches it (a
+//! ReLU's output, a pooling's input, a max pooling's indices; a
+//! convolution whose weights need no gradient keeps nothing), so the pass
+//! holds about the sum of those, plus the tensors in flight.
 
 use dreamfarm_common::model_catalog::BuiltinModel;
 use dreamfarm_common::params::NetworkPrecision;
@@ -33,7 +35,7 @@ const F32_BYTES: u64 = 4;
 /// indices) holds for `batch` windows of `height`×`width` pixels, with the
 /// network in `precision`: the outputs autograd keeps for the backward
 /// pass and the gradients in flight. An estimate within tens of percent of
-/// what a process's resident memory grows by (`tests/render.rs` measures
+/// what a process's resident memory grows by (`tests/memory.rs` measures
 /// it on every built-in model); the weights are not in it.
 pub fn pass_bytes(
     model: BuiltinModel,
