@@ -71,3 +71,19 @@ fn hard_limit() -> Option<&'static str> {
 /// Other allocators keep their defaults.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn keep_freed_memory() {}
+
+/// Bytes the heap holds free for reuse: resident (the pass that freed them
+/// touched them) but not in use, since [`keep_freed_memory`] never gives
+/// them back. What the process uses is its resident memory less these.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn free_bytes() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.fordblks as u64
+}
+
+/// Other allocators: nothing known.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn free_bytes() -> u64 {
+    0
+}

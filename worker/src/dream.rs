@@ -49,8 +49,8 @@ pub struct Dreamer {
 }
 
 /// The memory a pass on the CPU may take: what this process may have less
-/// what it held once its model was loaded. A pass past it would not fail
-/// an allocation but have the kernel kill the process part way (a
+/// what it uses when the pass starts. A pass past it would not fail an
+/// allocation but have the kernel kill the process part way (a
 /// container's limit, or the machine's memory), losing every lease the
 /// worker held; it is refused before it starts instead.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +59,6 @@ struct Room {
     limit: u64,
     /// Whose limit that is, for people.
     of: &'static str,
-    /// What it held once the model was loaded.
-    held: u64,
 }
 
 impl Room {
@@ -71,11 +69,16 @@ impl Room {
             return None;
         }
         let (limit, of) = memory_limit()?;
-        Some(Self {
-            limit,
-            of,
-            held: resident_bytes()?,
-        })
+        Some(Self { limit, of })
+    }
+
+    /// What the process uses now: its resident memory less what its heap
+    /// keeps free for reuse (an earlier pass's, which the next one takes
+    /// again).
+    fn in_use() -> u64 {
+        resident_bytes()
+            .unwrap_or(0)
+            .saturating_sub(dreamfarm_proto::heap::free_bytes())
     }
 }
 
@@ -250,15 +253,16 @@ impl Dreamer {
             .model
             .pass_bytes(layers, work.tiles as usize, height, width)
             .unwrap_or(0);
-        if room.held + needs <= room.limit {
+        let in_use = Room::in_use();
+        if in_use + needs <= room.limit {
             return Ok(());
         }
         Err(DreamError::OutOfMemory {
             what: what(),
             detail: format!(
-                "its pass through the network needs about {}, and this process held {} of the {} it may have ({}) once its model was loaded",
+                "its pass through the network needs about {}, and this process uses {} of the {} it may have ({})",
                 human(needs),
-                human(room.held),
+                human(in_use),
                 human(room.limit),
                 room.of
             ),
