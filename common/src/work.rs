@@ -45,6 +45,16 @@ impl TileWork {
         self.pixels.height / self.tiles.max(1) as usize
     }
 
+    /// Height and width of the window the network sees on each step: a
+    /// tile's pixels less the jitter's padding on every side.
+    pub fn window_size(&self) -> (usize, usize) {
+        let padding = 2 * self.jitter as usize;
+        (
+            self.tile_height().saturating_sub(padding),
+            self.pixels.width.saturating_sub(padding),
+        )
+    }
+
     /// Width and height of the change that comes back: each tile's output
     /// region, stacked.
     pub fn change_size(&self) -> (usize, usize) {

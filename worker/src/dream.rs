@@ -244,11 +244,7 @@ impl Dreamer {
             return Ok(());
         };
         let layers = &resolve(&self.model, &mut self.resolved, &work.objective)?.layers;
-        let jitter = 2 * work.jitter as usize;
-        let (height, width) = (
-            work.tile_height().saturating_sub(jitter),
-            work.pixels.width.saturating_sub(jitter),
-        );
+        let (height, width) = work.window_size();
         let needs = self
             .model
             .pass_bytes(layers, work.tiles as usize, height, width)
@@ -292,7 +288,8 @@ impl Dreamer {
                 .narrow(3, o.x, o.width as i64)
         };
         let original = region(&buf).copy();
-        let (wh, ww) = (h - 2 * j, w - 2 * j);
+        let (wh, ww) = work.window_size();
+        let (wh, ww) = (wh as i64, ww as i64);
         for i in work.first_iteration..work.first_iteration + work.iterations {
             let s = seed::derive(
                 self.seed,

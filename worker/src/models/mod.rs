@@ -137,8 +137,19 @@ pub fn device_names(devices: &[Device]) -> String {
 }
 
 enum Net {
-    Builtin(Network),
+    /// A built-in network, and which one it is.
+    Builtin(Network, BuiltinModel),
     Script(CModule),
+}
+
+/// The tensor kind the network's weights and activations are stored in
+/// for `precision`.
+fn kind_of(precision: NetworkPrecision) -> Kind {
+    match precision {
+        NetworkPrecision::F32 => Kind::Float,
+        NetworkPrecision::Bf16 => Kind::BFloat16,
+        NetworkPrecision::F16 => Kind::Half,
+    }
 }
 
 /// A built-in network as data: its blocks, its BatchNorm epsilon, and the
@@ -176,8 +187,6 @@ impl Description {
 /// A loaded network, ready to give activations of its named layers.
 pub struct Model {
     net: Net,
-    /// Which built-in network it is; `None` for a TorchScript module.
-    builtin: Option<BuiltinModel>,
     name: String,
     layers: Vec<String>,
     /// Each layer's channel count, in the order of `layers`.
@@ -186,8 +195,6 @@ pub struct Model {
     normalise: (Tensor, Tensor),
     device: Device,
     /// What the weights and activations are stored in.
-    kind: Kind,
-    /// The precision `kind` was set from.
     precision: NetworkPrecision,
 }
 
@@ -215,8 +222,7 @@ impl Model {
         };
         file.finish(unused)?;
         Ok(Self::new(
-            Net::Builtin(net),
-            Some(model),
+            Net::Builtin(net, model),
             info.name.to_string(),
             info.layers.iter().map(|l| l.to_string()).collect(),
             info.channels.to_vec(),
@@ -254,7 +260,6 @@ impl Model {
             .collect::<Result<_, _>>()?;
         Ok(Self::new(
             Net::Script(module),
-            None,
             path.display().to_string(),
             layers,
             channels,
@@ -274,7 +279,6 @@ impl Model {
 
     fn new(
         net: Net,
-        builtin: Option<BuiltinModel>,
         name: String,
         layers: Vec<String>,
         channels: Vec<u32>,
@@ -284,13 +288,11 @@ impl Model {
         let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
         Self {
             net,
-            builtin,
             name,
             layers,
             channels,
             normalise: (channel(pre.mean), channel(pre.std)),
             device,
-            kind: Kind::Float,
             precision: NetworkPrecision::F32,
         }
     }
@@ -301,19 +303,14 @@ impl Model {
     /// activations widened to f32 on the way out, so the objective's
     /// reductions and everything after them stay f32.
     pub fn set_precision(&mut self, precision: NetworkPrecision) {
-        let kind = match precision {
-            NetworkPrecision::F32 => Kind::Float,
-            NetworkPrecision::Bf16 => Kind::BFloat16,
-            NetworkPrecision::F16 => Kind::Half,
-        };
+        let kind = kind_of(precision);
         match &mut self.net {
-            Net::Builtin(net) => {
+            Net::Builtin(net, _) => {
                 let _no_grad = tch::no_grad_guard();
                 net.convert(kind);
             }
             Net::Script(module) => module.to(self.device, kind, false),
         }
-        self.kind = kind;
         self.precision = precision;
     }
 
@@ -327,8 +324,17 @@ impl Model {
         height: usize,
         width: usize,
     ) -> Option<u64> {
-        self.builtin
-            .map(|model| pass_bytes(model, layers, batch, height, width, self.precision))
+        match self.net {
+            Net::Builtin(_, model) => Some(pass_bytes(
+                model,
+                layers,
+                batch,
+                height,
+                width,
+                self.precision,
+            )),
+            Net::Script(_) => None,
+        }
     }
 
     /// The model's name (`inception-v3`, or the TorchScript path).
@@ -382,10 +388,10 @@ impl Model {
         input: &Tensor,
         layers: &[usize],
     ) -> Result<Vec<Tensor>, ModelError> {
-        let input = input.to_kind(self.kind);
+        let input = input.to_kind(kind_of(self.precision));
         let widened = |acts: Vec<Tensor>| acts.iter().map(|a| a.to_kind(Kind::Float)).collect();
         match &self.net {
-            Net::Builtin(net) => Ok(widened(net.activations(&input, layers))),
+            Net::Builtin(net, _) => Ok(widened(net.activations(&input, layers))),
             Net::Script(module) => {
                 let outputs = script_outputs(module, &input).map_err(|reason| {
                     ModelError::BadTorchScript {

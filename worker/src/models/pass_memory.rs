@@ -113,7 +113,7 @@ impl Walk {
                     // squares.
                     let widened = sample != F32_BYTES;
                     if widened || !walk.kept {
-                        walk.held += walk.shape.samples() * F32_BYTES;
+                        walk.keep(walk.shape.samples() * F32_BYTES);
                     }
                     walk.made(walk.shape, F32_BYTES);
                 }
